@@ -1,0 +1,187 @@
+//! A host file with bounds-checked positional I/O whose errors name the file and the offset.
+//!
+//! All image I/O goes through positional reads and writes (`pread`/`pwrite`), never the shared
+//! file cursor, so one open file serves many worker threads at once without locks.
+
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// An open file of an image: the file, its path (for messages) and its length when opened.
+#[derive(Debug)]
+pub struct HostFile {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl HostFile {
+    /// Opens `path` read-only. Directories are refused with a clear message (Linux lets one
+    /// open them for reading and fails only at the first read).
+    pub fn open(path: &Path) -> Result<HostFile> {
+        Self::open_with(path, OpenOptions::new().read(true))
+    }
+
+    /// Opens `path` for reading and writing (repairs, in-place updates).
+    pub fn open_rw(path: &Path) -> Result<HostFile> {
+        Self::open_with(path, OpenOptions::new().read(true).write(true))
+    }
+
+    fn open_with(path: &Path, options: &OpenOptions) -> Result<HostFile> {
+        let meta =
+            std::fs::metadata(path).map_err(|e| Error::io("cannot open", e).with_path(path))?;
+        if meta.is_dir() {
+            return Err(Error::invalid("is a directory, not a disk image").with_path(path));
+        }
+        let file = options
+            .open(path)
+            .map_err(|e| Error::io("cannot open", e).with_path(path))?;
+        Self::from_file(file, path)
+    }
+
+    /// Wraps an already open file (a temporary output, a file the caller created).
+    pub fn from_file(mut file: File, path: &Path) -> Result<HostFile> {
+        // Seeking to the end measures block devices too, where metadata reports 0.
+        let len = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io("cannot measure", e).with_path(path))?;
+        Ok(HostFile {
+            file,
+            path: path.to_path_buf(),
+            len,
+        })
+    }
+
+    /// The path the file was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's length in bytes when it was opened (or last set with [`HostFile::set_len`]).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when the file holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Bytes the file occupies on disk (st_blocks * 512), as `du` and qemu-img's
+    /// `actual-size` count them.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`; reading past the end of the file is an
+    /// error that says where the file ends.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.len) {
+            return Err(Error::corrupt(format!(
+                "read of {} bytes runs past the end of the file ({} bytes)",
+                buf.len(),
+                self.len
+            ))
+            .at_offset(offset)
+            .with_path(&self.path));
+        }
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            let err = if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::corrupt("file is shorter than expected (truncated while reading?)")
+            } else {
+                Error::io("read failed", e)
+            };
+            err.at_offset(offset).with_path(&self.path)
+        })
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`, stopping at the end of the file; returns how
+    /// many bytes were read.
+    pub fn read_at_most(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let available = self.len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        if available > 0 {
+            self.read_exact_at(&mut buf[..available], offset)?;
+        }
+        Ok(available)
+    }
+
+    /// Reads `len` bytes at `offset` into a new vector. The length is checked against the
+    /// file's size before anything is allocated, so a corrupt table size cannot make us reserve
+    /// gigabytes. `what` names the structure for the error message ("BAT", "grain directory").
+    pub fn read_vec(&self, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::corrupt(format!(
+                "{what} of {len} bytes runs past the end of the file ({} bytes)",
+                self.len
+            ))
+            .at_offset(offset)
+            .with_path(&self.path));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    /// Writes all of `buf` at `offset`, growing the recorded length when the write extends the file.
+    pub fn write_all_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
+        self.file.write_all_at(buf, offset).map_err(|e| {
+            Error::io("write failed", e)
+                .at_offset(offset)
+                .with_path(&self.path)
+        })?;
+        self.len = self.len.max(offset + buf.len() as u64);
+        Ok(())
+    }
+
+    /// Sets the file's length (truncating or extending with a hole).
+    pub fn set_len(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("cannot set length", e).with_path(&self.path))?;
+        self.len = len;
+        Ok(())
+    }
+
+    /// Flushes data and metadata to stable storage.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("cannot flush", e).with_path(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn reads_are_bounds_checked_with_context() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&[7u8; 100]).unwrap();
+        let f = HostFile::open(tmp.path()).unwrap();
+        let mut buf = [0u8; 10];
+        f.read_exact_at(&mut buf, 90).unwrap();
+        assert_eq!(buf, [7u8; 10]);
+        let err = f.read_exact_at(&mut buf, 95).unwrap_err();
+        assert!(err.to_string().contains("offset 95"), "{err}");
+        assert!(f.read_vec(0, 1 << 40, "table").is_err());
+        assert!(f.read_vec(u64::MAX, 2, "table").is_err());
+        assert_eq!(f.read_at_most(&mut buf, 95).unwrap(), 5);
+    }
+
+    #[test]
+    fn directories_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = HostFile::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+}

@@ -1,0 +1,559 @@
+//! The image abstraction: a [`Layer`] is one file format's view of one image file (or one
+//! descriptor and its extents); an [`Image`] is a chain of layers, the top one first, each
+//! falling through to the next where it holds nothing.
+//!
+//! Mapping, not bytes, is the core interface: [`Layer::map`] says for any range whether the
+//! bytes are stored here, read as zeros, or are not allocated (and so come from the backing
+//! image). Convert, compare, map and the allocation figures of info are all "walk the extents,
+//! skip what is zero, copy what is data", so sparse images cost nothing.
+//!
+//! A layer never opens its backing file on its own: it names it in [`Layer::backing`] and the
+//! caller ([`Image::open`]) decides whether to follow it, bounding the depth and detecting loops.
+
+use crate::detect::detect_format;
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::formats;
+use crate::host_file::HostFile;
+use std::any::Any;
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// How deep a backing chain may be before we call it an error (a loop that escaped detection
+/// through hard links, or a hostile image).
+pub const MAX_CHAIN_DEPTH: usize = 256;
+
+/// How one layer stores a range of its virtual disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// The bytes are stored in this layer.
+    Data,
+    /// This layer defines the range as zeros (a zero flag, a hole in a raw file): it reads as
+    /// zeros whatever the backing image holds.
+    Zero,
+    /// This layer holds nothing for the range: it reads from the backing image, or as zeros
+    /// when there is none.
+    Unallocated,
+}
+
+/// Where mapped bytes live in a host file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLocation {
+    /// Index into [`Layer::files`] (0 for single-file formats).
+    pub file: usize,
+    /// Byte offset in that file.
+    pub offset: u64,
+}
+
+/// One run of a layer's virtual disk with a single [`Allocation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// First virtual byte of the run.
+    pub start: u64,
+    /// Length of the run in bytes (never 0).
+    pub length: u64,
+    /// How the run is stored.
+    pub allocation: Allocation,
+    /// Where the bytes are in a host file, when they are stored there contiguously and
+    /// uncompressed (qemu-img map's `offset`).
+    pub host: Option<HostLocation>,
+    /// True when the run is stored compressed.
+    pub compressed: bool,
+}
+
+impl Mapping {
+    /// A run with no host location, not compressed.
+    pub fn new(start: u64, length: u64, allocation: Allocation) -> Mapping {
+        Mapping {
+            start,
+            length,
+            allocation,
+            host: None,
+            compressed: false,
+        }
+    }
+
+    /// The same run stored at `offset` of host file `file`.
+    pub fn at_host(mut self, file: usize, offset: u64) -> Mapping {
+        self.host = Some(HostLocation { file, offset });
+        self
+    }
+
+    /// One past the last byte of the run.
+    pub fn end(&self) -> u64 {
+        self.start + self.length
+    }
+}
+
+/// How a layer names its backing (parent) image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingLink {
+    /// The reference as stored in the image (for info's `backing-filename`).
+    pub stored_name: String,
+    /// Paths to try, in order, already resolved against the layer's own folder.
+    pub candidates: Vec<PathBuf>,
+    /// The parent's format when the image says (qcow2's backing format); otherwise detected.
+    pub format: Option<Format>,
+}
+
+/// What `info` shows about a layer beyond its size and format.
+#[derive(Debug, Clone, Default)]
+pub struct LayerDetails {
+    /// The allocation unit (VHD block, VMDK grain, qcow2 cluster), as qemu-img's `cluster-size`.
+    pub cluster_size: Option<u64>,
+    /// True when the image was not closed cleanly.
+    pub dirty: bool,
+    /// Format-specific facts, shown as qemu-img's `format-specific.data` in JSON.
+    pub format_specific: serde_json::Map<String, serde_json::Value>,
+    /// The same facts as human-readable lines ("create type", "streamOptimized").
+    pub human: Vec<(String, String)>,
+}
+
+/// One format's reader of one image.
+///
+/// Reads take `&self` and use positional I/O, so the conversion engine's workers share one
+/// open layer. Implementations keep mutable caches behind a lock.
+pub trait Layer: Send + Sync + Any {
+    /// The format of this layer.
+    fn format(&self) -> Format;
+
+    /// The path the layer was opened by.
+    fn path(&self) -> &Path;
+
+    /// The size of the virtual disk in bytes.
+    fn virtual_size(&self) -> u64;
+
+    /// Describes the run starting at `offset` (< virtual size), at most `max_len` (> 0) long.
+    /// Implementations coalesce neighbouring units with the same allocation, so that a sparse
+    /// terabyte costs a handful of calls.
+    fn map(&self, offset: u64, max_len: u64) -> Result<Mapping>;
+
+    /// Reads bytes of a range that [`Layer::map`] reported as [`Allocation::Data`]. Callers never
+    /// ask for a range that spans more than one mapping.
+    fn read_data(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// The backing image this layer names, if any.
+    fn backing(&self) -> Option<&BackingLink> {
+        None
+    }
+
+    /// Checks that `parent` is the image this layer was made against (UUIDs, content ids).
+    /// Returns warnings for mismatches that are suspicious but readable (timestamps); fails
+    /// for mismatches that would silently give wrong data.
+    fn verify_backing(&self, parent: &dyn Layer) -> Result<Vec<String>> {
+        let _ = parent;
+        Ok(Vec::new())
+    }
+
+    /// Facts for `info`.
+    fn details(&self) -> LayerDetails {
+        LayerDetails::default()
+    }
+
+    /// Every host file this layer reads (descriptor first), for `actual-size` and messages.
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.path().to_path_buf()]
+    }
+
+    /// Problems found while opening that did not stop the open (a damaged footer read from
+    /// its backup copy, say).
+    fn open_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// For formats that need to look at a parent's format-specific identity.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Whether [`Image::open`] follows backing links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackingPolicy {
+    /// Open the whole chain.
+    Follow,
+    /// Open the top layer only; unallocated ranges read as zeros. For `info` without
+    /// `--backing-chain`, and for untrusted images.
+    Ignore,
+}
+
+/// How to open an image.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// The format, or `None` to detect it from the content.
+    pub format: Option<Format>,
+    /// Whether to open the backing chain.
+    pub backing: BackingPolicy,
+    /// The deepest chain accepted.
+    pub max_depth: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            format: None,
+            backing: BackingPolicy::Follow,
+            max_depth: MAX_CHAIN_DEPTH,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Options with an explicit format (`-f`), or detection when `None`.
+    pub fn with_format(format: Option<Format>) -> OpenOptions {
+        OpenOptions {
+            format,
+            ..OpenOptions::default()
+        }
+    }
+}
+
+/// The status of a range of a whole chain, as qemu-img map reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainMapping {
+    /// The run, as the layer at `depth` mapped it (clipped to what the layers above leave open).
+    pub mapping: Mapping,
+    /// Which layer answered: 0 is the top. For ranges no layer holds, the last layer asked.
+    pub depth: usize,
+}
+
+impl ChainMapping {
+    /// True when some layer defines the range (qemu-img map's `present`).
+    pub fn present(&self) -> bool {
+        self.mapping.allocation != Allocation::Unallocated
+    }
+
+    /// True when the range reads as zeros.
+    pub fn zero(&self) -> bool {
+        self.mapping.allocation != Allocation::Data
+    }
+}
+
+/// An opened image: its layers, top first.
+pub struct Image {
+    layers: Vec<Box<dyn Layer>>,
+    format_guessed: bool,
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("path", &self.top().path())
+            .field("format", &self.top().format())
+            .field("depth", &self.layers.len())
+            .finish()
+    }
+}
+
+/// The identity of a file on disk, for loop detection and "destination is the source".
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl Image {
+    /// Opens the image at `path` and, by default, its backing chain.
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Image> {
+        let (top, guessed) = open_layer(path, options.format)?;
+        let mut image = Image {
+            layers: vec![top],
+            format_guessed: guessed,
+            warnings: Vec::new(),
+        };
+        image.collect_warnings(0);
+        if options.backing == BackingPolicy::Follow {
+            image.open_backing_chain(options.max_depth)?;
+        }
+        Ok(image)
+    }
+
+    /// Wraps a single already-opened layer (tests, in-memory images).
+    pub fn from_layer(layer: Box<dyn Layer>) -> Image {
+        let mut image = Image {
+            layers: vec![layer],
+            format_guessed: false,
+            warnings: Vec::new(),
+        };
+        image.collect_warnings(0);
+        image
+    }
+
+    fn collect_warnings(&mut self, index: usize) {
+        let layer = &self.layers[index];
+        for w in layer.open_warnings() {
+            self.warnings
+                .push(format!("{}: {w}", layer.path().display()));
+        }
+    }
+
+    fn open_backing_chain(&mut self, max_depth: usize) -> Result<()> {
+        let mut seen: HashSet<(u64, u64)> = HashSet::new();
+        for file in self.layers[0].files() {
+            seen.extend(file_identity(&file));
+        }
+        loop {
+            let child = self.layers.last().expect("an image has a layer");
+            let Some(link) = child.backing().cloned() else {
+                return Ok(());
+            };
+            let child_path = child.path().to_path_buf();
+            if self.layers.len() >= max_depth {
+                return Err(Error::unsupported(format!(
+                    "backing chain is deeper than {max_depth} images"
+                ))
+                .with_path(&child_path));
+            }
+            let parent_path = link
+                .candidates
+                .iter()
+                .find(|p| p.is_file())
+                .cloned()
+                .ok_or_else(|| {
+                    let tried: Vec<String> = link
+                        .candidates
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect();
+                    Error::invalid(format!(
+                        "backing image '{}' not found (tried: {})",
+                        link.stored_name,
+                        if tried.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            tried.join(", ")
+                        }
+                    ))
+                    .with_path(&child_path)
+                })?;
+            if let Some(id) = file_identity(&parent_path)
+                && !seen.insert(id)
+            {
+                return Err(Error::corrupt(format!(
+                    "backing chain loops: '{}' is already in the chain",
+                    parent_path.display()
+                ))
+                .with_path(&child_path));
+            }
+            let (parent, _) = open_layer(&parent_path, link.format)?;
+            for file in parent.files().iter().skip(1) {
+                seen.extend(file_identity(file));
+            }
+            let warnings = child
+                .verify_backing(parent.as_ref())
+                .map_err(|e| e.with_path(&child_path))?;
+            for w in warnings {
+                self.warnings.push(format!("{}: {w}", child_path.display()));
+            }
+            self.layers.push(parent);
+            self.collect_warnings(self.layers.len() - 1);
+        }
+    }
+
+    /// The layers, top first.
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    /// The top layer: the image the user named.
+    pub fn top(&self) -> &dyn Layer {
+        self.layers[0].as_ref()
+    }
+
+    /// The size of the virtual disk.
+    pub fn virtual_size(&self) -> u64 {
+        self.top().virtual_size()
+    }
+
+    /// True when the format was not recognised and raw was assumed.
+    pub fn format_guessed(&self) -> bool {
+        self.format_guessed
+    }
+
+    /// Problems found while opening that did not stop the open.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The status of the run starting at `offset` through the whole chain: which layer
+    /// provides it and how. `max_len` bounds the run; the result may be shorter.
+    pub fn block_status(&self, offset: u64, max_len: u64) -> Result<ChainMapping> {
+        let size = self.virtual_size();
+        if offset >= size || max_len == 0 {
+            return Err(Error::invalid(format!(
+                "block status query at {offset} (+{max_len}) outside the virtual disk ({size} bytes)"
+            ))
+            .with_path(self.top().path()));
+        }
+        let mut len = max_len.min(size - offset);
+        let mut depth = 0;
+        loop {
+            let layer = &self.layers[depth];
+            let layer_size = layer.virtual_size();
+            let mapping = if offset >= layer_size {
+                // A parent smaller than its child reads as zeros past its end.
+                Mapping::new(offset, len, Allocation::Unallocated)
+            } else {
+                let m = layer
+                    .map(offset, len.min(layer_size - offset))
+                    .map_err(|e| e.with_path(layer.path()))?;
+                check_mapping(layer.as_ref(), offset, len, &m)?;
+                m
+            };
+            len = mapping.length;
+            if mapping.allocation != Allocation::Unallocated || depth + 1 == self.layers.len() {
+                return Ok(ChainMapping { mapping, depth });
+            }
+            depth += 1;
+        }
+    }
+
+    /// Reads `buf.len()` bytes of the virtual disk at `offset`, through the chain.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let size = self.virtual_size();
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > size)
+        {
+            return Err(Error::invalid(format!(
+                "read of {} bytes at {offset} runs past the end of the virtual disk ({size} bytes)",
+                buf.len()
+            ))
+            .with_path(self.top().path()));
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let status = self.block_status(pos, (buf.len() - done) as u64)?;
+            let n = status.mapping.length as usize;
+            let chunk = &mut buf[done..done + n];
+            if status.mapping.allocation == Allocation::Data {
+                let layer = &self.layers[status.depth];
+                layer
+                    .read_data(pos, chunk)
+                    .map_err(|e| e.with_path(layer.path()))?;
+            } else {
+                chunk.fill(0);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// A layer that answers outside the range it was asked about would send every caller into an
+/// endless loop or a wrong read; treat it as the corruption it is.
+fn check_mapping(layer: &dyn Layer, offset: u64, max_len: u64, m: &Mapping) -> Result<()> {
+    if m.start != offset || m.length == 0 || m.length > max_len {
+        return Err(Error::corrupt(format!(
+            "internal mapping error: asked for {offset}+{max_len}, got {}+{}",
+            m.start, m.length
+        ))
+        .with_path(layer.path()));
+    }
+    Ok(())
+}
+
+/// Opens one layer: detects the format unless given, then hands the file to its reader.
+/// Returns the layer and whether its format was guessed (raw by elimination).
+pub fn open_layer(path: &Path, format: Option<Format>) -> Result<(Box<dyn Layer>, bool)> {
+    let file = HostFile::open(path)?;
+    let (format, guessed) = match format {
+        Some(f) => (f, false),
+        None => {
+            let detected = detect_format(&file)?;
+            (detected.format, detected.guessed)
+        }
+    };
+    let layer = formats::open(format, file).map_err(|e| e.with_path(path))?;
+    Ok((layer, guessed))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An in-memory layer with an explicit allocation list, for chain tests.
+    pub(crate) struct MemLayer {
+        pub path: PathBuf,
+        pub data: Vec<u8>,
+        /// (start, len, allocation) covering the whole disk in order.
+        pub runs: Vec<(u64, u64, Allocation)>,
+    }
+
+    impl Layer for MemLayer {
+        fn format(&self) -> Format {
+            Format::Raw
+        }
+        fn path(&self) -> &Path {
+            &self.path
+        }
+        fn virtual_size(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn map(&self, offset: u64, max_len: u64) -> Result<Mapping> {
+            let (s, l, a) = *self
+                .runs
+                .iter()
+                .find(|(s, l, _)| offset >= *s && offset < s + l)
+                .unwrap();
+            Ok(Mapping::new(offset, (s + l - offset).min(max_len), a))
+        }
+        fn read_data(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            buf.copy_from_slice(&self.data[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    fn mem(name: &str, fill: u8, runs: Vec<(u64, u64, Allocation)>) -> Box<dyn Layer> {
+        let size = runs.iter().map(|r| r.0 + r.1).max().unwrap();
+        Box::new(MemLayer {
+            path: PathBuf::from(name),
+            data: vec![fill; size as usize],
+            runs,
+        })
+    }
+
+    #[test]
+    fn chain_reads_fall_through_unallocated_but_not_zero() {
+        use Allocation::*;
+        let top = mem(
+            "top",
+            1,
+            vec![(0, 10, Data), (10, 10, Unallocated), (20, 10, Zero)],
+        );
+        let base = mem("base", 2, vec![(0, 30, Data)]);
+        let image = Image {
+            layers: vec![top, base],
+            format_guessed: false,
+            warnings: vec![],
+        };
+        let mut buf = vec![9u8; 30];
+        image.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf[..10], &[1; 10]);
+        assert_eq!(&buf[10..20], &[2; 10]);
+        assert_eq!(&buf[20..], &[0; 10]);
+        let s = image.block_status(12, 100).unwrap();
+        assert_eq!((s.depth, s.mapping.start, s.mapping.length), (1, 12, 8));
+        assert!(image.read_at(25, &mut buf).is_err());
+    }
+
+    #[test]
+    fn smaller_parent_reads_as_zeros_past_its_end() {
+        use Allocation::*;
+        let top = mem("top", 1, vec![(0, 40, Unallocated)]);
+        let base = mem("base", 2, vec![(0, 20, Data)]);
+        let image = Image {
+            layers: vec![top, base],
+            format_guessed: false,
+            warnings: vec![],
+        };
+        let mut buf = vec![9u8; 40];
+        image.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf[..20], &[2; 20]);
+        assert_eq!(&buf[20..], &[0; 20]);
+        let s = image.block_status(20, 100).unwrap();
+        assert!(!s.present() && s.zero());
+    }
+}

@@ -1,0 +1,195 @@
+//! Atomic output: files are written under temporary names beside their destinations and
+//! renamed only when complete. A failed or interrupted run leaves nothing at the destination.
+
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Temporary files of every live [`Staging`], so that an interrupt handler can remove them
+/// before the process exits (destructors do not run on a signal).
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes every temporary output file still pending. For signal handlers; see
+/// [`install_interrupt_cleanup`].
+pub fn remove_pending_outputs() {
+    let pending = match PENDING.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    for path in pending.iter() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Installs a handler for Ctrl-C, SIGTERM and SIGHUP that removes pending outputs and exits
+/// with status 130. For command-line programs; a library caller may prefer its own handling.
+pub fn install_interrupt_cleanup() -> Result<()> {
+    ctrlc::set_handler(|| {
+        remove_pending_outputs();
+        eprintln!("diskferry: interrupted; partial output removed");
+        std::process::exit(130);
+    })
+    .map_err(|e| Error::invalid(format!("cannot install the interrupt handler: {e}")))
+}
+
+struct StagedFile {
+    temp: PathBuf,
+    dest: PathBuf,
+}
+
+/// A set of output files being written. Dropping it without [`Staging::commit`] removes them.
+#[derive(Default)]
+pub struct Staging {
+    files: Vec<StagedFile>,
+}
+
+impl Staging {
+    /// An empty staging area.
+    pub fn new() -> Staging {
+        Staging::default()
+    }
+
+    /// Creates a new file that will appear at `dest` on commit. Its temporary name is hidden
+    /// (a leading dot) in the same folder, so the final rename never crosses file systems.
+    pub fn create(&mut self, dest: &Path) -> Result<File> {
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::invalid("destination has no file name").with_path(dest))?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(
+                Error::invalid(format!("folder '{}' does not exist", dir.display()))
+                    .with_path(dest),
+            );
+        }
+        if dest.is_dir() {
+            return Err(Error::invalid("destination is a directory").with_path(dest));
+        }
+        if self.files.iter().any(|f| f.dest == dest) {
+            return Err(Error::invalid("the same output file is written twice").with_path(dest));
+        }
+        let mut attempt = 0u32;
+        loop {
+            let temp = dir.join(format!(
+                ".{}.{}-{attempt}.diskferry-partial",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            // Register before creating, so an interrupt between the two cannot leave the file.
+            lock_pending().push(temp.clone());
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+            {
+                Ok(file) => {
+                    self.files.push(StagedFile {
+                        temp,
+                        dest: dest.to_path_buf(),
+                    });
+                    return Ok(file);
+                }
+                Err(e) => {
+                    unregister(&temp);
+                    if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(Error::io("cannot create", e).with_path(&temp));
+                }
+            }
+        }
+    }
+
+    /// The final paths of the staged files, in creation order.
+    pub fn destinations(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|f| f.dest.as_path())
+    }
+
+    /// Renames every staged file to its destination, the first-created (the main file, such
+    /// as a VMDK descriptor) last, so that it never names extents that are not there yet.
+    pub fn commit(mut self) -> Result<()> {
+        while let Some(file) = self.files.pop() {
+            if let Err(e) = std::fs::rename(&file.temp, &file.dest) {
+                let err =
+                    Error::io("cannot move the finished file into place", e).with_path(&file.dest);
+                self.files.push(file);
+                return Err(err);
+            }
+            unregister(&file.temp);
+            if let Some(dir) = file.dest.parent() {
+                // Make the rename durable; failures here do not undo a complete output.
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        for file in self.files.drain(..) {
+            let _ = std::fs::remove_file(&file.temp);
+            unregister(&file.temp);
+        }
+    }
+}
+
+fn lock_pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    match PENDING.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn unregister(path: &Path) {
+    let mut pending = lock_pending();
+    if let Some(i) = pending.iter().position(|p| p == path) {
+        pending.swap_remove(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn nothing_appears_until_commit_and_drop_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.img");
+        {
+            let mut s = Staging::new();
+            let mut f = s.create(&dest).unwrap();
+            f.write_all(b"abc").unwrap();
+            assert!(!dest.exists());
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+        let mut s = Staging::new();
+        let mut f = s.create(&dest).unwrap();
+        f.write_all(b"abc").unwrap();
+        s.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn missing_folder_is_a_clear_error() {
+        let mut s = Staging::new();
+        let err = s.create(Path::new("/nonexistent-dir/x.img")).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}
