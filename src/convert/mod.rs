@@ -1,0 +1,318 @@
+//! The conversion engine: the one place where images are copied.
+//!
+//! Driven by the source's allocation map: unallocated and zero ranges are never read or written
+//! as data. Data is read, checked for zeros at the `-S` granularity and (for compressing
+//! targets) encoded by a pool of worker threads; one writer receives the result in order. The
+//! output is staged under a temporary name and appears only when complete.
+//!
+//! Memory: at most `2 × threads + 2` chunks of [`CHUNK_SIZE`] bytes are in flight, each with
+//! room for its encoded form and, with `-B`, the backing image's bytes — 24 MiB of data buffers
+//! with the default two threads, whatever the size of the image. The target's own tables (a
+//! VHD's BAT, a VMDK's grain directory) come on top and scale with the virtual size.
+
+mod pipeline;
+mod plan;
+mod zero;
+
+pub use pipeline::Stats;
+pub use plan::range_has_data;
+pub use zero::is_zero;
+
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::formats;
+use crate::image::{BackingPolicy, Image, OpenOptions, file_identity};
+use crate::options::FormatOptions;
+use crate::staging::Staging;
+use crate::writer::{BackingTarget, CreateSpec, Destination, ImageWriter, Piece, SourceMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes per work item: large enough to amortise system calls, small enough that the pipeline's
+/// memory stays small. Always a multiple of the granularity.
+pub const CHUNK_SIZE: u64 = 2 << 20;
+
+/// The default `-S`: runs of zeros this long (and aligned) become holes.
+pub const DEFAULT_SPARSE_SIZE: u64 = 4096;
+
+/// How to convert.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// `-f`: the source format, or `None` to detect it.
+    pub source_format: Option<Format>,
+    /// `-O`: the target format.
+    pub target_format: Format,
+    /// `-o`: the target's options, as `key=value,...`.
+    pub target_options: String,
+    /// `-c`: compress where the target format can.
+    pub compress: bool,
+    /// `-S`: the smallest run of zeros written as a hole; 0 writes everything (fully allocated).
+    pub sparse_size: u64,
+    /// `-m`: worker threads.
+    pub threads: usize,
+    /// `-B`: make the target a differencing image over this backing image; only what differs
+    /// from it is written.
+    pub target_backing: Option<PathBuf>,
+    /// `-F`: the backing image's format, or `None` to detect it.
+    pub target_backing_format: Option<Format>,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            source_format: None,
+            target_format: Format::Raw,
+            target_options: String::new(),
+            compress: false,
+            sparse_size: DEFAULT_SPARSE_SIZE,
+            threads: default_threads(),
+            target_backing: None,
+            target_backing_format: None,
+        }
+    }
+}
+
+/// One worker per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// A destination of `-` means standard output.
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Parses `-o` text for `format`, refusing formats diskferry cannot write.
+pub fn parse_target_options(format: Format, text: &str) -> Result<FormatOptions> {
+    if !formats::can_write(format) {
+        return Err(Error::unsupported(format!(
+            "writing {format} images is not supported by diskferry yet"
+        )));
+    }
+    FormatOptions::parse(format, formats::create_options(format), text)
+}
+
+/// Answers the writer's planning questions from the source's allocation map.
+struct ImageSourceMap {
+    image: Arc<Image>,
+    everything_is_data: bool,
+}
+
+impl SourceMap for ImageSourceMap {
+    fn may_have_data(&self, offset: u64, len: u64) -> Result<bool> {
+        if self.everything_is_data {
+            return Ok(true);
+        }
+        range_has_data(&self.image, offset, offset.saturating_add(len))
+    }
+}
+
+/// Refuses a destination that is the source or one of the files the source reads.
+fn refuse_overwriting_source(source: &Image, dest: &Path) -> Result<()> {
+    let Some(dest_id) = file_identity(dest) else {
+        return Ok(());
+    };
+    for layer in source.layers() {
+        for file in layer.files() {
+            if file_identity(&file) == Some(dest_id) {
+                return Err(Error::invalid(format!(
+                    "destination is the same file as the source image's '{}'; refusing to overwrite it",
+                    file.display()
+                ))
+                .with_path(dest));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the backing image a new image will refer to. A relative name is relative to the new
+/// image's folder, as qemu-img and every hypervisor resolve it.
+pub fn open_target_backing(
+    new_image: &Path,
+    stored_name: &Path,
+    format: Option<Format>,
+) -> Result<BackingTarget> {
+    let path = if stored_name.is_absolute() {
+        stored_name.to_path_buf()
+    } else {
+        new_image
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join(stored_name)
+    };
+    let image = Image::open(&path, &OpenOptions::with_format(format))?;
+    Ok(BackingTarget {
+        stored_name: stored_name.to_string_lossy().into_owned(),
+        format: image.top().format(),
+        path,
+        image: Arc::new(image),
+    })
+}
+
+/// Converts the image at `source` into a new image at `dest` (`-` for standard output).
+/// `progress` receives (bytes done, total bytes) on the calling thread.
+pub fn convert(
+    source: &Path,
+    dest: &Path,
+    options: &ConvertOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Stats> {
+    let target_options = parse_target_options(options.target_format, &options.target_options)?;
+    if !options.sparse_size.is_multiple_of(512) {
+        return Err(Error::invalid(format!(
+            "-S {} is not a multiple of 512 bytes",
+            options.sparse_size
+        )));
+    }
+    let image = Arc::new(Image::open(
+        source,
+        &OpenOptions::with_format(options.source_format),
+    )?);
+    if !is_stdout(dest) {
+        refuse_overwriting_source(&image, dest)?;
+    }
+    let backing = match &options.target_backing {
+        Some(b) => {
+            let target = open_target_backing(dest, b, options.target_backing_format)?;
+            if file_identity(&target.path).is_some()
+                && file_identity(&target.path) == file_identity(dest)
+            {
+                return Err(
+                    Error::invalid("the backing image cannot be the destination").with_path(dest),
+                );
+            }
+            Some(target)
+        }
+        None => None,
+    };
+    let backing_image = backing.as_ref().map(|b| Arc::clone(&b.image));
+    let size = image.virtual_size();
+    let everything_is_data = options.sparse_size == 0;
+    let spec = CreateSpec {
+        size,
+        options: target_options,
+        backing,
+        compress: options.compress,
+        source_map: Some(Arc::new(ImageSourceMap {
+            image: Arc::clone(&image),
+            everything_is_data,
+        })),
+    };
+
+    let mut staging = Staging::new();
+    let destination = if is_stdout(dest) {
+        Destination::Stream(Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout(),
+        )) as Box<dyn Write + Send>)
+    } else {
+        Destination::Files {
+            staging: &mut staging,
+            path: dest.to_path_buf(),
+        }
+    };
+    let mut writer = formats::create_writer(options.target_format, destination, &spec)
+        .map_err(|e| e.with_path(dest))?;
+    let granularity = writer.granularity().max(512);
+    let sparse = options.sparse_size.max(granularity);
+    let granularity = sparse.div_ceil(granularity) * granularity;
+    let settings = pipeline::Settings {
+        threads: options.threads.max(1),
+        cutting: plan::Cutting {
+            granularity,
+            chunk: (CHUNK_SIZE / granularity).max(1) * granularity,
+            everything_is_data,
+        },
+        detect_zeros: !everything_is_data,
+        encoder: writer.encoder(),
+    };
+    let stats = pipeline::run(
+        &image,
+        backing_image.as_deref(),
+        writer.as_mut(),
+        &settings,
+        &mut |done| progress(done, size),
+    )
+    .map_err(|e| e.with_path(dest))?;
+    writer.finish().map_err(|e| e.with_path(dest))?;
+    staging.commit()?;
+    Ok(stats)
+}
+
+/// Creates a new image of `size` bytes (all zeros, or all unallocated over `backing`).
+/// Without `size`, a differencing image takes its backing image's size.
+pub fn create(
+    path: &Path,
+    format: Format,
+    size: Option<u64>,
+    options_text: &str,
+    backing: Option<(&Path, Option<Format>)>,
+) -> Result<()> {
+    let options = parse_target_options(format, options_text)?;
+    let backing = match backing {
+        Some((name, fmt)) => Some(open_target_backing(path, name, fmt)?),
+        None => None,
+    };
+    let size = match (size, &backing) {
+        (Some(s), _) => s,
+        (None, Some(b)) => b.image.virtual_size(),
+        (None, None) => {
+            return Err(Error::invalid(
+                "no size given: give a size, or a backing image (-b) to take it from",
+            ));
+        }
+    };
+    if path.exists()
+        && backing
+            .as_ref()
+            .is_some_and(|b| file_identity(&b.path) == file_identity(path))
+    {
+        return Err(Error::invalid("an image cannot be its own backing image").with_path(path));
+    }
+    let has_backing = backing.is_some();
+    let spec = CreateSpec {
+        backing,
+        ..CreateSpec::new(size, options)
+    };
+    let mut staging = Staging::new();
+    let mut writer: Box<dyn ImageWriter> = formats::create_writer(
+        format,
+        Destination::Files {
+            staging: &mut staging,
+            path: path.to_path_buf(),
+        },
+        &spec,
+    )
+    .map_err(|e| e.with_path(path))?;
+    if size > 0 {
+        let piece = if has_backing {
+            Piece::Unallocated(size)
+        } else {
+            Piece::Zero(size)
+        };
+        writer.write(0, piece).map_err(|e| e.with_path(path))?;
+    }
+    writer.finish().map_err(|e| e.with_path(path))?;
+    staging.commit()
+}
+
+/// Opens an image for reading with the CLI's defaults (backing chain followed).
+pub fn open_image(path: &Path, format: Option<Format>) -> Result<Image> {
+    Image::open(path, &OpenOptions::with_format(format))
+}
+
+/// Opens only the top layer of an image (its backing chain is not followed).
+pub fn open_top(path: &Path, format: Option<Format>) -> Result<Image> {
+    Image::open(
+        path,
+        &OpenOptions {
+            format,
+            backing: BackingPolicy::Ignore,
+            ..OpenOptions::default()
+        },
+    )
+}

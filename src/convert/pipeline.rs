@@ -1,0 +1,325 @@
+//! The parallel part of the engine: a planner thread cuts the source into items, worker
+//! threads read, detect zeros and encode them, and the calling thread hands the results to the
+//! target writer strictly in order.
+//!
+//! Memory is bounded by a pool of tokens: an item is planned only when a token is free, and its
+//! token comes back only after the writer has consumed it. At most `inflight` items exist at
+//! any time, each holding at most one chunk of data (plus its encoding, plus the backing's
+//! bytes with `-B`), whatever the size of the image.
+
+use super::plan::{Cutting, Item, ItemKind, Planner};
+use super::zero::is_zero;
+use crate::error::{Error, Result};
+use crate::image::Image;
+use crate::writer::{ChunkEncoder, ImageWriter, Piece};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// How the pipeline runs.
+pub struct Settings {
+    /// Worker threads (at least 1).
+    pub threads: usize,
+    /// How the source is cut.
+    pub cutting: Cutting,
+    /// Split data into zero and non-zero granules (`-S` > 0).
+    pub detect_zeros: bool,
+    /// Run on every data granule, for targets that compress.
+    pub encoder: Option<Arc<dyn ChunkEncoder>>,
+}
+
+impl Settings {
+    /// Items in flight at once: enough to keep every worker busy while the writer works.
+    pub fn inflight(&self) -> usize {
+        2 * self.threads + 2
+    }
+}
+
+/// What a conversion moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes handed to the writer as data.
+    pub data_bytes: u64,
+    /// Bytes handed to the writer as zeros.
+    pub zero_bytes: u64,
+    /// Bytes left to the target's backing image.
+    pub unallocated_bytes: u64,
+    /// Bytes read from the source (data items only).
+    pub read_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Data,
+    Zero,
+    Unallocated,
+}
+
+/// A run of an item with one class; data runs index into the item's buffers.
+struct Segment {
+    start: usize,
+    len: u64,
+    class: Class,
+    encoded: Option<(usize, usize)>,
+}
+
+/// A processed item, waiting for its turn at the writer.
+struct Done {
+    seq: u64,
+    offset: u64,
+    len: u64,
+    buf: Option<Vec<u8>>,
+    encoded: Vec<u8>,
+    segments: Vec<Segment>,
+}
+
+type BufferPool = Mutex<Vec<Vec<u8>>>;
+
+fn take_buffer(pool: &BufferPool, len: usize) -> Vec<u8> {
+    let mut buf = pool
+        .lock()
+        .map(|mut p| p.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    buf.resize(len, 0);
+    buf
+}
+
+fn give_buffer(pool: &BufferPool, buf: Vec<u8>) {
+    if let Ok(mut p) = pool.lock() {
+        p.push(buf);
+    }
+}
+
+/// Runs the pipeline: the whole virtual disk of `source` goes to `writer`, in order.
+/// `target_backing` is the new image's backing image (`-B`): granules equal to it are left
+/// unallocated. `progress` is called on this thread with the number of bytes written so far.
+pub fn run(
+    source: &Image,
+    target_backing: Option<&Image>,
+    writer: &mut dyn ImageWriter,
+    settings: &Settings,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Stats> {
+    let size = source.virtual_size();
+    let inflight = settings.inflight();
+    let (token_tx, token_rx) = bounded::<()>(inflight);
+    for _ in 0..inflight {
+        token_tx
+            .send(())
+            .expect("the channel has room for every token");
+    }
+    let (work_tx, work_rx) = bounded::<(u64, Item)>(inflight);
+    let (done_tx, done_rx) = unbounded::<Result<Done>>();
+    let pool: BufferPool = Mutex::new(Vec::new());
+
+    std::thread::scope(|scope| {
+        let planner_done_tx = done_tx.clone();
+        let planner_cutting = settings.cutting;
+        scope.spawn(move || {
+            let mut planner = Planner::new(source, target_backing, planner_cutting);
+            let mut seq = 0u64;
+            while token_rx.recv().is_ok() {
+                match planner.next_item() {
+                    Ok(Some(item)) => {
+                        if work_tx.send((seq, item)).is_err() {
+                            return;
+                        }
+                        seq += 1;
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = planner_done_tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        for _ in 0..settings.threads.max(1) {
+            let work_rx = work_rx.clone();
+            let done_tx = done_tx.clone();
+            let pool = &pool;
+            scope.spawn(move || worker(source, target_backing, settings, pool, work_rx, done_tx));
+        }
+        drop(work_rx);
+        drop(done_tx);
+        write_in_order(size, writer, done_rx, token_tx, &pool, progress)
+    })
+}
+
+fn worker(
+    source: &Image,
+    target_backing: Option<&Image>,
+    settings: &Settings,
+    pool: &BufferPool,
+    work_rx: Receiver<(u64, Item)>,
+    done_tx: Sender<Result<Done>>,
+) {
+    for (seq, item) in work_rx.iter() {
+        let result = process(seq, item, source, target_backing, settings, pool);
+        let failed = result.is_err();
+        if done_tx.send(result).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn process(
+    seq: u64,
+    item: Item,
+    source: &Image,
+    target_backing: Option<&Image>,
+    settings: &Settings,
+    pool: &BufferPool,
+) -> Result<Done> {
+    let leave_to_backing = if target_backing.is_some() {
+        Class::Unallocated
+    } else {
+        Class::Zero
+    };
+    if item.kind == ItemKind::Zero {
+        return Ok(Done {
+            seq,
+            offset: item.offset,
+            len: item.len,
+            buf: None,
+            encoded: Vec::new(),
+            segments: vec![Segment {
+                start: 0,
+                len: item.len,
+                class: leave_to_backing,
+                encoded: None,
+            }],
+        });
+    }
+    let len = item.len as usize;
+    let mut buf = take_buffer(pool, len);
+    source.read_at(item.offset, &mut buf)?;
+    let backing_buf = match target_backing {
+        Some(backing) => {
+            let mut b = take_buffer(pool, len);
+            read_clipped(backing, item.offset, &mut b)?;
+            Some(b)
+        }
+        None => None,
+    };
+
+    let granularity = settings.cutting.granularity as usize;
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut encoded = Vec::new();
+    let mut scratch = Vec::new();
+    let mut pos = 0usize;
+    while pos < len {
+        // Granules are aligned to absolute offsets; items start on granule boundaries.
+        let end = (pos + granularity).min(len);
+        let granule = &buf[pos..end];
+        let class = match &backing_buf {
+            Some(b) if &b[pos..end] == granule => Class::Unallocated,
+            _ if settings.detect_zeros && is_zero(granule) => Class::Zero,
+            _ => Class::Data,
+        };
+        let mut enc_range = None;
+        if class == Class::Data
+            && let Some(encoder) = &settings.encoder
+        {
+            scratch.clear();
+            encoder.encode(item.offset + pos as u64, granule, &mut scratch)?;
+            enc_range = Some((encoded.len(), encoded.len() + scratch.len()));
+            encoded.extend_from_slice(&scratch);
+        }
+        match segments.last_mut() {
+            Some(last) if last.class == class && enc_range.is_none() => {
+                last.len += (end - pos) as u64;
+            }
+            _ => segments.push(Segment {
+                start: pos,
+                len: (end - pos) as u64,
+                class,
+                encoded: enc_range,
+            }),
+        }
+        pos = end;
+    }
+    if let Some(b) = backing_buf {
+        give_buffer(pool, b);
+    }
+    Ok(Done {
+        seq,
+        offset: item.offset,
+        len: item.len,
+        buf: Some(buf),
+        encoded,
+        segments,
+    })
+}
+
+/// Reads `buf.len()` bytes at `offset`, with zeros past the image's end (a backing image
+/// smaller than the new image).
+fn read_clipped(image: &Image, offset: u64, buf: &mut [u8]) -> Result<()> {
+    let size = image.virtual_size();
+    let inside = size.saturating_sub(offset).min(buf.len() as u64) as usize;
+    if inside > 0 {
+        image.read_at(offset, &mut buf[..inside])?;
+    }
+    buf[inside..].fill(0);
+    Ok(())
+}
+
+fn write_in_order(
+    size: u64,
+    writer: &mut dyn ImageWriter,
+    done_rx: Receiver<Result<Done>>,
+    token_tx: Sender<()>,
+    pool: &BufferPool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Stats> {
+    let mut stats = Stats::default();
+    let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut next_seq = 0u64;
+    let mut written = 0u64;
+    while written < size {
+        let Ok(result) = done_rx.recv() else {
+            return Err(Error::interrupted(format!(
+                "conversion stopped early at byte {written} of {size}"
+            )));
+        };
+        let done = result?;
+        waiting.insert(done.seq, done);
+        while let Some(done) = waiting.remove(&next_seq) {
+            debug_assert_eq!(done.offset, written);
+            for seg in &done.segments {
+                let offset = done.offset + seg.start as u64;
+                let piece = match seg.class {
+                    Class::Data => {
+                        let buf = done.buf.as_ref().expect("data items carry a buffer");
+                        stats.data_bytes += seg.len;
+                        Piece::Data {
+                            bytes: &buf[seg.start..seg.start + seg.len as usize],
+                            encoded: seg.encoded.map(|(a, b)| &done.encoded[a..b]),
+                        }
+                    }
+                    Class::Zero => {
+                        stats.zero_bytes += seg.len;
+                        Piece::Zero(seg.len)
+                    }
+                    Class::Unallocated => {
+                        stats.unallocated_bytes += seg.len;
+                        Piece::Unallocated(seg.len)
+                    }
+                };
+                writer.write(offset, piece)?;
+            }
+            written = done.offset + done.len;
+            if let Some(buf) = done.buf {
+                stats.read_bytes += done.len;
+                give_buffer(pool, buf);
+            }
+            progress(written);
+            next_seq += 1;
+            // The planner may have finished already; a lost token is then harmless.
+            let _ = token_tx.send(());
+        }
+    }
+    Ok(stats)
+}
