@@ -1,0 +1,222 @@
+//! The command line, spelled as qemu-img spells it where the two overlap.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Reads, writes, converts and checks virtual disk images.
+#[derive(Debug, Parser)]
+#[command(
+    name = "diskferry",
+    version,
+    about = "Convert, inspect and check virtual disk images (raw, VHD, VMDK, ...)",
+    long_about = None,
+    disable_help_subcommand = true,
+    after_help = "Formats: raw, vhd (alias vpc), vmdk; detected by content, never by file name.\n\
+                  Exit codes: 0 success, 1 error (compare: 0 same, 1 different, 2 error; \
+                  check: 0 clean, 2 corruptions, 3 leaks, 1 check failed)."
+)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show an image's format, sizes and properties
+    Info(InfoArgs),
+    /// Convert an image to another format (or copy it)
+    Convert(ConvertArgs),
+    /// Create a new, empty image
+    Create(CreateArgs),
+    /// Check an image's metadata for corruptions and leaks
+    Check(CheckArgs),
+    /// Compare the content of two images
+    Compare(CompareArgs),
+    /// Show where an image's data is stored
+    Map(MapArgs),
+}
+
+/// `--output human|json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Human,
+    /// JSON with qemu-img's keys.
+    Json,
+}
+
+/// Arguments of `info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The image's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// Show every image of the backing chain
+    #[arg(long)]
+    pub backing_chain: bool,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// The image
+    pub image: PathBuf,
+}
+
+/// Arguments of `convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The source's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// The output format
+    #[arg(short = 'O', value_name = "FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Output options, key=value,... (-o help lists them)
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Compress the output where the format can
+    #[arg(short = 'c')]
+    pub compress: bool,
+    /// Show a progress bar (on a terminal)
+    #[arg(short = 'p')]
+    pub progress: bool,
+    /// Quiet: no progress bar, no warnings
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// Runs of zeros at least this long become holes; 0 writes a fully allocated output
+    #[arg(short = 'S', value_name = "SIZE", default_value = "4k")]
+    pub sparse_size: String,
+    /// Worker threads (default: one per core)
+    #[arg(short = 'm', value_name = "N")]
+    pub threads: Option<usize>,
+    /// Make the output a differencing image over this backing image; only what differs is written
+    #[arg(short = 'B', value_name = "BACKING")]
+    pub backing: Option<PathBuf>,
+    /// The backing image's format (default: detected)
+    #[arg(short = 'F', value_name = "BACKING_FMT")]
+    pub backing_format: Option<String>,
+    /// Accepted for qemu-img compatibility and ignored (cache mode of the output)
+    #[arg(short = 't', value_name = "CACHE", hide = true)]
+    pub cache: Option<String>,
+    /// Accepted for qemu-img compatibility and ignored (cache mode of the source)
+    #[arg(short = 'T', value_name = "SRC_CACHE", hide = true)]
+    pub source_cache: Option<String>,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// Accepted for qemu-img compatibility (diskferry always writes in order)
+    #[arg(short = 'W', hide = true)]
+    pub out_of_order: bool,
+    /// The source image
+    pub source: PathBuf,
+    /// The new image ("-" for standard output, formats that stream only)
+    pub destination: PathBuf,
+}
+
+/// Arguments of `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The new image's format
+    #[arg(short = 'f', value_name = "FMT", default_value = "raw")]
+    pub format: String,
+    /// Creation options, key=value,... (-o help lists them)
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Make a differencing image over this backing image
+    #[arg(short = 'b', value_name = "BACKING")]
+    pub backing: Option<PathBuf>,
+    /// The backing image's format (default: detected)
+    #[arg(short = 'F', value_name = "BACKING_FMT")]
+    pub backing_format: Option<String>,
+    /// Quiet
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// The new image
+    pub image: PathBuf,
+    /// Its size: bytes, or with a suffix k, M, G, T (powers of 1024); default: the backing image's
+    pub size: Option<String>,
+}
+
+/// `-r leaks|all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RepairArg {
+    /// Repair leaks only
+    Leaks,
+    /// Repair leaks and the corruptions that can be repaired safely
+    All,
+}
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The image's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// Repair what can be repaired safely
+    #[arg(short = 'r', value_enum, value_name = "leaks|all")]
+    pub repair: Option<RepairArg>,
+    /// Quiet
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// The image
+    pub image: PathBuf,
+}
+
+/// Arguments of `compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The first image's format (default: detected)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format_a: Option<String>,
+    /// The second image's format (default: detected)
+    #[arg(short = 'F', value_name = "FMT")]
+    pub format_b: Option<String>,
+    /// Strict: sizes and allocation must match too
+    #[arg(short = 's')]
+    pub strict: bool,
+    /// Quiet: report through the exit code only
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// Accepted for qemu-img compatibility
+    #[arg(short = 'p', hide = true)]
+    pub progress: bool,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// The first image
+    pub image_a: PathBuf,
+    /// The second image
+    pub image_b: PathBuf,
+}
+
+/// Arguments of `map`.
+#[derive(Debug, Args)]
+pub struct MapArgs {
+    /// The image's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// Start at this virtual offset
+    #[arg(short = 's', long = "start-offset", value_name = "OFFSET")]
+    pub start_offset: Option<String>,
+    /// Map at most this many bytes
+    #[arg(short = 'l', long = "max-length", value_name = "LENGTH")]
+    pub max_length: Option<String>,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// The image
+    pub image: PathBuf,
+}

@@ -1,0 +1,366 @@
+//! One function per command: call the library, print the result.
+
+use super::Outcome;
+use super::args::{
+    CheckArgs, CompareArgs, ConvertArgs, CreateArgs, InfoArgs, MapArgs, OutputFormat, RepairArg,
+};
+use diskferry::check::{CheckReport, RepairMode, Severity};
+use diskferry::compare::{Comparison, compare_images};
+use diskferry::convert::{self, ConvertOptions};
+use diskferry::info::{ImageInfo, layer_info};
+use diskferry::map::{MapEntry, map_image};
+use diskferry::size::parse_size;
+use diskferry::{Error, Format, Image, formats, options};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::Write;
+use std::path::Path;
+
+fn parse_format(name: Option<&str>) -> Result<Option<Format>, Error> {
+    name.map(Format::from_name).transpose()
+}
+
+fn print_warnings(image: &Image, quiet: bool) {
+    if !quiet {
+        for w in image.warnings() {
+            eprintln!("diskferry: warning: {w}");
+        }
+    }
+}
+
+/// Writes to stdout, treating a closed pipe (`| head`) as a normal end.
+fn emit(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("cannot write to standard output", e)),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    value.serialize(&mut ser).expect("our info types serialize");
+    let mut text = String::from_utf8(out).expect("serde_json writes UTF-8");
+    text.push('\n');
+    text
+}
+
+pub fn info(args: InfoArgs) -> Outcome {
+    let format = parse_format(args.format.as_deref())?;
+    let image = if args.backing_chain {
+        convert::open_image(&args.image, format)?
+    } else {
+        convert::open_top(&args.image, format)?
+    };
+    let infos: Vec<ImageInfo> = (0..image.layers().len())
+        .map(|i| {
+            let name = if i == 0 {
+                args.image.display().to_string()
+            } else {
+                image.layers()[i].path().display().to_string()
+            };
+            layer_info(&image, i, &name)
+        })
+        .collect();
+    let text = match (args.output, args.backing_chain) {
+        (OutputFormat::Json, true) => to_json(&infos),
+        (OutputFormat::Json, false) => to_json(&infos[0]),
+        (OutputFormat::Human, _) => infos
+            .iter()
+            .map(ImageInfo::to_human)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    emit(&text)?;
+    Ok(0)
+}
+
+/// `-o help` prints the format's options instead of running the command.
+fn options_help(format: Format, options: &str) -> Option<String> {
+    let wants_help = options
+        .split(',')
+        .any(|o| o.trim() == "help" || o.trim() == "?");
+    wants_help.then(|| options::describe(format, formats::create_options(format)))
+}
+
+fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    // Draws only when standard error is a terminal, as progress bars should.
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{percent:>3}% [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+pub fn convert(args: ConvertArgs) -> Outcome {
+    let target_format = Format::from_name(&args.output_format)?;
+    let target_options = args.options.join(",");
+    if let Some(help) = options_help(target_format, &target_options) {
+        emit(&help)?;
+        return Ok(0);
+    }
+    let threads = match args.threads {
+        Some(0) => return Err(Error::invalid("-m must be at least 1")),
+        Some(n) if n > 256 => return Err(Error::invalid("-m must be at most 256")),
+        Some(n) => n,
+        None => convert::default_threads(),
+    };
+    let options = ConvertOptions {
+        source_format: parse_format(args.format.as_deref())?,
+        target_format,
+        target_options,
+        compress: args.compress,
+        sparse_size: parse_size(&args.sparse_size)?,
+        threads,
+        target_backing: args.backing.clone(),
+        target_backing_format: parse_format(args.backing_format.as_deref())?,
+    };
+    let bar = progress_bar(args.progress && !args.quiet, 0);
+    let result = convert::convert(
+        &args.source,
+        &args.destination,
+        &options,
+        &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    );
+    bar.finish_and_clear();
+    result?;
+    Ok(0)
+}
+
+pub fn create(args: CreateArgs) -> Outcome {
+    let format = Format::from_name(&args.format)?;
+    let options = args.options.join(",");
+    if let Some(help) = options_help(format, &options) {
+        emit(&help)?;
+        return Ok(0);
+    }
+    let size = args.size.as_deref().map(parse_size).transpose()?;
+    let backing_format = parse_format(args.backing_format.as_deref())?;
+    convert::create(
+        &args.image,
+        format,
+        size,
+        &options,
+        args.backing.as_deref().map(|b| (b, backing_format)),
+    )?;
+    Ok(0)
+}
+
+fn check_human(report: &CheckReport) -> String {
+    let mut out = String::new();
+    if let Some(note) = &report.note {
+        out.push_str(&format!("{note}.\n"));
+        return out;
+    }
+    for f in &report.findings {
+        let label = match (f.severity, f.repaired) {
+            (_, true) => "Repaired",
+            (Severity::Corruption, false) => "ERROR",
+            (Severity::Leak, false) => "Leaked",
+            (Severity::Warning, false) => "Warning",
+        };
+        match f.offset {
+            Some(o) => out.push_str(&format!("{label}: {} (offset {o} = {o:#x})\n", f.message)),
+            None => out.push_str(&format!("{label}: {}\n", f.message)),
+        }
+    }
+    let (fixed_c, fixed_l) = (report.corruptions_fixed(), report.leaks_fixed());
+    if fixed_c + fixed_l > 0 {
+        out.push_str(&format!(
+            "The following inconsistencies were found and repaired:\n\n    {fixed_l} leaked clusters\n    {fixed_c} corruptions\n\n"
+        ));
+    }
+    let (c, l) = (report.corruptions(), report.leaks());
+    if c == 0 && l == 0 && report.check_errors == 0 {
+        out.push_str("No errors were found on the image.\n");
+    }
+    if c > 0 {
+        out.push_str(&format!(
+            "\n{c} errors were found on the image.\nData may be corrupted, or further writes to the image may corrupt it.\n"
+        ));
+    }
+    if l > 0 {
+        out.push_str(&format!(
+            "\n{l} leaked clusters were found on the image.\nThis means waste of disk space, but no harm to data.\n"
+        ));
+    }
+    if report.check_errors > 0 {
+        out.push_str(&format!(
+            "\n{} internal errors have occurred during the check.\n",
+            report.check_errors
+        ));
+    }
+    if let (Some(a), Some(t)) = (report.allocated_clusters, report.total_clusters) {
+        let pct = if t > 0 {
+            a as f64 * 100.0 / t as f64
+        } else {
+            0.0
+        };
+        out.push_str(&format!("{a}/{t} = {pct:.2}% allocated\n"));
+    }
+    if let Some(end) = report.image_end_offset {
+        out.push_str(&format!("Image end offset: {end}\n"));
+    }
+    out
+}
+
+pub fn check(args: CheckArgs) -> Outcome {
+    let format = match parse_format(args.format.as_deref())? {
+        Some(f) => f,
+        None => convert::open_top(&args.image, None)?.top().format(),
+    };
+    let repair = args.repair.map(|r| match r {
+        RepairArg::Leaks => RepairMode::Leaks,
+        RepairArg::All => RepairMode::All,
+    });
+    let report = formats::check(format, &args.image, repair)?;
+    if !args.quiet || args.output == OutputFormat::Json {
+        let text = match args.output {
+            OutputFormat::Human => check_human(&report),
+            OutputFormat::Json => {
+                let mut value = serde_json::to_value(&report).expect("reports serialize");
+                let obj = value.as_object_mut().expect("a report is an object");
+                obj.insert("corruptions".into(), report.corruptions().into());
+                obj.insert("leaks".into(), report.leaks().into());
+                obj.insert(
+                    "corruptions-fixed".into(),
+                    report.corruptions_fixed().into(),
+                );
+                obj.insert("leaks-fixed".into(), report.leaks_fixed().into());
+                to_json(&value)
+            }
+        };
+        emit(&text)?;
+    }
+    Ok(report.exit_code())
+}
+
+pub fn compare(args: CompareArgs) -> Outcome {
+    let a = convert::open_image(&args.image_a, parse_format(args.format_a.as_deref())?)?;
+    let b = convert::open_image(&args.image_b, parse_format(args.format_b.as_deref())?)?;
+    print_warnings(&a, args.quiet);
+    print_warnings(&b, args.quiet);
+    let sizes_differ = a.virtual_size() != b.virtual_size();
+    let verdict = compare_images(&a, &b, args.strict)?;
+    let mut text = String::new();
+    if sizes_differ && !args.strict {
+        text.push_str("Warning: Image size mismatch!\n");
+    }
+    let code = match verdict {
+        Comparison::Identical => {
+            text.push_str("Images are identical.\n");
+            0
+        }
+        Comparison::ContentMismatch(offset) => {
+            text.push_str(&format!("Content mismatch at offset {offset}!\n"));
+            1
+        }
+        Comparison::SizeMismatch => {
+            text.push_str("Strict mode: Image size mismatch!\n");
+            1
+        }
+        Comparison::AllocationMismatch(offset) => {
+            text.push_str(&format!(
+                "Strict mode: Offset {offset} block status mismatch!\n"
+            ));
+            1
+        }
+    };
+    if !args.quiet {
+        emit(&text)?;
+    }
+    Ok(code)
+}
+
+/// qemu-img map's JSON line for one entry, character for character.
+fn map_json_line(e: &MapEntry) -> String {
+    let mut line = format!(
+        "{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {}, \"zero\": {}, \"data\": {}, \"compressed\": {}",
+        e.start, e.length, e.depth, e.present, e.zero, e.data, e.compressed
+    );
+    if let Some(o) = e.offset {
+        line.push_str(&format!(", \"offset\": {o}"));
+    }
+    line.push('}');
+    line
+}
+
+/// `%#-16x` as C prints it: `0` for zero, `0x...` otherwise, left-aligned in 16 columns.
+fn hex16(v: u64) -> String {
+    let s = if v == 0 {
+        "0".to_string()
+    } else {
+        format!("{v:#x}")
+    };
+    format!("{s:<16}")
+}
+
+pub fn map(args: MapArgs) -> Outcome {
+    let image = convert::open_image(&args.image, parse_format(args.format.as_deref())?)?;
+    print_warnings(&image, false);
+    let start = args
+        .start_offset
+        .as_deref()
+        .map(parse_size)
+        .transpose()?
+        .unwrap_or(0);
+    let end = match args.max_length.as_deref().map(parse_size).transpose()? {
+        Some(len) => start.saturating_add(len),
+        None => u64::MAX,
+    };
+    let mut out = String::new();
+    match args.output {
+        OutputFormat::Json => {
+            let mut lines = Vec::new();
+            map_image(&image, start, end, |e| {
+                lines.push(map_json_line(e));
+                Ok(())
+            })?;
+            out.push('[');
+            out.push_str(&lines.join(",\n"));
+            out.push_str("]\n");
+        }
+        OutputFormat::Human => {
+            out.push_str(&format!(
+                "{}{}{}File\n",
+                "Offset          ", "Length          ", "Mapped to       "
+            ));
+            map_image(&image, start, end, |e| {
+                if e.data && !e.zero {
+                    let mapped = match e.offset {
+                        Some(o) => hex16(o),
+                        None => format!("{:<16}", "(compressed)"),
+                    };
+                    let file = e
+                        .file
+                        .as_deref()
+                        .unwrap_or(Path::new(""))
+                        .display()
+                        .to_string();
+                    out.push_str(&format!(
+                        "{}{}{}{}\n",
+                        hex16(e.start),
+                        hex16(e.length),
+                        mapped,
+                        file
+                    ));
+                }
+                Ok(())
+            })?;
+        }
+    }
+    emit(&out)?;
+    Ok(0)
+}

@@ -1,0 +1,184 @@
+//! What `info` reports about each layer of an image, with qemu-img's JSON keys.
+
+use crate::image::{Image, Layer};
+use crate::size::human_size;
+use serde::Serialize;
+use std::os::unix::fs::MetadataExt;
+
+/// qemu-img's `format-specific` object: the format's name and its facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormatSpecific {
+    /// The format's name.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its facts.
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The facts about one layer of an image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageInfo {
+    /// The image's path, as given (or as resolved, for backing images).
+    pub filename: String,
+    /// The format's name.
+    pub format: String,
+    /// True when no format was recognised and raw was assumed (our key).
+    #[serde(rename = "format-guessed")]
+    pub format_guessed: bool,
+    /// The size of the virtual disk.
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    /// Bytes the image's files occupy on disk.
+    #[serde(rename = "actual-size")]
+    pub actual_size: u64,
+    /// The allocation unit, where the format has one.
+    #[serde(rename = "cluster-size", skip_serializing_if = "Option::is_none")]
+    pub cluster_size: Option<u64>,
+    /// True when the image was not closed cleanly.
+    #[serde(rename = "dirty-flag")]
+    pub dirty_flag: bool,
+    /// The backing image as the image names it.
+    #[serde(rename = "backing-filename", skip_serializing_if = "Option::is_none")]
+    pub backing_filename: Option<String>,
+    /// The backing image's path, resolved.
+    #[serde(
+        rename = "full-backing-filename",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub full_backing_filename: Option<String>,
+    /// The backing image's format, when the image names it or it was opened.
+    #[serde(
+        rename = "backing-filename-format",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backing_filename_format: Option<String>,
+    /// Format-specific facts.
+    #[serde(rename = "format-specific", skip_serializing_if = "Option::is_none")]
+    pub format_specific: Option<FormatSpecific>,
+    /// Every file the layer reads (extents), when there is more than one (our key).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Problems found while opening (our key).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Format-specific facts as (label, value) lines for human output.
+    #[serde(skip)]
+    pub human_details: Vec<(String, String)>,
+}
+
+/// The info of layer `index` of `image`; `filename` is how to name it (the user's spelling for
+/// the top layer).
+pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
+    let layer: &dyn Layer = image.layers()[index].as_ref();
+    let details = layer.details();
+    let files = layer.files();
+    let actual_size = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.blocks() * 512)
+        .sum();
+    let backing = layer.backing();
+    let parent = image.layers().get(index + 1);
+    let full_backing = match (parent, backing) {
+        (Some(p), _) => Some(p.path().display().to_string()),
+        (None, Some(link)) => link
+            .candidates
+            .iter()
+            .find(|c| c.is_file())
+            .or(link.candidates.first())
+            .map(|p| p.display().to_string()),
+        (None, None) => None,
+    };
+    let backing_format = match (parent, backing) {
+        (_, Some(link)) if link.format.is_some() => link.format.map(|f| f.name().to_string()),
+        (Some(p), Some(_)) => Some(p.format().name().to_string()),
+        _ => None,
+    };
+    let warnings = if index == 0 {
+        image.warnings().to_vec()
+    } else {
+        Vec::new()
+    };
+    ImageInfo {
+        filename: filename.to_string(),
+        format: layer.format().name().to_string(),
+        format_guessed: index == 0 && image.format_guessed(),
+        virtual_size: layer.virtual_size(),
+        actual_size,
+        cluster_size: details.cluster_size,
+        dirty_flag: details.dirty,
+        backing_filename: backing.map(|b| b.stored_name.clone()),
+        full_backing_filename: full_backing,
+        backing_filename_format: backing_format,
+        format_specific: if details.format_specific.is_empty() {
+            None
+        } else {
+            Some(FormatSpecific {
+                kind: layer.format().name().to_string(),
+                data: details.format_specific,
+            })
+        },
+        files: if files.len() > 1 {
+            files.iter().map(|f| f.display().to_string()).collect()
+        } else {
+            Vec::new()
+        },
+        warnings,
+        human_details: details.human,
+    }
+}
+
+impl ImageInfo {
+    /// The human-readable form, as qemu-img prints it.
+    pub fn to_human(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("image: {}\n", self.filename));
+        if self.format_guessed {
+            out.push_str(&format!(
+                "file format: {} (guessed: no known format matched the content)\n",
+                self.format
+            ));
+        } else {
+            out.push_str(&format!("file format: {}\n", self.format));
+        }
+        out.push_str(&format!(
+            "virtual size: {} ({} bytes)\n",
+            human_size(self.virtual_size),
+            self.virtual_size
+        ));
+        out.push_str(&format!("disk size: {}\n", human_size(self.actual_size)));
+        if let Some(c) = self.cluster_size {
+            out.push_str(&format!("cluster_size: {c}\n"));
+        }
+        if let Some(b) = &self.backing_filename {
+            match &self.full_backing_filename {
+                Some(full) if full != b => {
+                    out.push_str(&format!("backing file: {b} (actual path: {full})\n"))
+                }
+                _ => out.push_str(&format!("backing file: {b}\n")),
+            }
+        }
+        if let Some(f) = &self.backing_filename_format {
+            out.push_str(&format!("backing file format: {f}\n"));
+        }
+        if self.dirty_flag {
+            out.push_str("dirty flag: yes\n");
+        }
+        if !self.human_details.is_empty() {
+            out.push_str("Format specific information:\n");
+            for (k, v) in &self.human_details {
+                out.push_str(&format!("    {k}: {v}\n"));
+            }
+        }
+        if !self.files.is_empty() {
+            out.push_str("Files:\n");
+            for f in &self.files {
+                out.push_str(&format!("    {f}\n"));
+            }
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        out
+    }
+}
