@@ -26,6 +26,7 @@ pub mod map;
 pub mod options;
 pub mod size;
 pub mod staging;
+pub mod stream;
 pub mod writer;
 
 pub use error::{Error, ErrorKind, Result};
