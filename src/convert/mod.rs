@@ -12,20 +12,23 @@
 
 mod pipeline;
 mod plan;
+mod stream_plan;
 mod zero;
 
 pub use pipeline::Stats;
 pub use plan::range_has_data;
 pub use zero::is_zero;
 
+use crate::detect::{HEAD_LEN, ProbeData, detect_from};
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::formats;
 use crate::image::{BackingPolicy, Image, OpenOptions, file_identity};
 use crate::options::FormatOptions;
 use crate::staging::Staging;
+use crate::stream::StreamSource;
 use crate::writer::{BackingTarget, CreateSpec, Destination, ImageWriter, Piece, SourceMap};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -80,8 +83,8 @@ pub fn default_threads() -> usize {
         .unwrap_or(2)
 }
 
-/// A destination of `-` means standard output.
-pub fn is_stdout(path: &Path) -> bool {
+/// A source or destination of `-` means standard input or output.
+pub fn is_stdio(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
@@ -153,8 +156,58 @@ pub fn open_target_backing(
     })
 }
 
-/// Converts the image at `source` into a new image at `dest` (`-` for standard output).
-/// `progress` receives (bytes done, total bytes) on the calling thread.
+/// Answers "may have data" with yes everywhere: for stream sources, whose map is unknown
+/// until they have been read.
+struct UnknownSourceMap;
+
+impl SourceMap for UnknownSourceMap {
+    fn may_have_data(&self, _offset: u64, _len: u64) -> Result<bool> {
+        Ok(true)
+    }
+}
+
+/// Opens an image arriving on standard input, detecting its format from its first bytes.
+fn open_stdin_source(format: Option<Format>) -> Result<Box<dyn StreamSource>> {
+    let mut stdin = std::io::stdin();
+    let mut head = vec![0u8; HEAD_LEN];
+    let mut filled = 0;
+    while filled < head.len() {
+        let n = stdin
+            .read(&mut head[filled..])
+            .map_err(|e| Error::io("cannot read standard input", e))?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    head.truncate(filled);
+    let format = match format {
+        Some(f) => f,
+        None => {
+            if head.is_empty() {
+                return Err(Error::invalid("standard input is empty: no image to read"));
+            }
+            let probe = ProbeData {
+                head: head.clone(),
+                tail: Vec::new(),
+                file_len: u64::MAX,
+            };
+            let detected = detect_from(&probe);
+            if detected.guessed {
+                return Err(Error::unsupported(
+                    "cannot read a raw image from a pipe (its size is unknown); only stream-optimized VMDK can be read from standard input",
+                ));
+            }
+            detected.format
+        }
+    };
+    let reader = std::io::Cursor::new(head).chain(stdin);
+    formats::open_stream(format, Box::new(reader)).map_err(|e| e.with_path("<stdin>"))
+}
+
+/// Converts the image at `source` (`-` for standard input, formats that stream only) into a
+/// new image at `dest` (`-` for standard output). `progress` receives (bytes done, total bytes)
+/// on the calling thread.
 pub fn convert(
     source: &Path,
     dest: &Path,
@@ -168,13 +221,21 @@ pub fn convert(
             options.sparse_size
         )));
     }
-    let image = Arc::new(Image::open(
-        source,
-        &OpenOptions::with_format(options.source_format),
-    )?);
-    if !is_stdout(dest) {
-        refuse_overwriting_source(&image, dest)?;
-    }
+    let everything_is_data = options.sparse_size == 0;
+    let (image, stream) = if is_stdio(source) {
+        if options.target_backing.is_some() {
+            return Err(Error::unsupported(
+                "-B cannot be used with a source read from standard input",
+            ));
+        }
+        (None, Some(open_stdin_source(options.source_format)?))
+    } else {
+        let image = Image::open(source, &OpenOptions::with_format(options.source_format))?;
+        if !is_stdio(dest) {
+            refuse_overwriting_source(&image, dest)?;
+        }
+        (Some(Arc::new(image)), None)
+    };
     let backing = match &options.target_backing {
         Some(b) => {
             let target = open_target_backing(dest, b, options.target_backing_format)?;
@@ -190,21 +251,27 @@ pub fn convert(
         None => None,
     };
     let backing_image = backing.as_ref().map(|b| Arc::clone(&b.image));
-    let size = image.virtual_size();
-    let everything_is_data = options.sparse_size == 0;
+    let (size, source_map): (u64, Arc<dyn SourceMap>) = match (&image, &stream) {
+        (Some(image), _) => (
+            image.virtual_size(),
+            Arc::new(ImageSourceMap {
+                image: Arc::clone(image),
+                everything_is_data,
+            }),
+        ),
+        (None, Some(stream)) => (stream.virtual_size(), Arc::new(UnknownSourceMap)),
+        (None, None) => unreachable!("a source was opened"),
+    };
     let spec = CreateSpec {
         size,
         options: target_options,
         backing,
         compress: options.compress,
-        source_map: Some(Arc::new(ImageSourceMap {
-            image: Arc::clone(&image),
-            everything_is_data,
-        })),
+        source_map: Some(source_map),
     };
 
     let mut staging = Staging::new();
-    let destination = if is_stdout(dest) {
+    let destination = if is_stdio(dest) {
         Destination::Stream(Box::new(std::io::BufWriter::with_capacity(
             1 << 20,
             std::io::stdout(),
@@ -230,8 +297,13 @@ pub fn convert(
         detect_zeros: !everything_is_data,
         encoder: writer.encoder(),
     };
+    let source = match (&image, stream) {
+        (Some(image), _) => pipeline::Source::Image(image),
+        (None, Some(stream)) => pipeline::Source::Stream(stream),
+        (None, None) => unreachable!("a source was opened"),
+    };
     let stats = pipeline::run(
-        &image,
+        source,
         backing_image.as_deref(),
         writer.as_mut(),
         &settings,

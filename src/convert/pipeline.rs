@@ -7,10 +7,12 @@
 //! any time, each holding at most one chunk of data (plus its encoding, plus the backing's
 //! bytes with `-B`), whatever the size of the image.
 
-use super::plan::{Cutting, Item, ItemKind, Planner};
+use super::plan::{Cutting, ItemKind, Planner};
+use super::stream_plan::StreamPlanner;
 use super::zero::is_zero;
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::stream::{StreamPayload, StreamRun, StreamSource};
 use crate::writer::{ChunkEncoder, ImageWriter, Piece};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use std::collections::BTreeMap;
@@ -33,6 +35,31 @@ impl Settings {
     pub fn inflight(&self) -> usize {
         2 * self.threads + 2
     }
+}
+
+/// Where the content comes from.
+pub enum Source<'a> {
+    /// An image that can be read anywhere.
+    Image(&'a Image),
+    /// An image read front to back (a pipe).
+    Stream(Box<dyn StreamSource>),
+}
+
+/// What a worker does with a range.
+enum Content {
+    /// The source reads as zeros here.
+    Zero,
+    /// Read the range from the source image.
+    Read,
+    /// Assemble the range from these stream runs (zeros between them).
+    Runs(Vec<StreamRun>),
+}
+
+/// A range of the virtual disk for the workers.
+struct Work {
+    offset: u64,
+    len: u64,
+    content: Content,
 }
 
 /// What a conversion moved.
@@ -96,13 +123,16 @@ fn give_buffer(pool: &BufferPool, buf: Vec<u8>) {
 /// `target_backing` is the new image's backing image (`-B`): granules equal to it are left
 /// unallocated. `progress` is called on this thread with the number of bytes written so far.
 pub fn run(
-    source: &Image,
+    source: Source<'_>,
     target_backing: Option<&Image>,
     writer: &mut dyn ImageWriter,
     settings: &Settings,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Stats> {
-    let size = source.virtual_size();
+    let (size, source_image) = match &source {
+        Source::Image(image) => (image.virtual_size(), Some(*image)),
+        Source::Stream(stream) => (stream.virtual_size(), None),
+    };
     let inflight = settings.inflight();
     let (token_tx, token_rx) = bounded::<()>(inflight);
     for _ in 0..inflight {
@@ -110,7 +140,7 @@ pub fn run(
             .send(())
             .expect("the channel has room for every token");
     }
-    let (work_tx, work_rx) = bounded::<(u64, Item)>(inflight);
+    let (work_tx, work_rx) = bounded::<(u64, Work)>(inflight);
     let (done_tx, done_rx) = unbounded::<Result<Done>>();
     let pool: BufferPool = Mutex::new(Vec::new());
 
@@ -118,10 +148,38 @@ pub fn run(
         let planner_done_tx = done_tx.clone();
         let planner_cutting = settings.cutting;
         scope.spawn(move || {
-            let mut planner = Planner::new(source, target_backing, planner_cutting);
+            let mut next_work: Box<dyn FnMut() -> Result<Option<Work>> + Send> = match source {
+                Source::Image(image) => {
+                    let mut planner = Planner::new(image, target_backing, planner_cutting);
+                    Box::new(move || {
+                        Ok(planner.next_item()?.map(|item| Work {
+                            offset: item.offset,
+                            len: item.len,
+                            content: match item.kind {
+                                ItemKind::Data => Content::Read,
+                                ItemKind::Zero => Content::Zero,
+                            },
+                        }))
+                    })
+                }
+                Source::Stream(stream) => {
+                    let mut planner = StreamPlanner::new(stream, planner_cutting);
+                    Box::new(move || {
+                        Ok(planner.next_item()?.map(|item| Work {
+                            offset: item.offset,
+                            len: item.len,
+                            content: if item.runs.is_empty() {
+                                Content::Zero
+                            } else {
+                                Content::Runs(item.runs)
+                            },
+                        }))
+                    })
+                }
+            };
             let mut seq = 0u64;
             while token_rx.recv().is_ok() {
-                match planner.next_item() {
+                match next_work() {
                     Ok(Some(item)) => {
                         if work_tx.send((seq, item)).is_err() {
                             return;
@@ -140,7 +198,16 @@ pub fn run(
             let work_rx = work_rx.clone();
             let done_tx = done_tx.clone();
             let pool = &pool;
-            scope.spawn(move || worker(source, target_backing, settings, pool, work_rx, done_tx));
+            scope.spawn(move || {
+                worker(
+                    source_image,
+                    target_backing,
+                    settings,
+                    pool,
+                    work_rx,
+                    done_tx,
+                )
+            });
         }
         drop(work_rx);
         drop(done_tx);
@@ -149,11 +216,11 @@ pub fn run(
 }
 
 fn worker(
-    source: &Image,
+    source: Option<&Image>,
     target_backing: Option<&Image>,
     settings: &Settings,
     pool: &BufferPool,
-    work_rx: Receiver<(u64, Item)>,
+    work_rx: Receiver<(u64, Work)>,
     done_tx: Sender<Result<Done>>,
 ) {
     for (seq, item) in work_rx.iter() {
@@ -167,8 +234,8 @@ fn worker(
 
 fn process(
     seq: u64,
-    item: Item,
-    source: &Image,
+    item: Work,
+    source: Option<&Image>,
     target_backing: Option<&Image>,
     settings: &Settings,
     pool: &BufferPool,
@@ -178,7 +245,7 @@ fn process(
     } else {
         Class::Zero
     };
-    if item.kind == ItemKind::Zero {
+    if matches!(item.content, Content::Zero) {
         return Ok(Done {
             seq,
             offset: item.offset,
@@ -195,7 +262,12 @@ fn process(
     }
     let len = item.len as usize;
     let mut buf = take_buffer(pool, len);
-    source.read_at(item.offset, &mut buf)?;
+    match item.content {
+        Content::Runs(runs) => assemble(item.offset, &runs, &mut buf)?,
+        _ => source
+            .expect("read items come from an image source")
+            .read_at(item.offset, &mut buf)?,
+    }
     let backing_buf = match target_backing {
         Some(backing) => {
             let mut b = take_buffer(pool, len);
@@ -252,6 +324,34 @@ fn process(
         encoded,
         segments,
     })
+}
+
+/// Fills `buf` (the range at `offset`) from stream runs, decoding encoded ones; zeros between.
+fn assemble(offset: u64, runs: &[StreamRun], buf: &mut [u8]) -> Result<()> {
+    let mut filled = 0usize;
+    for run in runs {
+        let start = (run.offset - offset) as usize;
+        let end = start + run.len as usize;
+        buf[filled..start].fill(0);
+        let out = &mut buf[start..end];
+        match &run.payload {
+            StreamPayload::Plain(bytes) => {
+                if bytes.len() != out.len() {
+                    return Err(Error::corrupt(format!(
+                        "stream run at {} holds {} bytes, not {}",
+                        run.offset,
+                        bytes.len(),
+                        out.len()
+                    )));
+                }
+                out.copy_from_slice(bytes);
+            }
+            StreamPayload::Encoded { bytes, decoder } => decoder.decode(bytes, out)?,
+        }
+        filled = end;
+    }
+    buf[filled..].fill(0);
+    Ok(())
 }
 
 /// Reads `buf.len()` bytes at `offset`, with zeros past the image's end (a backing image
@@ -322,4 +422,112 @@ fn write_in_order(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Format;
+    use crate::formats::raw::RawWriter;
+    use crate::options::FormatOptions;
+    use crate::staging::Staging;
+    use crate::stream::ChunkDecoder;
+    use crate::writer::{CreateSpec, Destination};
+
+    /// "Encoded" runs are the plain bytes XOR 0x5A, so a missing decode shows.
+    struct Xor;
+    impl ChunkDecoder for Xor {
+        fn decode(&self, encoded: &[u8], out: &mut [u8]) -> Result<()> {
+            if encoded.len() != out.len() {
+                return Err(Error::corrupt("bad length"));
+            }
+            for (o, e) in out.iter_mut().zip(encoded) {
+                *o = e ^ 0x5A;
+            }
+            Ok(())
+        }
+    }
+
+    struct Fake {
+        size: u64,
+        runs: Vec<(u64, Vec<u8>, bool)>,
+    }
+    impl StreamSource for Fake {
+        fn format(&self) -> Format {
+            Format::Vmdk
+        }
+        fn virtual_size(&self) -> u64 {
+            self.size
+        }
+        fn next_run(&mut self) -> Result<Option<StreamRun>> {
+            if self.runs.is_empty() {
+                return Ok(None);
+            }
+            let (offset, bytes, encoded) = self.runs.remove(0);
+            let len = bytes.len() as u64;
+            let payload = if encoded {
+                StreamPayload::Encoded {
+                    bytes: bytes.iter().map(|b| b ^ 0x5A).collect(),
+                    decoder: Arc::new(Xor),
+                }
+            } else {
+                StreamPayload::Plain(bytes)
+            };
+            Ok(Some(StreamRun {
+                offset,
+                len,
+                payload,
+            }))
+        }
+    }
+
+    #[test]
+    fn stream_sources_assemble_decode_and_keep_holes() {
+        let size = 10 << 20;
+        let runs = vec![
+            (4096, vec![1u8; 8192], false),
+            (65536, vec![2u8; 65536], true),
+            (65536 * 2, vec![0u8; 65536], true),
+            (5 << 20, vec![3u8; 1000], false),
+        ];
+        let mut expected = vec![0u8; size as usize];
+        for (o, b, _) in &runs {
+            expected[*o as usize..*o as usize + b.len()].copy_from_slice(b);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.raw");
+        let mut staging = Staging::new();
+        let spec = CreateSpec::new(size, FormatOptions::empty(Format::Raw));
+        let mut writer = RawWriter::create(
+            Destination::Files {
+                staging: &mut staging,
+                path: path.clone(),
+            },
+            &spec,
+        )
+        .unwrap();
+        let settings = Settings {
+            threads: 2,
+            cutting: Cutting {
+                granularity: 4096,
+                chunk: 2 << 20,
+                everything_is_data: false,
+            },
+            detect_zeros: true,
+            encoder: None,
+        };
+        let stats = run(
+            Source::Stream(Box::new(Fake { size, runs })),
+            None,
+            &mut writer,
+            &settings,
+            &mut |_| {},
+        )
+        .unwrap();
+        Box::new(writer).finish().unwrap();
+        staging.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        assert_eq!(stats.data_bytes, 8192 + 65536 + 4096);
+        assert_eq!(stats.data_bytes + stats.zero_bytes, size);
+    }
 }

@@ -11,7 +11,9 @@ use crate::format::Format;
 use crate::host_file::HostFile;
 use crate::image::Layer;
 use crate::options::OptionSpec;
+use crate::stream::StreamSource;
 use crate::writer::{CreateSpec, Destination, ImageWriter};
+use std::io::Read;
 use std::path::Path;
 
 fn not_supported(format: Format, what: &str) -> Error {
@@ -30,6 +32,16 @@ pub fn open(format: Format, file: HostFile) -> Result<Box<dyn Layer>> {
             return Err(not_supported(format, "reading"));
         }
     })
+}
+
+/// Opens an image that can only be read front to back (standard input).
+pub fn open_stream(format: Format, reader: Box<dyn Read + Send>) -> Result<Box<dyn StreamSource>> {
+    match format {
+        Format::Vmdk => vmdk::open_stream(reader),
+        _ => Err(Error::unsupported(format!(
+            "{format} images cannot be read from a pipe; only stream-optimized VMDK can"
+        ))),
+    }
 }
 
 /// The `-o` options `format` accepts when written.

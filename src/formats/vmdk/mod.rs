@@ -78,6 +78,15 @@ pub fn create_writer(_dest: Destination<'_>, _spec: &CreateSpec) -> Result<Box<d
     ))
 }
 
+/// Opens a stream-optimized VMDK arriving on a pipe.
+pub fn open_stream(
+    _reader: Box<dyn std::io::Read + Send>,
+) -> Result<Box<dyn crate::stream::StreamSource>> {
+    Err(Error::unsupported(
+        "reading VMDK images from a pipe is not implemented yet",
+    ))
+}
+
 /// Checks a VMDK.
 pub fn check(_path: &Path, _repair: Option<RepairMode>) -> Result<CheckReport> {
     Err(Error::unsupported(
