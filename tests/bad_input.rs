@@ -1,0 +1,333 @@
+//! Bad input: one clear line on stderr naming the problem, exit 1 (2 for compare), no panic,
+//! nothing left at the destination. Interrupted conversions leave no destination either.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs diskferry expecting failure: checks the exit code, that stderr is exactly one line
+/// starting with "diskferry: " and containing every `needles`, and that stdout is empty.
+fn assert_fails(args: &[&str], code: i32, needles: &[&str]) -> String {
+    let (got, out, err) = run(args);
+    assert_eq!(got, code, "diskferry {args:?}: stderr {err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("diskferry: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{err:?} does not mention {n:?}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.is_empty(), "stdout: {out}");
+    err
+}
+
+/// Nothing at all in `dir` but the files listed (no output, no temporary leftovers).
+fn assert_only(dir: &Path, names: &[&str]) {
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(found, want);
+}
+
+#[test]
+fn a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.img");
+    let out = dir.path().join("out.raw");
+    assert_fails(
+        &["convert", s(&missing), s(&out)],
+        1,
+        &["nope.img", "No such file"],
+    );
+    assert_fails(&["info", s(&missing)], 1, &["nope.img"]);
+    assert_fails(&["map", s(&missing)], 1, &["nope.img"]);
+    assert_fails(&["check", s(&missing)], 1, &["nope.img"]);
+    assert_fails(&["compare", s(&missing), s(&missing)], 2, &["nope.img"]);
+    assert_only(dir.path(), &[]);
+}
+
+#[test]
+fn a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.raw");
+    assert_fails(&["convert", s(dir.path()), s(&out)], 1, &["is a directory"]);
+    assert_fails(&["info", s(dir.path())], 1, &["is a directory"]);
+    assert_only(dir.path(), &[]);
+    // A directory as the destination.
+    let src = dir.path().join("src.raw");
+    make_raw(&src, 1 << 20, &[(0, 512)]);
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    assert_fails(&["convert", s(&src), s(&sub)], 1, &["directory"]);
+    assert_only(dir.path(), &["src.raw", "sub"]);
+    assert_only(&sub, &[]);
+}
+
+#[test]
+fn an_unreadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("secret.raw");
+    make_raw(&src, 1 << 20, &[(0, 512)]);
+    let out = dir.path().join("out.raw");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads anything; drop to nobody when we are root so the test means something.
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
+    let (code, stdout, err) = if is_root {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let o = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_diskferry"))
+            .args(["convert", s(&src), s(&out)])
+            .output();
+        match o {
+            Ok(o) => decode(o),
+            Err(e) => {
+                skip(
+                    "an_unreadable_file",
+                    &format!("running as root and setpriv failed: {e}"),
+                );
+                return;
+            }
+        }
+    } else {
+        run(&["convert", s(&src), s(&out)])
+    };
+    if is_root && err.contains("setpriv") {
+        skip(
+            "an_unreadable_file",
+            &format!("setpriv could not drop privileges: {err}"),
+        );
+        return;
+    }
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("secret.raw") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(stdout.is_empty());
+    assert_only(dir.path(), &["secret.raw"]);
+}
+
+#[test]
+fn an_empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.img");
+    std::fs::write(&empty, b"").unwrap();
+    let out = dir.path().join("out.raw");
+    assert_fails(&["convert", s(&empty), s(&out)], 1, &["empty.img", "empty"]);
+    assert_fails(&["info", s(&empty)], 1, &["empty.img", "empty"]);
+    assert_only(dir.path(), &["empty.img"]);
+    // Told it is raw, an empty file is a zero-byte disk, as qemu-img sees it.
+    run_ok(&["convert", "-f", "raw", s(&empty), s(&out)]);
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
+}
+
+#[test]
+fn an_unknown_format_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    make_raw(&src, 1 << 20, &[(0, 512)]);
+    let out = dir.path().join("out.img");
+    assert_fails(
+        &["convert", "-O", "foo", s(&src), s(&out)],
+        1,
+        &["unknown format 'foo'", "vmdk"],
+    );
+    assert_fails(
+        &["convert", "-f", "bar", s(&src), s(&out)],
+        1,
+        &["unknown format 'bar'"],
+    );
+    assert_fails(
+        &["create", "-f", "foo", s(&out), "1M"],
+        1,
+        &["unknown format 'foo'"],
+    );
+    assert_fails(
+        &["compare", "-f", "foo", s(&src), s(&src)],
+        2,
+        &["unknown format 'foo'"],
+    );
+    assert_only(dir.path(), &["src.raw"]);
+}
+
+#[test]
+fn an_unknown_option_key_lists_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    make_raw(&src, 1 << 20, &[(0, 512)]);
+    let out = dir.path().join("out.raw");
+    assert_fails(
+        &["convert", "-o", "bogus=1", s(&src), s(&out)],
+        1,
+        &["unknown option 'bogus'", "preallocation"],
+    );
+    assert_fails(
+        &["create", "-f", "raw", "-o", "bogus=1", s(&out), "1M"],
+        1,
+        &["unknown option 'bogus'", "preallocation"],
+    );
+    assert_fails(
+        &[
+            "create",
+            "-f",
+            "raw",
+            "-o",
+            "preallocation=lots",
+            s(&out),
+            "1M",
+        ],
+        1,
+        &["off, falloc, full"],
+    );
+    assert_only(dir.path(), &["src.raw"]);
+    let help = run_ok(&["create", "-f", "raw", "-o", "help", s(&out), "1M"]);
+    assert!(help.contains("preallocation"), "{help}");
+    assert_only(dir.path(), &["src.raw"]);
+}
+
+#[test]
+fn a_destination_in_a_missing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    make_raw(&src, 1 << 20, &[(0, 512)]);
+    let out = dir.path().join("no/such/dir/out.raw");
+    assert_fails(
+        &["convert", s(&src), s(&out)],
+        1,
+        &["does not exist", "out.raw"],
+    );
+    assert_fails(&["create", s(&out), "1M"], 1, &["does not exist"]);
+    assert_only(dir.path(), &["src.raw"]);
+}
+
+#[test]
+fn a_destination_equal_to_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    make_raw(&src, 1 << 20, &[(0, 4096)]);
+    let before = sha256_file(&src);
+    assert_fails(
+        &["convert", s(&src), s(&src)],
+        1,
+        &["same file as the source"],
+    );
+    // The same file under another name is still the same file.
+    let alias = dir.path().join("alias.raw");
+    std::fs::hard_link(&src, &alias).unwrap();
+    assert_fails(
+        &["convert", s(&src), s(&alias)],
+        1,
+        &["same file as the source"],
+    );
+    let dotted = format!("{}/./src.raw", dir.path().display());
+    assert_fails(
+        &["convert", s(&src), &dotted],
+        1,
+        &["same file as the source"],
+    );
+    assert_eq!(sha256_file(&src), before);
+    assert_only(dir.path(), &["alias.raw", "src.raw"]);
+}
+
+#[test]
+fn bad_sizes_and_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.raw");
+    assert_fails(&["create", s(&out), "12X"], 1, &["invalid size '12X'"]);
+    assert_fails(&["create", s(&out)], 1, &["no size given"]);
+    let src = dir.path().join("src.raw");
+    make_raw(&src, 1 << 20, &[(0, 512)]);
+    assert_fails(
+        &["convert", "-S", "100", s(&src), s(&out)],
+        1,
+        &["not a multiple of 512"],
+    );
+    assert_fails(&["convert", "-m", "0", s(&src), s(&out)], 1, &["-m"]);
+    let (code, _, err) = run(&["convert", s(&src)]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, _) = run(&["compare", s(&src)]);
+    assert_eq!(code, 2);
+    assert_only(dir.path(), &["src.raw"]);
+}
+
+/// A convert stopped by a signal midway leaves no destination. SIGINT and SIGTERM also remove
+/// the temporary file; SIGKILL cannot be caught, so a hidden temporary file may stay, but never
+/// the destination.
+#[test]
+fn killing_a_convert_midway_leaves_no_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.raw");
+    // 1 GiB of non-zero data: long enough to catch the copy in flight.
+    let chunk = pseudo_random(16 << 20, 3);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&src).unwrap();
+        for _ in 0..64 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    for signal in ["INT", "TERM", "KILL"] {
+        let out = dir.path().join(format!("out-{signal}.raw"));
+        let mut child = diskferry()
+            .args(["convert", "-m", "1", s(&src), s(&out)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the partial output exists and holds data, then stop the process.
+        let start = Instant::now();
+        let partial = loop {
+            let found = std::fs::read_dir(dir.path()).unwrap().find_map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name.contains("diskferry-partial") && disk_usage(&e.path()) > 0).then(|| e.path())
+            });
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no partial output appeared"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let finished_already = child.try_wait().unwrap().is_some();
+        std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        if finished_already {
+            skip(
+                "killing_a_convert_midway",
+                "the copy finished before the signal",
+            );
+            continue;
+        }
+        assert!(!status.success(), "{signal}: convert reported success");
+        assert!(!out.exists(), "{signal}: destination exists after the kill");
+        if signal != "KILL" {
+            assert_eq!(status.code(), Some(130), "{signal}");
+            assert!(!partial.exists(), "{signal}: temporary file left behind");
+        } else {
+            let _ = std::fs::remove_file(&partial);
+        }
+    }
+}
