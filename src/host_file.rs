@@ -9,12 +9,86 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+/// Whether finished outputs are flushed to stable storage before they are renamed into place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Flush before the rename, so that a completed output survives a crash (the default).
+    Flush,
+    /// Leave the data to the kernel's writeback, as qemu-img's default `-t unsafe` does.
+    Unsafe,
+}
+
+/// Flushing in the background while an output is written, so that the final flush finds
+/// little left to do: the writeback overlaps the conversion instead of following it.
+struct Flusher {
+    request: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    unflushed: u64,
+}
+
+/// Bytes written between two background flush requests.
+const FLUSH_EVERY: u64 = 64 << 20;
+
+impl Flusher {
+    fn start(file: &File) -> Option<Flusher> {
+        let clone = file.try_clone().ok()?;
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("diskferry-flush".into())
+            .spawn(move || {
+                // Errors here are not lost: the final flush reports them.
+                for () in rx.iter() {
+                    let _ = clone.sync_data();
+                }
+            })
+            .ok()?;
+        Some(Flusher {
+            request: Some(tx),
+            thread: Some(thread),
+            unflushed: 0,
+        })
+    }
+
+    fn wrote(&mut self, n: u64) {
+        self.unflushed += n;
+        if self.unflushed >= FLUSH_EVERY
+            && let Some(tx) = &self.request
+            && tx.try_send(()).is_ok()
+        {
+            self.unflushed = 0;
+        }
+    }
+
+    fn stop(&mut self) {
+        self.request = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// An open file of an image: the file, its path (for messages) and its length when opened.
-#[derive(Debug)]
 pub struct HostFile {
     file: File,
     path: PathBuf,
     len: u64,
+    durability: Durability,
+    flusher: Option<Flusher>,
+}
+
+impl std::fmt::Debug for HostFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostFile")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
+    }
 }
 
 impl HostFile {
@@ -51,7 +125,21 @@ impl HostFile {
             file,
             path: path.to_path_buf(),
             len,
+            durability: Durability::Flush,
+            flusher: None,
         })
+    }
+
+    /// Wraps a new output file: with [`Durability::Flush`], written data is flushed in the
+    /// background as it accumulates and [`HostFile::sync`] flushes the rest; with
+    /// [`Durability::Unsafe`], `sync` does nothing.
+    pub fn new_output(file: File, path: &Path, durability: Durability) -> Result<HostFile> {
+        let mut host = Self::from_file(file, path)?;
+        host.durability = durability;
+        if durability == Durability::Flush {
+            host.flusher = Flusher::start(&host.file);
+        }
+        Ok(host)
     }
 
     /// The path the file was opened by.
@@ -138,6 +226,9 @@ impl HostFile {
                 .with_path(&self.path)
         })?;
         self.len = self.len.max(offset + buf.len() as u64);
+        if let Some(f) = &mut self.flusher {
+            f.wrote(buf.len() as u64);
+        }
         Ok(())
     }
 
@@ -150,10 +241,17 @@ impl HostFile {
         Ok(())
     }
 
-    /// Flushes data and metadata to stable storage.
-    pub fn sync(&self) -> Result<()> {
+    /// Flushes the data (and the length) to stable storage, unless the file was made with
+    /// [`Durability::Unsafe`].
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some(mut f) = self.flusher.take() {
+            f.stop();
+        }
+        if self.durability == Durability::Unsafe {
+            return Ok(());
+        }
         self.file
-            .sync_all()
+            .sync_data()
             .map_err(|e| Error::io("cannot flush", e).with_path(&self.path))
     }
 }

@@ -2,6 +2,7 @@
 //! renamed only when complete. A failed or interrupted run leaves nothing at the destination.
 
 use crate::error::{Error, Result};
+use crate::host_file::{Durability, HostFile};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -39,15 +40,36 @@ struct StagedFile {
 }
 
 /// A set of output files being written. Dropping it without [`Staging::commit`] removes them.
-#[derive(Default)]
 pub struct Staging {
     files: Vec<StagedFile>,
+    durability: Durability,
+}
+
+impl Default for Staging {
+    fn default() -> Self {
+        Staging::new()
+    }
 }
 
 impl Staging {
-    /// An empty staging area.
+    /// An empty staging area whose outputs are flushed before they are renamed into place.
     pub fn new() -> Staging {
-        Staging::default()
+        Staging::with_durability(Durability::Flush)
+    }
+
+    /// An empty staging area with the given durability.
+    pub fn with_durability(durability: Durability) -> Staging {
+        Staging {
+            files: Vec::new(),
+            durability,
+        }
+    }
+
+    /// Creates a new output file (see [`Staging::create`]) wrapped for writing: flushed in the
+    /// background while written and by [`HostFile::sync`], as the staging's durability says.
+    pub fn create_output(&mut self, dest: &Path) -> Result<HostFile> {
+        let file = self.create(dest)?;
+        HostFile::new_output(file, dest, self.durability)
     }
 
     /// Creates a new file that will appear at `dest` on commit. Its temporary name is hidden
@@ -122,6 +144,9 @@ impl Staging {
                 return Err(err);
             }
             unregister(&file.temp);
+            if self.durability == Durability::Unsafe {
+                continue;
+            }
             if let Some(dir) = file.dest.parent() {
                 // Make the rename durable; failures here do not undo a complete output.
                 let dir = if dir.as_os_str().is_empty() {

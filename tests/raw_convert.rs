@@ -284,3 +284,18 @@ fn check_on_raw_says_there_is_nothing_to_check() {
     assert_eq!(code, 0);
     assert!(out.contains("nothing to check"), "{out}");
 }
+
+#[test]
+fn cache_modes_follow_qemu_img_and_unknown_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    make_raw(&src, 130 * MIB, &[(0, 100 * MIB), (120 * MIB, MIB)]);
+    for mode in ["writeback", "unsafe", "none", "directsync", "writethrough"] {
+        let out = dir.path().join(format!("{mode}.raw"));
+        run_ok(&["convert", "-t", mode, s(&src), s(&out)]);
+        assert_eq!(sha256_file(&src), sha256_file(&out), "{mode}");
+    }
+    let (code, _, err) = run(&["convert", "-t", "bogus", s(&src), s(&dir.path().join("x"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown cache mode 'bogus'"), "{err}");
+}

@@ -99,8 +99,10 @@ pub struct ConvertArgs {
     /// The backing image's format (default: detected)
     #[arg(short = 'F', value_name = "BACKING_FMT")]
     pub backing_format: Option<String>,
-    /// Accepted for qemu-img compatibility and ignored (cache mode of the output)
-    #[arg(short = 't', value_name = "CACHE", hide = true)]
+    /// Output cache mode, as qemu-img: "unsafe" (the default) leaves the finished output to the
+    /// kernel's writeback; "writeback", "none", "directsync" or "writethrough" flush it to
+    /// stable storage before it is renamed into place, so it survives a crash
+    #[arg(short = 't', value_name = "CACHE")]
     pub cache: Option<String>,
     /// Accepted for qemu-img compatibility and ignored (cache mode of the source)
     #[arg(short = 'T', value_name = "SRC_CACHE", hide = true)]

@@ -7,6 +7,7 @@ use super::args::{
 use diskferry::check::{CheckReport, RepairMode, Severity};
 use diskferry::compare::{Comparison, compare_images};
 use diskferry::convert::{self, ConvertOptions};
+use diskferry::host_file::Durability;
 use diskferry::info::{ImageInfo, layer_info};
 use diskferry::map::{MapEntry, map_image};
 use diskferry::size::parse_size;
@@ -114,7 +115,19 @@ pub fn convert(args: ConvertArgs) -> Outcome {
         Some(n) => n,
         None => convert::default_threads(),
     };
+    let durability = match args.cache.as_deref() {
+        // qemu-img convert's default cache mode is "unsafe": no flush. We keep its default so
+        // that scripts see the same speed, and flush for every mode that asks for it.
+        None | Some("unsafe") => Durability::Unsafe,
+        Some("writeback" | "none" | "directsync" | "writethrough") => Durability::Flush,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "unknown cache mode '{other}' for -t; valid: writeback, unsafe, none, directsync, writethrough"
+            )));
+        }
+    };
     let options = ConvertOptions {
+        durability,
         source_format: parse_format(args.format.as_deref())?,
         target_format,
         target_options,

@@ -23,6 +23,7 @@ use crate::detect::{HEAD_LEN, ProbeData, detect_from};
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::formats;
+use crate::host_file::Durability;
 use crate::image::{BackingPolicy, Image, OpenOptions, file_identity};
 use crate::options::FormatOptions;
 use crate::staging::Staging;
@@ -59,6 +60,9 @@ pub struct ConvertOptions {
     pub target_backing: Option<PathBuf>,
     /// `-F`: the backing image's format, or `None` to detect it.
     pub target_backing_format: Option<Format>,
+    /// Whether the output is flushed to stable storage before it is renamed into place
+    /// (`-t writeback`); the command line's default, like qemu-img's, is not to.
+    pub durability: Durability,
 }
 
 impl Default for ConvertOptions {
@@ -72,6 +76,7 @@ impl Default for ConvertOptions {
             threads: default_threads(),
             target_backing: None,
             target_backing_format: None,
+            durability: Durability::Flush,
         }
     }
 }
@@ -270,7 +275,7 @@ pub fn convert(
         source_map: Some(source_map),
     };
 
-    let mut staging = Staging::new();
+    let mut staging = Staging::with_durability(options.durability);
     let destination = if is_stdio(dest) {
         Destination::Stream(Box::new(std::io::BufWriter::with_capacity(
             1 << 20,

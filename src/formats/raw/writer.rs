@@ -40,8 +40,7 @@ impl RawWriter {
         };
         let out = match dest {
             Destination::Files { staging, path } => {
-                let file = staging.create(&path)?;
-                let mut host = HostFile::from_file(file, &path)?;
+                let mut host = staging.create_output(&path)?;
                 if preallocation == Preallocation::Falloc && spec.size > 0 {
                     rustix::fs::fallocate(
                         host.file(),
@@ -104,7 +103,7 @@ impl ImageWriter for RawWriter {
 
     fn finish(self: Box<Self>) -> Result<()> {
         match self.out {
-            Output::File(f) => f.sync(),
+            Output::File(mut f) => f.sync(),
             Output::Stream(mut w) => w
                 .flush()
                 .map_err(|e| Error::io("cannot flush the output stream", e)),

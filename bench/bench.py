@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""diskferry vs qemu-img, same inputs, same run.
+
+Runs `diskferry convert` and `qemu-img convert` alternately on the same input files several
+times and prints, per case, the median wall time of each, the ratio (qemu-img time / diskferry
+time: above 1 means diskferry is faster), the peak resident memory of each (from wait4), and the
+output sizes. After timing, it checks that both tools' outputs hold the same content
+(`qemu-img compare`), so a fast wrong answer cannot win.
+
+Inputs (made once, kept in the work folder):
+  realistic.raw  an ext4 file system made with `mke2fs -d` from a system folder (real binaries)
+                 with free space left, as a real VM disk has;
+  sparse-1t.raw  a 1 TiB raw file with three 8 MiB data regions;
+  and the same realistic disk in other formats (made with qemu-img) for the *-to-raw cases.
+
+Usage: bench/bench.py [--runs 5] [--cases a,b] [--workdir DIR] [--source-dir DIR] [--fs-size 2G]
+The machine is shared and noisy: compare medians, and rerun before quoting a figure.
+"""
+import argparse
+import hashlib
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name: (input file, diskferry arguments, qemu-img arguments). {src} and {dst} are filled in.
+CASES = {
+    "raw-to-raw": (
+        "realistic.raw",
+        ["convert", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-O", "raw", "{src}", "{dst}"],
+    ),
+    "sparse-1t-to-raw": (
+        "sparse-1t.raw",
+        ["convert", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-O", "raw", "{src}", "{dst}"],
+    ),
+    "raw-to-vhd": (
+        "realistic.raw",
+        ["convert", "-O", "vhd", "{src}", "{dst}"],
+        ["convert", "-O", "vpc", "{src}", "{dst}"],
+    ),
+    "vhd-to-raw": (
+        "realistic.vhd",
+        ["convert", "-f", "vhd", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "vpc", "-O", "raw", "{src}", "{dst}"],
+    ),
+    "raw-to-vmdk-stream": (
+        "realistic.raw",
+        ["convert", "-O", "vmdk", "-o", "subformat=streamOptimized", "{src}", "{dst}"],
+        ["convert", "-O", "vmdk", "-o", "subformat=streamOptimized", "{src}", "{dst}"],
+    ),
+    "vmdk-stream-to-raw": (
+        "realistic-stream.vmdk",
+        ["convert", "-f", "vmdk", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "vmdk", "-O", "raw", "{src}", "{dst}"],
+    ),
+}
+
+# How each derived input is made from realistic.raw, with qemu-img (the peer's own output, so
+# neither tool reads a file the other wrote).
+DERIVED = {
+    "realistic.vhd": ["convert", "-O", "vpc", "realistic.raw", "realistic.vhd"],
+    "realistic-stream.vmdk": [
+        "convert", "-O", "vmdk", "-o", "subformat=streamOptimized",
+        "realistic.raw", "realistic-stream.vmdk",
+    ],
+}
+
+# The output format of each case, for the content check.
+OUTPUT_FORMAT = {
+    "raw-to-raw": ("raw", "raw"),
+    "sparse-1t-to-raw": ("raw", "raw"),
+    "raw-to-vhd": ("vpc", "vpc"),
+    "vhd-to-raw": ("raw", "raw"),
+    "raw-to-vmdk-stream": ("vmdk", "vmdk"),
+    "vmdk-stream-to-raw": ("raw", "raw"),
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_inputs(workdir, needed, source_dir, fs_size):
+    os.makedirs(workdir, exist_ok=True)
+    realistic = os.path.join(workdir, "realistic.raw")
+    if not os.path.exists(realistic):
+        log(f"making realistic.raw: ext4 of {fs_size} from {source_dir} (mke2fs -d)")
+        tmp = realistic + ".tmp"
+        subprocess.run(["truncate", "-s", fs_size, tmp], check=True)
+        subprocess.run(
+            ["mke2fs", "-q", "-F", "-t", "ext4", "-d", source_dir, tmp],
+            check=True,
+        )
+        os.rename(tmp, realistic)
+    sparse = os.path.join(workdir, "sparse-1t.raw")
+    if not os.path.exists(sparse):
+        log("making sparse-1t.raw: 1 TiB with three 8 MiB data regions")
+        with open(sparse + ".tmp", "wb") as f:
+            f.truncate(1 << 40)
+            for i, offset in enumerate([0, 100 << 20, 500_000 << 20]):
+                f.seek(offset)
+                f.write(hashlib.shake_256(bytes([i])).digest(8 << 20))
+        os.rename(sparse + ".tmp", sparse)
+    for name in needed:
+        path = os.path.join(workdir, name)
+        if name in DERIVED and not os.path.exists(path):
+            log(f"making {name} with qemu-img")
+            subprocess.run(["qemu-img"] + DERIVED[name], cwd=workdir, check=True)
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+def timed(argv, cwd):
+    """Runs argv; returns (seconds, peak RSS in KiB or None, exit code, stderr).
+
+    The peak RSS comes from GNU time, which execs the tool from a small process: Linux carries
+    the pre-exec high-water mark across exec, so wait4 on a child of this (large) Python
+    process would report Python's size instead of the tool's."""
+    rss_file = os.path.join(cwd, ".bench-rss")
+    wrapped = argv
+    if os.access(GNU_TIME, os.X_OK):
+        wrapped = [GNU_TIME, "-f", "%M", "-o", rss_file] + argv
+    start = time.monotonic()
+    proc = subprocess.run(wrapped, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.monotonic() - start
+    peak = None
+    if wrapped is not argv and os.path.exists(rss_file):
+        with open(rss_file) as f:
+            lines = [line for line in f.read().splitlines() if line.strip().isdigit()]
+        peak = int(lines[-1]) if lines else None
+        os.remove(rss_file)
+    return elapsed, peak, proc.returncode, proc.stderr.decode(errors="replace")
+
+
+def outputs_of(workdir, dst):
+    """The output file and, for multi-file formats, its extents (same stem)."""
+    return [os.path.join(workdir, f) for f in os.listdir(workdir) if f.startswith(dst)]
+
+
+def remove_outputs(workdir, dst):
+    for p in outputs_of(workdir, dst):
+        os.remove(p)
+
+
+def size_of(workdir, dst):
+    paths = outputs_of(workdir, dst)
+    apparent = sum(os.stat(p).st_size for p in paths)
+    on_disk = sum(os.stat(p).st_blocks * 512 for p in paths)
+    return apparent, on_disk
+
+
+def human(n):
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"]:
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def run_case(name, workdir, ours, runs):
+    src, ours_args, qemu_args = CASES[name]
+    tools = {
+        "diskferry": [ours] + ours_args,
+        "qemu-img": ["qemu-img"] + qemu_args,
+    }
+    dst = {t: f"out-{name}-{t}" for t in tools}
+    times = {t: [] for t in tools}
+    rss = {t: 0 for t in tools}
+    sizes = {}
+    failed = {}
+    # One warm-up run each (page cache, binary load), then alternate tool order every round.
+    for round_ in range(runs + 1):
+        order = list(tools) if round_ % 2 == 0 else list(reversed(tools))
+        for t in order:
+            if t in failed:
+                continue
+            argv = [a.format(src=src, dst=dst[t]) for a in tools[t]]
+            remove_outputs(workdir, dst[t])
+            secs, peak, code, err = timed(argv, workdir)
+            if code != 0:
+                failed[t] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
+                continue
+            if round_ > 0:
+                times[t].append(secs)
+                rss[t] = max(rss[t], peak or 0)
+            sizes[t] = size_of(workdir, dst[t])
+    same = None
+    if not failed:
+        fa, fb = OUTPUT_FORMAT[name]
+        cmp = subprocess.run(
+            ["qemu-img", "compare", "-f", fa, "-F", fb, dst["diskferry"], dst["qemu-img"]],
+            cwd=workdir, capture_output=True, text=True,
+        )
+        same = cmp.returncode == 0
+    for t in tools:
+        remove_outputs(workdir, dst[t])
+    return times, rss, sizes, failed, same
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--workdir", default="/var/tmp/diskferry-bench")
+    ap.add_argument("--source-dir", default=None,
+                    help="folder copied into the realistic disk (default: the largest of "
+                         "/usr/lib/x86_64-linux-gnu, /usr/lib, /usr/bin that exists)")
+    ap.add_argument("--fs-size", default="2G")
+    ap.add_argument("--diskferry", default=os.path.join(REPO, "target/release/diskferry"))
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+
+    if shutil.which("qemu-img") is None:
+        sys.exit("qemu-img is required (apt-get install qemu-utils)")
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
+    source_dir = args.source_dir or next(
+        d for d in ["/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/bin"] if os.path.isdir(d)
+    )
+    cases = [c for c in args.cases.split(",") if c]
+    for c in cases:
+        if c not in CASES:
+            sys.exit(f"unknown case {c}; known: {', '.join(CASES)}")
+    make_inputs(args.workdir, {CASES[c][0] for c in cases}, source_dir, args.fs_size)
+
+    qemu_version = subprocess.run(["qemu-img", "--version"], capture_output=True,
+                                  text=True).stdout.splitlines()[0]
+    ours_version = subprocess.run([args.diskferry, "--version"], capture_output=True,
+                                  text=True).stdout.strip()
+    print(f"# diskferry benchmark, {date.today().isoformat()}")
+    print()
+    print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB RAM, "
+          f"kernel {platform.release()}")
+    print(f"- tools: {ours_version}; {qemu_version}")
+    print(f"- realistic disk: ext4 of {args.fs_size} made with mke2fs -d {source_dir}")
+    print(f"- {args.runs} timed runs per tool after one warm-up, alternating order; medians; "
+          "page cache warm for both")
+    print()
+    print("| case | diskferry | qemu-img | speed-up | peak RSS diskferry / qemu-img "
+          "| output size (on disk) diskferry / qemu-img | same content |")
+    print("|---|---|---|---|---|---|---|")
+    for name in cases:
+        log(f"running {name}")
+        times, rss, sizes, failed, same = run_case(name, args.workdir, args.diskferry, args.runs)
+        cells = []
+        for t in ["diskferry", "qemu-img"]:
+            cells.append(f"failed: {failed[t]}" if t in failed
+                         else f"{statistics.median(times[t]):.3f} s")
+        if not failed:
+            ratio = statistics.median(times["qemu-img"]) / statistics.median(times["diskferry"])
+            speed = f"{ratio:.2f}x"
+            mem = (f"{human(rss['diskferry'] * 1024)} / {human(rss['qemu-img'] * 1024)}"
+                   if rss["diskferry"] and rss["qemu-img"] else "n/a (no /usr/bin/time)")
+            size = (f"{human(sizes['diskferry'][1])} / {human(sizes['qemu-img'][1])}")
+        else:
+            speed = mem = size = "n/a"
+        print(f"| {name} | {cells[0]} | {cells[1]} | {speed} | {mem} | {size} | "
+              f"{'yes' if same else 'n/a' if same is None else 'NO'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
