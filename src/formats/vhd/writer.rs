@@ -54,16 +54,44 @@ fn round_up(x: u64, a: u64) -> u64 {
 /// Where the bytes go: positional writes to a file, or a stream written strictly in order
 /// (gaps filled with zeros).
 enum Out {
-    File(HostFile),
-    Stream { w: Box<dyn Write + Send>, pos: u64 },
+    File {
+        f: HostFile,
+        /// Everything before this was handed to the kernel's writeback already.
+        flushed: u64,
+    },
+    Stream {
+        w: Box<dyn Write + Send>,
+        pos: u64,
+    },
 }
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
+/// Data this far behind the write position is handed to writeback, in steps of this size.
+const WRITEBACK_LAG: u64 = 16 << 20;
+
 impl Out {
     fn write_at(&mut self, bytes: &[u8], at: u64) -> Result<()> {
         match self {
-            Out::File(f) => f.write_all_at(bytes, at),
+            Out::File { f, flushed } => {
+                f.write_all_at(bytes, at)?;
+                // Start writing back what lies well behind us, so that the fsync at the end
+                // (which the writer contract requires) waits for the tail only, instead of
+                // for the whole image (that wait was most of a conversion's time). The advice
+                // also keeps a large conversion from filling the page cache. Best effort.
+                let end = at + bytes.len() as u64;
+                if end >= *flushed + 2 * WRITEBACK_LAG {
+                    let upto = end - WRITEBACK_LAG;
+                    let _ = rustix::fs::fadvise(
+                        f.file(),
+                        *flushed,
+                        std::num::NonZeroU64::new(upto - *flushed),
+                        rustix::fs::Advice::DontNeed,
+                    );
+                    *flushed = upto;
+                }
+                Ok(())
+            }
             Out::Stream { w, pos } => {
                 if at < *pos {
                     return Err(Error::invalid(format!(
@@ -85,7 +113,7 @@ impl Out {
 
     fn finish(self) -> Result<()> {
         match self {
-            Out::File(f) => f.sync(),
+            Out::File { f, .. } => f.sync(),
             Out::Stream { mut w, .. } => w
                 .flush()
                 .map_err(|e| Error::io("cannot flush the output stream", e)),
@@ -97,7 +125,10 @@ fn open_out(dest: Destination<'_>) -> Result<Out> {
     Ok(match dest {
         Destination::Files { staging, path } => {
             let file = staging.create(&path)?;
-            Out::File(HostFile::from_file(file, &path)?)
+            Out::File {
+                f: HostFile::from_file(file, &path)?,
+                flushed: 0,
+            }
         }
         Destination::Stream(w) => Out::Stream { w, pos: 0 },
     })
@@ -497,7 +528,7 @@ impl SparseWriter {
                 self.buffer = buffer;
                 result
             }
-            Out::File(_) => self.out.write_at(&block.bits, host),
+            Out::File { .. } => self.out.write_at(&block.bits, host),
         }
     }
 
