@@ -27,6 +27,9 @@ struct Region {
     start: u64,
     end: u64,
     what: String,
+    /// Reading needs it: damage is a corruption (a parent locator is only one of several
+    /// ways to find the parent: damage there is a warning).
+    essential: bool,
 }
 
 /// What `-r` would do, each tied to the finding it fixes.
@@ -229,16 +232,19 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
             start: 0,
             end: FOOTER_SIZE,
             what: "footer copy".into(),
+            essential: true,
         },
         Region {
             start: header_at,
             end: header_at + HEADER_SIZE,
             what: "dynamic disk header".into(),
+            essential: true,
         },
         Region {
             start: header.table_offset,
             end: header.table_offset + bat::bat_bytes(entries),
             what: "block allocation table".into(),
+            essential: true,
         },
     ];
     for l in &header.locators {
@@ -246,6 +252,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
             start: l.data_offset,
             end: l.data_offset.saturating_add(l.reserved_bytes()),
             what: format!("parent locator {} ({})", l.index, parent::code_text(l.code)),
+            essential: false,
         });
     }
     if let Some(batmap) = xen_batmap(&file, header.table_offset + bat::bat_bytes(entries)) {
@@ -256,18 +263,25 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
     } else {
         len
     };
-    let mut data_end = regions.iter().map(|r| r.end).max().unwrap_or(0);
     let mut truncated = false;
     for r in &regions[1..] {
         if r.end > footer_at {
+            let severity = if r.essential {
+                truncated = true;
+                Severity::Corruption
+            } else {
+                Severity::Warning
+            };
             report.add(
-                Severity::Corruption,
+                severity,
                 format!("the {} runs past the end of the file", r.what),
                 Some(r.start),
             );
-            truncated = true;
         }
     }
+    // What lies past the end cannot be used: keep it out of the layout.
+    regions.retain(|r| r.essential || r.end <= footer_at);
+    let mut data_end = regions.iter().map(|r| r.end).max().unwrap_or(0);
 
     let stride = bitmap_bytes(header.block_size) + block_size;
     let mut blocks: Vec<(u64, u64)> = Vec::new();
@@ -448,11 +462,13 @@ fn xen_batmap(file: &HostFile, at: u64) -> Option<Vec<Region>> {
             start: at,
             end: at + 512,
             what: "XenServer batmap header".into(),
+            essential: false,
         },
         Region {
             start: offset,
             end: offset.saturating_add(sectors * 512),
             what: "XenServer batmap".into(),
+            essential: false,
         },
     ])
 }
