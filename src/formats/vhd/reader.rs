@@ -555,3 +555,75 @@ impl Layer for VhdLayer {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::FormatOptions;
+    use crate::staging::Staging;
+    use crate::writer::{CreateSpec, Destination, Piece};
+
+    /// A dynamic VHD of `size` bytes with 4 KiB of 0xAB at each of `data`.
+    fn make(dir: &Path, size: u64, data: &[u64]) -> std::path::PathBuf {
+        let path = dir.join("t.vhd");
+        let mut staging = Staging::new();
+        let spec = CreateSpec::new(size, FormatOptions::empty(Format::Vhd));
+        let mut w = super::super::create_writer(
+            Destination::Files {
+                staging: &mut staging,
+                path: path.clone(),
+            },
+            &spec,
+        )
+        .unwrap();
+        let bytes = vec![0xABu8; 4096];
+        let mut pos = 0;
+        for &at in data {
+            if at > pos {
+                w.write(pos, Piece::Zero(at - pos)).unwrap();
+            }
+            w.write(
+                at,
+                Piece::Data {
+                    bytes: &bytes,
+                    encoded: None,
+                },
+            )
+            .unwrap();
+            pos = at + 4096;
+        }
+        w.write(pos, Piece::Zero(size - pos)).unwrap();
+        w.finish().unwrap();
+        staging.commit().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_sparse_2040_gib_disk_maps_in_a_handful_of_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 2040u64 << 30;
+        let path = make(dir.path(), size, &[0, 1 << 40, size - 4096]);
+        let layer = VhdLayer::open(HostFile::open(&path).unwrap()).unwrap();
+        let mut pos = 0;
+        let mut runs = Vec::new();
+        while pos < size {
+            let m = layer.map(pos, size - pos).unwrap();
+            runs.push((m.start, m.length, m.allocation));
+            pos = m.end();
+        }
+        use Allocation::*;
+        assert_eq!(
+            runs,
+            vec![
+                (0, 4096, Data),
+                (4096, (1 << 40) - 4096, Zero),
+                (1 << 40, 4096, Data),
+                ((1 << 40) + 4096, size - 4096 - (1 << 40) - 4096, Zero),
+                (size - 4096, 4096, Data),
+            ]
+        );
+        let mut buf = vec![0u8; 4096];
+        layer.read_data(1 << 40, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0xAB));
+    }
+}
