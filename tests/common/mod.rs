@@ -52,14 +52,22 @@ fn on_path(tool: &str) -> bool {
 pub fn have_qemu(test: &str) -> bool {
     let ok = on_path("qemu-img");
     if !ok {
-        skip(test, "qemu-img is not installed (apt-get install qemu-utils)");
+        skip(
+            test,
+            "qemu-img is not installed (apt-get install qemu-utils)",
+        );
     }
     ok
 }
 
 /// Runs qemu-img with `args`; returns (exit code, stdout, stderr).
 pub fn qemu_img(args: &[&str]) -> (i32, String, String) {
-    decode(Command::new("qemu-img").args(args).output().expect("qemu-img runs"))
+    decode(
+        Command::new("qemu-img")
+            .args(args)
+            .output()
+            .expect("qemu-img runs"),
+    )
 }
 
 /// Runs qemu-img and fails the test unless it exits 0.
@@ -81,7 +89,10 @@ pub fn qemu_compare(fmt_a: &str, a: &Path, fmt_b: &str, b: &Path) -> bool {
         a.to_str().unwrap(),
         b.to_str().unwrap(),
     ]);
-    assert!(code == 0 || code == 1, "qemu-img compare failed: {out}{err}");
+    assert!(
+        code == 0 || code == 1,
+        "qemu-img compare failed: {out}{err}"
+    );
     code == 0
 }
 
@@ -91,7 +102,10 @@ pub fn shared_dir(test: &str) -> Option<PathBuf> {
     if dir.join("corpus").is_dir() {
         Some(dir)
     } else {
-        skip(test, "../shared (the corpus and oracle tools) is not present beside the repository");
+        skip(
+            test,
+            "../shared (the corpus and oracle tools) is not present beside the repository",
+        );
         None
     }
 }
@@ -167,7 +181,11 @@ pub fn corpus_file(shared: &Path, rel: &str, dir: &Path) -> PathBuf {
         .unwrap_or_else(|e| panic!("{tool} -dc {}: {e}", src.display()));
     let mut stdout = child.stdout.take().unwrap();
     write_sparse(&mut stdout, &dest);
-    assert!(child.wait().unwrap().success(), "{tool} -dc {} failed", src.display());
+    assert!(
+        child.wait().unwrap().success(),
+        "{tool} -dc {} failed",
+        src.display()
+    );
     dest
 }
 
@@ -261,7 +279,13 @@ pub fn oracle_read(test: &str, format: &str, image: &Path) -> Option<Vec<OracleR
     let tool = shared.join("tools/oracle-read");
     let out = Command::new(&tool).arg(format).arg(image).output().ok()?;
     if !out.status.success() {
-        skip(test, &format!("oracle-read failed: {}", String::from_utf8_lossy(&out.stderr)));
+        skip(
+            test,
+            &format!(
+                "oracle-read failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        );
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
@@ -272,7 +296,9 @@ pub fn oracle_read(test: &str, format: &str, image: &Path) -> Option<Vec<OracleR
             let reader = parts.next()?.to_string();
             let rest: Vec<&str> = parts.collect();
             let result = match rest.as_slice() {
-                [size, sha] if size.parse::<u64>().is_ok() => Ok((size.parse().unwrap(), sha.to_string())),
+                [size, sha] if size.parse::<u64>().is_ok() => {
+                    Ok((size.parse().unwrap(), sha.to_string()))
+                }
                 _ => Err(rest.join(" ")),
             };
             Some(OracleReading { reader, result })
