@@ -45,6 +45,9 @@ fn check_row(shared: &Path, row: &ManifestRow, dir: &Path) {
     assert_eq!(code, 0, "{}: {err}", row.path);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["format"], "vhd", "{}", row.path);
+    // Real files from Windows, Virtual PC, Disk2vhd and qemu check clean (warnings aside).
+    let (code, out, err) = run(&["check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{}: check found problems: {out}{err}", row.path);
 }
 
 /// Rows whose decompressed content is a file already in the corpus uncompressed are checked
