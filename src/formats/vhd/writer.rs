@@ -18,7 +18,7 @@ use super::parent;
 use super::reader::VhdLayer;
 use crate::convert::range_has_data;
 use crate::error::{Error, Result};
-use crate::host_file::HostFile;
+use crate::host_file::{HostFile, WriteBehind};
 use crate::writer::{CreateSpec, Destination, ImageWriter, Piece};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -54,42 +54,18 @@ fn round_up(x: u64, a: u64) -> u64 {
 /// Where the bytes go: positional writes to a file, or a stream written strictly in order
 /// (gaps filled with zeros).
 enum Out {
-    File {
-        f: HostFile,
-        /// Everything before this was handed to the kernel's writeback already.
-        flushed: u64,
-    },
-    Stream {
-        w: Box<dyn Write + Send>,
-        pos: u64,
-    },
+    File { f: HostFile, behind: WriteBehind },
+    Stream { w: Box<dyn Write + Send>, pos: u64 },
 }
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
-/// Data this far behind the write position is handed to writeback, in steps of this size.
-const WRITEBACK_LAG: u64 = 16 << 20;
-
 impl Out {
     fn write_at(&mut self, bytes: &[u8], at: u64) -> Result<()> {
         match self {
-            Out::File { f, flushed } => {
+            Out::File { f, behind } => {
                 f.write_all_at(bytes, at)?;
-                // Start writing back what lies well behind us, so that the fsync at the end
-                // (which the writer contract requires) waits for the tail only, instead of
-                // for the whole image (that wait was most of a conversion's time). The advice
-                // also keeps a large conversion from filling the page cache. Best effort.
-                let end = at + bytes.len() as u64;
-                if end >= *flushed + 2 * WRITEBACK_LAG {
-                    let upto = end - WRITEBACK_LAG;
-                    let _ = rustix::fs::fadvise(
-                        f.file(),
-                        *flushed,
-                        std::num::NonZeroU64::new(upto - *flushed),
-                        rustix::fs::Advice::DontNeed,
-                    );
-                    *flushed = upto;
-                }
+                behind.wrote(f, at + bytes.len() as u64);
                 Ok(())
             }
             Out::Stream { w, pos } => {
@@ -127,7 +103,7 @@ fn open_out(dest: Destination<'_>) -> Result<Out> {
             let file = staging.create(&path)?;
             Out::File {
                 f: HostFile::from_file(file, &path)?,
-                flushed: 0,
+                behind: WriteBehind::default(),
             }
         }
         Destination::Stream(w) => Out::Stream { w, pos: 0 },
