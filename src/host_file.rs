@@ -256,6 +256,39 @@ impl HostFile {
     }
 }
 
+/// Starts the kernel's writeback of what a sequential writer left well behind it.
+///
+/// Writers flush to stable storage when they finish (the writer contract); with nothing
+/// written back before, that final fsync waits for the whole image to reach the disk, which
+/// was half the time of converting 512 MiB (qemu-img 10 does not fsync at all). Advising
+/// `DONTNEED` on the range behind the write position makes the kernel write it back while the
+/// conversion goes on, so the final fsync waits for the tail only; it also keeps a large
+/// conversion from filling the page cache. Best effort: failures are ignored.
+#[derive(Debug, Default)]
+pub struct WriteBehind {
+    flushed: u64,
+}
+
+impl WriteBehind {
+    /// Data this far behind the write position is handed to writeback, in steps this large.
+    const LAG: u64 = 16 << 20;
+
+    /// Call after writing up to `end`: hands `[flushed, end - LAG)` to writeback when enough
+    /// has piled up.
+    pub fn wrote(&mut self, file: &HostFile, end: u64) {
+        if end >= self.flushed + 2 * Self::LAG {
+            let upto = end - Self::LAG;
+            let _ = rustix::fs::fadvise(
+                file.file(),
+                self.flushed,
+                std::num::NonZeroU64::new(upto - self.flushed),
+                rustix::fs::Advice::DontNeed,
+            );
+            self.flushed = upto;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,7 +232,12 @@ fn check_human(report: &CheckReport) -> String {
 pub fn check(args: CheckArgs) -> Outcome {
     let format = match parse_format(args.format.as_deref())? {
         Some(f) => f,
-        None => convert::open_top(&args.image, None)?.top().format(),
+        // Detect from the content only: check must reach images too damaged to open (a VHD
+        // with a broken header is a corruption to report, not a failure to check).
+        None => {
+            diskferry::detect::detect_format(&diskferry::host_file::HostFile::open(&args.image)?)?
+                .format
+        }
     };
     let repair = args.repair.map(|r| match r {
         RepairArg::Leaks => RepairMode::Leaks,

@@ -1,72 +1,63 @@
-//! VHD (Microsoft Virtual Hard Disk): fixed, dynamic and differencing.
+//! VHD (Microsoft Virtual Hard Disk): fixed, dynamic and differencing, read, written and
+//! checked.
+//!
+//! - [`footer`]: the footer, its checksum, the CHS geometry and the virtual size rule.
+//! - [`dynamic_header`]: the header of dynamic and differencing disks, parent locator entries.
+//! - [`bat`]: the block allocation table.
+//! - [`bitmap`]: the sector bitmap in front of each block.
+//! - [`parent`]: finding a differencing disk's parent; the locators of a new child.
+//! - [`reader`]: the [`Layer`](crate::image::Layer) ([`VhdLayer`]).
+//! - [`writer`]: fixed, dynamic and differencing writers, to files or streams.
+//! - [`check`](mod@check): `check` and `check -r`.
 
-use crate::check::{CheckReport, RepairMode};
+pub mod bat;
+pub mod bitmap;
+pub mod check;
+pub mod dynamic_header;
+pub mod footer;
+pub mod parent;
+pub mod reader;
+pub mod writer;
+
+pub use check::check;
+pub use reader::VhdLayer;
+pub use writer::create_writer;
+
 use crate::detect::ProbeData;
-use crate::error::{Error, Result};
-use crate::format::Format;
-use crate::host_file::HostFile;
-use crate::image::{Layer, Mapping};
-use crate::options::OptionSpec;
-use crate::writer::{CreateSpec, Destination, ImageWriter};
-use std::any::Any;
-use std::path::Path;
+use crate::options::{OptionKind, OptionSpec};
 
 /// `-o` options for VHD outputs.
-pub const CREATE_OPTIONS: &[OptionSpec] = &[];
+pub const CREATE_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "subformat",
+        kind: OptionKind::Choice(&["dynamic", "fixed"]),
+        help: "dynamic (default): blocks allocated as data arrives, what XenServer imports; fixed: the disk then a footer, what Azure takes",
+    },
+    OptionSpec {
+        key: "block_size",
+        kind: OptionKind::Size,
+        help: "block size of dynamic and differencing disks, a power of two from 4K to 256M (default 2M, what Hyper-V, XenServer and qemu use)",
+    },
+    OptionSpec {
+        key: "force_size",
+        kind: OptionKind::Flag,
+        help: "accepted for qemu-img compatibility; diskferry always stores the exact size (rounded up to whole sectors)",
+    },
+];
 
 /// True when the file starts with a VHD footer copy (dynamic, differencing) or ends with a
-/// VHD footer (fixed; qemu-img misses these and calls them raw).
+/// VHD footer (fixed; qemu-img misses these and calls them raw). Old Virtual PC versions wrote
+/// a 511-byte footer, so a file whose length is 511 modulo 512 is looked at one byte earlier.
 pub fn probe(probe: &ProbeData) -> bool {
     if probe.head_at(0, 8) == Some(b"conectix") {
         return true;
     }
     let tail = &probe.tail;
-    tail.len() >= 512 && &tail[tail.len() - 512..tail.len() - 504] == b"conectix"
-}
-
-/// A VHD layer.
-pub struct VhdLayer {
-    file: HostFile,
-}
-
-impl VhdLayer {
-    /// Opens a VHD.
-    pub fn open(file: HostFile) -> Result<VhdLayer> {
-        Err(Error::unsupported("reading VHD images is not implemented yet").with_path(file.path()))
-    }
-}
-
-impl Layer for VhdLayer {
-    fn format(&self) -> Format {
-        Format::Vhd
-    }
-    fn path(&self) -> &Path {
-        self.file.path()
-    }
-    fn virtual_size(&self) -> u64 {
-        0
-    }
-    fn map(&self, _offset: u64, _max_len: u64) -> Result<Mapping> {
-        Err(Error::unsupported("not implemented"))
-    }
-    fn read_data(&self, _offset: u64, _buf: &mut [u8]) -> Result<()> {
-        Err(Error::unsupported("not implemented"))
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-/// Makes a VHD writer.
-pub fn create_writer(_dest: Destination<'_>, _spec: &CreateSpec) -> Result<Box<dyn ImageWriter>> {
-    Err(Error::unsupported(
-        "writing VHD images is not implemented yet",
-    ))
-}
-
-/// Checks a VHD.
-pub fn check(_path: &Path, _repair: Option<RepairMode>) -> Result<CheckReport> {
-    Err(Error::unsupported(
-        "checking VHD images is not implemented yet",
-    ))
+    let footer_len = if probe.file_len % 512 == 511 {
+        511
+    } else {
+        512
+    };
+    tail.len() >= footer_len
+        && &tail[tail.len() - footer_len..tail.len() - footer_len + 8] == b"conectix"
 }

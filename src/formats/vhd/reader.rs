@@ -1,0 +1,629 @@
+//! Reading VHDs: the [`Layer`] of a fixed, dynamic or differencing file.
+
+use super::bat::{self, Bat};
+use super::bitmap::{SectorBitmap, bitmap_bytes};
+use super::dynamic_header::{DynamicHeader, HEADER_SIZE};
+use super::footer::{DiskType, FOOTER_SIZE, Footer, FooterError, SizeRule, VHD_EPOCH, uuid_text};
+use super::parent::{self, ParentRef};
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::formats::raw::RawLayer;
+use crate::host_file::HostFile;
+use crate::image::{Allocation, BackingLink, Layer, LayerDetails, Mapping};
+use serde_json::json;
+use std::any::Any;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Bitmaps kept in memory at most (512 bytes each for 2 MiB blocks, and nearly always stored
+/// as "full" in a few bytes): enough for every block of a 128 GiB disk.
+const BITMAP_CACHE_ENTRIES: usize = 65536;
+
+/// Where the footer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FooterSource {
+    /// The last 512 bytes (or 511: Virtual PC before 2004 wrote short footers).
+    End,
+    /// The copy at offset 0, because the end footer is damaged or missing.
+    Copy,
+}
+
+/// The footer of a file, found as the specification and the tools that survive damaged files
+/// find it: the end footer, else (dynamic and differencing disks) the copy at offset 0.
+pub fn find_footer(file: &HostFile) -> Result<(Footer, FooterSource, Vec<String>)> {
+    let len = file.len();
+    let end_result = read_end_footer(file);
+    let mut warnings = Vec::new();
+    match end_result {
+        Ok(footer) => {
+            if footer.disk_type.is_sparse() && len >= 2 * FOOTER_SIZE {
+                let mut copy = [0u8; 512];
+                file.read_exact_at(&mut copy, 0)?;
+                if copy != footer.bytes {
+                    warnings.push(match Footer::parse(&copy) {
+                        Ok(_) => "the footer copy at offset 0 differs from the end footer; using the end footer".to_string(),
+                        Err(e) => format!("the footer copy at offset 0 is damaged ({e}); using the end footer"),
+                    });
+                }
+            }
+            Ok((footer, FooterSource::End, warnings))
+        }
+        Err(end_problem) => {
+            if len >= FOOTER_SIZE {
+                let mut copy = [0u8; 512];
+                file.read_exact_at(&mut copy, 0)?;
+                if let Ok(footer) = Footer::parse(&copy)
+                    && footer.disk_type.is_sparse()
+                {
+                    warnings.push(format!(
+                        "the end footer is damaged or missing ({end_problem}); using the copy at offset 0 ('diskferry check -r all' rewrites it)"
+                    ));
+                    return Ok((footer, FooterSource::Copy, warnings));
+                }
+            }
+            Err(Error::corrupt(format!("not a usable VHD: {end_problem}"))
+                .at_offset(len.saturating_sub(FOOTER_SIZE))
+                .with_path(file.path()))
+        }
+    }
+}
+
+/// The footer at the end of the file: 512 bytes, or 511 when the file length says so.
+pub fn read_end_footer(file: &HostFile) -> std::result::Result<Footer, FooterError> {
+    let len = file.len();
+    if len < FOOTER_SIZE - 1 {
+        return Err(FooterError::Cookie);
+    }
+    let mut buf = [0u8; 512];
+    let short = len % 512 == 511;
+    let (at, n) = if short {
+        (len - 511, 511)
+    } else if len >= FOOTER_SIZE {
+        (len - FOOTER_SIZE, 512)
+    } else {
+        return Err(FooterError::Cookie);
+    };
+    if file.read_exact_at(&mut buf[..n], at).is_err() {
+        return Err(FooterError::Cookie);
+    }
+    Footer::parse(&buf)
+}
+
+/// Bytes at the end of the file that belong to the footer.
+fn footer_len(file: &HostFile) -> u64 {
+    if file.len() % 512 == 511 { 511 } else { 512 }
+}
+
+/// A dynamic or differencing disk's tables.
+struct Sparse {
+    file: HostFile,
+    header: DynamicHeader,
+    bat: Bat,
+    block_size: u64,
+    bitmap_bytes: u64,
+    /// What a sector not stored here is: Unallocated (the parent's) in a differencing disk,
+    /// Zero in a dynamic one.
+    not_stored: Allocation,
+    bitmaps: Mutex<HashMap<u64, SectorBitmap>>,
+}
+
+enum Storage {
+    /// A fixed disk reads like a raw file (holes included) up to its size.
+    Fixed(RawLayer),
+    Sparse(Box<Sparse>),
+}
+
+/// A VHD layer: fixed, dynamic or differencing.
+pub struct VhdLayer {
+    storage: Storage,
+    footer: Footer,
+    footer_source: FooterSource,
+    size: u64,
+    rule: SizeRule,
+    parent: Option<ParentRef>,
+    backing: Option<BackingLink>,
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for VhdLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VhdLayer")
+            .field("path", &self.path())
+            .field("type", &self.footer.disk_type)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl VhdLayer {
+    /// Opens a VHD, checking everything reading needs: footer, header, BAT bounds.
+    pub fn open(file: HostFile) -> Result<VhdLayer> {
+        let path = file.path().to_path_buf();
+        let (footer, footer_source, mut warnings) = find_footer(&file)?;
+        let (size, rule) = footer.virtual_size();
+        let storage = match footer.disk_type {
+            DiskType::Fixed => {
+                let data = file.len() - footer_len(&file);
+                if size > data {
+                    return Err(Error::corrupt(format!(
+                        "fixed VHD is truncated: its footer gives a size of {size} bytes but the file holds {data} bytes of data"
+                    ))
+                    .with_path(&path));
+                }
+                Storage::Fixed(RawLayer::open(file)?)
+            }
+            DiskType::Dynamic | DiskType::Differencing => {
+                Storage::Sparse(Box::new(open_sparse(file, &footer, size)?))
+            }
+        };
+        let (parent, backing) = match (&storage, footer.disk_type) {
+            (Storage::Sparse(s), DiskType::Differencing) => {
+                let p = parent::locate(&s.file, &path, &s.header);
+                warnings.extend(p.problems.iter().cloned());
+                let link = BackingLink {
+                    stored_name: if p.stored_name.is_empty() {
+                        "(unnamed parent)".to_string()
+                    } else {
+                        p.stored_name.clone()
+                    },
+                    candidates: p.candidates.clone(),
+                    format: None,
+                };
+                (Some(p), Some(link))
+            }
+            _ => (None, None),
+        };
+        Ok(VhdLayer {
+            storage,
+            footer,
+            footer_source,
+            size,
+            rule,
+            parent,
+            backing,
+            warnings,
+        })
+    }
+
+    /// The footer in use.
+    pub fn footer(&self) -> &Footer {
+        &self.footer
+    }
+
+    /// The dynamic header (dynamic and differencing disks).
+    pub fn header(&self) -> Option<&DynamicHeader> {
+        match &self.storage {
+            Storage::Sparse(s) => Some(&s.header),
+            Storage::Fixed(_) => None,
+        }
+    }
+
+    /// Where the footer in use was found.
+    pub fn footer_source(&self) -> FooterSource {
+        self.footer_source
+    }
+
+    /// The size rule that gave the virtual size.
+    pub fn size_rule(&self) -> SizeRule {
+        self.rule
+    }
+}
+
+fn open_sparse(file: HostFile, footer: &Footer, size: u64) -> Result<Sparse> {
+    let path = file.path().to_path_buf();
+    let header_at = footer.data_offset;
+    if header_at
+        .checked_add(HEADER_SIZE)
+        .is_none_or(|end| end > file.len())
+    {
+        return Err(Error::corrupt(format!(
+            "the footer puts the dynamic disk header at {header_at:#x}, past the end of the file ({} bytes)",
+            file.len()
+        ))
+        .at_offset(header_at)
+        .with_path(&path));
+    }
+    let mut raw = [0u8; 1024];
+    file.read_exact_at(&mut raw, header_at)?;
+    let header = DynamicHeader::parse(&raw).map_err(|e| {
+        Error::corrupt(e.to_string())
+            .at_offset(header_at)
+            .with_path(&path)
+    })?;
+    let block_size = u64::from(header.block_size);
+    let needed = size.div_ceil(block_size);
+    if needed > u64::from(header.max_table_entries) {
+        return Err(Error::corrupt(format!(
+            "the block allocation table has {} entries of {block_size} bytes, too few for a disk of {size} bytes (needs {needed})",
+            header.max_table_entries
+        ))
+        .at_offset(header_at)
+        .with_path(&path));
+    }
+    // Only the entries that cover the disk matter (blktap preallocates larger tables).
+    let bat = Bat::read(&file, header.table_offset, needed).map_err(|e| e.with_path(&path))?;
+    let bitmap_len = bitmap_bytes(header.block_size);
+    for (index, offset) in bat.allocated() {
+        let used = block_size.min(size - index * block_size);
+        let end = offset
+            .checked_add(bitmap_len)
+            .and_then(|x| x.checked_add(used));
+        if end.is_none_or(|end| end > file.len()) {
+            return Err(bat::bad_entry(
+                index,
+                header.table_offset,
+                &format!(
+                    "points past the end of the file (block at {offset:#x}, file is {} bytes): the file is truncated or the table is damaged",
+                    file.len()
+                ),
+            )
+            .with_path(&path));
+        }
+    }
+    let not_stored = if footer.disk_type == DiskType::Differencing {
+        Allocation::Unallocated
+    } else {
+        Allocation::Zero
+    };
+    Ok(Sparse {
+        file,
+        header,
+        bat,
+        block_size,
+        bitmap_bytes: bitmap_len,
+        not_stored,
+        bitmaps: Mutex::new(HashMap::new()),
+    })
+}
+
+impl Sparse {
+    fn sectors_per_block(&self) -> u32 {
+        (self.block_size / 512) as u32
+    }
+
+    /// The bitmap of allocated block `index` (bitmap at `host`).
+    fn bitmap(&self, index: u64, host: u64) -> Result<SectorBitmap> {
+        if let Some(b) = self.lock().get(&index) {
+            return Ok(b.clone());
+        }
+        let sectors = self.sectors_per_block();
+        let mut bytes = vec![0u8; (sectors as usize).div_ceil(8)];
+        self.file.read_exact_at(&mut bytes, host)?;
+        let bitmap = SectorBitmap::from_bytes(&bytes, sectors);
+        let mut cache = self.lock();
+        if cache.len() >= BITMAP_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(index, bitmap.clone());
+        Ok(bitmap)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SectorBitmap>> {
+        match self.bitmaps.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// How far from `pos` (a block boundary) sectors stay "not stored", up to `end`.
+    fn extend_not_stored(&self, mut pos: u64, end: u64) -> Result<u64> {
+        while pos < end {
+            let index = pos / self.block_size;
+            match self.bat.block_offset(index) {
+                None => {
+                    // Jump over the whole run of unallocated entries at once.
+                    let next = self
+                        .bat
+                        .next_allocated(index)
+                        .map_or(u64::MAX, |n| n.saturating_mul(self.block_size));
+                    pos = next.min(end);
+                }
+                Some(host) => {
+                    let sectors = self.sectors_per_block();
+                    let (set, n) = self.bitmap(index, host)?.run_from(0, sectors);
+                    if set {
+                        break;
+                    }
+                    pos += u64::from(n) * 512;
+                    if n < sectors {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(pos.min(end))
+    }
+
+    fn map(&self, offset: u64, max_len: u64) -> Result<Mapping> {
+        let end = offset + max_len;
+        let index = offset / self.block_size;
+        let block_start = index * self.block_size;
+        let in_block = offset - block_start;
+        let Some(host) = self.bat.block_offset(index) else {
+            let run_end = self.extend_not_stored(block_start + self.block_size, end)?;
+            return Ok(Mapping::new(offset, run_end - offset, self.not_stored));
+        };
+        let sector = (in_block / 512) as u32;
+        let (set, n) = self
+            .bitmap(index, host)?
+            .run_from(sector, self.sectors_per_block());
+        let mut run_end = (block_start + (u64::from(sector) + u64::from(n)) * 512).min(end);
+        if set {
+            let at = host + self.bitmap_bytes + in_block;
+            return Ok(Mapping::new(offset, run_end - offset, Allocation::Data).at_host(0, at));
+        }
+        if run_end == block_start + self.block_size {
+            run_end = self.extend_not_stored(run_end, end)?;
+        }
+        Ok(Mapping::new(offset, run_end - offset, self.not_stored))
+    }
+
+    fn read_data(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let index = pos / self.block_size;
+            let in_block = pos % self.block_size;
+            let n = ((self.block_size - in_block) as usize).min(buf.len() - done);
+            let host = self.bat.block_offset(index).ok_or_else(|| {
+                Error::invalid(format!(
+                    "read of unallocated block {index} at virtual offset {pos}"
+                ))
+            })?;
+            self.file.read_exact_at(
+                &mut buf[done..done + n],
+                host + self.bitmap_bytes + in_block,
+            )?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl Layer for VhdLayer {
+    fn format(&self) -> Format {
+        Format::Vhd
+    }
+
+    fn path(&self) -> &Path {
+        match &self.storage {
+            Storage::Fixed(raw) => raw.path(),
+            Storage::Sparse(s) => s.file.path(),
+        }
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    fn map(&self, offset: u64, max_len: u64) -> Result<Mapping> {
+        let max_len = max_len.min(self.size.saturating_sub(offset));
+        if max_len == 0 {
+            return Err(Error::invalid(format!(
+                "map at {offset} outside the virtual disk ({} bytes)",
+                self.size
+            )));
+        }
+        match &self.storage {
+            Storage::Fixed(raw) => raw.map(offset, max_len),
+            Storage::Sparse(s) => s.map(offset, max_len),
+        }
+    }
+
+    fn read_data(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match &self.storage {
+            Storage::Fixed(raw) => raw.read_data(offset, buf),
+            Storage::Sparse(s) => s.read_data(offset, buf),
+        }
+    }
+
+    fn backing(&self) -> Option<&BackingLink> {
+        self.backing.as_ref()
+    }
+
+    fn verify_backing(&self, parent: &dyn Layer) -> Result<Vec<String>> {
+        let Some(header) = self.header() else {
+            return Ok(Vec::new());
+        };
+        if !header.has_parent_uuid() {
+            // blktap's convention for a parent that is not a VHD: no identity to check.
+            return Ok(vec![
+                "this differencing VHD records no parent UUID, so its parent cannot be verified"
+                    .to_string(),
+            ]);
+        }
+        let Some(vhd) = parent.as_any().downcast_ref::<VhdLayer>() else {
+            return Err(Error::invalid(format!(
+                "the parent '{}' is a {} image, but a differencing VHD's parent must be a VHD",
+                parent.path().display(),
+                parent.format()
+            )));
+        };
+        if vhd.footer.uuid != header.parent_uuid {
+            return Err(Error::corrupt(format!(
+                "parent '{}' has UUID {} but this differencing VHD was made against UUID {}; refusing to read through the wrong parent",
+                parent.path().display(),
+                uuid_text(&vhd.footer.uuid),
+                uuid_text(&header.parent_uuid)
+            )));
+        }
+        let mut warnings = Vec::new();
+        let stamp = header.parent_timestamp;
+        if stamp != 0 && stamp != vhd.footer.timestamp {
+            let mtime = std::fs::metadata(parent.path())
+                .ok()
+                .map(|m| (m.mtime() as u64).saturating_sub(VHD_EPOCH) as u32);
+            if mtime != Some(stamp) {
+                warnings.push(format!(
+                    "parent '{}' has timestamp {} but this differencing VHD recorded {stamp}; it may have changed since the child was made",
+                    parent.path().display(),
+                    vhd.footer.timestamp
+                ));
+            }
+        }
+        Ok(warnings)
+    }
+
+    fn details(&self) -> LayerDetails {
+        let f = &self.footer;
+        let mut data = serde_json::Map::new();
+        let mut human = Vec::new();
+        let version = format!("{}.{}", f.creator_version >> 16, f.creator_version & 0xFFFF);
+        data.insert("subformat".into(), json!(f.disk_type.name()));
+        data.insert("creator-app".into(), json!(f.creator_app_text()));
+        data.insert("creator-version".into(), json!(version));
+        data.insert("creator-os".into(), json!(f.creator_os_text()));
+        data.insert("uuid".into(), json!(uuid_text(&f.uuid)));
+        data.insert("size-rule".into(), json!(self.rule.key()));
+        data.insert("current-size".into(), json!(f.current_size));
+        data.insert("geometry".into(), json!(f.geometry.to_string()));
+        human.push(("subformat".into(), f.disk_type.name().to_string()));
+        human.push((
+            "creator".into(),
+            format!(
+                "'{}' version {version} on '{}'",
+                f.creator_app_text(),
+                f.creator_os_text()
+            ),
+        ));
+        human.push(("uuid".into(), uuid_text(&f.uuid)));
+        human.push((
+            "size rule".into(),
+            format!(
+                "{} (current_size {}, geometry {} = {} bytes)",
+                self.rule.describe(),
+                f.current_size,
+                f.geometry,
+                f.geometry.sectors() * 512
+            ),
+        ));
+        let mut cluster_size = None;
+        if let Storage::Sparse(s) = &self.storage {
+            cluster_size = Some(s.block_size);
+            data.insert("block-size".into(), json!(s.block_size));
+            data.insert("allocated-blocks".into(), json!(s.bat.allocated().count()));
+            human.push(("block size".into(), s.block_size.to_string()));
+            if f.disk_type == DiskType::Differencing {
+                let h = &s.header;
+                data.insert("parent-uuid".into(), json!(uuid_text(&h.parent_uuid)));
+                data.insert("parent-name".into(), json!(h.parent_name));
+                data.insert("parent-timestamp".into(), json!(h.parent_timestamp));
+                let locators: Vec<String> = h
+                    .locators
+                    .iter()
+                    .map(|l| parent::code_text(l.code))
+                    .collect();
+                data.insert("parent-locators".into(), json!(locators));
+                human.push(("parent uuid".into(), uuid_text(&h.parent_uuid)));
+                human.push(("parent name".into(), h.parent_name.clone()));
+                human.push(("parent locators".into(), locators.join(", ")));
+            }
+        }
+        if f.saved_state != 0 {
+            data.insert("saved-state".into(), json!(true));
+            human.push(("saved state".into(), "yes".into()));
+        }
+        if self.footer_source == FooterSource::Copy {
+            data.insert(
+                "footer".into(),
+                json!("copy at offset 0 (end footer damaged)"),
+            );
+        }
+        if let Some(p) = &self.parent {
+            let tried: Vec<String> = p
+                .candidates
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect();
+            data.insert("parent-candidates".into(), json!(tried));
+        }
+        LayerDetails {
+            cluster_size,
+            dirty: false,
+            format_specific: data,
+            human,
+        }
+    }
+
+    fn open_warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::FormatOptions;
+    use crate::staging::Staging;
+    use crate::writer::{CreateSpec, Destination, Piece};
+
+    /// A dynamic VHD of `size` bytes with 4 KiB of 0xAB at each of `data`.
+    fn make(dir: &Path, size: u64, data: &[u64]) -> std::path::PathBuf {
+        let path = dir.join("t.vhd");
+        let mut staging = Staging::new();
+        let spec = CreateSpec::new(size, FormatOptions::empty(Format::Vhd));
+        let mut w = super::super::create_writer(
+            Destination::Files {
+                staging: &mut staging,
+                path: path.clone(),
+            },
+            &spec,
+        )
+        .unwrap();
+        let bytes = vec![0xABu8; 4096];
+        let mut pos = 0;
+        for &at in data {
+            if at > pos {
+                w.write(pos, Piece::Zero(at - pos)).unwrap();
+            }
+            w.write(
+                at,
+                Piece::Data {
+                    bytes: &bytes,
+                    encoded: None,
+                },
+            )
+            .unwrap();
+            pos = at + 4096;
+        }
+        w.write(pos, Piece::Zero(size - pos)).unwrap();
+        w.finish().unwrap();
+        staging.commit().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_sparse_2040_gib_disk_maps_in_a_handful_of_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 2040u64 << 30;
+        let path = make(dir.path(), size, &[0, 1 << 40, size - 4096]);
+        let layer = VhdLayer::open(HostFile::open(&path).unwrap()).unwrap();
+        let mut pos = 0;
+        let mut runs = Vec::new();
+        while pos < size {
+            let m = layer.map(pos, size - pos).unwrap();
+            runs.push((m.start, m.length, m.allocation));
+            pos = m.end();
+        }
+        use Allocation::*;
+        assert_eq!(
+            runs,
+            vec![
+                (0, 4096, Data),
+                (4096, (1 << 40) - 4096, Zero),
+                (1 << 40, 4096, Data),
+                ((1 << 40) + 4096, size - 4096 - (1 << 40) - 4096, Zero),
+                (size - 4096, 4096, Data),
+            ]
+        );
+        let mut buf = vec![0u8; 4096];
+        layer.read_data(1 << 40, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0xAB));
+    }
+}
