@@ -138,15 +138,23 @@ pub fn convert(args: ConvertArgs) -> Outcome {
         target_backing_format: parse_format(args.backing_format.as_deref())?,
     };
     let bar = progress_bar(args.progress && !args.quiet, 0);
-    let result = convert::convert(
-        &args.source,
-        &args.destination,
-        &options,
-        &mut |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        },
-    );
+    let quiet = args.quiet;
+    let result =
+        convert::convert(
+            &args.source,
+            &args.destination,
+            &options,
+            &mut |event| match event {
+                convert::Event::Progress { done, total } => {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                }
+                convert::Event::Warning(w) if !quiet => {
+                    bar.suspend(|| eprintln!("diskferry: warning: {w}"));
+                }
+                convert::Event::Warning(_) => {}
+            },
+        );
     bar.finish_and_clear();
     result?;
     Ok(0)

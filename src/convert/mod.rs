@@ -210,14 +210,27 @@ fn open_stdin_source(format: Option<Format>) -> Result<Box<dyn StreamSource>> {
     formats::open_stream(format, Box::new(reader)).map_err(|e| e.with_path("<stdin>"))
 }
 
+/// What the engine reports to its caller while it works, on the calling thread.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A problem that does not stop the conversion (a damaged footer read from its copy).
+    Warning(&'a str),
+    /// Bytes of the virtual disk written so far, of the total.
+    Progress {
+        /// Bytes done.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
+    },
+}
+
 /// Converts the image at `source` (`-` for standard input, formats that stream only) into a
-/// new image at `dest` (`-` for standard output). `progress` receives (bytes done, total bytes)
-/// on the calling thread.
+/// new image at `dest` (`-` for standard output), reporting warnings and progress to `on_event`.
 pub fn convert(
     source: &Path,
     dest: &Path,
     options: &ConvertOptions,
-    progress: &mut dyn FnMut(u64, u64),
+    on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Stats> {
     let target_options = parse_target_options(options.target_format, &options.target_options)?;
     if !options.sparse_size.is_multiple_of(512) {
@@ -236,6 +249,9 @@ pub fn convert(
         (None, Some(open_stdin_source(options.source_format)?))
     } else {
         let image = Image::open(source, &OpenOptions::with_format(options.source_format))?;
+        for w in image.warnings() {
+            on_event(Event::Warning(w));
+        }
         if !is_stdio(dest) {
             refuse_overwriting_source(&image, dest)?;
         }
@@ -244,6 +260,9 @@ pub fn convert(
     let backing = match &options.target_backing {
         Some(b) => {
             let target = open_target_backing(dest, b, options.target_backing_format)?;
+            for w in target.image.warnings() {
+                on_event(Event::Warning(w));
+            }
             if file_identity(&target.path).is_some()
                 && file_identity(&target.path) == file_identity(dest)
             {
@@ -312,7 +331,7 @@ pub fn convert(
         backing_image.as_deref(),
         writer.as_mut(),
         &settings,
-        &mut |done| progress(done, size),
+        &mut |done| on_event(Event::Progress { done, total: size }),
     )
     .map_err(|e| e.with_path(dest))?;
     writer.finish().map_err(|e| e.with_path(dest))?;

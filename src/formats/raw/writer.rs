@@ -1,7 +1,7 @@
 //! Writing raw images: data at its own offset, holes where the disk reads as zeros.
 
 use crate::error::{Error, Result};
-use crate::host_file::{HostFile, WriteBehind};
+use crate::host_file::HostFile;
 use crate::writer::{CreateSpec, Destination, ImageWriter, Piece};
 use std::io::Write;
 
@@ -25,7 +25,6 @@ enum Output {
 pub struct RawWriter {
     out: Output,
     preallocation: Preallocation,
-    write_behind: WriteBehind,
 }
 
 /// Zeros written at a time for full preallocation and streams.
@@ -58,11 +57,7 @@ impl RawWriter {
             }
             Destination::Stream(w) => Output::Stream(w),
         };
-        Ok(RawWriter {
-            out,
-            preallocation,
-            write_behind: WriteBehind::default(),
-        })
+        Ok(RawWriter { out, preallocation })
     }
 
     fn write_zeros(&mut self, mut offset: u64, len: u64) -> Result<()> {
@@ -79,11 +74,7 @@ impl RawWriter {
 
     fn write_bytes(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
         match &mut self.out {
-            Output::File(f) => {
-                f.write_all_at(bytes, offset)?;
-                self.write_behind.wrote(f, offset + bytes.len() as u64);
-                Ok(())
-            }
+            Output::File(f) => f.write_all_at(bytes, offset),
             Output::Stream(w) => w
                 .write_all(bytes)
                 .map_err(|e| Error::io("cannot write to the output stream", e).at_offset(offset)),

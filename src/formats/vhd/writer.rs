@@ -18,7 +18,7 @@ use super::parent;
 use super::reader::VhdLayer;
 use crate::convert::range_has_data;
 use crate::error::{Error, Result};
-use crate::host_file::{HostFile, WriteBehind};
+use crate::host_file::HostFile;
 use crate::writer::{CreateSpec, Destination, ImageWriter, Piece};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -54,7 +54,7 @@ fn round_up(x: u64, a: u64) -> u64 {
 /// Where the bytes go: positional writes to a file, or a stream written strictly in order
 /// (gaps filled with zeros).
 enum Out {
-    File { f: HostFile, behind: WriteBehind },
+    File { f: HostFile },
     Stream { w: Box<dyn Write + Send>, pos: u64 },
 }
 
@@ -63,11 +63,7 @@ static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 impl Out {
     fn write_at(&mut self, bytes: &[u8], at: u64) -> Result<()> {
         match self {
-            Out::File { f, behind } => {
-                f.write_all_at(bytes, at)?;
-                behind.wrote(f, at + bytes.len() as u64);
-                Ok(())
-            }
+            Out::File { f } => f.write_all_at(bytes, at),
             Out::Stream { w, pos } => {
                 if at < *pos {
                     return Err(Error::invalid(format!(
@@ -89,7 +85,7 @@ impl Out {
 
     fn finish(self) -> Result<()> {
         match self {
-            Out::File { f, .. } => f.sync(),
+            Out::File { mut f } => f.sync(),
             Out::Stream { mut w, .. } => w
                 .flush()
                 .map_err(|e| Error::io("cannot flush the output stream", e)),
@@ -99,13 +95,9 @@ impl Out {
 
 fn open_out(dest: Destination<'_>) -> Result<Out> {
     Ok(match dest {
-        Destination::Files { staging, path } => {
-            let file = staging.create(&path)?;
-            Out::File {
-                f: HostFile::from_file(file, &path)?,
-                behind: WriteBehind::default(),
-            }
-        }
+        Destination::Files { staging, path } => Out::File {
+            f: staging.create_output(&path)?,
+        },
         Destination::Stream(w) => Out::Stream { w, pos: 0 },
     })
 }
