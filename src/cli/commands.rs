@@ -219,7 +219,11 @@ fn check_human(report: &CheckReport) -> String {
 pub fn check(args: CheckArgs) -> Outcome {
     let format = match parse_format(args.format.as_deref())? {
         Some(f) => f,
-        None => convert::open_top(&args.image, None)?.top().format(),
+        // Detection only: opening the image would fail on the very damage check must report.
+        None => {
+            diskferry::detect::detect_format(&diskferry::host_file::HostFile::open(&args.image)?)?
+                .format
+        }
     };
     let repair = args.repair.map(|r| match r {
         RepairArg::Leaks => RepairMode::Leaks,
