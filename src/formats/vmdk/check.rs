@@ -68,7 +68,11 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
     let layer = match VmdkLayer::open(file) {
         Ok(l) => l,
         Err(e) => {
-            report.add(Severity::Corruption, e.to_string(), e.offset());
+            let message = match e.path() {
+                Some(p) if p != path => format!("{}: {}", p.display(), e.message()),
+                _ => e.message().to_string(),
+            };
+            report.add(Severity::Corruption, message, e.offset());
             report.check_errors += 1;
             return Ok(report);
         }

@@ -383,7 +383,20 @@ impl SparseExtent {
                 UNALLOCATED | ZEROED => chunk.fill(0),
                 _ => {
                     self.check_grain(grain, entry)?;
-                    if self.compressed {
+                    if self.compressed && n as u64 == g {
+                        // A whole grain (the common case: sequential reads) inflates straight
+                        // into the caller's buffer, which is exactly the one-grain bound.
+                        let (_, got) =
+                            grain::read_compressed(&self.file, entry, self.markers, chunk)?;
+                        if (got as u64) < self.grain_len(grain) {
+                            return Err(Error::corrupt(format!(
+                                "compressed grain {grain} inflates to {got} bytes, {} expected",
+                                self.grain_len(grain)
+                            ))
+                            .at_offset(entry));
+                        }
+                        chunk[got..].fill(0);
+                    } else if self.compressed {
                         let data = self.inflate(grain, entry)?;
                         chunk.copy_from_slice(&data[in_grain as usize..in_grain as usize + n]);
                     } else {
@@ -518,7 +531,7 @@ pub enum ExtentData {
     /// Zeros.
     Zero,
     /// A sparse extent.
-    Sparse(SparseExtent),
+    Sparse(Box<SparseExtent>),
 }
 
 /// One extent of the virtual disk.

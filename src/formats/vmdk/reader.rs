@@ -153,7 +153,7 @@ impl VmdkLayer {
                 len: size,
                 kind,
                 file_index: Some(0),
-                data: ExtentData::Sparse(extent),
+                data: ExtentData::Sparse(Box::new(extent)),
             }],
             size,
             backing,
@@ -226,7 +226,7 @@ impl VmdkLayer {
                         for w in &sparse.warnings {
                             warnings.push(format!("extent '{name}': {w}"));
                         }
-                        ExtentData::Sparse(sparse)
+                        ExtentData::Sparse(Box::new(sparse))
                     };
                     (data, Some(index))
                 }
@@ -301,7 +301,7 @@ impl VmdkLayer {
 
     fn first_sparse(&self) -> Option<&SparseExtent> {
         self.extents.iter().find_map(|e| match &e.data {
-            ExtentData::Sparse(s) => Some(s),
+            ExtentData::Sparse(s) => Some(s.as_ref()),
             _ => None,
         })
     }
