@@ -256,6 +256,21 @@ fn damaged_stream_optimized_files() {
     let (code, out) = check_code(&cut);
     assert_eq!(code, 2, "{out}");
 
+    // A grain table marker announcing 2^64 sectors (found by the fuzzer: an overflow in check).
+    let mut b = stream_vmdk(cap, &[grain(0, 1)]);
+    let gt_marker = (0..b.len() / 512)
+        .map(|s| s * 512)
+        .find(|&o| {
+            b[o + 8..o + 16] == [0, 0, 0, 0, 1, 0, 0, 0] && b[o..o + 8] == 4u64.to_le_bytes()
+        })
+        .unwrap();
+    b[gt_marker..gt_marker + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let huge = dir.path().join("huge-marker.vmdk");
+    std::fs::write(&huge, &b).unwrap();
+    let (code, out) = check_code(&huge);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("runs past the end"), "{out}");
+
     // A grain marker beyond the disk, in a file whose footer is gone.
     let far = stream_vmdk(cap, &[grain(0, 1)]);
     let mut b = far[..far.len() - 1536].to_vec();

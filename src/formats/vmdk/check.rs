@@ -187,9 +187,9 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
     let geometry = *s.tables.geometry();
     let g = geometry.grain_bytes;
     let metadata_end = match s.kind {
-        SparseKind::Hosted(h) => h.overhead * 512,
+        SparseKind::Hosted(h) => h.overhead.saturating_mul(512),
         SparseKind::Cowd(_) => 2048,
-        SparseKind::SeSparse(h) => h.grains_offset * 512,
+        SparseKind::SeSparse(h) => h.grains_offset.saturating_mul(512),
     };
     let mut grain_offsets: Vec<(u64, u64)> = Vec::new();
     let mut allocated = 0u64;
@@ -288,12 +288,13 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
 fn check_redundant(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
     let file = &s.file;
     let entries = h.gd_entries();
-    let read_dir = |sector: u64| file.read_vec(sector * 512, entries * 4, "grain directory");
+    let read_dir =
+        |sector: u64| file.read_vec(sector.saturating_mul(512), entries * 4, "grain directory");
     let (Ok(primary), Ok(redundant)) = (read_dir(h.gd_offset), read_dir(h.rgd_offset)) else {
         f.add(
             Severity::Corruption,
             "the redundant grain directory runs past the end of the file".to_string(),
-            Some(h.rgd_offset * 512),
+            Some(h.rgd_offset.saturating_mul(512)),
         );
         return;
     };
@@ -309,7 +310,11 @@ fn check_redundant(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
             f.add(
                 Severity::Corruption,
                 format!("grain directory entry {i} differs from its redundant copy"),
-                Some(h.rgd_offset * 512 + i as u64 * 4),
+                Some(
+                    h.rgd_offset
+                        .saturating_mul(512)
+                        .saturating_add(i as u64 * 4),
+                ),
             );
             continue;
         }
@@ -381,7 +386,9 @@ fn check_markers(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
                 Some(at),
             ),
         }
-        if m.kind != MARKER_EOS && at + 512 + m.value.saturating_mul(512) > s.file.len() {
+        if m.kind != MARKER_EOS
+            && (at + 512).saturating_add(m.value.saturating_mul(512)) > s.file.len()
+        {
             f.add(
                 Severity::Corruption,
                 format!("marker of type {} runs past the end of the file", m.kind),

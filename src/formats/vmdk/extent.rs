@@ -241,7 +241,7 @@ impl SparseExtent {
         let mut volatile = [0u8; 512];
         file.read_exact_at(&mut volatile, header.volatile_offset.saturating_mul(512))?;
         SeSparseHeader::check_volatile(&volatile)
-            .map_err(|e| e.at_offset(header.volatile_offset * 512))?;
+            .map_err(|e| e.at_offset(header.volatile_offset.saturating_mul(512)))?;
         let geometry = Geometry {
             grain_bytes: header.grain_sectors * 512,
             gtes_per_gt: header.gtes_per_gt(),
@@ -316,11 +316,15 @@ impl SparseExtent {
             let table = self.tables.table(&self.file, gt)?;
             let in_grain = pos - grain * g;
             let (alloc, host, next) = match &table {
-                None => (
-                    Allocation::Unallocated,
-                    None,
-                    ((gt + 1) * per_gt * g).min(end),
-                ),
+                None => {
+                    // Skip every empty table up to the next one that may hold grains.
+                    let next = self.tables.next_present(gt + 1).max(gt + 1);
+                    (
+                        Allocation::Unallocated,
+                        None,
+                        next.saturating_mul(per_gt).saturating_mul(g).min(end),
+                    )
+                }
                 Some(t) => {
                     let entry = t
                         .get((grain % per_gt) as usize)
@@ -519,6 +523,35 @@ impl Iterator for MarkerWalk<'_> {
     }
 }
 
+/// The run of a flat extent at byte `at` of its file. Holes of a sparse host file (a thin
+/// vmfs or monolithicFlat disk) read as zeros without being read, as a raw image's do; so does
+/// everything past the end of a file shorter than its extent.
+fn flat_run(file: &HostFile, at: u64, max_len: u64) -> Result<ExtentRun> {
+    use rustix::fs::{SeekFrom, seek};
+    use rustix::io::Errno;
+    let run = |len: u64, allocation| ExtentRun {
+        len,
+        allocation,
+        host: (allocation == Allocation::Data).then_some(at),
+        compressed: false,
+    };
+    if at >= file.len() {
+        return Ok(run(max_len, Allocation::Zero));
+    }
+    let in_file = max_len.min(file.len() - at);
+    match seek(file.file(), SeekFrom::Data(at)) {
+        // No data at or after `at`.
+        Err(Errno::NXIO) => Ok(run(in_file, Allocation::Zero)),
+        Ok(data) if data > at => Ok(run((data - at).min(in_file), Allocation::Zero)),
+        Ok(_) => match seek(file.file(), SeekFrom::Hole(at)) {
+            Ok(hole) if hole > at => Ok(run((hole - at).min(in_file), Allocation::Data)),
+            _ => Ok(run(in_file, Allocation::Data)),
+        },
+        // The file system cannot say (or a racing truncate): all of it is data, always safe.
+        Err(_) => Ok(run(in_file, Allocation::Data)),
+    }
+}
+
 /// Where an extent's bytes come from.
 pub enum ExtentData {
     /// Raw bytes at a byte offset of a file.
@@ -559,25 +592,7 @@ impl Extent {
                 host: None,
                 compressed: false,
             },
-            ExtentData::Flat { file, start } => {
-                let at = start + offset;
-                if at >= file.len() {
-                    // A flat file shorter than its extent reads as zeros past its end.
-                    ExtentRun {
-                        len: max_len,
-                        allocation: Allocation::Zero,
-                        host: None,
-                        compressed: false,
-                    }
-                } else {
-                    ExtentRun {
-                        len: max_len.min(file.len() - at),
-                        allocation: Allocation::Data,
-                        host: Some(at),
-                        compressed: false,
-                    }
-                }
-            }
+            ExtentData::Flat { file, start } => flat_run(file, start + offset, max_len)?,
             ExtentData::Sparse(s) => {
                 let mut run = s.map(offset, max_len)?;
                 run.len = run.len.min(max_len);

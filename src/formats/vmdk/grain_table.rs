@@ -151,6 +151,24 @@ impl GrainTables {
         }
     }
 
+    /// The first grain table at or after `index` that may be allocated (`tables()` when
+    /// none is), so that a map skips an empty stretch of a huge disk in one step.
+    pub fn next_present(&self, index: u64) -> u64 {
+        let none = self.geometry.tables();
+        match &self.source {
+            Source::Directory(gd) => gd
+                .get(index as usize..)
+                .and_then(|rest| rest.iter().position(|&e| e != 0))
+                .map_or(none, |i| index + i as u64),
+            Source::Rebuilt(tables) => tables
+                .keys()
+                .copied()
+                .filter(|&k| k >= index)
+                .min()
+                .unwrap_or(none),
+        }
+    }
+
     /// Where grain table `index` is in the file, or `None` when it is not allocated.
     pub fn table_offset(&self, index: u64) -> Result<Option<u64>> {
         let Source::Directory(gd) = &self.source else {
@@ -166,7 +184,12 @@ impl GrainTables {
                     Error::corrupt(format!("grain directory entry {index}: {}", e.message()))
                 })? {
                 None => return Ok(None),
-                Some(i) => tables_offset + i * self.geometry.gt_bytes(),
+                Some(i) => i
+                    .checked_mul(self.geometry.gt_bytes())
+                    .and_then(|o| o.checked_add(tables_offset))
+                    .ok_or_else(|| {
+                        Error::corrupt(format!("grain directory entry {index} is out of range"))
+                    })?,
             },
             _ if entry == 0 => return Ok(None),
             _ => entry * 512,
