@@ -294,7 +294,7 @@ impl Descriptor {
             if key.is_empty() {
                 return Err(line_error(line_no, "setting has no name"));
             }
-            if key.len() > 4 && key[..4].eq_ignore_ascii_case("ddb.") {
+            if key.len() > 4 && key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("ddb.")) {
                 ddb.push((key.to_string(), value_text));
                 continue;
             }
@@ -473,6 +473,14 @@ ddb.adapterType = \"ide\"\r\nddb.geometry.sectors=\"63\"\r\n";
             let err = Descriptor::parse(text.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn multibyte_keys_do_not_panic() {
+        // Found by the fuzzer: a key whose 4th byte is inside a character.
+        let d =
+            Descriptor::parse("version=1\nddé.x = 1\n\u{1f600}\u{1f600}=2\n".as_bytes()).unwrap();
+        assert_eq!(d.other.len(), 2);
     }
 
     #[test]
