@@ -218,6 +218,10 @@ fn parse_extent(line_no: usize, text: &str) -> Result<ExtentLine> {
         )
     })?;
     let file = words.get(3).cloned();
+    if file.as_deref().is_some_and(|f| f.contains('"')) {
+        // Only an unquoted name can hold a quote, and no descriptor could name it back.
+        return Err(line_error(line_no, "file name contains a stray quote"));
+    }
     if kind != ExtentKind::Zero && file.as_deref().is_none_or(str::is_empty) {
         return Err(line_error(
             line_no,
@@ -460,6 +464,7 @@ ddb.adapterType = \"ide\"\r\nddb.geometry.sectors=\"63\"\r\n";
             ("version=1\nRW 10 BOGUS \"a\"\n", "unknown extent type"),
             ("version=1\nRW 10 SPARSE\n", "names no file"),
             ("version=1\nRW 10 FLAT \"a\n", "no closing quote"),
+            ("version=1\nRW 10 FLAT a\"b\n", "stray quote"),
             ("version=1\nCID=xyz\n", "line 2: CID"),
             ("version=1\njunk here\n", "line 2: expected"),
             ("CID=12345678\n", "no 'version='"),
