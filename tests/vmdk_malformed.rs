@@ -165,6 +165,17 @@ fn tables_and_grains_past_the_end_are_errors() {
         "{err}"
     );
 
+    // A grain's worth of space at the end that no table uses: a leak (exit 3), data intact.
+    let mut b = good.clone();
+    b.extend(pseudo_random(65536, 3));
+    let leak = dir.path().join("leak.vmdk");
+    std::fs::write(&leak, &b).unwrap();
+    let (code, out) = check_code(&leak);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("1 grains (65536 bytes)"), "{out}");
+    let (_, sha) = content_sha256(&leak, None, dir.path());
+    assert_eq!(sha, content_sha256(&image, None, dir.path()).1);
+
     // The original is clean for both checkers.
     assert_eq!(check_code(&image).0, 0);
 }

@@ -273,6 +273,11 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
             }
         }
     }
+    if let SparseKind::Hosted(h) = s.kind
+        && !s.compressed
+    {
+        check_leaks(s, &h, &grain_offsets, f);
+    }
     if let SparseKind::Hosted(h) = s.kind {
         if h.redundant() && h.gd_offset != GD_AT_END {
             check_redundant(s, &h, f);
@@ -282,6 +287,70 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
         }
     }
     (geometry.grains, allocated)
+}
+
+/// Whole grains of the file's grain area (from the overhead on, where VMware and qemu put
+/// grains one after the other) that no grain table uses and that hold no table either: space
+/// a crashed writer allocated and never linked, as qemu-img counts leaked clusters. `used`
+/// holds (file offset, grain) of every grain the tables use, sorted by offset.
+fn check_leaks(s: &SparseExtent, h: &SparseHeader, used: &[(u64, u64)], f: &mut Findings<'_>) {
+    let g = s.grain_bytes;
+    let start = h.overhead.saturating_mul(512);
+    let file_len = s.file.len();
+    // Grains off the grain lattice mean a layout we do not know: do not guess at leaks.
+    if used.iter().any(|&(o, _)| o < start || (o - start) % g != 0) {
+        return;
+    }
+    let mut metadata: Vec<(u64, u64)> = Vec::new();
+    let gt_bytes = u64::from(h.gtes_per_gt) * 4;
+    let gd_bytes = h.gd_entries() * 4;
+    for dir in [h.gd_offset, h.rgd_offset] {
+        if dir == 0 || dir == GD_AT_END {
+            continue;
+        }
+        let at = dir.saturating_mul(512);
+        metadata.push((at, at.saturating_add(gd_bytes)));
+        if let Ok(d) = s.file.read_vec(at, gd_bytes, "grain directory") {
+            for e in d.chunks_exact(4) {
+                let t = u64::from(u32::from_le_bytes(e.try_into().expect("4 bytes"))) * 512;
+                if t != 0 {
+                    metadata.push((t, t + gt_bytes));
+                }
+            }
+        }
+    }
+    // Sorted and merged, so that one binary search per grain finds any overlap.
+    metadata.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(metadata.len());
+    for (a, b) in metadata {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let mut leaked = 0u64;
+    let mut first = None;
+    let mut at = start;
+    while at.saturating_add(g) <= file_len {
+        let referenced = used.binary_search_by(|&(o, _)| o.cmp(&at)).is_ok();
+        let i = merged.partition_point(|&(a, _)| a < at + g);
+        let holds_table = i > 0 && merged[i - 1].1 > at;
+        if !referenced && !holds_table {
+            leaked += 1;
+            first.get_or_insert(at);
+        }
+        at += g;
+    }
+    if leaked > 0 {
+        f.add(
+            Severity::Leak,
+            format!(
+                "{leaked} grains ({} bytes) of the file are used by no grain table",
+                leaked * g
+            ),
+            first,
+        );
+    }
 }
 
 /// The redundant directory and tables must hold the same grain pointers as the primary ones.

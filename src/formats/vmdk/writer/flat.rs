@@ -97,7 +97,7 @@ impl ImageWriter for FlatWriter {
     fn finish(mut self: Box<Self>) -> Result<()> {
         self.descriptor.write_all_at(self.text.as_bytes(), 0)?;
         self.descriptor.sync()?;
-        for (f, _) in &self.extents {
+        for (f, _) in &mut self.extents {
             f.sync()?;
         }
         Ok(())
