@@ -298,7 +298,10 @@ fn check_leaks(s: &SparseExtent, h: &SparseHeader, used: &[(u64, u64)], f: &mut 
     let start = h.overhead.saturating_mul(512);
     let file_len = s.file.len();
     // Grains off the grain lattice mean a layout we do not know: do not guess at leaks.
-    if used.iter().any(|&(o, _)| o < start || (o - start) % g != 0) {
+    if used
+        .iter()
+        .any(|&(o, _)| o < start || !(o - start).is_multiple_of(g))
+    {
         return;
     }
     let mut metadata: Vec<(u64, u64)> = Vec::new();
