@@ -11,7 +11,7 @@
 use super::sesparse::{self, SeGrain};
 use crate::error::{Error, Result};
 use crate::host_file::HostFile;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// A decoded entry: the grain is not allocated (read the parent, or zeros).
@@ -78,8 +78,9 @@ impl Geometry {
 enum Source {
     /// Tables read from the file through a directory.
     Directory(Vec<u64>),
-    /// Tables rebuilt in memory (a stream-optimized file whose directory is lost).
-    Rebuilt(HashMap<u64, Arc<[u64]>>),
+    /// Tables rebuilt in memory (a stream-optimized file whose directory is lost), ordered so
+    /// that the next present table is found in logarithmic time.
+    Rebuilt(BTreeMap<u64, Arc<[u64]>>),
 }
 
 #[derive(Default)]
@@ -123,7 +124,7 @@ impl GrainTables {
 
     /// Tables rebuilt in memory from (grain index, decoded entry) pairs.
     pub fn rebuilt(geometry: Geometry, grains: &[(u64, u64)]) -> GrainTables {
-        let mut tables: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut tables: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         for &(grain, entry) in grains {
             let gt = grain / geometry.gtes_per_gt;
             let table = tables
@@ -160,12 +161,7 @@ impl GrainTables {
                 .get(index as usize..)
                 .and_then(|rest| rest.iter().position(|&e| e != 0))
                 .map_or(none, |i| index + i as u64),
-            Source::Rebuilt(tables) => tables
-                .keys()
-                .copied()
-                .filter(|&k| k >= index)
-                .min()
-                .unwrap_or(none),
+            Source::Rebuilt(tables) => tables.range(index..).next().map_or(none, |(&k, _)| k),
         }
     }
 
