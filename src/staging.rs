@@ -65,6 +65,11 @@ impl Staging {
         }
     }
 
+    /// Whether outputs are flushed before they are renamed into place.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
     /// Creates a new output file (see [`Staging::create`]) wrapped for writing: flushed in the
     /// background while written and by [`HostFile::sync`], as the staging's durability says.
     pub fn create_output(&mut self, dest: &Path) -> Result<HostFile> {

@@ -1,24 +1,82 @@
-//! VMDK (VMware virtual disk).
+//! VMDK (VMware virtual disk): a text descriptor (its own file, or embedded in a sparse
+//! extent) and extents: FLAT/VMFS (raw bytes), ZERO, SPARSE (hosted "KDMV", including
+//! stream-optimized), VMFSSPARSE ("COWD") and SESPARSE.
+//!
+//! Where things are:
+//! - `descriptor.rs`: parsing and writing the text descriptor.
+//! - `sparse_header.rs`, `cowd.rs`, `sesparse.rs`: the three sparse extent headers.
+//! - `grain_table.rs`: grain directory and tables (bounded cache); `grain.rs`: markers,
+//!   compressed grains, the parallel encoder/decoder.
+//! - `extent.rs`: one extent; `reader.rs`: the layer (descriptor + extents).
+//! - `writer/`: every subformat; `stream_source.rs`: reading streamOptimized from a pipe;
+//!   `check.rs`: `check`.
 
-use crate::check::{CheckReport, RepairMode};
+mod check;
+pub mod cowd;
+pub mod descriptor;
+pub mod extent;
+pub mod grain;
+pub mod grain_table;
+mod reader;
+pub mod sesparse;
+pub mod sparse_header;
+mod stream_source;
+mod writer;
+
+pub use check::check;
+pub use reader::{Layout, VmdkLayer, parent_candidates};
+pub use stream_source::{StreamOptimizedSource, open_stream};
+pub use writer::{Subformat, create_writer};
+
 use crate::detect::ProbeData;
-use crate::error::{Error, Result};
-use crate::format::Format;
-use crate::host_file::HostFile;
-use crate::image::{Layer, Mapping};
-use crate::options::OptionSpec;
-use crate::writer::{CreateSpec, Destination, ImageWriter};
-use std::any::Any;
-use std::path::Path;
+use crate::options::{OptionKind, OptionSpec};
 
 /// `-o` options for VMDK outputs.
-pub const CREATE_OPTIONS: &[OptionSpec] = &[];
+pub const CREATE_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "subformat",
+        kind: OptionKind::Choice(&[
+            "monolithicSparse",
+            "monolithicFlat",
+            "twoGbMaxExtentSparse",
+            "twoGbMaxExtentFlat",
+            "streamOptimized",
+            "vmfs",
+        ]),
+        help: "monolithicSparse (default), monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, streamOptimized (compressed, for OVA/ESXi import; can go to a pipe), vmfs (descriptor + flat extent, for ESXi)",
+    },
+    OptionSpec {
+        key: "adapter_type",
+        kind: OptionKind::Choice(&["ide", "lsilogic", "buslogic", "legacyESX", "pvscsi"]),
+        help: "ddb.adapterType (default lsilogic: the SCSI adapter ESXi and vSphere expect)",
+    },
+    OptionSpec {
+        key: "hwversion",
+        kind: OptionKind::Text,
+        help: "ddb.virtualHWVersion (default 4, which every VMware product accepts)",
+    },
+    OptionSpec {
+        key: "compat6",
+        kind: OptionKind::Flag,
+        help: "same as hwversion=6 (qemu-img compatibility)",
+    },
+    OptionSpec {
+        key: "toolsversion",
+        kind: OptionKind::Text,
+        help: "ddb.toolsVersion (default 2147483647: tools managed by the guest, which vSphere guest customization needs)",
+    },
+    OptionSpec {
+        key: "zeroed_grain",
+        kind: OptionKind::Flag,
+        help: "sparse extents of version 2 with zeroed-grain entries (default: on for delta disks, where zeros must hide the parent; off otherwise)",
+    },
+];
 
-/// True for a VMDK sparse extent ("KDMV"), a VMFS sparse extent ("COWD") or a text
-/// descriptor: comment and blank lines, then `version=N` as the first setting.
+/// True for a VMDK sparse extent ("KDMV"), a VMFS sparse extent ("COWD"), an SESPARSE extent
+/// or a text descriptor: comment and blank lines, then `version=N` as the first setting.
 pub fn probe(probe: &ProbeData) -> bool {
     let head = &probe.head;
-    if head.starts_with(b"KDMV") || head.starts_with(b"COWD") {
+    if head.starts_with(b"KDMV") || head.starts_with(b"COWD") || sesparse::has_magic(head) {
         return true;
     }
     for line in head.split(|&b| b == b'\n') {
@@ -36,60 +94,4 @@ pub fn probe(probe: &ProbeData) -> bool {
             && !rest[1..].trim_ascii().is_empty();
     }
     false
-}
-
-/// A VMDK layer.
-pub struct VmdkLayer {
-    file: HostFile,
-}
-
-impl VmdkLayer {
-    /// Opens a VMDK.
-    pub fn open(file: HostFile) -> Result<VmdkLayer> {
-        Err(Error::unsupported("reading VMDK images is not implemented yet").with_path(file.path()))
-    }
-}
-
-impl Layer for VmdkLayer {
-    fn format(&self) -> Format {
-        Format::Vmdk
-    }
-    fn path(&self) -> &Path {
-        self.file.path()
-    }
-    fn virtual_size(&self) -> u64 {
-        0
-    }
-    fn map(&self, _offset: u64, _max_len: u64) -> Result<Mapping> {
-        Err(Error::unsupported("not implemented"))
-    }
-    fn read_data(&self, _offset: u64, _buf: &mut [u8]) -> Result<()> {
-        Err(Error::unsupported("not implemented"))
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-/// Makes a VMDK writer.
-pub fn create_writer(_dest: Destination<'_>, _spec: &CreateSpec) -> Result<Box<dyn ImageWriter>> {
-    Err(Error::unsupported(
-        "writing VMDK images is not implemented yet",
-    ))
-}
-
-/// Opens a stream-optimized VMDK arriving on a pipe.
-pub fn open_stream(
-    _reader: Box<dyn std::io::Read + Send>,
-) -> Result<Box<dyn crate::stream::StreamSource>> {
-    Err(Error::unsupported(
-        "reading VMDK images from a pipe is not implemented yet",
-    ))
-}
-
-/// Checks a VMDK.
-pub fn check(_path: &Path, _repair: Option<RepairMode>) -> Result<CheckReport> {
-    Err(Error::unsupported(
-        "checking VMDK images is not implemented yet",
-    ))
 }

@@ -1,0 +1,491 @@
+//! `check` for VMDK: extents present and as large as the descriptor says; grain directories
+//! and tables inside their files and equal to their redundant copies; grains inside the file,
+//! outside the metadata, not shared, and (when compressed) well-formed: marker LBA matching
+//! the table, inflating to at most one grain; stream markers well-formed. Exit codes as
+//! qemu-img: 0 clean, 2 corruptions, 3 leaks only, 1 could not check.
+
+use super::descriptor::{Descriptor, MAX_DESCRIPTOR_BYTES};
+use super::extent::{ExtentData, MarkerWalk, SparseExtent, SparseKind};
+use super::grain::{self, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT};
+use super::grain_table::{UNALLOCATED, ZEROED};
+use super::reader::VmdkLayer;
+use super::sparse_header::{self, GD_AT_END, SparseHeader};
+use crate::check::{CheckReport, RepairMode, Severity};
+use crate::error::Result;
+use crate::format::Format;
+use crate::host_file::HostFile;
+use std::path::Path;
+
+/// Findings of one kind reported per extent before the rest are summarised.
+const MAX_FINDINGS: usize = 100;
+
+struct Findings<'a> {
+    report: &'a mut CheckReport,
+    prefix: String,
+    counted: usize,
+    dropped: usize,
+}
+
+impl Findings<'_> {
+    fn add(&mut self, severity: Severity, message: String, offset: Option<u64>) {
+        if self.counted < MAX_FINDINGS {
+            self.report
+                .add(severity, format!("{}{message}", self.prefix), offset);
+            self.counted += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn close(self) {
+        if self.dropped > 0 {
+            self.report.add(
+                Severity::Corruption,
+                format!(
+                    "{}{} more problems of the same kinds",
+                    self.prefix, self.dropped
+                ),
+                None,
+            );
+        }
+    }
+}
+
+/// Checks the VMDK at `path`.
+pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
+    let mut report = CheckReport::new(path, Format::Vmdk);
+    if repair.is_some() {
+        report.add(
+            Severity::Warning,
+            "VMDK images are checked but not repaired: nothing was changed",
+            None,
+        );
+    }
+    let file = HostFile::open(path)?;
+    if !missing_extents(&file, &mut report)? {
+        return Ok(report);
+    }
+    let layer = match VmdkLayer::open(file) {
+        Ok(l) => l,
+        Err(e) => {
+            let message = match e.path() {
+                Some(p) if p != path => format!("{}: {}", p.display(), e.message()),
+                _ => e.message().to_string(),
+            };
+            report.add(Severity::Corruption, message, e.offset());
+            report.check_errors += 1;
+            return Ok(report);
+        }
+    };
+    for w in crate::image::Layer::open_warnings(&layer) {
+        let severity = if w.contains("unusable") {
+            Severity::Corruption
+        } else {
+            Severity::Warning
+        };
+        report.add(severity, w, None);
+    }
+    let mut total = 0u64;
+    let mut allocated = 0u64;
+    let many = layer.extents().len() > 1;
+    for (i, extent) in layer.extents().iter().enumerate() {
+        let prefix = if many {
+            format!("extent {i}: ")
+        } else {
+            String::new()
+        };
+        match &extent.data {
+            ExtentData::Zero => {}
+            ExtentData::Flat { file, start } => {
+                if file.len() < start + extent.len {
+                    report.add(
+                        Severity::Corruption,
+                        format!(
+                            "{prefix}extent file '{}' is {} bytes, but the descriptor needs {}",
+                            file.path().display(),
+                            file.len(),
+                            start + extent.len
+                        ),
+                        None,
+                    );
+                }
+            }
+            ExtentData::Sparse(s) => {
+                if s.dirty() {
+                    report.add(
+                        Severity::Warning,
+                        format!("{prefix}the extent was not closed cleanly (dirty flag set)"),
+                        None,
+                    );
+                }
+                let mut f = Findings {
+                    report: &mut report,
+                    prefix,
+                    counted: 0,
+                    dropped: 0,
+                };
+                let (t, a) = check_sparse(s, &mut f);
+                f.close();
+                total += t;
+                allocated += a;
+            }
+        }
+    }
+    if total > 0 {
+        report.total_clusters = Some(total);
+        report.allocated_clusters = Some(allocated);
+    }
+    Ok(report)
+}
+
+/// Reports extent files a text descriptor names that do not exist; false when some are
+/// missing (the rest cannot be checked then).
+fn missing_extents(file: &HostFile, report: &mut CheckReport) -> Result<bool> {
+    let mut head = [0u8; 8];
+    let n = file.read_at_most(&mut head, 0)?;
+    let magic = &head[..n];
+    if magic.starts_with(sparse_header::MAGIC)
+        || magic.starts_with(super::cowd::MAGIC)
+        || super::sesparse::has_magic(magic)
+        || file.len() > MAX_DESCRIPTOR_BYTES
+    {
+        return Ok(true);
+    }
+    let Ok(text) = file.read_vec(0, file.len(), "descriptor") else {
+        return Ok(true);
+    };
+    let Ok(descriptor) = Descriptor::parse(&text) else {
+        return Ok(true);
+    };
+    let folder = file
+        .path()
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut all_there = true;
+    for e in &descriptor.extents {
+        if let Some(name) = &e.file
+            && !folder.join(name.replace('\\', "/")).is_file()
+        {
+            all_there = false;
+            report.add(
+                Severity::Corruption,
+                format!(
+                    "extent file '{name}' (descriptor line {}) is missing",
+                    e.line
+                ),
+                None,
+            );
+        }
+    }
+    Ok(all_there)
+}
+
+/// Checks one sparse extent; returns (grains, allocated grains).
+fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
+    let file = &s.file;
+    let geometry = *s.tables.geometry();
+    let g = geometry.grain_bytes;
+    let metadata_end = match s.kind {
+        SparseKind::Hosted(h) => h.overhead.saturating_mul(512),
+        SparseKind::Cowd(_) => 2048,
+        SparseKind::SeSparse(h) => h.grains_offset.saturating_mul(512),
+    };
+    let mut grain_offsets: Vec<(u64, u64)> = Vec::new();
+    let mut allocated = 0u64;
+    let mut inflated = vec![0u8; if s.compressed { g as usize } else { 0 }];
+    // Only the tables the directory names: a huge disk with few tables costs few steps.
+    let mut next = s.tables.next_present(0);
+    while next < geometry.tables() {
+        let gt = next;
+        next = s.tables.next_present(gt + 1);
+        let table = match s.tables.table(file, gt) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(e) => {
+                f.add(Severity::Corruption, e.message().to_string(), e.offset());
+                continue;
+            }
+        };
+        for (k, &entry) in table.iter().enumerate() {
+            let grain = gt * geometry.gtes_per_gt + k as u64;
+            if entry == UNALLOCATED || entry == ZEROED {
+                continue;
+            }
+            allocated += 1;
+            let len = g.min(s.capacity.saturating_sub(grain * g));
+            if entry < metadata_end && !s.compressed {
+                f.add(
+                    Severity::Corruption,
+                    format!("grain {grain} points into the metadata area"),
+                    Some(entry),
+                );
+                continue;
+            }
+            if s.compressed {
+                match grain::read_compressed(file, entry, s.markers, &mut inflated) {
+                    Ok((lba, n)) => {
+                        if let Some(lba) = lba
+                            && lba != grain * (g / 512)
+                        {
+                            f.add(
+                                Severity::Corruption,
+                                format!(
+                                    "grain {grain}'s marker names sector {lba}, not {}",
+                                    grain * (g / 512)
+                                ),
+                                Some(entry),
+                            );
+                        }
+                        if (n as u64) < len {
+                            f.add(
+                                Severity::Corruption,
+                                format!("compressed grain {grain} inflates to only {n} bytes"),
+                                Some(entry),
+                            );
+                        }
+                    }
+                    Err(e) => f.add(
+                        Severity::Corruption,
+                        format!("grain {grain}: {}", e.message()),
+                        Some(entry),
+                    ),
+                }
+            } else if entry.checked_add(len).is_none_or(|end| end > file.len()) {
+                f.add(
+                    Severity::Corruption,
+                    format!(
+                        "grain {grain} points past the end of the file ({} bytes)",
+                        file.len()
+                    ),
+                    Some(entry),
+                );
+                continue;
+            }
+            grain_offsets.push((entry, grain));
+        }
+    }
+    if !s.compressed {
+        grain_offsets.sort_unstable();
+        for w in grain_offsets.windows(2) {
+            if w[1].0 < w[0].0 + g {
+                f.add(
+                    Severity::Corruption,
+                    format!("grains {} and {} overlap in the file", w[0].1, w[1].1),
+                    Some(w[1].0),
+                );
+            }
+        }
+    }
+    if let SparseKind::Hosted(h) = s.kind
+        && !s.compressed
+    {
+        check_leaks(s, &h, &grain_offsets, f);
+    }
+    if let SparseKind::Hosted(h) = s.kind {
+        if h.redundant() && h.gd_offset != GD_AT_END {
+            check_redundant(s, &h, f);
+        }
+        if h.markers {
+            check_markers(s, &h, f);
+        }
+    }
+    (geometry.grains, allocated)
+}
+
+/// Whole grains of the file's grain area (from the overhead on, where VMware and qemu put
+/// grains one after the other) that no grain table uses and that hold no table either: space
+/// a crashed writer allocated and never linked, as qemu-img counts leaked clusters. `used`
+/// holds (file offset, grain) of every grain the tables use, sorted by offset.
+fn check_leaks(s: &SparseExtent, h: &SparseHeader, used: &[(u64, u64)], f: &mut Findings<'_>) {
+    let g = s.grain_bytes;
+    let start = h.overhead.saturating_mul(512);
+    let file_len = s.file.len();
+    // Grains off the grain lattice mean a layout we do not know: do not guess at leaks.
+    if used
+        .iter()
+        .any(|&(o, _)| o < start || !(o - start).is_multiple_of(g))
+    {
+        return;
+    }
+    let mut metadata: Vec<(u64, u64)> = Vec::new();
+    let gt_bytes = u64::from(h.gtes_per_gt) * 4;
+    let gd_bytes = h.gd_entries() * 4;
+    for dir in [h.gd_offset, h.rgd_offset] {
+        if dir == 0 || dir == GD_AT_END {
+            continue;
+        }
+        let at = dir.saturating_mul(512);
+        metadata.push((at, at.saturating_add(gd_bytes)));
+        if let Ok(d) = s.file.read_vec(at, gd_bytes, "grain directory") {
+            for e in d.chunks_exact(4) {
+                let t = u64::from(u32::from_le_bytes(e.try_into().expect("4 bytes"))) * 512;
+                if t != 0 {
+                    metadata.push((t, t + gt_bytes));
+                }
+            }
+        }
+    }
+    // Sorted and merged, so that one binary search per grain finds any overlap.
+    metadata.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(metadata.len());
+    for (a, b) in metadata {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let mut leaked = 0u64;
+    let mut first = None;
+    let mut at = start;
+    while at.saturating_add(g) <= file_len {
+        let referenced = used.binary_search_by(|&(o, _)| o.cmp(&at)).is_ok();
+        let i = merged.partition_point(|&(a, _)| a < at + g);
+        let holds_table = i > 0 && merged[i - 1].1 > at;
+        if !referenced && !holds_table {
+            leaked += 1;
+            first.get_or_insert(at);
+        }
+        at += g;
+    }
+    if leaked > 0 {
+        f.add(
+            Severity::Leak,
+            format!(
+                "{leaked} grains ({} bytes) of the file are used by no grain table",
+                leaked * g
+            ),
+            first,
+        );
+    }
+}
+
+/// The redundant directory and tables must hold the same grain pointers as the primary ones.
+fn check_redundant(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
+    let file = &s.file;
+    let entries = h.gd_entries();
+    let read_dir =
+        |sector: u64| file.read_vec(sector.saturating_mul(512), entries * 4, "grain directory");
+    let (Ok(primary), Ok(redundant)) = (read_dir(h.gd_offset), read_dir(h.rgd_offset)) else {
+        f.add(
+            Severity::Corruption,
+            "the redundant grain directory runs past the end of the file".to_string(),
+            Some(h.rgd_offset.saturating_mul(512)),
+        );
+        return;
+    };
+    let gt_bytes = u64::from(h.gtes_per_gt) * 4;
+    for i in 0..entries as usize {
+        let at = |d: &[u8]| {
+            u64::from(u32::from_le_bytes(
+                d[i * 4..i * 4 + 4].try_into().expect("4 bytes"),
+            ))
+        };
+        let (p, r) = (at(&primary), at(&redundant));
+        if (p == 0) != (r == 0) {
+            f.add(
+                Severity::Corruption,
+                format!("grain directory entry {i} differs from its redundant copy"),
+                Some(
+                    h.rgd_offset
+                        .saturating_mul(512)
+                        .saturating_add(i as u64 * 4),
+                ),
+            );
+            continue;
+        }
+        if p == 0 {
+            continue;
+        }
+        let (Ok(pt), Ok(rt)) = (
+            file.read_vec(p * 512, gt_bytes, "grain table"),
+            file.read_vec(r * 512, gt_bytes, "grain table"),
+        ) else {
+            f.add(
+                Severity::Corruption,
+                format!("redundant grain table {i} runs past the end of the file"),
+                Some(r * 512),
+            );
+            continue;
+        };
+        if let Some(k) = (0..pt.len() / 4).find(|k| pt[k * 4..k * 4 + 4] != rt[k * 4..k * 4 + 4]) {
+            f.add(
+                Severity::Corruption,
+                format!("grain table {i} differs from its redundant copy at entry {k}"),
+                Some(r * 512 + k as u64 * 4),
+            );
+        }
+    }
+}
+
+/// Walks a stream-optimized extent's markers.
+fn check_markers(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
+    let max = grain::max_compressed_size(s.grain_bytes);
+    let mut saw_eos = false;
+    let mut saw_footer = false;
+    for item in MarkerWalk::new(&s.file, h) {
+        let (at, m) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                f.add(Severity::Corruption, e.message().to_string(), e.offset());
+                return;
+            }
+        };
+        if m.size > 0 {
+            if u64::from(m.size) > max || at + 12 + u64::from(m.size) > s.file.len() {
+                f.add(
+                    Severity::Corruption,
+                    format!("grain marker has an invalid size {}", m.size),
+                    Some(at),
+                );
+                return;
+            }
+            if m.value >= s.capacity / 512 || m.value % (s.grain_bytes / 512) != 0 {
+                f.add(
+                    Severity::Corruption,
+                    format!(
+                        "grain marker names sector {}, not a grain of the disk",
+                        m.value
+                    ),
+                    Some(at),
+                );
+            }
+            continue;
+        }
+        match m.kind {
+            MARKER_EOS => saw_eos = true,
+            MARKER_GT | MARKER_GD => {}
+            MARKER_FOOTER => saw_footer = true,
+            other => f.add(
+                Severity::Warning,
+                format!("unknown marker type {other}"),
+                Some(at),
+            ),
+        }
+        if m.kind != MARKER_EOS
+            && (at + 512).saturating_add(m.value.saturating_mul(512)) > s.file.len()
+        {
+            f.add(
+                Severity::Corruption,
+                format!("marker of type {} runs past the end of the file", m.kind),
+                Some(at),
+            );
+            return;
+        }
+    }
+    if h.gd_offset == GD_AT_END && !saw_footer {
+        f.add(
+            Severity::Corruption,
+            "the header defers the grain directory to the footer, but there is no footer"
+                .to_string(),
+            None,
+        );
+    }
+    if !saw_eos && h.gd_offset == GD_AT_END {
+        f.add(
+            Severity::Warning,
+            "no end-of-stream marker".to_string(),
+            None,
+        );
+    }
+}

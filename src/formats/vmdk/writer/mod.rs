@@ -1,0 +1,134 @@
+//! Writing VMDK: every subformat VMware's tools make.
+//!
+//! - `sparse.rs`: monolithicSparse and twoGbMaxExtentSparse (hosted sparse extents, grain
+//!   tables preallocated in front of the grains, redundant copies, delta disks).
+//! - `flat.rs`: monolithicFlat, twoGbMaxExtentFlat and vmfs (a descriptor and raw extents).
+//! - `stream.rs`: streamOptimized (compressed grains with markers, tables after their grains,
+//!   footer, end-of-stream marker), front to back, to a file or a pipe.
+//! - `descriptor_out.rs`: the descriptor and disk database every subformat writes.
+//! - `grains.rs`: cutting the ordered pieces into grains for the sparse writers.
+
+mod descriptor_out;
+mod flat;
+mod grains;
+mod sparse;
+mod stream;
+
+use crate::error::{Error, Result};
+use crate::writer::{CreateSpec, Destination, ImageWriter};
+use std::path::{Path, PathBuf};
+
+pub use descriptor_out::DiskSettings;
+
+/// Bytes per grain in everything we write (VMware's and qemu's choice).
+pub const GRAIN_BYTES: u64 = 64 * 1024;
+/// Entries per grain table (fixed by the specification).
+pub const GTES_PER_GT: u32 = 512;
+/// The size of each extent of a twoGbMaxExtent disk, as VMware splits them (2047 MiB, a
+/// whole number of grains and of grain tables' coverage).
+pub const SPLIT_EXTENT_BYTES: u64 = 2047 << 20;
+/// Sectors reserved for an embedded descriptor: VMware's 20, which leaves room for tools
+/// (VirtualBox among them) that rewrite the descriptor in place.
+pub const EMBEDDED_DESCRIPTOR_SECTORS: u64 = 20;
+
+/// The layout of a VMDK to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subformat {
+    /// One sparse file with an embedded descriptor.
+    MonolithicSparse,
+    /// A descriptor and one flat extent.
+    MonolithicFlat,
+    /// A descriptor and sparse extents of at most 2 GiB.
+    TwoGbMaxExtentSparse,
+    /// A descriptor and flat extents of at most 2 GiB.
+    TwoGbMaxExtentFlat,
+    /// One compressed sparse file written front to back.
+    StreamOptimized,
+    /// A descriptor and one VMFS (flat) extent, as ESXi keeps disks.
+    Vmfs,
+}
+
+impl Subformat {
+    /// Parses the `subformat` option (default monolithicSparse, as qemu-img).
+    pub fn from_option(value: Option<&str>) -> Subformat {
+        match value {
+            Some("monolithicFlat") => Subformat::MonolithicFlat,
+            Some("twoGbMaxExtentSparse") => Subformat::TwoGbMaxExtentSparse,
+            Some("twoGbMaxExtentFlat") => Subformat::TwoGbMaxExtentFlat,
+            Some("streamOptimized") => Subformat::StreamOptimized,
+            Some("vmfs") => Subformat::Vmfs,
+            _ => Subformat::MonolithicSparse,
+        }
+    }
+
+    /// The descriptor's createType.
+    pub fn create_type(self) -> &'static str {
+        match self {
+            Subformat::MonolithicSparse => "monolithicSparse",
+            Subformat::MonolithicFlat => "monolithicFlat",
+            Subformat::TwoGbMaxExtentSparse => "twoGbMaxExtentSparse",
+            Subformat::TwoGbMaxExtentFlat => "twoGbMaxExtentFlat",
+            Subformat::StreamOptimized => "streamOptimized",
+            Subformat::Vmfs => "vmfs",
+        }
+    }
+
+    fn is_sparse(self) -> bool {
+        matches!(
+            self,
+            Subformat::MonolithicSparse | Subformat::TwoGbMaxExtentSparse
+        )
+    }
+}
+
+/// The main file's name without its `.vmdk` suffix, for naming extents beside it.
+fn stem(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk".to_string());
+    match name.len().checked_sub(5) {
+        Some(i) if name.is_char_boundary(i) && name[i..].eq_ignore_ascii_case(".vmdk") => {
+            name[..i].to_string()
+        }
+        _ => name,
+    }
+}
+
+/// The path of an extent file named `name` beside `main`.
+fn beside(main: &Path, name: &str) -> PathBuf {
+    match main.parent() {
+        Some(p) => p.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// Makes a writer for `spec` at `dest`.
+pub fn create_writer(dest: Destination<'_>, spec: &CreateSpec) -> Result<Box<dyn ImageWriter>> {
+    let subformat = Subformat::from_option(spec.options.text("subformat"));
+    if spec.backing.is_some() && !subformat.is_sparse() {
+        return Err(Error::invalid(format!(
+            "a VMDK with a backing file (a delta disk) must be monolithicSparse or twoGbMaxExtentSparse, not {}",
+            subformat.create_type()
+        )));
+    }
+    let settings = DiskSettings::from_spec(spec, subformat)?;
+    match (subformat, dest) {
+        (Subformat::StreamOptimized, dest) => Ok(Box::new(stream::StreamWriter::create(
+            dest, spec, settings,
+        )?)),
+        (_, Destination::Stream(_)) => Err(Error::invalid(format!(
+            "a {} VMDK is several files or is written out of order and cannot go to a pipe; use -o subformat=streamOptimized",
+            subformat.create_type()
+        ))),
+        (
+            Subformat::MonolithicSparse | Subformat::TwoGbMaxExtentSparse,
+            Destination::Files { staging, path },
+        ) => Ok(Box::new(sparse::SparseWriter::create(
+            staging, &path, spec, settings, subformat,
+        )?)),
+        (_, Destination::Files { staging, path }) => Ok(Box::new(flat::FlatWriter::create(
+            staging, &path, spec, settings, subformat,
+        )?)),
+    }
+}
