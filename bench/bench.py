@@ -13,7 +13,7 @@ Inputs (made once, kept in the work folder):
   sparse-1t.raw  a 1 TiB raw file with three 8 MiB data regions;
   and the same realistic disk in other formats (made with qemu-img) for the *-to-raw cases.
 
-Usage: bench/bench.py [--runs 5] [--cases a,b] [--workdir DIR] [--source-dir DIR] [--fs-size 2G]
+Usage: bench/bench.py [--runs 11] [--cases a,b] [--workdir DIR] [--source-dir DIR] [--fs-size 2G]
 The machine is shared and noisy: compare medians, and rerun before quoting a figure.
 """
 import argparse
@@ -184,6 +184,10 @@ def run_case(name, workdir, ours, runs):
                 continue
             argv = [a.format(src=src, dst=dst[t]) for a in tools[t]]
             remove_outputs(workdir, dst[t])
+            # Start every run from the same state: without this, the previous run's hundreds
+            # of MiB of dirty pages are written back during the next run and the timings
+            # swing fourfold. Not timed; neither tool flushes by default.
+            os.sync()
             secs, peak, code, err = timed(argv, workdir)
             if code != 0:
                 failed[t] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
@@ -207,7 +211,7 @@ def run_case(name, workdir, ours, runs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--workdir", default="/var/tmp/diskferry-bench")
     ap.add_argument("--source-dir", default=None,
@@ -243,9 +247,11 @@ def main():
     print(f"- tools: {ours_version}; {qemu_version}")
     print(f"- realistic disk: ext4 of {args.fs_size} made with mke2fs -d {source_dir}")
     print(f"- {args.runs} timed runs per tool after one warm-up, alternating order; medians; "
-          "page cache warm for both")
+          "input in the page cache, dirty pages flushed (sync) before every run, outputs not "
+          "flushed by either tool (their default)")
     print()
-    print("| case | diskferry | qemu-img | speed-up | peak RSS diskferry / qemu-img "
+    print("| case | diskferry median (min–max) | qemu-img median (min–max) | speed-up (medians) "
+          "| peak RSS diskferry / qemu-img "
           "| output size (on disk) diskferry / qemu-img | same content |")
     print("|---|---|---|---|---|---|---|")
     for name in cases:
@@ -254,7 +260,8 @@ def main():
         cells = []
         for t in ["diskferry", "qemu-img"]:
             cells.append(f"failed: {failed[t]}" if t in failed
-                         else f"{statistics.median(times[t]):.3f} s")
+                         else f"{statistics.median(times[t]):.3f} s "
+                              f"({min(times[t]):.3f}–{max(times[t]):.3f})")
         if not failed:
             ratio = statistics.median(times["qemu-img"]) / statistics.median(times["diskferry"])
             speed = f"{ratio:.2f}x"

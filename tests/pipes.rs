@@ -83,7 +83,7 @@ fn stream_vmdk_round_trips_through_two_pipes() {
     let dir = tempfile::tempdir().unwrap();
     let src = source(dir.path());
     let out = dir.path().join("out.raw");
-    let producer = diskferry()
+    let mut producer = diskferry()
         .args([
             "convert",
             "-O",
@@ -98,10 +98,11 @@ fn stream_vmdk_round_trips_through_two_pipes() {
         .unwrap();
     let status = diskferry()
         .args(["convert", "-", s(&out)])
-        .stdin(producer.stdout.unwrap())
+        .stdin(producer.stdout.take().unwrap())
         .status()
         .unwrap();
     assert!(status.success());
+    assert!(producer.wait().unwrap().success());
     assert_eq!(sha256_file(&out), sha256_file(&src));
 }
 

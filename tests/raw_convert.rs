@@ -299,3 +299,36 @@ fn cache_modes_follow_qemu_img_and_unknown_ones_are_refused() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown cache mode 'bogus'"), "{err}");
 }
+
+#[test]
+fn compression_is_refused_where_the_format_has_none_and_means_stream_for_vmdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    make_raw(&src, 8 * MIB, &[(MIB, 3 * MIB)]);
+    for fmt in ["raw", "vhd"] {
+        let out = dir.path().join(format!("x.{fmt}"));
+        let (code, _, err) = run(&["convert", "-c", "-O", fmt, s(&src), s(&out)]);
+        assert_eq!(code, 1, "{fmt}");
+        assert!(err.contains("cannot be compressed"), "{err}");
+        assert!(!out.exists());
+    }
+    let out = dir.path().join("c.vmdk");
+    run_ok(&["convert", "-c", "-O", "vmdk", s(&src), s(&out)]);
+    let info = run_ok(&["info", "--output", "json", s(&out)]);
+    assert!(info.contains("streamOptimized"), "{info}");
+    let back = dir.path().join("back.raw");
+    run_ok(&["convert", s(&out), s(&back)]);
+    assert_eq!(sha256_file(&src), sha256_file(&back));
+    let (code, _, err) = run(&[
+        "convert",
+        "-c",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=monolithicSparse",
+        s(&src),
+        s(&dir.path().join("m.vmdk")),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only streamOptimized"), "{err}");
+}

@@ -112,8 +112,7 @@ pub fn convert(args: ConvertArgs) -> Outcome {
     let threads = match args.threads {
         Some(0) => return Err(Error::invalid("-m must be at least 1")),
         Some(n) if n > 256 => return Err(Error::invalid("-m must be at most 256")),
-        Some(n) => n,
-        None => convert::default_threads(),
+        other => other,
     };
     let durability = match args.cache.as_deref() {
         // qemu-img convert's default cache mode is "unsafe": no flush. We keep its default so

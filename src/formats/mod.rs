@@ -65,6 +65,11 @@ pub fn create_writer(
     dest: Destination<'_>,
     spec: &CreateSpec,
 ) -> Result<Box<dyn ImageWriter>> {
+    if spec.compress && format != Format::Vmdk {
+        return Err(Error::invalid(format!(
+            "-c: {format} images cannot be compressed (VMDK can, as streamOptimized)"
+        )));
+    }
     if spec.backing.is_some() && format == Format::Raw {
         return Err(Error::invalid(
             "raw images cannot have a backing file; choose a format that can (vhd, vmdk)",

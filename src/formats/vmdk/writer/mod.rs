@@ -105,7 +105,18 @@ fn beside(main: &Path, name: &str) -> PathBuf {
 
 /// Makes a writer for `spec` at `dest`.
 pub fn create_writer(dest: Destination<'_>, spec: &CreateSpec) -> Result<Box<dyn ImageWriter>> {
-    let subformat = Subformat::from_option(spec.options.text("subformat"));
+    // -c asks for compression, which in VMDK only streamOptimized has: it is the subformat
+    // when none is named, and naming another one with -c is a contradiction.
+    let subformat = match spec.options.text("subformat") {
+        None if spec.compress => Subformat::StreamOptimized,
+        named => Subformat::from_option(named),
+    };
+    if spec.compress && subformat != Subformat::StreamOptimized {
+        return Err(Error::invalid(format!(
+            "-c: only streamOptimized VMDKs are compressed, not {}; drop -c or use -o subformat=streamOptimized",
+            subformat.create_type()
+        )));
+    }
     if spec.backing.is_some() && !subformat.is_sparse() {
         return Err(Error::invalid(format!(
             "a VMDK with a backing file (a delta disk) must be monolithicSparse or twoGbMaxExtentSparse, not {}",
