@@ -480,14 +480,7 @@ pub struct MarkerWalk<'a> {
 impl<'a> MarkerWalk<'a> {
     /// Starts after the header's metadata (the overhead), as every writer lays it out.
     pub fn new(file: &'a HostFile, header: &SparseHeader) -> MarkerWalk<'a> {
-        let start = header
-            .overhead
-            .max(
-                header
-                    .descriptor_offset
-                    .saturating_add(header.descriptor_size),
-            )
-            .max(1);
+        let start = header.first_data_sector();
         MarkerWalk {
             file,
             pos: start.saturating_mul(512),

@@ -205,6 +205,14 @@ impl SparseHeader {
         self.flags & FLAG_REDUNDANT != 0 && self.rgd_offset != 0
     }
 
+    /// The first sector after the header's metadata (overhead, embedded descriptor), where
+    /// every writer starts its grains and markers.
+    pub fn first_data_sector(&self) -> u64 {
+        self.overhead
+            .max(self.descriptor_offset.saturating_add(self.descriptor_size))
+            .max(1)
+    }
+
     /// Bytes per grain.
     pub fn grain_bytes(&self) -> u64 {
         self.grain_sectors * 512

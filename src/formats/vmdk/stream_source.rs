@@ -55,14 +55,7 @@ impl StreamOptimizedSource {
         s.decoder = Arc::new(GrainDecoder {
             grain_bytes: header.grain_bytes() as usize,
         });
-        let first = header
-            .overhead
-            .max(
-                header
-                    .descriptor_offset
-                    .saturating_add(header.descriptor_size),
-            )
-            .max(1);
+        let first = header.first_data_sector();
         s.skip(first.saturating_mul(512) - 512)?;
         Ok(s)
     }
