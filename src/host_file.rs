@@ -114,6 +114,17 @@ impl HostFile {
         self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
     }
 
+    /// Asks the kernel to start reading `[offset, offset + len)` into the page cache now, so
+    /// that a later read finds it there. Best effort: errors are ignored.
+    pub fn prefetch(&self, offset: u64, len: u64) {
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::WillNeed,
+        );
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`; reading past the end of the file is an
     /// error that says where the file ends.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {

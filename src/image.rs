@@ -156,6 +156,13 @@ pub trait Layer: Send + Sync + Any {
         vec![self.path().to_path_buf()]
     }
 
+    /// The open host file with index `index` in [`Layer::files`], for read-ahead of the
+    /// ranges [`Mapping::host`] names. `None` where the layer does not keep it open.
+    fn host_file(&self, index: usize) -> Option<&HostFile> {
+        let _ = index;
+        None
+    }
+
     /// Problems found while opening that did not stop the open (a damaged footer read from
     /// its backup copy, say).
     fn open_warnings(&self) -> Vec<String> {
@@ -403,6 +410,29 @@ impl Image {
                 return Ok(ChainMapping { mapping, depth });
             }
             depth += 1;
+        }
+    }
+
+    /// Asks the kernel to read ahead the host bytes behind `[offset, offset + len)` of the
+    /// virtual disk, so that workers reading it later find it in the page cache. The engine's
+    /// planner calls this as it hands out work: it keeps many reads in flight on the storage
+    /// (which matters from disk, where one reader at a time leaves it idle) without more
+    /// threads or buffers. Best effort: errors are ignored.
+    pub fn prefetch(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.virtual_size());
+        let mut pos = offset;
+        while pos < end {
+            let Ok(status) = self.block_status(pos, end - pos) else {
+                return;
+            };
+            let m = status.mapping;
+            if m.allocation == Allocation::Data
+                && let Some(host) = m.host
+                && let Some(file) = self.layers[status.depth].host_file(host.file)
+            {
+                file.prefetch(host.offset, m.length);
+            }
+            pos = m.end();
         }
     }
 

@@ -90,7 +90,7 @@ pub struct ConvertArgs {
     /// Runs of zeros at least this long become holes; 0 writes a fully allocated output
     #[arg(short = 'S', value_name = "SIZE", default_value = "4k")]
     pub sparse_size: String,
-    /// Worker threads (default: one per core when compressing, one per core but one otherwise)
+    /// Worker threads (default: one per core)
     #[arg(short = 'm', value_name = "N")]
     pub threads: Option<usize>,
     /// Make the output a differencing image over this backing image; only what differs is written

@@ -81,21 +81,12 @@ impl Default for ConvertOptions {
     }
 }
 
-/// The number of workers when `-m` is not given. A target that compresses keeps every core
-/// busy compressing while its writer mostly waits, so it gets one worker per core. For the
-/// others the ordered writer is the busiest thread (it copies every byte into the output), and
-/// workers competing with it for the cores slow the whole conversion down (measured on two
-/// cores: VHD to raw took a median 0.188 s with one worker, 0.231 s with two, with twice the
-/// spread), so they get one worker per core but one.
-pub fn default_threads(target_compresses: bool) -> usize {
-    let cores = std::thread::available_parallelism()
+/// The number of workers when `-m` is not given: one per core. (Reading ahead is the
+/// planner's job, so more workers than cores would add contention, not I/O depth.)
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(2);
-    if target_compresses {
-        cores
-    } else {
-        cores.saturating_sub(1).max(1)
-    }
+        .unwrap_or(2)
 }
 
 /// A source or destination of `-` means standard input or output.
@@ -323,10 +314,7 @@ pub fn convert(
     let granularity = sparse.div_ceil(granularity) * granularity;
     let encoder = writer.encoder();
     let settings = pipeline::Settings {
-        threads: options
-            .threads
-            .unwrap_or_else(|| default_threads(encoder.is_some()))
-            .max(1),
+        threads: options.threads.unwrap_or_else(default_threads).max(1),
         cutting: plan::Cutting {
             granularity,
             chunk: (CHUNK_SIZE / granularity).max(1) * granularity,

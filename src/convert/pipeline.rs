@@ -152,7 +152,13 @@ pub fn run(
                 Source::Image(image) => {
                     let mut planner = Planner::new(image, target_backing, planner_cutting);
                     Box::new(move || {
-                        Ok(planner.next_item()?.map(|item| Work {
+                        let item = planner.next_item()?;
+                        if let Some(i) = item.filter(|i| i.kind == ItemKind::Data) {
+                            // The planner runs up to the in-flight window ahead of the
+                            // workers: reading ahead from here keeps the storage busy.
+                            image.prefetch(i.offset, i.len);
+                        }
+                        Ok(item.map(|item| Work {
                             offset: item.offset,
                             len: item.len,
                             content: match item.kind {

@@ -77,6 +77,10 @@ impl Layer for RawLayer {
         LayerDetails::default()
     }
 
+    fn host_file(&self, index: usize) -> Option<&HostFile> {
+        (index == 0).then_some(&self.file)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -551,6 +551,16 @@ impl Layer for VhdLayer {
         self.warnings.clone()
     }
 
+    fn host_file(&self, index: usize) -> Option<&HostFile> {
+        if index != 0 {
+            return None;
+        }
+        match &self.storage {
+            Storage::Fixed(raw) => raw.host_file(0),
+            Storage::Sparse(s) => Some(&s.file),
+        }
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

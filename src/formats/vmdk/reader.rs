@@ -499,6 +499,15 @@ impl Layer for VmdkLayer {
         self.warnings.clone()
     }
 
+    fn host_file(&self, index: usize) -> Option<&HostFile> {
+        let extent = self.extents.iter().find(|e| e.file_index == Some(index))?;
+        match &extent.data {
+            ExtentData::Flat { file, .. } => Some(file),
+            ExtentData::Sparse(s) => Some(&s.file),
+            ExtentData::Zero => None,
+        }
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
