@@ -163,6 +163,15 @@ pub trait Layer: Send + Sync + Any {
         None
     }
 
+    /// Starts read-ahead of the host bytes behind `[offset, offset + len)` of this layer where
+    /// it can do so without asking its map (a raw file, whose host offsets are its virtual
+    /// ones: asking would cost two `lseek`s the planner has just made). Returns false where it
+    /// cannot, and [`Image::prefetch`] walks the map instead.
+    fn prefetch_direct(&self, offset: u64, len: u64) -> bool {
+        let _ = (offset, len);
+        false
+    }
+
     /// Problems found while opening that did not stop the open (a damaged footer read from
     /// its backup copy, say).
     fn open_warnings(&self) -> Vec<String> {
@@ -420,6 +429,9 @@ impl Image {
     /// threads or buffers. Best effort: errors are ignored.
     pub fn prefetch(&self, offset: u64, len: u64) {
         let end = offset.saturating_add(len).min(self.virtual_size());
+        if end <= offset || (self.layers.len() == 1 && self.top().prefetch_direct(offset, len)) {
+            return;
+        }
         let mut pos = offset;
         while pos < end {
             let Ok(status) = self.block_status(pos, end - pos) else {

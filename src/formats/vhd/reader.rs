@@ -551,6 +551,13 @@ impl Layer for VhdLayer {
         self.warnings.clone()
     }
 
+    fn prefetch_direct(&self, offset: u64, len: u64) -> bool {
+        match &self.storage {
+            Storage::Fixed(raw) => raw.prefetch_direct(offset, len),
+            Storage::Sparse(_) => false,
+        }
+    }
+
     fn host_file(&self, index: usize) -> Option<&HostFile> {
         if index != 0 {
             return None;
