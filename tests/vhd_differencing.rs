@@ -35,6 +35,20 @@ fn base_and_changed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (base_raw, base, changed)
 }
 
+/// Converts `changed` into the differencing VHD `child` over the `base.vhd` beside it (named
+/// as a relative path, as a user would).
+fn convert_over_base(changed: &Path, child: &Path) {
+    run_ok(&[
+        "convert",
+        "-O",
+        "vhd",
+        "-B",
+        "base.vhd",
+        s(changed),
+        s(child),
+    ]);
+}
+
 #[test]
 fn create_with_backing_reads_as_the_parent() {
     let test = "create_with_backing_reads_as_the_parent";
@@ -75,15 +89,7 @@ fn convert_with_backing_stores_only_the_differences() {
     let (_, base, changed) = base_and_changed(dir.path());
     let want = sparse_sha256(&changed);
     let child = dir.path().join("child.vhd");
-    run_ok(&[
-        "convert",
-        "-O",
-        "vhd",
-        "-B",
-        "base.vhd",
-        s(&changed),
-        s(&child),
-    ]);
+    convert_over_base(&changed, &child);
     assert_eq!(diskferry_sha(&child, None, dir.path()), want);
     if let Some(got) = libyal_chain_sha(test, &[&child, &base]) {
         assert_eq!(got, want, "libyal reading child + parent");
@@ -129,15 +135,7 @@ fn chains_of_depth_three_read_through() {
     let d = dir.path();
     let (_, base, changed) = base_and_changed(d);
     let mid = d.join("mid.vhd");
-    run_ok(&[
-        "convert",
-        "-O",
-        "vhd",
-        "-B",
-        "base.vhd",
-        s(&changed),
-        s(&mid),
-    ]);
+    convert_over_base(&changed, &mid);
     let mut bytes = std::fs::read(&changed).unwrap();
     bytes[4 * MIB as usize..4 * MIB as usize + 512].fill(0x77);
     bytes[0..512].fill(0);
@@ -231,15 +229,7 @@ fn a_missing_parent_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let (_, base, changed) = base_and_changed(dir.path());
     let child = dir.path().join("child.vhd");
-    run_ok(&[
-        "convert",
-        "-O",
-        "vhd",
-        "-B",
-        "base.vhd",
-        s(&changed),
-        s(&child),
-    ]);
+    convert_over_base(&changed, &child);
     std::fs::remove_file(&base).unwrap();
     let line = fails_cleanly(&["convert", s(&child), s(&dir.path().join("o.raw"))]);
     assert!(
@@ -259,15 +249,7 @@ fn a_parent_with_another_uuid_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (base_raw, base, changed) = base_and_changed(dir.path());
     let child = dir.path().join("child.vhd");
-    run_ok(&[
-        "convert",
-        "-O",
-        "vhd",
-        "-B",
-        "base.vhd",
-        s(&changed),
-        s(&child),
-    ]);
+    convert_over_base(&changed, &child);
     // Another disk with the same name and content: a new UUID.
     std::fs::remove_file(&base).unwrap();
     run_ok(&["convert", "-O", "vhd", s(&base_raw), s(&base)]);
