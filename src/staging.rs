@@ -1,9 +1,12 @@
-//! Atomic output: files are written under temporary names beside their destinations and
-//! renamed only when complete. A failed or interrupted run leaves nothing at the destination.
+//! Atomic output: files are written beside their destinations without a name (`O_TMPFILE`)
+//! where the file system allows it, else under hidden temporary names, and appear at their
+//! destinations only when complete. A failed or interrupted run leaves nothing at the
+//! destination; with `O_TMPFILE` not even `kill -9` leaves a partial file behind.
 
 use crate::error::{Error, Result};
 use crate::host_file::{Durability, HostFile};
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -35,8 +38,16 @@ pub fn install_interrupt_cleanup() -> Result<()> {
 }
 
 struct StagedFile {
-    temp: PathBuf,
     dest: PathBuf,
+    temp: Temp,
+}
+
+enum Temp {
+    /// A hidden file beside the destination (registered in [`PENDING`]).
+    Named(PathBuf),
+    /// An unnamed file in the destination's folder: a second handle on it, to give it a name
+    /// at commit. The kernel frees it when the process ends without doing so.
+    Unnamed { dir: PathBuf, file: File },
 }
 
 /// A set of output files being written. Dropping it without [`Staging::commit`] removes them.
@@ -99,38 +110,28 @@ impl Staging {
         if self.files.iter().any(|f| f.dest == dest) {
             return Err(Error::invalid("the same output file is written twice").with_path(dest));
         }
-        let mut attempt = 0u32;
-        loop {
-            let temp = dir.join(format!(
-                ".{}.{}-{attempt}.diskferry-partial",
-                name.to_string_lossy(),
-                std::process::id()
-            ));
-            // Register before creating, so an interrupt between the two cannot leave the file.
-            lock_pending().push(temp.clone());
-            match OpenOptions::new()
+        if let Some(file) = create_unnamed(&dir) {
+            let handle = file
+                .try_clone()
+                .map_err(|e| Error::io("cannot create", e).with_path(dest))?;
+            self.files.push(StagedFile {
+                dest: dest.to_path_buf(),
+                temp: Temp::Unnamed { dir, file: handle },
+            });
+            return Ok(file);
+        }
+        let (temp, file) = create_hidden(&dir, name, |temp| {
+            OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(true)
-                .open(&temp)
-            {
-                Ok(file) => {
-                    self.files.push(StagedFile {
-                        temp,
-                        dest: dest.to_path_buf(),
-                    });
-                    return Ok(file);
-                }
-                Err(e) => {
-                    unregister(&temp);
-                    if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 {
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(Error::io("cannot create", e).with_path(&temp));
-                }
-            }
-        }
+                .open(temp)
+        })?;
+        self.files.push(StagedFile {
+            dest: dest.to_path_buf(),
+            temp: Temp::Named(temp),
+        });
+        Ok(file)
     }
 
     /// The final paths of the staged files, in creation order.
@@ -141,18 +142,44 @@ impl Staging {
     /// Renames every staged file to its destination, the first-created (the main file, such
     /// as a VMDK descriptor) last, so that it never names extents that are not there yet.
     pub fn commit(mut self) -> Result<()> {
-        while let Some(file) = self.files.pop() {
-            if let Err(e) = std::fs::rename(&file.temp, &file.dest) {
-                let err =
-                    Error::io("cannot move the finished file into place", e).with_path(&file.dest);
-                self.files.push(file);
+        while let Some(mut staged) = self.files.pop() {
+            if let Temp::Unnamed { dir, file } = &staged.temp {
+                // Name it beside the destination, then rename: linkat cannot replace an
+                // existing destination, and rename does so atomically.
+                let name = staged.dest.file_name().unwrap_or_default();
+                let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+                let linked = create_hidden(dir, name, |temp| {
+                    rustix::fs::linkat(
+                        rustix::fs::CWD,
+                        &fd_path,
+                        rustix::fs::CWD,
+                        temp,
+                        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+                match linked {
+                    Ok((temp, ())) => staged.temp = Temp::Named(temp),
+                    Err(e) => {
+                        self.files.push(staged);
+                        return Err(e);
+                    }
+                }
+            }
+            let Temp::Named(temp) = &staged.temp else {
+                unreachable!("named just above")
+            };
+            if let Err(e) = std::fs::rename(temp, &staged.dest) {
+                let err = Error::io("cannot move the finished file into place", e)
+                    .with_path(&staged.dest);
+                self.files.push(staged);
                 return Err(err);
             }
-            unregister(&file.temp);
+            unregister(temp);
             if self.durability == Durability::Unsafe {
                 continue;
             }
-            if let Some(dir) = file.dest.parent() {
+            if let Some(dir) = staged.dest.parent() {
                 // Make the rename durable; failures here do not undo a complete output.
                 let dir = if dir.as_os_str().is_empty() {
                     Path::new(".")
@@ -168,11 +195,59 @@ impl Staging {
     }
 }
 
+/// Opens an unnamed file in `dir`, or `None` where that cannot be done (a file system without
+/// `O_TMPFILE`, or no `/proc` to name it through at commit); the caller then uses a hidden name.
+fn create_unnamed(dir: &Path) -> Option<File> {
+    if !Path::new("/proc/self/fd").is_dir() {
+        return None;
+    }
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o666),
+    )
+    .ok()?;
+    Some(File::from(fd))
+}
+
+/// Makes a hidden name beside the destination (`.NAME.PID-N.diskferry-partial`) with `make`,
+/// trying further numbers while the name is taken. The name is registered for the interrupt
+/// handler before `make` runs, so an interrupt between the two cannot leave the file behind.
+fn create_hidden<T>(
+    dir: &Path,
+    name: &std::ffi::OsStr,
+    mut make: impl FnMut(&Path) -> std::io::Result<T>,
+) -> Result<(PathBuf, T)> {
+    let mut attempt = 0u32;
+    loop {
+        let temp = dir.join(format!(
+            ".{}.{}-{attempt}.diskferry-partial",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        lock_pending().push(temp.clone());
+        match make(&temp) {
+            Ok(made) => return Ok((temp, made)),
+            Err(e) => {
+                unregister(&temp);
+                if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 {
+                    attempt += 1;
+                    continue;
+                }
+                return Err(Error::io("cannot create", e).with_path(&temp));
+            }
+        }
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
-        for file in self.files.drain(..) {
-            let _ = std::fs::remove_file(&file.temp);
-            unregister(&file.temp);
+        for staged in self.files.drain(..) {
+            // An unnamed file vanishes with its last handle.
+            if let Temp::Named(temp) = &staged.temp {
+                let _ = std::fs::remove_file(temp);
+                unregister(temp);
+            }
         }
     }
 }

@@ -151,7 +151,7 @@ impl CreateSpec {
 pub enum Destination<'a> {
     /// Files on disk, created through the staging area so that they appear only when complete.
     Files {
-        /// Creates the files (the main one and any extents) under temporary names.
+        /// Creates the files (the main one and any extents) staged (see [`crate::staging`]): they appear only on commit.
         staging: &'a mut Staging,
         /// The main file's final path; extents go beside it.
         path: PathBuf,

@@ -3,7 +3,7 @@
 //! Driven by the source's allocation map: unallocated and zero ranges are never read or written
 //! as data. Data is read, checked for zeros at the `-S` granularity and (for compressing
 //! targets) encoded by a pool of worker threads; one writer receives the result in order. The
-//! output is staged under a temporary name and appears only when complete.
+//! output is staged without a name (or under a hidden one) and appears only when complete.
 //!
 //! Memory: at most `2 × threads + 2` chunks of [`CHUNK_SIZE`] bytes are in flight, each with
 //! room for its encoded form and, with `-B`, the backing image's bytes — at most 24 MiB of
