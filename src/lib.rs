@@ -2,7 +2,7 @@
 //!
 //! The library knows the formats; the `diskferry` binary is a thin command line on top.
 //!
-//! - [`image`]: the [`Image`](image::Image) chain and the [`Layer`](image::Layer) trait every
+//! - [`image`]: the [`Image`] chain and the [`Layer`](image::Layer) trait every
 //!   format reader implements; mapping (what is data, zero, unallocated) is the core interface.
 //! - [`writer`]: the [`ImageWriter`](writer::ImageWriter) trait every format writer implements;
 //!   content arrives in order, so every format can be written front to back.
