@@ -2,7 +2,8 @@
 //! and to a pipe) meet each rule of blktap's `vhd-util check` (vhd/lib/vhd-util-check.c,
 //! libvhd.c) and of Xen Orchestra's vhd-lib (checkFooter.js, _checkHeader.js, VhdFile.js,
 //! parseVhdStream.js, createVhdStreamWithLength.js). One test per rule; the rules are written
-//! here from those sources, independently of diskferry's parser.
+//! here from those sources, independently of diskferry's parser. Beyond the rules, Xen
+//! Orchestra's own vhd-lib (tests/xo, installed by .ci/run) must accept and read them.
 
 mod common;
 mod vhd_support;
@@ -10,9 +11,17 @@ mod vhd_support;
 use common::*;
 use vhd_support::*;
 
+/// Images by how they were written ("file", "pipe").
+type Images = Vec<(&'static str, Vec<u8>)>;
+
 /// Dynamic VHDs with 2 MiB blocks from a 21 MiB + 2.5 KiB disk (no multiple of the block
 /// size) with data in blocks 0, 1, 4 and the last: written to a file, and through a pipe.
-fn images() -> Vec<(&'static str, Vec<u8>)> {
+fn images() -> Images {
+    images_and_source().0
+}
+
+/// [`images`], and the size and sha256 of the disk they hold.
+fn images_and_source() -> (Images, (u64, String)) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let size = 21 * MIB + 2560;
@@ -42,10 +51,13 @@ fn images() -> Vec<(&'static str, Vec<u8>)> {
         .output()
         .unwrap();
     assert!(piped.status.success());
-    vec![
-        ("file", std::fs::read(&file).unwrap()),
-        ("pipe", piped.stdout),
-    ]
+    (
+        vec![
+            ("file", std::fs::read(&file).unwrap()),
+            ("pipe", piped.stdout),
+        ],
+        (size, sha256_file(&raw)),
+    )
 }
 
 fn each(rule: impl Fn(&str, &[u8], &Layout)) {
@@ -409,4 +421,47 @@ fn a_xenserver_batmap_is_tolerated() {
     let v: serde_json::Value =
         serde_json::from_str(&run_ok(&["info", "--output", "json", p.to_str().unwrap()])).unwrap();
     assert_eq!(v["format-specific"]["data"]["creator-app"], "tap\\0");
+}
+
+/// Xen Orchestra's own reader (vhd-lib from npm, tests/xo) accepts both images (checksums,
+/// equal footer copies, its header rules) and reads the disk's exact content from them.
+#[test]
+fn xen_orchestra_vhd_lib_reads_the_same_bytes() {
+    let test = "xen_orchestra_vhd_lib_reads_the_same_bytes";
+    let xo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xo");
+    if !xo.join("node_modules/vhd-lib").is_dir() {
+        skip(
+            test,
+            "vhd-lib is not installed (npm ci --prefix tests/xo, as .ci/run does)",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (images, (size, sha)) = images_and_source();
+    for (how, bytes) in images {
+        let image = dir.path().join(format!("{how}.vhd"));
+        std::fs::write(&image, bytes).unwrap();
+        let out = match std::process::Command::new("node")
+            .arg(xo.join("read-vhd.js"))
+            .arg(&image)
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) => {
+                skip(test, &format!("cannot run node: {e}"));
+                return;
+            }
+        };
+        assert!(
+            out.status.success(),
+            "{how}: vhd-lib refused it: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.trim(),
+            format!("{{\"size\":{size},\"sha256\":\"{sha}\"}}"),
+            "{how}"
+        );
+    }
 }
