@@ -13,7 +13,7 @@ Inputs (made once, kept in the work folder):
   sparse-1t.raw  a 1 TiB raw file with three 8 MiB data regions;
   and the same realistic disk in other formats (made with qemu-img) for the *-to-raw cases.
 
-Usage: bench/bench.py [--runs 11] [--quick-runs 31] [--cases a,b] [--workdir DIR] [--source-dir DIR] [--fs-size 2G]
+Usage: bench/bench.py [--runs 11] [--quick-runs 31] [--cold] [--cases a,b] [--workdir DIR] [--source-dir DIR] [--fs-size 2G]
 The machine is shared and noisy: compare medians, and rerun before quoting a figure.
 """
 import argparse
@@ -165,7 +165,7 @@ def human(n):
         n /= 1024
 
 
-def run_case(name, workdir, ours, runs, quick_runs):
+def run_case(name, workdir, ours, runs, quick_runs, cold):
     src, ours_args, qemu_args = CASES[name]
     tools = {
         "diskferry": [ours] + ours_args,
@@ -192,6 +192,14 @@ def run_case(name, workdir, ours, runs, quick_runs):
             # of MiB of dirty pages are written back during the next run and the timings
             # swing fourfold. Not timed; neither tool flushes by default.
             os.sync()
+            if cold:
+                # Read the input from the storage, as a migration does.
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("3\n")
+                # ...but not the tools themselves: qemu-img loads far more shared libraries,
+                # and loading them is not what is measured.
+                for tool in (ours, "qemu-img"):
+                    subprocess.run([tool, "--version"], capture_output=True)
             secs, peak, code, err = timed(argv, workdir)
             if code != 0:
                 failed[t] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
@@ -229,6 +237,9 @@ def main():
                     help="folder copied into the realistic disk (default: the largest of "
                          "/usr/lib/x86_64-linux-gnu, /usr/lib, /usr/bin that exists)")
     ap.add_argument("--fs-size", default="2G")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the page cache before every run (needs root), so inputs are "
+                         "read from the storage")
     ap.add_argument("--diskferry", default=os.path.join(REPO, "target/release/diskferry"))
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
@@ -259,7 +270,8 @@ def main():
     print(f"- realistic disk: ext4 of {args.fs_size} made with mke2fs -d {source_dir}")
     print(f"- {args.runs} timed runs per tool ({args.quick_runs} where a run takes under a "
           "second) after one warm-up, alternating order; medians; "
-          "input in the page cache, dirty pages flushed (sync) before every run, outputs not "
+          f"{'page cache dropped (cold input)' if args.cold else 'input in the page cache'}, "
+          "dirty pages flushed (sync) before every run, outputs not "
           "flushed by either tool (their default)")
     print()
     print("| case | diskferry median (min–max) | qemu-img median (min–max) | speed-up (medians) "
@@ -269,7 +281,7 @@ def main():
     for name in cases:
         log(f"running {name}")
         times, rss, sizes, failed, same = run_case(name, args.workdir, args.diskferry, args.runs,
-                                                      args.quick_runs)
+                                                      args.quick_runs, args.cold)
         cells = []
         for t in ["diskferry", "qemu-img"]:
             cells.append(f"failed: {failed[t]}" if t in failed
