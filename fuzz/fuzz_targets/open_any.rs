@@ -4,6 +4,9 @@
 
 use diskferry::image::{BackingPolicy, Image, OpenOptions};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "walk.rs"]
+mod walk;
 use std::io::Write;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,20 +23,5 @@ fuzz_target!(|data: &[u8]| {
     let Ok(image) = Image::open(file.path(), &options) else {
         return;
     };
-    // Walk the map and read a bounded prefix of every run.
-    let size = image.virtual_size();
-    let mut pos = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut steps = 0;
-    while pos < size && steps < 4096 {
-        let Ok(status) = image.block_status(pos, size - pos) else {
-            return;
-        };
-        let n = status.mapping.length.min(buf.len() as u64) as usize;
-        if image.read_at(pos, &mut buf[..n]).is_err() {
-            return;
-        }
-        pos = status.mapping.end();
-        steps += 1;
-    }
+    walk::walk_and_read(&image);
 });

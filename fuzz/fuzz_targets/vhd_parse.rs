@@ -40,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
         let Ok(m) = layer.map(pos, size - pos) else {
             return;
         };
-        assert!(m.start == pos && m.length > 0 && m.length <= size - pos, "bad mapping {m:?}");
+        assert!(
+            m.start == pos && m.length > 0 && m.length <= size - pos,
+            "bad mapping {m:?}"
+        );
         if m.allocation == diskferry::image::Allocation::Data {
             let n = m.length.min(buf.len() as u64) as usize;
             if layer.read_data(pos, &mut buf[..n]).is_err() {

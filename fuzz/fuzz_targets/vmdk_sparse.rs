@@ -7,6 +7,9 @@
 use diskferry::formats::vmdk;
 use diskferry::image::{BackingPolicy, Image, OpenOptions};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "walk.rs"]
+mod walk;
 use std::io::Write;
 
 fuzz_target!(|data: &[u8]| {
@@ -36,21 +39,7 @@ fuzz_target!(|data: &[u8]| {
         ..OpenOptions::default()
     };
     if let Ok(image) = Image::open(file.path(), &options) {
-        let size = image.virtual_size();
-        let mut pos = 0;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut steps = 0;
-        while pos < size && steps < 4096 {
-            let Ok(status) = image.block_status(pos, size - pos) else {
-                break;
-            };
-            let n = status.mapping.length.min(buf.len() as u64) as usize;
-            if image.read_at(pos, &mut buf[..n]).is_err() {
-                break;
-            }
-            pos = status.mapping.end();
-            steps += 1;
-        }
+        walk::walk_and_read(&image);
         let _ = image.top().details();
     }
     let _ = vmdk::check(file.path(), None);
@@ -60,7 +49,9 @@ fuzz_target!(|data: &[u8]| {
         for _ in 0..256 {
             match source.next_run() {
                 Ok(Some(run)) => {
-                    if let diskferry::stream::StreamPayload::Encoded { bytes, decoder } = run.payload {
+                    if let diskferry::stream::StreamPayload::Encoded { bytes, decoder } =
+                        run.payload
+                    {
                         out.resize(run.len as usize, 0);
                         let _ = decoder.decode(&bytes, &mut out);
                     }
