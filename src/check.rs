@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_qemu_img() {
-        let mut r = CheckReport::new(Path::new("x"), Format::Vhd);
+        let mut r = CheckReport::new(Path::new("x"), crate::formats::vhd::FORMAT);
         assert_eq!(r.exit_code(), 0);
         r.add(Severity::Warning, "w", None);
         assert_eq!(r.exit_code(), 0);

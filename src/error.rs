@@ -24,6 +24,9 @@ pub enum ErrorKind {
     InvalidInput,
     /// The operation was interrupted (Ctrl-C, a closed pipe).
     Interrupted,
+    /// An image names a file that the open gate does not let it open (a device, a FIFO, a
+    /// file outside a confined folder); see [`crate::gate`].
+    Refused,
 }
 
 /// An error with its context. Construct with [`Error::io`], [`Error::corrupt`],
@@ -98,6 +101,39 @@ impl Error {
         self
     }
 
+    /// A file named inside an image was refused by the open gate.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Refused, message)
+    }
+
+    /// Adds what was being done in front of the message ("extent 'a.vmdk': ..."), keeping the
+    /// kind, the cause, the file and the offset: context never rebuilds an error from its text.
+    pub fn context(mut self, what: impl std::fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    /// Adds a note after the message ("...; formats that can: vhd, vmdk").
+    pub fn context_after(mut self, note: impl std::fmt::Display) -> Self {
+        self.message = format!("{}; {note}", self.message);
+        self
+    }
+
+    /// Re-attributes an error raised inside a storage that a [`crate::storage::Window`] looks
+    /// into: it now names the window, at an offset relative to the window's start.
+    pub fn relocate(mut self, path: &Path, start: u64) -> Self {
+        self.path = Some(path.to_path_buf());
+        self.offset = self.offset.map(|o| o.saturating_sub(start));
+        self
+    }
+
+    /// Replaces the file the error names (for errors about a temporary file that has another
+    /// name for the user).
+    pub fn rename_path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = Some(path.as_ref().to_path_buf());
+        self
+    }
+
     /// The failure's kind.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -116,6 +152,11 @@ impl Error {
     /// The message without path and offset.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The operating-system error behind this one, if any.
+    pub fn io_source(&self) -> Option<&io::Error> {
+        self.source.as_ref()
     }
 }
 

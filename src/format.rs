@@ -1,99 +1,284 @@
-//! The disk image formats diskferry knows by name.
+//! Formats: the [`Driver`] trait every disk image format implements, the [`Format`] handle that
+//! names one, and what a driver can do ([`Capabilities`]).
+//!
+//! A format is one folder under `src/formats/` whose `mod.rs` defines a driver (a unit struct
+//! implementing [`Driver`]) and one line in [`crate::formats::BUILTIN`]. Nothing outside the
+//! registry asks "which format is this?" to decide what to do: commands ask the driver.
 
+use crate::check::{CheckReport, RepairMode};
+use crate::detect::ProbeData;
 use crate::error::{Error, Result};
+use crate::gate::Gate;
+use crate::image::Layer;
+use crate::options::OptionSpec;
+use crate::sink::Output;
+use crate::storage::Storage;
+use crate::stream::StreamSource;
+use crate::writer::{CreateSpec, ImageWriter};
 use std::fmt;
-use std::str::FromStr;
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
 
-/// A disk image format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// A plain byte-for-byte disk; whatever is left when no other format matches.
-    Raw,
-    /// Microsoft Virtual Hard Disk (Virtual PC, Virtual Server, Hyper-V, Azure, XenServer).
-    Vhd,
-    /// Microsoft VHDX (Hyper-V 2012 and later).
-    Vhdx,
-    /// VMware virtual disk.
-    Vmdk,
-    /// QEMU copy-on-write version 2 and 3.
-    Qcow2,
-    /// QEMU copy-on-write version 1.
-    Qcow,
-    /// VirtualBox disk image.
-    Vdi,
+/// One thing a driver may be able to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Open an image for reading (info, convert from, compare, map).
+    Read,
+    /// Read an image front to back from a pipe.
+    ReadStream,
+    /// Write new images (convert -O, create).
+    Write,
+    /// Write an image front to back to a pipe.
+    WriteStream,
+    /// Check its metadata (check).
+    Check,
+    /// Compress data as it is written (convert -c).
+    Compress,
+    /// Make images that refer to a backing image (create -b, convert -B).
+    Backing,
 }
 
-impl Format {
-    /// Every format, in the order `--help` lists them.
-    pub const ALL: [Format; 7] = [
-        Format::Raw,
-        Format::Vhd,
-        Format::Vhdx,
-        Format::Vmdk,
-        Format::Qcow2,
-        Format::Qcow,
-        Format::Vdi,
+impl Capability {
+    const ALL: [Capability; 7] = [
+        Capability::Read,
+        Capability::ReadStream,
+        Capability::Write,
+        Capability::WriteStream,
+        Capability::Check,
+        Capability::Compress,
+        Capability::Backing,
     ];
 
-    /// The canonical name, as `-f`/`-O` take it and `info` prints it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Vhd => "vhd",
-            Format::Vhdx => "vhdx",
-            Format::Vmdk => "vmdk",
-            Format::Qcow2 => "qcow2",
-            Format::Qcow => "qcow",
-            Format::Vdi => "vdi",
+    const fn bit(self) -> u16 {
+        1 << self as u16
+    }
+}
+
+/// The set of things a driver can do.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities(u16);
+
+impl Capabilities {
+    /// Nothing (a format diskferry only detects).
+    pub const NONE: Capabilities = Capabilities(0);
+
+    /// The set of the given capabilities.
+    pub const fn of(list: &[Capability]) -> Capabilities {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < list.len() {
+            bits |= list[i].bit();
+            i += 1;
         }
+        Capabilities(bits)
     }
 
-    /// Parses a format name; `vpc` is accepted for VHD as qemu-img spells it.
-    pub fn from_name(name: &str) -> Result<Format> {
-        let lower = name.to_ascii_lowercase();
-        if lower == "vpc" {
-            return Ok(Format::Vhd);
+    /// True when `cap` is in the set.
+    pub fn has(self, cap: Capability) -> bool {
+        self.0 & cap.bit() != 0
+    }
+}
+
+impl fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(Capability::ALL.iter().filter(|c| self.has(**c)))
+            .finish()
+    }
+}
+
+/// What a probe thinks of a file's first and last bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Not this format.
+    No,
+    /// This format (a magic number, a signature).
+    Yes,
+    /// Whatever nothing else claims (raw): used only when no driver says [`Probe::Yes`], and
+    /// reported as a guess.
+    Fallback,
+}
+
+/// Who chose a file that a driver is asked to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// The user named it: errors may quote its contents.
+    User,
+    /// Another image named it (a parent, a backing file) and the gate let it through: errors
+    /// must not quote its contents, which the user may not be allowed to see.
+    NamedByImage,
+}
+
+/// Whether damage that loses data is an error or something to read around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Salvage {
+    /// A truncated or damaged image is an error (the default).
+    #[default]
+    Refuse,
+    /// Read what is there: missing data reads as zeros, with a warning (`--salvage`).
+    ReadWhatIsThere,
+}
+
+/// What a driver's [`Driver::open`] gets besides the storage.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenContext<'a> {
+    /// The gate every file this image names (extents, data files) is opened through.
+    pub gate: &'a Gate,
+    /// Who chose the storage being opened.
+    pub provenance: Provenance,
+    /// Whether to read around damage.
+    pub salvage: Salvage,
+}
+
+impl OpenContext<'_> {
+    /// True when errors may quote the bytes of the storage being opened.
+    pub fn may_quote(&self) -> bool {
+        self.provenance == Provenance::User
+    }
+}
+
+/// A disk image format: what it is called, how to recognise it, and what diskferry can do
+/// with it. Every method but the names, the probe and the capabilities has a default that
+/// refuses; a driver overrides what its capabilities promise.
+pub trait Driver: Send + Sync + 'static {
+    /// The canonical name, as `-f`/`-O` take it and `info` prints it.
+    fn name(&self) -> &'static str;
+
+    /// Other names `-f`/`-O` accept (qemu-img's `vpc` for VHD).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// One line for `--help` and the README.
+    fn description(&self) -> &'static str;
+
+    /// What diskferry can do with the format.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Looks at a file's first and last bytes.
+    fn probe(&self, probe: &ProbeData) -> Probe;
+
+    /// Opens one layer (the image without its backing chain) over `storage`.
+    fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
+        let _ = (storage, ctx);
+        Err(refusal(self.name(), Capability::Read))
+    }
+
+    /// Opens an image that can only be read front to back (a pipe).
+    fn open_stream(&self, reader: Box<dyn Read + Send>) -> Result<Box<dyn StreamSource>> {
+        let _ = reader;
+        Err(refusal(self.name(), Capability::ReadStream))
+    }
+
+    /// The `-o` options accepted when writing.
+    fn create_options(&self) -> &'static [OptionSpec] {
+        &[]
+    }
+
+    /// Makes a writer of a new image described by `spec`, into `output`.
+    fn create_writer<'a>(
+        &self,
+        output: Output<'a>,
+        spec: &CreateSpec,
+    ) -> Result<Box<dyn ImageWriter + 'a>> {
+        let _ = (output, spec);
+        Err(refusal(self.name(), Capability::Write))
+    }
+
+    /// Checks the metadata of the image at `path`, repairing with `repair`; files the image
+    /// names are opened through `gate`.
+    fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+        let _ = (path, repair, gate);
+        Err(refusal(self.name(), Capability::Check))
+    }
+}
+
+/// The error for a format that lacks `cap`.
+pub fn refusal(name: &str, cap: Capability) -> Error {
+    Error::unsupported(match cap {
+        Capability::Read => format!("reading {name} images is not supported by diskferry yet"),
+        Capability::ReadStream => format!(
+            "{name} images cannot be read from a pipe (they need random access); convert from a file"
+        ),
+        Capability::Write => format!("writing {name} images is not supported by diskferry yet"),
+        Capability::WriteStream => format!(
+            "{name} images cannot be written to a pipe (they are written out of order); write to a file"
+        ),
+        Capability::Check => format!("checking {name} images is not supported by diskferry yet"),
+        Capability::Compress => format!("-c: {name} images cannot be compressed"),
+        Capability::Backing => format!("{name} images cannot have a backing file"),
+    })
+}
+
+/// A handle on a format's driver: cheap to copy, compared by name.
+#[derive(Clone, Copy)]
+pub struct Format(&'static dyn Driver);
+
+impl Format {
+    /// The format of `driver`.
+    pub const fn new(driver: &'static dyn Driver) -> Format {
+        Format(driver)
+    }
+
+    /// The driver.
+    pub fn driver(self) -> &'static dyn Driver {
+        self.0
+    }
+
+    /// The canonical name.
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// True when `name` is the canonical name or an alias (ignoring case).
+    pub fn answers_to(self, name: &str) -> bool {
+        self.name().eq_ignore_ascii_case(name)
+            || self
+                .0
+                .aliases()
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(name))
+    }
+
+    /// True when the driver can do `cap`.
+    pub fn can(self, cap: Capability) -> bool {
+        self.0.capabilities().has(cap)
+    }
+
+    /// Fails with the format's refusal when the driver cannot do `cap`.
+    pub fn require(self, cap: Capability) -> Result<()> {
+        if self.can(cap) {
+            Ok(())
+        } else {
+            Err(refusal(self.name(), cap))
         }
-        Format::ALL
-            .into_iter()
-            .find(|f| f.name() == lower)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-                Error::invalid(format!(
-                    "unknown format '{name}'; known formats: {} (vpc is accepted for vhd)",
-                    names.join(", ")
-                ))
-            })
+    }
+}
+
+impl PartialEq for Format {
+    fn eq(&self, other: &Format) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Format {}
+
+impl Hash for Format {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl fmt::Debug for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl FromStr for Format {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Format> {
-        Format::from_name(s)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip_and_vpc_alias() {
-        for f in Format::ALL {
-            assert_eq!(Format::from_name(f.name()).unwrap(), f);
-        }
-        assert_eq!(Format::from_name("VPC").unwrap(), Format::Vhd);
-        let err = Format::from_name("foo").unwrap_err().to_string();
-        assert!(
-            err.contains("unknown format 'foo'") && err.contains("vmdk"),
-            "{err}"
-        );
     }
 }

@@ -4,6 +4,8 @@
 //! file cursor, so one open file serves many worker threads at once without locks.
 
 use crate::error::{Error, Result};
+use crate::storage::{FileId, Storage, fits, past_end};
+use rustix::io::Errno;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -93,86 +95,9 @@ impl HostFile {
         &self.path
     }
 
-    /// The file's length in bytes when it was opened (or last set with [`HostFile::set_len`]).
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// True when the file holds no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The underlying file.
     pub fn file(&self) -> &File {
         &self.file
-    }
-
-    /// Bytes the file occupies on disk (st_blocks * 512), as `du` and qemu-img's
-    /// `actual-size` count them.
-    pub fn allocated_bytes(&self) -> u64 {
-        self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
-    }
-
-    /// Asks the kernel to start reading `[offset, offset + len)` into the page cache now, so
-    /// that a later read finds it there. Best effort: errors are ignored.
-    pub fn prefetch(&self, offset: u64, len: u64) {
-        let _ = rustix::fs::fadvise(
-            &self.file,
-            offset,
-            std::num::NonZeroU64::new(len),
-            rustix::fs::Advice::WillNeed,
-        );
-    }
-
-    /// Reads exactly `buf.len()` bytes at `offset`; reading past the end of the file is an
-    /// error that says where the file ends.
-    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|end| end > self.len) {
-            return Err(Error::corrupt(format!(
-                "read of {} bytes runs past the end of the file ({} bytes)",
-                buf.len(),
-                self.len
-            ))
-            .at_offset(offset)
-            .with_path(&self.path));
-        }
-        self.file.read_exact_at(buf, offset).map_err(|e| {
-            let err = if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::corrupt("file is shorter than expected (truncated while reading?)")
-            } else {
-                Error::io("read failed", e)
-            };
-            err.at_offset(offset).with_path(&self.path)
-        })
-    }
-
-    /// Reads up to `buf.len()` bytes at `offset`, stopping at the end of the file; returns how
-    /// many bytes were read.
-    pub fn read_at_most(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        let available = self.len.saturating_sub(offset).min(buf.len() as u64) as usize;
-        if available > 0 {
-            self.read_exact_at(&mut buf[..available], offset)?;
-        }
-        Ok(available)
-    }
-
-    /// Reads `len` bytes at `offset` into a new vector. The length is checked against the
-    /// file's size before anything is allocated, so a corrupt table size cannot make us reserve
-    /// gigabytes. `what` names the structure for the error message ("BAT", "grain directory").
-    pub fn read_vec(&self, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> {
-        if offset.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(Error::corrupt(format!(
-                "{what} of {len} bytes runs past the end of the file ({} bytes)",
-                self.len
-            ))
-            .at_offset(offset)
-            .with_path(&self.path));
-        }
-        let mut buf = vec![0u8; len as usize];
-        self.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
     }
 
     /// Writes all of `buf` at `offset`, growing the recorded length when the write extends the file.
@@ -210,6 +135,79 @@ impl HostFile {
     }
 }
 
+impl Storage for HostFile {
+    fn name(&self) -> &Path {
+        &self.path
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if !fits(offset, buf.len(), self.len) {
+            return Err(past_end(self, buf.len(), offset));
+        }
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            let err = if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::corrupt("file is shorter than expected (truncated while reading?)")
+            } else {
+                Error::io("read failed", e)
+            };
+            err.at_offset(offset).with_path(&self.path)
+        })
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::WillNeed,
+        );
+    }
+
+    fn next_data(&self, offset: u64) -> Result<Option<u64>> {
+        if offset >= self.len {
+            return Ok(None);
+        }
+        match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Data(offset)) {
+            Ok(pos) => Ok((pos < self.len).then_some(pos)),
+            Err(Errno::NXIO) => Ok(None),
+            // Not supported here (some file systems, devices): everything counts as stored,
+            // which is always safe.
+            Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => Ok(Some(offset)),
+            Err(e) => Err(Error::io("cannot query allocation (SEEK_DATA)", e.into())
+                .at_offset(offset)
+                .with_path(&self.path)),
+        }
+    }
+
+    fn next_hole(&self, offset: u64) -> Result<u64> {
+        if offset >= self.len {
+            return Ok(self.len);
+        }
+        match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Hole(offset)) {
+            Ok(pos) => Ok(pos.clamp(offset, self.len)),
+            Err(Errno::NXIO) | Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => Ok(self.len),
+            Err(e) => Err(Error::io("cannot query allocation (SEEK_HOLE)", e.into())
+                .at_offset(offset)
+                .with_path(&self.path)),
+        }
+    }
+
+    fn allocated_bytes(&self) -> u64 {
+        self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
+    }
+
+    fn identity(&self) -> Option<FileId> {
+        self.file.metadata().ok().map(|m| FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
 /// Starts the kernel's writeback of what a writer left well behind it, for outputs that will
 /// be flushed.
 ///
@@ -244,6 +242,7 @@ impl WriteBehind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::StorageExt;
     use std::io::Write;
 
     #[test]

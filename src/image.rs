@@ -10,15 +10,17 @@
 //! A layer never opens its backing file on its own: it names it in [`Layer::backing`] and the
 //! caller ([`Image::open`]) decides whether to follow it, bounding the depth and detecting loops.
 
-use crate::detect::detect_format;
-use crate::error::{Error, Result};
-use crate::format::Format;
-use crate::formats;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{Capability, Format, OpenContext, Provenance, Salvage};
+use crate::gate::{Gate, Lookup, Role};
 use crate::host_file::HostFile;
+use crate::registry::Registry;
+use crate::storage::{FileId, Storage};
 use std::any::Any;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How deep a backing chain may be before we call it an error (a loop that escaped detection
 /// through hard links, or a hostile image).
@@ -91,10 +93,18 @@ impl Mapping {
 pub struct BackingLink {
     /// The reference as stored in the image (for info's `backing-filename`).
     pub stored_name: String,
-    /// Paths to try, in order, already resolved against the layer's own folder.
-    pub candidates: Vec<PathBuf>,
+    /// Names to try, in order, with `/` separators: relative ones are relative to the layer's
+    /// own folder. They are opened through the [`Gate`], never directly.
+    pub names: Vec<String>,
     /// The parent's format when the image says (qcow2's backing format); otherwise detected.
     pub format: Option<Format>,
+}
+
+impl BackingLink {
+    /// The paths the names mean for the layer at `child`, for messages.
+    pub fn candidates(&self, child: &Path) -> Vec<PathBuf> {
+        self.names.iter().map(|n| Gate::resolve(child, n)).collect()
+    }
 }
 
 /// What `info` shows about a layer beyond its size and format.
@@ -151,14 +161,15 @@ pub trait Layer: Send + Sync + Any {
         LayerDetails::default()
     }
 
-    /// Every host file this layer reads (descriptor first), for `actual-size` and messages.
+    /// Every file this layer reads (descriptor first), for `actual-size` and messages.
     fn files(&self) -> Vec<PathBuf> {
         vec![self.path().to_path_buf()]
     }
 
-    /// The open host file with index `index` in [`Layer::files`], for read-ahead of the
-    /// ranges [`Mapping::host`] names. `None` where the layer does not keep it open.
-    fn host_file(&self, index: usize) -> Option<&HostFile> {
+    /// The storage with index `index` in [`Layer::files`], for read-ahead of the ranges
+    /// [`Mapping::host`] names, `actual-size` and identity checks. `None` where the layer does
+    /// not keep it open.
+    fn storage(&self, index: usize) -> Option<&dyn Storage> {
         let _ = index;
         None
     }
@@ -201,6 +212,13 @@ pub struct OpenOptions {
     pub backing: BackingPolicy,
     /// The deepest chain accepted.
     pub max_depth: usize,
+    /// The policy for every file the image names (extents, parents). The library's default
+    /// is confined to the image's folder; the command line's follows regular files anywhere.
+    pub gate: Gate,
+    /// The formats known, for detection.
+    pub registry: Registry,
+    /// Whether to read around damage that loses data (`--salvage`).
+    pub salvage: Salvage,
 }
 
 impl Default for OpenOptions {
@@ -209,6 +227,9 @@ impl Default for OpenOptions {
             format: None,
             backing: BackingPolicy::Follow,
             max_depth: MAX_CHAIN_DEPTH,
+            gate: Gate::confined(),
+            registry: Registry::builtin(),
+            salvage: Salvage::Refuse,
         }
     }
 }
@@ -262,14 +283,31 @@ impl std::fmt::Debug for Image {
 }
 
 /// The identity of a file on disk, for loop detection and "destination is the source".
-pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+pub fn file_identity(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|m| FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
+/// The identities of every file a layer reads.
+fn layer_identities(layer: &dyn Layer) -> Vec<FileId> {
+    (0..layer.files().len())
+        .filter_map(|i| layer.storage(i).and_then(|s| s.identity()))
+        .collect()
 }
 
 impl Image {
-    /// Opens the image at `path` and, by default, its backing chain.
+    /// Opens the image at `path` (a file the user chose) and, by default, its backing chain.
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Image> {
-        let (top, guessed) = open_layer(path, options.format)?;
+        let file = HostFile::open(path)?;
+        Image::open_storage(Arc::new(file), options)
+    }
+
+    /// Opens the image in `storage` (a file, a window into a package, memory) and, by
+    /// default, its backing chain, whose names are resolved against the storage's name.
+    pub fn open_storage(storage: Arc<dyn Storage>, options: &OpenOptions) -> Result<Image> {
+        let (top, guessed) = open_layer(storage, options, Provenance::User)?;
         let mut image = Image {
             layers: vec![top],
             format_guessed: guessed,
@@ -277,7 +315,7 @@ impl Image {
         };
         image.collect_warnings(0);
         if options.backing == BackingPolicy::Follow {
-            image.open_backing_chain(options.max_depth)?;
+            image.open_backing_chain(options)?;
         }
         Ok(image)
     }
@@ -301,11 +339,10 @@ impl Image {
         }
     }
 
-    fn open_backing_chain(&mut self, max_depth: usize) -> Result<()> {
-        let mut seen: HashSet<(u64, u64)> = HashSet::new();
-        for file in self.layers[0].files() {
-            seen.extend(file_identity(&file));
-        }
+    fn open_backing_chain(&mut self, options: &OpenOptions) -> Result<()> {
+        let max_depth = options.max_depth;
+        let mut seen: HashSet<FileId> = HashSet::new();
+        seen.extend(layer_identities(self.layers[0].as_ref()));
         loop {
             let child = self.layers.last().expect("an image has a layer");
             let Some(link) = child.backing().cloned() else {
@@ -318,40 +355,24 @@ impl Image {
                 ))
                 .with_path(&child_path));
             }
-            let parent_path = link
-                .candidates
-                .iter()
-                .find(|p| p.is_file())
-                .cloned()
-                .ok_or_else(|| {
-                    let tried: Vec<String> = link
-                        .candidates
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect();
-                    Error::invalid(format!(
-                        "backing image '{}' not found (tried: {})",
-                        link.stored_name,
-                        if tried.is_empty() {
-                            "nothing".to_string()
-                        } else {
-                            tried.join(", ")
-                        }
-                    ))
-                    .with_path(&child_path)
-                })?;
-            if let Some(id) = file_identity(&parent_path)
+            let storage = open_named_backing(&options.gate, &child_path, &link)?;
+            if let Some(id) = storage.identity()
                 && !seen.insert(id)
             {
                 return Err(Error::corrupt(format!(
                     "backing chain loops: '{}' is already in the chain",
-                    parent_path.display()
+                    storage.name().display()
                 ))
                 .with_path(&child_path));
             }
-            let (parent, _) = open_layer(&parent_path, link.format)?;
-            for file in parent.files().iter().skip(1) {
-                seen.extend(file_identity(file));
+            let parent_options = OpenOptions {
+                format: link.format,
+                ..options.clone()
+            };
+            let (parent, _) = open_layer(storage, &parent_options, Provenance::NamedByImage)
+                .map_err(|e| e.context(format!("backing file '{}'", link.stored_name)))?;
+            for id in layer_identities(parent.as_ref()).into_iter().skip(1) {
+                seen.insert(id);
             }
             let warnings = child
                 .verify_backing(parent.as_ref())
@@ -364,9 +385,28 @@ impl Image {
         }
     }
 
+    /// Every file the image's layers read, top layer first (what `info` lists as opened).
+    pub fn opened_files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for layer in &self.layers {
+            for f in layer.files() {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+        out
+    }
+
     /// The layers, top first.
     pub fn layers(&self) -> &[Box<dyn Layer>] {
         &self.layers
+    }
+
+    /// The top layer alone, the rest of the chain closed.
+    pub fn into_top(mut self) -> Box<dyn Layer> {
+        self.layers.truncate(1);
+        self.layers.pop().expect("an image has a layer")
     }
 
     /// The top layer: the image the user named.
@@ -440,7 +480,7 @@ impl Image {
             let m = status.mapping;
             if m.allocation == Allocation::Data
                 && let Some(host) = m.host
-                && let Some(file) = self.layers[status.depth].host_file(host.file)
+                && let Some(file) = self.layers[status.depth].storage(host.file)
             {
                 file.prefetch(host.offset, m.length);
             }
@@ -494,18 +534,63 @@ fn check_mapping(layer: &dyn Layer, offset: u64, max_len: u64, m: &Mapping) -> R
     Ok(())
 }
 
-/// Opens one layer: detects the format unless given, then hands the file to its reader.
-/// Returns the layer and whether its format was guessed (raw by elimination).
-pub fn open_layer(path: &Path, format: Option<Format>) -> Result<(Box<dyn Layer>, bool)> {
-    let file = HostFile::open(path)?;
-    let (format, guessed) = match format {
+/// Opens the first of a link's names that the gate lets through and that exists.
+fn open_named_backing(gate: &Gate, child: &Path, link: &BackingLink) -> Result<Arc<dyn Storage>> {
+    let mut refusal: Option<Error> = None;
+    let mut tried = Vec::new();
+    for name in &link.names {
+        match gate.open(child, name, Role::Backing) {
+            Ok(Lookup::Opened(file)) => return Ok(file),
+            Ok(Lookup::Missing(path)) => tried.push(path.display().to_string()),
+            Err(e) if e.kind() == ErrorKind::Refused => {
+                refusal.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(e) = refusal {
+        return Err(e);
+    }
+    Err(Error::invalid(format!(
+        "backing image '{}' not found (tried: {})",
+        link.stored_name,
+        if tried.is_empty() {
+            "nothing".to_string()
+        } else {
+            tried.join(", ")
+        }
+    ))
+    .with_path(child))
+}
+
+/// Opens one layer over `storage`: detects the format unless given, then hands the storage to
+/// its driver. Returns the layer and whether its format was guessed (raw by elimination).
+pub fn open_layer(
+    storage: Arc<dyn Storage>,
+    options: &OpenOptions,
+    provenance: Provenance,
+) -> Result<(Box<dyn Layer>, bool)> {
+    let name = storage.name().to_path_buf();
+    let (format, guessed) = match options.format {
         Some(f) => (f, false),
         None => {
-            let detected = detect_format(&file)?;
+            let detected = options.registry.detect(storage.as_ref())?;
             (detected.format, detected.guessed)
         }
     };
-    let layer = formats::open(format, file).map_err(|e| e.with_path(path))?;
+    options
+        .registry
+        .require(format, Capability::Read)
+        .map_err(|e| e.with_path(&name))?;
+    let ctx = OpenContext {
+        gate: &options.gate,
+        provenance,
+        salvage: options.salvage,
+    };
+    let layer = format
+        .driver()
+        .open(storage, &ctx)
+        .map_err(|e| e.with_path(&name))?;
     Ok((layer, guessed))
 }
 
@@ -523,7 +608,7 @@ pub(crate) mod tests {
 
     impl Layer for MemLayer {
         fn format(&self) -> Format {
-            Format::Raw
+            crate::formats::raw::FORMAT
         }
         fn path(&self) -> &Path {
             &self.path

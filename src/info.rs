@@ -58,6 +58,10 @@ pub struct ImageInfo {
     /// Every file the layer reads (extents), when there is more than one (our key).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// Every file opened to read the image, its backing chain included, when it was
+    /// followed (our key; on the top layer only).
+    #[serde(rename = "opened-files", skip_serializing_if = "Vec::is_empty")]
+    pub opened_files: Vec<String>,
     /// Problems found while opening (our key).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -72,21 +76,26 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
     let layer: &dyn Layer = image.layers()[index].as_ref();
     let details = layer.details();
     let files = layer.files();
-    let actual_size = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.blocks() * 512)
+    let actual_size = (0..files.len())
+        .map(|i| match layer.storage(i) {
+            Some(s) => s.allocated_bytes(),
+            None => std::fs::metadata(&files[i])
+                .map(|m| m.blocks() * 512)
+                .unwrap_or(0),
+        })
         .sum();
     let backing = layer.backing();
     let parent = image.layers().get(index + 1);
     let full_backing = match (parent, backing) {
         (Some(p), _) => Some(p.path().display().to_string()),
-        (None, Some(link)) => link
-            .candidates
-            .iter()
-            .find(|c| c.is_file())
-            .or(link.candidates.first())
-            .map(|p| p.display().to_string()),
+        (None, Some(link)) => {
+            let candidates = link.candidates(layer.path());
+            candidates
+                .iter()
+                .find(|c| c.is_file())
+                .or(candidates.first())
+                .map(|p| p.display().to_string())
+        }
         (None, None) => None,
     };
     let backing_format = match (parent, backing) {
@@ -123,20 +132,51 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
         } else {
             Vec::new()
         },
+        opened_files: if index == 0 {
+            image
+                .opened_files()
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        },
         warnings,
         human_details: details.human,
     }
 }
 
+/// `text` with every control character (newlines and escape sequences included) written as
+/// an escape, so that names and metadata from an image cannot forge lines or drive the
+/// terminal.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl ImageInfo {
     /// The human-readable form, as qemu-img prints it.
     pub fn to_human(&self) -> String {
+        let p = printable;
         let mut out = String::new();
-        out.push_str(&format!("image: {}\n", self.filename));
+        out.push_str(&format!("image: {}\n", p(&self.filename)));
         if self.format_guessed {
             out.push_str(&format!(
                 "file format: {} (guessed: no known format matched the content)\n",
-                self.format
+                p(&self.format)
             ));
         } else {
             out.push_str(&format!("file format: {}\n", self.format));
@@ -152,10 +192,12 @@ impl ImageInfo {
         }
         if let Some(b) = &self.backing_filename {
             match &self.full_backing_filename {
-                Some(full) if full != b => {
-                    out.push_str(&format!("backing file: {b} (actual path: {full})\n"))
-                }
-                _ => out.push_str(&format!("backing file: {b}\n")),
+                Some(full) if full != b => out.push_str(&format!(
+                    "backing file: {} (actual path: {})\n",
+                    p(b),
+                    p(full)
+                )),
+                _ => out.push_str(&format!("backing file: {}\n", p(b))),
             }
         }
         if let Some(f) = &self.backing_filename_format {
@@ -167,17 +209,21 @@ impl ImageInfo {
         if !self.human_details.is_empty() {
             out.push_str("Format specific information:\n");
             for (k, v) in &self.human_details {
-                out.push_str(&format!("    {k}: {v}\n"));
+                out.push_str(&format!("    {}: {}\n", p(k), p(v)));
             }
         }
         if !self.files.is_empty() {
             out.push_str("Files:\n");
             for f in &self.files {
-                out.push_str(&format!("    {f}\n"));
+                out.push_str(&format!("    {}\n", p(f)));
             }
         }
+        if !self.opened_files.is_empty() {
+            let names: Vec<String> = self.opened_files.iter().map(|f| p(f)).collect();
+            out.push_str(&format!("opened files: {}\n", names.join(", ")));
+        }
         for w in &self.warnings {
-            out.push_str(&format!("warning: {w}\n"));
+            out.push_str(&format!("warning: {}\n", p(w)));
         }
         out
     }

@@ -55,20 +55,26 @@ impl FormatOptions {
             if item.is_empty() {
                 continue;
             }
-            let (key, value) = item.split_once('=').ok_or_else(|| {
-                Error::invalid(format!(
-                    "option '{item}' has no value; write key=value (valid keys for {format}: {})",
-                    valid_keys(specs)
-                ))
-            })?;
-            let key = key.trim();
+            // A bare key (`force_size`) means `key=on`, as qemu-img reads it.
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v)),
+                None => (item.trim(), None),
+            };
             let spec = specs.iter().find(|s| s.key == key).ok_or_else(|| {
                 Error::invalid(format!(
                     "unknown option '{key}' for format {format}; valid options: {}",
                     valid_keys(specs)
                 ))
             })?;
-            let value = validate(format, spec, value.trim())?;
+            let value = match value {
+                Some(v) => validate(format, spec, v.trim())?,
+                None if matches!(spec.kind, OptionKind::Flag) => "on".to_string(),
+                None => {
+                    return Err(Error::invalid(format!(
+                        "option '{key}' for {format} needs a value: write {key}=..."
+                    )));
+                }
+            };
             values.insert(spec.key, value);
         }
         Ok(FormatOptions { format, values })
@@ -203,6 +209,8 @@ pub fn describe(format: Format, specs: &[OptionSpec]) -> String {
 mod tests {
     use super::*;
 
+    const FMT: Format = crate::formats::vhd::FORMAT;
+
     const SPECS: &[OptionSpec] = &[
         OptionSpec {
             key: "subformat",
@@ -229,7 +237,7 @@ mod tests {
     #[test]
     fn parses_typed_values() {
         let o = FormatOptions::parse(
-            Format::Vhd,
+            FMT,
             SPECS,
             "subformat=Fixed,block_size=512k,force_size=yes,name=a,,b",
         )
@@ -239,11 +247,13 @@ mod tests {
         assert_eq!(o.flag("force_size"), Some(true));
         assert_eq!(o.text("name"), Some("a,b"));
         assert_eq!(o.size("missing"), None);
+        let bare = FormatOptions::parse(FMT, SPECS, "force_size").unwrap();
+        assert_eq!(bare.flag("force_size"), Some(true));
     }
 
     #[test]
     fn unknown_keys_list_the_valid_ones() {
-        let err = FormatOptions::parse(Format::Vhd, SPECS, "bogus=1")
+        let err = FormatOptions::parse(FMT, SPECS, "bogus=1")
             .unwrap_err()
             .to_string();
         assert!(
@@ -251,7 +261,7 @@ mod tests {
                 && err.contains("subformat, block_size, force_size, name"),
             "{err}"
         );
-        let err = FormatOptions::parse(Format::Raw, &[], "x=1")
+        let err = FormatOptions::parse(FMT, &[], "x=1")
             .unwrap_err()
             .to_string();
         assert!(err.contains("(none)"), "{err}");
@@ -265,10 +275,7 @@ mod tests {
             "force_size=maybe",
             "block_size",
         ] {
-            assert!(
-                FormatOptions::parse(Format::Vhd, SPECS, text).is_err(),
-                "{text}"
-            );
+            assert!(FormatOptions::parse(FMT, SPECS, text).is_err(), "{text}");
         }
     }
 }

@@ -26,15 +26,39 @@ pub fn remove_pending_outputs() {
     }
 }
 
-/// Installs a handler for Ctrl-C, SIGTERM and SIGHUP that removes pending outputs and exits
-/// with status 130. For command-line programs; a library caller may prefer its own handling.
+/// The signals whose default action ends the process and that a handler can catch: each of
+/// them would otherwise leave a hidden temporary file behind.
+const TERMINATING_SIGNALS: [i32; 11] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGQUIT,
+    signal_hook::consts::SIGUSR1,
+    signal_hook::consts::SIGUSR2,
+    signal_hook::consts::SIGALRM,
+    signal_hook::consts::SIGVTALRM,
+    signal_hook::consts::SIGPROF,
+    signal_hook::consts::SIGXCPU,
+    signal_hook::consts::SIGXFSZ,
+];
+
+/// Installs a handler for every catchable signal that would end the process (Ctrl-C, SIGTERM,
+/// SIGHUP, SIGQUIT, SIGUSR1 ...) that removes pending outputs and exits with status 130. For
+/// command-line programs; a library caller may prefer its own handling.
 pub fn install_interrupt_cleanup() -> Result<()> {
-    ctrlc::set_handler(|| {
-        remove_pending_outputs();
-        eprintln!("diskferry: interrupted; partial output removed");
-        std::process::exit(130);
-    })
-    .map_err(|e| Error::invalid(format!("cannot install the interrupt handler: {e}")))
+    let mut signals = signal_hook::iterator::Signals::new(TERMINATING_SIGNALS)
+        .map_err(|e| Error::io("cannot install the interrupt handler", e))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                remove_pending_outputs();
+                eprintln!("diskferry: interrupted; partial output removed");
+                std::process::exit(130);
+            }
+        })
+        .map_err(|e| Error::io("cannot start the interrupt handler", e))?;
+    Ok(())
 }
 
 struct StagedFile {
@@ -143,6 +167,24 @@ impl Staging {
     /// as a VMDK descriptor) last, so that it never names extents that are not there yet.
     pub fn commit(mut self) -> Result<()> {
         while let Some(mut staged) = self.files.pop() {
+            // Replacing an existing file keeps its owner and permissions, as writing into it
+            // would (scripts rely on a disk image keeping its group and mode).
+            if let Ok(old) = std::fs::metadata(&staged.dest)
+                && old.is_file()
+            {
+                let result = match &staged.temp {
+                    Temp::Unnamed { file, .. } => keep_owner_and_mode(file, &old),
+                    Temp::Named(temp) => {
+                        File::open(temp).and_then(|f| keep_owner_and_mode(&f, &old))
+                    }
+                };
+                if let Err(e) = result {
+                    let err = Error::io("cannot give the new file the old one's owner and mode", e)
+                        .with_path(&staged.dest);
+                    self.files.push(staged);
+                    return Err(err);
+                }
+            }
             if let Temp::Unnamed { dir, file } = &staged.temp {
                 // Name it beside the destination, then rename: linkat cannot replace an
                 // existing destination, and rename does so atomically.
@@ -195,6 +237,27 @@ impl Staging {
     }
 }
 
+/// Gives `file` the owner, group and permission bits of `old`. Changing the owner needs
+/// privileges; without them only what is allowed is kept (the group, when the user is in it)
+/// and the mode is kept in any case.
+fn keep_owner_and_mode(file: &File, old: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::fs::Uid::from_raw(old.uid());
+    let gid = rustix::fs::Gid::from_raw(old.gid());
+    let current = file.metadata()?;
+    if current.uid() != old.uid() || current.gid() != old.gid() {
+        match rustix::fs::fchown(file, Some(uid), Some(gid)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::PERM) => {
+                let _ = rustix::fs::fchown(file, None, Some(gid));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(old.mode() & 0o7777))?;
+    Ok(())
+}
+
 /// Opens an unnamed file in `dir`, or `None` where that cannot be done (a file system without
 /// `O_TMPFILE`, or no `/proc` to name it through at commit); the caller then uses a hidden name.
 fn create_unnamed(dir: &Path) -> Option<File> {
@@ -234,7 +297,11 @@ fn create_hidden<T>(
                     attempt += 1;
                     continue;
                 }
-                return Err(Error::io("cannot create", e).with_path(&temp));
+                // Name the destination the user gave, never the hidden temporary name.
+                return Err(
+                    Error::io("cannot create the output's temporary file beside", e)
+                        .with_path(dir.join(name)),
+                );
             }
         }
     }

@@ -5,17 +5,20 @@
 //! virtual size. Because the order is fixed, every format can be written front to back in one
 //! pass (stream-optimized VMDK, VHD for XenServer, a member of an OVA or XVA tar, a pipe), and
 //! formats that keep tables in front of their data can still use random access when their
-//! [`Destination`] is a file.
+//! [`Output`](crate::sink::Output) is a file.
 //!
-//! Compression runs on the engine's worker threads, not in the writer: a writer that
-//! compresses returns a [`ChunkEncoder`] and receives each data granule already encoded.
+//! Two kinds of work leave the writer's thread:
+//! - compression: a writer that compresses returns a [`ChunkEncoder`] and receives each data
+//!   granule already encoded;
+//! - payload placement: a writer whose output is random-access and whose data offsets are
+//!   known before the data arrives (raw, fixed VHD, flat VMDK, a dynamic VHD planned from the
+//!   source's map) returns a [`DirectWrite`]; the workers write data at its place in parallel
+//!   and the writer receives [`Piece::Placed`] for it, keeping only the metadata in order.
 
 use crate::error::Result;
 use crate::format::Format;
 use crate::image::Image;
 use crate::options::FormatOptions;
-use crate::staging::Staging;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -29,6 +32,9 @@ pub enum Piece<'a> {
         /// The encoder's output for these bytes, when the writer has an encoder.
         encoded: Option<&'a [u8]>,
     },
+    /// Data of this many bytes that a worker has already written at its place through the
+    /// writer's [`DirectWrite`].
+    Placed(u64),
     /// A run that must read as zeros (whatever a backing image holds).
     Zero(u64),
     /// A run the target leaves unallocated, so it reads from the target's backing image; the
@@ -41,7 +47,7 @@ impl Piece<'_> {
     pub fn len(&self) -> u64 {
         match self {
             Piece::Data { bytes, .. } => bytes.len() as u64,
-            Piece::Zero(n) | Piece::Unallocated(n) => *n,
+            Piece::Placed(n) | Piece::Zero(n) | Piece::Unallocated(n) => *n,
         }
     }
 
@@ -57,6 +63,14 @@ pub trait ChunkEncoder: Send + Sync {
     fn encode(&self, offset: u64, data: &[u8], out: &mut Vec<u8>) -> Result<()>;
 }
 
+/// Writes data at its final place in the output, from the engine's worker threads, in any
+/// order. The writer then receives each such range as [`Piece::Placed`], in order.
+pub trait DirectWrite: Send + Sync {
+    /// Writes `bytes`, the virtual disk's data at `offset` (a data piece the writer will get as
+    /// placed), where it belongs in the output.
+    fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()>;
+}
+
 /// Receives a virtual disk in order and writes it in a target format.
 pub trait ImageWriter: Send {
     /// Data pieces start and end on multiples of this many bytes (except the last at the end
@@ -68,6 +82,12 @@ pub trait ImageWriter: Send {
 
     /// The encoder to run on each data granule, for writers that compress.
     fn encoder(&self) -> Option<Arc<dyn ChunkEncoder>> {
+        None
+    }
+
+    /// Where workers may write data themselves (see [`DirectWrite`]); `None` (the default)
+    /// sends all data through [`ImageWriter::write`]. Never offered together with an encoder.
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
         None
     }
 
@@ -145,17 +165,4 @@ impl CreateSpec {
             None => Ok(false),
         }
     }
-}
-
-/// Where a writer puts its bytes.
-pub enum Destination<'a> {
-    /// Files on disk, created through the staging area so that they appear only when complete.
-    Files {
-        /// Creates the files (the main one and any extents) staged (see [`crate::staging`]): they appear only on commit.
-        staging: &'a mut Staging,
-        /// The main file's final path; extents go beside it.
-        path: PathBuf,
-    },
-    /// A byte stream (standard output, a tar member): written strictly front to back.
-    Stream(Box<dyn Write + Send>),
 }

@@ -45,7 +45,7 @@ fn sparse_and_dense_files_copy_bit_exact_and_stay_sparse() {
     let sparse = dir.path().join("sparse.raw");
     make_raw(
         &sparse,
-        64 * MIB + 12345,
+        64 * MIB + 12800,
         &[
             (0, 5000),
             (3 * MIB + 17, MIB),
@@ -331,4 +331,54 @@ fn compression_is_refused_where_the_format_has_none_and_means_stream_for_vmdk() 
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("only streamOptimized"), "{err}");
+}
+
+/// A raw file whose size is not a whole number of sectors is a disk rounded up to the next
+/// sector, its tail reading as zeros, as qemu-img sees it: info says so, and it converts to
+/// every format, sparse and stream-optimized VMDK included (they once failed with "the disk
+/// ended inside grain N").
+#[test]
+fn a_raw_file_of_odd_size_is_a_disk_rounded_up_to_whole_sectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join("odd.raw");
+    let content = pseudo_random(1_000_000, 11);
+    std::fs::write(&odd, &content).unwrap();
+    let rounded = 1_000_000u64.div_ceil(512) * 512;
+    let v: serde_json::Value =
+        serde_json::from_str(&run_ok(&["info", "--output", "json", s(&odd)])).unwrap();
+    assert_eq!(v["virtual-size"], rounded);
+    let out = dir.path().join("odd.out");
+    run_ok(&["convert", "-O", "raw", s(&odd), s(&out)]);
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len() as u64, rounded);
+    assert_eq!(&got[..content.len()], &content[..]);
+    assert!(got[content.len()..].iter().all(|&b| b == 0));
+    for (fmt, opts) in [
+        ("vmdk", "subformat=monolithicSparse"),
+        ("vmdk", "subformat=streamOptimized"),
+        ("vhd", "subformat=dynamic"),
+    ] {
+        let img = dir.path().join(format!("odd-{fmt}-{}.img", opts.len()));
+        run_ok(&["convert", "-O", fmt, "-o", opts, s(&odd), s(&img)]);
+        let back = dir.path().join("back.raw");
+        run_ok(&["convert", "-O", "raw", s(&img), s(&back)]);
+        assert_eq!(std::fs::read(&back).unwrap(), got, "{fmt} {opts}");
+        if have_qemu("a_raw_file_of_odd_size") {
+            let qfmt = if fmt == "vhd" { "vpc" } else { fmt };
+            assert!(qemu_compare("raw", &out, qfmt, &img), "{fmt} {opts}");
+        }
+        std::fs::remove_file(&back).unwrap();
+    }
+    if have_qemu("a_raw_file_of_odd_size") {
+        let q: serde_json::Value = serde_json::from_str(&qemu_img_ok(&[
+            "info",
+            "--output",
+            "json",
+            "-f",
+            "raw",
+            s(&odd),
+        ]))
+        .unwrap();
+        assert_eq!(q["virtual-size"], v["virtual-size"]);
+    }
 }

@@ -10,10 +10,7 @@ use std::path::PathBuf;
     version,
     about = "Convert, inspect and check virtual disk images (raw, VHD, VMDK, ...)",
     long_about = None,
-    disable_help_subcommand = true,
-    after_help = "Formats: raw, vhd (alias vpc), vmdk; detected by content, never by file name.\n\
-                  Exit codes: 0 success, 1 error (compare: 0 same, 1 different, 2 error; \
-                  check: 0 clean, 2 corruptions, 3 leaks, 1 check failed)."
+    disable_help_subcommand = true
 )]
 pub struct Cli {
     /// The command.
@@ -47,9 +44,29 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Which files an image may open: the open gate's policy, on every command that opens images.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct GateArgs {
+    /// Open only regular files inside the image's own folder through names the image holds
+    /// (no absolute names, no `..` or symbolic link leading out): for untrusted images
+    #[arg(long)]
+    pub confine: bool,
+    /// Open the image alone: do not follow its backing (parent) file; what it leaves to its
+    /// parent reads as zeros
+    #[arg(long)]
+    pub no_backing: bool,
+    /// Let names inside an image lead to block and character devices (VMware raw-device
+    /// mappings); FIFOs, sockets, /proc and /sys stay refused
+    #[arg(long)]
+    pub allow_devices: bool,
+}
+
 /// Arguments of `info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
+    /// Which files the image may open
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// The image's format (default: detected from the content)
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
@@ -69,6 +86,17 @@ pub struct InfoArgs {
 /// Arguments of `convert`.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
+    /// Which files the source may open
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// Write into the existing destination (an image of the output format and at least the
+    /// source's size) instead of creating it
+    #[arg(short = 'n')]
+    pub no_create: bool,
+    /// Read what a damaged or truncated source holds: missing data reads as zeros, with a
+    /// warning, instead of failing
+    #[arg(long)]
+    pub salvage: bool,
     /// The source's format (default: detected from the content)
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
@@ -110,7 +138,7 @@ pub struct ConvertArgs {
     /// Accepted for qemu-img compatibility (diskferry never locks images)
     #[arg(short = 'U', long = "force-share", hide = true)]
     pub force_share: bool,
-    /// Accepted for qemu-img compatibility (diskferry always writes in order)
+    /// Accepted for qemu-img compatibility (workers write out of order where the format allows)
     #[arg(short = 'W', hide = true)]
     pub out_of_order: bool,
     /// The source image
@@ -122,6 +150,9 @@ pub struct ConvertArgs {
 /// Arguments of `create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// Which files the backing image may open
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// The new image's format
     #[arg(short = 'f', value_name = "FMT", default_value = "raw")]
     pub format: String,
@@ -155,6 +186,9 @@ pub enum RepairArg {
 /// Arguments of `check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// Which files the image may open
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// The image's format (default: detected from the content)
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
@@ -177,6 +211,9 @@ pub struct CheckArgs {
 /// Arguments of `compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
+    /// Which files the images may open
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// The first image's format (default: detected)
     #[arg(short = 'f', value_name = "FMT")]
     pub format_a: Option<String>,
@@ -204,6 +241,9 @@ pub struct CompareArgs {
 /// Arguments of `map`.
 #[derive(Debug, Args)]
 pub struct MapArgs {
+    /// Which files the image may open
+    #[command(flatten)]
+    pub gate: GateArgs,
     /// The image's format (default: detected from the content)
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,

@@ -2,28 +2,58 @@
 
 use super::Outcome;
 use super::args::{
-    CheckArgs, CompareArgs, ConvertArgs, CreateArgs, InfoArgs, MapArgs, OutputFormat, RepairArg,
+    CheckArgs, CompareArgs, ConvertArgs, CreateArgs, GateArgs, InfoArgs, MapArgs, OutputFormat,
+    RepairArg,
 };
 use diskferry::check::{CheckReport, RepairMode, Severity};
 use diskferry::compare::{Comparison, compare_images};
-use diskferry::convert::{self, ConvertOptions};
-use diskferry::host_file::Durability;
-use diskferry::info::{ImageInfo, layer_info};
+use diskferry::convert::{self, ConvertOptions, WriteMode};
+use diskferry::format::{Capability, Salvage};
+use diskferry::gate::{DeviceAccess, Gate};
+use diskferry::host_file::{Durability, HostFile};
+use diskferry::image::{BackingPolicy, OpenOptions};
+use diskferry::info::{ImageInfo, layer_info, printable};
 use diskferry::map::{MapEntry, map_image};
 use diskferry::size::parse_size;
-use diskferry::{Error, Format, Image, formats, options};
+use diskferry::{Error, Format, Image, Registry, options};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::path::Path;
 
 fn parse_format(name: Option<&str>) -> Result<Option<Format>, Error> {
-    name.map(Format::from_name).transpose()
+    let registry = Registry::builtin();
+    name.map(|n| registry.find(n)).transpose()
+}
+
+/// How the command line opens images: the gate follows regular files anywhere, as qemu-img
+/// does, unless `--confine`; the backing chain is followed unless `--no-backing`.
+fn open_options(gate: &GateArgs, format: Option<Format>) -> OpenOptions {
+    let base = if gate.confine {
+        Gate::confined()
+    } else {
+        Gate::anywhere()
+    };
+    let devices = if gate.allow_devices {
+        DeviceAccess::Allow
+    } else {
+        DeviceAccess::Refuse
+    };
+    OpenOptions {
+        format,
+        backing: if gate.no_backing {
+            BackingPolicy::Ignore
+        } else {
+            BackingPolicy::Follow
+        },
+        gate: base.with_devices(devices),
+        ..OpenOptions::default()
+    }
 }
 
 fn print_warnings(image: &Image, quiet: bool) {
     if !quiet {
         for w in image.warnings() {
-            eprintln!("diskferry: warning: {w}");
+            eprintln!("diskferry: warning: {}", printable(w));
         }
     }
 }
@@ -50,11 +80,11 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 
 pub fn info(args: InfoArgs) -> Outcome {
     let format = parse_format(args.format.as_deref())?;
-    let image = if args.backing_chain {
-        convert::open_image(&args.image, format)?
-    } else {
-        convert::open_top(&args.image, format)?
-    };
+    let mut options = open_options(&args.gate, format);
+    if !args.backing_chain {
+        options.backing = BackingPolicy::Ignore;
+    }
+    let image = Image::open(&args.image, &options)?;
     let infos: Vec<ImageInfo> = (0..image.layers().len())
         .map(|i| {
             let name = if i == 0 {
@@ -83,7 +113,7 @@ fn options_help(format: Format, options: &str) -> Option<String> {
     let wants_help = options
         .split(',')
         .any(|o| o.trim() == "help" || o.trim() == "?");
-    wants_help.then(|| options::describe(format, formats::create_options(format)))
+    wants_help.then(|| options::describe(format, format.driver().create_options()))
 }
 
 fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
@@ -103,7 +133,7 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
 }
 
 pub fn convert(args: ConvertArgs) -> Outcome {
-    let target_format = Format::from_name(&args.output_format)?;
+    let target_format = Registry::builtin().find(&args.output_format)?;
     let target_options = args.options.join(",");
     if let Some(help) = options_help(target_format, &target_options) {
         emit(&help)?;
@@ -125,9 +155,18 @@ pub fn convert(args: ConvertArgs) -> Outcome {
             )));
         }
     };
+    let mut source = open_options(&args.gate, parse_format(args.format.as_deref())?);
+    if args.salvage {
+        source.salvage = Salvage::ReadWhatIsThere;
+    }
     let options = ConvertOptions {
         durability,
-        source_format: parse_format(args.format.as_deref())?,
+        source,
+        mode: if args.no_create {
+            WriteMode::Existing
+        } else {
+            WriteMode::Create
+        },
         target_format,
         target_options,
         compress: args.compress,
@@ -149,7 +188,7 @@ pub fn convert(args: ConvertArgs) -> Outcome {
                     bar.set_position(done);
                 }
                 convert::Event::Warning(w) if !quiet => {
-                    bar.suspend(|| eprintln!("diskferry: warning: {w}"));
+                    bar.suspend(|| eprintln!("diskferry: warning: {}", printable(w)));
                 }
                 convert::Event::Warning(_) => {}
             },
@@ -160,7 +199,7 @@ pub fn convert(args: ConvertArgs) -> Outcome {
 }
 
 pub fn create(args: CreateArgs) -> Outcome {
-    let format = Format::from_name(&args.format)?;
+    let format = Registry::builtin().find(&args.format)?;
     let options = args.options.join(",");
     if let Some(help) = options_help(format, &options) {
         emit(&help)?;
@@ -174,6 +213,7 @@ pub fn create(args: CreateArgs) -> Outcome {
         size,
         &options,
         args.backing.as_deref().map(|b| (b, backing_format)),
+        &open_options(&args.gate, None),
     )?;
     Ok(0)
 }
@@ -237,20 +277,22 @@ fn check_human(report: &CheckReport) -> String {
 }
 
 pub fn check(args: CheckArgs) -> Outcome {
+    let registry = Registry::builtin();
     let format = match parse_format(args.format.as_deref())? {
         Some(f) => f,
         // Detect from the content only: check must reach images too damaged to open (a VHD
         // with a broken header is a corruption to report, not a failure to check).
-        None => {
-            diskferry::detect::detect_format(&diskferry::host_file::HostFile::open(&args.image)?)?
-                .format
-        }
+        None => registry.detect(&HostFile::open(&args.image)?)?.format,
     };
+    registry
+        .require(format, Capability::Check)
+        .map_err(|e| e.with_path(&args.image))?;
     let repair = args.repair.map(|r| match r {
         RepairArg::Leaks => RepairMode::Leaks,
         RepairArg::All => RepairMode::All,
     });
-    let report = formats::check(format, &args.image, repair)?;
+    let gate = open_options(&args.gate, None).gate;
+    let report = format.driver().check(&args.image, repair, &gate)?;
     if !args.quiet || args.output == OutputFormat::Json {
         let text = match args.output {
             OutputFormat::Human => check_human(&report),
@@ -273,8 +315,14 @@ pub fn check(args: CheckArgs) -> Outcome {
 }
 
 pub fn compare(args: CompareArgs) -> Outcome {
-    let a = convert::open_image(&args.image_a, parse_format(args.format_a.as_deref())?)?;
-    let b = convert::open_image(&args.image_b, parse_format(args.format_b.as_deref())?)?;
+    let a = Image::open(
+        &args.image_a,
+        &open_options(&args.gate, parse_format(args.format_a.as_deref())?),
+    )?;
+    let b = Image::open(
+        &args.image_b,
+        &open_options(&args.gate, parse_format(args.format_b.as_deref())?),
+    )?;
     print_warnings(&a, args.quiet);
     print_warnings(&b, args.quiet);
     let sizes_differ = a.virtual_size() != b.virtual_size();
@@ -332,8 +380,52 @@ fn hex16(v: u64) -> String {
     format!("{s:<16}")
 }
 
+/// Standard output for a long listing: written as it is produced (a map of a huge image must
+/// not be held in memory), a closed pipe (`| head`) ending it quietly.
+struct Listing {
+    out: std::io::BufWriter<std::io::Stdout>,
+    closed: bool,
+}
+
+impl Listing {
+    fn new() -> Listing {
+        Listing {
+            out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+            closed: false,
+        }
+    }
+
+    fn put(&mut self, text: &str) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.out.write_all(text.as_bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(Error::io("cannot write to standard output", e)),
+        }
+    }
+
+    fn finish(mut self) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.out.flush() {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(Error::io("cannot write to standard output", e)),
+        }
+    }
+}
+
 pub fn map(args: MapArgs) -> Outcome {
-    let image = convert::open_image(&args.image, parse_format(args.format.as_deref())?)?;
+    let image = Image::open(
+        &args.image,
+        &open_options(&args.gate, parse_format(args.format.as_deref())?),
+    )?;
     print_warnings(&image, false);
     let start = args
         .start_offset
@@ -345,23 +437,25 @@ pub fn map(args: MapArgs) -> Outcome {
         Some(len) => start.saturating_add(len),
         None => u64::MAX,
     };
-    let mut out = String::new();
+    let mut out = Listing::new();
     match args.output {
         OutputFormat::Json => {
-            let mut lines = Vec::new();
+            out.put("[")?;
+            let mut first = true;
             map_image(&image, start, end, |e| {
-                lines.push(map_json_line(e));
-                Ok(())
+                if !first {
+                    out.put(",\n")?;
+                }
+                first = false;
+                out.put(&map_json_line(e))
             })?;
-            out.push('[');
-            out.push_str(&lines.join(",\n"));
-            out.push_str("]\n");
+            out.put("]\n")?;
         }
         OutputFormat::Human => {
-            out.push_str(&format!(
+            out.put(&format!(
                 "{}{}{}File\n",
                 "Offset          ", "Length          ", "Mapped to       "
-            ));
+            ))?;
             map_image(&image, start, end, |e| {
                 if e.data && !e.zero {
                     let mapped = match e.offset {
@@ -374,18 +468,18 @@ pub fn map(args: MapArgs) -> Outcome {
                         .unwrap_or(Path::new(""))
                         .display()
                         .to_string();
-                    out.push_str(&format!(
+                    out.put(&format!(
                         "{}{}{}{}\n",
                         hex16(e.start),
                         hex16(e.length),
                         mapped,
-                        file
-                    ));
+                        printable(&file)
+                    ))?;
                 }
                 Ok(())
             })?;
         }
     }
-    emit(&out)?;
+    out.finish()?;
     Ok(0)
 }

@@ -2,34 +2,41 @@
 //!
 //! Driven by the source's allocation map: unallocated and zero ranges are never read or written
 //! as data. Data is read, checked for zeros at the `-S` granularity and (for compressing
-//! targets) encoded by a pool of worker threads; one writer receives the result in order. The
-//! output is staged without a name (or under a hidden one) and appears only when complete.
+//! targets) encoded by a pool of worker threads; for targets that place data at offsets known
+//! in advance (raw, fixed VHD, flat VMDK, dynamic VHD planned from the map) the workers also
+//! write it there; one writer receives the rest in order. This module also decides what a
+//! destination is ([`destination`]): a new file staged without a name and renamed into place
+//! when complete, an existing file or device written in place, or a pipe.
 //!
 //! Memory: at most `2 × threads + 2` chunks of [`CHUNK_SIZE`] bytes are in flight, each with
 //! room for its encoded form and, with `-B`, the backing image's bytes — at most 24 MiB of
 //! data buffers with two workers, whatever the size of the image. The target's own tables (a
 //! VHD's BAT, a VMDK's grain directory) come on top and scale with the virtual size.
 
+pub mod destination;
+mod in_place;
 mod pipeline;
 mod plan;
 mod stream_plan;
 mod zero;
 
+pub use destination::{Destination, WriteMode};
 pub use pipeline::Stats;
-pub use plan::range_has_data;
+pub use plan::{Sparseness, range_has_data};
 pub use zero::is_zero;
 
-use crate::detect::{HEAD_LEN, ProbeData, detect_from};
+use crate::detect::{HEAD_LEN, ProbeData};
 use crate::error::{Error, Result};
-use crate::format::Format;
-use crate::formats;
+use crate::format::{Capability, Format};
 use crate::host_file::Durability;
-use crate::image::{BackingPolicy, Image, OpenOptions, file_identity};
+use crate::image::{Image, OpenOptions};
 use crate::options::FormatOptions;
+use crate::registry::Registry;
+use crate::sink::{Output, PipeSink};
 use crate::staging::Staging;
-use crate::stream::StreamSource;
-use crate::writer::{BackingTarget, CreateSpec, Destination, ImageWriter, Piece, SourceMap};
-use std::io::{Read, Write};
+use crate::stream::{StreamRun, StreamSource};
+use crate::writer::{BackingTarget, CreateSpec, ImageWriter, Piece, SourceMap};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,11 +47,14 @@ pub const CHUNK_SIZE: u64 = 2 << 20;
 /// The default `-S`: runs of zeros this long (and aligned) become holes.
 pub const DEFAULT_SPARSE_SIZE: u64 = 4096;
 
+/// The largest `-S` (qemu-img's limit too): it sizes the zero-detection granule.
+pub const MAX_SPARSE_SIZE: u64 = 16 << 20;
+
 /// How to convert.
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
-    /// `-f`: the source format, or `None` to detect it.
-    pub source_format: Option<Format>,
+    /// How to open the source: `-f`, the gate, `--no-backing`, `--salvage`, the registry.
+    pub source: OpenOptions,
     /// `-O`: the target format.
     pub target_format: Format,
     /// `-o`: the target's options, as `key=value,...`.
@@ -53,7 +63,7 @@ pub struct ConvertOptions {
     pub compress: bool,
     /// `-S`: the smallest run of zeros written as a hole; 0 writes everything (fully allocated).
     pub sparse_size: u64,
-    /// `-m`: worker threads, or `None` to choose by the target (see [`default_threads`]).
+    /// `-m`: worker threads, or `None` for one per core.
     pub threads: Option<usize>,
     /// `-B`: make the target a differencing image over this backing image; only what differs
     /// from it is written.
@@ -63,13 +73,15 @@ pub struct ConvertOptions {
     /// Whether the output is flushed to stable storage before it is renamed into place
     /// (`-t writeback`); the command line's default, like qemu-img's, is not to.
     pub durability: Durability,
+    /// `-n`: write into an existing destination instead of creating it.
+    pub mode: WriteMode,
 }
 
 impl Default for ConvertOptions {
     fn default() -> Self {
         ConvertOptions {
-            source_format: None,
-            target_format: Format::Raw,
+            source: OpenOptions::default(),
+            target_format: crate::formats::raw::FORMAT,
             target_options: String::new(),
             compress: false,
             sparse_size: DEFAULT_SPARSE_SIZE,
@@ -77,6 +89,7 @@ impl Default for ConvertOptions {
             target_backing: None,
             target_backing_format: None,
             durability: Durability::Flush,
+            mode: WriteMode::Create,
         }
     }
 }
@@ -95,55 +108,38 @@ pub fn is_stdio(path: &Path) -> bool {
 }
 
 /// Parses `-o` text for `format`, refusing formats diskferry cannot write.
-pub fn parse_target_options(format: Format, text: &str) -> Result<FormatOptions> {
-    if !formats::can_write(format) {
-        return Err(Error::unsupported(format!(
-            "writing {format} images is not supported by diskferry yet"
-        )));
-    }
-    FormatOptions::parse(format, formats::create_options(format), text)
+pub fn parse_target_options(
+    registry: &Registry,
+    format: Format,
+    text: &str,
+) -> Result<FormatOptions> {
+    registry.require(format, Capability::Write)?;
+    FormatOptions::parse(format, format.driver().create_options(), text)
 }
 
 /// Answers the writer's planning questions from the source's allocation map.
 struct ImageSourceMap {
     image: Arc<Image>,
-    everything_is_data: bool,
+    sparseness: Sparseness,
 }
 
 impl SourceMap for ImageSourceMap {
     fn may_have_data(&self, offset: u64, len: u64) -> Result<bool> {
-        if self.everything_is_data {
-            return Ok(true);
-        }
-        range_has_data(&self.image, offset, offset.saturating_add(len))
-    }
-}
-
-/// Refuses a destination that is the source or one of the files the source reads.
-fn refuse_overwriting_source(source: &Image, dest: &Path) -> Result<()> {
-    let Some(dest_id) = file_identity(dest) else {
-        return Ok(());
-    };
-    for layer in source.layers() {
-        for file in layer.files() {
-            if file_identity(&file) == Some(dest_id) {
-                return Err(Error::invalid(format!(
-                    "destination is the same file as the source image's '{}'; refusing to overwrite it",
-                    file.display()
-                ))
-                .with_path(dest));
-            }
+        match self.sparseness {
+            Sparseness::Dense => Ok(true),
+            Sparseness::Sparse => range_has_data(&self.image, offset, offset.saturating_add(len)),
         }
     }
-    Ok(())
 }
 
 /// Opens the backing image a new image will refer to. A relative name is relative to the new
-/// image's folder, as qemu-img and every hypervisor resolve it.
+/// image's folder, as qemu-img and every hypervisor resolve it. The user named it, so it is
+/// opened directly; its own chain goes through the gate of `options`.
 pub fn open_target_backing(
     new_image: &Path,
     stored_name: &Path,
     format: Option<Format>,
+    options: &OpenOptions,
 ) -> Result<BackingTarget> {
     let path = if stored_name.is_absolute() {
         stored_name.to_path_buf()
@@ -153,7 +149,13 @@ pub fn open_target_backing(
             .unwrap_or(Path::new(""))
             .join(stored_name)
     };
-    let image = Image::open(&path, &OpenOptions::with_format(format))?;
+    let image = Image::open(
+        &path,
+        &OpenOptions {
+            format,
+            ..options.clone()
+        },
+    )?;
     Ok(BackingTarget {
         stored_name: stored_name.to_string_lossy().into_owned(),
         format: image.top().format(),
@@ -172,15 +174,38 @@ impl SourceMap for UnknownSourceMap {
     }
 }
 
+/// A stream source whose errors name it (they would otherwise be blamed on the destination).
+struct NamedStream {
+    inner: Box<dyn StreamSource>,
+    name: &'static str,
+}
+
+impl StreamSource for NamedStream {
+    fn format(&self) -> Format {
+        self.inner.format()
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.inner.virtual_size()
+    }
+
+    fn next_run(&mut self) -> Result<Option<StreamRun>> {
+        self.inner.next_run().map_err(|e| e.with_path(self.name))
+    }
+}
+
+/// What standard input is called in messages.
+pub const STDIN_NAME: &str = "<stdin>";
+
 /// Opens an image arriving on standard input, detecting its format from its first bytes.
-fn open_stdin_source(format: Option<Format>) -> Result<Box<dyn StreamSource>> {
+fn open_stdin_source(format: Option<Format>, registry: &Registry) -> Result<Box<dyn StreamSource>> {
     let mut stdin = std::io::stdin();
     let mut head = vec![0u8; HEAD_LEN];
     let mut filled = 0;
     while filled < head.len() {
         let n = stdin
             .read(&mut head[filled..])
-            .map_err(|e| Error::io("cannot read standard input", e))?;
+            .map_err(|e| Error::io("cannot read standard input", e).with_path(STDIN_NAME))?;
         if n == 0 {
             break;
         }
@@ -193,22 +218,29 @@ fn open_stdin_source(format: Option<Format>) -> Result<Box<dyn StreamSource>> {
             if head.is_empty() {
                 return Err(Error::invalid("standard input is empty: no image to read"));
             }
-            let probe = ProbeData {
-                head: head.clone(),
-                tail: Vec::new(),
-                file_len: u64::MAX,
-            };
-            let detected = detect_from(&probe);
-            if detected.guessed {
-                return Err(Error::unsupported(
-                    "cannot read a raw image from a pipe (its size is unknown); only stream-optimized VMDK can be read from standard input",
-                ));
+            match registry.detect_probe(&ProbeData::stream_head(head.clone())) {
+                Some(d) if !d.guessed => d.format,
+                _ => {
+                    return Err(Error::unsupported(format!(
+                        "cannot read a raw image from a pipe (its size is unknown); formats that can be read from standard input: {}",
+                        registry.names_that_can(Capability::ReadStream).join(", ")
+                    )));
+                }
             }
-            detected.format
         }
     };
+    registry
+        .require(format, Capability::ReadStream)
+        .map_err(|e| e.with_path(STDIN_NAME))?;
     let reader = std::io::Cursor::new(head).chain(stdin);
-    formats::open_stream(format, Box::new(reader)).map_err(|e| e.with_path("<stdin>"))
+    let stream = format
+        .driver()
+        .open_stream(Box::new(reader))
+        .map_err(|e| e.with_path(STDIN_NAME))?;
+    Ok(Box::new(NamedStream {
+        inner: stream,
+        name: STDIN_NAME,
+    }))
 }
 
 /// What the engine reports to its caller while it works, on the calling thread.
@@ -225,52 +257,75 @@ pub enum Event<'a> {
     },
 }
 
-/// Converts the image at `source` (`-` for standard input, formats that stream only) into a
-/// new image at `dest` (`-` for standard output), reporting warnings and progress to `on_event`.
+/// Checks `-S`: a multiple of 512 bytes, at most [`MAX_SPARSE_SIZE`].
+pub fn check_sparse_size(sparse_size: u64) -> Result<()> {
+    if !sparse_size.is_multiple_of(512) {
+        return Err(Error::invalid(format!(
+            "-S {sparse_size} is not a multiple of 512 bytes"
+        )));
+    }
+    if sparse_size > MAX_SPARSE_SIZE {
+        return Err(Error::invalid(format!(
+            "-S {sparse_size} is larger than the limit of 16 MiB ({MAX_SPARSE_SIZE} bytes), as qemu-img's"
+        )));
+    }
+    Ok(())
+}
+
+/// Converts the image at `source` (`-` for standard input, formats that stream only) into
+/// `dest` (`-` for standard output), reporting warnings and progress to `on_event`.
 pub fn convert(
     source: &Path,
     dest: &Path,
     options: &ConvertOptions,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Stats> {
-    let target_options = parse_target_options(options.target_format, &options.target_options)?;
-    if !options.sparse_size.is_multiple_of(512) {
-        return Err(Error::invalid(format!(
-            "-S {} is not a multiple of 512 bytes",
-            options.sparse_size
-        )));
+    let registry = &options.source.registry;
+    let target_options =
+        parse_target_options(registry, options.target_format, &options.target_options)?;
+    check_sparse_size(options.sparse_size)?;
+    if options.compress {
+        registry.require(options.target_format, Capability::Compress)?;
     }
-    let everything_is_data = options.sparse_size == 0;
+    if options.target_backing.is_some() {
+        registry.require(options.target_format, Capability::Backing)?;
+    }
+    let sparseness = if options.sparse_size == 0 {
+        Sparseness::Dense
+    } else {
+        Sparseness::Sparse
+    };
+    let destination = Destination::resolve(dest, options.mode)?;
     let (image, stream) = if is_stdio(source) {
         if options.target_backing.is_some() {
             return Err(Error::unsupported(
                 "-B cannot be used with a source read from standard input",
             ));
         }
-        (None, Some(open_stdin_source(options.source_format)?))
+        (
+            None,
+            Some(open_stdin_source(options.source.format, registry)?),
+        )
     } else {
-        let image = Image::open(source, &OpenOptions::with_format(options.source_format))?;
+        let image = Image::open(source, &options.source)?;
         for w in image.warnings() {
             on_event(Event::Warning(w));
         }
-        if !is_stdio(dest) {
-            refuse_overwriting_source(&image, dest)?;
-        }
+        destination.refuse_overwriting(&image)?;
         (Some(Arc::new(image)), None)
     };
     let backing = match &options.target_backing {
         Some(b) => {
-            let target = open_target_backing(dest, b, options.target_backing_format)?;
+            let target = open_target_backing(
+                destination.path(),
+                b,
+                options.target_backing_format,
+                &options.source,
+            )?;
             for w in target.image.warnings() {
                 on_event(Event::Warning(w));
             }
-            if file_identity(&target.path).is_some()
-                && file_identity(&target.path) == file_identity(dest)
-            {
-                return Err(
-                    Error::invalid("the backing image cannot be the destination").with_path(dest),
-                );
-            }
+            destination.refuse_as_backing(&target.path)?;
             Some(target)
         }
         None => None,
@@ -281,7 +336,7 @@ pub fn convert(
             image.virtual_size(),
             Arc::new(ImageSourceMap {
                 image: Arc::clone(image),
-                everything_is_data,
+                sparseness,
             }),
         ),
         (None, Some(stream)) => (stream.virtual_size(), Arc::new(UnknownSourceMap)),
@@ -296,32 +351,28 @@ pub fn convert(
     };
 
     let mut staging = Staging::with_durability(options.durability);
-    let destination = if is_stdio(dest) {
-        Destination::Stream(Box::new(std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::io::stdout(),
-        )) as Box<dyn Write + Send>)
-    } else {
-        Destination::Files {
-            staging: &mut staging,
-            path: dest.to_path_buf(),
-        }
-    };
-    let mut writer = formats::create_writer(options.target_format, destination, &spec)
-        .map_err(|e| e.with_path(dest))?;
+    let dest_name = destination.path().to_path_buf();
+    let mut writer: Box<dyn ImageWriter + '_> =
+        make_writer(&destination, &mut staging, options, &spec)
+            .map_err(|e| e.with_path(&dest_name))?;
     let granularity = writer.granularity().max(512);
     let sparse = options.sparse_size.max(granularity);
     let granularity = sparse.div_ceil(granularity) * granularity;
     let encoder = writer.encoder();
+    let direct = if encoder.is_none() {
+        writer.direct()
+    } else {
+        None
+    };
     let settings = pipeline::Settings {
         threads: options.threads.unwrap_or_else(default_threads).max(1),
         cutting: plan::Cutting {
             granularity,
             chunk: (CHUNK_SIZE / granularity).max(1) * granularity,
-            everything_is_data,
+            sparseness,
         },
-        detect_zeros: !everything_is_data,
         encoder,
+        direct,
     };
     let source = match (&image, stream) {
         (Some(image), _) => pipeline::Source::Image(image),
@@ -335,24 +386,66 @@ pub fn convert(
         &settings,
         &mut |done| on_event(Event::Progress { done, total: size }),
     )
-    .map_err(|e| e.with_path(dest))?;
-    writer.finish().map_err(|e| e.with_path(dest))?;
+    .map_err(|e| e.with_path(&dest_name))?;
+    writer.finish().map_err(|e| e.with_path(&dest_name))?;
     staging.commit()?;
     Ok(stats)
 }
 
+/// The writer for `destination`: new files through `staging`, or the one existing file,
+/// device or pipe.
+fn make_writer<'a>(
+    destination: &Destination,
+    staging: &'a mut Staging,
+    options: &ConvertOptions,
+    spec: &CreateSpec,
+) -> Result<Box<dyn ImageWriter + 'a>> {
+    let format = options.target_format;
+    match destination {
+        Destination::Stdout => {
+            options
+                .source
+                .registry
+                .require(format, Capability::WriteStream)?;
+            let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            let sink = PipeSink::new(Box::new(out), "-");
+            format
+                .driver()
+                .create_writer(Output::single(Box::new(sink)), spec)
+        }
+        Destination::NewFile(path) => format
+            .driver()
+            .create_writer(Output::new_files(staging, path.clone()), spec),
+        Destination::Device(path) => {
+            let sink = crate::sink::FileSink::existing(path, options.durability)?;
+            format
+                .driver()
+                .create_writer(Output::single(Box::new(sink)), spec)
+        }
+        Destination::Existing(path) => {
+            in_place::writer(path, format, spec, &options.source, options.durability)
+        }
+    }
+}
+
 /// Creates a new image of `size` bytes (all zeros, or all unallocated over `backing`).
-/// Without `size`, a differencing image takes its backing image's size.
+/// Without `size`, a differencing image takes its backing image's size. A device destination
+/// is written in place; a symbolic link is followed.
 pub fn create(
     path: &Path,
     format: Format,
     size: Option<u64>,
     options_text: &str,
     backing: Option<(&Path, Option<Format>)>,
+    open: &OpenOptions,
 ) -> Result<()> {
-    let options = parse_target_options(format, options_text)?;
+    let options = parse_target_options(&open.registry, format, options_text)?;
+    if backing.is_some() {
+        open.registry.require(format, Capability::Backing)?;
+    }
+    let destination = Destination::resolve(path, WriteMode::Create)?;
     let backing = match backing {
-        Some((name, fmt)) => Some(open_target_backing(path, name, fmt)?),
+        Some((name, fmt)) => Some(open_target_backing(destination.path(), name, fmt, open)?),
         None => None,
     };
     let size = match (size, &backing) {
@@ -364,12 +457,8 @@ pub fn create(
             ));
         }
     };
-    if path.exists()
-        && backing
-            .as_ref()
-            .is_some_and(|b| file_identity(&b.path) == file_identity(path))
-    {
-        return Err(Error::invalid("an image cannot be its own backing image").with_path(path));
+    if let Some(b) = &backing {
+        destination.refuse_as_backing(&b.path)?;
     }
     let has_backing = backing.is_some();
     let spec = CreateSpec {
@@ -377,40 +466,22 @@ pub fn create(
         ..CreateSpec::new(size, options)
     };
     let mut staging = Staging::new();
-    let mut writer: Box<dyn ImageWriter> = formats::create_writer(
-        format,
-        Destination::Files {
-            staging: &mut staging,
-            path: path.to_path_buf(),
-        },
-        &spec,
-    )
-    .map_err(|e| e.with_path(path))?;
+    let convert_options = ConvertOptions {
+        source: open.clone(),
+        target_format: format,
+        ..ConvertOptions::default()
+    };
+    let name = destination.path().to_path_buf();
+    let mut writer = make_writer(&destination, &mut staging, &convert_options, &spec)
+        .map_err(|e| e.with_path(&name))?;
     if size > 0 {
         let piece = if has_backing {
             Piece::Unallocated(size)
         } else {
             Piece::Zero(size)
         };
-        writer.write(0, piece).map_err(|e| e.with_path(path))?;
+        writer.write(0, piece).map_err(|e| e.with_path(&name))?;
     }
-    writer.finish().map_err(|e| e.with_path(path))?;
+    writer.finish().map_err(|e| e.with_path(&name))?;
     staging.commit()
-}
-
-/// Opens an image for reading with the CLI's defaults (backing chain followed).
-pub fn open_image(path: &Path, format: Option<Format>) -> Result<Image> {
-    Image::open(path, &OpenOptions::with_format(format))
-}
-
-/// Opens only the top layer of an image (its backing chain is not followed).
-pub fn open_top(path: &Path, format: Option<Format>) -> Result<Image> {
-    Image::open(
-        path,
-        &OpenOptions {
-            format,
-            backing: BackingPolicy::Ignore,
-            ..OpenOptions::default()
-        },
-    )
 }

@@ -1,5 +1,6 @@
 //! The parallel part of the engine: a planner thread cuts the source into items, worker
-//! threads read, detect zeros and encode them, and the calling thread hands the results to the
+//! threads read, detect zeros and encode them — or, for targets that place data at known
+//! offsets, write it there themselves — and the calling thread hands the results to the
 //! target writer strictly in order.
 //!
 //! Memory is bounded by a pool of tokens: an item is planned only when a token is free, and its
@@ -7,13 +8,13 @@
 //! any time, each holding at most one chunk of data (plus its encoding, plus the backing's
 //! bytes with `-B`), whatever the size of the image.
 
-use super::plan::{Cutting, ItemKind, Planner};
+use super::plan::{Cutting, ItemKind, Planner, Sparseness};
 use super::stream_plan::StreamPlanner;
 use super::zero::is_zero;
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::stream::{StreamPayload, StreamRun, StreamSource};
-use crate::writer::{ChunkEncoder, ImageWriter, Piece};
+use crate::writer::{ChunkEncoder, DirectWrite, ImageWriter, Piece};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,10 +25,10 @@ pub struct Settings {
     pub threads: usize,
     /// How the source is cut.
     pub cutting: Cutting,
-    /// Split data into zero and non-zero granules (`-S` > 0).
-    pub detect_zeros: bool,
     /// Run on every data granule, for targets that compress.
     pub encoder: Option<Arc<dyn ChunkEncoder>>,
+    /// Where workers write data themselves, for targets that place it at known offsets.
+    pub direct: Option<Arc<dyn DirectWrite>>,
 }
 
 impl Settings {
@@ -78,6 +79,8 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
     Data,
+    /// Data a worker has already written at its place.
+    Placed,
     Zero,
     Unallocated,
 }
@@ -95,6 +98,8 @@ struct Done {
     seq: u64,
     offset: u64,
     len: u64,
+    /// True when the item's bytes were read from the source.
+    read: bool,
     buf: Option<Vec<u8>>,
     encoded: Vec<u8>,
     segments: Vec<Segment>,
@@ -256,6 +261,7 @@ fn process(
             seq,
             offset: item.offset,
             len: item.len,
+            read: false,
             buf: None,
             encoded: Vec::new(),
             segments: vec![Segment {
@@ -294,7 +300,9 @@ fn process(
         let granule = &buf[pos..end];
         let class = match &backing_buf {
             Some(b) if &b[pos..end] == granule => Class::Unallocated,
-            _ if settings.detect_zeros && is_zero(granule) => Class::Zero,
+            _ if settings.cutting.sparseness == Sparseness::Sparse && is_zero(granule) => {
+                Class::Zero
+            }
             _ => Class::Data,
         };
         let mut enc_range = None;
@@ -322,11 +330,26 @@ fn process(
     if let Some(b) = backing_buf {
         give_buffer(pool, b);
     }
+    let mut buf = Some(buf);
+    if let (Some(direct), None) = (&settings.direct, &settings.encoder) {
+        // The target places data at known offsets: write it from here, in parallel with the
+        // other workers, and hand the writer only the fact that it is done.
+        let bytes = buf.as_deref().expect("read above");
+        for seg in segments.iter_mut().filter(|s| s.class == Class::Data) {
+            direct.write_data(
+                item.offset + seg.start as u64,
+                &bytes[seg.start..seg.start + seg.len as usize],
+            )?;
+            seg.class = Class::Placed;
+        }
+        give_buffer(pool, buf.take().expect("read above"));
+    }
     Ok(Done {
         seq,
         offset: item.offset,
         len: item.len,
-        buf: Some(buf),
+        read: true,
+        buf,
         encoded,
         segments,
     })
@@ -405,6 +428,10 @@ fn write_in_order(
                             encoded: seg.encoded.map(|(a, b)| &done.encoded[a..b]),
                         }
                     }
+                    Class::Placed => {
+                        stats.data_bytes += seg.len;
+                        Piece::Placed(seg.len)
+                    }
                     Class::Zero => {
                         stats.zero_bytes += seg.len;
                         Piece::Zero(seg.len)
@@ -417,8 +444,10 @@ fn write_in_order(
                 writer.write(offset, piece)?;
             }
             written = done.offset + done.len;
-            if let Some(buf) = done.buf {
+            if done.read {
                 stats.read_bytes += done.len;
+            }
+            if let Some(buf) = done.buf {
                 give_buffer(pool, buf);
             }
             progress(written);
@@ -436,9 +465,10 @@ mod tests {
     use crate::format::Format;
     use crate::formats::raw::RawWriter;
     use crate::options::FormatOptions;
+    use crate::sink::Output;
     use crate::staging::Staging;
     use crate::stream::ChunkDecoder;
-    use crate::writer::{CreateSpec, Destination};
+    use crate::writer::CreateSpec;
 
     /// "Encoded" runs are the plain bytes XOR 0x5A, so a missing decode shows.
     struct Xor;
@@ -460,7 +490,7 @@ mod tests {
     }
     impl StreamSource for Fake {
         fn format(&self) -> Format {
-            Format::Vmdk
+            crate::formats::vmdk::FORMAT
         }
         fn virtual_size(&self) -> u64 {
             self.size
@@ -503,23 +533,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.raw");
         let mut staging = Staging::new();
-        let spec = CreateSpec::new(size, FormatOptions::empty(Format::Raw));
-        let mut writer = RawWriter::create(
-            Destination::Files {
-                staging: &mut staging,
-                path: path.clone(),
-            },
-            &spec,
-        )
-        .unwrap();
+        let spec = CreateSpec::new(size, FormatOptions::empty(crate::formats::raw::FORMAT));
+        let mut writer =
+            RawWriter::create(Output::new_files(&mut staging, path.clone()), &spec).unwrap();
         let settings = Settings {
+            direct: writer.direct(),
             threads: 2,
             cutting: Cutting {
                 granularity: 4096,
                 chunk: 2 << 20,
-                everything_is_data: false,
+                sparseness: crate::convert::Sparseness::Sparse,
             },
-            detect_zeros: true,
             encoder: None,
         };
         let stats = run(

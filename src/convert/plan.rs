@@ -27,6 +27,16 @@ pub struct Item {
     pub kind: ItemKind,
 }
 
+/// Whether zeros in the source are left out of the target (`-S`) or written like data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sparseness {
+    /// Zero runs (unallocated ranges, and zero granules the workers find) become holes or
+    /// unallocated ranges of the target.
+    Sparse,
+    /// `-S 0`: every byte of the disk is data, stored as such (a fully allocated target).
+    Dense,
+}
+
 /// The rules for cutting.
 #[derive(Debug, Clone, Copy)]
 pub struct Cutting {
@@ -34,8 +44,8 @@ pub struct Cutting {
     pub granularity: u64,
     /// Data items never cross a multiple of this; a multiple of `granularity`.
     pub chunk: u64,
-    /// Treat the whole disk as data (`-S 0`: no sparseness at all).
-    pub everything_is_data: bool,
+    /// Whether zeros are left out.
+    pub sparseness: Sparseness,
 }
 
 /// Walks the source's allocation (and the target backing's, with `-B`) and yields items in order.
@@ -121,7 +131,7 @@ impl<'a> Planner<'a> {
     /// Advances `scan` to the end of the next data run (or the end of the disk) and records the
     /// run, widened to the granularity, in `pending`.
     fn find_next_data(&mut self) -> Result<()> {
-        if self.cutting.everything_is_data {
+        if self.cutting.sparseness == Sparseness::Dense {
             self.pending = Some((self.emitted, self.size));
             self.scan = self.size;
             return Ok(());
@@ -225,7 +235,7 @@ mod tests {
             Cutting {
                 granularity: 64,
                 chunk: 256,
-                everything_is_data: false,
+                sparseness: Sparseness::Sparse,
             },
         );
         use ItemKind::*;
@@ -264,7 +274,7 @@ mod tests {
             Cutting {
                 granularity: 4 * k,
                 chunk: 1024 * k,
-                everything_is_data: false,
+                sparseness: Sparseness::Sparse,
             },
         );
         use ItemKind::*;
@@ -287,7 +297,7 @@ mod tests {
             Cutting {
                 granularity: 512,
                 chunk: 512,
-                everything_is_data: true,
+                sparseness: Sparseness::Dense,
             },
         );
         assert_eq!(

@@ -163,7 +163,7 @@ mod tests {
 
     impl StreamSource for Runs {
         fn format(&self) -> Format {
-            Format::Vmdk
+            crate::formats::vmdk::FORMAT
         }
         fn virtual_size(&self) -> u64 {
             self.0
@@ -188,7 +188,7 @@ mod tests {
             Cutting {
                 granularity: g,
                 chunk,
-                everything_is_data: false,
+                sparseness: crate::convert::Sparseness::Sparse,
             },
         );
         let mut out = vec![];

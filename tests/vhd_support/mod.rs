@@ -17,7 +17,7 @@ pub fn sparse_sha256(raw: &Path) -> (u64, String) {
     use diskferry::image::{Allocation, Image};
     let image = Image::open(
         raw,
-        &diskferry::OpenOptions::with_format(Some(diskferry::Format::Raw)),
+        &diskferry::OpenOptions::with_format(Some(diskferry::formats::raw::FORMAT)),
     )
     .expect("open raw output");
     let size = image.virtual_size();

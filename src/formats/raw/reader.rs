@@ -1,20 +1,21 @@
-//! Reading raw images, with the host file's holes as the allocation map.
+//! Reading raw images, with the storage's holes as the allocation map.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::Format;
-use crate::host_file::HostFile;
 use crate::image::{Allocation, Layer, LayerDetails, Mapping};
-use rustix::fs::SeekFrom;
-use rustix::io::Errno;
+use crate::storage::Storage;
 use std::any::Any;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// A raw image: the file is the disk.
+/// A raw image: the storage is the disk. A storage whose length is not a whole number of
+/// sectors is a disk rounded up to the next sector, its tail reading as zeros (as qemu-img
+/// sees it).
 #[derive(Debug)]
 pub struct RawLayer {
-    file: HostFile,
-    /// What the last queries learnt of the file's layout. The planner and every worker ask
+    storage: Arc<dyn Storage>,
+    size: u64,
+    /// What the last queries learnt of the storage's layout. The planner and every worker ask
     /// about the same extents in turn, and each `SEEK_DATA`/`SEEK_HOLE` costs up to a
     /// millisecond on tmpfs; remembering the answers makes that two calls per extent rather
     /// than two per query. Only data is remembered, so a stale answer can only make a hole
@@ -26,20 +27,27 @@ pub struct RawLayer {
 struct KnownLayout {
     /// `[start, end)` is data (empty when nothing is known).
     data: (u64, u64),
-    /// Data starts here, end not yet known (`u64::MAX`: nowhere known).
-    data_at: u64,
+    /// Data starts here, end not yet known.
+    data_at: Option<u64>,
 }
 
 impl RawLayer {
-    /// Opens a raw layer on an open file.
-    pub fn open(file: HostFile) -> Result<RawLayer> {
-        Ok(RawLayer {
-            file,
+    /// A raw layer over `storage`.
+    pub fn open(storage: Arc<dyn Storage>) -> RawLayer {
+        let size = storage.len().div_ceil(512) * 512;
+        RawLayer {
+            storage,
+            size,
             known: Mutex::new(KnownLayout {
                 data: (0, 0),
-                data_at: u64::MAX,
+                data_at: None,
             }),
-        })
+        }
+    }
+
+    /// The storage under the layer.
+    pub fn inner(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     fn known(&self) -> KnownLayout {
@@ -49,86 +57,84 @@ impl RawLayer {
     fn learn(&self, update: impl FnOnce(&mut KnownLayout)) {
         update(&mut self.known.lock().unwrap_or_else(|e| e.into_inner()));
     }
-
-    /// Where the next data or hole starts at or after `offset`; `None` when the file system
-    /// cannot say (then the whole file counts as data) or there is none before the end.
-    fn seek(&self, whence: SeekFrom) -> std::result::Result<Option<u64>, Errno> {
-        match rustix::fs::seek(self.file.file(), whence) {
-            Ok(pos) => Ok(Some(pos)),
-            Err(Errno::NXIO) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 impl Layer for RawLayer {
     fn format(&self) -> Format {
-        Format::Raw
+        super::FORMAT
     }
 
     fn path(&self) -> &Path {
-        self.file.path()
+        self.storage.name()
     }
 
     fn virtual_size(&self) -> u64 {
-        self.file.len()
+        self.size
     }
 
     fn map(&self, offset: u64, max_len: u64) -> Result<Mapping> {
-        let end = offset.saturating_add(max_len).min(self.file.len());
+        let stored = self.storage.len();
+        let end = offset.saturating_add(max_len).min(self.size);
         let data = |until: u64| {
             Ok(Mapping::new(offset, until - offset, Allocation::Data).at_host(0, offset))
         };
         let zero = |until: u64| {
             Ok(Mapping::new(offset, until - offset, Allocation::Zero).at_host(0, offset))
         };
+        if offset >= stored {
+            // The partial sector past the storage's end.
+            return zero(end);
+        }
+        let end_stored = end.min(stored);
         let known = self.known();
         if (known.data.0..known.data.1).contains(&offset) {
-            return data(known.data.1.min(end));
+            return data(known.data.1.min(end_stored));
         }
-        let data_here = if known.data_at == offset {
-            Ok(Some(offset))
+        let next_data = if known.data_at == Some(offset) {
+            Some(offset)
         } else {
-            self.seek(SeekFrom::Data(offset))
+            self.storage.next_data(offset)?
         };
-        match data_here {
-            // SEEK_DATA unsupported (some file systems, block devices): all of it is data.
-            Err(Errno::INVAL) | Err(Errno::OPNOTSUPP) => data(end),
-            Err(e) => Err(Error::io("cannot query allocation (SEEK_DATA)", e.into())
-                .at_offset(offset)
-                .with_path(self.file.path())),
-            Ok(None) => zero(end),
-            Ok(Some(next_data)) if next_data > offset => {
-                self.learn(|k| k.data_at = next_data);
-                zero(next_data.min(end))
+        match next_data {
+            None => zero(end),
+            Some(d) if d > offset => {
+                self.learn(|k| k.data_at = Some(d));
+                zero(d.min(end))
             }
-            Ok(Some(_)) => match self.seek(SeekFrom::Hole(offset)) {
-                Ok(Some(hole)) if hole > offset => {
+            Some(_) => {
+                let hole = self.storage.next_hole(offset)?;
+                if hole > offset {
                     self.learn(|k| k.data = (offset, hole));
-                    data(hole.min(end))
+                    data(hole.min(end_stored))
+                } else {
+                    // A racing truncate or an odd file system: data is always safe.
+                    data(end_stored)
                 }
-                // A racing truncate or an odd file system: fall back to data, which is always safe.
-                _ => data(end),
-            },
+            }
         }
     }
 
     fn read_data(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.file.read_exact_at(buf, offset)
+        // The last partial sector reads as zeros past the storage's end.
+        let stored = self.storage.len();
+        let inside = stored.saturating_sub(offset).min(buf.len() as u64) as usize;
+        self.storage.read_exact_at(&mut buf[..inside], offset)?;
+        buf[inside..].fill(0);
+        Ok(())
     }
 
     fn details(&self) -> LayerDetails {
         LayerDetails::default()
     }
 
-    fn host_file(&self, index: usize) -> Option<&HostFile> {
-        (index == 0).then_some(&self.file)
+    fn storage(&self, index: usize) -> Option<&dyn Storage> {
+        (index == 0).then_some(self.storage.as_ref())
     }
 
     fn prefetch_direct(&self, offset: u64, len: u64) -> bool {
         // The planner's data items hold at most short holes (merged gaps, granularity
         // padding), so reading ahead over them costs little.
-        self.file.prefetch(offset, len);
+        self.storage.prefetch(offset, len);
         true
     }
 
@@ -140,6 +146,7 @@ impl Layer for RawLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host_file::HostFile;
     use proptest::prelude::*;
     use std::os::unix::fs::FileExt;
 
@@ -158,7 +165,21 @@ mod tests {
     }
 
     fn layer(path: &Path) -> RawLayer {
-        RawLayer::open(HostFile::open(path).unwrap()).unwrap()
+        RawLayer::open(Arc::new(HostFile::open(path).unwrap()))
+    }
+
+    #[test]
+    fn a_size_that_is_not_whole_sectors_is_rounded_up_with_zeros() {
+        let storage = Arc::new(crate::storage::Memory::new("odd", vec![7u8; 1000]));
+        let l = RawLayer::open(storage);
+        assert_eq!(l.virtual_size(), 1024);
+        let m = l.map(0, 1024).unwrap();
+        assert_eq!((m.length, m.allocation), (1000, Allocation::Data));
+        let m = l.map(1000, 24).unwrap();
+        assert_eq!((m.length, m.allocation), (24, Allocation::Zero));
+        let mut buf = vec![1u8; 24];
+        l.read_data(1000, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0));
     }
 
     proptest! {

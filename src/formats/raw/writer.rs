@@ -1,9 +1,10 @@
-//! Writing raw images: data at its own offset, holes where the disk reads as zeros.
+//! Writing raw images: data at its own offset, holes (or written zeros, in place) where the
+//! disk reads as zeros. Workers write data themselves when the destination allows it.
 
-use crate::error::{Error, Result};
-use crate::host_file::HostFile;
-use crate::writer::{CreateSpec, Destination, ImageWriter, Piece};
-use std::io::Write;
+use crate::error::Result;
+use crate::sink::{Access, Output, SharedSink, Sink};
+use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
+use std::sync::Arc;
 
 /// How much of a raw output's space is reserved up front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,97 +17,82 @@ pub enum Preallocation {
     Full,
 }
 
-enum Output {
-    File(HostFile),
-    Stream(Box<dyn Write + Send>),
-}
-
 /// Writes a raw image from ordered pieces.
-pub struct RawWriter {
-    out: Output,
+pub struct RawWriter<'a> {
+    sink: Box<dyn Sink + 'a>,
     preallocation: Preallocation,
+    direct: Option<Arc<dyn DirectWrite>>,
 }
 
-/// Zeros written at a time for full preallocation and streams.
+/// The engine's workers write data straight into the file at its virtual offset.
+struct AtOffset(Arc<dyn SharedSink>);
+
+impl DirectWrite for AtOffset {
+    fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.0.write_at(bytes, offset)
+    }
+}
+
+/// Zeros written at a time for full preallocation.
 const ZERO_BUF: usize = 1 << 20;
 
-impl RawWriter {
-    /// Creates the output (sized and, if asked, preallocated) at `dest`.
-    pub fn create(dest: Destination<'_>, spec: &CreateSpec) -> Result<RawWriter> {
+impl<'a> RawWriter<'a> {
+    /// Creates the output (sized and, if asked, preallocated).
+    pub fn create(mut output: Output<'a>, spec: &CreateSpec) -> Result<RawWriter<'a>> {
         let preallocation = match spec.options.text("preallocation") {
             None | Some("off") => Preallocation::Off,
             Some("falloc") => Preallocation::Falloc,
             Some(_) => Preallocation::Full,
         };
-        let out = match dest {
-            Destination::Files { staging, path } => {
-                let mut host = staging.create_output(&path)?;
-                if preallocation == Preallocation::Falloc && spec.size > 0 {
-                    rustix::fs::fallocate(
-                        host.file(),
-                        rustix::fs::FallocateFlags::empty(),
-                        0,
-                        spec.size,
-                    )
-                    .map_err(|e| {
-                        Error::io("cannot preallocate (falloc)", e.into()).with_path(&path)
-                    })?;
-                }
-                host.set_len(spec.size)?;
-                Output::File(host)
-            }
-            Destination::Stream(w) => Output::Stream(w),
-        };
-        Ok(RawWriter { out, preallocation })
+        let mut sink = output.main()?;
+        // Sizing first: an existing destination too small for the image is refused before
+        // anything is written.
+        sink.set_len(spec.size)?;
+        if preallocation == Preallocation::Falloc && sink.access() == Access::Random {
+            sink.preallocate(spec.size)?;
+        }
+        let direct = sink
+            .shared()
+            .map(|s| Arc::new(AtOffset(s)) as Arc<dyn DirectWrite>);
+        Ok(RawWriter {
+            sink,
+            preallocation,
+            direct,
+        })
     }
 
-    fn write_zeros(&mut self, mut offset: u64, len: u64) -> Result<()> {
+    fn write_zero_bytes(&mut self, mut offset: u64, len: u64) -> Result<()> {
         let zeros = vec![0u8; ZERO_BUF.min(len as usize)];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
-            self.write_bytes(offset, &zeros[..n])?;
+        let end = offset + len;
+        while offset < end {
+            let n = (end - offset).min(zeros.len() as u64) as usize;
+            self.sink.write_at(&zeros[..n], offset)?;
             offset += n as u64;
-            left -= n as u64;
         }
         Ok(())
     }
-
-    fn write_bytes(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
-        match &mut self.out {
-            Output::File(f) => f.write_all_at(bytes, offset),
-            Output::Stream(w) => w
-                .write_all(bytes)
-                .map_err(|e| Error::io("cannot write to the output stream", e).at_offset(offset)),
-        }
-    }
 }
 
-impl ImageWriter for RawWriter {
+impl ImageWriter for RawWriter<'_> {
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        self.direct.clone()
+    }
+
     fn write(&mut self, offset: u64, piece: Piece<'_>) -> Result<()> {
         match piece {
-            Piece::Data { bytes, .. } => self.write_bytes(offset, bytes),
+            Piece::Data { bytes, .. } => self.sink.write_at(bytes, offset),
+            Piece::Placed(_) => Ok(()),
             Piece::Zero(len) | Piece::Unallocated(len) => {
-                let must_write = match self.out {
-                    Output::Stream(_) => true,
-                    Output::File(_) => self.preallocation == Preallocation::Full,
-                };
-                if must_write {
-                    self.write_zeros(offset, len)
+                if self.preallocation == Preallocation::Full {
+                    self.write_zero_bytes(offset, len)
                 } else {
-                    // The file was sized up front: an unwritten range is already a hole.
-                    Ok(())
+                    self.sink.write_zeros(offset, len)
                 }
             }
         }
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        match self.out {
-            Output::File(mut f) => f.sync(),
-            Output::Stream(mut w) => w
-                .flush()
-                .map_err(|e| Error::io("cannot flush the output stream", e)),
-        }
+        self.sink.finish()
     }
 }

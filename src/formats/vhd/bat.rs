@@ -2,7 +2,7 @@
 //! bitmap starts, or all ones when the block is not allocated.
 
 use crate::error::{Error, Result};
-use crate::host_file::HostFile;
+use crate::storage::{Storage, StorageExt};
 
 /// The entry of a block that is not allocated.
 pub const UNUSED: u32 = 0xFFFF_FFFF;
@@ -22,7 +22,7 @@ pub struct Bat {
 impl Bat {
     /// Reads `entries` entries at `offset`. The size is checked against the file before
     /// anything is allocated, so a corrupt entry count cannot make us reserve gigabytes.
-    pub fn read(file: &HostFile, offset: u64, entries: u64) -> Result<Bat> {
+    pub fn read(file: &dyn Storage, offset: u64, entries: u64) -> Result<Bat> {
         let bytes = file.read_vec(offset, entries * 4, "block allocation table")?;
         Ok(Bat {
             entries: bytes

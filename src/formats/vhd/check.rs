@@ -12,10 +12,12 @@ use super::footer::{
 use super::parent;
 use super::reader::{VhdLayer, read_end_footer};
 use crate::check::{CheckReport, RepairMode, Severity};
-use crate::error::{Error, Result};
-use crate::format::Format;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::Provenance;
+use crate::gate::{Gate, Lookup, Role};
 use crate::host_file::HostFile;
-use crate::image::open_layer;
+use crate::image::{OpenOptions, open_layer};
+use crate::storage::Storage;
 use std::path::Path;
 
 /// blktap allows creation times this far in the future (clock skew with NFS servers).
@@ -40,14 +42,15 @@ enum Fix {
     EndFooter { findings: Vec<usize>, leak: bool },
 }
 
-/// Checks the VHD at `path`; with `repair`, fixes what can be fixed safely.
-pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
+/// Checks the VHD at `path`; with `repair`, fixes what can be fixed safely. The parent is
+/// looked for through `gate`.
+pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
     let file = if repair.is_some() {
         HostFile::open_rw(path)?
     } else {
         HostFile::open(path)?
     };
-    let mut report = CheckReport::new(path, Format::Vhd);
+    let mut report = CheckReport::new(path, super::FORMAT);
     let mut fixes = Vec::new();
     let len = file.len();
 
@@ -361,7 +364,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
 
     // The parent link.
     if footer.disk_type == DiskType::Differencing {
-        check_parent(&mut report, &file, path, &header);
+        check_parent(&mut report, &file, path, &header, gate);
     } else if header.has_parent_uuid()
         || !header.locators.is_empty()
         || !header.parent_name.is_empty()
@@ -449,7 +452,7 @@ fn check_footer_fields(report: &mut CheckReport, f: &Footer) {
 
 /// XenServer's batmap after the BAT ("tdbatmap" header, then the map): its regions, so that
 /// they count as metadata.
-fn xen_batmap(file: &HostFile, at: u64) -> Option<Vec<Region>> {
+fn xen_batmap(file: &dyn Storage, at: u64) -> Option<Vec<Region>> {
     let mut h = [0u8; 24];
     file.read_exact_at(&mut h, at).ok()?;
     if &h[..8] != b"tdbatmap" {
@@ -473,17 +476,45 @@ fn xen_batmap(file: &HostFile, at: u64) -> Option<Vec<Region>> {
     ])
 }
 
-fn check_parent(report: &mut CheckReport, file: &HostFile, path: &Path, header: &DynamicHeader) {
-    let found = parent::locate(file, path, header);
+fn check_parent(
+    report: &mut CheckReport,
+    file: &dyn Storage,
+    path: &Path,
+    header: &DynamicHeader,
+    gate: &Gate,
+) {
+    let found = parent::locate(file, header, Provenance::User);
     for p in &found.problems {
         report.add(Severity::Warning, p.clone(), None);
     }
-    let Some(parent_path) = found.candidates.iter().find(|c| c.is_file()) else {
-        let tried: Vec<String> = found
-            .candidates
-            .iter()
-            .map(|c| c.display().to_string())
-            .collect();
+    let mut tried = Vec::new();
+    let mut parent_file = None;
+    for name in &found.names {
+        match gate.open(path, name, Role::Backing) {
+            Ok(Lookup::Opened(f)) => {
+                parent_file = Some(f);
+                break;
+            }
+            Ok(Lookup::Missing(p)) => tried.push(p.display().to_string()),
+            Err(e) if e.kind() == ErrorKind::Refused => {
+                report.add(
+                    Severity::Warning,
+                    format!("the parent was not checked: {}", e.message()),
+                    None,
+                );
+                return;
+            }
+            Err(e) => {
+                report.add(
+                    Severity::Corruption,
+                    format!("the parent '{name}' cannot be opened: {}", e.message()),
+                    None,
+                );
+                return;
+            }
+        }
+    }
+    let Some(parent_file) = parent_file else {
         report.add(
             Severity::Corruption,
             format!(
@@ -499,6 +530,7 @@ fn check_parent(report: &mut CheckReport, file: &HostFile, path: &Path, header: 
         );
         return;
     };
+    let parent_path = parent_file.name().to_path_buf();
     if !header.has_parent_uuid() {
         report.add(
             Severity::Warning,
@@ -507,7 +539,12 @@ fn check_parent(report: &mut CheckReport, file: &HostFile, path: &Path, header: 
         );
         return;
     }
-    match open_layer(parent_path, None) {
+    let options = OpenOptions {
+        format: Some(super::FORMAT),
+        gate: *gate,
+        ..OpenOptions::default()
+    };
+    match open_layer(parent_file, &options, Provenance::NamedByImage) {
         Err(e) => report.add(
             Severity::Corruption,
             format!(
@@ -557,13 +594,13 @@ fn apply_fixes(
     report: &mut CheckReport,
     fixes: Vec<Fix>,
     mode: RepairMode,
-    file: &HostFile,
+    file: &dyn Storage,
     footer: &Footer,
     data_end: u64,
     truncated: bool,
 ) -> Result<()> {
     // Repairs write through a second handle: the checked one may be read-only in spirit.
-    let mut out = HostFile::open_rw(file.path())?;
+    let mut out = HostFile::open_rw(file.name())?;
     for fix in fixes {
         match fix {
             Fix::CopyAtZero { finding } if mode == RepairMode::All => {

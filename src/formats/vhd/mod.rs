@@ -6,7 +6,7 @@
 //! - [`bat`]: the block allocation table.
 //! - [`bitmap`]: the sector bitmap in front of each block.
 //! - [`parent`]: finding a differencing disk's parent; the locators of a new child.
-//! - [`reader`]: the [`Layer`](crate::image::Layer) ([`VhdLayer`]).
+//! - [`reader`]: the [`Layer`] ([`VhdLayer`]).
 //! - [`writer`]: fixed, dynamic and differencing writers, to files or streams.
 //! - [`check`](mod@check): `check` and `check -r`.
 
@@ -23,8 +23,72 @@ pub use check::check;
 pub use reader::VhdLayer;
 pub use writer::create_writer;
 
+use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
+use crate::error::Result;
+use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
+use crate::gate::Gate;
+use crate::image::Layer;
 use crate::options::{OptionKind, OptionSpec};
+use crate::sink::Output;
+use crate::storage::Storage;
+use crate::writer::{CreateSpec, ImageWriter};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The VHD driver.
+pub struct VhdDriver;
+
+/// The VHD format (`vpc` to qemu-img).
+pub const FORMAT: Format = Format::new(&VhdDriver);
+
+impl Driver for VhdDriver {
+    fn name(&self) -> &'static str {
+        "vhd"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["vpc"]
+    }
+
+    fn description(&self) -> &'static str {
+        "Microsoft Virtual Hard Disk: fixed, dynamic, differencing (Virtual PC, Hyper-V, Azure, XenServer)"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[
+            Capability::Read,
+            Capability::Write,
+            Capability::WriteStream,
+            Capability::Check,
+            Capability::Backing,
+        ])
+    }
+
+    fn probe(&self, data: &ProbeData) -> Probe {
+        if probe(data) { Probe::Yes } else { Probe::No }
+    }
+
+    fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(VhdLayer::open(storage, ctx)?))
+    }
+
+    fn create_options(&self) -> &'static [OptionSpec] {
+        CREATE_OPTIONS
+    }
+
+    fn create_writer<'a>(
+        &self,
+        output: Output<'a>,
+        spec: &CreateSpec,
+    ) -> Result<Box<dyn ImageWriter + 'a>> {
+        create_writer(output, spec)
+    }
+
+    fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+        check(path, repair, gate)
+    }
+}
 
 /// `-o` options for VHD outputs.
 pub const CREATE_OPTIONS: &[OptionSpec] = &[

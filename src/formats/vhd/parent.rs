@@ -2,7 +2,8 @@
 //! and making the locators of a new child.
 
 use super::dynamic_header::{DynamicHeader, Locator, NewLocator, platform};
-use crate::host_file::HostFile;
+use crate::format::Provenance;
+use crate::storage::{Storage, StorageExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Locator data longer than this is not a path (the longest Windows path is 32767 UTF-16
@@ -14,8 +15,9 @@ const MAX_LOCATOR_BYTES: u32 = 65536;
 pub struct ParentRef {
     /// The reference as stored (the first readable locator, else the unicode name).
     pub stored_name: String,
-    /// Paths to try, in order, resolved against the child's folder.
-    pub candidates: Vec<PathBuf>,
+    /// Names to try, in order (`/` separators; relative ones are relative to the child's
+    /// folder), to be opened through the gate.
+    pub names: Vec<String>,
     /// Locators that could not be read, as messages for `info` and `check`.
     pub problems: Vec<String>,
 }
@@ -40,7 +42,11 @@ pub fn code_text(code: [u8; 4]) -> String {
 
 /// Reads and decodes one locator into a path as written (slashes normalised, drive letter
 /// dropped); `Err` says why it is unusable.
-pub fn read_locator(file: &HostFile, locator: &Locator) -> Result<String, String> {
+pub fn read_locator(
+    file: &dyn Storage,
+    locator: &Locator,
+    provenance: Provenance,
+) -> Result<String, String> {
     let name = code_text(locator.code);
     if rank(locator.code).is_none() {
         return Err(format!(
@@ -90,11 +96,15 @@ pub fn read_locator(file: &HostFile, locator: &Locator) -> Result<String, String
                     )
                 })?
                 .trim_end_matches('\0');
-            decode_file_url(text).ok_or_else(|| {
-                format!(
+            decode_file_url(text).ok_or_else(|| match provenance {
+                Provenance::User => format!(
                     "parent locator {} ({name}) is not a file:// URL: '{text}'",
                     locator.index
-                )
+                ),
+                Provenance::NamedByImage => format!(
+                    "parent locator {} ({name}) is not a file:// URL",
+                    locator.index
+                ),
             })?
         }
         // The deprecated codes hold the path in the host's ANSI code page; Latin-1 keeps
@@ -126,49 +136,36 @@ fn windows_to_unix(text: &str) -> String {
     s
 }
 
-/// `file://localhost/a%20b/x.vhd` → `/a b/x.vhd`; `file://./x.vhd` → `./x.vhd`.
+/// `file://localhost/a%20b/x.vhd` → `/a b/x.vhd`; `file://./x.vhd` → `./x.vhd`. `None` when
+/// it is not a file URL or does not decode to UTF-8.
 fn decode_file_url(url: &str) -> Option<String> {
     let rest = url.strip_prefix("file://")?;
     let rest = rest.strip_prefix("localhost").unwrap_or(rest);
-    let mut out = Vec::with_capacity(rest.len());
-    let bytes = rest.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(v) = u8::from_str_radix(&rest[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
-/// Resolves a locator path against the child's folder.
-fn resolve(child_dir: &Path, path: &str) -> PathBuf {
+/// A locator path as a name for the gate: absolute as it is, relative without `./` parts.
+fn as_name(path: &str) -> String {
     let p = Path::new(path);
     if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        let rel: PathBuf = p
-            .components()
-            .filter(|c| !matches!(c, Component::CurDir))
-            .collect();
-        child_dir.join(rel)
+        return path.to_string();
     }
+    let rel: PathBuf = p
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
+    rel.to_string_lossy().into_owned()
 }
 
-/// The parent of a differencing disk at `child` with `header`: locators first (relative
+/// The parent of a differencing disk in `file` with `header`: locators first (relative
 /// before absolute), then the parent's unicode name beside the child.
-pub fn locate(file: &HostFile, child: &Path, header: &DynamicHeader) -> ParentRef {
-    let child_dir = child.parent().unwrap_or(Path::new("")).to_path_buf();
+pub fn locate(file: &dyn Storage, header: &DynamicHeader, provenance: Provenance) -> ParentRef {
     let mut locators: Vec<&Locator> = header.locators.iter().collect();
     locators.sort_by_key(|l| (rank(l.code).unwrap_or(u8::MAX), l.index));
-    let mut candidates = Vec::new();
+    let mut names = Vec::new();
     let mut problems = Vec::new();
     let mut stored_name = None;
     for locator in locators {
@@ -176,32 +173,32 @@ pub fn locate(file: &HostFile, child: &Path, header: &DynamicHeader) -> ParentRe
             // An alias record of classic Mac OS: nothing a path can be made of.
             continue;
         }
-        match read_locator(file, locator) {
+        match read_locator(file, locator, provenance) {
             Ok(path) => {
                 if stored_name.is_none() {
                     stored_name = Some(path.clone());
                 }
-                candidates.push(resolve(&child_dir, &path));
+                names.push(as_name(&path));
             }
             Err(problem) => problems.push(problem),
         }
     }
     let name = windows_to_unix(&header.parent_name);
     if let Some(base) = name.rsplit('/').next().filter(|b| !b.is_empty()) {
-        candidates.push(child_dir.join(base));
+        names.push(base.to_string());
     }
     if stored_name.is_none() && !name.is_empty() {
         stored_name = Some(header.parent_name.clone());
     }
-    let mut unique: Vec<PathBuf> = Vec::new();
-    for c in candidates {
-        if !unique.contains(&c) {
-            unique.push(c);
+    let mut unique: Vec<String> = Vec::new();
+    for n in names {
+        if !n.is_empty() && !unique.contains(&n) {
+            unique.push(n);
         }
     }
     ParentRef {
         stored_name: stored_name.unwrap_or_default(),
-        candidates: unique,
+        names: unique,
         problems,
     }
 }
@@ -274,6 +271,9 @@ mod tests {
         );
         assert_eq!(decode_file_url("file://./p.vhd").unwrap(), "./p.vhd");
         assert!(decode_file_url("http://x").is_none());
+        // A '%' before a multi-byte character is kept as it is, never sliced through.
+        assert_eq!(decode_file_url("file://%é/p.vhd").unwrap(), "%é/p.vhd");
+        assert!(decode_file_url("file://%ff/p.vhd").is_none());
     }
 
     #[test]
@@ -286,14 +286,9 @@ mod tests {
             relative_path(Path::new("/a/b/c"), Path::new("/a/d/p.vhd")),
             PathBuf::from("../../d/p.vhd")
         );
-        assert_eq!(
-            resolve(Path::new("/a/b"), "./p.vhd"),
-            PathBuf::from("/a/b/p.vhd")
-        );
-        assert_eq!(
-            resolve(Path::new("/a/b"), "/x/p.vhd"),
-            PathBuf::from("/x/p.vhd")
-        );
+        assert_eq!(as_name("./p.vhd"), "p.vhd");
+        assert_eq!(as_name("./a/../p.vhd"), "a/../p.vhd");
+        assert_eq!(as_name("/x/p.vhd"), "/x/p.vhd");
     }
 
     #[test]

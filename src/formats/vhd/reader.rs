@@ -6,16 +6,16 @@ use super::dynamic_header::{DynamicHeader, HEADER_SIZE};
 use super::footer::{DiskType, FOOTER_SIZE, Footer, FooterError, SizeRule, VHD_EPOCH, uuid_text};
 use super::parent::{self, ParentRef};
 use crate::error::{Error, Result};
-use crate::format::Format;
+use crate::format::{Format, OpenContext};
 use crate::formats::raw::RawLayer;
-use crate::host_file::HostFile;
 use crate::image::{Allocation, BackingLink, Layer, LayerDetails, Mapping};
+use crate::storage::Storage;
 use serde_json::json;
 use std::any::Any;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Bitmaps kept in memory at most (512 bytes each for 2 MiB blocks, and nearly always stored
 /// as "full" in a few bytes): enough for every block of a 128 GiB disk.
@@ -32,7 +32,7 @@ pub enum FooterSource {
 
 /// The footer of a file, found as the specification and the tools that survive damaged files
 /// find it: the end footer, else (dynamic and differencing disks) the copy at offset 0.
-pub fn find_footer(file: &HostFile) -> Result<(Footer, FooterSource, Vec<String>)> {
+pub fn find_footer(file: &dyn Storage) -> Result<(Footer, FooterSource, Vec<String>)> {
     let len = file.len();
     let end_result = read_end_footer(file);
     let mut warnings = Vec::new();
@@ -65,13 +65,13 @@ pub fn find_footer(file: &HostFile) -> Result<(Footer, FooterSource, Vec<String>
             }
             Err(Error::corrupt(format!("not a usable VHD: {end_problem}"))
                 .at_offset(len.saturating_sub(FOOTER_SIZE))
-                .with_path(file.path()))
+                .with_path(file.name()))
         }
     }
 }
 
 /// The footer at the end of the file: 512 bytes, or 511 when the file length says so.
-pub fn read_end_footer(file: &HostFile) -> std::result::Result<Footer, FooterError> {
+pub fn read_end_footer(file: &dyn Storage) -> std::result::Result<Footer, FooterError> {
     let len = file.len();
     if len < FOOTER_SIZE - 1 {
         return Err(FooterError::Cookie);
@@ -92,13 +92,13 @@ pub fn read_end_footer(file: &HostFile) -> std::result::Result<Footer, FooterErr
 }
 
 /// Bytes at the end of the file that belong to the footer.
-fn footer_len(file: &HostFile) -> u64 {
+fn footer_len(file: &dyn Storage) -> u64 {
     if file.len() % 512 == 511 { 511 } else { 512 }
 }
 
 /// A dynamic or differencing disk's tables.
 struct Sparse {
-    file: HostFile,
+    file: Arc<dyn Storage>,
     header: DynamicHeader,
     bat: Bat,
     block_size: u64,
@@ -109,7 +109,7 @@ struct Sparse {
     bitmaps: Mutex<HashMap<u64, SectorBitmap>>,
 }
 
-enum Storage {
+enum Body {
     /// A fixed disk reads like a raw file (holes included) up to its size.
     Fixed(RawLayer),
     Sparse(Box<Sparse>),
@@ -117,7 +117,7 @@ enum Storage {
 
 /// A VHD layer: fixed, dynamic or differencing.
 pub struct VhdLayer {
-    storage: Storage,
+    body: Body,
     footer: Footer,
     footer_source: FooterSource,
     size: u64,
@@ -139,28 +139,28 @@ impl std::fmt::Debug for VhdLayer {
 
 impl VhdLayer {
     /// Opens a VHD, checking everything reading needs: footer, header, BAT bounds.
-    pub fn open(file: HostFile) -> Result<VhdLayer> {
-        let path = file.path().to_path_buf();
-        let (footer, footer_source, mut warnings) = find_footer(&file)?;
+    pub fn open(file: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<VhdLayer> {
+        let path = file.name().to_path_buf();
+        let (footer, footer_source, mut warnings) = find_footer(file.as_ref())?;
         let (size, rule) = footer.virtual_size();
-        let storage = match footer.disk_type {
+        let body = match footer.disk_type {
             DiskType::Fixed => {
-                let data = file.len() - footer_len(&file);
+                let data = file.len() - footer_len(file.as_ref());
                 if size > data {
                     return Err(Error::corrupt(format!(
                         "fixed VHD is truncated: its footer gives a size of {size} bytes but the file holds {data} bytes of data"
                     ))
                     .with_path(&path));
                 }
-                Storage::Fixed(RawLayer::open(file)?)
+                Body::Fixed(RawLayer::open(file))
             }
             DiskType::Dynamic | DiskType::Differencing => {
-                Storage::Sparse(Box::new(open_sparse(file, &footer, size)?))
+                Body::Sparse(Box::new(open_sparse(file, &footer, size)?))
             }
         };
-        let (parent, backing) = match (&storage, footer.disk_type) {
-            (Storage::Sparse(s), DiskType::Differencing) => {
-                let p = parent::locate(&s.file, &path, &s.header);
+        let (parent, backing) = match (&body, footer.disk_type) {
+            (Body::Sparse(s), DiskType::Differencing) => {
+                let p = parent::locate(s.file.as_ref(), &s.header, ctx.provenance);
                 warnings.extend(p.problems.iter().cloned());
                 let link = BackingLink {
                     stored_name: if p.stored_name.is_empty() {
@@ -168,15 +168,17 @@ impl VhdLayer {
                     } else {
                         p.stored_name.clone()
                     },
-                    candidates: p.candidates.clone(),
-                    format: None,
+                    names: p.names.clone(),
+                    // A VHD's parent is a VHD: a name that leads elsewhere is refused rather
+                    // than read as some other format.
+                    format: Some(super::FORMAT),
                 };
                 (Some(p), Some(link))
             }
             _ => (None, None),
         };
         Ok(VhdLayer {
-            storage,
+            body,
             footer,
             footer_source,
             size,
@@ -194,9 +196,9 @@ impl VhdLayer {
 
     /// The dynamic header (dynamic and differencing disks).
     pub fn header(&self) -> Option<&DynamicHeader> {
-        match &self.storage {
-            Storage::Sparse(s) => Some(&s.header),
-            Storage::Fixed(_) => None,
+        match &self.body {
+            Body::Sparse(s) => Some(&s.header),
+            Body::Fixed(_) => None,
         }
     }
 
@@ -211,8 +213,8 @@ impl VhdLayer {
     }
 }
 
-fn open_sparse(file: HostFile, footer: &Footer, size: u64) -> Result<Sparse> {
-    let path = file.path().to_path_buf();
+fn open_sparse(file: Arc<dyn Storage>, footer: &Footer, size: u64) -> Result<Sparse> {
+    let path = file.name().to_path_buf();
     let header_at = footer.data_offset;
     if header_at
         .checked_add(HEADER_SIZE)
@@ -243,7 +245,8 @@ fn open_sparse(file: HostFile, footer: &Footer, size: u64) -> Result<Sparse> {
         .with_path(&path));
     }
     // Only the entries that cover the disk matter (blktap preallocates larger tables).
-    let bat = Bat::read(&file, header.table_offset, needed).map_err(|e| e.with_path(&path))?;
+    let bat =
+        Bat::read(file.as_ref(), header.table_offset, needed).map_err(|e| e.with_path(&path))?;
     let bitmap_len = bitmap_bytes(header.block_size);
     for (index, offset) in bat.allocated() {
         let used = block_size.min(size - index * block_size);
@@ -384,13 +387,13 @@ impl Sparse {
 
 impl Layer for VhdLayer {
     fn format(&self) -> Format {
-        Format::Vhd
+        super::FORMAT
     }
 
     fn path(&self) -> &Path {
-        match &self.storage {
-            Storage::Fixed(raw) => raw.path(),
-            Storage::Sparse(s) => s.file.path(),
+        match &self.body {
+            Body::Fixed(raw) => raw.path(),
+            Body::Sparse(s) => s.file.name(),
         }
     }
 
@@ -406,16 +409,16 @@ impl Layer for VhdLayer {
                 self.size
             )));
         }
-        match &self.storage {
-            Storage::Fixed(raw) => raw.map(offset, max_len),
-            Storage::Sparse(s) => s.map(offset, max_len),
+        match &self.body {
+            Body::Fixed(raw) => raw.map(offset, max_len),
+            Body::Sparse(s) => s.map(offset, max_len),
         }
     }
 
     fn read_data(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        match &self.storage {
-            Storage::Fixed(raw) => raw.read_data(offset, buf),
-            Storage::Sparse(s) => s.read_data(offset, buf),
+        match &self.body {
+            Body::Fixed(raw) => raw.read_data(offset, buf),
+            Body::Sparse(s) => s.read_data(offset, buf),
         }
     }
 
@@ -500,7 +503,7 @@ impl Layer for VhdLayer {
             ),
         ));
         let mut cluster_size = None;
-        if let Storage::Sparse(s) = &self.storage {
+        if let Body::Sparse(s) = &self.body {
             cluster_size = Some(s.block_size);
             data.insert("block-size".into(), json!(s.block_size));
             data.insert("allocated-blocks".into(), json!(s.bat.allocated().count()));
@@ -533,9 +536,13 @@ impl Layer for VhdLayer {
         }
         if let Some(p) = &self.parent {
             let tried: Vec<String> = p
-                .candidates
+                .names
                 .iter()
-                .map(|c| c.display().to_string())
+                .map(|n| {
+                    crate::gate::Gate::resolve(self.path(), n)
+                        .display()
+                        .to_string()
+                })
                 .collect();
             data.insert("parent-candidates".into(), json!(tried));
         }
@@ -552,19 +559,19 @@ impl Layer for VhdLayer {
     }
 
     fn prefetch_direct(&self, offset: u64, len: u64) -> bool {
-        match &self.storage {
-            Storage::Fixed(raw) => raw.prefetch_direct(offset, len),
-            Storage::Sparse(_) => false,
+        match &self.body {
+            Body::Fixed(raw) => raw.prefetch_direct(offset, len),
+            Body::Sparse(_) => false,
         }
     }
 
-    fn host_file(&self, index: usize) -> Option<&HostFile> {
+    fn storage(&self, index: usize) -> Option<&dyn Storage> {
         if index != 0 {
             return None;
         }
-        match &self.storage {
-            Storage::Fixed(raw) => raw.host_file(0),
-            Storage::Sparse(s) => Some(&s.file),
+        match &self.body {
+            Body::Fixed(raw) => raw.storage(0),
+            Body::Sparse(s) => Some(s.file.as_ref()),
         }
     }
 
@@ -576,23 +583,20 @@ impl Layer for VhdLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host_file::HostFile;
     use crate::options::FormatOptions;
+    use crate::sink::Output;
     use crate::staging::Staging;
-    use crate::writer::{CreateSpec, Destination, Piece};
+    use crate::writer::{CreateSpec, Piece};
 
     /// A dynamic VHD of `size` bytes with 4 KiB of 0xAB at each of `data`.
     fn make(dir: &Path, size: u64, data: &[u64]) -> std::path::PathBuf {
         let path = dir.join("t.vhd");
         let mut staging = Staging::new();
-        let spec = CreateSpec::new(size, FormatOptions::empty(Format::Vhd));
-        let mut w = super::super::create_writer(
-            Destination::Files {
-                staging: &mut staging,
-                path: path.clone(),
-            },
-            &spec,
-        )
-        .unwrap();
+        let spec = CreateSpec::new(size, FormatOptions::empty(super::super::FORMAT));
+        let mut w =
+            super::super::create_writer(Output::new_files(&mut staging, path.clone()), &spec)
+                .unwrap();
         let bytes = vec![0xABu8; 4096];
         let mut pos = 0;
         for &at in data {
@@ -620,7 +624,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let size = 2040u64 << 30;
         let path = make(dir.path(), size, &[0, 1 << 40, size - 4096]);
-        let layer = VhdLayer::open(HostFile::open(&path).unwrap()).unwrap();
+        let gate = crate::gate::Gate::confined();
+        let ctx = OpenContext {
+            gate: &gate,
+            provenance: crate::format::Provenance::User,
+            salvage: crate::format::Salvage::Refuse,
+        };
+        let layer = VhdLayer::open(Arc::new(HostFile::open(&path).unwrap()), &ctx).unwrap();
         let mut pos = 0;
         let mut runs = Vec::new();
         while pos < size {

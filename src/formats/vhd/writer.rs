@@ -1,14 +1,15 @@
-//! Writing VHDs: fixed, dynamic and differencing, to a file or front to back to a stream.
+//! Writing VHDs: fixed, dynamic and differencing, to a file, a device or front to back to a
+//! stream.
 //!
 //! Layout of a dynamic or differencing file (what Windows, blktap and Xen Orchestra expect):
 //! footer copy at 0, header at 512, parent locators, the BAT, the blocks (each a sector
 //! bitmap and its data, the data 4 KiB-aligned as Hyper-V aligns it), the footer.
 //!
-//! Writing a file, a block is allocated only when something must be stored in it, so blocks
-//! that turn out to be zeros cost nothing, and the BAT is written last. Writing a stream, the
-//! BAT must precede the blocks, so which blocks exist is decided up front from the source's
-//! allocation map (`CreateSpec::may_have_data`), and each block is assembled in memory so that
-//! its bitmap (which says which sectors were written) can go out before its data.
+//! Which blocks exist is decided before any data arrives, from the source's allocation map
+//! (`CreateSpec::may_have_data`), so every block has its place from the start: the BAT goes
+//! out first, the engine's workers write data straight to its place in a random-access output
+//! ([`DirectWrite`]), and this writer only writes each block's sector bitmap (which says which
+//! sectors hold data) in order. A stream gets each block assembled in memory, bitmap first.
 
 use super::bat::{self, UNUSED};
 use super::bitmap::{bitmap_bytes, set_range};
@@ -18,10 +19,10 @@ use super::parent;
 use super::reader::VhdLayer;
 use crate::convert::range_has_data;
 use crate::error::{Error, Result};
-use crate::host_file::HostFile;
-use crate::writer::{CreateSpec, Destination, ImageWriter, Piece};
-use std::io::Write;
+use crate::sink::{Access, Output, SharedSink, Sink};
+use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// The creator application we write: "qem2" is the code qemu (2.6 and later) writes for a
 /// disk whose `current_size` is exact, and every reader (qemu of any version since 2.6,
@@ -51,55 +52,13 @@ fn round_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
 
-/// Where the bytes go: positional writes to a file, or a stream written strictly in order
-/// (gaps filled with zeros).
-enum Out {
-    File { f: HostFile },
-    Stream { w: Box<dyn Write + Send>, pos: u64 },
-}
+/// The engine's workers write data straight to its virtual offset (fixed disks).
+struct AtOffset(Arc<dyn SharedSink>);
 
-static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-
-impl Out {
-    fn write_at(&mut self, bytes: &[u8], at: u64) -> Result<()> {
-        match self {
-            Out::File { f } => f.write_all_at(bytes, at),
-            Out::Stream { w, pos } => {
-                if at < *pos {
-                    return Err(Error::invalid(format!(
-                        "internal error: VHD stream writer asked to go back from {pos} to {at}"
-                    )));
-                }
-                let io = |e| Error::io("cannot write to the output stream", e).at_offset(at);
-                while *pos < at {
-                    let n = (at - *pos).min(ZEROS.len() as u64) as usize;
-                    w.write_all(&ZEROS[..n]).map_err(io)?;
-                    *pos += n as u64;
-                }
-                w.write_all(bytes).map_err(io)?;
-                *pos += bytes.len() as u64;
-                Ok(())
-            }
-        }
+impl DirectWrite for AtOffset {
+    fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.0.write_at(bytes, offset)
     }
-
-    fn finish(self) -> Result<()> {
-        match self {
-            Out::File { mut f } => f.sync(),
-            Out::Stream { mut w, .. } => w
-                .flush()
-                .map_err(|e| Error::io("cannot flush the output stream", e)),
-        }
-    }
-}
-
-fn open_out(dest: Destination<'_>) -> Result<Out> {
-    Ok(match dest {
-        Destination::Files { staging, path } => Out::File {
-            f: staging.create_output(&path)?,
-        },
-        Destination::Stream(w) => Out::Stream { w, pos: 0 },
-    })
 }
 
 /// The validated `-o` choices.
@@ -142,8 +101,11 @@ fn settings(spec: &CreateSpec) -> Result<Settings> {
     })
 }
 
-/// Makes a VHD writer for `spec` at `dest`.
-pub fn create_writer(dest: Destination<'_>, spec: &CreateSpec) -> Result<Box<dyn ImageWriter>> {
+/// Makes a VHD writer for `spec` into `output`.
+pub fn create_writer<'a>(
+    mut output: Output<'a>,
+    spec: &CreateSpec,
+) -> Result<Box<dyn ImageWriter + 'a>> {
     let settings = settings(spec)?;
     // VHD sizes are whole sectors; a source of another size gets zeros up to the next one,
     // as qemu-img does.
@@ -153,12 +115,7 @@ pub fn create_writer(dest: Destination<'_>, spec: &CreateSpec) -> Result<Box<dyn
             "a VHD holds at most 2040 GiB ({MAX_VHD_SIZE} bytes), and this disk has {disk_size}; use vhdx for larger disks"
         )));
     }
-    let dest_dir = match &dest {
-        Destination::Files { path, .. } => {
-            Some(path.parent().unwrap_or(Path::new("")).to_path_buf())
-        }
-        Destination::Stream(_) => None,
-    };
+    let dest_dir = output.folder();
     let footer = NewFooter {
         disk_type: settings.disk_type,
         size: disk_size,
@@ -168,16 +125,22 @@ pub fn create_writer(dest: Destination<'_>, spec: &CreateSpec) -> Result<Box<dyn
         creator_version: CREATOR_VERSION,
     }
     .to_bytes();
-    let out = open_out(dest)?;
+    let mut sink = output.main()?;
     if settings.disk_type == DiskType::Fixed {
+        // Sized first: a destination too small is refused before anything is written.
+        sink.set_len(disk_size + FOOTER_SIZE)?;
+        let direct = sink
+            .shared()
+            .map(|s| Arc::new(AtOffset(s)) as Arc<dyn DirectWrite>);
         return Ok(Box::new(FixedWriter {
-            out,
+            sink,
             disk_size,
             footer,
+            direct,
         }));
     }
     Ok(Box::new(SparseWriter::new(
-        out,
+        sink,
         spec,
         &settings,
         disk_size,
@@ -187,26 +150,31 @@ pub fn create_writer(dest: Destination<'_>, spec: &CreateSpec) -> Result<Box<dyn
 }
 
 /// A fixed VHD: the disk, then the footer.
-struct FixedWriter {
-    out: Out,
+struct FixedWriter<'a> {
+    sink: Box<dyn Sink + 'a>,
     disk_size: u64,
     footer: [u8; 512],
+    direct: Option<Arc<dyn DirectWrite>>,
 }
 
-impl ImageWriter for FixedWriter {
+impl ImageWriter for FixedWriter<'_> {
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        self.direct.clone()
+    }
+
     fn write(&mut self, offset: u64, piece: Piece<'_>) -> Result<()> {
         match piece {
-            Piece::Data { bytes, .. } => self.out.write_at(bytes, offset),
-            // A file is sparse where nothing is written; a stream gets the zeros when the next
-            // write comes.
-            Piece::Zero(_) | Piece::Unallocated(_) => Ok(()),
+            Piece::Data { bytes, .. } => self.sink.write_at(bytes, offset),
+            Piece::Placed(_) => Ok(()),
+            // Holes in a new file; zeros written or discarded in place; a stream gets them.
+            Piece::Zero(len) | Piece::Unallocated(len) => self.sink.write_zeros(offset, len),
         }
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
         let mut this = *self;
-        this.out.write_at(&this.footer, this.disk_size)?;
-        this.out.finish()
+        this.sink.write_at(&this.footer, this.disk_size)?;
+        this.sink.finish()
     }
 }
 
@@ -271,42 +239,128 @@ struct Block {
     index: u64,
     /// The sector bitmap, padded to whole sectors.
     bits: Vec<u8>,
-    /// Where the block's bitmap goes (assigned once something must be stored).
-    host: Option<u64>,
+}
+
+/// How blocks get their place in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allocation {
+    /// A stream: every block's place was decided from the source's map before the BAT went
+    /// out; a block outside the plan is an error.
+    Planned,
+    /// A random-access output: a block gets the next place when something is first stored in
+    /// it (by a worker placing data, or by the writer), and the BAT is written last.
+    OnFirstWrite,
+}
+
+/// The BAT as it stands and where the next block goes.
+struct Table {
+    entries: Vec<u32>,
+    next: u64,
+    /// One past the last byte of metadata or block data: where the footer goes.
+    data_end: u64,
+}
+
+/// The blocks' places, shared by the writer and the workers that place data.
+struct Blocks {
+    block_size: u64,
+    bitmap_len: u64,
+    allocation: Allocation,
+    table: std::sync::Mutex<Table>,
+}
+
+impl Blocks {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The host offset of block `index`'s bitmap, if it has a place.
+    fn place(&self, index: u64) -> Option<u64> {
+        let e = *self.table().entries.get(index as usize)?;
+        (e != UNUSED).then(|| u64::from(e) * 512)
+    }
+
+    /// The host offset of block `index`'s bitmap, giving it the next place if it has none.
+    fn place_or_allocate(&self, index: u64) -> Result<u64> {
+        let mut t = self.table();
+        let Some(&e) = t.entries.get(index as usize) else {
+            return Err(Error::invalid(format!(
+                "internal error: block {index} is past the end of the disk"
+            )));
+        };
+        if e != UNUSED {
+            return Ok(u64::from(e) * 512);
+        }
+        if self.allocation == Allocation::Planned {
+            return Err(Error::invalid(format!(
+                "internal error: block {index} was planned empty from the source's allocation map, but data arrived for it"
+            )));
+        }
+        let host = t.next;
+        if host / 512 >= u64::from(UNUSED) {
+            return Err(Error::invalid(
+                "the VHD would grow past the 2 TiB a BAT entry can address",
+            ));
+        }
+        let end = host + self.bitmap_len + self.block_size;
+        t.entries[index as usize] = (host / 512) as u32;
+        t.data_end = end;
+        t.next = next_place(end, self.block_size, self.bitmap_len);
+        Ok(host)
+    }
+}
+
+/// Workers place data in the blocks of a dynamic or differencing disk, giving blocks their
+/// places as data first arrives for them.
+struct PlacedBlocks {
+    sink: Arc<dyn SharedSink>,
+    blocks: Arc<Blocks>,
+}
+
+impl DirectWrite for PlacedBlocks {
+    fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let bs = self.blocks.block_size;
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let pos = offset + done as u64;
+            let n = ((bs - pos % bs) as usize).min(bytes.len() - done);
+            let host = self.blocks.place_or_allocate(pos / bs)?;
+            self.sink.write_at(
+                &bytes[done..done + n],
+                host + self.blocks.bitmap_len + pos % bs,
+            )?;
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 /// A dynamic or differencing VHD.
-struct SparseWriter {
-    out: Out,
+struct SparseWriter<'a> {
+    sink: Box<dyn Sink + 'a>,
     block_size: u64,
     bitmap_len: u64,
     disk_size: u64,
     differencing: bool,
+    blocks: Arc<Blocks>,
     table_offset: u64,
-    entries: Vec<u32>,
-    /// Streams only: which blocks the BAT already promised.
-    planned: Option<Vec<bool>>,
-    /// Streams only: the bitmap and data of the current block, in file order.
+    /// Sequential sinks only: the bitmap and data of the current block, in file order.
     buffer: Vec<u8>,
-    /// Where the next block's bitmap goes.
-    next_block: u64,
-    /// One past the last byte of metadata or block data: where the footer goes.
-    data_end: u64,
     current: Option<Block>,
     /// Every block before this one is complete.
     closed: u64,
     footer: [u8; 512],
+    direct: Option<Arc<dyn DirectWrite>>,
 }
 
-impl SparseWriter {
+impl<'a> SparseWriter<'a> {
     fn new(
-        out: Out,
+        mut sink: Box<dyn Sink + 'a>,
         spec: &CreateSpec,
         settings: &Settings,
         disk_size: u64,
         footer: [u8; 512],
         dest_dir: Option<&Path>,
-    ) -> Result<SparseWriter> {
+    ) -> Result<SparseWriter<'a>> {
         let block_size = settings.block_size;
         let blocks = disk_size.div_ceil(block_size);
         let parent = parent_fields(spec, dest_dir)?;
@@ -317,11 +371,6 @@ impl SparseWriter {
         };
         let table_end = table_offset + bat::bat_bytes(blocks);
         let bitmap_len = bitmap_bytes(block_size as u32);
-        let first_block = if block_size >= ALIGN_FROM_BLOCK_SIZE {
-            round_up(table_end + bitmap_len, DATA_ALIGN) - bitmap_len
-        } else {
-            table_end
-        };
         let header = NewHeader {
             table_offset,
             max_table_entries: blocks as u32,
@@ -331,104 +380,73 @@ impl SparseWriter {
             parent_name: parent.as_ref().map_or(String::new(), |p| p.name.clone()),
             locators,
         };
-        let mut w = SparseWriter {
-            out,
+        let streaming = sink.access() == Access::Sequential;
+        let (allocation, table) = if streaming {
+            // The BAT precedes the blocks in a stream: decide now which blocks exist.
+            let planned = plan(spec, block_size, disk_size, blocks)?;
+            let (entries, data_end, next) = place(&planned, block_size, bitmap_len, table_end)?;
+            (
+                Allocation::Planned,
+                Table {
+                    entries,
+                    next,
+                    data_end,
+                },
+            )
+        } else {
+            (
+                Allocation::OnFirstWrite,
+                Table {
+                    entries: vec![UNUSED; blocks as usize],
+                    next: next_place(table_end, block_size, bitmap_len),
+                    data_end: table_end,
+                },
+            )
+        };
+        let blocks = Arc::new(Blocks {
+            block_size,
+            bitmap_len,
+            allocation,
+            table: std::sync::Mutex::new(table),
+        });
+        let direct = sink.shared().map(|s| {
+            Arc::new(PlacedBlocks {
+                sink: s,
+                blocks: Arc::clone(&blocks),
+            }) as Arc<dyn DirectWrite>
+        });
+        if streaming {
+            sink.set_len(blocks.table().data_end + FOOTER_SIZE)?;
+        }
+        sink.write_at(&footer, 0)?;
+        sink.write_at(&header.to_bytes()[..], FOOTER_SIZE)?;
+        if let Some(p) = &parent {
+            for (entry, (_, data)) in header.locators.iter().zip(&p.locators) {
+                sink.write_at(data, entry.data_offset)?;
+            }
+        }
+        if streaming {
+            let table = bat::encode(&blocks.table().entries);
+            sink.write_at(&table, table_offset)?;
+        }
+        Ok(SparseWriter {
+            sink,
             block_size,
             bitmap_len,
             disk_size,
             differencing: parent.is_some(),
+            blocks,
             table_offset,
-            entries: vec![UNUSED; blocks as usize],
-            planned: None,
             buffer: Vec::new(),
-            next_block: first_block,
-            data_end: table_end,
             current: None,
             closed: 0,
             footer,
-        };
-        if matches!(w.out, Out::Stream { .. }) {
-            w.plan(spec)?;
-        }
-        w.out.write_at(&w.footer.clone(), 0)?;
-        w.out.write_at(&header.to_bytes()[..], FOOTER_SIZE)?;
-        if let Some(p) = &parent {
-            for (entry, (_, data)) in header.locators.iter().zip(&p.locators) {
-                w.out.write_at(data, entry.data_offset)?;
-            }
-        }
-        if w.planned.is_some() {
-            let table = bat::encode(&w.entries);
-            w.out.write_at(&table, table_offset)?;
-        }
-        Ok(w)
+            direct,
+        })
     }
 
-    /// Streams: decides which blocks exist before any data arrives, and gives each its place.
-    /// A block exists where the source may hold data, and (differencing) where the parent
-    /// holds data the source may overwrite with zeros.
-    fn plan(&mut self, spec: &CreateSpec) -> Result<()> {
-        let blocks = self.entries.len() as u64;
-        let mut planned = vec![false; blocks as usize];
-        let parent_image = spec
-            .backing
-            .as_ref()
-            .filter(|_| spec.source_map.is_some())
-            .map(|b| b.image.clone());
-        let block_size = self.block_size;
-        let disk_size = self.disk_size;
-        let needs_block = |first: u64, last: u64| -> Result<bool> {
-            let start = first * block_size;
-            let end = ((last + 1) * block_size).min(disk_size);
-            if spec.may_have_data(start, end - start)? {
-                return Ok(true);
-            }
-            match &parent_image {
-                Some(img) => range_has_data(img, start, end),
-                None => Ok(false),
-            }
-        };
-        // Halve ranges that may hold data down to single blocks: a sparse disk costs a
-        // handful of queries, a full one about two per block.
-        let mut stack = vec![(0u64, blocks.saturating_sub(1))];
-        while let Some((first, last)) = stack.pop() {
-            if blocks == 0 || !needs_block(first, last)? {
-                continue;
-            }
-            if first == last {
-                planned[first as usize] = true;
-            } else {
-                let mid = first + (last - first) / 2;
-                stack.push((mid + 1, last));
-                stack.push((first, mid));
-            }
-        }
-        for (index, p) in planned.iter().enumerate() {
-            if *p {
-                let host = self.allocate()?;
-                self.entries[index] = (host / 512) as u32;
-            }
-        }
-        self.planned = Some(planned);
-        Ok(())
-    }
-
-    /// The place of the next block's bitmap.
-    fn allocate(&mut self) -> Result<u64> {
-        let host = self.next_block;
-        let end = host + self.bitmap_len + self.block_size;
-        if (host / 512) >= u64::from(UNUSED) {
-            return Err(Error::invalid(
-                "the VHD would grow past the 2 TiB a BAT entry can address",
-            ));
-        }
-        self.next_block = if self.block_size >= ALIGN_FROM_BLOCK_SIZE {
-            round_up(end + self.bitmap_len, DATA_ALIGN) - self.bitmap_len
-        } else {
-            end
-        };
-        self.data_end = end;
-        Ok(host)
+    fn streaming(&self) -> bool {
+        self.sink.access() == Access::Sequential
     }
 
     fn block_len(&self) -> usize {
@@ -439,19 +457,14 @@ impl SparseWriter {
     fn block(&mut self, index: u64) -> Result<&mut Block> {
         if self.current.as_ref().is_none_or(|b| b.index != index) {
             self.close_until(index)?;
-            let host = match &self.planned {
-                Some(planned) if planned[index as usize] => {
-                    let len = self.block_len();
-                    self.buffer.clear();
-                    self.buffer.resize(len, 0);
-                    Some(u64::from(self.entries[index as usize]) * 512)
-                }
-                _ => None,
-            };
+            if self.streaming() {
+                let len = self.block_len();
+                self.buffer.clear();
+                self.buffer.resize(len, 0);
+            }
             self.current = Some(Block {
                 index,
                 bits: vec![0u8; self.bitmap_len as usize],
-                host,
             });
         }
         Ok(self.current.as_mut().expect("just set"))
@@ -460,24 +473,17 @@ impl SparseWriter {
     /// Completes every block before `index`.
     fn close_until(&mut self, index: u64) -> Result<()> {
         while self.closed < index {
-            let current = self.current.take_if(|b| b.index == self.closed);
+            let closing = self.closed;
+            let current = self.current.take_if(|b| b.index == closing);
             match current {
                 Some(block) => self.close(block)?,
-                None => {
-                    // A block nothing was stored in: a stream still owes it if the BAT
-                    // promised it.
-                    if self
-                        .planned
-                        .as_ref()
-                        .is_some_and(|p| p[self.closed as usize])
-                    {
-                        let len = self.block_len();
-                        self.buffer.clear();
-                        self.buffer.resize(len, 0);
-                        let host = u64::from(self.entries[self.closed as usize]) * 512;
-                        self.out.write_at(&self.buffer, host)?;
-                    }
-                }
+                // A block the plan promised but nothing was stored in: a stream still owes
+                // its bytes, its bitmap saying so.
+                None if self.blocks.place(closing).is_some() => self.close(Block {
+                    index: closing,
+                    bits: vec![0u8; self.bitmap_len as usize],
+                })?,
+                None => {}
             }
             self.closed += 1;
         }
@@ -485,72 +491,139 @@ impl SparseWriter {
     }
 
     fn close(&mut self, block: Block) -> Result<()> {
-        let Some(host) = block.host else {
+        let Some(host) = self.blocks.place(block.index) else {
             return Ok(());
         };
-        match &self.out {
-            Out::Stream { .. } => {
-                self.buffer[..self.bitmap_len as usize].copy_from_slice(&block.bits);
-                let buffer = std::mem::take(&mut self.buffer);
-                let result = self.out.write_at(&buffer, host);
-                self.buffer = buffer;
-                result
+        if self.streaming() {
+            if self.buffer.len() != self.block_len() {
+                self.buffer.clear();
+                self.buffer.resize(self.block_len(), 0);
             }
-            Out::File { .. } => self.out.write_at(&block.bits, host),
+            self.buffer[..self.bitmap_len as usize].copy_from_slice(&block.bits);
+            let buffer = std::mem::take(&mut self.buffer);
+            let result = self.sink.write_at(&buffer, host);
+            self.buffer = buffer;
+            self.buffer.clear();
+            result
+        } else {
+            self.sink.write_at(&block.bits, host)
         }
     }
 
     /// Applies one part of a piece that lies inside block `index`.
     fn apply(&mut self, index: u64, in_block: u64, part: Part<'_>) -> Result<()> {
         let stores = match part {
-            Part::Data(_) => true,
+            Part::Data(_) | Part::Placed(_) => true,
             // A differencing disk must store zeros to hide what the parent holds there; a
             // dynamic disk reads zeros wherever nothing is stored.
             Part::Zero(_) => self.differencing,
             Part::Unallocated(_) => false,
         };
         if !stores {
-            // Streams write the blocks the BAT promised when they are closed, whether or not
-            // anything was stored in them.
             return Ok(());
         }
-        let streaming = self.planned.is_some();
+        let host = self.blocks.place_or_allocate(index)?;
+        let streaming = self.streaming();
         let bitmap_len = self.bitmap_len;
         let len = part.len();
         let block = self.block(index)?;
         let first = (in_block / 512) as u32;
         let last = (in_block + len).div_ceil(512) as u32;
         set_range(&mut block.bits, first, last);
-        let host = match block.host {
-            Some(h) => h,
-            None if streaming => {
-                return Err(Error::invalid(format!(
-                    "internal error: block {index} was planned empty from the source's allocation map, but data arrived for it"
-                )));
+        let at = bitmap_len + in_block;
+        match part {
+            Part::Data(bytes) if streaming => {
+                self.buffer[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
             }
-            None => {
-                let h = self.allocate()?;
-                self.entries[index as usize] = (h / 512) as u32;
-                self.current.as_mut().expect("current block").host = Some(h);
-                h
-            }
-        };
-        if let Part::Data(bytes) = part {
-            if streaming {
-                let at = (bitmap_len + in_block) as usize;
-                self.buffer[at..at + bytes.len()].copy_from_slice(bytes);
-            } else {
-                self.out.write_at(bytes, host + bitmap_len + in_block)?;
-            }
+            Part::Data(bytes) => self.sink.write_at(bytes, host + at)?,
+            // The stream's block buffer starts as zeros; a file must read zeros there.
+            Part::Zero(n) if !streaming => self.sink.write_zeros(host + at, n)?,
+            _ => {}
         }
         Ok(())
     }
+}
+
+/// Decides which blocks exist before any data arrives: where the source may hold data, and
+/// (differencing) where the parent holds data the source may overwrite with zeros.
+fn plan(spec: &CreateSpec, block_size: u64, disk_size: u64, blocks: u64) -> Result<Vec<bool>> {
+    let mut planned = vec![false; blocks as usize];
+    let parent_image = spec
+        .backing
+        .as_ref()
+        .filter(|_| spec.source_map.is_some())
+        .map(|b| b.image.clone());
+    let needs_block = |first: u64, last: u64| -> Result<bool> {
+        let start = first * block_size;
+        let end = ((last + 1) * block_size).min(disk_size);
+        if spec.may_have_data(start, end - start)? {
+            return Ok(true);
+        }
+        match &parent_image {
+            Some(img) => range_has_data(img, start, end),
+            None => Ok(false),
+        }
+    };
+    // Halve ranges that may hold data down to single blocks: a sparse disk costs a handful of
+    // queries, a full one about two per block.
+    let mut stack = vec![(0u64, blocks.saturating_sub(1))];
+    while let Some((first, last)) = stack.pop() {
+        if blocks == 0 || !needs_block(first, last)? {
+            continue;
+        }
+        if first == last {
+            planned[first as usize] = true;
+        } else {
+            let mid = first + (last - first) / 2;
+            stack.push((mid + 1, last));
+            stack.push((first, mid));
+        }
+    }
+    Ok(planned)
+}
+
+/// Where the block after one ending at `end` starts: its data 4 KiB-aligned for large blocks
+/// (as Hyper-V aligns it).
+fn next_place(end: u64, block_size: u64, bitmap_len: u64) -> u64 {
+    if block_size >= ALIGN_FROM_BLOCK_SIZE {
+        round_up(end + bitmap_len, DATA_ALIGN) - bitmap_len
+    } else {
+        end
+    }
+}
+
+/// Gives each planned block its place after the table; returns the BAT entries, the end of
+/// the last block and where a further block would go.
+fn place(
+    planned: &[bool],
+    block_size: u64,
+    bitmap_len: u64,
+    table_end: u64,
+) -> Result<(Vec<u32>, u64, u64)> {
+    let mut next = next_place(table_end, block_size, bitmap_len);
+    let mut end = table_end;
+    let mut entries = vec![UNUSED; planned.len()];
+    for (index, p) in planned.iter().enumerate() {
+        if !*p {
+            continue;
+        }
+        if next / 512 >= u64::from(UNUSED) {
+            return Err(Error::invalid(
+                "the VHD would grow past the 2 TiB a BAT entry can address",
+            ));
+        }
+        entries[index] = (next / 512) as u32;
+        end = next + bitmap_len + block_size;
+        next = next_place(end, block_size, bitmap_len);
+    }
+    Ok((entries, end, next))
 }
 
 /// A piece cut to one block.
 #[derive(Clone, Copy)]
 enum Part<'a> {
     Data(&'a [u8]),
+    Placed(u64),
     Zero(u64),
     Unallocated(u64),
 }
@@ -559,12 +632,16 @@ impl Part<'_> {
     fn len(&self) -> u64 {
         match self {
             Part::Data(b) => b.len() as u64,
-            Part::Zero(n) | Part::Unallocated(n) => *n,
+            Part::Placed(n) | Part::Zero(n) | Part::Unallocated(n) => *n,
         }
     }
 }
 
-impl ImageWriter for SparseWriter {
+impl ImageWriter for SparseWriter<'_> {
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        self.direct.clone()
+    }
+
     fn write(&mut self, offset: u64, piece: Piece<'_>) -> Result<()> {
         let len = piece.len();
         let mut done = 0u64;
@@ -575,12 +652,13 @@ impl ImageWriter for SparseWriter {
             let n = (self.block_size - in_block).min(len - done);
             let part = match piece {
                 Piece::Data { bytes, .. } => Part::Data(&bytes[done as usize..(done + n) as usize]),
+                Piece::Placed(_) => Part::Placed(n),
                 Piece::Zero(_) => Part::Zero(n),
                 Piece::Unallocated(_) if self.differencing => Part::Unallocated(n),
                 // Without a parent, "unallocated" reads as zeros.
                 Piece::Unallocated(_) => Part::Zero(n),
             };
-            if index as usize >= self.entries.len() {
+            if index >= self.disk_size.div_ceil(self.block_size) {
                 return Err(Error::invalid(format!(
                     "internal error: piece at {pos} is past the end of the disk ({} bytes)",
                     self.disk_size
@@ -597,14 +675,17 @@ impl ImageWriter for SparseWriter {
 
     fn finish(self: Box<Self>) -> Result<()> {
         let mut this = *self;
-        let blocks = this.entries.len() as u64;
+        let blocks = this.disk_size.div_ceil(this.block_size);
         this.close_until(blocks)?;
-        if !matches!(this.out, Out::Stream { .. }) {
-            let table = bat::encode(&this.entries);
-            this.out.write_at(&table, this.table_offset)?;
+        let (table, data_end) = {
+            let t = this.blocks.table();
+            (bat::encode(&t.entries), t.data_end)
+        };
+        if !this.streaming() {
+            this.sink.write_at(&table, this.table_offset)?;
         }
         let footer = this.footer;
-        this.out.write_at(&footer, this.data_end)?;
-        this.out.finish()
+        this.sink.write_at(&footer, data_end)?;
+        this.sink.finish()
     }
 }

@@ -12,9 +12,12 @@ use super::reader::VmdkLayer;
 use super::sparse_header::{self, GD_AT_END, SparseHeader};
 use crate::check::{CheckReport, RepairMode, Severity};
 use crate::error::Result;
-use crate::format::Format;
+use crate::format::{OpenContext, Provenance, Salvage};
+use crate::gate::{Gate, Lookup, Role};
 use crate::host_file::HostFile;
+use crate::storage::{Storage, StorageExt};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Findings of one kind reported per extent before the rest are summarised.
 const MAX_FINDINGS: usize = 100;
@@ -51,9 +54,9 @@ impl Findings<'_> {
     }
 }
 
-/// Checks the VMDK at `path`.
-pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
-    let mut report = CheckReport::new(path, Format::Vmdk);
+/// Checks the VMDK at `path`; its extents are opened through `gate`.
+pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+    let mut report = CheckReport::new(path, super::FORMAT);
     if repair.is_some() {
         report.add(
             Severity::Warning,
@@ -62,10 +65,15 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
         );
     }
     let file = HostFile::open(path)?;
-    if !missing_extents(&file, &mut report)? {
+    if !missing_extents(&file, &mut report, gate)? {
         return Ok(report);
     }
-    let layer = match VmdkLayer::open(file) {
+    let ctx = OpenContext {
+        gate,
+        provenance: Provenance::User,
+        salvage: Salvage::Refuse,
+    };
+    let layer = match VmdkLayer::open(Arc::new(file), &ctx) {
         Ok(l) => l,
         Err(e) => {
             let message = match e.path() {
@@ -102,7 +110,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
                         Severity::Corruption,
                         format!(
                             "{prefix}extent file '{}' is {} bytes, but the descriptor needs {}",
-                            file.path().display(),
+                            file.name().display(),
                             file.len(),
                             start + extent.len
                         ),
@@ -140,7 +148,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
 
 /// Reports extent files a text descriptor names that do not exist; false when some are
 /// missing (the rest cannot be checked then).
-fn missing_extents(file: &HostFile, report: &mut CheckReport) -> Result<bool> {
+fn missing_extents(file: &dyn Storage, report: &mut CheckReport, gate: &Gate) -> Result<bool> {
     let mut head = [0u8; 8];
     let n = file.read_at_most(&mut head, 0)?;
     let magic = &head[..n];
@@ -157,26 +165,19 @@ fn missing_extents(file: &HostFile, report: &mut CheckReport) -> Result<bool> {
     let Ok(descriptor) = Descriptor::parse(&text) else {
         return Ok(true);
     };
-    let folder = file
-        .path()
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let mut all_there = true;
     for e in &descriptor.extents {
-        if let Some(name) = &e.file
-            && !folder.join(name.replace('\\', "/")).is_file()
-        {
-            all_there = false;
-            report.add(
-                Severity::Corruption,
-                format!(
-                    "extent file '{name}' (descriptor line {}) is missing",
-                    e.line
-                ),
-                None,
-            );
-        }
+        let Some(name) = &e.file else { continue };
+        let problem = match gate.open(file.name(), &name.replace('\\', "/"), Role::Extent) {
+            Ok(Lookup::Opened(_)) => continue,
+            Ok(Lookup::Missing(_)) => format!(
+                "extent file '{name}' (descriptor line {}) is missing",
+                e.line
+            ),
+            Err(err) => format!("descriptor line {}: {}", e.line, err.message()),
+        };
+        all_there = false;
+        report.add(Severity::Corruption, problem, None);
     }
     Ok(all_there)
 }
@@ -193,7 +194,7 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
     };
     let mut grain_offsets: Vec<(u64, u64)> = Vec::new();
     let mut allocated = 0u64;
-    let mut inflated = vec![0u8; if s.compressed { g as usize } else { 0 }];
+    let mut inflated = vec![0u8; if s.compressed() { g as usize } else { 0 }];
     // Only the tables the directory names: a huge disk with few tables costs few steps.
     let mut next = s.tables.next_present(0);
     while next < geometry.tables() {
@@ -214,7 +215,7 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
             }
             allocated += 1;
             let len = g.min(s.capacity.saturating_sub(grain * g));
-            if entry < metadata_end && !s.compressed {
+            if entry < metadata_end && !s.compressed() {
                 f.add(
                     Severity::Corruption,
                     format!("grain {grain} points into the metadata area"),
@@ -222,8 +223,8 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
                 );
                 continue;
             }
-            if s.compressed {
-                match grain::read_compressed(file, entry, s.markers, &mut inflated) {
+            if s.compressed() {
+                match grain::read_compressed(file, entry, s.markers(), &mut inflated) {
                     Ok((lba, n)) => {
                         if let Some(lba) = lba
                             && lba != grain * (g / 512)
@@ -265,7 +266,7 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
             grain_offsets.push((entry, grain));
         }
     }
-    if !s.compressed {
+    if !s.compressed() {
         grain_offsets.sort_unstable();
         for w in grain_offsets.windows(2) {
             if w[1].0 < w[0].0 + g {
@@ -278,7 +279,7 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
         }
     }
     if let SparseKind::Hosted(h) = s.kind
-        && !s.compressed
+        && !s.compressed()
     {
         check_leaks(s, &h, &grain_offsets, f);
     }

@@ -9,8 +9,8 @@ use super::grain_table::{EntryFormat, Geometry, GrainTables, UNALLOCATED, ZEROED
 use super::sesparse::{self, SeSparseHeader};
 use super::sparse_header::{self, GD_AT_END, SparseHeader};
 use crate::error::{Error, Result};
-use crate::host_file::HostFile;
 use crate::image::Allocation;
+use crate::storage::{Storage, StorageExt};
 use std::sync::{Arc, Mutex};
 
 /// The header of a sparse extent, by kind.
@@ -27,7 +27,7 @@ pub enum SparseKind {
 /// A sparse extent: a file with grain tables.
 pub struct SparseExtent {
     /// The extent's file.
-    pub file: Arc<HostFile>,
+    pub file: Arc<dyn Storage>,
     /// Its header.
     pub kind: SparseKind,
     /// Its grain directory and tables.
@@ -36,15 +36,45 @@ pub struct SparseExtent {
     pub grain_bytes: u64,
     /// The extent's capacity in bytes (from its header).
     pub capacity: u64,
-    /// Grains are compressed.
-    pub compressed: bool,
-    /// Compressed grains start with a marker holding their LBA.
-    pub markers: bool,
+    /// How grains are stored.
+    pub coding: GrainCoding,
     /// Problems found while opening that did not stop it.
     pub warnings: Vec<String>,
     /// The last grain inflated for a partial read (reads of a few sectors at a time would
     /// otherwise inflate the same grain again and again).
     last_grain: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+/// How a sparse extent stores its grains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrainCoding {
+    /// Plain bytes at the offset a grain table entry gives.
+    Plain,
+    /// Deflate-compressed, each grain prefixed by its LBA and size.
+    Compressed,
+    /// Compressed, and every grain and table also announced by a marker (stream-optimized).
+    CompressedWithMarkers,
+}
+
+impl GrainCoding {
+    /// The coding a hosted sparse header's flags describe.
+    pub fn of(compressed: bool, markers: bool) -> GrainCoding {
+        match (compressed, markers) {
+            (false, _) => GrainCoding::Plain,
+            (true, false) => GrainCoding::Compressed,
+            (true, true) => GrainCoding::CompressedWithMarkers,
+        }
+    }
+
+    /// Grains are compressed.
+    pub fn compressed(self) -> bool {
+        self != GrainCoding::Plain
+    }
+
+    /// Compressed grains start with a marker holding their LBA.
+    pub fn markers(self) -> bool {
+        self == GrainCoding::CompressedWithMarkers
+    }
 }
 
 /// How one run of an extent is stored.
@@ -65,7 +95,7 @@ const FOOTER_FROM_END: u64 = 1024;
 
 impl SparseExtent {
     /// Opens a sparse extent of any kind, recognised by its magic.
-    pub fn open(file: Arc<HostFile>) -> Result<SparseExtent> {
+    pub fn open(file: Arc<dyn Storage>) -> Result<SparseExtent> {
         let mut head = vec![0u8; file.len().min(cowd::HEADER_BYTES as u64) as usize];
         file.read_exact_at(&mut head, 0)?;
         if head.starts_with(sparse_header::MAGIC) {
@@ -83,12 +113,11 @@ impl SparseExtent {
     }
 
     fn new(
-        file: Arc<HostFile>,
+        file: Arc<dyn Storage>,
         kind: SparseKind,
         tables: GrainTables,
         capacity_sectors: u64,
-        compressed: bool,
-        markers: bool,
+        coding: GrainCoding,
         warnings: Vec<String>,
     ) -> SparseExtent {
         SparseExtent {
@@ -97,15 +126,14 @@ impl SparseExtent {
             kind,
             tables,
             capacity: capacity_sectors * 512,
-            compressed,
-            markers,
+            coding,
             warnings,
             last_grain: Mutex::new(None),
         }
     }
 
     /// Opens a hosted sparse extent whose header has been parsed.
-    pub fn open_hosted(file: Arc<HostFile>, header: SparseHeader) -> Result<SparseExtent> {
+    pub fn open_hosted(file: Arc<dyn Storage>, header: SparseHeader) -> Result<SparseExtent> {
         let mut warnings = Vec::new();
         let mut header = header;
         if header.gd_offset == GD_AT_END {
@@ -162,14 +190,14 @@ impl SparseExtent {
             }
             Err(e) => return Err(e),
         };
-        let (compressed, markers, capacity) = (header.compressed, header.markers, header.capacity);
+        let coding = GrainCoding::of(header.compressed, header.markers);
+        let capacity = header.capacity;
         Ok(Self::new(
             file,
             SparseKind::Hosted(header),
             tables,
             capacity,
-            compressed,
-            markers,
+            coding,
             warnings,
         ))
     }
@@ -177,7 +205,7 @@ impl SparseExtent {
     /// Rebuilds the grain map of a stream-optimized extent by walking its markers from the
     /// first grain to the end-of-stream marker (or the end of the file).
     fn open_by_scan(
-        file: Arc<HostFile>,
+        file: Arc<dyn Storage>,
         header: SparseHeader,
         warnings: Vec<String>,
     ) -> Result<SparseExtent> {
@@ -212,13 +240,12 @@ impl SparseExtent {
             SparseKind::Hosted(header),
             tables,
             capacity,
-            true,
-            true,
+            GrainCoding::CompressedWithMarkers,
             warnings,
         ))
     }
 
-    fn open_cowd(file: Arc<HostFile>, header: CowdHeader) -> Result<SparseExtent> {
+    fn open_cowd(file: Arc<dyn Storage>, header: CowdHeader) -> Result<SparseExtent> {
         let geometry = Geometry {
             grain_bytes: header.grain_sectors * 512,
             gtes_per_gt: u64::from(cowd::GTES_PER_GT),
@@ -231,13 +258,12 @@ impl SparseExtent {
             SparseKind::Cowd(header),
             tables,
             header.capacity,
-            false,
-            false,
+            GrainCoding::Plain,
             Vec::new(),
         ))
     }
 
-    fn open_sesparse(file: Arc<HostFile>, header: SeSparseHeader) -> Result<SparseExtent> {
+    fn open_sesparse(file: Arc<dyn Storage>, header: SeSparseHeader) -> Result<SparseExtent> {
         let mut volatile = [0u8; 512];
         file.read_exact_at(&mut volatile, header.volatile_offset.saturating_mul(512))?;
         SeSparseHeader::check_volatile(&volatile)
@@ -258,10 +284,19 @@ impl SparseExtent {
             SparseKind::SeSparse(header),
             tables,
             header.capacity,
-            false,
-            false,
+            GrainCoding::Plain,
             Vec::new(),
         ))
+    }
+
+    /// Grains are compressed.
+    pub fn compressed(&self) -> bool {
+        self.coding.compressed()
+    }
+
+    /// Compressed grains start with a marker holding their LBA.
+    pub fn markers(&self) -> bool {
+        self.coding.markers()
     }
 
     /// The header's unclean-shutdown flag.
@@ -276,7 +311,7 @@ impl SparseExtent {
     }
 
     fn check_grain(&self, grain: u64, entry: u64) -> Result<()> {
-        let need = if self.compressed {
+        let need = if self.coding.compressed() {
             1
         } else {
             self.grain_len(grain)
@@ -336,7 +371,7 @@ impl SparseExtent {
                         ZEROED => (Allocation::Zero, None, next),
                         _ => {
                             self.check_grain(grain, entry)?;
-                            let host = (!self.compressed).then_some(entry + in_grain);
+                            let host = (!self.coding.compressed()).then_some(entry + in_grain);
                             (Allocation::Data, host, next)
                         }
                     }
@@ -364,7 +399,7 @@ impl SparseExtent {
             len,
             allocation,
             host,
-            compressed: allocation == Allocation::Data && self.compressed,
+            compressed: allocation == Allocation::Data && self.coding.compressed(),
         })
     }
 
@@ -387,11 +422,15 @@ impl SparseExtent {
                 UNALLOCATED | ZEROED => chunk.fill(0),
                 _ => {
                     self.check_grain(grain, entry)?;
-                    if self.compressed && n as u64 == g {
+                    if self.coding.compressed() && n as u64 == g {
                         // A whole grain (the common case: sequential reads) inflates straight
                         // into the caller's buffer, which is exactly the one-grain bound.
-                        let (_, got) =
-                            grain::read_compressed(&self.file, entry, self.markers, chunk)?;
+                        let (_, got) = grain::read_compressed(
+                            &self.file,
+                            entry,
+                            self.coding.markers(),
+                            chunk,
+                        )?;
                         if (got as u64) < self.grain_len(grain) {
                             return Err(Error::corrupt(format!(
                                 "compressed grain {grain} inflates to {got} bytes, {} expected",
@@ -400,7 +439,7 @@ impl SparseExtent {
                             .at_offset(entry));
                         }
                         chunk[got..].fill(0);
-                    } else if self.compressed {
+                    } else if self.coding.compressed() {
                         let data = self.inflate(grain, entry)?;
                         chunk.copy_from_slice(&data[in_grain as usize..in_grain as usize + n]);
                     } else {
@@ -424,7 +463,7 @@ impl SparseExtent {
             return Ok(d);
         }
         let mut data = vec![0u8; self.grain_bytes as usize];
-        let (_, n) = grain::read_compressed(&self.file, entry, self.markers, &mut data)?;
+        let (_, n) = grain::read_compressed(&self.file, entry, self.coding.markers(), &mut data)?;
         let need = self.grain_len(grain) as usize;
         if n < need {
             return Err(Error::corrupt(format!(
@@ -442,7 +481,7 @@ impl SparseExtent {
 
 /// Reads and validates a stream-optimized footer: the header copy in the second-to-last sector,
 /// after a footer marker (when the extent has markers).
-fn read_footer(file: &HostFile, header: &SparseHeader) -> Result<SparseHeader> {
+fn read_footer(file: &dyn Storage, header: &SparseHeader) -> Result<SparseHeader> {
     let len = file.len();
     if len < FOOTER_FROM_END + 512 {
         return Err(Error::corrupt("file is too short to hold a footer"));
@@ -472,14 +511,14 @@ fn read_footer(file: &HostFile, header: &SparseHeader) -> Result<SparseHeader> {
 /// Walks the markers of a stream-optimized extent from its first grain: yields (byte offset,
 /// marker) for every marker, stops after the end-of-stream marker or at the end of the file.
 pub struct MarkerWalk<'a> {
-    file: &'a HostFile,
+    file: &'a dyn Storage,
     pos: u64,
     done: bool,
 }
 
 impl<'a> MarkerWalk<'a> {
     /// Starts after the header's metadata (the overhead), as every writer lays it out.
-    pub fn new(file: &'a HostFile, header: &SparseHeader) -> MarkerWalk<'a> {
+    pub fn new(file: &'a dyn Storage, header: &SparseHeader) -> MarkerWalk<'a> {
         let start = header.first_data_sector();
         MarkerWalk {
             file,
@@ -519,29 +558,32 @@ impl Iterator for MarkerWalk<'_> {
 /// The run of a flat extent at byte `at` of its file. Holes of a sparse host file (a thin
 /// vmfs or monolithicFlat disk) read as zeros without being read, as a raw image's do; so does
 /// everything past the end of a file shorter than its extent.
-fn flat_run(file: &HostFile, at: u64, max_len: u64) -> Result<ExtentRun> {
-    use rustix::fs::{SeekFrom, seek};
-    use rustix::io::Errno;
+fn flat_run(file: &dyn Storage, at: u64, max_len: u64) -> Result<ExtentRun> {
+    // Holes inside the file have their place too (a write in place fills them).
     let run = |len: u64, allocation| ExtentRun {
         len,
         allocation,
-        host: (allocation == Allocation::Data).then_some(at),
+        host: Some(at),
         compressed: false,
     };
     if at >= file.len() {
-        return Ok(run(max_len, Allocation::Zero));
+        return Ok(ExtentRun {
+            host: None,
+            ..run(max_len, Allocation::Zero)
+        });
     }
     let in_file = max_len.min(file.len() - at);
-    match seek(file.file(), SeekFrom::Data(at)) {
-        // No data at or after `at`.
-        Err(Errno::NXIO) => Ok(run(in_file, Allocation::Zero)),
-        Ok(data) if data > at => Ok(run((data - at).min(in_file), Allocation::Zero)),
-        Ok(_) => match seek(file.file(), SeekFrom::Hole(at)) {
-            Ok(hole) if hole > at => Ok(run((hole - at).min(in_file), Allocation::Data)),
-            _ => Ok(run(in_file, Allocation::Data)),
-        },
-        // The file system cannot say (or a racing truncate): all of it is data, always safe.
-        Err(_) => Ok(run(in_file, Allocation::Data)),
+    match file.next_data(at)? {
+        None => Ok(run(in_file, Allocation::Zero)),
+        Some(data) if data > at => Ok(run((data - at).min(in_file), Allocation::Zero)),
+        Some(_) => {
+            let hole = file.next_hole(at)?;
+            if hole > at {
+                Ok(run((hole - at).min(in_file), Allocation::Data))
+            } else {
+                Ok(run(in_file, Allocation::Data))
+            }
+        }
     }
 }
 
@@ -550,14 +592,14 @@ pub enum ExtentData {
     /// Raw bytes at a byte offset of a file.
     Flat {
         /// The file.
-        file: Arc<HostFile>,
+        file: Arc<dyn Storage>,
         /// Where the extent starts in it.
         start: u64,
     },
     /// Zeros.
     Zero,
-    /// A sparse extent.
-    Sparse(Box<SparseExtent>),
+    /// A sparse extent (shared by every descriptor line that names its file).
+    Sparse(Arc<SparseExtent>),
 }
 
 /// One extent of the virtual disk.
@@ -611,7 +653,7 @@ impl Extent {
     }
 
     /// The extent's file, if it has one.
-    pub fn file(&self) -> Option<&Arc<HostFile>> {
+    pub fn file(&self) -> Option<&Arc<dyn Storage>> {
         match &self.data {
             ExtentData::Flat { file, .. } => Some(file),
             ExtentData::Sparse(s) => Some(&s.file),

@@ -12,7 +12,7 @@
 //! one-shot interface fits exactly.
 
 use crate::error::{Error, Result};
-use crate::host_file::HostFile;
+use crate::storage::{Storage, StorageExt};
 use crate::stream::ChunkDecoder;
 use crate::writer::ChunkEncoder;
 use libdeflater::{CompressionLvl, Compressor, DecompressionError, Decompressor};
@@ -95,7 +95,7 @@ pub fn inflate(data: &[u8], out: &mut [u8]) -> Result<usize> {
 /// `out` (exactly one grain long). Returns the LBA its marker names (when the extent has
 /// markers) and the number of bytes inflated.
 pub fn read_compressed(
-    file: &HostFile,
+    file: &dyn Storage,
     offset: u64,
     markers: bool,
     out: &mut [u8],

@@ -10,7 +10,7 @@
 
 use super::sesparse::{self, SeGrain};
 use crate::error::{Error, Result};
-use crate::host_file::HostFile;
+use crate::storage::{Storage, StorageExt};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -100,7 +100,7 @@ pub struct GrainTables {
 impl GrainTables {
     /// Loads the directory of `entries` raw entries at byte `offset` of `file`. The size is
     /// checked against the file before anything is allocated.
-    pub fn load(file: &HostFile, offset: u64, entries: u64, geometry: Geometry) -> Result<Self> {
+    pub fn load(file: &dyn Storage, offset: u64, entries: u64, geometry: Geometry) -> Result<Self> {
         let size = geometry.format.entry_size();
         let bytes = entries.checked_mul(size).ok_or_else(|| {
             Error::corrupt(format!("grain directory of {entries} entries is too large"))
@@ -194,7 +194,7 @@ impl GrainTables {
     }
 
     /// Grain table `index`, decoded, or `None` when the directory has no table for it.
-    pub fn table(&self, file: &HostFile, index: u64) -> Result<Option<Arc<[u64]>>> {
+    pub fn table(&self, file: &dyn Storage, index: u64) -> Result<Option<Arc<[u64]>>> {
         if let Source::Rebuilt(tables) = &self.source {
             return Ok(tables.get(&index).cloned());
         }
@@ -279,7 +279,7 @@ impl GrainTables {
     }
 
     /// The decoded entry of `grain`.
-    pub fn lookup(&self, file: &HostFile, grain: u64) -> Result<u64> {
+    pub fn lookup(&self, file: &dyn Storage, grain: u64) -> Result<u64> {
         let g = self.geometry.gtes_per_gt;
         Ok(match self.table(file, grain / g)? {
             Some(t) => t.get((grain % g) as usize).copied().unwrap_or(UNALLOCATED),
@@ -291,13 +291,10 @@ impl GrainTables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use crate::storage::Memory;
 
-    fn file_with(bytes: &[u8]) -> (tempfile::NamedTempFile, HostFile) {
-        let mut t = tempfile::NamedTempFile::new().unwrap();
-        t.write_all(bytes).unwrap();
-        let f = HostFile::open(t.path()).unwrap();
-        (t, f)
+    fn file_with(bytes: &[u8]) -> ((), Memory) {
+        ((), Memory::new("mem.vmdk", bytes.to_vec()))
     }
 
     #[test]

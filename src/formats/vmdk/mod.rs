@@ -24,12 +24,80 @@ mod stream_source;
 mod writer;
 
 pub use check::check;
-pub use reader::{Layout, VmdkLayer, parent_candidates};
+pub use reader::{Layout, VmdkLayer, parent_names};
 pub use stream_source::{StreamOptimizedSource, open_stream};
 pub use writer::{Subformat, create_writer};
 
+use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
+use crate::error::Result;
+use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
+use crate::gate::Gate;
+use crate::image::Layer;
 use crate::options::{OptionKind, OptionSpec};
+use crate::sink::Output;
+use crate::storage::Storage;
+use crate::stream::StreamSource;
+use crate::writer::{CreateSpec, ImageWriter};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The VMDK driver.
+pub struct VmdkDriver;
+
+/// The VMDK format.
+pub const FORMAT: Format = Format::new(&VmdkDriver);
+
+impl Driver for VmdkDriver {
+    fn name(&self) -> &'static str {
+        "vmdk"
+    }
+
+    fn description(&self) -> &'static str {
+        "VMware virtual disk: every subformat, delta disks, streamOptimized from and to pipes"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::of(&[
+            Capability::Read,
+            Capability::ReadStream,
+            Capability::Write,
+            Capability::WriteStream,
+            Capability::Check,
+            Capability::Compress,
+            Capability::Backing,
+        ])
+    }
+
+    fn probe(&self, data: &ProbeData) -> Probe {
+        if probe(data) { Probe::Yes } else { Probe::No }
+    }
+
+    fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(VmdkLayer::open(storage, ctx)?))
+    }
+
+    fn open_stream(&self, reader: Box<dyn Read + Send>) -> Result<Box<dyn StreamSource>> {
+        open_stream(reader)
+    }
+
+    fn create_options(&self) -> &'static [OptionSpec] {
+        CREATE_OPTIONS
+    }
+
+    fn create_writer<'a>(
+        &self,
+        output: Output<'a>,
+        spec: &CreateSpec,
+    ) -> Result<Box<dyn ImageWriter + 'a>> {
+        create_writer(output, spec)
+    }
+
+    fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+        check(path, repair, gate)
+    }
+}
 
 /// `-o` options for VMDK outputs.
 pub const CREATE_OPTIONS: &[OptionSpec] = &[

@@ -6,9 +6,10 @@ use super::extent::{Extent, ExtentData, SparseExtent, SparseKind};
 use super::sparse_header::SparseHeader;
 use super::{cowd, sesparse, sparse_header};
 use crate::error::{Error, Result};
-use crate::format::Format;
-use crate::host_file::HostFile;
+use crate::format::{Format, OpenContext, Provenance};
+use crate::gate::{Lookup, Role};
 use crate::image::{BackingLink, Layer, LayerDetails, Mapping};
+use crate::storage::{Storage, StorageExt};
 use serde_json::{Value, json};
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,8 @@ pub enum Layout {
 /// A VMDK layer: descriptor + extents.
 pub struct VmdkLayer {
     path: PathBuf,
+    /// The text descriptor's own file (descriptor layouts only: file 0).
+    descriptor_file: Option<Arc<dyn Storage>>,
     layout: Layout,
     descriptor: Option<Descriptor>,
     extents: Vec<Extent>,
@@ -38,60 +41,63 @@ pub struct VmdkLayer {
     warnings: Vec<String>,
 }
 
-/// Where a descriptor's relative file names are resolved: the descriptor's folder.
-fn folder_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// The paths a parentFileNameHint may mean: as written (Windows separators turned into
-/// ours), relative to the child's folder, then just its last component beside the child (a
-/// VM folder copied to another host keeps its files together but not its absolute paths).
-pub fn parent_candidates(child: &Path, hint: &str) -> Vec<PathBuf> {
-    let folder = folder_of(child);
+/// The names a parentFileNameHint may mean, for the gate: as written (Windows separators
+/// turned into ours), then just its last component beside the child (a VM folder copied to
+/// another host keeps its files together but not its absolute paths).
+pub fn parent_names(hint: &str) -> Vec<String> {
     let unix = hint.replace('\\', "/");
-    let mut out = Vec::new();
-    let as_path = Path::new(&unix);
-    out.push(if as_path.is_absolute() {
-        as_path.to_path_buf()
-    } else {
-        folder.join(as_path)
-    });
-    if let Some(name) = unix.rsplit('/').next().filter(|n| !n.is_empty()) {
-        let beside = folder.join(name);
-        if !out.contains(&beside) {
-            out.push(beside);
-        }
+    let mut out = vec![unix.clone()];
+    if let Some(name) = unix.rsplit('/').next().filter(|n| !n.is_empty())
+        && !out.iter().any(|o| o == name)
+    {
+        out.push(name.to_string());
     }
     out
+}
+
+/// An extent file a descriptor names: its name as written, the open file, and its grain
+/// tables once a sparse extent line has loaded them.
+type OpenedExtentFile = (String, Arc<dyn Storage>, Option<Arc<SparseExtent>>);
+
+/// Parses a descriptor; when another image named the file, the error keeps its kind and line
+/// but quotes nothing of the file (the user may not be allowed to read it).
+fn parse_descriptor(text: &[u8], ctx: &OpenContext<'_>) -> Result<Descriptor> {
+    Descriptor::parse(text).map_err(|e| match ctx.provenance {
+        Provenance::User => e,
+        Provenance::NamedByImage => Error::corrupt(
+            "not a usable VMDK descriptor (its text is not shown: another image named this file, not you)",
+        ),
+    })
 }
 
 impl VmdkLayer {
     /// Opens a VMDK: a text descriptor, a sparse extent with an embedded descriptor, or a bare
     /// sparse extent.
-    pub fn open(file: HostFile) -> Result<VmdkLayer> {
-        let path = file.path().to_path_buf();
+    pub fn open(file: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<VmdkLayer> {
+        let path = file.name().to_path_buf();
         let mut head = vec![0u8; file.len().min(cowd::HEADER_BYTES as u64) as usize];
         file.read_exact_at(&mut head, 0)?;
         if head.starts_with(sparse_header::MAGIC) {
-            Self::open_hosted(file, &head)
+            Self::open_hosted(file, &head, ctx)
         } else if head.starts_with(cowd::MAGIC) || sesparse::has_magic(&head) {
             let kind = if head.starts_with(cowd::MAGIC) {
                 ExtentKind::VmfsSparse
             } else {
                 ExtentKind::SeSparse
             };
-            let extent = SparseExtent::open(Arc::new(file))?;
+            let extent = SparseExtent::open(file)?;
             Ok(Self::single(path, Layout::BareExtent, None, extent, kind))
         } else {
-            Self::open_descriptor(file)
+            Self::open_descriptor(file, ctx)
         }
     }
 
-    fn open_hosted(file: HostFile, head: &[u8]) -> Result<VmdkLayer> {
-        let path = file.path().to_path_buf();
+    fn open_hosted(
+        file: Arc<dyn Storage>,
+        head: &[u8],
+        ctx: &OpenContext<'_>,
+    ) -> Result<VmdkLayer> {
+        let path = file.name().to_path_buf();
         let header = SparseHeader::parse(head)?;
         let descriptor = if header.descriptor_offset > 0 && header.descriptor_size > 0 {
             let len = header
@@ -109,9 +115,10 @@ impl VmdkLayer {
                 Error::corrupt("embedded descriptor offset is out of range").at_offset(28)
             })?;
             let bytes = file.read_vec(offset, len, "embedded descriptor")?;
-            Some(Descriptor::parse(&bytes).map_err(|e| {
-                Error::corrupt(format!("embedded descriptor: {}", e.message())).at_offset(offset)
-            })?)
+            Some(
+                parse_descriptor(&bytes, ctx)
+                    .map_err(|e| e.context("embedded descriptor").at_offset(offset))?,
+            )
         } else {
             None
         };
@@ -120,7 +127,7 @@ impl VmdkLayer {
         } else {
             Layout::BareExtent
         };
-        let extent = SparseExtent::open_hosted(Arc::new(file), header)?;
+        let extent = SparseExtent::open_hosted(file, header)?;
         Ok(Self::single(
             path,
             layout,
@@ -142,9 +149,10 @@ impl VmdkLayer {
     ) -> VmdkLayer {
         let size = extent.capacity;
         let warnings = extent.warnings.clone();
-        let backing = descriptor.as_ref().and_then(|d| backing_link(&path, d));
+        let backing = descriptor.as_ref().and_then(backing_link);
         VmdkLayer {
             files: vec![path.clone()],
+            descriptor_file: None,
             path,
             layout,
             descriptor,
@@ -153,7 +161,7 @@ impl VmdkLayer {
                 len: size,
                 kind,
                 file_index: Some(0),
-                data: ExtentData::Sparse(Box::new(extent)),
+                data: ExtentData::Sparse(Arc::new(extent)),
             }],
             size,
             backing,
@@ -161,8 +169,8 @@ impl VmdkLayer {
         }
     }
 
-    fn open_descriptor(file: HostFile) -> Result<VmdkLayer> {
-        let path = file.path().to_path_buf();
+    fn open_descriptor(file: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<VmdkLayer> {
+        let path = file.name().to_path_buf();
         if file.len() > MAX_DESCRIPTOR_BYTES {
             return Err(Error::corrupt(format!(
                 "not a VMDK: no sparse extent magic, and at {} bytes too large to be a text descriptor",
@@ -170,13 +178,15 @@ impl VmdkLayer {
             )));
         }
         let text = file.read_vec(0, file.len(), "descriptor")?;
-        let descriptor = Descriptor::parse(&text)?;
+        let descriptor = parse_descriptor(&text, ctx)?;
         if descriptor.extents.is_empty() {
             return Err(Error::corrupt("descriptor lists no extents"));
         }
         descriptor.total_bytes()?;
-        let folder = folder_of(&path);
         let mut files = vec![path.clone()];
+        // One open file (and one set of grain tables) per extent file, however many extent
+        // lines name it.
+        let mut opened: Vec<OpenedExtentFile> = Vec::new();
         let mut extents = Vec::with_capacity(descriptor.extents.len());
         let mut warnings = Vec::new();
         let mut start = 0u64;
@@ -185,22 +195,31 @@ impl VmdkLayer {
             let (data, file_index) = match &line.file {
                 None => (ExtentData::Zero, None),
                 Some(name) => {
-                    let extent_path = folder.join(name.replace('\\', "/"));
-                    let host = HostFile::open(&extent_path).map_err(|e| {
-                        Error::invalid(format!(
-                            "extent file '{name}' (descriptor line {}) cannot be opened: {}",
-                            line.line,
-                            e.source_text()
-                        ))
-                    })?;
-                    let index = match files.iter().position(|f| *f == extent_path) {
+                    let unix_name = name.replace('\\', "/");
+                    let known = opened.iter().position(|(n, _, _)| *n == unix_name);
+                    let slot = match known {
                         Some(i) => i,
                         None => {
-                            files.push(extent_path.clone());
-                            files.len() - 1
+                            let host = match ctx.gate.open(&path, &unix_name, Role::Extent) {
+                                Ok(Lookup::Opened(f)) => f as Arc<dyn Storage>,
+                                Ok(Lookup::Missing(p)) => {
+                                    return Err(Error::invalid(format!(
+                                        "extent file '{name}' (descriptor line {}) cannot be opened: No such file or directory (looked for {})",
+                                        line.line,
+                                        p.display()
+                                    )));
+                                }
+                                Err(e) => {
+                                    return Err(e.context(format!("descriptor line {}", line.line)));
+                                }
+                            };
+                            files.push(host.name().to_path_buf());
+                            opened.push((unix_name, host, None));
+                            opened.len() - 1
                         }
                     };
-                    let host = Arc::new(host);
+                    let index = slot + 1;
+                    let host = Arc::clone(&opened[slot].1);
                     let data = if line.kind.is_flat() {
                         let offset = line.offset * 512;
                         if offset.saturating_add(len) > host.len() {
@@ -215,18 +234,23 @@ impl VmdkLayer {
                             start: offset,
                         }
                     } else {
-                        let sparse = SparseExtent::open(host).map_err(|e| {
-                            let msg = format!("extent '{name}': {}", e.message());
-                            let err = Error::corrupt(msg).with_path(&extent_path);
-                            match e.offset() {
-                                Some(o) => err.at_offset(o),
-                                None => err,
+                        let sparse = match &opened[slot].2 {
+                            Some(s) => Arc::clone(s),
+                            None => {
+                                let extent_path = host.name().to_path_buf();
+                                let sparse = SparseExtent::open(host).map_err(|e| {
+                                    e.context(format!("extent '{name}'"))
+                                        .with_path(&extent_path)
+                                })?;
+                                for w in &sparse.warnings {
+                                    warnings.push(format!("extent '{name}': {w}"));
+                                }
+                                let sparse = Arc::new(sparse);
+                                opened[slot].2 = Some(Arc::clone(&sparse));
+                                sparse
                             }
-                        })?;
-                        for w in &sparse.warnings {
-                            warnings.push(format!("extent '{name}': {w}"));
-                        }
-                        ExtentData::Sparse(Box::new(sparse))
+                        };
+                        ExtentData::Sparse(sparse)
                     };
                     (data, Some(index))
                 }
@@ -242,9 +266,10 @@ impl VmdkLayer {
             }
             start += len;
         }
-        let backing = backing_link(&path, &descriptor);
+        let backing = backing_link(&descriptor);
         Ok(VmdkLayer {
             path,
+            descriptor_file: Some(file),
             layout: Layout::Descriptor,
             descriptor: Some(descriptor),
             extents,
@@ -307,36 +332,18 @@ impl VmdkLayer {
     }
 }
 
-fn backing_link(path: &Path, d: &Descriptor) -> Option<BackingLink> {
+fn backing_link(d: &Descriptor) -> Option<BackingLink> {
     let hint = d.parent_hint.as_ref()?;
     Some(BackingLink {
         stored_name: hint.clone(),
-        candidates: parent_candidates(path, hint),
-        format: Some(Format::Vmdk),
+        names: parent_names(hint),
+        format: Some(super::FORMAT),
     })
-}
-
-/// The message of an I/O error without the path (which the caller names itself).
-trait SourceText {
-    fn source_text(&self) -> String;
-}
-
-impl SourceText for Error {
-    fn source_text(&self) -> String {
-        use std::error::Error as _;
-        match self.source() {
-            Some(s) => {
-                let t = s.to_string();
-                t.split(" (os error").next().unwrap_or(&t).to_string()
-            }
-            None => self.message().to_string(),
-        }
-    }
 }
 
 impl Layer for VmdkLayer {
     fn format(&self) -> Format {
-        Format::Vmdk
+        super::FORMAT
     }
 
     fn path(&self) -> &Path {
@@ -472,20 +479,20 @@ impl Layer for VmdkLayer {
             );
             if let ExtentData::Sparse(s) = &e.data {
                 obj.insert("cluster-size".into(), json!(s.grain_bytes));
-                obj.insert("compressed".into(), json!(s.compressed));
+                obj.insert("compressed".into(), json!(s.compressed()));
                 if let SparseKind::Hosted(h) = s.kind {
                     obj.insert("version".into(), json!(h.version));
                     human.push_str(&format!(", sparse version {}", h.version));
                 }
                 human.push_str(&format!(", grain {} bytes", s.grain_bytes));
-                if s.compressed {
+                if s.compressed() {
                     human.push_str(", compressed");
                 }
             }
             extents.push(Value::Object(obj));
             d.human.push((format!("extent {i}"), human));
         }
-        let compressed = self.first_sparse().is_some_and(|s| s.compressed);
+        let compressed = self.first_sparse().is_some_and(|s| s.compressed());
         fs.insert("compressed".into(), json!(compressed));
         fs.insert("extents".into(), Value::Array(extents));
         d
@@ -499,11 +506,16 @@ impl Layer for VmdkLayer {
         self.warnings.clone()
     }
 
-    fn host_file(&self, index: usize) -> Option<&HostFile> {
+    fn storage(&self, index: usize) -> Option<&dyn Storage> {
+        if index == 0
+            && let Some(d) = &self.descriptor_file
+        {
+            return Some(d.as_ref());
+        }
         let extent = self.extents.iter().find(|e| e.file_index == Some(index))?;
         match &extent.data {
-            ExtentData::Flat { file, .. } => Some(file),
-            ExtentData::Sparse(s) => Some(&s.file),
+            ExtentData::Flat { file, .. } => Some(file.as_ref()),
+            ExtentData::Sparse(s) => Some(s.file.as_ref()),
             ExtentData::Zero => None,
         }
     }

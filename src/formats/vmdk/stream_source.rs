@@ -126,7 +126,7 @@ const PLACEHOLDER: SparseHeader = SparseHeader {
 
 impl StreamSource for StreamOptimizedSource {
     fn format(&self) -> Format {
-        Format::Vmdk
+        super::FORMAT
     }
 
     fn virtual_size(&self) -> u64 {

@@ -1,34 +1,85 @@
 //! monolithicFlat, twoGbMaxExtentFlat and vmfs: a text descriptor and raw extent files. The
-//! extents are sized up front and left sparse, so zeros cost nothing.
+//! extents are sized up front and left sparse, so zeros cost nothing, and the engine's workers
+//! write data into them at its place.
 
 use super::descriptor_out::DiskSettings;
-use super::{SPLIT_EXTENT_BYTES, Subformat, beside, stem};
-use crate::error::Result;
+use super::{SPLIT_EXTENT_BYTES, Subformat, stem};
+use crate::error::{Error, Result};
 use crate::formats::vmdk::descriptor::ExtentKind;
-use crate::host_file::HostFile;
-use crate::staging::Staging;
-use crate::writer::{CreateSpec, ImageWriter, Piece};
-use std::path::Path;
+use crate::sink::{Output, SharedSink, Sink};
+use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
+use std::sync::Arc;
 
 /// Writes flat VMDKs.
-pub struct FlatWriter {
-    descriptor: HostFile,
+pub struct FlatWriter<'a> {
+    descriptor: Box<dyn Sink + 'a>,
     text: String,
     /// The extent files and their sizes in bytes, in disk order.
-    extents: Vec<(HostFile, u64)>,
+    extents: Vec<(Box<dyn Sink + 'a>, u64)>,
+    direct: Option<Arc<dyn DirectWrite>>,
 }
 
-impl FlatWriter {
-    /// Creates the descriptor and every extent file through `staging`.
+/// The extents' shared handles, for the workers.
+struct Extents(Vec<(Arc<dyn SharedSink>, u64)>);
+
+impl DirectWrite for Extents {
+    fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        for_each_extent(
+            self.0.iter().map(|(s, size)| (s, *size)),
+            offset,
+            bytes,
+            |s, b, at| s.write_at(b, at),
+        )
+    }
+}
+
+/// Cuts `bytes` at virtual `offset` by extent, calling `write` with each extent's part and its
+/// offset inside the extent.
+fn for_each_extent<T>(
+    extents: impl Iterator<Item = (T, u64)>,
+    offset: u64,
+    bytes: &[u8],
+    mut write: impl FnMut(T, &[u8], u64) -> Result<()>,
+) -> Result<()> {
+    let mut pos = offset;
+    let mut rest = bytes;
+    let mut start = 0u64;
+    for (target, size) in extents {
+        let end = start + size;
+        if pos < end && !rest.is_empty() {
+            let n = ((end - pos) as usize).min(rest.len());
+            write(target, &rest[..n], pos - start)?;
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        start = end;
+    }
+    if !rest.is_empty() {
+        return Err(Error::invalid(format!(
+            "internal error: data at {pos} lies past the last extent"
+        )));
+    }
+    Ok(())
+}
+
+impl<'a> FlatWriter<'a> {
+    /// Creates the descriptor and every extent file in `output`.
     pub fn create(
-        staging: &mut Staging,
-        path: &Path,
+        mut output: Output<'a>,
         _spec: &CreateSpec,
         settings: DiskSettings,
         subformat: Subformat,
-    ) -> Result<FlatWriter> {
+    ) -> Result<FlatWriter<'a>> {
+        if !output.can_add_files() {
+            return Err(Error::invalid(format!(
+                "a {} VMDK is a descriptor and extent files, and cannot be written to {}",
+                subformat.create_type(),
+                output.describe()
+            )));
+        }
+        let path = output.path().to_path_buf();
         let total = settings.sectors * 512;
-        let stem = stem(path);
+        let stem = stem(&path);
         let (names, sizes): (Vec<String>, Vec<u64>) = match subformat {
             Subformat::TwoGbMaxExtentFlat => {
                 let count = total.div_ceil(SPLIT_EXTENT_BYTES).max(1);
@@ -56,49 +107,69 @@ impl FlatWriter {
             .collect();
         let text = settings.descriptor(subformat, &lines).to_text();
         // The descriptor first: staging renames it into place last.
-        let descriptor = staging.create_output(path)?;
+        let descriptor = output.main()?;
         let mut extents = Vec::new();
+        let mut shared = Vec::new();
         for (name, &size) in names.iter().zip(&sizes) {
-            let p = beside(path, name);
-            let mut f = staging.create_output(&p)?;
+            let mut f = output.beside(name)?;
             f.set_len(size)?;
+            if let Some(s) = f.shared() {
+                shared.push((s, size));
+            }
             extents.push((f, size));
         }
+        let direct = (shared.len() == extents.len())
+            .then(|| Arc::new(Extents(shared)) as Arc<dyn DirectWrite>);
         Ok(FlatWriter {
             descriptor,
             text,
             extents,
+            direct,
         })
     }
 }
 
-impl ImageWriter for FlatWriter {
-    fn write(&mut self, offset: u64, piece: Piece<'_>) -> Result<()> {
-        let Piece::Data { bytes, .. } = piece else {
-            // The extents were sized up front: what is not written is a hole of zeros.
-            return Ok(());
-        };
-        let mut pos = offset;
-        let mut rest = bytes;
-        let mut start = 0u64;
-        for (file, size) in &mut self.extents {
-            let end = start + *size;
-            if pos < end && !rest.is_empty() {
-                let n = ((end - pos) as usize).min(rest.len());
-                file.write_all_at(&rest[..n], pos - start)?;
-                pos += n as u64;
-                rest = &rest[n..];
-            }
-            start = end;
-        }
-        Ok(())
+impl ImageWriter for FlatWriter<'_> {
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        self.direct.clone()
     }
 
-    fn finish(mut self: Box<Self>) -> Result<()> {
-        self.descriptor.write_all_at(self.text.as_bytes(), 0)?;
-        self.descriptor.sync()?;
-        for (f, _) in &mut self.extents {
-            f.sync()?;
+    fn write(&mut self, offset: u64, piece: Piece<'_>) -> Result<()> {
+        match piece {
+            Piece::Data { bytes, .. } => for_each_extent(
+                self.extents.iter_mut().map(|(f, size)| (f, *size)),
+                offset,
+                bytes,
+                |f, b, at| f.write_at(b, at),
+            ),
+            Piece::Placed(_) => Ok(()),
+            // The extents were sized up front: what is not written is a hole of zeros.
+            Piece::Zero(len) | Piece::Unallocated(len) => {
+                let mut pos = offset;
+                let end = offset + len;
+                let mut start = 0u64;
+                for (f, size) in &mut self.extents {
+                    let e_end = start + *size;
+                    if pos < e_end && pos < end {
+                        let n = (e_end - pos).min(end - pos);
+                        f.write_zeros(pos - start, n)?;
+                        pos += n;
+                    }
+                    start = e_end;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let this = *self;
+        let mut descriptor = this.descriptor;
+        descriptor.set_len(this.text.len() as u64)?;
+        descriptor.write_at(this.text.as_bytes(), 0)?;
+        descriptor.finish()?;
+        for (f, _) in this.extents {
+            f.finish()?;
         }
         Ok(())
     }

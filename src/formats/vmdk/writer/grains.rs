@@ -73,6 +73,7 @@ impl GrainCutter {
                     }
                     Piece::Zero(_) => sink.zero(gi, count)?,
                     Piece::Unallocated(_) => sink.unallocated(gi, count)?,
+                    Piece::Placed(_) => return Err(placed_here(pos)),
                 }
                 pos = run_end;
                 continue;
@@ -97,6 +98,7 @@ impl GrainCutter {
                 }
                 Piece::Zero(_) => p.zero = true,
                 Piece::Unallocated(_) => p.unallocated = true,
+                Piece::Placed(_) => return Err(placed_here(pos)),
             }
             p.filled += n;
             pos += n as u64;
@@ -130,6 +132,13 @@ impl GrainCutter {
             None => Ok(()),
         }
     }
+}
+
+/// Grain writers place no data through workers; a placed piece here is a bug in the engine.
+fn placed_here(pos: u64) -> Error {
+    Error::invalid(format!(
+        "internal error: data at byte {pos} was placed by a worker, but this writer places none"
+    ))
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@ mod sparse;
 mod stream;
 
 use crate::error::{Error, Result};
-use crate::writer::{CreateSpec, Destination, ImageWriter};
-use std::path::{Path, PathBuf};
+use crate::sink::Output;
+use crate::writer::{CreateSpec, ImageWriter};
+use std::path::Path;
 
 pub use descriptor_out::DiskSettings;
 
@@ -95,16 +96,11 @@ fn stem(path: &Path) -> String {
     }
 }
 
-/// The path of an extent file named `name` beside `main`.
-fn beside(main: &Path, name: &str) -> PathBuf {
-    match main.parent() {
-        Some(p) => p.join(name),
-        None => PathBuf::from(name),
-    }
-}
-
-/// Makes a writer for `spec` at `dest`.
-pub fn create_writer(dest: Destination<'_>, spec: &CreateSpec) -> Result<Box<dyn ImageWriter>> {
+/// Makes a writer for `spec` into `output`.
+pub fn create_writer<'a>(
+    output: Output<'a>,
+    spec: &CreateSpec,
+) -> Result<Box<dyn ImageWriter + 'a>> {
     // -c asks for compression, which in VMDK only streamOptimized has: it is the subformat
     // when none is named, and naming another one with -c is a contradiction.
     let subformat = match spec.options.text("subformat") {
@@ -124,22 +120,19 @@ pub fn create_writer(dest: Destination<'_>, spec: &CreateSpec) -> Result<Box<dyn
         )));
     }
     let settings = DiskSettings::from_spec(spec, subformat)?;
-    match (subformat, dest) {
-        (Subformat::StreamOptimized, dest) => Ok(Box::new(stream::StreamWriter::create(
-            dest, spec, settings,
+    match subformat {
+        Subformat::StreamOptimized => Ok(Box::new(stream::StreamWriter::create(
+            output, spec, settings,
         )?)),
-        (_, Destination::Stream(_)) => Err(Error::invalid(format!(
+        _ if output.access() == crate::sink::Access::Sequential => Err(Error::invalid(format!(
             "a {} VMDK is several files or is written out of order and cannot go to a pipe; use -o subformat=streamOptimized",
             subformat.create_type()
         ))),
-        (
-            Subformat::MonolithicSparse | Subformat::TwoGbMaxExtentSparse,
-            Destination::Files { staging, path },
-        ) => Ok(Box::new(sparse::SparseWriter::create(
-            staging, &path, spec, settings, subformat,
-        )?)),
-        (_, Destination::Files { staging, path }) => Ok(Box::new(flat::FlatWriter::create(
-            staging, &path, spec, settings, subformat,
+        Subformat::MonolithicSparse | Subformat::TwoGbMaxExtentSparse => Ok(Box::new(
+            sparse::SparseWriter::create(output, spec, settings, subformat)?,
+        )),
+        _ => Ok(Box::new(flat::FlatWriter::create(
+            output, spec, settings, subformat,
         )?)),
     }
 }

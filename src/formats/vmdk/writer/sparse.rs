@@ -9,26 +9,23 @@
 use super::descriptor_out::DiskSettings;
 use super::grains::{GrainCutter, GrainSink};
 use super::{
-    EMBEDDED_DESCRIPTOR_SECTORS, GRAIN_BYTES, GTES_PER_GT, SPLIT_EXTENT_BYTES, Subformat, beside,
-    stem,
+    EMBEDDED_DESCRIPTOR_SECTORS, GRAIN_BYTES, GTES_PER_GT, SPLIT_EXTENT_BYTES, Subformat, stem,
 };
 use crate::error::{Error, Result};
 use crate::formats::vmdk::descriptor::ExtentKind;
 use crate::formats::vmdk::sparse_header::{
     FLAG_NEWLINE_CHECK, FLAG_REDUNDANT, FLAG_ZEROED_GRAIN, SparseHeader,
 };
-use crate::host_file::HostFile;
-use crate::staging::Staging;
+use crate::sink::{Output, Sink};
 use crate::writer::{CreateSpec, ImageWriter, Piece};
-use std::path::Path;
 
 const GRAIN_SECTORS: u64 = GRAIN_BYTES / 512;
 /// Grain table entries are 32-bit sector numbers: an extent file cannot reach past 2 TiB.
 const MAX_EXTENT_FILE_SECTORS: u64 = u32::MAX as u64;
 
 /// One sparse extent file being written.
-struct ExtentFile {
-    file: HostFile,
+struct ExtentFile<'a> {
+    file: Box<dyn Sink + 'a>,
     /// Grains in this extent.
     grains: u64,
     /// Sector of grain table 0, and of its redundant copy.
@@ -40,13 +37,13 @@ struct ExtentFile {
     current: Option<(u64, Vec<u32>)>,
 }
 
-impl ExtentFile {
+impl<'a> ExtentFile<'a> {
     fn create(
-        mut file: HostFile,
+        mut file: Box<dyn Sink + 'a>,
         capacity_sectors: u64,
         descriptor: Option<&str>,
         settings: &DiskSettings,
-    ) -> Result<ExtentFile> {
+    ) -> Result<ExtentFile<'a>> {
         let grains = capacity_sectors.div_ceil(GRAIN_SECTORS);
         let gt_count = grains.div_ceil(u64::from(GTES_PER_GT));
         let gt_sectors = u64::from(GTES_PER_GT) * 4 / 512;
@@ -60,6 +57,14 @@ impl ExtentFile {
         let gd = rgt_base + gt_count * gt_sectors;
         let gt_base = gd + gd_sectors;
         let overhead = (gt_base + gt_count * gt_sectors).div_ceil(GRAIN_SECTORS) * GRAIN_SECTORS;
+        if overhead > MAX_EXTENT_FILE_SECTORS {
+            return Err(Error::invalid(format!(
+                "a sparse VMDK extent of {} bytes would need {} bytes of grain tables, more than the 2 TiB its 32-bit sector numbers address; the largest monolithicSparse disk is about {} TiB (twoGbMaxExtentSparse splits larger disks)",
+                capacity_sectors.saturating_mul(512),
+                overhead.saturating_mul(512),
+                max_sparse_capacity() >> 40
+            )));
+        }
         let mut flags = FLAG_NEWLINE_CHECK | FLAG_REDUNDANT;
         if settings.zeroed_grain {
             flags |= FLAG_ZEROED_GRAIN;
@@ -80,7 +85,9 @@ impl ExtentFile {
             compressed: false,
             markers: false,
         };
-        file.write_all_at(&header.to_bytes(), 0)?;
+        // The file ends after the tables: a destination too small is refused first.
+        file.set_len(overhead * 512)?;
+        file.write_at(&header.to_bytes(), 0)?;
         if let Some(text) = descriptor {
             let mut bytes = text.as_bytes().to_vec();
             if bytes.len() as u64 > desc_size * 512 {
@@ -91,15 +98,24 @@ impl ExtentFile {
                 )));
             }
             bytes.resize((desc_size * 512) as usize, 0);
-            file.write_all_at(&bytes, 512)?;
+            file.write_at(&bytes, 512)?;
         }
+        // The directories, a bounded piece at a time; the tables start empty (zeros), which
+        // an existing destination must be told.
+        const PIECE_ENTRIES: u64 = 64 * 1024;
         for (dir, base) in [(rgd, rgt_base), (gd, gt_base)] {
-            let mut entries = Vec::with_capacity((gd_sectors * 512) as usize);
-            for i in 0..gt_count {
-                entries.extend_from_slice(&((base + i * gt_sectors) as u32).to_le_bytes());
+            let mut first = 0u64;
+            while first < gt_count {
+                let n = (gt_count - first).min(PIECE_ENTRIES);
+                let entries: Vec<u8> = (first..first + n)
+                    .flat_map(|i| ((base + i * gt_sectors) as u32).to_le_bytes())
+                    .collect();
+                file.write_at(&entries, dir * 512 + first * 4)?;
+                first += n;
             }
-            entries.resize((gd_sectors * 512) as usize, 0);
-            file.write_all_at(&entries, dir * 512)?;
+            let written = gt_count * 4;
+            file.write_zeros(dir * 512 + written, gd_sectors * 512 - written)?;
+            file.write_zeros(base * 512, gt_count * gt_sectors * 512)?;
         }
         Ok(ExtentFile {
             file,
@@ -129,9 +145,9 @@ impl ExtentFile {
         let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
         let gt_sectors = bytes.len() as u64 / 512;
         self.file
-            .write_all_at(&bytes, (self.gt_base + gt * gt_sectors) * 512)?;
+            .write_at(&bytes, (self.gt_base + gt * gt_sectors) * 512)?;
         self.file
-            .write_all_at(&bytes, (self.rgt_base + gt * gt_sectors) * 512)?;
+            .write_at(&bytes, (self.rgt_base + gt * gt_sectors) * 512)?;
         Ok(())
     }
 
@@ -143,7 +159,10 @@ impl ExtentFile {
                 "a sparse extent file cannot grow past 2 TiB (grain table entries are 32-bit); use subformat=twoGbMaxExtentSparse",
             ));
         }
-        self.file.write_all_at(bytes, self.next_sector * 512)?;
+        self.file.write_at(bytes, self.next_sector * 512)?;
+        let padding = count * GRAIN_BYTES - bytes.len() as u64;
+        self.file
+            .write_zeros(self.next_sector * 512 + bytes.len() as u64, padding)?;
         for i in 0..count {
             let sector = self.next_sector + i * GRAIN_SECTORS;
             self.set_entry(first + i, sector as u32)?;
@@ -156,13 +175,22 @@ impl ExtentFile {
         self.flush_table()?;
         // A short last grain still owns a whole grain of the file, as readers expect.
         self.file.set_len(self.next_sector * 512)?;
-        self.file.sync()
+        self.file.finish()
     }
 }
 
+/// The largest capacity whose grain directory and tables fit under the 2 TiB a 32-bit sector
+/// number addresses (both copies, 64 KiB grains, 512 entries per table).
+fn max_sparse_capacity() -> u64 {
+    // Each table covers 512 grains (32 MiB) and takes 4 sectors, twice, plus 4 bytes in
+    // each directory.
+    let per_table_sectors = 2 * 4 + 1;
+    (MAX_EXTENT_FILE_SECTORS / per_table_sectors) * u64::from(GTES_PER_GT) * GRAIN_BYTES
+}
+
 /// Writes monolithicSparse and twoGbMaxExtentSparse disks.
-pub struct SparseWriter {
-    extents: Vec<ExtentFile>,
+pub struct SparseWriter<'a> {
+    extents: Vec<ExtentFile<'a>>,
     /// Grains per extent (all but the last extent are full).
     grains_per_extent: u64,
     cutter: Option<GrainCutter>,
@@ -170,18 +198,18 @@ pub struct SparseWriter {
     has_backing: bool,
     /// The virtual size, rounded up to a sector.
     size: u64,
-    descriptor_file: Option<(HostFile, String)>,
+    descriptor_file: Option<(Box<dyn Sink + 'a>, String)>,
 }
 
-impl SparseWriter {
-    /// Creates every file of the disk through `staging`.
+impl<'a> SparseWriter<'a> {
+    /// Creates every file of the disk in `output`.
     pub fn create(
-        staging: &mut Staging,
-        path: &Path,
+        mut output: Output<'a>,
         spec: &CreateSpec,
         settings: DiskSettings,
         subformat: Subformat,
-    ) -> Result<SparseWriter> {
+    ) -> Result<SparseWriter<'a>> {
+        let path = output.path().to_path_buf();
         let total = settings.sectors;
         let split_sectors = SPLIT_EXTENT_BYTES / 512;
         let mut sizes = Vec::new();
@@ -197,7 +225,7 @@ impl SparseWriter {
         } else {
             sizes.push(total);
         }
-        let stem = stem(path);
+        let stem = stem(&path);
         let names: Vec<String> = if subformat == Subformat::TwoGbMaxExtentSparse {
             (1..=sizes.len())
                 .map(|i| format!("{stem}-s{i:03}.vmdk"))
@@ -218,14 +246,19 @@ impl SparseWriter {
         let mut extents = Vec::new();
         let mut descriptor_file = None;
         if subformat == Subformat::MonolithicSparse {
-            let f = staging.create_output(path)?;
+            let f = output.main()?;
             extents.push(ExtentFile::create(f, total, Some(&text), &settings)?);
         } else {
+            if !output.can_add_files() {
+                return Err(Error::invalid(format!(
+                    "a twoGbMaxExtentSparse VMDK is several files and cannot be written to {}; use monolithicSparse or streamOptimized",
+                    output.describe()
+                )));
+            }
             // The descriptor is created first so that it is renamed into place last.
-            descriptor_file = Some((staging.create_output(path)?, text));
+            descriptor_file = Some((output.main()?, text));
             for (name, &sectors) in names.iter().zip(&sizes) {
-                let p = beside(path, name);
-                let f = staging.create_output(&p)?;
+                let f = output.beside(name)?;
                 extents.push(ExtentFile::create(f, sectors, None, &settings)?);
             }
         }
@@ -253,7 +286,7 @@ impl SparseWriter {
     }
 }
 
-impl GrainSink for SparseWriter {
+impl GrainSink for SparseWriter<'_> {
     fn data(&mut self, first: u64, bytes: &[u8], _encoded: Option<&[u8]>) -> Result<()> {
         let mut grain = first;
         let mut rest = bytes;
@@ -303,7 +336,7 @@ impl GrainSink for SparseWriter {
     }
 }
 
-impl ImageWriter for SparseWriter {
+impl ImageWriter for SparseWriter<'_> {
     fn granularity(&self) -> u64 {
         GRAIN_BYTES
     }
@@ -320,8 +353,9 @@ impl ImageWriter for SparseWriter {
             c.finish()?;
         }
         if let Some((mut f, text)) = self.descriptor_file.take() {
-            f.write_all_at(text.as_bytes(), 0)?;
-            f.sync()?;
+            f.set_len(text.len() as u64)?;
+            f.write_at(text.as_bytes(), 0)?;
+            f.finish()?;
         }
         for e in self.extents {
             e.finish()?;

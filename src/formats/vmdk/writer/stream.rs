@@ -26,11 +26,9 @@ use crate::formats::vmdk::grain::{
 use crate::formats::vmdk::sparse_header::{
     FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_CHECK, GD_AT_END, SparseHeader,
 };
-use crate::host_file::Durability;
-use crate::writer::{ChunkEncoder, CreateSpec, Destination, ImageWriter, Piece};
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use crate::sink::{Output, SequentialWriter};
+use crate::writer::{ChunkEncoder, CreateSpec, ImageWriter, Piece};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const GRAIN_SECTORS: u64 = GRAIN_BYTES / 512;
@@ -39,50 +37,50 @@ const FIRST_GRAIN_SECTOR: u64 = 128;
 /// Bytes of one grain table.
 const GT_BYTES: usize = GTES_PER_GT as usize * 4;
 
-enum Output {
-    File(BufWriter<File>, PathBuf, Durability),
-    Stream(Box<dyn Write + Send>),
-}
-
 /// Writes a streamOptimized VMDK.
-pub struct StreamWriter {
-    out: Output,
+pub struct StreamWriter<'a> {
+    out: SequentialWriter<'a>,
     /// Bytes written so far.
     pos: u64,
     header: SparseHeader,
-    /// One entry per grain table: its sector, or 0.
-    gd: Vec<u32>,
+    /// The grain tables written so far: table index → sector. Tables without grains are
+    /// never written and their directory entries are 0, so memory follows the data, not the
+    /// virtual size.
+    gd: BTreeMap<u64, u32>,
+    /// Grain tables of the whole disk (directory entries).
+    tables: u64,
     /// The grain table being filled.
     current: Option<(u64, Vec<u32>)>,
     cutter: Option<GrainCutter>,
     scratch: Vec<u8>,
 }
 
-impl StreamWriter {
+impl<'a> StreamWriter<'a> {
     /// Starts the file: header, descriptor, padding.
     pub fn create(
-        dest: Destination<'_>,
+        mut output: Output<'a>,
         _spec: &CreateSpec,
         settings: DiskSettings,
-    ) -> Result<StreamWriter> {
+    ) -> Result<StreamWriter<'a>> {
         let sectors = settings.sectors;
-        let (out, name) = match dest {
-            Destination::Files { staging, path } => {
-                let durability = staging.durability();
-                let f = staging.create(&path)?;
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| format!("{}.vmdk", stem(&path)));
-                (
-                    Output::File(BufWriter::with_capacity(1 << 20, f), path, durability),
-                    name,
-                )
-            }
-            Destination::Stream(w) => (Output::Stream(w), "disk.vmdk".to_string()),
+        let name = if output.can_add_files() {
+            output
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("{}.vmdk", stem(output.path())))
+        } else {
+            "disk.vmdk".to_string()
         };
         let grains = sectors.div_ceil(GRAIN_SECTORS);
         let tables = grains.div_ceil(u64::from(GTES_PER_GT));
+        // The directory is written after the data; its sectors must be addressable.
+        if FIRST_GRAIN_SECTOR + (tables * 4).div_ceil(512) > u64::from(u32::MAX) {
+            return Err(Error::invalid(format!(
+                "a stream-optimized VMDK of {} bytes would need a grain directory larger than its 32-bit sector numbers address",
+                sectors.saturating_mul(512)
+            )));
+        }
         let header = SparseHeader {
             version: 3,
             flags: FLAG_NEWLINE_CHECK | FLAG_COMPRESSED | FLAG_MARKERS,
@@ -115,10 +113,11 @@ impl StreamWriter {
         }
         start[512..512 + text.len()].copy_from_slice(text.as_bytes());
         let mut w = StreamWriter {
-            out,
+            out: SequentialWriter::new(output.main()?),
             pos: 0,
             header,
-            gd: vec![0; tables as usize],
+            gd: BTreeMap::new(),
+            tables,
             current: None,
             cutter: Some(GrainCutter::new(GRAIN_BYTES, sectors * 512)),
             scratch: Vec::new(),
@@ -128,13 +127,7 @@ impl StreamWriter {
     }
 
     fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        let result = match &mut self.out {
-            Output::File(w, _, _) => w.write_all(bytes),
-            Output::Stream(w) => w.write_all(bytes),
-        };
-        result.map_err(|e| {
-            Error::io("cannot write the stream-optimized VMDK", e).at_offset(self.pos)
-        })?;
+        self.out.append(bytes)?;
         self.pos += bytes.len() as u64;
         Ok(())
     }
@@ -172,12 +165,12 @@ impl StreamWriter {
         bytes.extend(entries.iter().flat_map(|e| e.to_le_bytes()));
         let sector = self.sector()? + 1;
         self.append(&bytes)?;
-        self.gd[gt as usize] = sector;
+        self.gd.insert(gt, sector);
         Ok(())
     }
 }
 
-impl GrainSink for StreamWriter {
+impl GrainSink for StreamWriter<'_> {
     fn data(&mut self, first: u64, bytes: &[u8], encoded: Option<&[u8]>) -> Result<()> {
         if let Some(enc) = encoded
             && bytes.len() as u64 <= GRAIN_BYTES
@@ -210,7 +203,7 @@ impl GrainSink for StreamWriter {
     }
 }
 
-impl ImageWriter for StreamWriter {
+impl ImageWriter for StreamWriter<'_> {
     fn granularity(&self) -> u64 {
         GRAIN_BYTES
     }
@@ -233,13 +226,23 @@ impl ImageWriter for StreamWriter {
             c.finish()?;
         }
         self.flush_table()?;
-        let gd_sectors = (self.gd.len() as u64 * 4).div_ceil(512);
+        let gd_sectors = (self.tables * 4).div_ceil(512);
+        self.append(&Marker::metadata(gd_sectors, MARKER_GD))?;
+        let gd_offset = u64::from(self.sector()?);
+        // The directory, a bounded piece at a time (zeros for tables never written).
+        const PIECE_ENTRIES: u64 = 64 * 1024;
+        let mut first = 0u64;
+        while first < self.tables {
+            let n = (self.tables - first).min(PIECE_ENTRIES);
+            let piece: Vec<u8> = (first..first + n)
+                .flat_map(|t| self.gd.get(&t).copied().unwrap_or(0).to_le_bytes())
+                .collect();
+            self.append(&piece)?;
+            first += n;
+        }
+        let pad = (gd_sectors * 512 - self.tables * 4) as usize;
+        self.append(&vec![0u8; pad])?;
         let mut tail = Vec::new();
-        tail.extend_from_slice(&Marker::metadata(gd_sectors, MARKER_GD));
-        let gd_offset = u64::from(self.sector()?) + 1;
-        let mut gd: Vec<u8> = self.gd.iter().flat_map(|e| e.to_le_bytes()).collect();
-        gd.resize((gd_sectors * 512) as usize, 0);
-        tail.extend_from_slice(&gd);
         tail.extend_from_slice(&Marker::metadata(1, MARKER_FOOTER));
         let footer = SparseHeader {
             gd_offset,
@@ -249,21 +252,7 @@ impl ImageWriter for StreamWriter {
         // End-of-stream: an all-zero marker.
         tail.extend_from_slice(&[0u8; 512]);
         self.append(&tail)?;
-        match self.out {
-            Output::File(w, path, durability) => {
-                let f = w.into_inner().map_err(|e| {
-                    Error::io("cannot write the stream-optimized VMDK", e.into_error())
-                        .with_path(&path)
-                })?;
-                if durability == Durability::Unsafe {
-                    return Ok(());
-                }
-                f.sync_data()
-                    .map_err(|e| Error::io("cannot flush", e).with_path(&path))
-            }
-            Output::Stream(mut w) => w
-                .flush()
-                .map_err(|e| Error::io("cannot flush the output stream", e)),
-        }
+        let this = *self;
+        this.out.finish()
     }
 }

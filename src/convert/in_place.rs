@@ -1,0 +1,173 @@
+//! `-n`: writing into an existing image without creating it.
+//!
+//! A raw destination (a file or a device) is written by the raw writer through an in-place
+//! sink. Any other format is opened with its own reader, and its map says where each byte of
+//! the virtual disk lives in its files: an image whose every byte has a fixed place (a fixed
+//! VHD, a flat or vmfs VMDK) is written there, metadata untouched. An image that allocates as
+//! it goes (a dynamic VHD, a sparse VMDK) is refused before anything is written.
+
+use crate::error::{Error, Result};
+use crate::format::Format;
+use crate::host_file::Durability;
+use crate::image::{Allocation, BackingPolicy, Image, Layer, OpenOptions};
+use crate::sink::{FileSink, Output, SharedSink, Sink};
+use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The writer for `-n` into the existing image at `path`.
+pub fn writer<'a>(
+    path: &Path,
+    format: Format,
+    spec: &CreateSpec,
+    open: &OpenOptions,
+    durability: Durability,
+) -> Result<Box<dyn ImageWriter + 'a>> {
+    if format == crate::formats::raw::FORMAT {
+        let sink = FileSink::existing(path, durability)?;
+        return format
+            .driver()
+            .create_writer(Output::single(Box::new(sink)), spec);
+    }
+    let image = Image::open(
+        path,
+        &OpenOptions {
+            format: Some(format),
+            backing: BackingPolicy::Ignore,
+            ..open.clone()
+        },
+    )?;
+    let layer = image.into_top();
+    if layer.virtual_size() < spec.size {
+        return Err(Error::invalid(format!(
+            "-n: the existing {format} image holds {} bytes, too few for the source's {}; nothing was written",
+            layer.virtual_size(),
+            spec.size
+        ))
+        .with_path(path));
+    }
+    // Every byte must have its place before anything is written.
+    let mut pos = 0;
+    while pos < spec.size {
+        let m = layer.map(pos, spec.size - pos)?;
+        if m.host.is_none() || m.compressed || m.allocation == Allocation::Unallocated {
+            return Err(Error::unsupported(format!(
+                "-n: this {format} image allocates its data as it is written (byte {pos} has no place yet), and -n writes only into images whose every byte has a fixed place (raw, fixed VHD, flat or vmfs VMDK); convert to a new file instead"
+            ))
+            .with_path(path));
+        }
+        pos = m.end();
+    }
+    let files = layer.files();
+    let mut sinks: Vec<Option<Box<dyn Sink>>> = Vec::new();
+    let mut shared: Vec<Option<Arc<dyn SharedSink>>> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        // Only the files that hold data are opened for writing (a descriptor is not).
+        let holds_data = layer.storage(i).is_some() && !(i == 0 && files.len() > 1);
+        if holds_data {
+            let sink = FileSink::existing(f, durability)?;
+            shared.push(sink.shared());
+            sinks.push(Some(Box::new(sink)));
+        } else {
+            shared.push(None);
+            sinks.push(None);
+        }
+    }
+    let direct = Arc::new(Placed {
+        layer: Arc::from(layer),
+        shared,
+    });
+    Ok(Box::new(InPlaceWriter { direct, sinks }))
+}
+
+/// Data goes where the existing image's map says.
+struct Placed {
+    layer: Arc<dyn Layer>,
+    shared: Vec<Option<Arc<dyn SharedSink>>>,
+}
+
+impl Placed {
+    /// Calls `f(file, host offset, virtual offset, length)` for each piece of the range.
+    fn walk(
+        &self,
+        offset: u64,
+        len: u64,
+        mut f: impl FnMut(usize, u64, u64, u64) -> Result<()>,
+    ) -> Result<()> {
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let m = self.layer.map(pos, end - pos)?;
+            let host = m.host.ok_or_else(|| {
+                Error::invalid(format!(
+                    "internal error: byte {pos} of the existing image has no place"
+                ))
+            })?;
+            f(host.file, host.offset, pos, m.length)?;
+            pos = m.end();
+        }
+        Ok(())
+    }
+}
+
+impl DirectWrite for Placed {
+    fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.walk(offset, bytes.len() as u64, |file, host, pos, n| {
+            let sink = self
+                .shared
+                .get(file)
+                .and_then(|s| s.as_ref())
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "internal error: file {file} of the image is not open"
+                    ))
+                })?;
+            let at = (pos - offset) as usize;
+            sink.write_at(&bytes[at..at + n as usize], host)
+        })
+    }
+}
+
+struct InPlaceWriter {
+    direct: Arc<Placed>,
+    sinks: Vec<Option<Box<dyn Sink>>>,
+}
+
+impl InPlaceWriter {
+    fn sink(&mut self, file: usize) -> Result<&mut Box<dyn Sink>> {
+        self.sinks
+            .get_mut(file)
+            .and_then(|s| s.as_mut())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "internal error: file {file} of the image is not open"
+                ))
+            })
+    }
+}
+
+impl ImageWriter for InPlaceWriter {
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(self.direct.clone())
+    }
+
+    fn write(&mut self, offset: u64, piece: Piece<'_>) -> Result<()> {
+        let direct = Arc::clone(&self.direct);
+        match piece {
+            Piece::Data { bytes, .. } => direct.write_data(offset, bytes),
+            Piece::Placed(_) => Ok(()),
+            Piece::Zero(len) | Piece::Unallocated(len) => {
+                direct.walk(offset, len, |file, host, _, n| {
+                    self.sink(file)?.write_zeros(host, n)
+                })
+            }
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        for sink in self.sinks.into_iter().flatten() {
+            sink.finish()?;
+        }
+        Ok(())
+    }
+}
