@@ -75,11 +75,15 @@ fn create_with_backing_reads_as_the_parent() {
     );
     // Nothing but metadata: no block was allocated.
     assert!(std::fs::metadata(&child).unwrap().len() < 8192);
-    let sha = sparse_sha256(&base_raw);
-    assert_eq!(
-        libyal_chain_sha(test, &[&child, &base]).unwrap_or(sha.clone()),
-        sha
-    );
+    // Compared only when libyal ran (a missing libyal is a skip line, or a failure when
+    // DISKFERRY_REQUIRE_PEERS is set): never against the expected value standing in for it.
+    if let Some(got) = libyal_chain_sha(test, &[&child, &base]) {
+        assert_eq!(
+            got,
+            sparse_sha256(&base_raw),
+            "libyal reading child + parent"
+        );
+    }
 }
 
 #[test]

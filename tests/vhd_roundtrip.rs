@@ -31,22 +31,29 @@ fn regions(size: u64) -> Vec<(u64, u64)> {
 }
 
 /// Every reader agrees with the source. libyal is asked block by block when blocks are
-/// smaller than 2 MiB (see `libyal_chain_sha_in`).
-fn assert_readers(test: &str, image: &Path, size: u64, sha: &str, block_size: Option<u64>) {
+/// smaller than 2 MiB (see `libyal_chain_sha_in`). False when the readers could not run (a
+/// skip line was printed).
+#[must_use = "false means the independent readers did not run"]
+fn assert_readers(test: &str, image: &Path, size: u64, sha: &str, block_size: Option<u64>) -> bool {
     match block_size {
         Some(bs) if bs < 2 * MIB => {
-            if assert_oracles_but(test, image, size, sha, &["libyal"]) {
-                let got = libyal_chain_sha_in(test, &[image], bs);
-                assert_eq!(got, Some((size, sha.to_string())), "libyal block by block");
+            if !assert_oracles_but(test, image, size, sha, &["libyal"]) {
+                return false;
             }
+            let Some(got) = libyal_chain_sha_in(test, &[image], bs) else {
+                return false;
+            };
+            assert_eq!(got, (size, sha.to_string()), "libyal block by block");
+            true
         }
-        _ => {
-            assert_oracles(test, image, size, sha);
-        }
+        _ => assert_oracles(test, image, size, sha),
     }
 }
 
-fn round_trip(test: &str, dir: &Path, size: u64, options: &str) {
+/// Converts a source to VHD with `options`, to a file and to a pipe, and checks both with every
+/// reader. False when the independent readers could not run.
+#[must_use = "false means the independent readers did not run"]
+fn round_trip(test: &str, dir: &Path, size: u64, options: &str) -> bool {
     let block_size = options
         .split(',')
         .find_map(|o| o.strip_prefix("block_size="))
@@ -73,7 +80,7 @@ fn round_trip(test: &str, dir: &Path, size: u64, options: &str) {
         (size, sha.clone()),
         "diskferry reads back {options} size {size} differently"
     );
-    assert_readers(test, &vhd, size, &sha, block_size);
+    let file_read = assert_readers(test, &vhd, size, &sha, block_size);
     let (code, out, err) = run(&["check", vhd.to_str().unwrap()]);
     assert_eq!(code, 0, "check of {options} size {size}: {out}{err}");
 
@@ -98,9 +105,10 @@ fn round_trip(test: &str, dir: &Path, size: u64, options: &str) {
         qemu_compare("raw", &raw, "vpc", &piped),
         "piped {options} size {size} differs"
     );
-    assert_readers(test, &piped, size, &sha, block_size);
+    let piped_read = assert_readers(test, &piped, size, &sha, block_size);
     let (code, out, err) = run(&["check", piped.to_str().unwrap()]);
     assert_eq!(code, 0, "check of piped {options} size {size}: {out}{err}");
+    file_read && piped_read
 }
 
 #[test]
@@ -118,17 +126,30 @@ fn fixed_and_dynamic_round_trips_are_identical_for_every_reader() {
         5 * MIB + 3584,
         45 * MIB + 7 * 512,
     ];
+    let mut unread = 0;
     for &size in &sizes {
         for options in ["subformat=fixed", "subformat=dynamic"] {
-            round_trip(test, dir.path(), size, options);
+            if !round_trip(test, dir.path(), size, options) {
+                unread += 1;
+            }
         }
     }
     for bs in ["512K", "1M", "16M"] {
-        round_trip(
+        if !round_trip(
             test,
             dir.path(),
             45 * MIB + 7 * 512,
             &format!("subformat=dynamic,block_size={bs}"),
+        ) {
+            unread += 1;
+        }
+    }
+    if unread > 0 {
+        skip(
+            test,
+            &format!(
+                "the independent readers checked none of {unread} round trips (only qemu-img and diskferry did)"
+            ),
         );
     }
 }

@@ -75,9 +75,11 @@ fn broken_descriptors_name_the_line() {
     }
 }
 
-/// A monolithicSparse made by qemu-img, with data, to damage.
-fn qemu_sparse(dir: &Path) -> Option<std::path::PathBuf> {
-    if !have_qemu("qemu_sparse") {
+/// A monolithicSparse made by qemu-img, with data, to damage; None (after a skip line for
+/// `test`) without qemu-img.
+#[must_use = "None means qemu-img is missing: return"]
+fn qemu_sparse(test: &str, dir: &Path) -> Option<std::path::PathBuf> {
+    if !have_qemu(test) {
         return None;
     }
     let raw = dir.join("s.raw");
@@ -100,7 +102,7 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
 #[test]
 fn tables_and_grains_past_the_end_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(image) = qemu_sparse(dir.path()) else {
+    let Some(image) = qemu_sparse("tables_and_grains_past_the_end_are_errors", dir.path()) else {
         return;
     };
     let good = std::fs::read(&image).unwrap();

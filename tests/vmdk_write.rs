@@ -54,7 +54,14 @@ fn dissect_fails_on_qemus_own(
         raw.to_str().unwrap(),
         q.to_str().unwrap(),
     ]);
-    let readings = oracle_read(test, "vmdk", &q).unwrap_or_default();
+    // Called only after oracle-read ran on our image: not running now is a failure, and an
+    // empty list here would silently blame dissect's failure on our file.
+    let Some(readings) = oracle_read(test, "vmdk", &q) else {
+        panic!(
+            "oracle-read ran on our image but not on qemu-img's {}",
+            q.display()
+        );
+    };
     std::fs::remove_file(&q).unwrap();
     readings
         .iter()

@@ -34,9 +34,26 @@ pub fn run_ok(args: &[&str]) -> String {
     out
 }
 
-/// Prints why a test is skipped, loudly, so a skip never passes unnoticed.
+/// True when the environment asks for every peer to be present: DISKFERRY_REQUIRE_PEERS set to
+/// anything but "" or "0" (`.ci/run` sets it, so that CI never passes a test that tested nothing).
+pub fn peers_required() -> bool {
+    std::env::var_os("DISKFERRY_REQUIRE_PEERS").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Reports a missing peer (qemu-img, the oracle readers, ../shared, vhd-lib): prints why the
+/// test is skipped, loudly, so a skip never passes unnoticed; when [`peers_required`], fails
+/// the test instead. Callers must still stop (or drop the peer's part) after calling it.
 pub fn skip(test: &str, why: &str) {
+    if peers_required() {
+        panic!("required peer missing (DISKFERRY_REQUIRE_PEERS is set): {test}: {why}");
+    }
     eprintln!("SKIPPED {test}: {why}");
+}
+
+/// Reports a part of a test this machine cannot exercise (a file system feature, not a peer):
+/// printed, never a failure, even when peers are required.
+pub fn note_weaker(test: &str, why: &str) {
+    eprintln!("WEAKER {test}: {why}");
 }
 
 fn on_path(tool: &str) -> bool {
@@ -48,7 +65,9 @@ fn on_path(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// True when qemu-img is installed; otherwise prints a skip line for `test`.
+/// True when qemu-img is installed; otherwise prints a skip line for `test` (or fails it, see
+/// [`skip`]). The caller must drop qemu-img's part of the test when this is false.
+#[must_use = "a false result means qemu-img is missing: return or skip qemu-img's part"]
 pub fn have_qemu(test: &str) -> bool {
     let ok = on_path("qemu-img");
     if !ok {
@@ -79,6 +98,7 @@ pub fn qemu_img_ok(args: &[&str]) -> String {
 
 /// `qemu-img compare` of two images (formats given explicitly, since qemu-img misdetects
 /// fixed VHDs): true when identical.
+#[must_use = "assert on the comparison"]
 pub fn qemu_compare(fmt_a: &str, a: &Path, fmt_b: &str, b: &Path) -> bool {
     let (code, out, err) = qemu_img(&[
         "compare",
@@ -96,7 +116,9 @@ pub fn qemu_compare(fmt_a: &str, a: &Path, fmt_b: &str, b: &Path) -> bool {
     code == 0
 }
 
-/// The shared folder beside the repository (../shared), when present.
+/// The shared folder beside the repository (../shared), when present (else a skip line, see
+/// [`skip`]).
+#[must_use = "None means ../shared is missing: return"]
 pub fn shared_dir(test: &str) -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
     if dir.join("corpus").is_dir() {
@@ -273,11 +295,18 @@ pub struct OracleReading {
 }
 
 /// Reads `image` with ../shared/tools/oracle-read (qemu-img, libyal, dissect). None (with a
-/// skip line) when the tool or its environment is unavailable.
+/// skip line, see [`skip`]) when the tool or its environment is unavailable.
+#[must_use = "None means the oracle readers are missing: the caller must not go on as if they agreed"]
 pub fn oracle_read(test: &str, format: &str, image: &Path) -> Option<Vec<OracleReading>> {
     let shared = shared_dir(test)?;
     let tool = shared.join("tools/oracle-read");
-    let out = Command::new(&tool).arg(format).arg(image).output().ok()?;
+    let out = match Command::new(&tool).arg(format).arg(image).output() {
+        Ok(out) => out,
+        Err(e) => {
+            skip(test, &format!("cannot run {}: {e}", tool.display()));
+            return None;
+        }
+    };
     if !out.status.success() {
         skip(
             test,

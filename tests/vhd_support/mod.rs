@@ -71,11 +71,13 @@ pub fn padded_sha256(path: &Path, size: u64) -> String {
 
 /// Asserts that qemu-img, libyal and dissect all read `image` as (size, sha). Returns false
 /// (after a skip line) when the oracle tool is unavailable.
+#[must_use = "false means the oracle readers did not run"]
 pub fn assert_oracles(test: &str, image: &Path, size: u64, sha: &str) -> bool {
     assert_oracles_but(test, image, size, sha, &[])
 }
 
 /// [`assert_oracles`] for every reader except those in `except`.
+#[must_use = "false means the oracle readers did not run"]
 pub fn assert_oracles_but(test: &str, image: &Path, size: u64, sha: &str, except: &[&str]) -> bool {
     let Some(readings) = common::oracle_read(test, "vhd", image) else {
         return false;
@@ -102,9 +104,14 @@ pub fn assert_oracles_but(test: &str, image: &Path, size: u64, sha: &str, except
 /// The oracle venv's python (../shared/tools/oracle-env), if it can be set up.
 fn oracle_python(test: &str) -> Option<PathBuf> {
     let shared = common::shared_dir(test)?;
-    let out = Command::new(shared.join("tools/oracle-env"))
-        .output()
-        .ok()?;
+    let tool = shared.join("tools/oracle-env");
+    let out = match Command::new(&tool).output() {
+        Ok(out) => out,
+        Err(e) => {
+            common::skip(test, &format!("cannot run {}: {e}", tool.display()));
+            return None;
+        }
+    };
     if !out.status.success() {
         common::skip(test, "the oracle venv could not be set up");
         return None;
@@ -114,6 +121,7 @@ fn oracle_python(test: &str) -> Option<PathBuf> {
 
 /// libyal (pyvhdi) reading a chain given top first, each layer's parent set explicitly:
 /// (size, sha256). None (skip line printed) when the venv is unavailable.
+#[must_use = "None means libyal did not run"]
 pub fn libyal_chain_sha(test: &str, chain: &[&Path]) -> Option<(u64, String)> {
     libyal_chain_sha_in(test, chain, 4 << 20)
 }
@@ -122,6 +130,7 @@ pub fn libyal_chain_sha(test: &str, chain: &[&Path]) -> Option<(u64, String)> {
 /// 20260901 misreads reads that span several blocks of less than 2 MiB when their sector
 /// bitmaps are partial (it reads the right bytes block by block), so tests of small blocks
 /// read block by block.
+#[must_use = "None means libyal did not run"]
 pub fn libyal_chain_sha_in(test: &str, chain: &[&Path], chunk: u64) -> Option<(u64, String)> {
     let py = oracle_python(test)?;
     let script = r#"
@@ -154,10 +163,17 @@ print(size, h.hexdigest())
         "libyal failed on {chain:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // libyal ran: output it does not give in the expected shape is a failure, not a skip.
     let text = String::from_utf8_lossy(&out.stdout);
     let mut parts = text.split_whitespace();
-    let size = parts.next()?.parse().ok()?;
-    Some((size, parts.next()?.to_string()))
+    let size = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("libyal printed no size for {chain:?}: {text:?}"));
+    let sha = parts
+        .next()
+        .unwrap_or_else(|| panic!("libyal printed no sha256 for {chain:?}: {text:?}"));
+    Some((size, sha.to_string()))
 }
 
 /// A raw file with pseudo-random regions; returns its path.
