@@ -962,7 +962,7 @@ fn every_command_accepts_the_gate_options() {
             }
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_none(problems);
 }
 
 #[test]
@@ -982,7 +982,9 @@ fn every_command_refuses_a_dev_zero_extent() {
             &["/dev/zero"],
             &[],
         ));
+        if out.exists() {
+            problems.push(format!("{cmd}: a refused convert left an output"));
+        }
     }
-    assert!(!out.exists(), "a refused convert left an output");
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_none(problems);
 }
