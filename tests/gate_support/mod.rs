@@ -333,7 +333,8 @@ pub fn locators_for(name: &str, style: LocatorStyle, child_dir: &Path) -> Vec<([
     }
 }
 
-/// The spellings under which an error may quote `name` stored in `style`.
+/// The spellings under which an error may quote `name`: as given, or with the backslashes
+/// a Windows locator stores.
 pub fn stored_spellings(name: &str) -> Vec<String> {
     vec![name.to_string(), name.replace('/', "\\")]
 }
@@ -345,7 +346,10 @@ pub fn stored_spellings(name: &str) -> Vec<String> {
 pub fn rewrite_vhd_parent(child: &Path, locators: &[([u8; 4], Vec<u8>)], unicode_name: &str) {
     let mut bytes = std::fs::read(child).unwrap();
     let len = bytes.len();
-    assert!(len >= 2048 && len.is_multiple_of(512), "unexpected VHD length {len}");
+    assert!(
+        len >= 2048 && len.is_multiple_of(512),
+        "unexpected VHD length {len}"
+    );
     let footer = bytes[len - 512..].to_vec();
     assert_eq!(&footer[..8], b"conectix");
     assert_eq!(be32(&footer, 60), 4, "not a differencing VHD");
