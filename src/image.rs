@@ -369,8 +369,21 @@ impl Image {
                 format: link.format,
                 ..options.clone()
             };
+            // The error names the image the user gave (the child), and the parent in its text.
+            let parent_name = storage.name().to_path_buf();
             let (parent, _) = open_layer(storage, &parent_options, Provenance::NamedByImage)
-                .map_err(|e| e.context(format!("backing file '{}'", link.stored_name)))?;
+                .map_err(|e| {
+                    let inner = match e.path() {
+                        Some(p) if p != parent_name => format!(" in '{}'", p.display()),
+                        _ => String::new(),
+                    };
+                    e.context(format!(
+                        "parent (backing file) '{}' ({}){inner}",
+                        link.stored_name,
+                        parent_name.display()
+                    ))
+                    .rename_path(&child_path)
+                })?;
             for id in layer_identities(parent.as_ref()).into_iter().skip(1) {
                 seen.insert(id);
             }

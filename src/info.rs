@@ -58,8 +58,8 @@ pub struct ImageInfo {
     /// Every file the layer reads (extents), when there is more than one (our key).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
-    /// Every file opened to read the image, its backing chain included, when it was
-    /// followed (our key; on the top layer only).
+    /// Every file opened to read the image, its backing chain included when it was followed
+    /// (our key; a backing layer lists its own files).
     #[serde(rename = "opened-files", skip_serializing_if = "Vec::is_empty")]
     pub opened_files: Vec<String>,
     /// Problems found while opening (our key).
@@ -132,6 +132,7 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
         } else {
             Vec::new()
         },
+        // The top layer lists every file the whole image opened; a backing layer its own.
         opened_files: if index == 0 {
             image
                 .opened_files()
@@ -139,7 +140,7 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
                 .map(|f| f.display().to_string())
                 .collect()
         } else {
-            Vec::new()
+            files.iter().map(|f| f.display().to_string()).collect()
         },
         warnings,
         human_details: details.human,

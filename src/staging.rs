@@ -4,11 +4,11 @@
 //! destination; with `O_TMPFILE` not even `kill -9` leaves a partial file behind.
 
 use crate::error::{Error, Result};
-use crate::host_file::{Durability, HostFile};
+use crate::host_file::Durability;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Temporary files of every live [`Staging`], so that an interrupt handler can remove them
 /// before the process exits (destructors do not run on a signal).
@@ -71,7 +71,7 @@ enum Temp {
     Named(PathBuf),
     /// An unnamed file in the destination's folder: a second handle on it, to give it a name
     /// at commit. The kernel frees it when the process ends without doing so.
-    Unnamed { dir: PathBuf, file: File },
+    Unnamed { dir: PathBuf, file: Arc<File> },
 }
 
 /// A set of output files being written. Dropping it without [`Staging::commit`] removes them.
@@ -105,16 +105,11 @@ impl Staging {
         self.durability
     }
 
-    /// Creates a new output file (see [`Staging::create`]) wrapped for writing: flushed in the
-    /// background while written and by [`HostFile::sync`], as the staging's durability says.
-    pub fn create_output(&mut self, dest: &Path) -> Result<HostFile> {
-        let file = self.create(dest)?;
-        HostFile::new_output(file, dest, self.durability)
-    }
-
     /// Creates a new file that will appear at `dest` on commit. Its temporary name is hidden
     /// (a leading dot) in the same folder, so the final rename never crosses file systems.
-    pub fn create(&mut self, dest: &Path) -> Result<File> {
+    /// The staging area and the caller share one descriptor (a disk of thousands of extent
+    /// files must not need two each).
+    pub fn create(&mut self, dest: &Path) -> Result<Arc<File>> {
         let name = dest
             .file_name()
             .ok_or_else(|| Error::invalid("destination has no file name").with_path(dest))?;
@@ -135,12 +130,13 @@ impl Staging {
             return Err(Error::invalid("the same output file is written twice").with_path(dest));
         }
         if let Some(file) = create_unnamed(&dir) {
-            let handle = file
-                .try_clone()
-                .map_err(|e| Error::io("cannot create", e).with_path(dest))?;
+            let file = Arc::new(file);
             self.files.push(StagedFile {
                 dest: dest.to_path_buf(),
-                temp: Temp::Unnamed { dir, file: handle },
+                temp: Temp::Unnamed {
+                    dir,
+                    file: Arc::clone(&file),
+                },
             });
             return Ok(file);
         }
@@ -155,7 +151,7 @@ impl Staging {
             dest: dest.to_path_buf(),
             temp: Temp::Named(temp),
         });
-        Ok(file)
+        Ok(Arc::new(file))
     }
 
     /// The final paths of the staged files, in creation order.

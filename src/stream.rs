@@ -43,6 +43,11 @@ pub trait StreamSource: Send {
     /// The image's format.
     fn format(&self) -> Format;
 
+    /// The name errors about the stream's content give (`<stdin>`).
+    fn name(&self) -> &std::path::Path {
+        std::path::Path::new("<stream>")
+    }
+
     /// The size of the virtual disk (known from the stream's header).
     fn virtual_size(&self) -> u64;
 

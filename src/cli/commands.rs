@@ -221,7 +221,7 @@ pub fn create(args: CreateArgs) -> Outcome {
 fn check_human(report: &CheckReport) -> String {
     let mut out = String::new();
     if let Some(note) = &report.note {
-        out.push_str(&format!("{note}.\n"));
+        out.push_str(&format!("{}.\n", printable(note)));
         return out;
     }
     for f in &report.findings {
@@ -231,9 +231,10 @@ fn check_human(report: &CheckReport) -> String {
             (Severity::Leak, false) => "Leaked",
             (Severity::Warning, false) => "Warning",
         };
+        let message = printable(&f.message);
         match f.offset {
-            Some(o) => out.push_str(&format!("{label}: {} (offset {o} = {o:#x})\n", f.message)),
-            None => out.push_str(&format!("{label}: {}\n", f.message)),
+            Some(o) => out.push_str(&format!("{label}: {message} (offset {o} = {o:#x})\n")),
+            None => out.push_str(&format!("{label}: {message}\n")),
         }
     }
     let (fixed_c, fixed_l) = (report.corruptions_fixed(), report.leaks_fixed());

@@ -192,6 +192,10 @@ impl StreamSource for NamedStream {
     fn next_run(&mut self) -> Result<Option<StreamRun>> {
         self.inner.next_run().map_err(|e| e.with_path(self.name))
     }
+
+    fn name(&self) -> &Path {
+        Path::new(self.name)
+    }
 }
 
 /// What standard input is called in messages.

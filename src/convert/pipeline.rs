@@ -134,10 +134,15 @@ pub fn run(
     settings: &Settings,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Stats> {
-    let (size, source_image) = match &source {
-        Source::Image(image) => (image.virtual_size(), Some(*image)),
-        Source::Stream(stream) => (stream.virtual_size(), None),
+    let (size, source_image, stream_name) = match &source {
+        Source::Image(image) => (image.virtual_size(), Some(*image), None),
+        Source::Stream(stream) => (
+            stream.virtual_size(),
+            None,
+            Some(stream.name().to_path_buf()),
+        ),
     };
+    let stream_name = stream_name.as_deref();
     let inflight = settings.inflight();
     let (token_tx, token_rx) = bounded::<()>(inflight);
     for _ in 0..inflight {
@@ -211,8 +216,11 @@ pub fn run(
             let pool = &pool;
             scope.spawn(move || {
                 worker(
-                    source_image,
-                    target_backing,
+                    Sources {
+                        image: source_image,
+                        stream_name,
+                        target_backing,
+                    },
                     settings,
                     pool,
                     work_rx,
@@ -226,16 +234,26 @@ pub fn run(
     })
 }
 
+/// What a worker reads from.
+#[derive(Clone, Copy)]
+struct Sources<'a> {
+    /// The source image, when it is one (not a stream).
+    image: Option<&'a Image>,
+    /// The stream's name, for errors in its content that the workers find (decoding).
+    stream_name: Option<&'a std::path::Path>,
+    /// The target's backing image (`-B`).
+    target_backing: Option<&'a Image>,
+}
+
 fn worker(
-    source: Option<&Image>,
-    target_backing: Option<&Image>,
+    sources: Sources<'_>,
     settings: &Settings,
     pool: &BufferPool,
     work_rx: Receiver<(u64, Work)>,
     done_tx: Sender<Result<Done>>,
 ) {
     for (seq, item) in work_rx.iter() {
-        let result = process(seq, item, source, target_backing, settings, pool);
+        let result = process(seq, item, sources, settings, pool);
         let failed = result.is_err();
         if done_tx.send(result).is_err() || failed {
             return;
@@ -246,11 +264,11 @@ fn worker(
 fn process(
     seq: u64,
     item: Work,
-    source: Option<&Image>,
-    target_backing: Option<&Image>,
+    sources: Sources<'_>,
     settings: &Settings,
     pool: &BufferPool,
 ) -> Result<Done> {
+    let (source, target_backing) = (sources.image, sources.target_backing);
     let leave_to_backing = if target_backing.is_some() {
         Class::Unallocated
     } else {
@@ -275,7 +293,12 @@ fn process(
     let len = item.len as usize;
     let mut buf = take_buffer(pool, len);
     match item.content {
-        Content::Runs(runs) => assemble(item.offset, &runs, &mut buf)?,
+        Content::Runs(runs) => {
+            assemble(item.offset, &runs, &mut buf).map_err(|e| match sources.stream_name {
+                Some(name) => e.with_path(name),
+                None => e,
+            })?
+        }
         _ => source
             .expect("read items come from an image source")
             .read_at(item.offset, &mut buf)?,

@@ -38,9 +38,9 @@ pub struct FileSink {
 impl FileSink {
     /// A new file `file`, to appear as `name` (its messages name it so, never by a temporary
     /// name).
-    pub fn new_file(file: File, name: &Path, durability: Durability) -> FileSink {
+    pub fn new_file(file: Arc<File>, name: &Path, durability: Durability) -> FileSink {
         FileSink {
-            file: Arc::new(file),
+            file,
             name: name.to_path_buf(),
             placement: Placement::New,
             capacity: None,

@@ -174,7 +174,9 @@ fn missing_extents(file: &dyn Storage, report: &mut CheckReport, gate: &Gate) ->
                 "extent file '{name}' (descriptor line {}) is missing",
                 e.line
             ),
-            Err(err) => format!("descriptor line {}: {}", e.line, err.message()),
+            // A name the gate refuses is not damage to report but a file not to open: the
+            // check stops with the refusal, as every other command does.
+            Err(err) => return Err(err.context(format!("descriptor line {}", e.line))),
         };
         all_there = false;
         report.add(Severity::Corruption, problem, None);

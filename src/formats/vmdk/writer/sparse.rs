@@ -59,10 +59,10 @@ impl<'a> ExtentFile<'a> {
         let overhead = (gt_base + gt_count * gt_sectors).div_ceil(GRAIN_SECTORS) * GRAIN_SECTORS;
         if overhead > MAX_EXTENT_FILE_SECTORS {
             return Err(Error::invalid(format!(
-                "a sparse VMDK extent of {} bytes would need {} bytes of grain tables, more than the 2 TiB its 32-bit sector numbers address; the largest monolithicSparse disk is about {} TiB (twoGbMaxExtentSparse splits larger disks)",
+                "a sparse VMDK extent of {} bytes is larger than the limit of about {} TiB: its grain tables would need {} bytes, more than its 32-bit sector numbers address (twoGbMaxExtentSparse splits larger disks)",
                 capacity_sectors.saturating_mul(512),
-                overhead.saturating_mul(512),
-                max_sparse_capacity() >> 40
+                max_sparse_capacity() >> 40,
+                overhead.saturating_mul(512)
             )));
         }
         let mut flags = FLAG_NEWLINE_CHECK | FLAG_REDUNDANT;
