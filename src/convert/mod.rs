@@ -44,6 +44,10 @@ use std::sync::Arc;
 /// memory stays small. Always a multiple of the granularity.
 pub const CHUNK_SIZE: u64 = 2 << 20;
 
+/// How far ahead of the workers the planner asks the storage to read: enough requests in
+/// flight to keep a disk busy (qemu-img keeps 8 × 2 MiB), without a thread or a buffer each.
+pub const READ_AHEAD: u64 = 32 << 20;
+
 /// The default `-S`: runs of zeros this long (and aligned) become holes.
 pub const DEFAULT_SPARSE_SIZE: u64 = 4096;
 
@@ -377,6 +381,7 @@ pub fn convert(
         },
         encoder,
         direct,
+        read_ahead: READ_AHEAD,
     };
     let source = match (&image, stream) {
         (Some(image), _) => pipeline::Source::Image(image),

@@ -29,6 +29,8 @@ pub struct Settings {
     pub encoder: Option<Arc<dyn ChunkEncoder>>,
     /// Where workers write data themselves, for targets that place it at known offsets.
     pub direct: Option<Arc<dyn DirectWrite>>,
+    /// Bytes of the source's data to ask the storage for ahead of the workers.
+    pub read_ahead: u64,
 }
 
 impl Settings {
@@ -161,12 +163,31 @@ pub fn run(
             let mut next_work: Box<dyn FnMut() -> Result<Option<Work>> + Send> = match source {
                 Source::Image(image) => {
                     let mut planner = Planner::new(image, target_backing, planner_cutting);
+                    // Items planned but not yet handed out, their data already being read
+                    // ahead: the storage has up to `read_ahead` bytes of reads in flight
+                    // without more threads or buffers (items hold no data until a worker
+                    // takes them).
+                    let mut queue: std::collections::VecDeque<super::plan::Item> =
+                        Default::default();
+                    let mut queued = 0u64;
+                    let mut exhausted = false;
+                    let read_ahead = settings.read_ahead;
                     Box::new(move || {
-                        let item = planner.next_item()?;
+                        while !exhausted && queued < read_ahead {
+                            match planner.next_item()? {
+                                Some(i) => {
+                                    if i.kind == ItemKind::Data {
+                                        image.prefetch(i.offset, i.len);
+                                        queued += i.len;
+                                    }
+                                    queue.push_back(i);
+                                }
+                                None => exhausted = true,
+                            }
+                        }
+                        let item = queue.pop_front();
                         if let Some(i) = item.filter(|i| i.kind == ItemKind::Data) {
-                            // The planner runs up to the in-flight window ahead of the
-                            // workers: reading ahead from here keeps the storage busy.
-                            image.prefetch(i.offset, i.len);
+                            queued -= i.len;
                         }
                         Ok(item.map(|item| Work {
                             offset: item.offset,
@@ -561,6 +582,7 @@ mod tests {
             RawWriter::create(Output::new_files(&mut staging, path.clone()), &spec).unwrap();
         let settings = Settings {
             direct: writer.direct(),
+            read_ahead: 8 << 20,
             threads: 2,
             cutting: Cutting {
                 granularity: 4096,
