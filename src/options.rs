@@ -152,9 +152,7 @@ fn validate(format: Format, spec: &OptionSpec, value: &str) -> Result<String> {
     let key = spec.key;
     match spec.kind {
         OptionKind::Size => {
-            parse_size(value).map_err(|e| {
-                Error::invalid(format!("option {key} for {format}: {}", e.message()))
-            })?;
+            parse_size(value).map_err(|e| e.context(format!("option {key} for {format}")))?;
             Ok(value.to_string())
         }
         OptionKind::Flag => match value.to_ascii_lowercase().as_str() {
