@@ -218,13 +218,22 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
             Some(header.table_offset),
         );
     }
-    let table = match Bat::read(&file, header.table_offset, entries) {
+    // Every entry is kept, even a bad one: the checks below report them all.
+    let table = match Bat::read(&file, header.table_offset, entries, &mut |_, _| Ok(())) {
         Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::Io => return Err(e),
         Err(e) => {
+            let severity = if e.kind() == ErrorKind::Unsupported {
+                // Too large to hold, not wrong: the check could not run.
+                report.check_errors += 1;
+                Severity::Warning
+            } else {
+                Severity::Corruption
+            };
             report.add(
-                Severity::Corruption,
+                severity,
                 e.message().to_string(),
-                Some(header.table_offset),
+                e.offset().or(Some(header.table_offset)),
             );
             return Ok(report);
         }

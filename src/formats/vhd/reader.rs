@@ -244,27 +244,49 @@ fn open_sparse(file: Arc<dyn Storage>, footer: &Footer, size: u64) -> Result<Spa
         .at_offset(header_at)
         .with_path(&path));
     }
-    // Only the entries that cover the disk matter (blktap preallocates larger tables).
-    let bat =
-        Bat::read(file.as_ref(), header.table_offset, needed).map_err(|e| e.with_path(&path))?;
+    // Only the entries that cover the disk matter (blktap preallocates larger tables). Each
+    // is checked as it is read: a block must lie in the file and clear of the metadata a
+    // reader relies on (a table of zeros, what a hole reads as, puts every block on the footer
+    // copy).
     let bitmap_len = bitmap_bytes(header.block_size);
-    for (index, offset) in bat.allocated() {
+    let len = file.len();
+    let metadata = [
+        (0, FOOTER_SIZE, "footer copy"),
+        (header_at, header_at + HEADER_SIZE, "dynamic disk header"),
+        (
+            header.table_offset,
+            header.table_offset.saturating_add(needed * 4),
+            "block allocation table",
+        ),
+    ];
+    let table_offset = header.table_offset;
+    let mut check_entry = |index: u64, sector: u32| -> Result<()> {
+        let offset = u64::from(sector) * 512;
         let used = block_size.min(size - index * block_size);
-        let end = offset
-            .checked_add(bitmap_len)
-            .and_then(|x| x.checked_add(used));
-        if end.is_none_or(|end| end > file.len()) {
+        let end = offset + bitmap_len + used;
+        if end > len {
             return Err(bat::bad_entry(
                 index,
-                header.table_offset,
+                table_offset,
                 &format!(
-                    "points past the end of the file (block at {offset:#x}, file is {} bytes): the file is truncated or the table is damaged",
-                    file.len()
+                    "points past the end of the file (block at {offset:#x}, file is {len} bytes): the file is truncated or the table is damaged"
                 ),
-            )
-            .with_path(&path));
+            ));
         }
-    }
+        if let Some((_, _, what)) = metadata
+            .iter()
+            .find(|(start, stop, _)| offset < *stop && *start < end)
+        {
+            return Err(bat::bad_entry(
+                index,
+                table_offset,
+                &format!("(block at {offset:#x}) overlaps the {what}: the table is damaged"),
+            ));
+        }
+        Ok(())
+    };
+    let bat = Bat::read(file.as_ref(), table_offset, needed, &mut check_entry)
+        .map_err(|e| e.with_path(&path))?;
     let not_stored = if footer.disk_type == DiskType::Differencing {
         Allocation::Unallocated
     } else {
@@ -591,9 +613,20 @@ mod tests {
 
     /// A dynamic VHD of `size` bytes with 4 KiB of 0xAB at each of `data`.
     fn make(dir: &Path, size: u64, data: &[u64]) -> std::path::PathBuf {
+        make_with(dir, "", size, data)
+    }
+
+    /// [`make`] with creation options (`block_size=4K`).
+    fn make_with(dir: &Path, options: &str, size: u64, data: &[u64]) -> std::path::PathBuf {
         let path = dir.join("t.vhd");
         let mut staging = Staging::new();
-        let spec = CreateSpec::new(size, FormatOptions::empty(super::super::FORMAT));
+        let format = super::super::FORMAT;
+        let options = if options.is_empty() {
+            FormatOptions::empty(format)
+        } else {
+            FormatOptions::parse(format, super::super::CREATE_OPTIONS, options).unwrap()
+        };
+        let spec = CreateSpec::new(size, options);
         let mut w =
             super::super::create_writer(Output::new_files(&mut staging, path.clone()), &spec)
                 .unwrap();
@@ -652,5 +685,86 @@ mod tests {
         let mut buf = vec![0u8; 4096];
         layer.read_data(1 << 40, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 0xAB));
+    }
+
+    fn context(gate: &crate::gate::Gate) -> OpenContext<'_> {
+        OpenContext {
+            gate,
+            provenance: crate::format::Provenance::User,
+            salvage: crate::format::Salvage::Refuse,
+        }
+    }
+
+    fn open_bytes(bytes: Vec<u8>) -> Result<VhdLayer> {
+        let gate = crate::gate::Gate::confined();
+        VhdLayer::open(
+            Arc::new(crate::storage::Memory::new("m.vhd", bytes)),
+            &context(&gate),
+        )
+    }
+
+    /// The table offset of the VHD in `bytes`.
+    fn table_offset(bytes: &[u8]) -> usize {
+        DynamicHeader::parse(bytes[512..1536].try_into().unwrap())
+            .unwrap()
+            .table_offset as usize
+    }
+
+    #[test]
+    fn a_bat_that_is_a_hole_of_a_sparse_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 GiB in 2 MiB blocks: 32768 entries, a 128 KiB table.
+        let good = make(dir.path(), 64 << 30, &[0]);
+        let bytes = std::fs::read(&good).unwrap();
+        let table = table_offset(&bytes);
+        let table_end = table + 32768 * 4;
+        // The same file with the table left out: a hole where it was.
+        let path = dir.path().join("holed.vhd");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(bytes.len() as u64).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&bytes[..table], 0).unwrap();
+        f.write_all_at(&bytes[table_end..], table_end as u64)
+            .unwrap();
+        drop(f);
+        let file = HostFile::open(&path).unwrap();
+        let hole = file.next_hole(table as u64).unwrap();
+        let gate = crate::gate::Gate::confined();
+        let err = VhdLayer::open(Arc::new(file), &context(&gate)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("holed.vhd"), "{text}");
+        if hole < table_end as u64 {
+            assert_eq!(err.offset(), Some(hole), "{text}");
+            assert!(
+                text.contains("block allocation table is missing") && text.contains("hole"),
+                "{text}"
+            );
+        } else {
+            // A file system that does not report holes: the zeros are refused as entries.
+            assert!(text.contains("overlaps the footer copy"), "{text}");
+        }
+    }
+
+    #[test]
+    fn bat_entries_on_the_metadata_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = std::fs::read(make(dir.path(), 8 << 20, &[0, 6 << 20])).unwrap();
+        let table = table_offset(&good);
+        open_bytes(good.clone()).unwrap();
+        for (sector, what) in [
+            (0u32, "footer copy"),
+            (1, "dynamic disk header"),
+            ((table / 512) as u32, "block allocation table"),
+        ] {
+            let mut bytes = good.clone();
+            bytes[table + 4..table + 8].copy_from_slice(&sector.to_be_bytes());
+            let err = open_bytes(bytes).unwrap_err();
+            assert_eq!(err.offset(), Some(table as u64 + 4), "{err}");
+            assert!(
+                err.to_string().starts_with("m.vhd: BAT entry 1 (block at ")
+                    && err.to_string().contains(&format!("overlaps the {what}")),
+                "{err}"
+            );
+        }
     }
 }
