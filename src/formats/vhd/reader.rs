@@ -17,9 +17,54 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// Bitmaps kept in memory at most (512 bytes each for 2 MiB blocks, and nearly always stored
-/// as "full" in a few bytes): enough for every block of a 128 GiB disk.
-const BITMAP_CACHE_ENTRIES: usize = 65536;
+/// Bytes of sector bitmaps kept in memory at most. A bitmap is 512 bytes for 2 MiB blocks but
+/// 64 KiB for 256 MiB ones (and up to 512 KiB for the largest block size a header can give),
+/// so the cache is bounded in bytes, not entries: 16 MiB holds every block of a 2 TiB disk in
+/// 2 MiB blocks (nearly all "full" or "empty", a few bytes each).
+const BITMAP_CACHE_BYTES: usize = 16 << 20;
+
+/// What one cached bitmap costs besides its bits: the hash table slot, the key, the `Arc`'s
+/// counts and the allocator's rounding, generously.
+const BITMAP_ENTRY_OVERHEAD: usize = 64;
+
+/// Block bitmaps read so far, keyed by block index, at most [`BITMAP_CACHE_BYTES`] of them:
+/// when a new one does not fit, everything cached is dropped (a walk moves forward, so what
+/// was cached is rarely wanted again).
+#[derive(Default)]
+struct BitmapCache {
+    bitmaps: HashMap<u64, SectorBitmap>,
+    bytes: usize,
+}
+
+impl BitmapCache {
+    fn cost(bitmap: &SectorBitmap) -> usize {
+        BITMAP_ENTRY_OVERHEAD
+            + match bitmap {
+                SectorBitmap::Partial(bits) => bits.len(),
+                SectorBitmap::Full | SectorBitmap::Empty => 0,
+            }
+    }
+
+    fn get(&self, index: u64) -> Option<&SectorBitmap> {
+        self.bitmaps.get(&index)
+    }
+
+    fn insert(&mut self, index: u64, bitmap: SectorBitmap) {
+        let cost = Self::cost(&bitmap);
+        if cost > BITMAP_CACHE_BYTES {
+            return;
+        }
+        if self.bytes + cost > BITMAP_CACHE_BYTES {
+            // Drop the table's allocation too: its capacity was sized for small entries.
+            self.bitmaps = HashMap::new();
+            self.bytes = 0;
+        }
+        if let Some(old) = self.bitmaps.insert(index, bitmap) {
+            self.bytes -= Self::cost(&old);
+        }
+        self.bytes += cost;
+    }
+}
 
 /// Where the footer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +151,7 @@ struct Sparse {
     /// What a sector not stored here is: Unallocated (the parent's) in a differencing disk,
     /// Zero in a dynamic one.
     not_stored: Allocation,
-    bitmaps: Mutex<HashMap<u64, SectorBitmap>>,
+    bitmaps: Mutex<BitmapCache>,
 }
 
 enum Body {
@@ -299,7 +344,7 @@ fn open_sparse(file: Arc<dyn Storage>, footer: &Footer, size: u64) -> Result<Spa
         block_size,
         bitmap_bytes: bitmap_len,
         not_stored,
-        bitmaps: Mutex::new(HashMap::new()),
+        bitmaps: Mutex::new(BitmapCache::default()),
     })
 }
 
@@ -310,22 +355,18 @@ impl Sparse {
 
     /// The bitmap of allocated block `index` (bitmap at `host`).
     fn bitmap(&self, index: u64, host: u64) -> Result<SectorBitmap> {
-        if let Some(b) = self.lock().get(&index) {
+        if let Some(b) = self.lock().get(index) {
             return Ok(b.clone());
         }
         let sectors = self.sectors_per_block();
         let mut bytes = vec![0u8; (sectors as usize).div_ceil(8)];
         self.file.read_exact_at(&mut bytes, host)?;
         let bitmap = SectorBitmap::from_bytes(&bytes, sectors);
-        let mut cache = self.lock();
-        if cache.len() >= BITMAP_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(index, bitmap.clone());
+        self.lock().insert(index, bitmap.clone());
         Ok(bitmap)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SectorBitmap>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BitmapCache> {
         match self.bitmaps.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -766,5 +807,35 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_bitmap_cache_is_bounded_in_bytes() {
+        let mut cache = BitmapCache::default();
+        let partial = SectorBitmap::Partial(Arc::from(vec![0x0Fu8; 64 << 10]));
+        for index in 0..10_000 {
+            cache.insert(index, partial.clone());
+            assert!(cache.bytes <= BITMAP_CACHE_BYTES);
+            assert!(cache.bitmaps.len() * (64 << 10) <= BITMAP_CACHE_BYTES);
+        }
+        assert!(cache.get(9_999).is_some());
+        // Replacing an entry does not count it twice.
+        let before = cache.bytes;
+        cache.insert(9_999, SectorBitmap::Full);
+        assert_eq!(cache.bytes, before - (64 << 10));
+        // Small entries: many fit, still bounded.
+        let mut cache = BitmapCache::default();
+        for index in 0..1_000_000 {
+            cache.insert(index, SectorBitmap::Full);
+        }
+        assert!(cache.bytes <= BITMAP_CACHE_BYTES);
+        assert!(cache.bitmaps.len() >= 65536);
+        // One bitmap larger than the whole budget is not kept.
+        let mut cache = BitmapCache::default();
+        cache.insert(
+            0,
+            SectorBitmap::Partial(Arc::from(vec![1u8; BITMAP_CACHE_BYTES])),
+        );
+        assert!(cache.bitmaps.is_empty() && cache.bytes == 0);
     }
 }
