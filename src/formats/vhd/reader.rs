@@ -644,7 +644,7 @@ impl Layer for VhdLayer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::host_file::HostFile;
     use crate::options::FormatOptions;
@@ -658,7 +658,12 @@ mod tests {
     }
 
     /// [`make`] with creation options (`block_size=4K`).
-    fn make_with(dir: &Path, options: &str, size: u64, data: &[u64]) -> std::path::PathBuf {
+    pub(in crate::formats::vhd) fn make_with(
+        dir: &Path,
+        options: &str,
+        size: u64,
+        data: &[u64],
+    ) -> std::path::PathBuf {
         let path = dir.join("t.vhd");
         let mut staging = Staging::new();
         let format = super::super::FORMAT;
