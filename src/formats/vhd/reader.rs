@@ -843,4 +843,151 @@ pub(super) mod tests {
         );
         assert!(cache.bitmaps.is_empty() && cache.bytes == 0);
     }
+
+    /// A small PRNG (xorshift64*), so the fuzz-style test is the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Fuzz-style regression: a small dynamic VHD with its footer, header, locators, BAT and
+    /// bitmaps mutated (checksums fixed up, so the mutations reach past them), opened, mapped
+    /// and read; every 16th also checked. Nothing may panic, a map must cover what it says,
+    /// the table is no larger than the file and the bitmap cache stays in its budget.
+    #[test]
+    fn mutated_vhds_fail_cleanly_in_bounded_memory() {
+        use super::super::footer::checksum;
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB in 4 KiB blocks: 16 entries, blocks 0, 5 and 15 stored.
+        let base = std::fs::read(make_with(
+            dir.path(),
+            "block_size=4K",
+            64 << 10,
+            &[0, 5 << 12, 15 << 12],
+        ))
+        .unwrap();
+        let table = table_offset(&base);
+        let first_block = (table + 512).div_ceil(512) * 512;
+        let gate = crate::gate::Gate::confined();
+        let check_path = dir.path().join("c.vhd");
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut opened = 0;
+        for round in 0..3000 {
+            let mut b = base.clone();
+            let n = b.len();
+            let put32 = |b: &mut Vec<u8>, at: usize, v: u32| {
+                b[at..at + 4].copy_from_slice(&v.to_be_bytes())
+            };
+            let put64 = |b: &mut Vec<u8>, at: usize, v: u64| {
+                b[at..at + 8].copy_from_slice(&v.to_be_bytes())
+            };
+            for _ in 0..1 + rng.below(4) {
+                let big = 1u64 << rng.below(64);
+                let v = match rng.below(4) {
+                    0 => rng.next(),
+                    1 => big,
+                    2 => big.wrapping_sub(1),
+                    _ => rng.below(1 << 16),
+                };
+                match rng.below(12) {
+                    // Footer: disk type, size, header offset.
+                    0 => put32(&mut b, 60, [2, 3, 4, v as u32][rng.below(4) as usize]),
+                    1 => put64(&mut b, 48, v),
+                    2 => put64(&mut b, 16, [512, v][rng.below(2) as usize]),
+                    // Header: table offset, entries, block size, parent name.
+                    3 => put64(&mut b, 512 + 16, v),
+                    4 => put32(&mut b, 512 + 28, v as u32),
+                    5 => put32(&mut b, 512 + 32, 1u32 << rng.below(32)),
+                    6 => b[512 + 64 + rng.below(512) as usize] = v as u8,
+                    // A locator: code, space, length, offset.
+                    7 => {
+                        let at = 512 + 576 + 24 * rng.below(8) as usize;
+                        let codes = [*b"W2ku", *b"W2ru", *b"MacX", *b"Wi2k", *b"Mac ", [0; 4]];
+                        b[at..at + 4].copy_from_slice(&codes[rng.below(6) as usize]);
+                        put32(&mut b, at + 4, rng.next() as u32);
+                        put32(&mut b, at + 8, v as u32);
+                        put64(&mut b, at + 16, [1536, v][rng.below(2) as usize]);
+                    }
+                    // BAT entries: anything, unused, zero, a real block, one near the end.
+                    8 | 9 => {
+                        let at = table + 4 * rng.below(16) as usize;
+                        let sector = [
+                            v as u32,
+                            bat::UNUSED,
+                            0,
+                            (first_block / 512) as u32,
+                            ((n as u64 - 4096) / 512) as u32,
+                        ][rng.below(5) as usize];
+                        put32(&mut b, at, sector);
+                    }
+                    // Bitmap bits, and any byte at all.
+                    10 => b[first_block + rng.below(512) as usize] = v as u8,
+                    _ => {
+                        let at = rng.below(n as u64) as usize;
+                        b[at] = v as u8;
+                    }
+                }
+            }
+            if rng.below(10) != 0 {
+                let sum = checksum(&b[512..1536], 36..40);
+                put32(&mut b, 512 + 36, sum);
+                let sum = checksum(&b[..512], 64..68);
+                put32(&mut b, 64, sum);
+                let footer: Vec<u8> = b[..512].to_vec();
+                b[n - 512..].copy_from_slice(&footer);
+            }
+            if round % 16 == 0 {
+                std::fs::write(&check_path, &b).unwrap();
+                let _ = super::super::check(&check_path, None, &gate);
+            }
+            let layer = match VhdLayer::open(
+                Arc::new(crate::storage::Memory::new("f.vhd", b)),
+                &context(&gate),
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    assert!(e.to_string().starts_with("f.vhd: "), "{e}");
+                    continue;
+                }
+            };
+            opened += 1;
+            let _ = layer.details();
+            let size = layer.virtual_size();
+            let mut pos = 0;
+            let mut buf = vec![0u8; 64 << 10];
+            for _ in 0..512 {
+                if pos >= size {
+                    break;
+                }
+                let Ok(m) = layer.map(pos, size - pos) else {
+                    break;
+                };
+                assert!(
+                    m.start == pos && m.length > 0 && m.length <= size - pos,
+                    "round {round}: {m:?} at {pos} of {size}"
+                );
+                if m.allocation == Allocation::Data {
+                    let n = m.length.min(buf.len() as u64) as usize;
+                    let _ = layer.read_data(pos, &mut buf[..n]);
+                }
+                pos = m.end();
+            }
+            if let Body::Sparse(s) = &layer.body {
+                // Memory follows the bytes present: the table is no larger than the file.
+                assert!(s.bat.len() as u64 * 4 <= s.file.len());
+                assert!(s.lock().bytes <= BITMAP_CACHE_BYTES);
+            }
+        }
+        // The mutations leave enough files readable for the walk to be exercised.
+        assert!(opened > 300, "only {opened} of 3000 opened");
+    }
 }
