@@ -34,6 +34,63 @@ struct Region {
     essential: bool,
 }
 
+/// Findings about single BAT entries reported before the rest are counted in a summary: a
+/// table of garbage has one problem per entry, millions of lines nobody reads.
+const MAX_ENTRY_FINDINGS: usize = 100;
+
+/// BAT entry findings: the first [`MAX_ENTRY_FINDINGS`], then counts by severity.
+struct EntryFindings<'a> {
+    report: &'a mut CheckReport,
+    reported: usize,
+    dropped_corruptions: u64,
+    dropped_warnings: u64,
+}
+
+impl<'a> EntryFindings<'a> {
+    fn new(report: &'a mut CheckReport) -> Self {
+        EntryFindings {
+            report,
+            reported: 0,
+            dropped_corruptions: 0,
+            dropped_warnings: 0,
+        }
+    }
+
+    fn add(&mut self, severity: Severity, message: String, offset: Option<u64>) {
+        if self.reported < MAX_ENTRY_FINDINGS {
+            self.report.add(severity, message, offset);
+            self.reported += 1;
+        } else if severity == Severity::Warning {
+            self.dropped_warnings += 1;
+        } else {
+            self.dropped_corruptions += 1;
+        }
+    }
+
+    fn close(self) {
+        if self.dropped_corruptions > 0 {
+            self.report.add(
+                Severity::Corruption,
+                format!(
+                    "{} more problems with BAT entries (only the first {MAX_ENTRY_FINDINGS} are listed)",
+                    self.dropped_corruptions
+                ),
+                None,
+            );
+        }
+        if self.dropped_warnings > 0 {
+            self.report.add(
+                Severity::Warning,
+                format!(
+                    "{} more BAT entries allocate blocks past the end of the disk (only the first {MAX_ENTRY_FINDINGS} problems are listed)",
+                    self.dropped_warnings
+                ),
+                None,
+            );
+        }
+    }
+}
+
 /// What `-r` would do, each tied to the finding it fixes.
 enum Fix {
     /// Write the footer copy at 0 again from the end footer.
@@ -218,13 +275,22 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
             Some(header.table_offset),
         );
     }
-    let table = match Bat::read(&file, header.table_offset, entries) {
+    // Every entry is kept, even a bad one: the checks below report them all.
+    let table = match Bat::read(&file, header.table_offset, entries, &mut |_, _| Ok(())) {
         Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::Io => return Err(e),
         Err(e) => {
+            let severity = if e.kind() == ErrorKind::Unsupported {
+                // Too large to hold, not wrong: the check could not run.
+                report.check_errors += 1;
+                Severity::Warning
+            } else {
+                Severity::Corruption
+            };
             report.add(
-                Severity::Corruption,
+                severity,
                 e.message().to_string(),
-                Some(header.table_offset),
+                e.offset().or(Some(header.table_offset)),
             );
             return Ok(report);
         }
@@ -287,53 +353,62 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
     let mut data_end = regions.iter().map(|r| r.end).max().unwrap_or(0);
 
     let stride = bitmap_bytes(header.block_size) + block_size;
-    let mut blocks: Vec<(u64, u64)> = Vec::new();
+    // One finding per bad entry, up to a point: a table of garbage has millions.
+    let mut entry_findings = EntryFindings::new(&mut report);
+    // Allocated entries by index (4 bytes each), sorted by block below to find overlaps.
+    let mut blocks: Vec<u32> = Vec::new();
     let mut allocated = 0u64;
     for (index, host) in table.allocated() {
+        let at = Some(header.table_offset + index * 4);
         let block_end = host + stride;
         if index < needed {
             allocated += 1;
         } else {
-            report.add(
+            entry_findings.add(
                 Severity::Warning,
                 format!("BAT entry {index} allocates a block past the end of the disk"),
-                Some(header.table_offset + index * 4),
+                at,
             );
         }
         if block_end > footer_at {
-            report.add(
+            entry_findings.add(
                 Severity::Corruption,
                 format!("BAT entry {index} points past the end of the file (block at {host:#x}, {} bytes of it missing)", block_end - footer_at),
-                Some(header.table_offset + index * 4),
+                at,
             );
             truncated = true;
         }
         for r in &regions {
             if host < r.end && r.start < block_end {
-                report.add(
+                entry_findings.add(
                     Severity::Corruption,
                     format!(
                         "BAT entry {index} (block at {host:#x}) overlaps the {}",
                         r.what
                     ),
-                    Some(header.table_offset + index * 4),
+                    at,
                 );
             }
         }
-        blocks.push((host, index));
+        // The table holds at most MAX_BAT_ENTRIES (< 2^32) entries.
+        blocks.push(index as u32);
         data_end = data_end.max(block_end);
     }
-    blocks.sort_unstable();
+    let host_of = |i: u32| table.block_offset(u64::from(i)).unwrap_or(0);
+    blocks.sort_unstable_by_key(|&i| (host_of(i), i));
     for pair in blocks.windows(2) {
-        let ((a, ia), (b, ib)) = (pair[0], pair[1]);
+        let (ia, ib) = (pair[0], pair[1]);
+        let (a, b) = (host_of(ia), host_of(ib));
         if b < a + stride {
-            report.add(
+            entry_findings.add(
                 Severity::Corruption,
                 format!("BAT entries {ia} and {ib} overlap (blocks at {a:#x} and {b:#x})"),
-                Some(header.table_offset + ib * 4),
+                Some(header.table_offset + u64::from(ib) * 4),
             );
         }
     }
+    drop(blocks);
+    entry_findings.close();
     report.allocated_clusters = Some(allocated);
 
     // Space nothing uses at the end: a whole block's worth or more is what an interrupted
@@ -623,4 +698,112 @@ fn apply_fixes(
         }
     }
     out.sync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::footer::checksum;
+    use super::super::reader::tests::make_with;
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    fn put32(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// A 4 MiB dynamic VHD in 4 KiB blocks (1024 entries) with its first block stored:
+    /// (path, bytes, table offset).
+    fn small(dir: &Path) -> (std::path::PathBuf, Vec<u8>, usize) {
+        let path = make_with(dir, "block_size=4K", 4 << 20, &[0]);
+        let bytes = std::fs::read(&path).unwrap();
+        let table = DynamicHeader::parse(bytes[512..1536].try_into().unwrap())
+            .unwrap()
+            .table_offset as usize;
+        (path, bytes, table)
+    }
+
+    #[test]
+    fn a_table_of_bad_entries_is_summarised_past_a_hundred_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut bytes, table) = small(dir.path());
+        // Every entry on the first block: 1023 overlapping pairs.
+        let first = u32::from_be_bytes(bytes[table..table + 4].try_into().unwrap());
+        for i in 0..1024 {
+            put32(&mut bytes, table + 4 * i, first);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let report = check(&path, None, &Gate::confined()).unwrap();
+        let overlaps = report
+            .findings
+            .iter()
+            .filter(|f| f.message.contains("overlap"))
+            .count();
+        assert_eq!(overlaps, MAX_ENTRY_FINDINGS, "{:?}", report.findings);
+        let last = report.findings.last().unwrap();
+        assert_eq!(
+            last.message,
+            "923 more problems with BAT entries (only the first 100 are listed)"
+        );
+        assert_eq!(report.exit_code(), 2);
+        assert_eq!(report.allocated_clusters, Some(1024));
+    }
+
+    #[test]
+    fn a_table_that_is_a_hole_is_a_corruption_at_the_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 GiB in 2 MiB blocks: a 128 KiB table, left out of the file.
+        let path = make_with(dir.path(), "", 64 << 30, &[0]);
+        let bytes = std::fs::read(&path).unwrap();
+        let table = DynamicHeader::parse(bytes[512..1536].try_into().unwrap())
+            .unwrap()
+            .table_offset as usize;
+        let table_end = table + 32768 * 4;
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(bytes.len() as u64).unwrap();
+        f.write_all_at(&bytes[..table], 0).unwrap();
+        f.write_all_at(&bytes[table_end..], table_end as u64)
+            .unwrap();
+        let hole = HostFile::open(&path)
+            .unwrap()
+            .next_hole(table as u64)
+            .unwrap();
+        if hole >= table_end as u64 {
+            return; // A file system that does not report holes.
+        }
+        let report = check(&path, None, &Gate::confined()).unwrap();
+        let f = report.findings.last().unwrap();
+        assert!(
+            f.severity == Severity::Corruption
+                && f.message.starts_with("block allocation table is missing")
+                && f.offset == Some(hole),
+            "{:?}",
+            report.findings
+        );
+        assert_eq!(report.exit_code(), 2);
+    }
+
+    #[test]
+    fn a_table_over_the_limit_is_not_checked_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut bytes, _) = small(dir.path());
+        // 70 million entries claimed (280 MiB), in a sparse file large enough to hold them.
+        put32(&mut bytes, 512 + 28, 70_000_000);
+        let sum = checksum(&bytes[512..1536], 36..40);
+        put32(&mut bytes, 512 + 36, sum);
+        let n = bytes.len();
+        let len = 300u64 << 20;
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(len).unwrap();
+        f.write_all_at(&bytes[..n - 512], 0).unwrap();
+        f.write_all_at(&bytes[n - 512..], len - 512).unwrap();
+        let report = check(&path, None, &Gate::confined()).unwrap();
+        let f = report.findings.last().unwrap();
+        assert!(
+            f.severity == Severity::Warning
+                && f.message.contains("at most 67108864 entries, 256 MiB"),
+            "{:?}",
+            report.findings
+        );
+        assert_eq!(report.exit_code(), 1);
+    }
 }

@@ -54,9 +54,15 @@ pub fn read_locator(
             locator.index
         ));
     }
-    if locator.data_length == 0 || locator.data_length > MAX_LOCATOR_BYTES {
+    if locator.data_length == 0 {
         return Err(format!(
-            "parent locator {} ({name}) has an implausible length {}",
+            "parent locator {} ({name}) has a length of 0",
+            locator.index
+        ));
+    }
+    if locator.data_length > MAX_LOCATOR_BYTES {
+        return Err(format!(
+            "parent locator {} ({name}) has a length of {} bytes, more than a path takes (at most {MAX_LOCATOR_BYTES})",
             locator.index, locator.data_length
         ));
     }
@@ -274,6 +280,35 @@ mod tests {
         // A '%' before a multi-byte character is kept as it is, never sliced through.
         assert_eq!(decode_file_url("file://%é/p.vhd").unwrap(), "%é/p.vhd");
         assert!(decode_file_url("file://%ff/p.vhd").is_none());
+    }
+
+    #[test]
+    fn locator_lengths_are_bounded_before_reading() {
+        use crate::storage::Memory;
+        let file = Memory::new("c.vhd", vec![0x41u8; 4096]);
+        let locator = |length| Locator {
+            index: 2,
+            code: platform::WI2K,
+            data_space: 512,
+            data_length: length,
+            data_offset: 1024,
+        };
+        let read = |length| read_locator(&file, &locator(length), Provenance::User);
+        assert_eq!(read(4).unwrap(), "AAAA");
+        assert_eq!(
+            read(0).unwrap_err(),
+            "parent locator 2 (Wi2k) has a length of 0"
+        );
+        assert_eq!(
+            read(u32::MAX).unwrap_err(),
+            "parent locator 2 (Wi2k) has a length of 4294967295 bytes, more than a path takes (at most 65536)"
+        );
+        // Within the limit but past the end of the file: refused by the read, not allocated.
+        assert!(
+            read(MAX_LOCATOR_BYTES)
+                .unwrap_err()
+                .contains("runs past the end")
+        );
     }
 
     #[test]

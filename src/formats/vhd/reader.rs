@@ -17,9 +17,54 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// Bitmaps kept in memory at most (512 bytes each for 2 MiB blocks, and nearly always stored
-/// as "full" in a few bytes): enough for every block of a 128 GiB disk.
-const BITMAP_CACHE_ENTRIES: usize = 65536;
+/// Bytes of sector bitmaps kept in memory at most. A bitmap is 512 bytes for 2 MiB blocks but
+/// 64 KiB for 256 MiB ones (and up to 512 KiB for the largest block size a header can give),
+/// so the cache is bounded in bytes, not entries: 16 MiB holds every block of a 2 TiB disk in
+/// 2 MiB blocks (nearly all "full" or "empty", a few bytes each).
+const BITMAP_CACHE_BYTES: usize = 16 << 20;
+
+/// What one cached bitmap costs besides its bits: the hash table slot, the key, the `Arc`'s
+/// counts and the allocator's rounding, generously.
+const BITMAP_ENTRY_OVERHEAD: usize = 64;
+
+/// Block bitmaps read so far, keyed by block index, at most [`BITMAP_CACHE_BYTES`] of them:
+/// when a new one does not fit, everything cached is dropped (a walk moves forward, so what
+/// was cached is rarely wanted again).
+#[derive(Default)]
+struct BitmapCache {
+    bitmaps: HashMap<u64, SectorBitmap>,
+    bytes: usize,
+}
+
+impl BitmapCache {
+    fn cost(bitmap: &SectorBitmap) -> usize {
+        BITMAP_ENTRY_OVERHEAD
+            + match bitmap {
+                SectorBitmap::Partial(bits) => bits.len(),
+                SectorBitmap::Full | SectorBitmap::Empty => 0,
+            }
+    }
+
+    fn get(&self, index: u64) -> Option<&SectorBitmap> {
+        self.bitmaps.get(&index)
+    }
+
+    fn insert(&mut self, index: u64, bitmap: SectorBitmap) {
+        let cost = Self::cost(&bitmap);
+        if cost > BITMAP_CACHE_BYTES {
+            return;
+        }
+        if self.bytes + cost > BITMAP_CACHE_BYTES {
+            // Drop the table's allocation too: its capacity was sized for small entries.
+            self.bitmaps = HashMap::new();
+            self.bytes = 0;
+        }
+        if let Some(old) = self.bitmaps.insert(index, bitmap) {
+            self.bytes -= Self::cost(&old);
+        }
+        self.bytes += cost;
+    }
+}
 
 /// Where the footer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +151,7 @@ struct Sparse {
     /// What a sector not stored here is: Unallocated (the parent's) in a differencing disk,
     /// Zero in a dynamic one.
     not_stored: Allocation,
-    bitmaps: Mutex<HashMap<u64, SectorBitmap>>,
+    bitmaps: Mutex<BitmapCache>,
 }
 
 enum Body {
@@ -244,27 +289,49 @@ fn open_sparse(file: Arc<dyn Storage>, footer: &Footer, size: u64) -> Result<Spa
         .at_offset(header_at)
         .with_path(&path));
     }
-    // Only the entries that cover the disk matter (blktap preallocates larger tables).
-    let bat =
-        Bat::read(file.as_ref(), header.table_offset, needed).map_err(|e| e.with_path(&path))?;
+    // Only the entries that cover the disk matter (blktap preallocates larger tables). Each
+    // is checked as it is read: a block must lie in the file and clear of the metadata a
+    // reader relies on (a table of zeros, what a hole reads as, puts every block on the footer
+    // copy).
     let bitmap_len = bitmap_bytes(header.block_size);
-    for (index, offset) in bat.allocated() {
+    let len = file.len();
+    let metadata = [
+        (0, FOOTER_SIZE, "footer copy"),
+        (header_at, header_at + HEADER_SIZE, "dynamic disk header"),
+        (
+            header.table_offset,
+            header.table_offset.saturating_add(needed * 4),
+            "block allocation table",
+        ),
+    ];
+    let table_offset = header.table_offset;
+    let mut check_entry = |index: u64, sector: u32| -> Result<()> {
+        let offset = u64::from(sector) * 512;
         let used = block_size.min(size - index * block_size);
-        let end = offset
-            .checked_add(bitmap_len)
-            .and_then(|x| x.checked_add(used));
-        if end.is_none_or(|end| end > file.len()) {
+        let end = offset + bitmap_len + used;
+        if end > len {
             return Err(bat::bad_entry(
                 index,
-                header.table_offset,
+                table_offset,
                 &format!(
-                    "points past the end of the file (block at {offset:#x}, file is {} bytes): the file is truncated or the table is damaged",
-                    file.len()
+                    "points past the end of the file (block at {offset:#x}, file is {len} bytes): the file is truncated or the table is damaged"
                 ),
-            )
-            .with_path(&path));
+            ));
         }
-    }
+        if let Some((_, _, what)) = metadata
+            .iter()
+            .find(|(start, stop, _)| offset < *stop && *start < end)
+        {
+            return Err(bat::bad_entry(
+                index,
+                table_offset,
+                &format!("(block at {offset:#x}) overlaps the {what}: the table is damaged"),
+            ));
+        }
+        Ok(())
+    };
+    let bat = Bat::read(file.as_ref(), table_offset, needed, &mut check_entry)
+        .map_err(|e| e.with_path(&path))?;
     let not_stored = if footer.disk_type == DiskType::Differencing {
         Allocation::Unallocated
     } else {
@@ -277,7 +344,7 @@ fn open_sparse(file: Arc<dyn Storage>, footer: &Footer, size: u64) -> Result<Spa
         block_size,
         bitmap_bytes: bitmap_len,
         not_stored,
-        bitmaps: Mutex::new(HashMap::new()),
+        bitmaps: Mutex::new(BitmapCache::default()),
     })
 }
 
@@ -288,22 +355,18 @@ impl Sparse {
 
     /// The bitmap of allocated block `index` (bitmap at `host`).
     fn bitmap(&self, index: u64, host: u64) -> Result<SectorBitmap> {
-        if let Some(b) = self.lock().get(&index) {
+        if let Some(b) = self.lock().get(index) {
             return Ok(b.clone());
         }
         let sectors = self.sectors_per_block();
         let mut bytes = vec![0u8; (sectors as usize).div_ceil(8)];
         self.file.read_exact_at(&mut bytes, host)?;
         let bitmap = SectorBitmap::from_bytes(&bytes, sectors);
-        let mut cache = self.lock();
-        if cache.len() >= BITMAP_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(index, bitmap.clone());
+        self.lock().insert(index, bitmap.clone());
         Ok(bitmap)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SectorBitmap>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BitmapCache> {
         match self.bitmaps.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -581,7 +644,7 @@ impl Layer for VhdLayer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::host_file::HostFile;
     use crate::options::FormatOptions;
@@ -591,9 +654,25 @@ mod tests {
 
     /// A dynamic VHD of `size` bytes with 4 KiB of 0xAB at each of `data`.
     fn make(dir: &Path, size: u64, data: &[u64]) -> std::path::PathBuf {
+        make_with(dir, "", size, data)
+    }
+
+    /// [`make`] with creation options (`block_size=4K`).
+    pub(in crate::formats::vhd) fn make_with(
+        dir: &Path,
+        options: &str,
+        size: u64,
+        data: &[u64],
+    ) -> std::path::PathBuf {
         let path = dir.join("t.vhd");
         let mut staging = Staging::new();
-        let spec = CreateSpec::new(size, FormatOptions::empty(super::super::FORMAT));
+        let format = super::super::FORMAT;
+        let options = if options.is_empty() {
+            FormatOptions::empty(format)
+        } else {
+            FormatOptions::parse(format, super::super::CREATE_OPTIONS, options).unwrap()
+        };
+        let spec = CreateSpec::new(size, options);
         let mut w =
             super::super::create_writer(Output::new_files(&mut staging, path.clone()), &spec)
                 .unwrap();
@@ -652,5 +731,263 @@ mod tests {
         let mut buf = vec![0u8; 4096];
         layer.read_data(1 << 40, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 0xAB));
+    }
+
+    fn context(gate: &crate::gate::Gate) -> OpenContext<'_> {
+        OpenContext {
+            gate,
+            provenance: crate::format::Provenance::User,
+            salvage: crate::format::Salvage::Refuse,
+        }
+    }
+
+    fn open_bytes(bytes: Vec<u8>) -> Result<VhdLayer> {
+        let gate = crate::gate::Gate::confined();
+        VhdLayer::open(
+            Arc::new(crate::storage::Memory::new("m.vhd", bytes)),
+            &context(&gate),
+        )
+    }
+
+    /// The table offset of the VHD in `bytes`.
+    fn table_offset(bytes: &[u8]) -> usize {
+        DynamicHeader::parse(bytes[512..1536].try_into().unwrap())
+            .unwrap()
+            .table_offset as usize
+    }
+
+    #[test]
+    fn a_bat_that_is_a_hole_of_a_sparse_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 GiB in 2 MiB blocks: 32768 entries, a 128 KiB table.
+        let good = make(dir.path(), 64 << 30, &[0]);
+        let bytes = std::fs::read(&good).unwrap();
+        let table = table_offset(&bytes);
+        let table_end = table + 32768 * 4;
+        // The same file with the table left out: a hole where it was.
+        let path = dir.path().join("holed.vhd");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(bytes.len() as u64).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&bytes[..table], 0).unwrap();
+        f.write_all_at(&bytes[table_end..], table_end as u64)
+            .unwrap();
+        drop(f);
+        let file = HostFile::open(&path).unwrap();
+        let hole = file.next_hole(table as u64).unwrap();
+        let gate = crate::gate::Gate::confined();
+        let err = VhdLayer::open(Arc::new(file), &context(&gate)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("holed.vhd"), "{text}");
+        if hole < table_end as u64 {
+            assert_eq!(err.offset(), Some(hole), "{text}");
+            assert!(
+                text.contains("block allocation table is missing") && text.contains("hole"),
+                "{text}"
+            );
+        } else {
+            // A file system that does not report holes: the zeros are refused as entries.
+            assert!(text.contains("overlaps the footer copy"), "{text}");
+        }
+    }
+
+    #[test]
+    fn bat_entries_on_the_metadata_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = std::fs::read(make(dir.path(), 8 << 20, &[0, 6 << 20])).unwrap();
+        let table = table_offset(&good);
+        open_bytes(good.clone()).unwrap();
+        for (sector, what) in [
+            (0u32, "footer copy"),
+            (1, "dynamic disk header"),
+            ((table / 512) as u32, "block allocation table"),
+        ] {
+            let mut bytes = good.clone();
+            bytes[table + 4..table + 8].copy_from_slice(&sector.to_be_bytes());
+            let err = open_bytes(bytes).unwrap_err();
+            assert_eq!(err.offset(), Some(table as u64 + 4), "{err}");
+            assert!(
+                err.to_string().starts_with("m.vhd: BAT entry 1 (block at ")
+                    && err.to_string().contains(&format!("overlaps the {what}")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bitmap_cache_is_bounded_in_bytes() {
+        let mut cache = BitmapCache::default();
+        let partial = SectorBitmap::Partial(Arc::from(vec![0x0Fu8; 64 << 10]));
+        for index in 0..10_000 {
+            cache.insert(index, partial.clone());
+            assert!(cache.bytes <= BITMAP_CACHE_BYTES);
+            assert!(cache.bitmaps.len() * (64 << 10) <= BITMAP_CACHE_BYTES);
+        }
+        assert!(cache.get(9_999).is_some());
+        // Replacing an entry does not count it twice.
+        let before = cache.bytes;
+        cache.insert(9_999, SectorBitmap::Full);
+        assert_eq!(cache.bytes, before - (64 << 10));
+        // Small entries: many fit, still bounded.
+        let mut cache = BitmapCache::default();
+        for index in 0..1_000_000 {
+            cache.insert(index, SectorBitmap::Full);
+        }
+        assert!(cache.bytes <= BITMAP_CACHE_BYTES);
+        assert!(cache.bitmaps.len() >= 65536);
+        // One bitmap larger than the whole budget is not kept.
+        let mut cache = BitmapCache::default();
+        cache.insert(
+            0,
+            SectorBitmap::Partial(Arc::from(vec![1u8; BITMAP_CACHE_BYTES])),
+        );
+        assert!(cache.bitmaps.is_empty() && cache.bytes == 0);
+    }
+
+    /// A small PRNG (xorshift64*), so the fuzz-style test is the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Fuzz-style regression: a small dynamic VHD with its footer, header, locators, BAT and
+    /// bitmaps mutated (checksums fixed up, so the mutations reach past them), opened, mapped
+    /// and read; every 16th also checked. Nothing may panic, a map must cover what it says,
+    /// the table is no larger than the file and the bitmap cache stays in its budget.
+    #[test]
+    fn mutated_vhds_fail_cleanly_in_bounded_memory() {
+        use super::super::footer::checksum;
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB in 4 KiB blocks: 16 entries, blocks 0, 5 and 15 stored.
+        let base = std::fs::read(make_with(
+            dir.path(),
+            "block_size=4K",
+            64 << 10,
+            &[0, 5 << 12, 15 << 12],
+        ))
+        .unwrap();
+        let table = table_offset(&base);
+        let first_block = (table + 512).div_ceil(512) * 512;
+        let gate = crate::gate::Gate::confined();
+        let check_path = dir.path().join("c.vhd");
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut opened = 0;
+        for round in 0..3000 {
+            let mut b = base.clone();
+            let n = b.len();
+            let put32 = |b: &mut Vec<u8>, at: usize, v: u32| {
+                b[at..at + 4].copy_from_slice(&v.to_be_bytes())
+            };
+            let put64 = |b: &mut Vec<u8>, at: usize, v: u64| {
+                b[at..at + 8].copy_from_slice(&v.to_be_bytes())
+            };
+            for _ in 0..1 + rng.below(4) {
+                let big = 1u64 << rng.below(64);
+                let v = match rng.below(4) {
+                    0 => rng.next(),
+                    1 => big,
+                    2 => big.wrapping_sub(1),
+                    _ => rng.below(1 << 16),
+                };
+                match rng.below(12) {
+                    // Footer: disk type, size, header offset.
+                    0 => put32(&mut b, 60, [2, 3, 4, v as u32][rng.below(4) as usize]),
+                    1 => put64(&mut b, 48, v),
+                    2 => put64(&mut b, 16, [512, v][rng.below(2) as usize]),
+                    // Header: table offset, entries, block size, parent name.
+                    3 => put64(&mut b, 512 + 16, v),
+                    4 => put32(&mut b, 512 + 28, v as u32),
+                    5 => put32(&mut b, 512 + 32, 1u32 << rng.below(32)),
+                    6 => b[512 + 64 + rng.below(512) as usize] = v as u8,
+                    // A locator: code, space, length, offset.
+                    7 => {
+                        let at = 512 + 576 + 24 * rng.below(8) as usize;
+                        let codes = [*b"W2ku", *b"W2ru", *b"MacX", *b"Wi2k", *b"Mac ", [0; 4]];
+                        b[at..at + 4].copy_from_slice(&codes[rng.below(6) as usize]);
+                        put32(&mut b, at + 4, rng.next() as u32);
+                        put32(&mut b, at + 8, v as u32);
+                        put64(&mut b, at + 16, [1536, v][rng.below(2) as usize]);
+                    }
+                    // BAT entries: anything, unused, zero, a real block, one near the end.
+                    8 | 9 => {
+                        let at = table + 4 * rng.below(16) as usize;
+                        let sector = [
+                            v as u32,
+                            bat::UNUSED,
+                            0,
+                            (first_block / 512) as u32,
+                            ((n as u64 - 4096) / 512) as u32,
+                        ][rng.below(5) as usize];
+                        put32(&mut b, at, sector);
+                    }
+                    // Bitmap bits, and any byte at all.
+                    10 => b[first_block + rng.below(512) as usize] = v as u8,
+                    _ => {
+                        let at = rng.below(n as u64) as usize;
+                        b[at] = v as u8;
+                    }
+                }
+            }
+            if rng.below(10) != 0 {
+                let sum = checksum(&b[512..1536], 36..40);
+                put32(&mut b, 512 + 36, sum);
+                let sum = checksum(&b[..512], 64..68);
+                put32(&mut b, 64, sum);
+                let footer: Vec<u8> = b[..512].to_vec();
+                b[n - 512..].copy_from_slice(&footer);
+            }
+            if round % 16 == 0 {
+                std::fs::write(&check_path, &b).unwrap();
+                let _ = super::super::check(&check_path, None, &gate);
+            }
+            let layer = match VhdLayer::open(
+                Arc::new(crate::storage::Memory::new("f.vhd", b)),
+                &context(&gate),
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    assert!(e.to_string().starts_with("f.vhd: "), "{e}");
+                    continue;
+                }
+            };
+            opened += 1;
+            let _ = layer.details();
+            let size = layer.virtual_size();
+            let mut pos = 0;
+            let mut buf = vec![0u8; 64 << 10];
+            for _ in 0..512 {
+                if pos >= size {
+                    break;
+                }
+                let Ok(m) = layer.map(pos, size - pos) else {
+                    break;
+                };
+                assert!(
+                    m.start == pos && m.length > 0 && m.length <= size - pos,
+                    "round {round}: {m:?} at {pos} of {size}"
+                );
+                if m.allocation == Allocation::Data {
+                    let n = m.length.min(buf.len() as u64) as usize;
+                    let _ = layer.read_data(pos, &mut buf[..n]);
+                }
+                pos = m.end();
+            }
+            if let Body::Sparse(s) = &layer.body {
+                // Memory follows the bytes present: the table is no larger than the file.
+                assert!(s.bat.len() as u64 * 4 <= s.file.len());
+                assert!(s.lock().bytes <= BITMAP_CACHE_BYTES);
+            }
+        }
+        // The mutations leave enough files readable for the walk to be exercised.
+        assert!(opened > 300, "only {opened} of 3000 opened");
     }
 }

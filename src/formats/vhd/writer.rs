@@ -115,6 +115,20 @@ pub fn create_writer<'a>(
             "a VHD holds at most 2040 GiB ({MAX_VHD_SIZE} bytes), and this disk has {disk_size}; use vhdx for larger disks"
         )));
     }
+    let blocks = disk_size.div_ceil(settings.block_size);
+    if settings.disk_type != DiskType::Fixed && blocks > bat::MAX_BAT_ENTRIES {
+        // The table is held in memory here, and the reader refuses one this large.
+        let smallest = disk_size
+            .div_ceil(bat::MAX_BAT_ENTRIES)
+            .next_power_of_two()
+            .max(MIN_BLOCK_SIZE);
+        return Err(Error::invalid(format!(
+            "a VHD of {disk_size} bytes in blocks of {} needs {blocks} BAT entries, more than diskferry handles (at most {}); give block_size={}K or larger",
+            settings.block_size,
+            bat::MAX_BAT_ENTRIES,
+            smallest >> 10
+        )));
+    }
     let dest_dir = output.folder();
     let footer = NewFooter {
         disk_type: settings.disk_type,
@@ -687,5 +701,33 @@ impl ImageWriter for SparseWriter<'_> {
         let footer = this.footer;
         this.sink.write_at(&footer, data_end)?;
         this.sink.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::FormatOptions;
+    use crate::staging::Staging;
+
+    #[test]
+    fn a_table_larger_than_the_reader_takes_is_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.vhd");
+        let format = super::super::FORMAT;
+        let options =
+            FormatOptions::parse(format, super::super::CREATE_OPTIONS, "block_size=4K").unwrap();
+        let mut staging = Staging::new();
+        let spec = CreateSpec::new(MAX_VHD_SIZE, options);
+        let err = match create_writer(Output::new_files(&mut staging, path.clone()), &spec) {
+            Ok(_) => panic!("a 2040 GiB VHD in 4 KiB blocks was accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(
+            err.to_string(),
+            "a VHD of 2190433320960 bytes in blocks of 4096 needs 534773760 BAT entries, more than diskferry handles (at most 67108864); give block_size=32K or larger"
+        );
+        drop(staging);
+        assert!(!path.exists());
     }
 }
