@@ -113,17 +113,23 @@ pub struct SparseHeader {
 impl SparseHeader {
     /// Parses and validates the first 512 bytes of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<SparseHeader> {
+        Self::parse_at(bytes, 0)
+    }
+
+    /// Parses and validates a header copy read from byte `at` of its file (a stream's
+    /// footer): errors name the offset of the field in the file.
+    pub fn parse_at(bytes: &[u8], at: u64) -> Result<SparseHeader> {
         let (raw, _) = RawSparseHeader::read_from_prefix(bytes)
             .map_err(|_| Error::corrupt("sparse extent header is shorter than 512 bytes"))?;
         if &raw.magic != MAGIC {
-            return Err(Error::corrupt("sparse extent header has no KDMV magic").at_offset(0));
+            return Err(Error::corrupt("sparse extent header has no KDMV magic").at_offset(at));
         }
         let version = raw.version.get();
         if !(1..=3).contains(&version) {
             return Err(Error::unsupported(format!(
                 "sparse extent version {version} is not supported (1 to 3 are)"
             ))
-            .at_offset(4));
+            .at_offset(at + 4));
         }
         let flags = raw.flags.get();
         let unknown = flags & 0xffff_0000 & !KNOWN_INCOMPATIBLE;
@@ -131,7 +137,7 @@ impl SparseHeader {
             return Err(Error::unsupported(format!(
                 "sparse extent uses unknown incompatible flags {unknown:#x}"
             ))
-            .at_offset(8));
+            .at_offset(at + 8));
         }
         if flags & FLAG_NEWLINE_CHECK != 0
             && (
@@ -144,7 +150,7 @@ impl SparseHeader {
             return Err(Error::corrupt(
                 "sparse extent header's line-end check bytes are damaged (was the file copied in text mode?)",
             )
-            .at_offset(73));
+            .at_offset(at + 73));
         }
         let grain_sectors = raw.grain_size.get();
         if grain_sectors == 0
@@ -154,28 +160,28 @@ impl SparseHeader {
             return Err(Error::corrupt(format!(
                 "grain size of {grain_sectors} sectors is invalid (a power of two up to {MAX_GRAIN_SECTORS})"
             ))
-            .at_offset(20));
+            .at_offset(at + 20));
         }
         let gtes_per_gt = raw.num_gtes_per_gt.get();
         if gtes_per_gt == 0 || gtes_per_gt > MAX_GTES_PER_GT {
             return Err(Error::corrupt(format!(
                 "{gtes_per_gt} entries per grain table is invalid (1 to {MAX_GTES_PER_GT}; VMware uses 512)"
             ))
-            .at_offset(44));
+            .at_offset(at + 44));
         }
         let capacity = raw.capacity.get();
         if capacity > MAX_CAPACITY_SECTORS {
             return Err(Error::corrupt(format!(
                 "capacity of {capacity} sectors is larger than any VMDK can be"
             ))
-            .at_offset(12));
+            .at_offset(at + 12));
         }
         let compress = raw.compress_algorithm.get();
         if compress > COMPRESSION_DEFLATE {
             return Err(Error::unsupported(format!(
                 "compression algorithm {compress} is not supported (only deflate is)"
             ))
-            .at_offset(77));
+            .at_offset(at + 77));
         }
         Ok(SparseHeader {
             version,
