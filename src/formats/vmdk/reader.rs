@@ -85,7 +85,7 @@ impl VmdkLayer {
             } else {
                 ExtentKind::SeSparse
             };
-            let extent = SparseExtent::open(file)?;
+            let extent = SparseExtent::open(file, ctx.salvage)?;
             Ok(Self::single(path, Layout::BareExtent, None, extent, kind))
         } else {
             Self::open_descriptor(file, ctx)
@@ -127,7 +127,7 @@ impl VmdkLayer {
         } else {
             Layout::BareExtent
         };
-        let extent = SparseExtent::open_hosted(file, header)?;
+        let extent = SparseExtent::open_hosted(file, header, ctx.salvage)?;
         Ok(Self::single(
             path,
             layout,
@@ -238,10 +238,11 @@ impl VmdkLayer {
                             Some(s) => Arc::clone(s),
                             None => {
                                 let extent_path = host.name().to_path_buf();
-                                let sparse = SparseExtent::open(host).map_err(|e| {
-                                    e.context(format!("extent '{name}'"))
-                                        .with_path(&extent_path)
-                                })?;
+                                let sparse =
+                                    SparseExtent::open(host, ctx.salvage).map_err(|e| {
+                                        e.context(format!("extent '{name}'"))
+                                            .with_path(&extent_path)
+                                    })?;
                                 for w in &sparse.warnings {
                                     warnings.push(format!("extent '{name}': {w}"));
                                 }
