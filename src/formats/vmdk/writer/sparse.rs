@@ -9,7 +9,8 @@
 use super::descriptor_out::DiskSettings;
 use super::grains::{GrainCutter, GrainSink};
 use super::{
-    EMBEDDED_DESCRIPTOR_SECTORS, GRAIN_BYTES, GTES_PER_GT, SPLIT_EXTENT_BYTES, Subformat, stem,
+    EMBEDDED_DESCRIPTOR_SECTORS, GRAIN_BYTES, GTES_PER_GT, SPLIT_EXTENT_BYTES, Subformat,
+    split_extents, stem,
 };
 use crate::error::{Error, Result};
 use crate::formats::vmdk::descriptor::ExtentKind;
@@ -212,19 +213,15 @@ impl<'a> SparseWriter<'a> {
         let path = output.path().to_path_buf();
         let total = settings.sectors;
         let split_sectors = SPLIT_EXTENT_BYTES / 512;
-        let mut sizes = Vec::new();
-        if subformat == Subformat::TwoGbMaxExtentSparse {
-            let mut left = total;
-            while left > 0 {
-                sizes.push(left.min(split_sectors));
-                left -= left.min(split_sectors);
-            }
-            if sizes.is_empty() {
-                sizes.push(0);
-            }
+        // Sized by the (checked) number of extents, never by the disk's size alone.
+        let count = split_extents(subformat, total.saturating_mul(512))?;
+        let sizes: Vec<u64> = if subformat == Subformat::TwoGbMaxExtentSparse {
+            (0..count)
+                .map(|i| total.saturating_sub(i * split_sectors).min(split_sectors))
+                .collect()
         } else {
-            sizes.push(total);
-        }
+            vec![total]
+        };
         let stem = stem(&path);
         let names: Vec<String> = if subformat == Subformat::TwoGbMaxExtentSparse {
             (1..=sizes.len())
