@@ -5,7 +5,7 @@
 use super::cowd::{self, CowdHeader};
 use super::descriptor::ExtentKind;
 use super::grain::{self, MARKER_EOS, MARKER_FOOTER, MARKER_GD, Marker};
-use super::grain_table::{EntryFormat, Geometry, GrainEntry, GrainTables};
+use super::grain_table::{Budget, EntryFormat, Geometry, GrainEntry, GrainTables};
 use super::sesparse::{self, SeSparseHeader};
 use super::sparse_header::{self, GD_AT_END, SparseHeader};
 use crate::error::{Error, Result};
@@ -105,6 +105,10 @@ pub struct ExtentRun {
     /// The run is stored compressed.
     pub compressed: bool,
 }
+
+/// Bytes of inflated grains that all extents keep for partial reads (one grain each at
+/// most): a descriptor of many compressed extents with 8 MiB grains holds no more.
+static INFLATED_BUDGET: Budget = Budget::new(64 << 20);
 
 /// How far past a stream-optimized file's end-of-data we look for the footer.
 const FOOTER_FROM_END: u64 = 1024;
@@ -600,9 +604,23 @@ impl SparseExtent {
         }
         let data = Arc::new(data);
         if let Ok(mut c) = self.last_grain.lock() {
-            *c = Some((entry, Arc::clone(&data)));
+            if c.take().is_some() {
+                INFLATED_BUDGET.give_back(self.grain_bytes as usize);
+            }
+            if INFLATED_BUDGET.take(self.grain_bytes as usize) {
+                *c = Some((entry, Arc::clone(&data)));
+            }
         }
         Ok(data)
+    }
+}
+
+impl Drop for SparseExtent {
+    fn drop(&mut self) {
+        let kept = self.last_grain.get_mut().is_ok_and(|c| c.is_some());
+        if kept {
+            INFLATED_BUDGET.give_back(self.grain_bytes as usize);
+        }
     }
 }
 

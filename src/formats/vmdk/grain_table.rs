@@ -14,6 +14,7 @@ use super::sesparse::{self, SeGrain};
 use crate::error::{Error, Result};
 use crate::storage::{Storage, StorageExt};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a grain table says about one grain.
@@ -27,8 +28,13 @@ pub enum GrainEntry {
     At(u64),
 }
 
-/// Bytes of decoded grain tables kept in memory at most.
+/// Bytes of decoded grain tables one extent keeps in memory at most.
 const TABLE_CACHE_BYTES: usize = 16 << 20;
+/// Bytes of decoded grain tables all extents keep at most: a descriptor of thousands of
+/// extents holds no more than a few of them would.
+static TABLE_BUDGET: Budget = Budget::new(64 << 20);
+/// Bytes of directory pages all extents keep at most.
+static PAGE_BUDGET: Budget = Budget::new(16 << 20);
 /// Directory entries per page: the unit the directory is read and cached in.
 const PAGE_ENTRIES: u64 = 16 * 1024;
 /// Bytes of decoded directory pages kept in memory at most (32 pages: 2^19 tables, which
@@ -124,22 +130,57 @@ enum Source {
     Rebuilt(Vec<(u64, u64)>),
 }
 
-/// A cache of values keyed by index, bounded by what its values cost; the oldest entry goes
-/// first.
+/// Bytes that the caches of every open extent share, so that the sum of their caches is
+/// bounded whatever the number of extents a descriptor lists.
+pub(crate) struct Budget {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub(crate) const fn new(limit: usize) -> Budget {
+        Budget {
+            held: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Takes `n` bytes; false (nothing taken) when that would exceed the limit.
+    pub(crate) fn take(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                h.checked_add(n).filter(|&t| t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` bytes taken before.
+    pub(crate) fn give_back(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// A cache of values keyed by index, bounded by what its values cost, both on its own and
+/// within a budget shared with other caches; the oldest entry goes first.
 struct Bounded<T> {
     items: HashMap<u64, T>,
     order: VecDeque<u64>,
     held: usize,
     limit: usize,
+    budget: &'static Budget,
+    cost: fn(&T) -> usize,
 }
 
 impl<T: Clone> Bounded<T> {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, budget: &'static Budget, cost: fn(&T) -> usize) -> Self {
         Bounded {
             items: HashMap::new(),
             order: VecDeque::new(),
             held: 0,
             limit,
+            budget,
+            cost,
         }
     }
 
@@ -147,22 +188,45 @@ impl<T: Clone> Bounded<T> {
         self.items.get(&key).cloned()
     }
 
-    fn insert(&mut self, key: u64, value: T, cost: impl Fn(&T) -> usize) {
+    /// Drops the oldest entry; false when there is none.
+    fn evict(&mut self) -> bool {
+        let Some(old) = self.order.pop_front() else {
+            return false;
+        };
+        if let Some(v) = self.items.remove(&old) {
+            let c = (self.cost)(&v);
+            self.held -= c;
+            self.budget.give_back(c);
+        }
+        true
+    }
+
+    /// Keeps `value` if it fits (evicting older entries); when even an empty cache has no
+    /// room in the shared budget, the value is simply not kept.
+    fn insert(&mut self, key: u64, value: T) {
         if self.items.contains_key(&key) {
             return;
         }
-        let c = cost(&value);
+        let c = (self.cost)(&value);
         while self.held + c > self.limit {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(v) = self.items.remove(&old) {
-                self.held -= cost(&v);
+            if !self.evict() {
+                return;
+            }
+        }
+        while !self.budget.take(c) {
+            if !self.evict() {
+                return;
             }
         }
         self.items.insert(key, value);
         self.order.push_back(key);
         self.held += c;
+    }
+}
+
+impl<T> Drop for Bounded<T> {
+    fn drop(&mut self) {
+        self.budget.give_back(self.held);
     }
 }
 
@@ -188,8 +252,12 @@ impl GrainTables {
         GrainTables {
             geometry,
             source,
-            pages: Mutex::new(Bounded::new(DIRECTORY_CACHE_BYTES)),
-            tables: Mutex::new(Bounded::new(TABLE_CACHE_BYTES)),
+            pages: Mutex::new(Bounded::new(
+                DIRECTORY_CACHE_BYTES,
+                &PAGE_BUDGET,
+                Page::cost,
+            )),
+            tables: Mutex::new(Bounded::new(TABLE_CACHE_BYTES, &TABLE_BUDGET, table_cost)),
         }
     }
 
@@ -253,7 +321,7 @@ impl GrainTables {
                     .collect()
             })
         };
-        lock(&self.pages).insert(p, page.clone(), Page::cost);
+        lock(&self.pages).insert(p, page.clone());
         Ok(page)
     }
 
@@ -373,7 +441,7 @@ impl GrainTables {
         }
         let raw = file.read_vec(offset, bytes, "grain table")?;
         let table: Arc<[GrainEntry]> = self.decode(&raw, index, offset)?.into();
-        lock(&self.tables).insert(index, Arc::clone(&table), table_cost);
+        lock(&self.tables).insert(index, Arc::clone(&table));
         Ok(Some(table))
     }
 
@@ -555,5 +623,36 @@ mod tests {
         let t = gt.table(&f, 1).unwrap().unwrap();
         assert_eq!(t[5000 - 4096], GrainEntry::At(2048));
         assert!(gt.table(&f, 2).unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    static SMALL: Budget = Budget::new(100);
+
+    fn cost(v: &Arc<[u8]>) -> usize {
+        v.len()
+    }
+
+    #[test]
+    fn caches_share_one_budget_and_give_it_back() {
+        let mut a = Bounded::new(80, &SMALL, cost);
+        let mut b = Bounded::new(80, &SMALL, cost);
+        a.insert(1, Arc::from(vec![0u8; 60]));
+        // b cannot take 60 more from the shared 100, and has nothing of its own to evict.
+        b.insert(1, Arc::from(vec![0u8; 60]));
+        assert!(b.get(1).is_none());
+        b.insert(2, Arc::from(vec![0u8; 30]));
+        assert!(b.get(2).is_some());
+        // a's own limit evicts its oldest entry.
+        a.insert(2, Arc::from(vec![0u8; 40]));
+        assert!(a.get(1).is_none() && a.get(2).is_some());
+        drop(a);
+        b.insert(3, Arc::from(vec![0u8; 50]));
+        assert!(b.get(3).is_some());
+        drop(b);
+        assert_eq!(SMALL.held.load(Ordering::Acquire), 0);
     }
 }
