@@ -9,7 +9,7 @@ use super::extent::{ExtentData, MarkerWalk, SparseExtent, SparseKind};
 use super::grain::{self, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT};
 use super::grain_table::{GrainEntry, GrainTables};
 use super::reader::VmdkLayer;
-use super::sparse_header::{self, GD_AT_END, SparseHeader};
+use super::sparse_header::{self, DirectoryAt, SparseHeader};
 use crate::check::{CheckReport, RepairMode, Severity};
 use crate::error::Result;
 use crate::format::{OpenContext, Provenance, Salvage};
@@ -201,7 +201,8 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
     let mut grain_offsets: Vec<(u64, u64)> = Vec::new();
     let mut tracked = true;
     let mut allocated = 0u64;
-    let mut inflated = vec![0u8; if s.compressed() { g as usize } else { 0 }];
+    let head = s.coding.head();
+    let mut inflated = vec![0u8; if head.is_some() { g as usize } else { 0 }];
     // Only the tables the directory names: a huge disk with few tables costs few steps.
     let next_present = |from: u64, f: &mut Findings<'_>| match s.tables.next_present(file, from) {
         Ok(n) => n,
@@ -237,8 +238,8 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
                 );
                 continue;
             }
-            if s.compressed() {
-                match grain::read_compressed(file, entry, s.markers(), &mut inflated) {
+            if let Some(head) = head {
+                match grain::read_compressed(file, entry, head, &mut inflated) {
                     Ok((lba, n)) => {
                         if let Some(lba) = lba
                             && lba != grain * (g / 512)
@@ -314,7 +315,7 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
         check_leaks(s, &h, &grain_offsets, f);
     }
     if let SparseKind::Hosted(h) = s.kind {
-        if h.redundant() && h.gd_offset != GD_AT_END {
+        if h.redundant() && h.directory_at() != DirectoryAt::Footer {
             check_redundant(s, &h, f);
         }
         if h.markers {
@@ -355,10 +356,13 @@ fn check_leaks(s: &SparseExtent, h: &SparseHeader, used: &[(u64, u64)], f: &mut 
     let mut metadata: Vec<(u64, u64)> = Vec::new();
     let gt_bytes = u64::from(h.gtes_per_gt) * 4;
     let gd_bytes = h.gd_entries() * 4;
-    for dir in [h.gd_offset, h.rgd_offset] {
-        if dir == 0 || dir == GD_AT_END {
-            continue;
-        }
+    // A redundant directory's space is metadata even when the flag does not announce it.
+    let redundant = (h.rgd_offset != 0).then_some(h.rgd_offset);
+    let primary = match h.directory_at() {
+        DirectoryAt::Sector(s) => Some(s),
+        DirectoryAt::Footer | DirectoryAt::Missing => None,
+    };
+    for dir in [primary, redundant].into_iter().flatten() {
         let at = dir.saturating_mul(512);
         metadata.push((at, at.saturating_add(gd_bytes)));
         let Ok(d) = directory_at(s, dir, h) else {
@@ -544,7 +548,8 @@ fn check_markers(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
             return;
         }
     }
-    if h.gd_offset == GD_AT_END && !saw_footer {
+    let deferred = h.directory_at() == DirectoryAt::Footer;
+    if deferred && !saw_footer {
         f.add(
             Severity::Corruption,
             "the header defers the grain directory to the footer, but there is no footer"
@@ -552,7 +557,7 @@ fn check_markers(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
             None,
         );
     }
-    if !saw_eos && h.gd_offset == GD_AT_END {
+    if !saw_eos && deferred {
         f.add(
             Severity::Warning,
             "no end-of-stream marker".to_string(),

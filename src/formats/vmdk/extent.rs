@@ -4,10 +4,10 @@
 
 use super::cowd::{self, CowdHeader};
 use super::descriptor::ExtentKind;
-use super::grain::{self, MARKER_EOS, MARKER_FOOTER, MARKER_GD, Marker};
+use super::grain::{self, GrainHead, MARKER_EOS, MARKER_FOOTER, MARKER_GD, Marker};
 use super::grain_table::{Budget, EntryFormat, Geometry, GrainEntry, GrainTables};
 use super::sesparse::{self, SeSparseHeader};
-use super::sparse_header::{self, GD_AT_END, SparseHeader};
+use super::sparse_header::{self, DirectoryAt, SparseHeader};
 use crate::error::{Error, Result};
 use crate::format::Salvage;
 use crate::image::Allocation;
@@ -69,14 +69,23 @@ impl GrainCoding {
         }
     }
 
+    /// How each compressed grain is introduced; `None` for plain grains.
+    pub fn head(self) -> Option<GrainHead> {
+        match self {
+            GrainCoding::Plain => None,
+            GrainCoding::Compressed => Some(GrainHead::Size),
+            GrainCoding::CompressedWithMarkers => Some(GrainHead::Marker),
+        }
+    }
+
     /// Grains are compressed.
     pub fn compressed(self) -> bool {
-        self != GrainCoding::Plain
+        self.head().is_some()
     }
 
     /// Compressed grains start with a marker holding their LBA.
     pub fn markers(self) -> bool {
-        self == GrainCoding::CompressedWithMarkers
+        self.head() == Some(GrainHead::Marker)
     }
 }
 
@@ -213,7 +222,7 @@ impl SparseExtent {
     ) -> Result<SparseExtent> {
         let mut warnings = Vec::new();
         // A footer in its place at the end shows that the file was not cut short.
-        let (header, footer_found) = if header.gd_offset == GD_AT_END {
+        let (header, footer_found) = if header.directory_at() == DirectoryAt::Footer {
             match read_footer(&file, &header) {
                 Ok(footer) => (footer, true),
                 Err(e) if header.markers => {
@@ -238,10 +247,13 @@ impl SparseExtent {
             })?;
             GrainTables::load(&file, offset, entries, geometry)
         };
-        let primary = if header.gd_offset == 0 {
-            Err(Error::corrupt("the header has no grain directory (gdOffset is 0)").at_offset(56))
-        } else {
-            load(header.gd_offset)
+        let primary = match header.directory_at() {
+            DirectoryAt::Sector(sector) => load(sector),
+            // A footer's own gdOffset was checked when it was read.
+            DirectoryAt::Missing | DirectoryAt::Footer => Err(Error::corrupt(
+                "the header has no grain directory (gdOffset is 0)",
+            )
+            .at_offset(56)),
         };
         let tables = match primary {
             Ok(t) => t,
@@ -263,10 +275,9 @@ impl SparseExtent {
         let coding = GrainCoding::of(&header);
         // Compressed grains are appended as they come: a file cut short loses the last ones
         // while its tables (written first, as qemu-img does) still name them.
-        let cut = if coding.compressed() && !footer_found {
-            find_cut(file.as_ref(), &tables, coding)?
-        } else {
-            None
+        let cut = match coding.head() {
+            Some(head) if !footer_found => find_cut(file.as_ref(), &tables, head)?,
+            _ => None,
         };
         let completeness = Cut::settle(cut, file.len(), salvage, &mut warnings)?;
         let capacity = header.capacity;
@@ -556,12 +567,12 @@ impl SparseExtent {
             let entry = self.tables.lookup(&self.file, grain)?;
             match self.resolve(grain, entry)? {
                 GrainEntry::Unallocated | GrainEntry::Zeroed => chunk.fill(0),
-                GrainEntry::At(at) => {
-                    if self.coding.compressed() && n as u64 == g {
+                GrainEntry::At(at) => match self.coding.head() {
+                    None => self.file.read_exact_at(chunk, at + in_grain)?,
+                    Some(head) if n as u64 == g => {
                         // A whole grain (the common case: sequential reads) inflates straight
                         // into the caller's buffer, which is exactly the one-grain bound.
-                        let (_, got) =
-                            grain::read_compressed(&self.file, at, self.coding.markers(), chunk)?;
+                        let (_, got) = grain::read_compressed(&self.file, at, head, chunk)?;
                         if (got as u64) < self.grain_len(grain) {
                             return Err(Error::corrupt(format!(
                                 "compressed grain {grain} inflates to {got} bytes, {} expected",
@@ -570,13 +581,12 @@ impl SparseExtent {
                             .at_offset(at));
                         }
                         chunk[got..].fill(0);
-                    } else if self.coding.compressed() {
-                        let data = self.inflate(grain, at)?;
-                        chunk.copy_from_slice(&data[in_grain as usize..in_grain as usize + n]);
-                    } else {
-                        self.file.read_exact_at(chunk, at + in_grain)?;
                     }
-                }
+                    Some(head) => {
+                        let data = self.inflate(grain, at, head)?;
+                        chunk.copy_from_slice(&data[in_grain as usize..in_grain as usize + n]);
+                    }
+                },
             }
             done += n;
         }
@@ -584,7 +594,7 @@ impl SparseExtent {
     }
 
     /// The grain whose marker is at `entry`, inflated (a whole grain, zero-padded).
-    fn inflate(&self, grain: u64, entry: u64) -> Result<Arc<Vec<u8>>> {
+    fn inflate(&self, grain: u64, entry: u64, head: GrainHead) -> Result<Arc<Vec<u8>>> {
         let cached = self.last_grain.lock().ok().and_then(|c| {
             c.as_ref()
                 .filter(|(e, _)| *e == entry)
@@ -594,7 +604,7 @@ impl SparseExtent {
             return Ok(d);
         }
         let mut data = vec![0u8; self.grain_bytes as usize];
-        let (_, n) = grain::read_compressed(&self.file, entry, self.coding.markers(), &mut data)?;
+        let (_, n) = grain::read_compressed(&self.file, entry, head, &mut data)?;
         let need = self.grain_len(grain) as usize;
         if n < need {
             return Err(Error::corrupt(format!(
@@ -628,7 +638,7 @@ impl Drop for SparseExtent {
 /// stream-optimized files): a file cut short still has its tables, which name grains that
 /// lie past its end, or a last grain that runs past it. Reads every table once (a few MiB
 /// for a disk of terabytes), holding one at a time.
-fn find_cut(file: &dyn Storage, tables: &GrainTables, coding: GrainCoding) -> Result<Option<Cut>> {
+fn find_cut(file: &dyn Storage, tables: &GrainTables, head: GrainHead) -> Result<Option<Cut>> {
     let len = file.len();
     let geometry = *tables.geometry();
     // The grain stored last inside the file, and how many grains lie wholly past its end.
@@ -653,7 +663,7 @@ fn find_cut(file: &dyn Storage, tables: &GrainTables, coding: GrainCoding) -> Re
     let max_size = grain::max_compressed_size(geometry.grain_bytes);
     // A size that is no grain's is damage, not truncation: reading the grain says so.
     let straddling = match last {
-        Some((g, at)) => match grain::read_head(file, at, coding.markers())? {
+        Some((g, at)) => match grain::read_head(file, at, head)? {
             None => Some((g, at)),
             Some(h) if h.size > 0 && h.size <= max_size && h.end(at) > len => Some((g, at)),
             Some(_) => None,
@@ -725,7 +735,7 @@ fn read_footer(file: &dyn Storage, header: &SparseHeader) -> Result<SparseHeader
     let mut b = [0u8; 512];
     file.read_exact_at(&mut b, at)?;
     let footer = SparseHeader::parse_at(&b, at).map_err(|e| e.context("footer"))?;
-    if footer.gd_offset == GD_AT_END || footer.gd_offset == 0 {
+    if !matches!(footer.directory_at(), DirectoryAt::Sector(_)) {
         return Err(Error::corrupt("footer has no grain directory offset").at_offset(at + 56));
     }
     if footer.capacity != header.capacity || footer.grain_sectors != header.grain_sectors {
@@ -891,7 +901,9 @@ impl Extent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::vmdk::sparse_header::{FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_CHECK};
+    use crate::formats::vmdk::sparse_header::{
+        FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_CHECK, GD_AT_END,
+    };
     use crate::storage::Memory;
 
     const GRAIN: usize = 4096;

@@ -91,6 +91,25 @@ pub fn inflate(data: &[u8], out: &mut [u8]) -> Result<usize> {
     })
 }
 
+/// How a compressed grain is introduced in its extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrainHead {
+    /// A marker: the grain's LBA and the stream's size (stream-optimized extents).
+    Marker,
+    /// The stream's size alone.
+    Size,
+}
+
+impl GrainHead {
+    /// Bytes of the head.
+    pub fn bytes(self) -> u64 {
+        match self {
+            GrainHead::Marker => 12,
+            GrainHead::Size => 4,
+        }
+    }
+}
+
 /// What precedes a compressed grain's zlib stream: its marker (LBA and size) in an extent
 /// with markers, its size alone otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,42 +133,47 @@ impl CompressedHead {
 
 /// Reads the head of the compressed grain at byte `offset` of `file`; `None` when the file
 /// ends inside it.
-pub fn read_head(file: &dyn Storage, offset: u64, markers: bool) -> Result<Option<CompressedHead>> {
-    let head_len = if markers { 12 } else { 4 };
+pub fn read_head(
+    file: &dyn Storage,
+    offset: u64,
+    kind: GrainHead,
+) -> Result<Option<CompressedHead>> {
+    let head_len = kind.bytes();
     if offset
-        .checked_add(head_len as u64)
+        .checked_add(head_len)
         .is_none_or(|end| end > file.len())
     {
         return Ok(None);
     }
     let mut head = [0u8; 16];
-    file.read_exact_at(&mut head[..head_len], offset)?;
-    Ok(Some(if markers {
-        let m = Marker::parse(&head);
-        CompressedHead {
-            lba: Some(m.value),
-            size: u64::from(m.size),
-            head_len: 12,
+    file.read_exact_at(&mut head[..head_len as usize], offset)?;
+    Ok(Some(match kind {
+        GrainHead::Marker => {
+            let m = Marker::parse(&head);
+            CompressedHead {
+                lba: Some(m.value),
+                size: u64::from(m.size),
+                head_len,
+            }
         }
-    } else {
-        CompressedHead {
+        GrainHead::Size => CompressedHead {
             lba: None,
             size: u64::from(u32::from_le_bytes(head[..4].try_into().expect("4 bytes"))),
-            head_len: 4,
-        }
+            head_len,
+        },
     }))
 }
 
-/// Reads the compressed grain whose marker is at byte `offset` of `file` and inflates it into
-/// `out` (exactly one grain long). Returns the LBA its marker names (when the extent has
-/// markers) and the number of bytes inflated.
+/// Reads the compressed grain whose head (of `kind`) is at byte `offset` of `file` and
+/// inflates it into `out` (exactly one grain long). Returns the LBA its marker names (when
+/// it has one) and the number of bytes inflated.
 pub fn read_compressed(
     file: &dyn Storage,
     offset: u64,
-    markers: bool,
+    kind: GrainHead,
     out: &mut [u8],
 ) -> Result<(Option<u64>, usize)> {
-    let head = read_head(file, offset, markers)?.ok_or_else(|| {
+    let head = read_head(file, offset, kind)?.ok_or_else(|| {
         Error::corrupt(format!(
             "compressed grain's header runs past the end of the file ({} bytes)",
             file.len()

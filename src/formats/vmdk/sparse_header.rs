@@ -35,6 +35,17 @@ pub const MAX_GTES_PER_GT: u32 = 4096;
 /// table entries than a 32-bit sector offset can address anyway.
 pub const MAX_CAPACITY_SECTORS: u64 = 1 << 44;
 
+/// Where a hosted extent's grain directory is, as its header's `gdOffset` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryAt {
+    /// At this sector.
+    Sector(u64),
+    /// Named by the footer (a stream-optimized file written front to back: [`GD_AT_END`]).
+    Footer,
+    /// Nowhere (`gdOffset` is 0).
+    Missing,
+}
+
 /// The on-disk header, little-endian, 512 bytes.
 #[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -199,6 +210,15 @@ impl SparseHeader {
             compressed: compress == COMPRESSION_DEFLATE,
             markers: flags & FLAG_MARKERS != 0,
         })
+    }
+
+    /// Where the grain directory is.
+    pub fn directory_at(&self) -> DirectoryAt {
+        match self.gd_offset {
+            0 => DirectoryAt::Missing,
+            GD_AT_END => DirectoryAt::Footer,
+            sector => DirectoryAt::Sector(sector),
+        }
     }
 
     /// True when grain table entry 1 means a zeroed grain.
