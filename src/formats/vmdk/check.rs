@@ -282,12 +282,16 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
                 continue;
             }
             if grain_offsets.len() >= MAX_TRACKED_GRAINS {
+                // Overlaps among the grains held are still found; the rest go unchecked.
+                if !s.compressed() {
+                    check_overlaps(&mut grain_offsets, g, f);
+                }
                 tracked = false;
                 grain_offsets = Vec::new();
                 f.add(
                     Severity::Warning,
                     format!(
-                        "more than {MAX_TRACKED_GRAINS} allocated grains: overlaps and leaks are not checked"
+                        "more than {MAX_TRACKED_GRAINS} allocated grains: overlaps past the first {MAX_TRACKED_GRAINS} and leaks are not checked"
                     ),
                     None,
                 );
@@ -297,16 +301,7 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
         }
     }
     if !s.compressed() && tracked {
-        grain_offsets.sort_unstable();
-        for w in grain_offsets.windows(2) {
-            if w[1].0 < w[0].0 + g {
-                f.add(
-                    Severity::Corruption,
-                    format!("grains {} and {} overlap in the file", w[0].1, w[1].1),
-                    Some(w[1].0),
-                );
-            }
-        }
+        check_overlaps(&mut grain_offsets, g, f);
     }
     if let SparseKind::Hosted(h) = s.kind
         && !s.compressed()
@@ -323,6 +318,20 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
         }
     }
     (geometry.grains, allocated)
+}
+
+/// Grains (file offset, grain) of `g` bytes that share bytes of the file; sorts `grains`.
+fn check_overlaps(grains: &mut [(u64, u64)], g: u64, f: &mut Findings<'_>) {
+    grains.sort_unstable();
+    for w in grains.windows(2) {
+        if w[1].0 < w[0].0 + g {
+            f.add(
+                Severity::Corruption,
+                format!("grains {} and {} overlap in the file", w[0].1, w[1].1),
+                Some(w[1].0),
+            );
+        }
+    }
 }
 
 /// The directory at `sector` of a hosted extent, for walking its entries (read a page at a
