@@ -7,9 +7,9 @@
 use super::descriptor::{Descriptor, MAX_DESCRIPTOR_BYTES};
 use super::extent::{ExtentData, MarkerWalk, SparseExtent, SparseKind};
 use super::grain::{self, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT};
-use super::grain_table::{UNALLOCATED, ZEROED};
+use super::grain_table::{GrainEntry, GrainTables};
 use super::reader::VmdkLayer;
-use super::sparse_header::{self, GD_AT_END, SparseHeader};
+use super::sparse_header::{self, DirectoryAt, SparseHeader};
 use crate::check::{CheckReport, RepairMode, Severity};
 use crate::error::Result;
 use crate::format::{OpenContext, Provenance, Salvage};
@@ -184,6 +184,10 @@ fn missing_extents(file: &dyn Storage, report: &mut CheckReport, gate: &Gate) ->
     Ok(all_there)
 }
 
+/// Grains whose place in the file is remembered to find overlaps and leaks (16 bytes each):
+/// past this many, those two checks are skipped rather than held in memory.
+const MAX_TRACKED_GRAINS: usize = 8 << 20;
+
 /// Checks one sparse extent; returns (grains, allocated grains).
 fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
     let file = &s.file;
@@ -195,13 +199,22 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
         SparseKind::SeSparse(h) => h.grains_offset.saturating_mul(512),
     };
     let mut grain_offsets: Vec<(u64, u64)> = Vec::new();
+    let mut tracked = true;
     let mut allocated = 0u64;
-    let mut inflated = vec![0u8; if s.compressed() { g as usize } else { 0 }];
+    let head = s.coding.head();
+    let mut inflated = vec![0u8; if head.is_some() { g as usize } else { 0 }];
     // Only the tables the directory names: a huge disk with few tables costs few steps.
-    let mut next = s.tables.next_present(0);
+    let next_present = |from: u64, f: &mut Findings<'_>| match s.tables.next_present(file, from) {
+        Ok(n) => n,
+        Err(e) => {
+            f.add(Severity::Corruption, e.message().to_string(), e.offset());
+            geometry.tables()
+        }
+    };
+    let mut next = next_present(0, f);
     while next < geometry.tables() {
         let gt = next;
-        next = s.tables.next_present(gt + 1);
+        next = next_present(gt + 1, f);
         let table = match s.tables.table(file, gt) {
             Ok(Some(t)) => t,
             Ok(None) => continue,
@@ -212,9 +225,9 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
         };
         for (k, &entry) in table.iter().enumerate() {
             let grain = gt * geometry.gtes_per_gt + k as u64;
-            if entry == UNALLOCATED || entry == ZEROED {
+            let GrainEntry::At(entry) = entry else {
                 continue;
-            }
+            };
             allocated += 1;
             let len = g.min(s.capacity.saturating_sub(grain * g));
             if entry < metadata_end && !s.compressed() {
@@ -225,8 +238,8 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
                 );
                 continue;
             }
-            if s.compressed() {
-                match grain::read_compressed(file, entry, s.markers(), &mut inflated) {
+            if let Some(head) = head {
+                match grain::read_compressed(file, entry, head, &mut inflated) {
                     Ok((lba, n)) => {
                         if let Some(lba) = lba
                             && lba != grain * (g / 512)
@@ -265,28 +278,39 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
                 );
                 continue;
             }
+            if !tracked {
+                continue;
+            }
+            if grain_offsets.len() >= MAX_TRACKED_GRAINS {
+                // Overlaps among the grains held are still found; the rest go unchecked.
+                if !s.compressed() {
+                    check_overlaps(&mut grain_offsets, g, f);
+                }
+                tracked = false;
+                grain_offsets = Vec::new();
+                f.add(
+                    Severity::Warning,
+                    format!(
+                        "more than {MAX_TRACKED_GRAINS} allocated grains: overlaps past the first {MAX_TRACKED_GRAINS} and leaks are not checked"
+                    ),
+                    None,
+                );
+                continue;
+            }
             grain_offsets.push((entry, grain));
         }
     }
-    if !s.compressed() {
-        grain_offsets.sort_unstable();
-        for w in grain_offsets.windows(2) {
-            if w[1].0 < w[0].0 + g {
-                f.add(
-                    Severity::Corruption,
-                    format!("grains {} and {} overlap in the file", w[0].1, w[1].1),
-                    Some(w[1].0),
-                );
-            }
-        }
+    if !s.compressed() && tracked {
+        check_overlaps(&mut grain_offsets, g, f);
     }
     if let SparseKind::Hosted(h) = s.kind
         && !s.compressed()
+        && tracked
     {
         check_leaks(s, &h, &grain_offsets, f);
     }
     if let SparseKind::Hosted(h) = s.kind {
-        if h.redundant() && h.gd_offset != GD_AT_END {
+        if h.redundant() && h.directory_at() != DirectoryAt::Footer {
             check_redundant(s, &h, f);
         }
         if h.markers {
@@ -296,14 +320,41 @@ fn check_sparse(s: &SparseExtent, f: &mut Findings<'_>) -> (u64, u64) {
     (geometry.grains, allocated)
 }
 
+/// Grains (file offset, grain) of `g` bytes that share bytes of the file; sorts `grains`.
+fn check_overlaps(grains: &mut [(u64, u64)], g: u64, f: &mut Findings<'_>) {
+    grains.sort_unstable();
+    for w in grains.windows(2) {
+        if w[1].0 < w[0].0 + g {
+            f.add(
+                Severity::Corruption,
+                format!("grains {} and {} overlap in the file", w[0].1, w[1].1),
+                Some(w[1].0),
+            );
+        }
+    }
+}
+
+/// The directory at `sector` of a hosted extent, for walking its entries (read a page at a
+/// time, holes skipped).
+fn directory_at(s: &SparseExtent, sector: u64, h: &SparseHeader) -> Result<GrainTables> {
+    GrainTables::load(
+        s.file.as_ref(),
+        sector.saturating_mul(512),
+        h.gd_entries(),
+        *s.tables.geometry(),
+    )
+}
+
 /// Whole grains of the file's grain area (from the overhead on, where VMware and qemu put
 /// grains one after the other) that no grain table uses and that hold no table either: space
 /// a crashed writer allocated and never linked, as qemu-img counts leaked clusters. `used`
-/// holds (file offset, grain) of every grain the tables use, sorted by offset.
+/// holds (file offset, grain) of every grain the tables use, sorted by offset. Only stored
+/// bytes are walked: a hole of the file leaks nothing.
 fn check_leaks(s: &SparseExtent, h: &SparseHeader, used: &[(u64, u64)], f: &mut Findings<'_>) {
     let g = s.grain_bytes;
     let start = h.overhead.saturating_mul(512);
-    let file_len = s.file.len();
+    let file = s.file.as_ref();
+    let file_len = file.len();
     // Grains off the grain lattice mean a layout we do not know: do not guess at leaks.
     if used
         .iter()
@@ -314,19 +365,25 @@ fn check_leaks(s: &SparseExtent, h: &SparseHeader, used: &[(u64, u64)], f: &mut 
     let mut metadata: Vec<(u64, u64)> = Vec::new();
     let gt_bytes = u64::from(h.gtes_per_gt) * 4;
     let gd_bytes = h.gd_entries() * 4;
-    for dir in [h.gd_offset, h.rgd_offset] {
-        if dir == 0 || dir == GD_AT_END {
-            continue;
-        }
+    // A redundant directory's space is metadata even when the flag does not announce it.
+    let redundant = (h.rgd_offset != 0).then_some(h.rgd_offset);
+    let primary = match h.directory_at() {
+        DirectoryAt::Sector(s) => Some(s),
+        DirectoryAt::Footer | DirectoryAt::Missing => None,
+    };
+    for dir in [primary, redundant].into_iter().flatten() {
         let at = dir.saturating_mul(512);
         metadata.push((at, at.saturating_add(gd_bytes)));
-        if let Ok(d) = s.file.read_vec(at, gd_bytes, "grain directory") {
-            for e in d.chunks_exact(4) {
-                let t = u64::from(u32::from_le_bytes(e.try_into().expect("4 bytes"))) * 512;
-                if t != 0 {
-                    metadata.push((t, t + gt_bytes));
-                }
+        let Ok(d) = directory_at(s, dir, h) else {
+            continue;
+        };
+        let tables = d.geometry().tables();
+        let mut i = d.next_present(file, 0).unwrap_or(tables);
+        while i < tables {
+            if let Ok(Some(t)) = d.table_offset(file, i) {
+                metadata.push((t, t.saturating_add(gt_bytes)));
             }
+            i = d.next_present(file, i + 1).unwrap_or(tables);
         }
     }
     // Sorted and merged, so that one binary search per grain finds any overlap.
@@ -340,16 +397,24 @@ fn check_leaks(s: &SparseExtent, h: &SparseHeader, used: &[(u64, u64)], f: &mut 
     }
     let mut leaked = 0u64;
     let mut first = None;
-    let mut at = start;
-    while at.saturating_add(g) <= file_len {
-        let referenced = used.binary_search_by(|&(o, _)| o.cmp(&at)).is_ok();
-        let i = merged.partition_point(|&(a, _)| a < at + g);
-        let holds_table = i > 0 && merged[i - 1].1 > at;
-        if !referenced && !holds_table {
-            leaked += 1;
-            first.get_or_insert(at);
+    let mut from = start;
+    while let Ok(Some(data)) = file.next_data(from) {
+        let hole = file.next_hole(data).unwrap_or(file_len).max(data + 1);
+        let mut at = start + (data - start) / g * g;
+        while at < hole && at.saturating_add(g) <= file_len {
+            let referenced = used.binary_search_by(|&(o, _)| o.cmp(&at)).is_ok();
+            let i = merged.partition_point(|&(a, _)| a < at + g);
+            let holds_table = i > 0 && merged[i - 1].1 > at;
+            if !referenced && !holds_table {
+                leaked += 1;
+                first.get_or_insert(at);
+            }
+            at += g;
         }
-        at += g;
+        if at.saturating_add(g) > file_len {
+            break;
+        }
+        from = at;
     }
     if leaked > 0 {
         f.add(
@@ -365,11 +430,11 @@ fn check_leaks(s: &SparseExtent, h: &SparseHeader, used: &[(u64, u64)], f: &mut 
 
 /// The redundant directory and tables must hold the same grain pointers as the primary ones.
 fn check_redundant(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
-    let file = &s.file;
-    let entries = h.gd_entries();
-    let read_dir =
-        |sector: u64| file.read_vec(sector.saturating_mul(512), entries * 4, "grain directory");
-    let (Ok(primary), Ok(redundant)) = (read_dir(h.gd_offset), read_dir(h.rgd_offset)) else {
+    let file = s.file.as_ref();
+    let (Ok(primary), Ok(redundant)) = (
+        directory_at(s, h.gd_offset, h),
+        directory_at(s, h.rgd_offset, h),
+    ) else {
         f.add(
             Severity::Corruption,
             "the redundant grain directory runs past the end of the file".to_string(),
@@ -378,46 +443,62 @@ fn check_redundant(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
         return;
     };
     let gt_bytes = u64::from(h.gtes_per_gt) * 4;
-    for i in 0..entries as usize {
-        let at = |d: &[u8]| {
-            u64::from(u32::from_le_bytes(
-                d[i * 4..i * 4 + 4].try_into().expect("4 bytes"),
-            ))
+    let tables = primary.geometry().tables();
+    // Only entries present in either directory: both holes agree without being read.
+    let next = |from: u64| {
+        primary
+            .next_present(file, from)
+            .unwrap_or(tables)
+            .min(redundant.next_present(file, from).unwrap_or(tables))
+    };
+    let mut i = next(0);
+    while i < tables {
+        let entry_at = h
+            .rgd_offset
+            .saturating_mul(512)
+            .saturating_add(i.saturating_mul(4));
+        let (p, r) = match (
+            primary.table_offset(file, i),
+            redundant.table_offset(file, i),
+        ) {
+            (Ok(p), Ok(r)) => (p, r),
+            _ => {
+                i = next(i + 1);
+                continue;
+            }
         };
-        let (p, r) = (at(&primary), at(&redundant));
-        if (p == 0) != (r == 0) {
-            f.add(
+        match (p, r) {
+            (Some(p), Some(r)) => {
+                let (Ok(pt), Ok(rt)) = (
+                    file.read_vec(p, gt_bytes, "grain table"),
+                    file.read_vec(r, gt_bytes, "grain table"),
+                ) else {
+                    f.add(
+                        Severity::Corruption,
+                        format!("redundant grain table {i} runs past the end of the file"),
+                        Some(r),
+                    );
+                    i = next(i + 1);
+                    continue;
+                };
+                if let Some(k) =
+                    (0..pt.len() / 4).find(|k| pt[k * 4..k * 4 + 4] != rt[k * 4..k * 4 + 4])
+                {
+                    f.add(
+                        Severity::Corruption,
+                        format!("grain table {i} differs from its redundant copy at entry {k}"),
+                        Some(r + k as u64 * 4),
+                    );
+                }
+            }
+            (None, None) => {}
+            _ => f.add(
                 Severity::Corruption,
                 format!("grain directory entry {i} differs from its redundant copy"),
-                Some(
-                    h.rgd_offset
-                        .saturating_mul(512)
-                        .saturating_add(i as u64 * 4),
-                ),
-            );
-            continue;
+                Some(entry_at),
+            ),
         }
-        if p == 0 {
-            continue;
-        }
-        let (Ok(pt), Ok(rt)) = (
-            file.read_vec(p * 512, gt_bytes, "grain table"),
-            file.read_vec(r * 512, gt_bytes, "grain table"),
-        ) else {
-            f.add(
-                Severity::Corruption,
-                format!("redundant grain table {i} runs past the end of the file"),
-                Some(r * 512),
-            );
-            continue;
-        };
-        if let Some(k) = (0..pt.len() / 4).find(|k| pt[k * 4..k * 4 + 4] != rt[k * 4..k * 4 + 4]) {
-            f.add(
-                Severity::Corruption,
-                format!("grain table {i} differs from its redundant copy at entry {k}"),
-                Some(r * 512 + k as u64 * 4),
-            );
-        }
+        i = next(i + 1);
     }
 }
 
@@ -476,7 +557,8 @@ fn check_markers(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
             return;
         }
     }
-    if h.gd_offset == GD_AT_END && !saw_footer {
+    let deferred = h.directory_at() == DirectoryAt::Footer;
+    if deferred && !saw_footer {
         f.add(
             Severity::Corruption,
             "the header defers the grain directory to the footer, but there is no footer"
@@ -484,7 +566,7 @@ fn check_markers(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
             None,
         );
     }
-    if !saw_eos && h.gd_offset == GD_AT_END {
+    if !saw_eos && deferred {
         f.add(
             Severity::Warning,
             "no end-of-stream marker".to_string(),

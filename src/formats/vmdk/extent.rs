@@ -4,11 +4,12 @@
 
 use super::cowd::{self, CowdHeader};
 use super::descriptor::ExtentKind;
-use super::grain::{self, MARKER_EOS, MARKER_FOOTER, Marker};
-use super::grain_table::{EntryFormat, Geometry, GrainTables, UNALLOCATED, ZEROED};
+use super::grain::{self, GrainHead, MARKER_EOS, MARKER_FOOTER, MARKER_GD, Marker};
+use super::grain_table::{Budget, EntryFormat, Geometry, GrainEntry, GrainTables};
 use super::sesparse::{self, SeSparseHeader};
-use super::sparse_header::{self, GD_AT_END, SparseHeader};
+use super::sparse_header::{self, DirectoryAt, SparseHeader};
 use crate::error::{Error, Result};
+use crate::format::Salvage;
 use crate::image::Allocation;
 use crate::storage::{Storage, StorageExt};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,8 @@ pub struct SparseExtent {
     pub capacity: u64,
     /// How grains are stored.
     pub coding: GrainCoding,
+    /// Whether the file holds every grain its map names.
+    pub completeness: Completeness,
     /// Problems found while opening that did not stop it.
     pub warnings: Vec<String>,
     /// The last grain inflated for a partial read (reads of a few sectors at a time would
@@ -57,24 +60,46 @@ pub enum GrainCoding {
 }
 
 impl GrainCoding {
-    /// The coding a hosted sparse header's flags describe.
-    pub fn of(compressed: bool, markers: bool) -> GrainCoding {
-        match (compressed, markers) {
+    /// The coding a hosted sparse header describes.
+    pub fn of(header: &SparseHeader) -> GrainCoding {
+        match (header.compressed, header.markers) {
             (false, _) => GrainCoding::Plain,
             (true, false) => GrainCoding::Compressed,
             (true, true) => GrainCoding::CompressedWithMarkers,
         }
     }
 
+    /// How each compressed grain is introduced; `None` for plain grains.
+    pub fn head(self) -> Option<GrainHead> {
+        match self {
+            GrainCoding::Plain => None,
+            GrainCoding::Compressed => Some(GrainHead::Size),
+            GrainCoding::CompressedWithMarkers => Some(GrainHead::Marker),
+        }
+    }
+
     /// Grains are compressed.
     pub fn compressed(self) -> bool {
-        self != GrainCoding::Plain
+        self.head().is_some()
     }
 
     /// Compressed grains start with a marker holding their LBA.
     pub fn markers(self) -> bool {
-        self == GrainCoding::CompressedWithMarkers
+        self.head() == Some(GrainHead::Marker)
     }
+}
+
+/// Whether a sparse extent's file holds every grain its map names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completeness {
+    /// Every grain is there (a grain that is not is an error when it is read).
+    Whole,
+    /// The file was cut short and is read anyway (`--salvage`): grains stored at or after
+    /// byte `missing_from` are lost, wholly or in part, and read as zeros.
+    Truncated {
+        /// The first byte of the first lost grain (or the file's length).
+        missing_from: u64,
+    },
 }
 
 /// How one run of an extent is stored.
@@ -90,17 +115,61 @@ pub struct ExtentRun {
     pub compressed: bool,
 }
 
+/// Bytes of inflated grains that all extents keep for partial reads (one grain each at
+/// most): a descriptor of many compressed extents with 8 MiB grains holds no more.
+static INFLATED_BUDGET: Budget = Budget::new(64 << 20);
+
 /// How far past a stream-optimized file's end-of-data we look for the footer.
 const FOOTER_FROM_END: u64 = 1024;
 
+/// Where the file of a compressed extent was cut short, and what that loses.
+struct Cut {
+    /// Grains stored at or after this byte are lost (wholly or in part).
+    missing_from: u64,
+    /// Where the file ends, as a phrase: "inside the compressed grain ...".
+    ends: String,
+    /// What reads as zeros when the file is salvaged.
+    zeros: String,
+}
+
+impl Cut {
+    /// Refuses a truncated file, or (salvaging) notes a warning and reads what is there.
+    fn settle(
+        cut: Option<Cut>,
+        len: u64,
+        salvage: Salvage,
+        warnings: &mut Vec<String>,
+    ) -> Result<Completeness> {
+        let Some(cut) = cut else {
+            return Ok(Completeness::Whole);
+        };
+        match salvage {
+            Salvage::Refuse => Err(Error::corrupt(format!(
+                "the file is truncated: it ends at byte {len}, {}; --salvage reads the grains that are there and the rest as zeros",
+                cut.ends
+            ))),
+            Salvage::ReadWhatIsThere => {
+                warnings.push(format!(
+                    "the file is truncated: it ends at byte {len}, {}; reading what is there: {}",
+                    cut.ends, cut.zeros
+                ));
+                Ok(Completeness::Truncated {
+                    missing_from: cut.missing_from,
+                })
+            }
+        }
+    }
+}
+
 impl SparseExtent {
-    /// Opens a sparse extent of any kind, recognised by its magic.
-    pub fn open(file: Arc<dyn Storage>) -> Result<SparseExtent> {
+    /// Opens a sparse extent of any kind, recognised by its magic. `salvage` says whether a
+    /// truncated file is an error or is read as far as it goes.
+    pub fn open(file: Arc<dyn Storage>, salvage: Salvage) -> Result<SparseExtent> {
         let mut head = vec![0u8; file.len().min(cowd::HEADER_BYTES as u64) as usize];
         file.read_exact_at(&mut head, 0)?;
         if head.starts_with(sparse_header::MAGIC) {
             let header = SparseHeader::parse(&head)?;
-            Self::open_hosted(file, header)
+            Self::open_hosted(file, header, salvage)
         } else if head.starts_with(cowd::MAGIC) {
             Self::open_cowd(file, CowdHeader::parse(&head)?)
         } else if sesparse::has_magic(&head) {
@@ -118,6 +187,7 @@ impl SparseExtent {
         tables: GrainTables,
         capacity_sectors: u64,
         coding: GrainCoding,
+        completeness: Completeness,
         warnings: Vec<String>,
     ) -> SparseExtent {
         SparseExtent {
@@ -127,36 +197,49 @@ impl SparseExtent {
             tables,
             capacity: capacity_sectors * 512,
             coding,
+            completeness,
             warnings,
             last_grain: Mutex::new(None),
         }
     }
 
-    /// Opens a hosted sparse extent whose header has been parsed.
-    pub fn open_hosted(file: Arc<dyn Storage>, header: SparseHeader) -> Result<SparseExtent> {
-        let mut warnings = Vec::new();
-        let mut header = header;
-        if header.gd_offset == GD_AT_END {
-            match read_footer(&file, &header) {
-                Ok(footer) => header = footer,
-                Err(e) if header.markers => {
-                    warnings.push(format!(
-                        "stream-optimized footer unusable ({}); grain map rebuilt by scanning the markers",
-                        e.message()
-                    ));
-                    return Self::open_by_scan(file, header, warnings);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let geometry = Geometry {
+    fn hosted_geometry(header: &SparseHeader) -> Geometry {
+        Geometry {
             grain_bytes: header.grain_bytes(),
             gtes_per_gt: u64::from(header.gtes_per_gt),
             grains: header.capacity.div_ceil(header.grain_sectors),
             format: EntryFormat::Hosted {
                 zeroed_grain: header.zeroed_grain(),
             },
+        }
+    }
+
+    /// Opens a hosted sparse extent whose header has been parsed.
+    pub fn open_hosted(
+        file: Arc<dyn Storage>,
+        header: SparseHeader,
+        salvage: Salvage,
+    ) -> Result<SparseExtent> {
+        let mut warnings = Vec::new();
+        // A footer in its place at the end shows that the file was not cut short.
+        let (header, footer_found) = if header.directory_at() == DirectoryAt::Footer {
+            match read_footer(&file, &header) {
+                Ok(footer) => (footer, true),
+                Err(e) if header.markers => {
+                    return Self::open_by_scan(
+                        file,
+                        header,
+                        "stream-optimized footer",
+                        &e,
+                        salvage,
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            (header, false)
         };
+        let geometry = Self::hosted_geometry(&header);
         let entries = header.gd_entries();
         let load = |sector: u64| -> Result<GrainTables> {
             let offset = sector.checked_mul(512).ok_or_else(|| {
@@ -164,10 +247,13 @@ impl SparseExtent {
             })?;
             GrainTables::load(&file, offset, entries, geometry)
         };
-        let primary = if header.gd_offset == 0 {
-            Err(Error::corrupt("the header has no grain directory (gdOffset is 0)").at_offset(56))
-        } else {
-            load(header.gd_offset)
+        let primary = match header.directory_at() {
+            DirectoryAt::Sector(sector) => load(sector),
+            // A footer's own gdOffset was checked when it was read.
+            DirectoryAt::Missing | DirectoryAt::Footer => Err(Error::corrupt(
+                "the header has no grain directory (gdOffset is 0)",
+            )
+            .at_offset(56)),
         };
         let tables = match primary {
             Ok(t) => t,
@@ -182,15 +268,18 @@ impl SparseExtent {
                 Err(_) => return Err(e),
             },
             Err(e) if header.markers => {
-                warnings.push(format!(
-                    "grain directory unusable ({}); grain map rebuilt by scanning the markers",
-                    e.message()
-                ));
-                return Self::open_by_scan(file, header, warnings);
+                return Self::open_by_scan(file, header, "grain directory", &e, salvage);
             }
             Err(e) => return Err(e),
         };
-        let coding = GrainCoding::of(header.compressed, header.markers);
+        let coding = GrainCoding::of(&header);
+        // Compressed grains are appended as they come: a file cut short loses the last ones
+        // while its tables (written first, as qemu-img does) still name them.
+        let cut = match coding.head() {
+            Some(head) if !footer_found => find_cut(file.as_ref(), &tables, head)?,
+            _ => None,
+        };
+        let completeness = Cut::settle(cut, file.len(), salvage, &mut warnings)?;
         let capacity = header.capacity;
         Ok(Self::new(
             file,
@@ -198,42 +287,108 @@ impl SparseExtent {
             tables,
             capacity,
             coding,
+            completeness,
             warnings,
         ))
     }
 
-    /// Rebuilds the grain map of a stream-optimized extent by walking its markers from the
-    /// first grain to the end-of-stream marker (or the end of the file).
+    /// Rebuilds the grain map of a stream-optimized extent whose `lost` structure is unusable
+    /// (`reason`) by walking its markers from the first grain. The walk must reach the
+    /// grain directory or the end-of-stream marker (both follow every grain); a file that
+    /// ends first was cut short, which is an error unless salvaging. The map holds one pair
+    /// per grain found.
     fn open_by_scan(
         file: Arc<dyn Storage>,
         header: SparseHeader,
-        warnings: Vec<String>,
+        lost: &str,
+        reason: &Error,
+        salvage: Salvage,
     ) -> Result<SparseExtent> {
         let geometry = Geometry {
-            grain_bytes: header.grain_bytes(),
-            gtes_per_gt: u64::from(header.gtes_per_gt),
-            grains: header.capacity.div_ceil(header.grain_sectors),
             format: EntryFormat::Hosted {
                 zeroed_grain: false,
             },
+            ..Self::hosted_geometry(&header)
         };
+        let len = file.len();
+        let max_size = grain::max_compressed_size(geometry.grain_bytes);
         let mut grains = Vec::new();
-        for item in MarkerWalk::new(&file, &header) {
-            let (offset, marker) = item?;
-            if marker.size == 0 {
+        let mut complete = false;
+        let mut cut = None;
+        for item in MarkerWalk::new(file.as_ref(), &header) {
+            let (at, marker) = item?;
+            if marker.size > 0 {
+                let size = u64::from(marker.size);
+                if size > max_size {
+                    return Err(Error::corrupt(format!(
+                        "compressed grain size {size} is invalid for a grain of {} bytes",
+                        geometry.grain_bytes
+                    ))
+                    .at_offset(at));
+                }
+                let grain = marker.value / header.grain_sectors;
+                if grain >= geometry.grains {
+                    return Err(Error::corrupt(format!(
+                        "grain marker names sector {} past the disk's end ({} sectors)",
+                        marker.value, header.capacity
+                    ))
+                    .at_offset(at));
+                }
+                if at + 12 + size > len {
+                    cut = Some(Cut {
+                        missing_from: at,
+                        ends: format!(
+                            "inside the compressed grain of disk sector {} (at byte {at}), without its grain tables, footer and end-of-stream marker",
+                            marker.value
+                        ),
+                        zeros: String::new(),
+                    });
+                    break;
+                }
+                grains.push((grain, at));
                 continue;
             }
-            let grain = marker.value / header.grain_sectors;
-            if grain >= geometry.grains {
-                return Err(Error::corrupt(format!(
-                    "grain marker names sector {} past the disk's end ({} sectors)",
-                    marker.value, header.capacity
-                ))
-                .at_offset(offset));
+            match marker.kind {
+                MARKER_EOS => complete = true,
+                _ if (at + 512).saturating_add(marker.value.saturating_mul(512)) > len => {
+                    cut = Some(Cut {
+                        missing_from: len,
+                        ends: format!(
+                            "inside the metadata announced at byte {at}, without its footer and end-of-stream marker"
+                        ),
+                        zeros: String::new(),
+                    });
+                    break;
+                }
+                // The directory is written after every grain: what follows it is not data.
+                MARKER_GD => complete = true,
+                _ => {}
             }
-            grains.push((grain, offset));
         }
-        let tables = GrainTables::rebuilt(geometry, &grains);
+        let found = grains.len();
+        let cut = if complete {
+            None
+        } else {
+            let mut cut = cut.unwrap_or_else(|| Cut {
+                missing_from: len,
+                ends: "without its grain directory, footer and end-of-stream marker".to_string(),
+                zeros: String::new(),
+            });
+            cut.zeros = format!(
+                "{} found whole before the cut, every other grain reads as zeros (the grain map was rebuilt by scanning the markers)",
+                count(found as u64, "grain")
+            );
+            Some(cut)
+        };
+        let mut warnings = Vec::new();
+        if cut.is_none() {
+            warnings.push(format!(
+                "{lost} unusable ({}); grain map rebuilt by scanning the markers",
+                reason.message()
+            ));
+        }
+        let completeness = Cut::settle(cut, len, salvage, &mut warnings)?;
+        let tables = GrainTables::rebuilt(geometry, grains);
         let capacity = header.capacity;
         Ok(Self::new(
             file,
@@ -241,6 +396,7 @@ impl SparseExtent {
             tables,
             capacity,
             GrainCoding::CompressedWithMarkers,
+            completeness,
             warnings,
         ))
     }
@@ -259,6 +415,7 @@ impl SparseExtent {
             tables,
             header.capacity,
             GrainCoding::Plain,
+            Completeness::Whole,
             Vec::new(),
         ))
     }
@@ -285,6 +442,7 @@ impl SparseExtent {
             tables,
             header.capacity,
             GrainCoding::Plain,
+            Completeness::Whole,
             Vec::new(),
         ))
     }
@@ -310,23 +468,30 @@ impl SparseExtent {
             .min(self.capacity.saturating_sub(grain * self.grain_bytes))
     }
 
-    fn check_grain(&self, grain: u64, entry: u64) -> Result<()> {
+    /// What grain `grain` holds, as read: an entry stored where a salvaged file was cut
+    /// short reads as zeros; any other stored grain must lie inside the file.
+    fn resolve(&self, grain: u64, entry: GrainEntry) -> Result<GrainEntry> {
+        let GrainEntry::At(at) = entry else {
+            return Ok(entry);
+        };
+        if let Completeness::Truncated { missing_from } = self.completeness
+            && at >= missing_from
+        {
+            return Ok(GrainEntry::Zeroed);
+        }
         let need = if self.coding.compressed() {
             1
         } else {
             self.grain_len(grain)
         };
-        if entry
-            .checked_add(need)
-            .is_none_or(|end| end > self.file.len())
-        {
+        if at.checked_add(need).is_none_or(|end| end > self.file.len()) {
             return Err(Error::corrupt(format!(
                 "grain table entry for grain {grain} points past the end of the file ({} bytes)",
                 self.file.len()
             ))
-            .at_offset(entry));
+            .at_offset(at));
         }
-        Ok(())
+        Ok(entry)
     }
 
     /// Describes the run at `offset` (inside the extent), at most `max_len` long.
@@ -342,40 +507,22 @@ impl SparseExtent {
         }
         let end = offset.saturating_add(max_len).min(self.capacity);
         let g = self.grain_bytes;
-        let per_gt = self.tables.geometry().gtes_per_gt;
         let mut pos = offset;
         let mut first: Option<(Allocation, Option<u64>)> = None;
         while pos < end {
             let grain = pos / g;
-            let gt = grain / per_gt;
-            let table = self.tables.table(&self.file, gt)?;
             let in_grain = pos - grain * g;
-            let (alloc, host, next) = match &table {
-                None => {
-                    // Skip every empty table up to the next one that may hold grains.
-                    let next = self.tables.next_present(gt + 1).max(gt + 1);
-                    (
-                        Allocation::Unallocated,
-                        None,
-                        next.saturating_mul(per_gt).saturating_mul(g).min(end),
-                    )
-                }
-                Some(t) => {
-                    let entry = t
-                        .get((grain % per_gt) as usize)
-                        .copied()
-                        .unwrap_or(UNALLOCATED);
-                    let next = ((grain + 1) * g).min(end);
-                    match entry {
-                        UNALLOCATED => (Allocation::Unallocated, None, next),
-                        ZEROED => (Allocation::Zero, None, next),
-                        _ => {
-                            self.check_grain(grain, entry)?;
-                            let host = (!self.coding.compressed()).then_some(entry + in_grain);
-                            (Allocation::Data, host, next)
-                        }
-                    }
-                }
+            // Grains up to `until` read as this one does (whole empty tables, empty stretches
+            // of a rebuilt map): one step for all of them.
+            let (entry, until) = self.tables.lookup_run(&self.file, grain)?;
+            let next = until.max(grain + 1).saturating_mul(g).min(end);
+            let (alloc, host) = match self.resolve(grain, entry)? {
+                GrainEntry::Unallocated => (Allocation::Unallocated, None),
+                GrainEntry::Zeroed => (Allocation::Zero, None),
+                GrainEntry::At(at) => (
+                    Allocation::Data,
+                    (!self.coding.compressed()).then_some(at + in_grain),
+                ),
             };
             match first {
                 None => first = Some((alloc, host)),
@@ -418,34 +565,28 @@ impl SparseExtent {
             let n = ((g - in_grain) as usize).min(buf.len() - done);
             let chunk = &mut buf[done..done + n];
             let entry = self.tables.lookup(&self.file, grain)?;
-            match entry {
-                UNALLOCATED | ZEROED => chunk.fill(0),
-                _ => {
-                    self.check_grain(grain, entry)?;
-                    if self.coding.compressed() && n as u64 == g {
+            match self.resolve(grain, entry)? {
+                GrainEntry::Unallocated | GrainEntry::Zeroed => chunk.fill(0),
+                GrainEntry::At(at) => match self.coding.head() {
+                    None => self.file.read_exact_at(chunk, at + in_grain)?,
+                    Some(head) if n as u64 == g => {
                         // A whole grain (the common case: sequential reads) inflates straight
                         // into the caller's buffer, which is exactly the one-grain bound.
-                        let (_, got) = grain::read_compressed(
-                            &self.file,
-                            entry,
-                            self.coding.markers(),
-                            chunk,
-                        )?;
+                        let (_, got) = grain::read_compressed(&self.file, at, head, chunk)?;
                         if (got as u64) < self.grain_len(grain) {
                             return Err(Error::corrupt(format!(
                                 "compressed grain {grain} inflates to {got} bytes, {} expected",
                                 self.grain_len(grain)
                             ))
-                            .at_offset(entry));
+                            .at_offset(at));
                         }
                         chunk[got..].fill(0);
-                    } else if self.coding.compressed() {
-                        let data = self.inflate(grain, entry)?;
-                        chunk.copy_from_slice(&data[in_grain as usize..in_grain as usize + n]);
-                    } else {
-                        self.file.read_exact_at(chunk, entry + in_grain)?;
                     }
-                }
+                    Some(head) => {
+                        let data = self.inflate(grain, at, head)?;
+                        chunk.copy_from_slice(&data[in_grain as usize..in_grain as usize + n]);
+                    }
+                },
             }
             done += n;
         }
@@ -453,7 +594,7 @@ impl SparseExtent {
     }
 
     /// The grain whose marker is at `entry`, inflated (a whole grain, zero-padded).
-    fn inflate(&self, grain: u64, entry: u64) -> Result<Arc<Vec<u8>>> {
+    fn inflate(&self, grain: u64, entry: u64, head: GrainHead) -> Result<Arc<Vec<u8>>> {
         let cached = self.last_grain.lock().ok().and_then(|c| {
             c.as_ref()
                 .filter(|(e, _)| *e == entry)
@@ -463,7 +604,7 @@ impl SparseExtent {
             return Ok(d);
         }
         let mut data = vec![0u8; self.grain_bytes as usize];
-        let (_, n) = grain::read_compressed(&self.file, entry, self.coding.markers(), &mut data)?;
+        let (_, n) = grain::read_compressed(&self.file, entry, head, &mut data)?;
         let need = self.grain_len(grain) as usize;
         if n < need {
             return Err(Error::corrupt(format!(
@@ -473,9 +614,105 @@ impl SparseExtent {
         }
         let data = Arc::new(data);
         if let Ok(mut c) = self.last_grain.lock() {
-            *c = Some((entry, Arc::clone(&data)));
+            if c.take().is_some() {
+                INFLATED_BUDGET.give_back(self.grain_bytes as usize);
+            }
+            if INFLATED_BUDGET.take(self.grain_bytes as usize) {
+                *c = Some((entry, Arc::clone(&data)));
+            }
         }
         Ok(data)
+    }
+}
+
+impl Drop for SparseExtent {
+    fn drop(&mut self) {
+        let kept = self.last_grain.get_mut().is_ok_and(|c| c.is_some());
+        if kept {
+            INFLATED_BUDGET.give_back(self.grain_bytes as usize);
+        }
+    }
+}
+
+/// Looks for the end of a compressed extent whose tables come first (as qemu-img lays out
+/// stream-optimized files): a file cut short still has its tables, which name grains that
+/// lie past its end, or a last grain that runs past it. Reads every table once (a few MiB
+/// for a disk of terabytes), holding one at a time.
+fn find_cut(file: &dyn Storage, tables: &GrainTables, head: GrainHead) -> Result<Option<Cut>> {
+    let len = file.len();
+    let geometry = *tables.geometry();
+    // The grain stored last inside the file, and how many grains lie wholly past its end.
+    let mut last: Option<(u64, u64)> = None;
+    let mut past = 0u64;
+    let mut gt = tables.next_present(file, 0)?;
+    while gt < geometry.tables() {
+        if let Some(t) = tables.table(file, gt)? {
+            for (k, entry) in t.iter().enumerate() {
+                let GrainEntry::At(at) = *entry else {
+                    continue;
+                };
+                if at >= len {
+                    past += 1;
+                } else if last.is_none_or(|(_, a)| at > a) {
+                    last = Some((gt * geometry.gtes_per_gt + k as u64, at));
+                }
+            }
+        }
+        gt = tables.next_present(file, gt + 1)?;
+    }
+    let max_size = grain::max_compressed_size(geometry.grain_bytes);
+    // A size that is no grain's is damage, not truncation: reading the grain says so.
+    let straddling = match last {
+        Some((g, at)) => match grain::read_head(file, at, head)? {
+            None => Some((g, at)),
+            Some(h) if h.size > 0 && h.size <= max_size && h.end(at) > len => Some((g, at)),
+            Some(_) => None,
+        },
+        None => None,
+    };
+    let more = if past > 0 {
+        format!(
+            ", and {} its grain tables name {} past that end",
+            count(past, "grain"),
+            if past == 1 { "lies" } else { "lie" }
+        )
+    } else {
+        String::new()
+    };
+    Ok(match straddling {
+        Some((g, at)) => Some(Cut {
+            missing_from: at,
+            ends: format!("inside compressed grain {g} (stored at byte {at}){more}"),
+            zeros: not_there(past + 1),
+        }),
+        None if past > 0 => Some(Cut {
+            missing_from: len,
+            ends: format!(
+                "but {} its grain tables name {} past that end",
+                count(past, "grain"),
+                if past == 1 { "lies" } else { "lie" }
+            ),
+            zeros: not_there(past),
+        }),
+        None => None,
+    })
+}
+
+/// "1 grain", "2 grains".
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// What reads as zeros when `n` grains are (partly) missing.
+fn not_there(n: u64) -> String {
+    if n == 1 {
+        "the grain not wholly in the file reads as zeros".to_string()
+    } else {
+        format!("the {n} grains not wholly in the file read as zeros")
     }
 }
 
@@ -497,9 +734,8 @@ fn read_footer(file: &dyn Storage, header: &SparseHeader) -> Result<SparseHeader
     }
     let mut b = [0u8; 512];
     file.read_exact_at(&mut b, at)?;
-    let footer = SparseHeader::parse(&b)
-        .map_err(|e| Error::corrupt(format!("footer: {}", e.message())).at_offset(at))?;
-    if footer.gd_offset == GD_AT_END || footer.gd_offset == 0 {
+    let footer = SparseHeader::parse_at(&b, at).map_err(|e| e.context("footer"))?;
+    if !matches!(footer.directory_at(), DirectoryAt::Sector(_)) {
         return Err(Error::corrupt("footer has no grain directory offset").at_offset(at + 56));
     }
     if footer.capacity != header.capacity || footer.grain_sectors != header.grain_sectors {
@@ -658,6 +894,152 @@ impl Extent {
             ExtentData::Flat { file, .. } => Some(file),
             ExtentData::Sparse(s) => Some(&s.file),
             ExtentData::Zero => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::vmdk::sparse_header::{
+        FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_CHECK, GD_AT_END,
+    };
+    use crate::storage::Memory;
+
+    const GRAIN: usize = 4096;
+
+    fn header(gd_offset: u64, overhead: u64) -> SparseHeader {
+        SparseHeader {
+            version: 3,
+            flags: FLAG_NEWLINE_CHECK | FLAG_COMPRESSED | FLAG_MARKERS,
+            capacity: 32,
+            grain_sectors: 8,
+            descriptor_offset: 0,
+            descriptor_size: 0,
+            gtes_per_gt: 512,
+            rgd_offset: 0,
+            gd_offset,
+            overhead,
+            dirty: false,
+            compressed: true,
+            markers: true,
+        }
+    }
+
+    fn grain_data(fill: u8) -> Vec<u8> {
+        (0..GRAIN).map(|i| fill ^ (i % 7) as u8).collect()
+    }
+
+    /// Grains 0 and 2 as markers + zlib from byte `at`: (bytes, offset of each grain).
+    fn grains(at: usize) -> (Vec<u8>, [usize; 2]) {
+        let mut out = Vec::new();
+        let mut offsets = [0; 2];
+        for (i, g) in [0u64, 2].into_iter().enumerate() {
+            offsets[i] = at + out.len();
+            let mut enc = Vec::new();
+            grain::deflate_grain(g * GRAIN as u64, &grain_data(g as u8 + 1), GRAIN, &mut enc)
+                .unwrap();
+            out.extend_from_slice(&enc);
+        }
+        (out, offsets)
+    }
+
+    /// A stream whose footer is lost: header (directory at the end), grains, then `tail`.
+    fn scanned(tail: &[u8]) -> (Vec<u8>, [usize; 2]) {
+        let mut b = header(GD_AT_END, 1).to_bytes().to_vec();
+        let (g, offsets) = grains(512);
+        b.extend_from_slice(&g);
+        b.extend_from_slice(tail);
+        (b, offsets)
+    }
+
+    /// qemu-img's layout: directory and table first, then the grains.
+    fn tables_first() -> (Vec<u8>, [usize; 2]) {
+        let mut b = header(1, 6).to_bytes().to_vec();
+        b.resize(6 * 512, 0);
+        b[512..516].copy_from_slice(&2u32.to_le_bytes());
+        let (g, offsets) = grains(6 * 512);
+        for (slot, at) in [0usize, 2].into_iter().zip(offsets) {
+            let e = 1024 + slot * 4;
+            b[e..e + 4].copy_from_slice(&((at / 512) as u32).to_le_bytes());
+        }
+        b.extend_from_slice(&g);
+        (b, offsets)
+    }
+
+    fn open(bytes: Vec<u8>, salvage: Salvage) -> Result<SparseExtent> {
+        SparseExtent::open(Arc::new(Memory::new("cut.vmdk", bytes)), salvage)
+    }
+
+    fn read_all(e: &SparseExtent) -> Vec<u8> {
+        let mut buf = vec![0u8; 4 * GRAIN];
+        e.read(0, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_lost_footer_with_the_end_of_stream_marker_is_rebuilt_by_scanning() {
+        let (b, _) = scanned(&Marker::metadata(0, MARKER_EOS));
+        let e = open(b, Salvage::Refuse).unwrap();
+        assert_eq!(e.completeness, Completeness::Whole);
+        assert!(
+            e.warnings[0].contains("rebuilt by scanning"),
+            "{:?}",
+            e.warnings
+        );
+        let got = read_all(&e);
+        assert_eq!(got[..GRAIN], grain_data(1)[..]);
+        assert_eq!(got[2 * GRAIN..3 * GRAIN], grain_data(3)[..]);
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_grain_is_an_error_unless_salvaging() {
+        let (full, offsets) = scanned(&[]);
+        let cut = full[..offsets[1] + 100].to_vec();
+        let err = open(cut.clone(), Salvage::Refuse)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("truncated") && err.contains("--salvage"),
+            "{err}"
+        );
+        let e = open(cut, Salvage::ReadWhatIsThere).unwrap();
+        assert_eq!(e.warnings.len(), 1, "{:?}", e.warnings);
+        assert!(e.warnings[0].contains("truncated"), "{:?}", e.warnings);
+        let got = read_all(&e);
+        assert_eq!(got[..GRAIN], grain_data(1)[..]);
+        assert!(got[GRAIN..].iter().all(|&b| b == 0));
+        // Whole grains, and nothing past the cut, in the map.
+        let run = e.map(2 * GRAIN as u64, 2 * GRAIN as u64).unwrap();
+        assert_eq!(run.allocation, Allocation::Unallocated);
+
+        // Cut right after a whole grain: no end-of-stream marker, so still truncated.
+        let err = open(full, Salvage::Refuse).err().unwrap().to_string();
+        assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn tables_naming_grains_past_the_end_are_a_truncation() {
+        let (full, offsets) = tables_first();
+        let e = open(full.clone(), Salvage::Refuse).unwrap();
+        assert_eq!(e.completeness, Completeness::Whole);
+        assert!(e.warnings.is_empty());
+        // Cut inside the last grain, then before it.
+        for len in [offsets[1] + 20, offsets[1]] {
+            let cut = full[..len].to_vec();
+            let err = open(cut.clone(), Salvage::Refuse)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("truncated"), "{err}");
+            let e = open(cut, Salvage::ReadWhatIsThere).unwrap();
+            assert!(e.warnings[0].contains("reads as zeros"), "{:?}", e.warnings);
+            let got = read_all(&e);
+            assert_eq!(got[..GRAIN], grain_data(1)[..]);
+            assert!(got[GRAIN..].iter().all(|&b| b == 0));
+            let run = e.map(2 * GRAIN as u64, GRAIN as u64).unwrap();
+            assert_eq!(run.allocation, Allocation::Zero);
         }
     }
 }

@@ -91,37 +91,106 @@ pub fn inflate(data: &[u8], out: &mut [u8]) -> Result<usize> {
     })
 }
 
-/// Reads the compressed grain whose marker is at byte `offset` of `file` and inflates it into
-/// `out` (exactly one grain long). Returns the LBA its marker names (when the extent has
-/// markers) and the number of bytes inflated.
+/// How a compressed grain is introduced in its extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrainHead {
+    /// A marker: the grain's LBA and the stream's size (stream-optimized extents).
+    Marker,
+    /// The stream's size alone.
+    Size,
+}
+
+impl GrainHead {
+    /// Bytes of the head.
+    pub fn bytes(self) -> u64 {
+        match self {
+            GrainHead::Marker => 12,
+            GrainHead::Size => 4,
+        }
+    }
+}
+
+/// What precedes a compressed grain's zlib stream: its marker (LBA and size) in an extent
+/// with markers, its size alone otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressedHead {
+    /// The LBA the marker names (extents with markers).
+    pub lba: Option<u64>,
+    /// Bytes of the zlib stream.
+    pub size: u64,
+    /// Bytes of the head itself.
+    pub head_len: u64,
+}
+
+impl CompressedHead {
+    /// The byte after the grain's zlib stream, for a grain whose head is at `offset`.
+    pub fn end(&self, offset: u64) -> u64 {
+        offset
+            .saturating_add(self.head_len)
+            .saturating_add(self.size)
+    }
+}
+
+/// Reads the head of the compressed grain at byte `offset` of `file`; `None` when the file
+/// ends inside it.
+pub fn read_head(
+    file: &dyn Storage,
+    offset: u64,
+    kind: GrainHead,
+) -> Result<Option<CompressedHead>> {
+    let head_len = kind.bytes();
+    if offset
+        .checked_add(head_len)
+        .is_none_or(|end| end > file.len())
+    {
+        return Ok(None);
+    }
+    let mut head = [0u8; 16];
+    file.read_exact_at(&mut head[..head_len as usize], offset)?;
+    Ok(Some(match kind {
+        GrainHead::Marker => {
+            let m = Marker::parse(&head);
+            CompressedHead {
+                lba: Some(m.value),
+                size: u64::from(m.size),
+                head_len,
+            }
+        }
+        GrainHead::Size => CompressedHead {
+            lba: None,
+            size: u64::from(u32::from_le_bytes(head[..4].try_into().expect("4 bytes"))),
+            head_len,
+        },
+    }))
+}
+
+/// Reads the compressed grain whose head (of `kind`) is at byte `offset` of `file` and
+/// inflates it into `out` (exactly one grain long). Returns the LBA its marker names (when
+/// it has one) and the number of bytes inflated.
 pub fn read_compressed(
     file: &dyn Storage,
     offset: u64,
-    markers: bool,
+    kind: GrainHead,
     out: &mut [u8],
 ) -> Result<(Option<u64>, usize)> {
-    let head_len = if markers { 12 } else { 4 };
-    let mut head = [0u8; 12];
-    file.read_exact_at(&mut head[..head_len], offset)?;
-    let (lba, size) = if markers {
-        let m = Marker::parse(&[&head[..], &[0u8; 4]].concat());
-        (Some(m.value), u64::from(m.size))
-    } else {
-        (
-            None,
-            u64::from(u32::from_le_bytes(head[..4].try_into().expect("4 bytes"))),
-        )
-    };
+    let head = read_head(file, offset, kind)?.ok_or_else(|| {
+        Error::corrupt(format!(
+            "compressed grain's header runs past the end of the file ({} bytes)",
+            file.len()
+        ))
+        .at_offset(offset)
+    })?;
     let grain_bytes = out.len() as u64;
+    let size = head.size;
     if size == 0 || size > max_compressed_size(grain_bytes) {
         return Err(Error::corrupt(format!(
             "compressed grain size {size} is invalid for a grain of {grain_bytes} bytes"
         ))
         .at_offset(offset));
     }
-    let data = file.read_vec(offset + head_len as u64, size, "compressed grain")?;
+    let data = file.read_vec(offset + head.head_len, size, "compressed grain")?;
     let n = inflate(&data, out).map_err(|e| e.at_offset(offset))?;
-    Ok((lba, n))
+    Ok((head.lba, n))
 }
 
 /// Compresses one grain at virtual byte `offset` into `out`: marker, zlib stream, zero padding

@@ -9,9 +9,10 @@ use crate::error::{Error, Result};
 use crate::format::{Format, OpenContext, Provenance};
 use crate::gate::{Lookup, Role};
 use crate::image::{BackingLink, Layer, LayerDetails, Mapping};
-use crate::storage::{Storage, StorageExt};
+use crate::storage::{FileId, Storage, StorageExt};
 use serde_json::{Value, json};
 use std::any::Any;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,9 +56,9 @@ pub fn parent_names(hint: &str) -> Vec<String> {
     out
 }
 
-/// An extent file a descriptor names: its name as written, the open file, and its grain
-/// tables once a sparse extent line has loaded them.
-type OpenedExtentFile = (String, Arc<dyn Storage>, Option<Arc<SparseExtent>>);
+/// An extent file a descriptor names: the open file, and its grain tables once a sparse
+/// extent line has loaded them.
+type OpenedExtentFile = (Arc<dyn Storage>, Option<Arc<SparseExtent>>);
 
 /// Parses a descriptor; when another image named the file, the error keeps its kind and line
 /// but quotes nothing of the file (the user may not be allowed to read it).
@@ -85,7 +86,7 @@ impl VmdkLayer {
             } else {
                 ExtentKind::SeSparse
             };
-            let extent = SparseExtent::open(file)?;
+            let extent = SparseExtent::open(file, ctx.salvage)?;
             Ok(Self::single(path, Layout::BareExtent, None, extent, kind))
         } else {
             Self::open_descriptor(file, ctx)
@@ -127,7 +128,7 @@ impl VmdkLayer {
         } else {
             Layout::BareExtent
         };
-        let extent = SparseExtent::open_hosted(file, header)?;
+        let extent = SparseExtent::open_hosted(file, header, ctx.salvage)?;
         Ok(Self::single(
             path,
             layout,
@@ -185,8 +186,11 @@ impl VmdkLayer {
         descriptor.total_bytes()?;
         let mut files = vec![path.clone()];
         // One open file (and one set of grain tables) per extent file, however many extent
-        // lines name it.
+        // lines name it and however they spell it ("a.vmdk", "./a.vmdk", a link): found by
+        // name, then by the file's identity.
         let mut opened: Vec<OpenedExtentFile> = Vec::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        let mut by_identity: HashMap<FileId, usize> = HashMap::new();
         let mut extents = Vec::with_capacity(descriptor.extents.len());
         let mut warnings = Vec::new();
         let mut start = 0u64;
@@ -196,7 +200,7 @@ impl VmdkLayer {
                 None => (ExtentData::Zero, None),
                 Some(name) => {
                     let unix_name = name.replace('\\', "/");
-                    let known = opened.iter().position(|(n, _, _)| *n == unix_name);
+                    let known = by_name.get(&unix_name).copied();
                     let slot = match known {
                         Some(i) => i,
                         None => {
@@ -213,13 +217,24 @@ impl VmdkLayer {
                                     return Err(e.context(format!("descriptor line {}", line.line)));
                                 }
                             };
-                            files.push(host.name().to_path_buf());
-                            opened.push((unix_name, host, None));
-                            opened.len() - 1
+                            let identity = host.identity();
+                            let slot = match identity.and_then(|id| by_identity.get(&id)) {
+                                Some(&i) => i,
+                                None => {
+                                    files.push(host.name().to_path_buf());
+                                    opened.push((host, None));
+                                    if let Some(id) = identity {
+                                        by_identity.insert(id, opened.len() - 1);
+                                    }
+                                    opened.len() - 1
+                                }
+                            };
+                            by_name.insert(unix_name, slot);
+                            slot
                         }
                     };
                     let index = slot + 1;
-                    let host = Arc::clone(&opened[slot].1);
+                    let host = Arc::clone(&opened[slot].0);
                     let data = if line.kind.is_flat() {
                         let offset = line.offset * 512;
                         if offset.saturating_add(len) > host.len() {
@@ -234,19 +249,20 @@ impl VmdkLayer {
                             start: offset,
                         }
                     } else {
-                        let sparse = match &opened[slot].2 {
+                        let sparse = match &opened[slot].1 {
                             Some(s) => Arc::clone(s),
                             None => {
                                 let extent_path = host.name().to_path_buf();
-                                let sparse = SparseExtent::open(host).map_err(|e| {
-                                    e.context(format!("extent '{name}'"))
-                                        .with_path(&extent_path)
-                                })?;
+                                let sparse =
+                                    SparseExtent::open(host, ctx.salvage).map_err(|e| {
+                                        e.context(format!("extent '{name}'"))
+                                            .with_path(&extent_path)
+                                    })?;
                                 for w in &sparse.warnings {
                                     warnings.push(format!("extent '{name}': {w}"));
                                 }
                                 let sparse = Arc::new(sparse);
-                                opened[slot].2 = Some(Arc::clone(&sparse));
+                                opened[slot].1 = Some(Arc::clone(&sparse));
                                 sparse
                             }
                         };

@@ -35,6 +35,17 @@ pub const MAX_GTES_PER_GT: u32 = 4096;
 /// table entries than a 32-bit sector offset can address anyway.
 pub const MAX_CAPACITY_SECTORS: u64 = 1 << 44;
 
+/// Where a hosted extent's grain directory is, as its header's `gdOffset` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryAt {
+    /// At this sector.
+    Sector(u64),
+    /// Named by the footer (a stream-optimized file written front to back: [`GD_AT_END`]).
+    Footer,
+    /// Nowhere (`gdOffset` is 0).
+    Missing,
+}
+
 /// The on-disk header, little-endian, 512 bytes.
 #[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -113,17 +124,23 @@ pub struct SparseHeader {
 impl SparseHeader {
     /// Parses and validates the first 512 bytes of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<SparseHeader> {
+        Self::parse_at(bytes, 0)
+    }
+
+    /// Parses and validates a header copy read from byte `at` of its file (a stream's
+    /// footer): errors name the offset of the field in the file.
+    pub fn parse_at(bytes: &[u8], at: u64) -> Result<SparseHeader> {
         let (raw, _) = RawSparseHeader::read_from_prefix(bytes)
             .map_err(|_| Error::corrupt("sparse extent header is shorter than 512 bytes"))?;
         if &raw.magic != MAGIC {
-            return Err(Error::corrupt("sparse extent header has no KDMV magic").at_offset(0));
+            return Err(Error::corrupt("sparse extent header has no KDMV magic").at_offset(at));
         }
         let version = raw.version.get();
         if !(1..=3).contains(&version) {
             return Err(Error::unsupported(format!(
                 "sparse extent version {version} is not supported (1 to 3 are)"
             ))
-            .at_offset(4));
+            .at_offset(at + 4));
         }
         let flags = raw.flags.get();
         let unknown = flags & 0xffff_0000 & !KNOWN_INCOMPATIBLE;
@@ -131,7 +148,7 @@ impl SparseHeader {
             return Err(Error::unsupported(format!(
                 "sparse extent uses unknown incompatible flags {unknown:#x}"
             ))
-            .at_offset(8));
+            .at_offset(at + 8));
         }
         if flags & FLAG_NEWLINE_CHECK != 0
             && (
@@ -144,7 +161,7 @@ impl SparseHeader {
             return Err(Error::corrupt(
                 "sparse extent header's line-end check bytes are damaged (was the file copied in text mode?)",
             )
-            .at_offset(73));
+            .at_offset(at + 73));
         }
         let grain_sectors = raw.grain_size.get();
         if grain_sectors == 0
@@ -154,28 +171,28 @@ impl SparseHeader {
             return Err(Error::corrupt(format!(
                 "grain size of {grain_sectors} sectors is invalid (a power of two up to {MAX_GRAIN_SECTORS})"
             ))
-            .at_offset(20));
+            .at_offset(at + 20));
         }
         let gtes_per_gt = raw.num_gtes_per_gt.get();
         if gtes_per_gt == 0 || gtes_per_gt > MAX_GTES_PER_GT {
             return Err(Error::corrupt(format!(
                 "{gtes_per_gt} entries per grain table is invalid (1 to {MAX_GTES_PER_GT}; VMware uses 512)"
             ))
-            .at_offset(44));
+            .at_offset(at + 44));
         }
         let capacity = raw.capacity.get();
         if capacity > MAX_CAPACITY_SECTORS {
             return Err(Error::corrupt(format!(
                 "capacity of {capacity} sectors is larger than any VMDK can be"
             ))
-            .at_offset(12));
+            .at_offset(at + 12));
         }
         let compress = raw.compress_algorithm.get();
         if compress > COMPRESSION_DEFLATE {
             return Err(Error::unsupported(format!(
                 "compression algorithm {compress} is not supported (only deflate is)"
             ))
-            .at_offset(77));
+            .at_offset(at + 77));
         }
         Ok(SparseHeader {
             version,
@@ -193,6 +210,15 @@ impl SparseHeader {
             compressed: compress == COMPRESSION_DEFLATE,
             markers: flags & FLAG_MARKERS != 0,
         })
+    }
+
+    /// Where the grain directory is.
+    pub fn directory_at(&self) -> DirectoryAt {
+        match self.gd_offset {
+            0 => DirectoryAt::Missing,
+            GD_AT_END => DirectoryAt::Footer,
+            sector => DirectoryAt::Sector(sector),
+        }
     }
 
     /// True when grain table entry 1 means a zeroed grain.

@@ -40,7 +40,7 @@ impl StreamOptimizedSource {
             done: false,
         };
         let mut head = [0u8; 512];
-        if !s.read_full(&mut head)? || !head.starts_with(MAGIC) {
+        if s.fill(&mut head)? < head.len() || !head.starts_with(MAGIC) {
             return Err(Error::invalid(
                 "the input is not a sparse VMDK: only streamOptimized VMDKs can be read from a pipe",
             ));
@@ -56,7 +56,9 @@ impl StreamOptimizedSource {
             grain_bytes: header.grain_bytes() as usize,
         });
         let first = header.first_data_sector();
-        s.skip(first.saturating_mul(512) - 512)?;
+        if !s.skip(first.saturating_mul(512) - 512)? {
+            return Err(s.truncated("the metadata in front of the first grain"));
+        }
         Ok(s)
     }
 
@@ -65,20 +67,13 @@ impl StreamOptimizedSource {
         &self.header
     }
 
-    /// Fills `buf`; false at a clean end of stream before the first byte.
-    fn read_full(&mut self, buf: &mut [u8]) -> Result<bool> {
+    /// Reads until `buf` is full or the stream ends; returns the bytes read. Only a failed
+    /// read is an error: what a short count means is the caller's to say.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize> {
         let mut filled = 0;
         while filled < buf.len() {
             match self.reader.read(&mut buf[filled..]) {
-                Ok(0) if filled == 0 => return Ok(false),
-                Ok(0) => {
-                    return Err(Error::corrupt(format!(
-                        "the stream ends in the middle of a sector ({} of {} bytes)",
-                        filled,
-                        buf.len()
-                    ))
-                    .at_offset(self.pos));
-                }
+                Ok(0) => break,
                 Ok(n) => {
                     filled += n;
                     self.pos += n as u64;
@@ -89,21 +84,29 @@ impl StreamOptimizedSource {
                 }
             }
         }
-        Ok(true)
+        Ok(filled)
     }
 
-    fn skip(&mut self, mut n: u64) -> Result<()> {
+    /// The error for a stream that ends before what it announced: `inside` says where.
+    fn truncated(&self, inside: &str) -> Error {
+        Error::corrupt(format!(
+            "the stream is truncated: it ends at byte {} inside {inside}",
+            self.pos
+        ))
+        .at_offset(self.pos)
+    }
+
+    /// Skips `n` bytes; false when the stream ends first.
+    fn skip(&mut self, mut n: u64) -> Result<bool> {
         let mut buf = [0u8; 8192];
         while n > 0 {
             let k = n.min(buf.len() as u64) as usize;
-            if !self.read_full(&mut buf[..k])? {
-                return Err(
-                    Error::corrupt("the stream ends inside its metadata").at_offset(self.pos)
-                );
+            if self.fill(&mut buf[..k])? < k {
+                return Ok(false);
             }
             n -= k as u64;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -139,11 +142,15 @@ impl StreamSource for StreamOptimizedSource {
         while !self.done {
             let at = self.pos;
             let mut sector = [0u8; 512];
-            if !self.read_full(&mut sector)? {
+            match self.fill(&mut sector)? {
                 // qemu-img's stream files have no end-of-stream marker: the end of the data is
                 // the end of the disk.
-                self.done = true;
-                break;
+                0 => {
+                    self.done = true;
+                    break;
+                }
+                512 => {}
+                _ => return Err(self.truncated(&format!("the marker at byte {at}"))),
             }
             let marker = Marker::parse(&sector);
             if marker.size == 0 {
@@ -155,7 +162,9 @@ impl StreamSource for StreamOptimizedSource {
                 let bytes = marker.value.checked_mul(512).ok_or_else(|| {
                     Error::corrupt("metadata marker's length is out of range").at_offset(at)
                 })?;
-                self.skip(bytes)?;
+                if !self.skip(bytes)? {
+                    return Err(self.truncated(&format!("the metadata announced at byte {at}")));
+                }
                 continue;
             }
             let size = u64::from(marker.size);
@@ -183,15 +192,16 @@ impl StreamSource for StreamOptimizedSource {
                 ))
                 .at_offset(at));
             }
+            // The grain's bytes go straight into the payload (its size is bounded above by
+            // one grain's worth), then the sector padding is skipped.
             let total = (12 + size).div_ceil(512) * 512;
-            let mut rest = vec![0u8; (total - 512) as usize];
-            if !rest.is_empty() && !self.read_full(&mut rest)? {
-                return Err(Error::corrupt("the stream ends inside a grain").at_offset(self.pos));
-            }
-            let mut bytes = Vec::with_capacity(size as usize);
             let first = (size as usize).min(500);
-            bytes.extend_from_slice(&sector[12..12 + first]);
-            bytes.extend_from_slice(&rest[..size as usize - first]);
+            let mut bytes = vec![0u8; size as usize];
+            bytes[..first].copy_from_slice(&sector[12..12 + first]);
+            let padding = total - 512 - (size - first as u64);
+            if self.fill(&mut bytes[first..])? < size as usize - first || !self.skip(padding)? {
+                return Err(self.truncated(&format!("the grain whose marker is at byte {at}")));
+            }
             let len = grain_bytes.min(capacity - offset);
             self.last_end = offset + len;
             return Ok(Some(StreamRun {
@@ -204,5 +214,67 @@ impl StreamSource for StreamOptimizedSource {
             }));
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::vmdk::grain::deflate_grain;
+    use crate::formats::vmdk::sparse_header::{
+        FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_CHECK, GD_AT_END,
+    };
+
+    fn stream(grains: &[u8]) -> Vec<u8> {
+        let header = SparseHeader {
+            version: 3,
+            flags: FLAG_NEWLINE_CHECK | FLAG_COMPRESSED | FLAG_MARKERS,
+            capacity: 64,
+            grain_sectors: 8,
+            overhead: 1,
+            gd_offset: GD_AT_END,
+            ..PLACEHOLDER
+        };
+        let mut b = header.to_bytes().to_vec();
+        for &g in grains {
+            // Noise, so that the grain takes several sectors.
+            let mut x = u32::from(g) + 1;
+            let data: Vec<u8> = (0..4096)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            let mut enc = Vec::new();
+            deflate_grain(u64::from(g) * 4096, &data, 4096, &mut enc).unwrap();
+            b.extend_from_slice(&enc);
+        }
+        b
+    }
+
+    fn runs(bytes: Vec<u8>) -> Result<usize> {
+        let mut s = StreamOptimizedSource::new(Box::new(std::io::Cursor::new(bytes)))?;
+        let mut n = 0;
+        while s.next_run()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    #[test]
+    fn a_stream_cut_short_is_truncated_and_a_whole_one_is_not() {
+        let whole = stream(&[0, 3]);
+        assert_eq!(runs(whole.clone()).unwrap(), 2);
+        // Inside the second grain's data, inside its marker sector, inside the header.
+        let second = stream(&[0]).len();
+        for cut in [second + 600, second + 100, 300] {
+            let err = runs(whole[..cut].to_vec()).unwrap_err().to_string();
+            let want = if cut == 300 {
+                "not a sparse VMDK"
+            } else {
+                "truncated"
+            };
+            assert!(err.contains(want), "cut at {cut}: {err}");
+        }
     }
 }

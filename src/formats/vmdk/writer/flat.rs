@@ -3,7 +3,7 @@
 //! write data into them at its place.
 
 use super::descriptor_out::DiskSettings;
-use super::{SPLIT_EXTENT_BYTES, Subformat, stem};
+use super::{SPLIT_EXTENT_BYTES, Subformat, split_extents, stem};
 use crate::error::{Error, Result};
 use crate::formats::vmdk::descriptor::ExtentKind;
 use crate::sink::{Output, SharedSink, Sink};
@@ -82,7 +82,7 @@ impl<'a> FlatWriter<'a> {
         let stem = stem(&path);
         let (names, sizes): (Vec<String>, Vec<u64>) = match subformat {
             Subformat::TwoGbMaxExtentFlat => {
-                let count = total.div_ceil(SPLIT_EXTENT_BYTES).max(1);
+                let count = split_extents(subformat, total)?;
                 (1..=count)
                     .map(|i| {
                         let start = (i - 1) * SPLIT_EXTENT_BYTES;

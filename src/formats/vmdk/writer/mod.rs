@@ -15,6 +15,8 @@ mod sparse;
 mod stream;
 
 use crate::error::{Error, Result};
+use crate::formats::vmdk::descriptor::MAX_EXTENTS;
+use crate::formats::vmdk::sparse_header::MAX_CAPACITY_SECTORS;
 use crate::sink::Output;
 use crate::writer::{CreateSpec, ImageWriter};
 use std::path::Path;
@@ -82,6 +84,41 @@ impl Subformat {
     }
 }
 
+/// Refuses a disk of `bytes` that no VMDK we write can hold, before anything is sized by
+/// it: a capacity above what a sparse extent header may hold (and what readers accept), or
+/// a split disk needing more extent files than a descriptor may list.
+fn check_size(subformat: Subformat, bytes: u64) -> Result<()> {
+    let max = MAX_CAPACITY_SECTORS * 512;
+    if bytes > max {
+        return Err(Error::invalid(format!(
+            "a VMDK of {bytes} bytes is larger than the maximum of {max} bytes (8 PiB, 2^44 sectors: the largest capacity a VMDK extent header holds)"
+        )));
+    }
+    split_extents(subformat, bytes).map(|_| ())
+}
+
+/// The number of extent files of a disk of `bytes`: one per [`SPLIT_EXTENT_BYTES`] for the
+/// twoGbMaxExtent subformats (at least one), at most [`MAX_EXTENTS`], which is all a
+/// descriptor may list.
+fn split_extents(subformat: Subformat, bytes: u64) -> Result<u64> {
+    if !matches!(
+        subformat,
+        Subformat::TwoGbMaxExtentSparse | Subformat::TwoGbMaxExtentFlat
+    ) {
+        return Ok(1);
+    }
+    let count = bytes.div_ceil(SPLIT_EXTENT_BYTES).max(1);
+    let limit = MAX_EXTENTS as u64;
+    if count > limit {
+        return Err(Error::invalid(format!(
+            "a {} VMDK of {bytes} bytes would need {count} extent files of {SPLIT_EXTENT_BYTES} bytes, more than the limit of {limit} a descriptor may list (at most {} bytes)",
+            subformat.create_type(),
+            limit * SPLIT_EXTENT_BYTES
+        )));
+    }
+    Ok(count)
+}
+
 /// The main file's name without its `.vmdk` suffix, for naming extents beside it.
 fn stem(path: &Path) -> String {
     let name = path
@@ -119,6 +156,7 @@ pub fn create_writer<'a>(
             subformat.create_type()
         )));
     }
+    check_size(subformat, spec.size)?;
     let settings = DiskSettings::from_spec(spec, subformat)?;
     match subformat {
         Subformat::StreamOptimized => Ok(Box::new(stream::StreamWriter::create(
@@ -134,5 +172,34 @@ pub fn create_writer<'a>(
         _ => Ok(Box::new(flat::FlatWriter::create(
             output, spec, settings, subformat,
         )?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impossible_sizes_are_refused_naming_the_limit() {
+        let huge = 8_000_000u64 << 40;
+        for sub in [
+            Subformat::MonolithicSparse,
+            Subformat::MonolithicFlat,
+            Subformat::StreamOptimized,
+            Subformat::Vmfs,
+        ] {
+            let err = check_size(sub, huge).unwrap_err().to_string();
+            assert!(err.contains("maximum"), "{err}");
+        }
+        for sub in [
+            Subformat::TwoGbMaxExtentSparse,
+            Subformat::TwoGbMaxExtentFlat,
+        ] {
+            let err = check_size(sub, 200 << 40).unwrap_err().to_string();
+            assert!(err.contains("limit of 65536"), "{err}");
+            assert_eq!(split_extents(sub, 1 << 40).unwrap(), 513);
+            assert_eq!(split_extents(sub, 0).unwrap(), 1);
+        }
+        assert!(check_size(Subformat::MonolithicSparse, MAX_CAPACITY_SECTORS * 512).is_ok());
     }
 }

@@ -9,7 +9,8 @@
 use super::descriptor_out::DiskSettings;
 use super::grains::{GrainCutter, GrainSink};
 use super::{
-    EMBEDDED_DESCRIPTOR_SECTORS, GRAIN_BYTES, GTES_PER_GT, SPLIT_EXTENT_BYTES, Subformat, stem,
+    EMBEDDED_DESCRIPTOR_SECTORS, GRAIN_BYTES, GTES_PER_GT, SPLIT_EXTENT_BYTES, Subformat,
+    split_extents, stem,
 };
 use crate::error::{Error, Result};
 use crate::formats::vmdk::descriptor::ExtentKind;
@@ -188,14 +189,25 @@ fn max_sparse_capacity() -> u64 {
     (MAX_EXTENT_FILE_SECTORS / per_table_sectors) * u64::from(GTES_PER_GT) * GRAIN_BYTES
 }
 
+/// How a sparse writer records grains that read as zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Zeros {
+    /// Left unallocated: without a parent, an unallocated grain reads as zeros.
+    Unallocated,
+    /// Zeroed-grain entries (version 2 extents): zeros that hide the parent, for free.
+    ZeroedEntries,
+    /// Stored as data: zeros that must hide the parent, in an extent without zeroed-grain
+    /// entries.
+    Stored,
+}
+
 /// Writes monolithicSparse and twoGbMaxExtentSparse disks.
 pub struct SparseWriter<'a> {
     extents: Vec<ExtentFile<'a>>,
     /// Grains per extent (all but the last extent are full).
     grains_per_extent: u64,
     cutter: Option<GrainCutter>,
-    zeroed_grain: bool,
-    has_backing: bool,
+    zeros: Zeros,
     /// The virtual size, rounded up to a sector.
     size: u64,
     descriptor_file: Option<(Box<dyn Sink + 'a>, String)>,
@@ -212,19 +224,15 @@ impl<'a> SparseWriter<'a> {
         let path = output.path().to_path_buf();
         let total = settings.sectors;
         let split_sectors = SPLIT_EXTENT_BYTES / 512;
-        let mut sizes = Vec::new();
-        if subformat == Subformat::TwoGbMaxExtentSparse {
-            let mut left = total;
-            while left > 0 {
-                sizes.push(left.min(split_sectors));
-                left -= left.min(split_sectors);
-            }
-            if sizes.is_empty() {
-                sizes.push(0);
-            }
+        // Sized by the (checked) number of extents, never by the disk's size alone.
+        let count = split_extents(subformat, total.saturating_mul(512))?;
+        let sizes: Vec<u64> = if subformat == Subformat::TwoGbMaxExtentSparse {
+            (0..count)
+                .map(|i| total.saturating_sub(i * split_sectors).min(split_sectors))
+                .collect()
         } else {
-            sizes.push(total);
-        }
+            vec![total]
+        };
         let stem = stem(&path);
         let names: Vec<String> = if subformat == Subformat::TwoGbMaxExtentSparse {
             (1..=sizes.len())
@@ -266,8 +274,11 @@ impl<'a> SparseWriter<'a> {
             extents,
             grains_per_extent: split_sectors / GRAIN_SECTORS,
             cutter: Some(GrainCutter::new(GRAIN_BYTES, spec.size.div_ceil(512) * 512)),
-            zeroed_grain: settings.zeroed_grain,
-            has_backing: spec.backing.is_some(),
+            zeros: match (spec.backing.is_some(), settings.zeroed_grain) {
+                (false, _) => Zeros::Unallocated,
+                (true, true) => Zeros::ZeroedEntries,
+                (true, false) => Zeros::Stored,
+            },
             size: total * 512,
             descriptor_file,
         })
@@ -306,20 +317,19 @@ impl GrainSink for SparseWriter<'_> {
     }
 
     fn zero(&mut self, first: u64, count: u64) -> Result<()> {
-        if !self.has_backing {
-            // An unallocated grain of a disk without a parent reads as zeros already.
-            return Ok(());
-        }
-        if self.zeroed_grain {
-            for grain in first..first + count {
-                let (e, local) = self.locate(grain);
-                if let Some(extent) = self.extents.get_mut(e) {
-                    extent.set_entry(local, 1)?;
+        match self.zeros {
+            Zeros::Unallocated => return Ok(()),
+            Zeros::ZeroedEntries => {
+                for grain in first..first + count {
+                    let (e, local) = self.locate(grain);
+                    if let Some(extent) = self.extents.get_mut(e) {
+                        extent.set_entry(local, 1)?;
+                    }
                 }
+                return Ok(());
             }
-            return Ok(());
+            Zeros::Stored => {}
         }
-        // Without zeroed-grain entries, zeros that must hide the parent are stored as data.
         let zeros = vec![0u8; (GRAIN_BYTES * 32) as usize];
         let mut grain = first;
         while grain < first + count {
