@@ -71,7 +71,7 @@
 //!
 //! # Where things are
 //!
-//! - [`format`]: the [`Driver`] trait every format implements and the [`Format`] handle;
+//! - [`format`](mod@format): the [`Driver`] trait every format implements and the [`Format`] handle;
 //!   [`registry`]: the list of drivers, lookup by name, detection by content;
 //!   [`formats`]: one folder per format and [`formats::BUILTIN`], the list that registers them.
 //! - [`storage`]: what parsers read (a file, a window into a package, memory, an overlay).
