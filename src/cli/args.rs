@@ -138,8 +138,10 @@ pub struct ConvertArgs {
     /// Accepted for qemu-img compatibility (diskferry never locks images)
     #[arg(short = 'U', long = "force-share", hide = true)]
     pub force_share: bool,
-    /// Accepted for qemu-img compatibility (workers write out of order where the format allows)
-    #[arg(short = 'W', hide = true)]
+    /// Out-of-order writes: each worker writes its data where it belongs as soon as it has it,
+    /// where the output format places data at known offsets (raw, VHD, flat VMDK); helps
+    /// outputs that take parallel writes (devices, network file systems)
+    #[arg(short = 'W')]
     pub out_of_order: bool,
     /// The source image
     pub source: PathBuf,

@@ -162,6 +162,11 @@ pub fn convert(args: ConvertArgs) -> Outcome {
     let options = ConvertOptions {
         durability,
         source,
+        order: if args.out_of_order {
+            convert::WriteOrder::OutOfOrder
+        } else {
+            convert::WriteOrder::InOrder
+        },
         mode: if args.no_create {
             WriteMode::Existing
         } else {
