@@ -108,12 +108,20 @@ pub fn info(args: InfoArgs) -> Outcome {
     Ok(0)
 }
 
-/// `-o help` prints the format's options instead of running the command.
-fn options_help(format: Format, options: &str) -> Option<String> {
+/// `-o help` prints the format's options instead of running the command; a format diskferry
+/// cannot write has none to show, and says so.
+fn options_help(format: Format, options: &str) -> Result<Option<String>, Error> {
     let wants_help = options
         .split(',')
         .any(|o| o.trim() == "help" || o.trim() == "?");
-    wants_help.then(|| options::describe(format, format.driver().create_options()))
+    if !wants_help {
+        return Ok(None);
+    }
+    Registry::builtin().require(format, Capability::Write)?;
+    Ok(Some(options::describe(
+        format,
+        format.driver().create_options(),
+    )))
 }
 
 fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
@@ -135,7 +143,7 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
 pub fn convert(args: ConvertArgs) -> Outcome {
     let target_format = Registry::builtin().find(&args.output_format)?;
     let target_options = args.options.join(",");
-    if let Some(help) = options_help(target_format, &target_options) {
+    if let Some(help) = options_help(target_format, &target_options)? {
         emit(&help)?;
         return Ok(0);
     }
@@ -206,7 +214,7 @@ pub fn convert(args: ConvertArgs) -> Outcome {
 pub fn create(args: CreateArgs) -> Outcome {
     let format = Registry::builtin().find(&args.format)?;
     let options = args.options.join(",");
-    if let Some(help) = options_help(format, &options) {
+    if let Some(help) = options_help(format, &options)? {
         emit(&help)?;
         return Ok(0);
     }
