@@ -571,7 +571,7 @@ impl Header {
                 self.l1_table_offset,
                 l1_bytes,
                 cluster,
-                file_len,
+                None,
                 40,
             )?;
         }
@@ -590,7 +590,7 @@ impl Header {
                 self.refcount_table_offset,
                 rt_bytes,
                 cluster,
-                file_len,
+                None,
                 48,
             )?;
         }
@@ -608,7 +608,7 @@ impl Header {
                 self.snapshots_offset,
                 u64::from(self.nb_snapshots) * 40,
                 cluster,
-                file_len,
+                Some(file_len),
                 64,
             )?;
         }
@@ -620,7 +620,7 @@ impl Header {
                 b.directory_offset,
                 b.directory_size,
                 cluster,
-                file_len,
+                Some(file_len),
                 u64::from(self.header_length),
             )?;
         }
@@ -628,14 +628,17 @@ impl Header {
     }
 }
 
-/// Checks that a table of `bytes` bytes at `offset` is cluster-aligned, after the header
-/// cluster and inside a file of `file_len` bytes; `field` is where the header stores its offset.
+/// Checks that a table of `bytes` bytes at `offset` is cluster-aligned and after the header
+/// cluster; with `file_len`, that it lies inside a file of that many bytes. Without, only
+/// that it ends at a possible offset: the L1 and refcount tables may run past the end of the
+/// file, where qemu reads zeros (unallocated entries), and the reader reads and holds only
+/// the part present. `field` is where the header stores the table's offset.
 pub fn check_table(
     what: &str,
     offset: u64,
     bytes: u64,
     cluster: u64,
-    file_len: u64,
+    file_len: Option<u64>,
     field: u64,
 ) -> Result<()> {
     if !offset.is_multiple_of(cluster) {
@@ -650,11 +653,23 @@ pub fn check_table(
         ))
         .at_offset(field));
     }
-    if offset.checked_add(bytes).is_none_or(|end| end > file_len) {
-        return Err(Error::corrupt(format!(
-            "{what} of {bytes} bytes at offset {offset} runs past the end of the file ({file_len} bytes)"
-        ))
-        .at_offset(field));
+    match file_len {
+        Some(len) if offset.checked_add(bytes).is_none_or(|end| end > len) => {
+            return Err(Error::corrupt(format!(
+                "{what} of {bytes} bytes at offset {offset} runs past the end of the file ({len} bytes)"
+            ))
+            .at_offset(field));
+        }
+        None if offset
+            .checked_add(bytes)
+            .is_none_or(|end| end > i64::MAX as u64) =>
+        {
+            return Err(Error::corrupt(format!(
+                "{what} of {bytes} bytes at offset {offset} ends past any possible file"
+            ))
+            .at_offset(field));
+        }
+        _ => {}
     }
     Ok(())
 }

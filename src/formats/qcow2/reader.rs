@@ -126,7 +126,7 @@ impl Qcow2Layer {
                         s.l1_table_offset,
                         u64::from(s.l1_size) * 8,
                         cluster,
-                        file.len(),
+                        None,
                         s.entry_offset,
                     )?;
                 }
@@ -205,7 +205,7 @@ impl Qcow2Layer {
         let l1_index = (pos / span) as usize;
         if l1_index >= self.l1.len() {
             // Past a (snapshot's) shorter L1 table: nothing allocated to the end.
-            return Ok((Run::Unallocated, u64::MAX));
+            return Ok((Run::Unallocated { host: None }, u64::MAX));
         }
         let l2_offset = self.l1[l1_index] & L1E_OFFSET_MASK;
         if l2_offset == 0 {
@@ -218,7 +218,7 @@ impl Qcow2Layer {
             } else {
                 next as u64 * span
             };
-            return Ok((Run::Unallocated, end));
+            return Ok((Run::Unallocated { host: None }, end));
         }
         let cluster = self.cluster();
         let entry_at = self.header.l1_table_offset_for(self.snapshot()) + l1_index as u64 * 8;
@@ -311,7 +311,8 @@ impl Header {
 fn continues(first: Run, start: u64, next: Run, pos: u64) -> bool {
     let delta = pos - start;
     match (first, next) {
-        (Run::Unallocated, Run::Unallocated) => true,
+        (Run::Unallocated { host: None }, Run::Unallocated { host: None }) => true,
+        (Run::Unallocated { host: Some(a) }, Run::Unallocated { host: Some(b) }) => a + delta == b,
         (Run::Compressed { .. }, Run::Compressed { .. }) => true,
         (Run::Zero { host: None }, Run::Zero { host: None }) => true,
         (Run::Zero { host: Some(a) }, Run::Zero { host: Some(b) }) => a + delta == b,
@@ -352,7 +353,10 @@ impl Layer for Qcow2Layer {
         let len = end.min(limit) - offset;
         let file_index = usize::from(self.data.is_some());
         let m = match first {
-            Run::Unallocated => Mapping::new(offset, len, Allocation::Unallocated),
+            Run::Unallocated { host: None } => Mapping::new(offset, len, Allocation::Unallocated),
+            Run::Unallocated { host: Some(h) } => {
+                Mapping::new(offset, len, Allocation::Unallocated).at_host(file_index, h)
+            }
             Run::Zero { host: None } => Mapping::new(offset, len, Allocation::Zero),
             Run::Zero { host: Some(h) } => {
                 Mapping::new(offset, len, Allocation::Zero).at_host(file_index, h)
@@ -407,7 +411,7 @@ impl Layer for Qcow2Layer {
                         dest,
                     )?;
                 }
-                Run::Zero { .. } | Run::Unallocated => dest.fill(0),
+                Run::Zero { .. } | Run::Unallocated { .. } => dest.fill(0),
             }
             done += n;
         }

@@ -35,9 +35,13 @@ const L2_BUDGET_LIMIT: usize = 96 << 20;
 /// The L1 table is read in pieces of this many bytes; a piece in a hole of the file is zeros.
 const L1_PIECE: u64 = 1 << 20;
 
-/// Reads a table of `entries` big-endian u64 at `offset` (checked to lie inside the file
-/// before), skipping pieces that lie in holes of the file.
+/// Reads a table of `entries` big-endian u64 at `offset`, skipping pieces that lie in holes
+/// of the file. Only the entries the file holds are read and returned (bounding what is
+/// allocated by the bytes present): the rest, past the end of the file, read as zeros to
+/// qemu, and callers treat entries past the returned ones as 0.
 pub fn read_u64_table(file: &dyn Storage, offset: u64, entries: u64) -> Result<Vec<u64>> {
+    let present = file.len().saturating_sub(offset) / 8;
+    let entries = entries.min(present);
     let bytes = entries * 8;
     let mut out = vec![0u64; entries as usize];
     let mut done = 0u64;
@@ -60,8 +64,12 @@ pub fn read_u64_table(file: &dyn Storage, offset: u64, entries: u64) -> Result<V
 /// What one range within a cluster is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Run {
-    /// Not allocated here: the backing image's, or zeros.
-    Unallocated,
+    /// Not allocated here: the backing image's, or zeros. `host` is the place of a
+    /// subcluster whose cluster is allocated (qemu-img map shows it).
+    Unallocated {
+        /// The host offset of the range's first byte, when its cluster has one.
+        host: Option<u64>,
+    },
     /// Reads as zeros; `host` is the preallocated place, when there is one.
     Zero {
         /// The host offset of the range's first byte, when preallocated.
@@ -129,7 +137,7 @@ impl ClusterState {
                         host: at.expect("decode checks allocated subclusters have a host"),
                     },
                     (0, 1) => Run::Zero { host: at },
-                    _ => Run::Unallocated,
+                    _ => Run::Unallocated { host: at },
                 };
                 (run, u64::from(last + 1) * sub)
             }
@@ -217,7 +225,7 @@ impl Decoder {
         } else {
             match host {
                 Some(host) => Run::Data { host },
-                None => Run::Unallocated,
+                None => Run::Unallocated { host: None },
             }
         }))
     }
@@ -320,7 +328,7 @@ mod tests {
     fn standard_entries_decode() {
         assert_eq!(
             D.decode(0, 0, 0, 0).unwrap(),
-            ClusterState::Whole(Run::Unallocated)
+            ClusterState::Whole(Run::Unallocated { host: None })
         );
         assert_eq!(
             D.decode(OFLAG_COPIED | 0x30000, 0, 0, 0).unwrap(),
@@ -376,7 +384,15 @@ mod tests {
                 8192
             )
         );
-        assert_eq!(s.piece(8192, c), (Run::Unallocated, c));
+        assert_eq!(
+            s.piece(8192, c),
+            (
+                Run::Unallocated {
+                    host: Some(0x42000)
+                },
+                c
+            )
+        );
         assert!(d.decode(0x40000, 1 | (1u64 << 32), 0, 0).is_err());
         assert!(d.decode(0, 1, 0, 0).is_err());
     }
