@@ -331,7 +331,8 @@ impl Layer for Qcow2Layer {
     }
 
     fn virtual_size(&self) -> u64 {
-        self.header.size
+        // qemu counts whole sectors.
+        self.header.size / 512 * 512
     }
 
     fn map(&self, offset: u64, max_len: u64) -> Result<Mapping> {
