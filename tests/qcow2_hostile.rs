@@ -161,9 +161,9 @@ fn a_valid_crafted_image_reads() {
     let at = 6 * C + 100;
     q.write(
         &c.img,
-        4 * C | COPIED,
+        (4 * C) | COPIED,
         &[
-            (0, 5 * C | COPIED),
+            (0, (5 * C) | COPIED),
             (2, compressed_entry(at, packed.len() as u64)),
         ],
         &[(5 * C, data.clone()), (at, packed.clone())],
@@ -204,8 +204,8 @@ fn the_largest_l1_table_in_a_sparse_file_maps_in_bounded_memory() {
     let len = q.l1_offset + entries * 8;
     q.write(
         &c.img,
-        4 * C | COPIED,
-        &[(3, 5 * C | COPIED)],
+        (4 * C) | COPIED,
+        &[(3, (5 * C) | COPIED)],
         &[(5 * C, vec![1u8; C as usize])],
         len,
     );
@@ -244,7 +244,7 @@ fn tables_in_the_header_or_unaligned_are_refused() {
 fn an_l2_table_past_the_end_or_unaligned_is_refused() {
     let c = case();
     let q = Qcow2::new(4 * C);
-    q.write(&c.img, 100 * C | COPIED, &[], &[], 8 * C);
+    q.write(&c.img, (100 * C) | COPIED, &[], &[], 8 * C);
     refused(
         &convert(&c.img),
         &["hostile.qcow2", "L1 entry 0"],
@@ -264,8 +264,8 @@ fn data_clusters_past_the_end_are_refused_or_salvaged() {
     let q = Qcow2::new(4 * C);
     q.write(
         &c.img,
-        4 * C | COPIED,
-        &[(1, 1000 * C | COPIED)],
+        (4 * C) | COPIED,
+        &[(1, (1000 * C) | COPIED)],
         &[],
         8 * C,
     );
@@ -281,7 +281,7 @@ fn data_clusters_past_the_end_are_refused_or_salvaged() {
     ));
     assert!(std::fs::read(&out).unwrap().iter().all(|&b| b == 0));
     // Unaligned host offsets are refused too.
-    q.write(&c.img, 4 * C | COPIED, &[(1, 5 * C + 512)], &[], 8 * C);
+    q.write(&c.img, (4 * C) | COPIED, &[(1, 5 * C + 512)], &[], 8 * C);
     refused(
         &convert(&c.img),
         &["hostile.qcow2", "L2 entry 1"],
@@ -295,7 +295,7 @@ fn compressed_descriptors_into_the_header_or_past_the_end_are_refused() {
     let q = Qcow2::new(4 * C);
     q.write(
         &c.img,
-        4 * C | COPIED,
+        (4 * C) | COPIED,
         &[(0, compressed_entry(100, 600))],
         &[],
         8 * C,
@@ -303,7 +303,7 @@ fn compressed_descriptors_into_the_header_or_past_the_end_are_refused() {
     refused(&convert(&c.img), &["hostile.qcow2"], &["header"]);
     q.write(
         &c.img,
-        4 * C | COPIED,
+        (4 * C) | COPIED,
         &[(0, compressed_entry(50 * C, 600))],
         &[],
         8 * C,
@@ -328,7 +328,7 @@ fn compressed_clusters_that_inflate_past_their_cluster_or_short_are_refused() {
         let at = 5 * C + 24;
         q.write(
             &c.img,
-            4 * C | COPIED,
+            (4 * C) | COPIED,
             &[(0, compressed_entry(at, packed.len() as u64))],
             &[(at, packed.clone())],
             6 * C,
@@ -343,7 +343,7 @@ fn compressed_clusters_that_inflate_past_their_cluster_or_short_are_refused() {
     let at = 5 * C + 8;
     q.write(
         &c.img,
-        4 * C | COPIED,
+        (4 * C) | COPIED,
         &[(0, compressed_entry(at, packed.len() as u64))],
         &[(at, packed)],
         6 * C,
@@ -460,9 +460,9 @@ fn random_damage_is_read_or_refused_in_one_line() {
     let at = 6 * C + 40;
     q.write(
         &c.img,
-        4 * C | COPIED,
+        (4 * C) | COPIED,
         &[
-            (0, 5 * C | COPIED),
+            (0, (5 * C) | COPIED),
             (1, compressed_entry(at, packed.len() as u64)),
             (2, 1),
         ],
