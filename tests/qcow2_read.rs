@@ -681,3 +681,83 @@ fn corpus_qcow2_images_convert_to_the_manifest_sha256() {
     );
     eprintln!("{checked} corpus qcow2 images match MANIFEST.tsv");
 }
+
+#[test]
+fn bitmaps_are_listed_as_qemu_img_lists_them() {
+    let test = "bitmaps_are_listed_as_qemu_img_lists_them";
+    if !have_qemu(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("bm.qcow2");
+    qemu_img_ok(&["create", "-f", "qcow2", s(&img), "10M"]);
+    qemu_img_ok(&["bitmap", "--add", s(&img), "first"]);
+    qemu_img_ok(&[
+        "bitmap",
+        "--add",
+        "-g",
+        "1M",
+        "--disable",
+        s(&img),
+        "second one",
+    ]);
+    qemu_io(&img, "qcow2", &["write -P 1 0 1M"]);
+    let ours: Value =
+        serde_json::from_str(&run_ok(&["info", "--output", "json", s(&img)])).unwrap();
+    let theirs: Value =
+        serde_json::from_str(&qemu_img_ok(&["info", "--output", "json", s(&img)])).unwrap();
+    assert_eq!(ours["format-specific"], theirs["format-specific"]);
+    let human = run_ok(&["info", s(&img)]);
+    assert!(
+        human.contains("bitmap [1]: second one (granularity 1048576"),
+        "{human}"
+    );
+    assert_reads_like_qemu(&img, "qcow2", &[], dir.path());
+}
+
+/// The independent readers (qemu-img, libyal, dissect) agree with diskferry on images made
+/// with zstd, extended L2 and small clusters: every reader that reads an image reads what
+/// diskferry reads (libyal reads no zstd, neither libyal nor dissect extended L2).
+#[test]
+fn independent_readers_agree() {
+    let test = "independent_readers_agree";
+    if !have_qemu(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = source(d, 8 * MIB);
+    for (i, (opts, compress)) in [
+        ("compression_type=zstd", true),
+        ("compat=1.1", true),
+        ("extended_l2=on", false),
+        ("cluster_size=512,compat=0.10", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = d.join(format!("o{i}.qcow2"));
+        let mut args = vec!["convert", "-O", "qcow2", "-o", opts];
+        if compress {
+            args.push("-c");
+        }
+        args.extend([s(&src), s(&img)]);
+        qemu_img_ok(&args);
+        qemu_io(&img, "qcow2", &WRITES);
+        let Some(readings) = oracle_read(test, "qcow2", &img) else {
+            return;
+        };
+        let ours = content_sha256(&img, None, d);
+        let mut agreeing = 0;
+        for r in &readings {
+            if let Ok(theirs) = &r.result {
+                assert_eq!(&ours, theirs, "{opts}: {} disagrees", r.reader);
+                agreeing += 1;
+            }
+        }
+        assert!(
+            agreeing >= 2,
+            "{opts}: only {agreeing} readers read it: {readings:?}"
+        );
+    }
+}

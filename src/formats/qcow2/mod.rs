@@ -4,12 +4,14 @@
 //!   sized by them.
 //! - [`table`]: L1 and L2 tables (bounded cache), standard and extended (subcluster) entries.
 //! - [`compressed`]: compressed clusters (deflate, zstd), inflated on the reading thread.
+//! - [`bitmaps`]: the bitmap directory, listed by `info`.
 //! - [`snapshot`]: internal snapshots: the table, choosing one, listing them.
 //! - `reader.rs`: the [`Layer`] ([`Qcow2Layer`]).
 //!
 //! Encrypted images (AES, LUKS) are recognised and refused; an external data file is opened
 //! through the open gate; the backing file is named to the core, which opens the chain.
 
+pub mod bitmaps;
 pub mod compressed;
 pub mod header;
 mod reader;

@@ -30,6 +30,7 @@ pub struct Qcow2Layer {
     cache: L2Cache,
     decoder: Decoder,
     snapshots: Vec<Snapshot>,
+    bitmaps: Vec<super::bitmaps::Bitmap>,
     /// The snapshot read instead of the active state.
     snapshot: Option<usize>,
     backing: Option<BackingLink>,
@@ -90,6 +91,10 @@ impl Qcow2Layer {
             snapshot::read_table(file.as_ref(), header.snapshots_offset, header.nb_snapshots)?
         } else {
             Vec::new()
+        };
+        let bitmaps = match &header.bitmaps {
+            Some(ext) => super::bitmaps::read_directory(file.as_ref(), ext)?,
+            None => Vec::new(),
         };
         let cluster = header.cluster_size();
         let (l1_offset, l1_size, chosen) = match selector {
@@ -163,6 +168,7 @@ impl Qcow2Layer {
             cache: L2Cache::new(L2_CACHE_BYTES),
             decoder,
             snapshots,
+            bitmaps,
             snapshot: chosen,
             backing,
             warnings,
@@ -440,6 +446,34 @@ impl Layer for Qcow2Layer {
         if h.version >= 3 {
             fs.insert("lazy-refcounts".into(), json!(h.lazy_refcounts()));
             human.push(("lazy refcounts".into(), h.lazy_refcounts().to_string()));
+        }
+        if !self.bitmaps.is_empty() {
+            fs.insert(
+                "bitmaps".into(),
+                Value::Array(self.bitmaps.iter().map(super::bitmaps::to_json).collect()),
+            );
+            for (i, b) in self.bitmaps.iter().enumerate() {
+                let mut flags = Vec::new();
+                if b.in_use {
+                    flags.push("in-use");
+                }
+                if b.auto {
+                    flags.push("auto");
+                }
+                human.push((
+                    format!("bitmap [{i}]"),
+                    format!(
+                        "{} (granularity {}, flags: {})",
+                        b.name,
+                        b.granularity,
+                        if flags.is_empty() {
+                            "none".to_string()
+                        } else {
+                            flags.join(", ")
+                        }
+                    ),
+                ));
+            }
         }
         fs.insert("refcount-bits".into(), json!(h.refcount_bits()));
         human.push(("refcount bits".into(), h.refcount_bits().to_string()));
