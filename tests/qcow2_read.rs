@@ -328,6 +328,30 @@ fn external_data_files_are_read_through_the_gate() {
             "{info}"
         );
     }
+    // A data file and a backing file together: what the image leaves unallocated comes
+    // from the backing file.
+    let base = d.join("dbase.qcow2");
+    qemu_img_ok(&["create", "-f", "qcow2", s(&base), "4M"]);
+    qemu_io(&base, "qcow2", &["write -P 1 0 1M"]);
+    let top = d.join("dtop.qcow2");
+    qemu_img_in(
+        d,
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "data_file=dtop.bin",
+            "-b",
+            "dbase.qcow2",
+            "-F",
+            "qcow2",
+            s(&top),
+        ],
+    );
+    qemu_io(&top, "qcow2", &["write -P 2 512k 64k"]);
+    assert_reads_like_qemu(&top, "qcow2", &[], d);
+    assert_map_like_qemu(&top);
     // An absolute data file name is refused under --confine, named in one line.
     let abs = d.join("abs.bin");
     let img = d.join("abs.qcow2");

@@ -143,7 +143,8 @@ impl Qcow2Layer {
         } else {
             Vec::new()
         };
-        let backing = match (&header.backing_file, header.has_data_file()) {
+        // A raw external data file is the whole disk: no backing file shows through it.
+        let backing = match (&header.backing_file, header.data_file_raw()) {
             (Some(name), false) if !name.is_empty() => Some(BackingLink {
                 stored_name: name.clone(),
                 names: vec![name.clone()],
