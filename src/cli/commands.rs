@@ -3,7 +3,7 @@
 use super::Outcome;
 use super::args::{
     CheckArgs, CompareArgs, ConvertArgs, CreateArgs, GateArgs, InfoArgs, MapArgs, OutputFormat,
-    RepairArg,
+    RepairArg, SnapshotArgs,
 };
 use diskferry::check::{CheckReport, RepairMode, Severity};
 use diskferry::compare::{Comparison, compare_images};
@@ -164,6 +164,9 @@ pub fn convert(args: ConvertArgs) -> Outcome {
         }
     };
     let mut source = open_options(&args.gate, parse_format(args.format.as_deref())?);
+    if let Some(spec) = &args.snapshot {
+        source.format = Some(snapshot_source_format(&args.source, source.format, spec)?);
+    }
     if args.salvage {
         source.salvage = Salvage::ReadWhatIsThere;
     }
@@ -209,6 +212,62 @@ pub fn convert(args: ConvertArgs) -> Outcome {
     bar.finish_and_clear();
     result?;
     Ok(0)
+}
+
+/// `convert -l`: the qcow2 format reading the snapshot `spec` names; the source must be qcow2
+/// (given with -f or detected).
+fn snapshot_source_format(
+    source: &Path,
+    given: Option<Format>,
+    spec: &str,
+) -> Result<Format, Error> {
+    let format = match given {
+        Some(f) => f,
+        None => Registry::builtin().detect(&HostFile::open(source)?)?.format,
+    };
+    if format != diskferry::formats::qcow2::FORMAT {
+        return Err(Error::invalid(format!(
+            "-l: {format} images have no internal snapshots (qcow2 images do)"
+        ))
+        .with_path(source));
+    }
+    diskferry::formats::qcow2::snapshot_format(spec)
+}
+
+/// `snapshot -l`: the list of a qcow2 image's internal snapshots, as qemu-img prints it.
+pub fn snapshot(args: SnapshotArgs) -> Outcome {
+    let mut options = open_options(
+        &GateArgs {
+            confine: false,
+            no_backing: true,
+            allow_devices: false,
+        },
+        parse_format(args.format.as_deref())?,
+    );
+    options.backing = BackingPolicy::Ignore;
+    let image = Image::open(&args.image, &options)?;
+    let top = image.top();
+    let Some(layer) = top
+        .as_any()
+        .downcast_ref::<diskferry::formats::qcow2::Qcow2Layer>()
+    else {
+        return Err(Error::invalid(format!(
+            "{} images have no internal snapshots (qcow2 images do)",
+            top.format()
+        ))
+        .with_path(&args.image));
+    };
+    if !layer.snapshots().is_empty() {
+        emit(&printable_lines(
+            &diskferry::formats::qcow2::snapshot::list_text(layer.snapshots()),
+        ))?;
+    }
+    Ok(0)
+}
+
+/// Each line of `text` made printable (snapshot names come from the image).
+fn printable_lines(text: &str) -> String {
+    text.lines().map(|l| printable(l) + "\n").collect()
 }
 
 pub fn create(args: CreateArgs) -> Outcome {
