@@ -165,7 +165,7 @@ pub fn convert(args: ConvertArgs) -> Outcome {
     };
     let mut source = open_options(&args.gate, parse_format(args.format.as_deref())?);
     if let Some(spec) = &args.snapshot {
-        source.format = Some(snapshot_source_format(&args.source, source.format, spec)?);
+        source.snapshot = Some(diskferry::snapshot::Selector::parse(spec)?);
     }
     if args.salvage {
         source.salvage = Salvage::ReadWhatIsThere;
@@ -214,27 +214,7 @@ pub fn convert(args: ConvertArgs) -> Outcome {
     Ok(0)
 }
 
-/// `convert -l`: the qcow2 format reading the snapshot `spec` names; the source must be qcow2
-/// (given with -f or detected).
-fn snapshot_source_format(
-    source: &Path,
-    given: Option<Format>,
-    spec: &str,
-) -> Result<Format, Error> {
-    let format = match given {
-        Some(f) => f,
-        None => Registry::builtin().detect(&HostFile::open(source)?)?.format,
-    };
-    if format != diskferry::formats::qcow2::FORMAT {
-        return Err(Error::invalid(format!(
-            "-l: {format} images have no internal snapshots (qcow2 images do)"
-        ))
-        .with_path(source));
-    }
-    diskferry::formats::qcow2::snapshot_format(spec)
-}
-
-/// `snapshot -l`: the list of a qcow2 image's internal snapshots, as qemu-img prints it.
+/// `snapshot -l`: the list of an image's internal snapshots, as qemu-img prints it.
 pub fn snapshot(args: SnapshotArgs) -> Outcome {
     let mut options = open_options(
         &GateArgs {
@@ -247,20 +227,12 @@ pub fn snapshot(args: SnapshotArgs) -> Outcome {
     options.backing = BackingPolicy::Ignore;
     let image = Image::open(&args.image, &options)?;
     let top = image.top();
-    let Some(layer) = top
-        .as_any()
-        .downcast_ref::<diskferry::formats::qcow2::Qcow2Layer>()
-    else {
-        return Err(Error::invalid(format!(
-            "{} images have no internal snapshots (qcow2 images do)",
-            top.format()
-        ))
-        .with_path(&args.image));
-    };
-    if !layer.snapshots().is_empty() {
-        emit(&printable_lines(
-            &diskferry::formats::qcow2::snapshot::list_text(layer.snapshots()),
-        ))?;
+    Registry::builtin()
+        .require(top.format(), Capability::Snapshots)
+        .map_err(|e| e.with_path(&args.image))?;
+    let list = top.snapshots();
+    if !list.is_empty() {
+        emit(&printable_lines(&diskferry::snapshot::list_text(&list)))?;
     }
     Ok(0)
 }

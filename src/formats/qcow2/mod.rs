@@ -19,7 +19,7 @@ pub mod snapshot;
 pub mod table;
 
 pub use reader::Qcow2Layer;
-pub use snapshot::{Selector, Snapshot};
+pub use snapshot::Snapshot;
 
 use crate::detect::ProbeData;
 use crate::error::Result;
@@ -60,7 +60,7 @@ impl Driver for Qcow2Driver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::of(&[Capability::Read])
+        Capabilities::of(&[Capability::Read, Capability::Snapshots])
     }
 
     fn probe(&self, probe: &ProbeData) -> Probe {
@@ -68,47 +68,6 @@ impl Driver for Qcow2Driver {
     }
 
     fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
-        Ok(Box::new(Qcow2Layer::open(storage, ctx, None)?))
+        Ok(Box::new(Qcow2Layer::open(storage, ctx)?))
     }
-}
-
-/// The QCOW2 driver reading one internal snapshot instead of the active state.
-struct SnapshotDriver {
-    selector: Selector,
-}
-
-impl Driver for SnapshotDriver {
-    fn name(&self) -> &'static str {
-        "qcow2"
-    }
-
-    fn description(&self) -> &'static str {
-        DESCRIPTION
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::of(&[Capability::Read])
-    }
-
-    fn probe(&self, probe: &ProbeData) -> Probe {
-        probe_qcow2(probe)
-    }
-
-    fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
-        Ok(Box::new(Qcow2Layer::open(
-            storage,
-            ctx,
-            Some(&self.selector),
-        )?))
-    }
-}
-
-/// The QCOW2 format reading the internal snapshot that `spec` names (`convert -l`: an ID or
-/// name, or `snapshot.id=ID,snapshot.name=NAME`), for [`crate::image::OpenOptions::format`].
-/// The top image is read in that snapshot's state; its backing chain, as usual. Each call
-/// makes one small driver that lives as long as the process (a command line opens one).
-pub fn snapshot_format(spec: &str) -> Result<Format> {
-    let selector = Selector::parse(spec)?;
-    let driver: &'static SnapshotDriver = Box::leak(Box::new(SnapshotDriver { selector }));
-    Ok(Format::new(driver))
 }

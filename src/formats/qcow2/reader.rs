@@ -2,7 +2,7 @@
 
 use super::compressed;
 use super::header::{Encryption, Header, check_table};
-use super::snapshot::{self, Selector, Snapshot};
+use super::snapshot::{self, Snapshot};
 use super::table::{ClusterState, Decoder, L1E_OFFSET_MASK, L2_CACHE_BYTES, L2Cache, Run};
 use crate::error::{Error, Result};
 use crate::format::{Format, OpenContext, Salvage};
@@ -41,11 +41,7 @@ pub struct Qcow2Layer {
 
 impl Qcow2Layer {
     /// Opens the image in `file`: its active state, or the snapshot `selector` chooses.
-    pub fn open(
-        file: Arc<dyn Storage>,
-        ctx: &OpenContext<'_>,
-        selector: Option<&Selector>,
-    ) -> Result<Qcow2Layer> {
+    pub fn open(file: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Qcow2Layer> {
         let path = file.name().to_path_buf();
         let header = Header::read(file.as_ref(), ctx)?;
         match header.encryption {
@@ -97,10 +93,11 @@ impl Qcow2Layer {
             None => Vec::new(),
         };
         let cluster = header.cluster_size();
-        let (l1_offset, l1_size, chosen) = match selector {
+        let (l1_offset, l1_size, chosen) = match ctx.snapshot {
             None => (header.l1_table_offset, header.l1_size, None),
             Some(sel) => {
-                let Some(i) = sel.find(&snapshots) else {
+                let infos: Vec<_> = snapshots.iter().map(Snapshot::info).collect();
+                let Some(i) = sel.find(&infos) else {
                     let known: Vec<String> = snapshots
                         .iter()
                         .map(|s| format!("{} '{}'", s.id, s.name))
@@ -491,29 +488,17 @@ impl Layer for Qcow2Layer {
             fs.insert("extended-l2".into(), json!(h.extended_l2()));
             human.push(("extended l2".into(), h.extended_l2().to_string()));
         }
-        if !self.snapshots.is_empty() {
-            fs.insert(
-                "snapshots".into(),
-                Value::Array(self.snapshots.iter().map(snapshot::to_json).collect()),
-            );
-            for s in &self.snapshots {
-                human.push((
-                    format!("snapshot {}", s.id),
-                    format!(
-                        "'{}', taken {} UTC, VM state {}, VM clock {}",
-                        s.name,
-                        snapshot::utc_date(u64::from(s.date_sec)),
-                        crate::size::human_size(s.vm_state_size),
-                        snapshot::vm_clock(s.vm_clock_nsec)
-                    ),
-                ));
-            }
-        }
+        // The snapshot list is info's own (top-level `snapshots`, a "Snapshot list:" table), as
+        // qemu-img prints it: see Layer::snapshots.
         if let Some(s) = self.snapshot() {
             fs.insert("reading-snapshot".into(), json!(s.id));
             human.push(("reading snapshot".into(), format!("{} '{}'", s.id, s.name)));
         }
         d
+    }
+
+    fn snapshots(&self) -> Vec<crate::snapshot::SnapshotInfo> {
+        self.snapshots.iter().map(Snapshot::info).collect()
     }
 
     fn files(&self) -> Vec<PathBuf> {

@@ -72,6 +72,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
         gate,
         provenance: Provenance::User,
         salvage: Salvage::Refuse,
+        snapshot: None,
     };
     let layer = match VmdkLayer::open(Arc::new(file), &ctx) {
         Ok(l) => l,
