@@ -1,8 +1,14 @@
 //! QCOW2 (QEMU copy-on-write, versions 2 and 3): recognised by its magic so that it is never
 //! mistaken for raw; reading and writing come with its own issue.
 
+pub mod writer;
+
 use crate::detect::ProbeData;
-use crate::format::{Capabilities, Driver, Format, Probe};
+use crate::error::Result;
+use crate::format::{Capabilities, Capability, Driver, Format, Probe};
+use crate::options::OptionSpec;
+use crate::sink::Output;
+use crate::writer::{CreateSpec, ImageWriter};
 
 /// The QCOW2 driver.
 pub struct Qcow2Driver;
@@ -27,7 +33,12 @@ impl Driver for Qcow2Driver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE
+        Capabilities::of(&[
+            Capability::Write,
+            Capability::WriteStream,
+            Capability::Compress,
+            Capability::Backing,
+        ])
     }
 
     fn probe(&self, probe: &ProbeData) -> Probe {
@@ -35,5 +46,17 @@ impl Driver for Qcow2Driver {
             Some(v) if v != 1 => Probe::Yes,
             _ => Probe::No,
         }
+    }
+
+    fn create_options(&self) -> &'static [OptionSpec] {
+        writer::CREATE_OPTIONS
+    }
+
+    fn create_writer<'a>(
+        &self,
+        output: Output<'a>,
+        spec: &CreateSpec,
+    ) -> Result<Box<dyn ImageWriter + 'a>> {
+        writer::create_writer(output, spec)
     }
 }

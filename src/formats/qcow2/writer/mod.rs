@@ -1,0 +1,247 @@
+//! Writing QCOW2 images (versions 2 and 3), to a file, a device or front to back to a stream.
+//!
+//! # Layout
+//!
+//! ```text
+//! cluster 0     header, header extensions (backing format, data file name, feature names),
+//!               backing file name
+//! then, in guest order, for each L2 range (cluster_size / 8 guest clusters, or / 16 with
+//! extended L2 entries):
+//!               the range's data clusters (uncompressed, or compressed and packed byte after
+//!               byte, several to a host cluster, as qemu packs them)
+//!               the range's L2 table
+//!               a refcount block whenever a block's clusters are all handed out
+//! at the end    the L1 table, the last refcount blocks, the refcount table
+//! ```
+//!
+//! Everything is written front to back except cluster 0 and the host cluster being filled
+//! with compressed data (held in memory until full): each table follows the data it describes,
+//! so memory holds one L2 table, a few refcount blocks and the L1 table (at most 32 MiB, qemu's
+//! limit) whatever the size of the disk. Every cluster written is counted, refcount blocks and
+//! tables included, so `qemu-img check` finds no leak; a cluster whose refcount is one has the
+//! COPIED flag in the entry that points at it, as qemu expects.
+//!
+//! # To a stream
+//!
+//! The header is at offset 0 and names the L1 and refcount tables, which come last, so a
+//! stream needs their places before the first byte: the writer plans the layout from the
+//! source's allocation map ([`CreateSpec::may_have_data`]). Every cluster that may hold data
+//! gets a slot (see `plan.rs`), a dry run of the same layout code over those slots gives the
+//! tables' places, the header goes out first, and the real run hands out the same places in
+//! the same order; a slot whose cluster turns out to hold zeros stays a free cluster (zeros in
+//! the stream, refcount 0). Compressed clusters cannot be planned (their sizes are known only
+//! once compressed), so `-c` to a stream is refused: write to a file.
+//!
+//! # Compression
+//!
+//! With `-c` every cluster is compressed on the engine's worker threads ([`ClusterEncoder`]):
+//! the writer's granularity is one cluster, and a cluster that does not shrink is stored as it
+//! is. zlib is raw deflate with a 4 KiB window, zstd one frame per cluster (see `compress.rs`).
+//!
+//! # What each piece becomes
+//!
+//! | piece | no backing file | backing file, v3 | backing file, v2 |
+//! |---|---|---|---|
+//! | data | data cluster | data cluster | data cluster |
+//! | zeros | unallocated | zero flag (extended L2: zero bits) | a data cluster of zeros |
+//! | unallocated | unallocated | unallocated | unallocated |
+//!
+//! With preallocation (and `data_file_raw`) every cluster gets a place: zeros are an allocated
+//! cluster that reads as zeros, unallocated (over a backing file, extended L2 only) an
+//! allocated cluster whose subclusters all read from the backing file. With an external data
+//! file the data goes there at its guest offset, unrefcounted, and this file holds only the
+//! metadata.
+
+mod compress;
+mod cutter;
+mod header;
+mod layout;
+pub mod options;
+mod plan;
+mod refcount;
+
+pub use compress::ClusterEncoder;
+pub use options::CREATE_OPTIONS;
+
+use self::compress::{compress_cluster, default_level};
+use self::cutter::{ClusterSink, Cutter, Frame};
+use self::header::Tables;
+use self::layout::{Geometry, Layout, Rules, RunKind};
+use self::options::{Preallocation, Settings};
+use crate::error::{Error, Result};
+use crate::sink::{Access, Output};
+use crate::writer::{ChunkEncoder, CreateSpec, ImageWriter, Piece};
+use std::sync::Arc;
+
+/// Makes a QCOW2 writer for `spec` into `output`.
+pub fn create_writer<'a>(
+    mut output: Output<'a>,
+    spec: &CreateSpec,
+) -> Result<Box<dyn ImageWriter + 'a>> {
+    let settings = options::settings(spec)?;
+    // Sizes are whole sectors, as qemu-img makes them: a source of another size gets zeros
+    // up to the next sector (in its last cluster, which is stored whole anyway).
+    let size = spec.size.next_multiple_of(512);
+    let g = Geometry::new(&settings, size)?;
+    let rules = Rules::of(&settings);
+    // Refuse a header that cannot fit before anything is written.
+    header::encode(&settings, size, &Tables::default())?;
+    let streaming = output.access() == Access::Sequential;
+    if streaming {
+        if settings.compress {
+            return Err(Error::unsupported(
+                "a compressed qcow2 image cannot be written to a stream: its tables, which come first, would have to point at compressed clusters whose sizes are known only once written; write to a file",
+            ));
+        }
+        if settings.preallocation == Preallocation::Falloc {
+            return Err(Error::unsupported(
+                "preallocation=falloc reserves space in a file and cannot be used with a stream",
+            ));
+        }
+    }
+    let data_sink = match &settings.data_file {
+        Some(name) => {
+            let mut sink = output.beside(name)?;
+            sink.set_len(size)?;
+            Some(sink)
+        }
+        None => None,
+    };
+    let (plan, planned) = if streaming {
+        let plan = plan::plan(
+            spec,
+            size,
+            g.cluster_size,
+            g.clusters,
+            settings.preallocates(),
+        )?;
+        let tables = Layout::dry_run(g, rules, plan.clone())?;
+        (Some(plan), Some(tables))
+    } else {
+        (None, None)
+    };
+    let sink = output.main()?;
+    let mut layout = Layout::new(g, rules, Some(sink), data_sink, plan)?;
+    if let Some(tables) = &planned {
+        layout.write_main(0, &header::encode(&settings, size, tables)?)?;
+    }
+    let encoder = settings.compress.then(|| {
+        Arc::new(ClusterEncoder {
+            method: settings.compression,
+            level: default_level(settings.compression),
+            cluster_size: g.cluster_size as usize,
+        })
+    });
+    let backing_image = spec.backing.as_ref().map(|b| Arc::clone(&b.image));
+    // `create -o backing_file=...`: the whole disk reads from the backing file, as qemu-img
+    // makes it, though the engine (which did not open it) sends zeros.
+    let zero_is_unallocated = settings.backing.as_ref().is_some_and(|b| !b.opened);
+    Ok(Box::new(Qcow2Writer {
+        cutter: Some(Cutter::new(g.cluster_size, spec.size, backing_image)),
+        inner: Inner {
+            layout,
+            encoder,
+            zero_is_unallocated,
+            scratch: Vec::new(),
+        },
+        settings,
+        size,
+        planned,
+    }))
+}
+
+/// A QCOW2 image being written.
+struct Qcow2Writer<'a> {
+    cutter: Option<Cutter>,
+    inner: Inner<'a>,
+    settings: Settings,
+    /// The virtual size in the header.
+    size: u64,
+    /// For a stream: the tables the dry run placed (the header is already out).
+    planned: Option<Tables>,
+}
+
+/// What receives the clusters.
+struct Inner<'a> {
+    layout: Layout<'a>,
+    encoder: Option<Arc<ClusterEncoder>>,
+    zero_is_unallocated: bool,
+    scratch: Vec<u8>,
+}
+
+impl ClusterSink for Inner<'_> {
+    fn data(&mut self, cluster: u64, bytes: &[u8], frame: Frame<'_>) -> Result<()> {
+        let Some(encoder) = &self.encoder else {
+            return self.layout.normal(cluster, bytes);
+        };
+        match frame {
+            Frame::Compressed(c) => self.layout.compressed(cluster, c),
+            Frame::Stored => self.layout.normal(cluster, bytes),
+            Frame::Plain => {
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let shrunk = compress_cluster(
+                    encoder.method,
+                    encoder.level,
+                    bytes,
+                    encoder.cluster_size,
+                    &mut scratch,
+                )?;
+                let r = if shrunk {
+                    self.layout.compressed(cluster, &scratch)
+                } else {
+                    self.layout.normal(cluster, bytes)
+                };
+                self.scratch = scratch;
+                r
+            }
+        }
+    }
+
+    fn run(&mut self, first: u64, count: u64, kind: RunKind) -> Result<()> {
+        let kind = if self.zero_is_unallocated {
+            RunKind::Unallocated
+        } else {
+            kind
+        };
+        self.layout.run(first, count, kind, false)
+    }
+}
+
+impl ImageWriter for Qcow2Writer<'_> {
+    fn granularity(&self) -> u64 {
+        self.settings.cluster_size()
+    }
+
+    fn encoder(&self) -> Option<Arc<dyn ChunkEncoder>> {
+        self.inner
+            .encoder
+            .as_ref()
+            .map(|e| Arc::clone(e) as Arc<dyn ChunkEncoder>)
+    }
+
+    fn write(&mut self, offset: u64, piece: Piece<'_>) -> Result<()> {
+        let mut cutter = self.cutter.take().expect("a cutter");
+        let result = cutter.feed(offset, piece, &mut self.inner);
+        self.cutter = Some(cutter);
+        result
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let this = *self;
+        if let Some(c) = &this.cutter {
+            c.finish()?;
+        }
+        let (settings, size, planned) = (this.settings, this.size, this.planned);
+        this.inner.layout.finish(
+            |tables| match planned {
+                Some(p) if p == *tables => Ok(None),
+                Some(p) => Err(Error::invalid(format!(
+                    "internal error: the stream's tables ended up at {tables:?}, not where its header (already written) says: {p:?}"
+                ))),
+                None => header::encode(&settings, size, tables).map(Some),
+            },
+            size,
+        )?;
+        Ok(())
+    }
+}
