@@ -66,8 +66,10 @@ pub fn compress_cluster(
 }
 
 fn compress_whole(method: Compression, level: i32, data: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-    // The compressed form must be smaller than the cluster.
-    let room = data.len() - 1;
+    // Room for the whole stream even when it does not shrink: zlib-rs 0.6 overflows its
+    // pending buffer (a panic) when a 4 KiB-window stream of incompressible data is cut short
+    // by a full output, so every stream is finished and its size judged after.
+    let room = data.len() + data.len() / 8 + 256;
     out.resize(room, 0);
     let n = match method {
         Compression::Zlib => DEFLATE.with(|d| {
@@ -87,8 +89,9 @@ fn compress_whole(method: Compression, level: i32, data: &[u8], out: &mut Vec<u8
             c.reset();
             match c.compress(data, out, FlushCompress::Finish) {
                 Ok(Status::StreamEnd) => Ok(Some(c.total_out() as usize)),
-                // The output is full before the end: the cluster does not shrink.
-                Ok(_) => Ok(None),
+                Ok(_) => Err(Error::invalid(
+                    "internal error: deflate did not finish a cluster in its bound",
+                )),
                 Err(e) => Err(Error::invalid(format!("deflate failed: {e}"))),
             }
         })?,
@@ -101,8 +104,9 @@ fn compress_whole(method: Compression, level: i32, data: &[u8], out: &mut Vec<u8
                 );
             }
             let c = slot.as_mut().expect("just set");
-            // Too small an output is an error for zstd: the cluster does not shrink.
-            Ok::<_, Error>(c.compress_to_buffer(data, &mut out[..]).ok())
+            c.compress_to_buffer(data, &mut out[..])
+                .map(Some)
+                .map_err(|e| Error::invalid(format!("zstd failed: {e}")))
         })?,
     };
     match n {

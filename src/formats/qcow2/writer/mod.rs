@@ -50,7 +50,8 @@
 //! cluster that reads as zeros, unallocated (over a backing file, extended L2 only) an
 //! allocated cluster whose subclusters all read from the backing file. With an external data
 //! file the data goes there at its guest offset, unrefcounted, and this file holds only the
-//! metadata.
+//! metadata. As qemu-img, a relative data file name is stored as given and the file made in the
+//! current folder, where qemu looks for it.
 
 mod compress;
 mod cutter;
@@ -101,7 +102,12 @@ pub fn create_writer<'a>(
     }
     let data_sink = match &settings.data_file {
         Some(name) => {
-            let mut sink = output.beside(name)?;
+            // qemu opens a relative data file name from its current folder (not the image's,
+            // unlike a backing file), and qemu-img creates it there: so is it made here.
+            let path = std::env::current_dir()
+                .map_err(|e| Error::io("cannot find the current folder", e))?
+                .join(name);
+            let mut sink = output.beside(&path.to_string_lossy())?;
             sink.set_len(size)?;
             Some(sink)
         }
@@ -136,12 +142,23 @@ pub fn create_writer<'a>(
     // `create -o backing_file=...`: the whole disk reads from the backing file, as qemu-img
     // makes it, though the engine (which did not open it) sends zeros.
     let zero_is_unallocated = settings.backing.as_ref().is_some_and(|b| !b.opened);
+    // Version 2 has no zero flag: zeros over a backing file are stored, compressed with -c.
+    let zero_frame = match &encoder {
+        Some(e) if settings.version < 3 && settings.backing.is_some() => {
+            let mut frame = Vec::new();
+            let zeros = vec![0u8; g.cluster_size as usize];
+            compress_cluster(e.method, e.level, &zeros, e.cluster_size, &mut frame)?
+                .then_some(frame)
+        }
+        _ => None,
+    };
     Ok(Box::new(Qcow2Writer {
         cutter: Some(Cutter::new(g.cluster_size, spec.size, backing_image)),
         inner: Inner {
             layout,
             encoder,
             zero_is_unallocated,
+            zero_frame,
             scratch: Vec::new(),
         },
         settings,
@@ -166,6 +183,8 @@ struct Inner<'a> {
     layout: Layout<'a>,
     encoder: Option<Arc<ClusterEncoder>>,
     zero_is_unallocated: bool,
+    /// A compressed cluster of zeros, when zeros are stored compressed.
+    zero_frame: Option<Vec<u8>>,
     scratch: Vec<u8>,
 }
 
@@ -203,6 +222,12 @@ impl ClusterSink for Inner<'_> {
         } else {
             kind
         };
+        if let (Some(frame), RunKind::Zero) = (&self.zero_frame, kind) {
+            for c in first..first + count {
+                self.layout.compressed(c, frame)?;
+            }
+            return Ok(());
+        }
         self.layout.run(first, count, kind, false)
     }
 }
