@@ -506,3 +506,59 @@ fn a_backing_name_too_long_for_the_first_cluster_is_refused() {
         assert_clean(&img, "long backing name");
     }
 }
+
+/// QCOW version 1, with and without -c, over a backing file too: qemu-img reads it as its
+/// source.
+#[test]
+fn qcow_version_1_reads_as_its_source() {
+    let test = "qcow_version_1_reads_as_its_source";
+    if !have_qemu(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = source(dir.path());
+    let modified = dir.path().join("mod.raw");
+    std::fs::copy(&raw, &modified).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&modified)
+            .unwrap();
+        f.write_all_at(&[0u8; 100_000], 0).unwrap();
+        f.write_all_at(b"new", 4 << 20).unwrap();
+    }
+    for compress in [false, true] {
+        let out = dir.path().join(format!("v1-{compress}.qcow"));
+        let mut args = vec!["-O", "qcow"];
+        if compress {
+            args.push("-c");
+        }
+        convert(&args, &raw, &out);
+        assert!(
+            qemu_compare("raw", &raw, "qcow", &out),
+            "qcow -c {compress} differs"
+        );
+        let info = info_json(&out);
+        assert_eq!(info["format"], "qcow", "{info}");
+        let child = dir.path().join(format!("v1-child-{compress}.qcow"));
+        args.extend(["-B", "src.raw", "-F", "raw"]);
+        convert(&args, &modified, &child);
+        assert!(
+            qemu_compare("raw", &modified, "qcow", &child),
+            "qcow -B -c {compress} differs"
+        );
+        assert_eq!(info_json(&child)["backing-filename"], "src.raw");
+    }
+    if compress_shrinks(
+        &dir.path().join("v1-true.qcow"),
+        &dir.path().join("v1-false.qcow"),
+    ) {
+        return;
+    }
+    panic!("qcow -c is not smaller than without");
+}
+
+fn compress_shrinks(compressed: &Path, plain: &Path) -> bool {
+    std::fs::metadata(compressed).unwrap().len() < std::fs::metadata(plain).unwrap().len()
+}

@@ -1,8 +1,13 @@
 //! QCOW version 1 (old QEMU images): recognised by its magic so that it is never mistaken for
 //! raw; reading and writing come with QCOW2's issue.
 
+pub mod writer;
+
 use crate::detect::ProbeData;
-use crate::format::{Capabilities, Driver, Format, Probe};
+use crate::error::Result;
+use crate::format::{Capabilities, Capability, Driver, Format, Probe};
+use crate::sink::Output;
+use crate::writer::{CreateSpec, ImageWriter};
 
 /// The QCOW (version 1) driver.
 pub struct QcowDriver;
@@ -20,7 +25,7 @@ impl Driver for QcowDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE
+        Capabilities::of(&[Capability::Write, Capability::Compress, Capability::Backing])
     }
 
     fn probe(&self, probe: &ProbeData) -> Probe {
@@ -28,5 +33,13 @@ impl Driver for QcowDriver {
             Some(1) => Probe::Yes,
             _ => Probe::No,
         }
+    }
+
+    fn create_writer<'a>(
+        &self,
+        output: Output<'a>,
+        spec: &CreateSpec,
+    ) -> Result<Box<dyn ImageWriter + 'a>> {
+        writer::create_writer(output, spec)
     }
 }

@@ -53,7 +53,7 @@
 //! metadata. As qemu-img, a relative data file name is stored as given and the file made in the
 //! current folder, where qemu looks for it.
 
-mod compress;
+pub(crate) mod compress;
 mod cutter;
 mod header;
 mod layout;
@@ -269,4 +269,35 @@ impl ImageWriter for Qcow2Writer<'_> {
         )?;
         Ok(())
     }
+}
+
+/// The zlib level compressed clusters are written at (QCOW version 1 uses it too).
+pub fn zlib_level() -> i32 {
+    default_level(options::Compression::Zlib)
+}
+
+/// The frames of an encoder's output, one per cluster, each as the encoder wrote it.
+pub fn split_frames(encoded: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = encoded;
+    while rest.len() >= 4 {
+        let tag = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+        let n = if tag == compress::STORED {
+            4
+        } else {
+            (4 + tag as usize).min(rest.len())
+        };
+        out.push(rest[..n].to_vec());
+        rest = &rest[n..];
+    }
+    out
+}
+
+/// The compressed bytes of a one-cluster frame, or `None` for a cluster stored as it is.
+pub fn single_frame(frame: &[u8]) -> Option<Vec<u8>> {
+    compress::Frames::new(frame)
+        .next_frame()
+        .ok()
+        .flatten()
+        .map(<[u8]>::to_vec)
 }
