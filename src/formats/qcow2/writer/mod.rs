@@ -30,7 +30,8 @@
 //! tables' places, the header goes out first, and the real run hands out the same places in
 //! the same order; a slot whose cluster turns out to hold zeros stays a free cluster (zeros in
 //! the stream, refcount 0). Compressed clusters cannot be planned (their sizes are known only
-//! once compressed), so `-c` to a stream is refused: write to a file.
+//! once compressed), so with `-c` the image is made in an unnamed temporary file and copied to
+//! the stream when complete (see `spool.rs`).
 //!
 //! # Compression
 //!
@@ -60,6 +61,7 @@ mod layout;
 pub mod options;
 mod plan;
 mod refcount;
+mod spool;
 
 pub use compress::ClusterEncoder;
 pub use options::CREATE_OPTIONS;
@@ -69,6 +71,7 @@ use self::cutter::{ClusterSink, Cutter, Frame};
 use self::header::Tables;
 use self::layout::{Geometry, Layout, Rules, RunKind};
 use self::options::{Preallocation, Settings};
+use self::spool::Spool;
 use crate::error::{Error, Result};
 use crate::sink::{Access, Output};
 use crate::writer::{ChunkEncoder, CreateSpec, ImageWriter, Piece};
@@ -87,13 +90,10 @@ pub fn create_writer<'a>(
     let rules = Rules::of(&settings);
     // Refuse a header that cannot fit before anything is written.
     header::encode(&settings, size, &Tables::default())?;
-    let streaming = output.access() == Access::Sequential;
+    // A compressed image for a stream is made in a temporary file, then copied (spool.rs).
+    let spooled = output.access() == Access::Sequential && settings.compress;
+    let streaming = output.access() == Access::Sequential && !spooled;
     if streaming {
-        if settings.compress {
-            return Err(Error::unsupported(
-                "a compressed qcow2 image cannot be written to a stream: its tables, which come first, would have to point at compressed clusters whose sizes are known only once written; write to a file",
-            ));
-        }
         if settings.preallocation == Preallocation::Falloc {
             return Err(Error::unsupported(
                 "preallocation=falloc reserves space in a file and cannot be used with a stream",
@@ -126,7 +126,12 @@ pub fn create_writer<'a>(
     } else {
         (None, None)
     };
-    let sink = output.main()?;
+    let (sink, spool) = if spooled {
+        let (spool, sink) = Spool::new(output.main()?)?;
+        (sink, Some(spool))
+    } else {
+        (output.main()?, None)
+    };
     let mut layout = Layout::new(g, rules, Some(sink), data_sink, plan)?;
     if let Some(tables) = &planned {
         layout.write_main(0, &header::encode(&settings, size, tables)?)?;
@@ -164,6 +169,7 @@ pub fn create_writer<'a>(
         settings,
         size,
         planned,
+        spool,
     }))
 }
 
@@ -176,6 +182,8 @@ struct Qcow2Writer<'a> {
     size: u64,
     /// For a stream: the tables the dry run placed (the header is already out).
     planned: Option<Tables>,
+    /// For a compressed image to a stream: the temporary file it is made in.
+    spool: Option<Spool<'a>>,
 }
 
 /// What receives the clusters.
@@ -256,7 +264,7 @@ impl ImageWriter for Qcow2Writer<'_> {
         if let Some(c) = &this.cutter {
             c.finish()?;
         }
-        let (settings, size, planned) = (this.settings, this.size, this.planned);
+        let (settings, size, planned, spool) = (this.settings, this.size, this.planned, this.spool);
         this.inner.layout.finish(
             |tables| match planned {
                 Some(p) if p == *tables => Ok(None),
@@ -267,7 +275,13 @@ impl ImageWriter for Qcow2Writer<'_> {
             },
             size,
         )?;
-        Ok(())
+        match spool {
+            Some(spool) => {
+                let len = spool.len()?;
+                spool.copy_out(len)
+            }
+            None => Ok(()),
+        }
     }
 }
 
