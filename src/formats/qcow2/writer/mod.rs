@@ -93,12 +93,10 @@ pub fn create_writer<'a>(
     // A compressed image for a stream is made in a temporary file, then copied (spool.rs).
     let spooled = output.access() == Access::Sequential && settings.compress;
     let streaming = output.access() == Access::Sequential && !spooled;
-    if streaming {
-        if settings.preallocation == Preallocation::Falloc {
-            return Err(Error::unsupported(
-                "preallocation=falloc reserves space in a file and cannot be used with a stream",
-            ));
-        }
+    if streaming && settings.preallocation == Preallocation::Falloc {
+        return Err(Error::unsupported(
+            "preallocation=falloc reserves space in a file and cannot be used with a stream",
+        ));
     }
     let data_sink = match &settings.data_file {
         Some(name) => {
