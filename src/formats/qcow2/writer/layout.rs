@@ -702,7 +702,8 @@ impl<'a> Layout<'a> {
             )));
         }
         let cs = self.cs();
-        let l1_clusters = (self.g.l1_size * 8).div_ceil(cs).max(1);
+        // An empty disk has an empty L1 table, which takes no cluster (one would leak).
+        let l1_clusters = (self.g.l1_size * 8).div_ceil(cs);
         let l1_offset = self.alloc(l1_clusters)?;
         let mut l1 = vec![0u8; (l1_clusters * cs) as usize];
         for (i, e) in self.l1.iter().enumerate() {
