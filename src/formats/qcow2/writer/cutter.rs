@@ -26,6 +26,14 @@ pub enum Frame<'a> {
 pub trait ClusterSink {
     /// Guest cluster `cluster` holds `bytes` (shorter than a cluster only at the disk's end).
     fn data(&mut self, cluster: u64, bytes: &[u8], frame: Frame<'_>) -> Result<()>;
+    /// Guest clusters from `first` hold `bytes` (whole clusters, the last shorter only at the
+    /// disk's end), not encoded.
+    fn data_run(&mut self, first: u64, bytes: &[u8], cluster_size: u64) -> Result<()> {
+        for (i, chunk) in bytes.chunks(cluster_size as usize).enumerate() {
+            self.data(first + i as u64, chunk, Frame::Plain)?;
+        }
+        Ok(())
+    }
     /// `count` clusters from `first` hold no new data.
     fn run(&mut self, first: u64, count: u64, kind: RunKind) -> Result<()>;
 }
@@ -88,6 +96,13 @@ impl Cutter {
                     Piece::Data { bytes, encoded } => {
                         let whole = pos == offset;
                         let mut frames = encoded.filter(|_| whole).map(Frames::new);
+                        if frames.is_none() {
+                            let from = (pos - offset) as usize;
+                            let to = (run_end - offset) as usize;
+                            sink.data_run(ci, &bytes[from..to], cs)?;
+                            pos = run_end;
+                            continue;
+                        }
                         let mut at = pos;
                         while at < run_end {
                             let n = (run_end - at).min(cs);

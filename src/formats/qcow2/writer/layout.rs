@@ -528,6 +528,48 @@ impl<'a> Layout<'a> {
         Ok(())
     }
 
+    /// Stores the guest clusters from `first` uncompressed: `bytes` holds whole clusters (the
+    /// last shorter only at the disk's end). Runs within an L2 range get consecutive places
+    /// and go out in one write, without a copy.
+    pub fn normal_run(&mut self, first: u64, bytes: &[u8]) -> Result<()> {
+        let cs = self.cs() as usize;
+        let whole = bytes.len() / cs * cs;
+        let (aligned, tail) = bytes.split_at(whole);
+        let mut c = first;
+        let mut rest = aligned;
+        while !rest.is_empty() {
+            if self.plan.is_some() {
+                // Slots are handed out one by one.
+                let (one, later) = rest.split_at(cs);
+                self.normal(c, one)?;
+                c += 1;
+                rest = later;
+                continue;
+            }
+            let index = c / self.g.l2_entries;
+            let n = ((index + 1) * self.g.l2_entries - c).min((rest.len() / cs) as u64);
+            self.enter(c)?;
+            let at = if self.rules.data_file {
+                c * cs as u64
+            } else {
+                self.alloc(n)?
+            };
+            let (now, later) = rest.split_at(n as usize * cs);
+            if let Some(out) = self.data_out() {
+                out.write(at, now)?;
+            }
+            for i in 0..n {
+                self.set(c + i, Entry::Normal(at + i * cs as u64));
+            }
+            c += n;
+            rest = later;
+        }
+        if !tail.is_empty() {
+            self.normal(c, tail)?;
+        }
+        Ok(())
+    }
+
     /// Stores guest cluster `cluster` as compressed `bytes` (smaller than a cluster).
     pub fn compressed(&mut self, cluster: u64, bytes: &[u8]) -> Result<()> {
         self.enter(cluster)?;

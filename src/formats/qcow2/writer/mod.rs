@@ -222,6 +222,16 @@ impl ClusterSink for Inner<'_> {
         }
     }
 
+    fn data_run(&mut self, first: u64, bytes: &[u8], cluster_size: u64) -> Result<()> {
+        if self.encoder.is_some() {
+            for (i, chunk) in bytes.chunks(cluster_size as usize).enumerate() {
+                self.data(first + i as u64, chunk, Frame::Plain)?;
+            }
+            return Ok(());
+        }
+        self.layout.normal_run(first, bytes)
+    }
+
     fn run(&mut self, first: u64, count: u64, kind: RunKind) -> Result<()> {
         let kind = if self.zero_is_unallocated {
             RunKind::Unallocated
