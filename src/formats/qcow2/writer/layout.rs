@@ -71,6 +71,17 @@ impl Geometry {
                 l1_size * 8
             )));
         }
+        if settings.preallocates() && !settings.data_file.is_some() {
+            // Every cluster is in this file: the refcount table must reach past all of them.
+            let host = clusters + l1_size + clusters.div_ceil(l2_entries) + 1;
+            let blocks = host.div_ceil((cluster_size * 8) >> settings.refcount_order);
+            let table = (blocks + blocks.div_ceil(64) + 1) * 8;
+            if table > MAX_REFCOUNT_TABLE_BYTES {
+                return Err(Error::invalid(format!(
+                    "preallocating {size} bytes in clusters of {cluster_size} bytes needs a refcount table of about {table} bytes, more than qemu's limit of 8 MiB: give a larger cluster_size"
+                )));
+            }
+        }
         Ok(Geometry {
             cluster_size,
             cluster_bits: settings.cluster_bits,
