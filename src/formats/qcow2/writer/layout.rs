@@ -71,7 +71,7 @@ impl Geometry {
                 l1_size * 8
             )));
         }
-        if settings.preallocates() && !settings.data_file.is_some() {
+        if settings.preallocates() && settings.data_file.is_none() {
             // Every cluster is in this file: the refcount table must reach past all of them.
             let host = clusters + l1_size + clusters.div_ceil(l2_entries) + 1;
             let blocks = host.div_ceil((cluster_size * 8) >> settings.refcount_order);
