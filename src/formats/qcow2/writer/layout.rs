@@ -218,11 +218,11 @@ impl<'a> Combiner<'a> {
 
     /// Writes zero bytes (preallocation=full).
     fn zero_bytes(&mut self, mut offset: u64, len: u64) -> Result<()> {
-        let zeros = vec![0u8; COMBINE];
+        static ZEROS: [u8; COMBINE] = [0; COMBINE];
         let end = offset + len;
         while offset < end {
             let n = (end - offset).min(COMBINE as u64) as usize;
-            self.write(offset, &zeros[..n])?;
+            self.write(offset, &ZEROS[..n])?;
             offset += n as u64;
         }
         Ok(())
