@@ -294,7 +294,9 @@ pub fn replay(file: Arc<dyn Storage>, header: &Header) -> Result<Option<(Overlay
     // Every valid entry, by offset. The sectors of a valid entry are its own, so the search
     // goes on after it.
     let mut found: BTreeMap<u64, Entry> = BTreeMap::new();
-    let mut budget = length.saturating_mul(8).max(64 << 20);
+    // Enough to search a 1 MiB log whose every sector claims a 1 MiB entry (a few tenths of
+    // a second of CRC-32C), and larger logs eight times over.
+    let mut budget = length.saturating_mul(8).max(1 << 30);
     let mut at = 0;
     while at < length {
         match log.entry_at(at, &mut budget)? {
