@@ -490,7 +490,7 @@ fn random_damage_is_read_or_refused_in_one_line() {
             vx::reseal_regions(&mut bad);
             let log = vx::LOG_OFFSET as usize;
             let entry_len = u32::from_le_bytes(bad[log + 8..log + 12].try_into().unwrap()) as usize;
-            if (4096..=8192).contains(&entry_len) && entry_len % 4096 == 0 {
+            if (4096..=8192).contains(&entry_len) && entry_len.is_multiple_of(4096) {
                 vx::seal(&mut bad[log..log + entry_len], 4);
             }
         }

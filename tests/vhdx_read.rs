@@ -437,6 +437,16 @@ fn a_pending_log_is_replayed_in_memory_and_the_file_left_alone() {
 /// A differencing child of a dynamic parent, made by hand: partially present (sector bitmap),
 /// fully present, zero and not present blocks.
 fn differencing_pair(dir: &Path, sector: u32) -> (PathBuf, PathBuf, Spec, Vec<u8>) {
+    differencing_pair_named(dir, sector, "base.vhdx")
+}
+
+/// [`differencing_pair`] whose locator names the parent `name` (the parent is still written
+/// as base.vhdx).
+fn differencing_pair_named(
+    dir: &Path,
+    sector: u32,
+    name: &str,
+) -> (PathBuf, PathBuf, Spec, Vec<u8>) {
     let size = 6 * MIB + 4096;
     let mut parent = Spec::new(size, MIB);
     parent.logical_sector = sector;
@@ -453,12 +463,12 @@ fn differencing_pair(dir: &Path, sector: u32) -> (PathBuf, PathBuf, Spec, Vec<u8
             "parent_linkage".into(),
             "{00000000-0000-0000-0000-0000da7a0001}".into(),
         ),
-        ("relative_path".into(), ".\\base.vhdx".into()),
+        ("relative_path".into(), format!(".\\{name}")),
         (
             "volume_path".into(),
-            "\\\\?\\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\\VMs\\base.vhdx".into(),
+            format!("\\\\?\\Volume{{26a21bda-a627-11d7-9931-806e6f6e6963}}\\VMs\\{name}"),
         ),
-        ("absolute_win32_path".into(), "D:\\VMs\\base.vhdx".into()),
+        ("absolute_win32_path".into(), format!("D:\\VMs\\{name}")),
     ]);
     let spb = (MIB / u64::from(sector)) as usize;
     let present: Vec<bool> = (0..spb).map(|i| i % 3 == 0 || i < 5).collect();
@@ -569,4 +579,23 @@ fn a_differencing_pair_reads_through_its_checked_parent() {
             "{err}"
         );
     }
+}
+
+/// Hyper-V also chains a VHDX to a VHD parent: read through it, with a warning that a VHD has
+/// no DataWriteGuid to check the linkage against.
+#[test]
+fn a_vhd_parent_is_read_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, child, _, expected) = differencing_pair_named(dir.path(), 512, "base.vhd");
+    let vhd = dir.path().join("base.vhd");
+    run_ok(&["convert", "-O", "vhd", s(&parent), s(&vhd)]);
+    std::fs::remove_file(&parent).unwrap();
+    let out = dir.path().join("through.raw");
+    let (code, _, err) = run(&["convert", "-O", "raw", s(&child), s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("is a VHD") && err.contains("cannot be checked"),
+        "{err}"
+    );
+    assert!(std::fs::read(&out).unwrap() == expected);
 }
