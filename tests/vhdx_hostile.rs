@@ -360,6 +360,22 @@ fn logs_whose_entries_wrap_or_lie_are_refused_and_a_true_wrap_is_replayed() {
         vx::seal(&mut short[at..at + 4096], 4);
     }
     refused(&convert(c.write(&short)), NAME, &["log"]);
+    // One large zero write and twenty thousand small ones beside it: replayed in bounded time
+    // and memory (the small writes must not each copy the large one).
+    let mut descs = vec![Desc::Zero {
+        file_offset: len,
+        length: 128 * MIB,
+    }];
+    for i in 0..20_000u64 {
+        descs.push(Desc::Zero {
+            file_offset: len + 128 * MIB + i * 4096,
+            length: 4096,
+        });
+    }
+    let e = vx::log_entry(7, 0, &guid, len, len + 256 * MIB, &descs);
+    let r = convert(c.write(&with_log(&[(0, e)])));
+    done_or_refused(&r, NAME, &["memory"]);
+    assert!(r.elapsed.as_secs() < 10, "{}", r.describe());
     // Every sector claiming to start a 1 MiB entry: searched in bounded time.
     let mut claims = good.clone();
     for s in 0..(vx::LOG_LENGTH / 4096) {

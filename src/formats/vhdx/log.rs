@@ -371,7 +371,20 @@ pub fn replay(file: Arc<dyn Storage>, header: &Header) -> Result<Option<(Overlay
     }
     let limit = newest.last_file_offset.max(file_len);
     let log_range = (offset, offset + length);
-    let mut overlay = Overlay::new(file.clone());
+    // The replayed state, sector by sector (every write is whole 4 KiB sectors): `None` is a
+    // sector of zeros. Collected first and written to the overlay as runs, so that many small
+    // writes next to a large one cost their own size, not the large one's each time.
+    let too_much = |at: u64| {
+        Error::unsupported(format!(
+            "replaying the log needs more than {} MiB of memory; replay it on a copy with 'qemu-img check -r all'",
+            MAX_REPLAY_BYTES >> 20
+        ))
+        .at_offset(offset + at)
+        .with_path(&name)
+    };
+    let mut sectors: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
+    // Sector writes applied, overwrites included: bounds the time as `sectors` bounds memory.
+    let mut work = 0u64;
     for e in &chain {
         let bytes = log.circular(e.at, e.length);
         for w in writes(&log, e, &bytes)? {
@@ -392,25 +405,49 @@ pub fn replay(file: Arc<dyn Storage>, header: &Header) -> Result<Option<(Overlay
                     ),
                 ));
             }
-            if overlay.patch_bytes() + len > MAX_REPLAY_BYTES {
-                return Err(Error::unsupported(format!(
-                    "replaying the log needs more than {} MiB of memory; replay it on a copy with 'qemu-img check -r all'",
-                    MAX_REPLAY_BYTES >> 20
-                ))
-                .at_offset(offset + e.at)
-                .with_path(&name));
+            work += len / SECTOR;
+            if work > 4 * (MAX_REPLAY_BYTES / SECTOR) {
+                return Err(too_much(e.at));
             }
             match w {
                 Write::Data {
                     file_offset,
                     sector,
-                } => overlay.write(file_offset, &sector)?,
+                } => {
+                    sectors.insert(file_offset, Some(sector));
+                }
                 Write::Zero {
                     file_offset,
                     length,
-                } => overlay.write(file_offset, &vec![0u8; length as usize])?,
+                } => {
+                    for i in 0..length / SECTOR {
+                        sectors.insert(file_offset + i * SECTOR, None);
+                    }
+                }
+            }
+            if sectors.len() as u64 * SECTOR > MAX_REPLAY_BYTES {
+                return Err(too_much(e.at));
             }
         }
+    }
+    let mut overlay = Overlay::new(file.clone());
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_start = 0u64;
+    for (at, sector) in sectors {
+        if !run.is_empty() && run_start + run.len() as u64 != at {
+            overlay.write(run_start, &run)?;
+            run.clear();
+        }
+        if run.is_empty() {
+            run_start = at;
+        }
+        match sector {
+            Some(bytes) => run.extend_from_slice(&bytes),
+            None => run.resize(run.len() + SECTOR as usize, 0),
+        }
+    }
+    if !run.is_empty() {
+        overlay.write(run_start, &run)?;
     }
     // The file grows to hold what the log's writer had allocated.
     let new_len = newest.last_file_offset.max(file_len);

@@ -62,8 +62,16 @@ fn parse_guid(text: &str) -> Option<Guid> {
     Guid::parse_str(text.trim().trim_start_matches('{').trim_end_matches('}')).ok()
 }
 
-/// The parent named by `locator`.
-pub fn locate(locator: &ParentLocator) -> ParentRef {
+/// The parent named by `locator`. With `quote` false (an image another image named, whose
+/// contents the user may not be allowed to see), problems name the keys but not their values.
+pub fn locate(locator: &ParentLocator, quote: bool) -> ParentRef {
+    let shown = |value: &str| {
+        if quote {
+            format!(" '{value}'")
+        } else {
+            String::new()
+        }
+    };
     let mut names: Vec<String> = Vec::new();
     let mut problems = Vec::new();
     let mut stored: Option<String> = None;
@@ -81,7 +89,8 @@ pub fn locate(locator: &ParentLocator) -> ParentRef {
             Some(n) if !names.contains(&n) => names.push(n),
             Some(_) => {}
             None => problems.push(format!(
-                "parent locator {key} '{value}' names no file diskferry can look for"
+                "parent locator {key}{} names no file diskferry can look for",
+                shown(value)
             )),
         }
     }
@@ -96,7 +105,7 @@ pub fn locate(locator: &ParentLocator) -> ParentRef {
         let text = locator.get(key)?;
         let g = parse_guid(text);
         if g.is_none() {
-            problems.push(format!("parent locator {key} '{text}' is not a GUID"));
+            problems.push(format!("parent locator {key}{} is not a GUID", shown(text)));
         }
         g
     };
@@ -146,19 +155,22 @@ mod tests {
 
     #[test]
     fn windows_paths_become_names_beside_the_child() {
-        let p = locate(&locator(&[
-            ("parent_linkage", "{83ade3c6-9a3c-4a49-a6b6-0dba4d3e1b40}"),
-            ("relative_path", "..\\base\\p.vhdx"),
-            ("volume_path", "\\\\?\\Volume{1e2f}\\VMs\\p.vhdx"),
-            ("absolute_win32_path", "C:\\VMs\\p.vhdx"),
-        ]));
+        let p = locate(
+            &locator(&[
+                ("parent_linkage", "{83ade3c6-9a3c-4a49-a6b6-0dba4d3e1b40}"),
+                ("relative_path", "..\\base\\p.vhdx"),
+                ("volume_path", "\\\\?\\Volume{1e2f}\\VMs\\p.vhdx"),
+                ("absolute_win32_path", "C:\\VMs\\p.vhdx"),
+            ]),
+            true,
+        );
         assert_eq!(p.names, vec!["../base/p.vhdx", "p.vhdx"]);
         assert_eq!(p.stored_name, "..\\base\\p.vhdx");
         assert!(p.problems.is_empty(), "{:?}", p.problems);
         let linkage = p.linkage.unwrap();
         assert!(check_linkage(&p, &linkage).is_ok());
         assert!(check_linkage(&p, &Guid::nil()).is_err());
-        let p = locate(&locator(&[("relative_path", ".\\p.vhdx")]));
+        let p = locate(&locator(&[("relative_path", ".\\p.vhdx")]), true);
         assert_eq!(p.names, vec!["p.vhdx"]);
         assert!(p.problems[0].contains("no parent_linkage"));
     }

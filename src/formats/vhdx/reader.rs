@@ -77,7 +77,6 @@ impl VhdxLayer {
     /// Opens a VHDX, replaying its log in memory if it has one to replay. The file is never
     /// written.
     pub fn open(file: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<VhdxLayer> {
-        let _ = ctx;
         let creator = header::read_creator(file.as_ref())?;
         let (header, header_warning) = header::read_current(file.as_ref())?;
         let mut warnings: Vec<String> = header_warning.into_iter().collect();
@@ -114,7 +113,7 @@ impl VhdxLayer {
         let bat = Bat::read(file.as_ref(), regions.bat, geometry, &reserved)?;
         let (parent, backing) = match &metadata.parent_locator {
             Some(locator) => {
-                let p = parent::locate(locator);
+                let p = parent::locate(locator, ctx.may_quote());
                 warnings.extend(p.problems.iter().cloned());
                 let link = BackingLink {
                     stored_name: p.stored_name.clone(),
