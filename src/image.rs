@@ -98,6 +98,9 @@ pub struct BackingLink {
     pub names: Vec<String>,
     /// The parent's format when the image says (qcow2's backing format); otherwise detected.
     pub format: Option<Format>,
+    /// For parents found by a search rather than a stored name (a VDI's, by UUID): where it
+    /// was looked for, for the message when nothing is found.
+    pub searched: Option<String>,
 }
 
 impl BackingLink {
@@ -573,16 +576,22 @@ fn open_named_backing(gate: &Gate, child: &Path, link: &BackingLink) -> Result<A
     if let Some(e) = refusal {
         return Err(e);
     }
-    Err(Error::invalid(format!(
-        "backing image '{}' not found (tried: {})",
-        link.stored_name,
-        if tried.is_empty() {
-            "nothing".to_string()
-        } else {
-            tried.join(", ")
-        }
-    ))
-    .with_path(child))
+    let tried = if tried.is_empty() {
+        "nothing".to_string()
+    } else {
+        tried.join(", ")
+    };
+    let message = match &link.searched {
+        Some(searched) => format!(
+            "backing image '{}' not found (looked for in {searched}; tried: {tried})",
+            link.stored_name
+        ),
+        None => format!(
+            "backing image '{}' not found (tried: {tried})",
+            link.stored_name
+        ),
+    };
+    Err(Error::invalid(message).with_path(child))
 }
 
 /// Opens one layer over `storage`: detects the format unless given, then hands the storage to

@@ -149,6 +149,7 @@ impl Qcow2Layer {
                     .backing_format
                     .as_deref()
                     .and_then(|f| Registry::builtin().find(f).ok()),
+                searched: None,
             }),
             _ => None,
         };
