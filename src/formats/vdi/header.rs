@@ -174,6 +174,17 @@ impl Header {
             .at_offset(SIGNATURE_OFFSET));
         }
         let version = u32_at(&b, 0x44);
+        let needed = if version >> 16 == 0 {
+            HEADER_OFFSET + HEADER0_LEN
+        } else {
+            HEADER_OFFSET + HEADER1_LEN as u64
+        };
+        if len < needed {
+            return Err(Error::corrupt(format!(
+                "the file ends at {len:#x}, inside the VDI header ({needed:#x} bytes)"
+            ))
+            .at_offset(len));
+        }
         let h = match version >> 16 {
             1 => Self::parse_v1(&b, version)?,
             0 => Self::parse_v0(&b, version)?,
