@@ -454,11 +454,7 @@ fn damaged_headers_and_maps_give_one_line_naming_the_offset() {
     run_ok(&["convert", "-O", "vdi", s(&raw), s(&good)]);
     let bytes = std::fs::read(&good).unwrap();
     let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
-        (
-            "truncated header",
-            Box::new(|b| b.truncate(0x100)),
-            "0x100",
-        ),
+        ("truncated header", Box::new(|b| b.truncate(0x100)), "0x100"),
         (
             "block size 3000",
             Box::new(|b| b[0x178..0x17C].copy_from_slice(&3000u32.to_le_bytes())),
@@ -520,4 +516,67 @@ fn damaged_headers_and_maps_give_one_line_naming_the_offset() {
         );
         assert!(!err.contains("panicked"), "{what}: {err}");
     }
+}
+
+#[test]
+fn check_finds_what_qemu_img_finds_and_repairs_what_is_safe() {
+    let test = "check_finds_what_qemu_img_finds_and_repairs_what_is_safe";
+    if !have_qemu(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = source(d, "src.raw", 7);
+    let good = d.join("good.vdi");
+    run_ok(&["convert", "-O", "vdi", s(&raw), s(&good)]);
+    let (code, out, _) = run(&["check", s(&good)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("No errors were found"), "{out}");
+    let fresh = |name: &str| {
+        let p = d.join(name);
+        std::fs::copy(&good, &p).unwrap();
+        p
+    };
+    // A wrong allocated count: a corruption for both tools (exit 2), repaired by -r all.
+    let count = fresh("count.vdi");
+    poke(&count, 0x184, &1u32.to_le_bytes());
+    let (ours, _, _) = run(&["check", s(&count)]);
+    let (theirs, _, _) = qemu_img(&["check", s(&count)]);
+    assert_eq!((ours, theirs), (2, 2));
+    let (code, out, err) = run(&["check", "-r", "all", s(&count)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(qemu_img(&["check", s(&count)]).0, 0);
+    assert!(qemu_compare("raw", &raw, "vdi", &count));
+    // Two blocks at one place: a corruption for both; -r all leaves it (exit 2).
+    let dup = fresh("dup.vdi");
+    let first = std::fs::read(&dup).unwrap()[0x1000..0x1004].to_vec();
+    let entries = std::fs::read(&dup).unwrap()[0x1000..0x1000 + 40].to_vec();
+    let second = entries
+        .chunks(4)
+        .skip(1)
+        .position(|e| e != [0xff; 4])
+        .unwrap()
+        + 1;
+    poke(&dup, 0x1000 + second as u64 * 4, &first);
+    assert_eq!(run(&["check", s(&dup)]).0, 2);
+    assert_eq!(qemu_img(&["check", s(&dup)]).0, 2);
+    assert_eq!(run(&["check", "-r", "all", s(&dup)]).0, 2);
+    // Space after the last block: a leak (exit 3), cut by -r leaks.
+    let tail = fresh("tail.vdi");
+    let len = std::fs::metadata(&tail).unwrap().len();
+    poke(&tail, len + (3 << 20) - 1, &[0]);
+    assert_eq!(run(&["check", s(&tail)]).0, 3);
+    let (code, out, err) = run(&["check", "-r", "leaks", s(&tail)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::metadata(&tail).unwrap().len(), len);
+    assert!(qemu_compare("raw", &raw, "vdi", &tail));
+    // A block past the end: a corruption; -r all frees it and the rest reads as before.
+    let past = fresh("past.vdi");
+    poke(&past, 0x1000, &15u32.to_le_bytes());
+    let (code, out, _) = run(&["check", "--output", "json", s(&past)]);
+    assert_eq!(code, 2, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["corruptions"].as_u64().unwrap() >= 1, "{out}");
+    assert_eq!(run(&["check", "-r", "all", s(&past)]).0, 0);
+    assert_eq!(qemu_img(&["check", s(&past)]).0, 0);
 }

@@ -6,9 +6,11 @@
 //!   VDIs beside the image), through the open gate.
 //! - `reader.rs`: the [`Layer`] ([`VdiLayer`]).
 //! - [`writer`]: static, dynamic (to a file or a stream) and differencing writers.
+//! - [`check`](mod@check): `check` and `check -r`.
 //!
 //! There is no published specification: the layout follows VirtualBox's VDICore.h and VDI.cpp.
 
+pub mod check;
 pub mod header;
 pub mod parent;
 mod reader;
@@ -16,14 +18,17 @@ pub mod writer;
 
 pub use reader::VdiLayer;
 
+use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
+use crate::gate::Gate;
 use crate::image::Layer;
 use crate::options::OptionSpec;
 use crate::sink::Output;
 use crate::storage::Storage;
 use crate::writer::{CreateSpec, ImageWriter};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The VDI driver.
@@ -46,6 +51,7 @@ impl Driver for VdiDriver {
             Capability::Read,
             Capability::Write,
             Capability::WriteStream,
+            Capability::Check,
             Capability::Backing,
         ])
     }
@@ -73,5 +79,10 @@ impl Driver for VdiDriver {
         spec: &CreateSpec,
     ) -> Result<Box<dyn ImageWriter + 'a>> {
         writer::create_writer(output, spec)
+    }
+
+    fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+        let _ = gate;
+        check::check(path, repair)
     }
 }
