@@ -445,6 +445,9 @@ fn corpus_vdis_convert_to_the_manifest_sha256() {
     assert!(checked >= 3, "only {checked} corpus VDIs were checked");
 }
 
+/// A change to an image's bytes.
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
 #[test]
 fn damaged_headers_and_maps_give_one_line_naming_the_offset() {
     let dir = tempfile::tempdir().unwrap();
@@ -453,7 +456,7 @@ fn damaged_headers_and_maps_give_one_line_naming_the_offset() {
     let good = d.join("good.vdi");
     run_ok(&["convert", "-O", "vdi", s(&raw), s(&good)]);
     let bytes = std::fs::read(&good).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Damage, &str)> = vec![
         ("truncated header", Box::new(|b| b.truncate(0x100)), "0x100"),
         (
             "block size 3000",
