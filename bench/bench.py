@@ -94,6 +94,16 @@ CASES = {
         ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
         ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
     ),
+    "raw-to-vdi": (
+        "realistic.raw",
+        ["convert", "-O", "vdi", "{src}", "{dst}"],
+        ["convert", "-O", "vdi", "{src}", "{dst}"],
+    ),
+    "vdi-to-raw": (
+        "realistic.vdi",
+        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
+    ),
     "sparse-1t-qcow2-to-raw": (
         "sparse-1t.qcow2",
         ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
@@ -117,6 +127,7 @@ DERIVED = {
     "realistic.qcow2": ["convert", "-O", "qcow2", "realistic.raw", "realistic.qcow2"],
     "realistic-c.qcow2": ["convert", "-c", "-O", "qcow2", "realistic.raw", "realistic-c.qcow2"],
     "sparse-1t.qcow2": ["convert", "-O", "qcow2", "sparse-1t.raw", "sparse-1t.qcow2"],
+    "realistic.vdi": ["convert", "-O", "vdi", "realistic.raw", "realistic.vdi"],
 }
 
 # The output format of each case, for the content check.
@@ -133,6 +144,18 @@ OUTPUT_FORMAT = {
     "raw-to-qcow2-zstd-vs-W": ("qcow2", "qcow2"),
     "qcow2-to-raw": ("raw", "raw"),
     "qcow2-c-to-raw": ("raw", "raw"),
+    "raw-to-vdi": (
+        "realistic.raw",
+        ["convert", "-O", "vdi", "{src}", "{dst}"],
+        ["convert", "-O", "vdi", "{src}", "{dst}"],
+    ),
+    "vdi-to-raw": (
+        "realistic.vdi",
+        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
+    ),
+    "raw-to-vdi": ("vdi", "vdi"),
+    "vdi-to-raw": ("raw", "raw"),
     "sparse-1t-qcow2-to-raw": ("raw", "raw"),
     "sparse-1t-qcow2-to-vhd": ("vpc", "vpc"),
 }
