@@ -230,6 +230,10 @@ pub struct OpenOptions {
     /// An internal snapshot of the top image to read instead of its current state
     /// (`convert -l`), for formats that hold them.
     pub snapshot: Option<crate::snapshot::Selector>,
+    /// The top image's parent, named by the user (`--parent`): opened instead of what the
+    /// image names (a user's choice, so not through the gate), and still verified against the
+    /// image's record of its parent.
+    pub parent: Option<PathBuf>,
 }
 
 impl Default for OpenOptions {
@@ -242,6 +246,7 @@ impl Default for OpenOptions {
             registry: Registry::builtin(),
             salvage: Salvage::Refuse,
             snapshot: None,
+            parent: None,
         }
     }
 }
@@ -355,6 +360,15 @@ impl Image {
         let max_depth = options.max_depth;
         let mut seen: HashSet<FileId> = HashSet::new();
         seen.extend(layer_identities(self.layers[0].as_ref()));
+        if let Some(parent) = &options.parent
+            && self.layers[0].backing().is_none()
+        {
+            return Err(Error::invalid(format!(
+                "--parent '{}' was given, but this image has no parent (it is not a differencing image)",
+                parent.display()
+            ))
+            .with_path(self.layers[0].path()));
+        }
         loop {
             let child = self.layers.last().expect("an image has a layer");
             let Some(link) = child.backing().cloned() else {
@@ -367,7 +381,10 @@ impl Image {
                 ))
                 .with_path(&child_path));
             }
-            let storage = open_named_backing(&options.gate, &child_path, &link)?;
+            let storage: Arc<dyn Storage> = match (&options.parent, self.layers.len()) {
+                (Some(parent), 1) => Arc::new(HostFile::open(parent)?),
+                _ => open_named_backing(&options.gate, &child_path, &link)?,
+            };
             if let Some(id) = storage.identity()
                 && !seen.insert(id)
             {

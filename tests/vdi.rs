@@ -648,3 +648,29 @@ fn dissect_reads_snapshot_chains_as_diskferry_does() {
         assert_eq!(padded_sha(&out), theirs, "snapshot {i}");
     }
 }
+
+#[test]
+fn a_parent_named_by_the_user_is_read_and_still_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = machine(d);
+    // Moved away from its machine folder, the snapshot's parent cannot be found...
+    let lone = d.join("elsewhere");
+    std::fs::create_dir_all(lone.join("deeper")).unwrap();
+    let snap = lone.join("deeper/snap.vdi");
+    std::fs::copy(&m.snaps[0], &snap).unwrap();
+    let out = d.join("out.raw");
+    assert_ne!(to_raw(&snap, &out, &[]).0, 0);
+    // ...until the user names it.
+    let (code, err) = to_raw(&snap, &out, &["--parent", s(&m.base)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(padded_sha(&out), padded_sha(&m.raws[1]));
+    // The wrong parent is refused all the same.
+    let (code, err) = to_raw(&snap, &out, &["--parent", s(&m.snaps[1])]);
+    assert_ne!(code, 0);
+    assert!(err.contains("wrong parent"), "{err}");
+    // A base image has no parent to name.
+    let (code, err) = to_raw(&m.base, &out, &["--parent", s(&m.snaps[1])]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no parent"), "{err}");
+}

@@ -46,6 +46,7 @@ fn open_options(gate: &GateArgs, format: Option<Format>) -> OpenOptions {
             BackingPolicy::Follow
         },
         gate: base.with_devices(devices),
+        parent: gate.parent.clone(),
         ..OpenOptions::default()
     }
 }
@@ -221,6 +222,7 @@ pub fn snapshot(args: SnapshotArgs) -> Outcome {
             confine: false,
             no_backing: true,
             allow_devices: false,
+            parent: None,
         },
         parse_format(args.format.as_deref())?,
     );
