@@ -79,7 +79,7 @@ fn settings(spec: &CreateSpec) -> Result<Settings> {
         )));
     }
     let log_len = o.size("log_size").unwrap_or(MIB);
-    if log_len == 0 || log_len % MIB != 0 || log_len > 256 * MIB {
+    if log_len == 0 || !log_len.is_multiple_of(MIB) || log_len > 256 * MIB {
         return Err(Error::invalid(format!(
             "log_size={log_len}: the VHDX log must be a multiple of 1M, at most 256M"
         )));
