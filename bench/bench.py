@@ -104,6 +104,16 @@ CASES = {
         ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
         ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
     ),
+    "raw-to-vhdx": (
+        "realistic.raw",
+        ["convert", "-O", "vhdx", "{src}", "{dst}"],
+        ["convert", "-O", "vhdx", "{src}", "{dst}"],
+    ),
+    "vhdx-to-raw": (
+        "realistic.vhdx",
+        ["convert", "-f", "vhdx", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "vhdx", "-O", "raw", "{src}", "{dst}"],
+    ),
     "sparse-1t-qcow2-to-raw": (
         "sparse-1t.qcow2",
         ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
@@ -128,6 +138,7 @@ DERIVED = {
     "realistic-c.qcow2": ["convert", "-c", "-O", "qcow2", "realistic.raw", "realistic-c.qcow2"],
     "sparse-1t.qcow2": ["convert", "-O", "qcow2", "sparse-1t.raw", "sparse-1t.qcow2"],
     "realistic.vdi": ["convert", "-O", "vdi", "realistic.raw", "realistic.vdi"],
+    "realistic.vhdx": ["convert", "-O", "vhdx", "realistic.raw", "realistic.vhdx"],
 }
 
 # The output format of each case, for the content check.
@@ -156,6 +167,8 @@ OUTPUT_FORMAT = {
     ),
     "raw-to-vdi": ("vdi", "vdi"),
     "vdi-to-raw": ("raw", "raw"),
+    "raw-to-vhdx": ("vhdx", "vhdx"),
+    "vhdx-to-raw": ("raw", "raw"),
     "sparse-1t-qcow2-to-raw": ("raw", "raw"),
     "sparse-1t-qcow2-to-vhd": ("vpc", "vpc"),
 }

@@ -3,14 +3,16 @@
 //!
 //! - fixed: every block stored in order (`LeaveBlocksAllocated`); zeros are holes in a new
 //!   file. The engine's workers write data at its place.
-//! - dynamic, to a file or device: a block gets the next 1 MiB-aligned place when its data
-//!   arrives (the workers write it there, in any order); the BAT is written last.
-//! - dynamic, to a stream: which blocks exist is decided first from the source's allocation
-//!   map, so the headers, metadata and BAT go out first and the blocks follow in order.
+//! - dynamic: which blocks exist is decided first from the source's allocation map, so every
+//!   block has its place from the start: the headers, metadata and BAT go out first, the
+//!   engine's workers write data at its place (in any order) in a file or device, a stream
+//!   gets the blocks in order; zeros inside a stored block are holes in a new file.
 //! - differencing (`create -b`, `convert -B`): a dynamic disk whose absent blocks read from
 //!   the parent, zeros over the parent stored as zero blocks, the parent named by a locator
 //!   (`parent_linkage` = the parent's DataWriteGuid, `relative_path`). Its parent must be a
-//!   VHDX. Not streamed: a zero over the parent in a block the source map did not foresee could
+//!   VHDX. Its blocks are placed as their data arrives (a block either holds data or not,
+//!   which the source map cannot tell apart from zeros over the parent), the BAT written last;
+//!   not streamed: a zero over the parent in a block the source map did not foresee could
 //!   not be recorded in a BAT already sent.
 
 use super::guid::{Guid, braced};
@@ -177,6 +179,15 @@ struct Placer {
 }
 
 impl Placer {
+    /// The file offset of virtual `pos` if its block has a place.
+    fn planned(&self, pos: u64) -> Option<u64> {
+        let block = pos / self.shape.block_size;
+        let t = self.table.lock().expect("table lock");
+        let entry = t.entries[self.shape.index(block)];
+        (entry & 7 == STATE_FULLY_PRESENT)
+            .then(|| (entry >> 20) * MIB + pos % self.shape.block_size)
+    }
+
     /// The file offset of virtual `pos`, placing its block if allowed.
     fn place(&self, pos: u64) -> Result<u64> {
         let block = pos / self.shape.block_size;
@@ -283,7 +294,7 @@ pub fn create_writer<'a>(
         }
         next = shape.blocks;
         Mode::Fixed
-    } else if streaming {
+    } else if !differencing {
         for block in 0..shape.blocks {
             let start = block * s.block_size;
             if spec.may_have_data(start, s.block_size.min(size - start))? {
@@ -336,6 +347,7 @@ pub fn create_writer<'a>(
         mode,
         differencing,
         zero_state: s.zero_state,
+        size,
     }))
 }
 
@@ -364,6 +376,8 @@ struct VhdxWriter<'a> {
     mode: Mode,
     differencing: bool,
     zero_state: bool,
+    /// The virtual size.
+    size: u64,
 }
 
 impl VhdxWriter<'_> {
@@ -387,8 +401,14 @@ impl VhdxWriter<'_> {
     /// but say they read as zeros.
     fn mark_fixed_zero(&self, offset: u64, len: u64) {
         let shape = self.placer.shape;
+        let bs = shape.block_size;
         let mut t = self.placer.table.lock().expect("table lock");
-        for block in offset / shape.block_size..(offset + len).div_ceil(shape.block_size) {
+        // Only blocks the piece covers whole (the disk's last block up to the disk's end).
+        for block in offset.div_ceil(bs)..(offset + len).div_ceil(bs) {
+            let end = ((block + 1) * bs).min(self.size);
+            if end > offset + len {
+                break;
+            }
             let e = &mut t.entries[shape.index(block)];
             *e = (*e & !7) | STATE_ZERO;
         }
@@ -396,8 +416,15 @@ impl VhdxWriter<'_> {
 }
 
 impl ImageWriter for VhdxWriter<'_> {
+    /// A differencing disk's blocks arrive whole: a block holding data is stored whole, so the
+    /// parts of it the source leaves to the parent must arrive as data too. Other disks take
+    /// the engine's default: zeros inside a stored block are holes in a new file.
     fn granularity(&self) -> u64 {
-        self.placer.shape.block_size
+        if self.differencing {
+            self.placer.shape.block_size
+        } else {
+            512
+        }
     }
 
     fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
@@ -429,9 +456,20 @@ impl ImageWriter for VhdxWriter<'_> {
                     }
                     self.sink.write_zeros(self.places.data + offset, len)
                 }
-                // A planned block that turned out to hold zeros keeps its place: zeros in
-                // the stream.
-                Mode::Planned => Ok(()),
+                // Zeros inside a planned block: nothing to write in a new file (a hole) or a
+                // stream (the gap), zeros written over a device or an existing file.
+                Mode::Planned => {
+                    let mut done = 0;
+                    while done < len {
+                        let pos = offset + done;
+                        let n = (bs - pos % bs).min(len - done);
+                        if let Some(at) = self.placer.planned(pos) {
+                            self.sink.write_zeros(at, n)?;
+                        }
+                        done += n;
+                    }
+                    Ok(())
+                }
                 Mode::OnArrival => {
                     let state = if self.differencing {
                         STATE_ZERO
