@@ -10,7 +10,7 @@ use super::header::{BLOCK_ZERO, Header};
 use crate::check::{CheckReport, RepairMode, Severity};
 use crate::error::Result;
 use crate::host_file::HostFile;
-use crate::storage::{Storage, StorageExt};
+use crate::storage::Storage;
 use std::path::Path;
 
 /// Checks (and with `repair`, repairs) the VDI at `path`.
@@ -80,15 +80,7 @@ pub fn check_storage(file: &dyn Storage, path: &Path) -> Result<CheckReport> {
 
 fn inspect(file: &dyn Storage, path: &Path) -> Result<Inspection> {
     let header = Header::read(file)?;
-    let raw = file.read_vec(
-        header.blocks_offset,
-        header.blocks as u64 * 4,
-        "VDI block map",
-    )?;
-    let map: Vec<u32> = raw
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
+    let map = header.read_map(file)?;
     let mut report = CheckReport::new(path, super::FORMAT);
     let mut fixes = Vec::new();
     let len = file.len();

@@ -16,7 +16,7 @@
 //! it: the block map must lie inside the file and the disk must fit in its blocks.
 
 use crate::error::{Error, Result};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageExt};
 use uuid::Uuid;
 
 /// The signature at 0x40.
@@ -354,6 +354,15 @@ impl Header {
     /// Where the data of the block stored at index `entry` starts.
     pub fn block_data_at(&self, entry: u32) -> u64 {
         self.data_offset + entry as u64 * self.block_stride() + self.block_extra as u64
+    }
+
+    /// Reads the block map (its size was checked against the file by [`Header::read`]).
+    pub fn read_map(&self, file: &dyn Storage) -> Result<Vec<u32>> {
+        let raw = file.read_vec(self.blocks_offset, self.blocks as u64 * 4, "VDI block map")?;
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
     }
 
     /// The version as `info` prints it ("1.1").

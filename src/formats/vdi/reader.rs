@@ -5,7 +5,7 @@ use super::header::{BLOCK_FREE, BLOCK_ZERO, Header};
 use crate::error::{Error, Result};
 use crate::format::{Format, OpenContext, Salvage};
 use crate::image::{Allocation, BackingLink, Layer, LayerDetails, Mapping};
-use crate::storage::{Storage, StorageExt};
+use crate::storage::Storage;
 use serde_json::json;
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -40,15 +40,7 @@ impl VdiLayer {
     /// [`super::parent`]) through the context's gate.
     pub fn open(file: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<VdiLayer> {
         let header = Header::read(file.as_ref())?;
-        let raw = file.read_vec(
-            header.blocks_offset,
-            header.blocks as u64 * 4,
-            "VDI block map",
-        )?;
-        let map: Vec<u32> = raw
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
+        let map = header.read_map(file.as_ref())?;
         let path = file.name().to_path_buf();
         let backing = if header.image_type.has_parent() {
             let search = super::parent::find(&path, header.uuid_linkage, ctx.gate);

@@ -22,7 +22,7 @@ use super::reader::VdiLayer;
 use crate::error::{Error, Result};
 use crate::options::{OptionKind, OptionSpec};
 use crate::sink::{Access, Output, SharedSink, Sink};
-use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
+use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece, for_each_block};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
@@ -70,11 +70,8 @@ struct Placer {
 impl DirectWrite for Placer {
     fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         let bs = self.block_size;
-        let mut done = 0usize;
-        while done < bytes.len() {
-            let pos = offset + done as u64;
+        for_each_block(offset, bytes, bs, |pos, part| {
             let index = pos / bs;
-            let n = ((bs - pos % bs) as usize).min(bytes.len() - done);
             let place = if self.fixed {
                 index
             } else {
@@ -89,11 +86,9 @@ impl DirectWrite for Placer {
                     place as u64
                 }
             };
-            let at = self.data_offset + place * bs + pos % bs;
-            self.sink.write_at(&bytes[done..done + n], at)?;
-            done += n;
-        }
-        Ok(())
+            self.sink
+                .write_at(part, self.data_offset + place * bs + pos % bs)
+        })
     }
 }
 
@@ -286,17 +281,10 @@ impl ImageWriter for VdiWriter<'_> {
     fn write(&mut self, offset: u64, piece: Piece<'_>) -> Result<()> {
         let bs = self.block_size;
         match piece {
-            Piece::Data { bytes, .. } => {
-                let mut done = 0usize;
-                while done < bytes.len() {
-                    let pos = offset + done as u64;
-                    let n = ((bs - pos % bs) as usize).min(bytes.len() - done);
-                    let at = self.place(pos)?;
-                    self.sink.write_at(&bytes[done..done + n], at)?;
-                    done += n;
-                }
-                Ok(())
-            }
+            Piece::Data { bytes, .. } => for_each_block(offset, bytes, bs, |pos, part| {
+                let at = self.place(pos)?;
+                self.sink.write_at(part, at)
+            }),
             Piece::Placed(_) => Ok(()),
             Piece::Zero(len) => match self.mode {
                 Mode::Fixed => {

@@ -24,7 +24,7 @@ use super::reader::VhdxLayer;
 use crate::error::{Error, Result};
 use crate::options::{OptionKind, OptionSpec};
 use crate::sink::{Access, Output, SharedSink, Sink};
-use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
+use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece, for_each_block};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -217,16 +217,9 @@ struct Workers {
 
 impl DirectWrite for Workers {
     fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()> {
-        let bs = self.placer.shape.block_size;
-        let mut done = 0usize;
-        while done < bytes.len() {
-            let pos = offset + done as u64;
-            let n = ((bs - pos % bs) as usize).min(bytes.len() - done);
-            let at = self.placer.place(pos)?;
-            self.sink.write_at(&bytes[done..done + n], at)?;
-            done += n;
-        }
-        Ok(())
+        for_each_block(offset, bytes, self.placer.shape.block_size, |pos, part| {
+            self.sink.write_at(part, self.placer.place(pos)?)
+        })
     }
 }
 
@@ -435,15 +428,11 @@ impl ImageWriter for VhdxWriter<'_> {
         let bs = self.placer.shape.block_size;
         match piece {
             Piece::Data { bytes, .. } => {
-                let mut done = 0usize;
-                while done < bytes.len() {
-                    let pos = offset + done as u64;
-                    let n = ((bs - pos % bs) as usize).min(bytes.len() - done);
-                    let at = self.placer.place(pos)?;
-                    self.sink.write_at(&bytes[done..done + n], at)?;
-                    done += n;
-                }
-                Ok(())
+                let placer = &self.placer;
+                let sink = &mut self.sink;
+                for_each_block(offset, bytes, bs, |pos, part| {
+                    sink.write_at(part, placer.place(pos)?)
+                })
             }
             Piece::Placed(_) => Ok(()),
             Piece::Zero(len) => match self.mode {
