@@ -167,6 +167,11 @@ fn every_block_size_reads_back() {
         let back = d.join("back.raw");
         assert_eq!(to_raw(&out, &back, &[]).0, 0);
         assert_eq!(padded_sha(&back), want, "block_size={bs}");
+        // The smallest and largest are enough for the independent reader (each run of it
+        // costs seconds).
+        if !matches!(bs, "4K" | "64M") {
+            continue;
+        }
         let Some(readings) = oracle_read(test, "vdi", &out) else {
             continue;
         };
