@@ -104,6 +104,10 @@ pub struct CheckReport {
     /// How the command line prints the report.
     #[serde(skip)]
     pub style: ReportStyle,
+    /// Why the check stopped before it was complete (qemu-img's "Check failed"): the
+    /// findings so far are all there is, and the figures mean nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// The checker's own counts; when absent, each finding counts once.
     #[serde(skip)]
     pub tally: Option<Tally>,
@@ -128,6 +132,7 @@ impl CheckReport {
             compressed_clusters: None,
             note: None,
             style: ReportStyle::Findings,
+            stopped: None,
             tally: None,
         }
     }
@@ -277,7 +282,7 @@ impl CheckReport {
 
     /// qemu-img check's exit status: 0 clean, 1 check incomplete, 2 corruptions, 3 leaks only.
     pub fn exit_code(&self) -> i32 {
-        if self.check_errors > 0 {
+        if self.check_errors > 0 || self.stopped.is_some() {
             1
         } else if self.corruptions() > 0 {
             2

@@ -343,6 +343,10 @@ pub fn check(args: CheckArgs) -> Outcome {
         for f in &report.findings {
             eprintln!("{}", printable(&f.message));
         }
+        if let Some(why) = &report.stopped {
+            // As qemu-img: no summary of an incomplete check.
+            return Err(Error::corrupt(format!("Check failed: {why}")).with_path(&args.image));
+        }
         if !args.quiet || args.output == OutputFormat::Json {
             emit(&match args.output {
                 OutputFormat::Human => report.qemu_human(),

@@ -59,8 +59,8 @@ pub struct Checker<'a> {
     /// The refcount structure must be rebuilt to be repaired.
     rebuild: bool,
     fix: Fix,
-    /// The bitmap directory could not be read: qemu gives up the check.
-    failed: bool,
+    /// Why the check stopped early (qemu's "Check failed"), when it did.
+    stopped: Option<String>,
 }
 
 /// Checks the QCOW2 image at `path`, repairing with `repair`. Only the image is read (and,
@@ -99,23 +99,23 @@ pub fn check_image(
             errors: true,
         },
     };
-    let (out, stats, end) = pass(io, fix)?;
-    let fixed = out.tally.corruptions_fixed + out.tally.leaks_fixed;
-    if fixed == 0 {
-        return Ok(to_report(path, out, stats, end));
+    let first = pass(io, fix)?;
+    let fixed = first.out.tally.corruptions_fixed + first.out.tally.leaks_fixed;
+    if fixed == 0 || first.stopped.is_some() {
+        return Ok(to_report(path, first));
     }
     // What is left after the repair, counted afresh; the repairs as the first pass counted them.
-    let (mut again, stats, end) = pass(io, Fix::default())?;
-    let mut findings = out.findings;
-    findings.append(&mut again.findings);
-    again.findings = findings;
-    again.tally.corruptions_fixed = out.tally.corruptions_fixed;
-    again.tally.leaks_fixed = out.tally.leaks_fixed;
-    Ok(to_report(path, again, stats, end))
+    let mut again = pass(io, Fix::default())?;
+    let mut findings = first.out.findings;
+    findings.append(&mut again.out.findings);
+    again.out.findings = findings;
+    again.out.tally.corruptions_fixed = first.out.tally.corruptions_fixed;
+    again.out.tally.leaks_fixed = first.out.tally.leaks_fixed;
+    Ok(to_report(path, again))
 }
 
-/// One pass of qemu's check: (what it found, the allocation figures, the image end offset).
-fn pass(io: &mut dyn ImageIo, fix: Fix) -> Result<(Out, Stats, u64)> {
+/// One pass of qemu's check.
+fn pass(io: &mut dyn ImageIo, fix: Fix) -> Result<Pass> {
     let gate = Gate::confined();
     let ctx = OpenContext {
         gate: &gate,
@@ -153,17 +153,30 @@ fn pass(io: &mut dyn ImageIo, fix: Fix) -> Result<(Out, Stats, u64)> {
         l1,
         rebuild: false,
         fix,
-        failed: false,
+        stopped: None,
         h,
         io,
     };
     c.reset_counts()?;
     let end = c.run()?;
     let repairing = fix.leaks || fix.errors;
-    if repairing && c.out.check_errors == 0 && c.out.tally.corruptions == 0 {
+    if c.stopped.is_none() && repairing && c.out.check_errors == 0 && c.out.tally.corruptions == 0 {
         c.mark_clean()?;
     }
-    Ok((c.out, c.stats, end))
+    Ok(Pass {
+        out: c.out,
+        stats: c.stats,
+        end,
+        stopped: c.stopped,
+    })
+}
+
+/// What one pass found.
+struct Pass {
+    out: Out,
+    stats: Stats,
+    end: u64,
+    stopped: Option<String>,
 }
 
 impl Checker<'_> {
@@ -185,11 +198,15 @@ impl Checker<'_> {
     }
 
     /// qemu's `qcow2_check_refcounts`: count, compare, repair, check the COPIED flags;
-    /// returns the image end offset.
+    /// returns the image end offset (0 when the check stopped).
     fn run(&mut self) -> Result<u64> {
         self.calculate()?;
-        self.give_up_if_failed()?;
-        let before = self.out.clone();
+        if self.stopped.is_some() {
+            return Ok(0);
+        }
+        // A repair starts again from the counts before the comparison (its lines stay:
+        // qemu prints both the problem and its repair).
+        let before = (self.out.tally, self.out.check_errors);
         let mut highest = self.compare(Fix::default())?;
         if self.rebuild && self.fix.errors {
             let old = self.out.tally;
@@ -208,7 +225,9 @@ impl Checker<'_> {
             )?;
             self.reset_counts()?;
             self.calculate()?;
-            self.give_up_if_failed()?;
+            if self.stopped.is_some() {
+                return Ok(0);
+            }
             // The old structure's clusters are leaks of the new one: fixed, not reported
             // (the rebuild made them), unless they could not be.
             let saved = (self.out.tally, self.out.check_errors);
@@ -229,27 +248,20 @@ impl Checker<'_> {
             t.leaks += fresh_leaks;
         } else if self.fix.leaks || self.fix.errors {
             if self.rebuild {
-                return Err(Error::corrupt(
-                    "the refcount structure must be rebuilt, which -r leaks does not do; repair with -r all",
-                )
-                .with_path(self.io.name()));
+                self.out
+                    .check_error("ERROR need to rebuild refcount structures".into());
+                self.stopped = Some(
+                    "the refcount structure must be rebuilt, which -r leaks does not do; repair with -r all"
+                        .into(),
+                );
+                return Ok(0);
             }
             if self.out.tally.leaks > 0 || self.out.tally.corruptions > 0 {
-                self.out = before;
+                (self.out.tally, self.out.check_errors) = before;
                 highest = self.compare(self.fix)?;
             }
         }
         self.check_copied(self.fix)?;
         Ok((highest + 1) * self.cs)
-    }
-
-    fn give_up_if_failed(&self) -> Result<()> {
-        if self.failed {
-            return Err(Error::corrupt(
-                "the bitmap directory cannot be read, so the check stopped",
-            )
-            .with_path(self.io.name()));
-        }
-        Ok(())
     }
 }

@@ -240,7 +240,7 @@ mod tests {
         for order in 0..=6u32 {
             let mut block = vec![0u8; 512];
             let max = refcount_max(order);
-            let entries = 512 * 8 >> order;
+            let entries = (512 * 8) >> order;
             for i in 0..entries {
                 set_entry(&mut block, i, order, (i * 7) & max);
             }

@@ -12,7 +12,7 @@
 //! - COPIED flags come after the refcounts they follow; the dirty and corrupt bits are
 //!   cleared last, and only when nothing is left to repair.
 //!
-//! Every write goes through [`write`], which also holds the test hook that kills the process
+//! Every write goes through [`write()`], which also holds the test hook that kills the process
 //! after a given number of writes.
 
 use super::Checker;

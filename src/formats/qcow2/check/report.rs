@@ -73,9 +73,14 @@ pub struct Stats {
     pub compressed: u64,
 }
 
-/// The report of a check whose counts are `out`'s, whose figures are `stats` and whose image
-/// ends at `end` (0: unknown).
-pub fn to_report(path: &Path, out: Out, stats: Stats, end: u64) -> CheckReport {
+/// The report of a pass.
+pub(super) fn to_report(path: &Path, pass: super::Pass) -> CheckReport {
+    let super::Pass {
+        out,
+        stats,
+        end,
+        stopped,
+    } = pass;
     let mut report = CheckReport::new(path, super::super::FORMAT);
     report.style = ReportStyle::Qemu;
     report.findings = out.findings;
@@ -86,5 +91,6 @@ pub fn to_report(path: &Path, out: Out, stats: Stats, end: u64) -> CheckReport {
     report.allocated_clusters = Some(stats.allocated);
     report.fragmented_clusters = Some(stats.fragmented);
     report.compressed_clusters = Some(stats.compressed);
+    report.stopped = stopped;
     report
 }
