@@ -613,3 +613,45 @@ fn damaged_bytes_never_panic_the_checker() {
         }
     }
 }
+
+/// An L1 table whose every entry names the same L2 table: a small file that would make the
+/// walk read that table millions of times stops with a check error, promptly.
+#[test]
+fn an_l1_table_repeating_one_l2_table_stops_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("repeat.qcow2");
+    run_ok(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=512",
+        s(&img),
+        "64G",
+    ]);
+    let f = open_rw(&img);
+    let l = Layout::read(&f);
+    let entries = (64u64 << 30) / (512 * 64);
+    // One L2 table after the L1 table, and every L1 entry pointing at it.
+    let len = f.metadata().unwrap().len().next_multiple_of(512);
+    let l2 = len.max(l.l1_offset + entries * 8).next_multiple_of(512);
+    f.set_len(l2 + 512).unwrap();
+    let entry = ((1u64 << 63) | l2).to_be_bytes();
+    let table: Vec<u8> = entry
+        .iter()
+        .copied()
+        .cycle()
+        .take((entries * 8) as usize)
+        .collect();
+    f.write_all_at(&table, l.l1_offset).unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&["check", s(&img)]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("Check failed"), "{err}");
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -113,6 +113,9 @@ impl Checker<'_> {
                     self.out.corruption_line(m);
                 }
             }
+            if !self.spend_l2() {
+                return Ok(());
+            }
             let mut table = self.read_l2(l2)?;
             let mut dirty = 0u64;
             for slot in table.iter_mut() {

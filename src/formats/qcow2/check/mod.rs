@@ -61,6 +61,8 @@ pub struct Checker<'a> {
     fix: Fix,
     /// Why the check stopped early (qemu's "Check failed"), when it did.
     stopped: Option<String>,
+    /// L2 tables the walk may still read: see [`Checker::reset_counts`].
+    l2_budget: u64,
 }
 
 /// Checks the QCOW2 image at `path`, repairing with `repair`. Only the image is read (and,
@@ -154,6 +156,7 @@ fn pass(io: &mut dyn ImageIo, fix: Fix) -> Result<Pass> {
         rebuild: false,
         fix,
         stopped: None,
+        l2_budget: 0,
         h,
         io,
     };
@@ -194,6 +197,13 @@ impl Checker<'_> {
             total: self.h.size.div_ceil(self.cs),
             ..Stats::default()
         };
+        // Each L1 table (the active one, each snapshot's) of a sound image points at distinct
+        // L2 tables, each a cluster of the file: more L2 reads than that (twice, for the
+        // COPIED pass) means L1 entries repeating one table, which hostile input uses to make
+        // a small file cost hours. qemu would walk them all; we stop and say so.
+        self.l2_budget = (clusters + 1)
+            .saturating_mul(2 + self.snapshots.len() as u64)
+            .max(1 << 16);
         Ok(())
     }
 

@@ -158,9 +158,25 @@ impl Checker<'_> {
                     "ERROR l2_offset={l2:x}: Table is not cluster aligned; L1 entry corrupted"
                 ));
             }
+            if !self.spend_l2() {
+                return Ok(());
+            }
             self.walk_l2(l2, active)?;
         }
         Ok(())
+    }
+
+    /// Takes one L2 table read from the budget; false (and the check stopped) when it is
+    /// spent.
+    pub fn spend_l2(&mut self) -> bool {
+        if self.l2_budget == 0 {
+            self.stopped.get_or_insert_with(|| {
+                "the L1 tables point at more L2 tables than the file can hold (the same tables again and again?)".into()
+            });
+            return false;
+        }
+        self.l2_budget -= 1;
+        true
     }
 
     /// Reads the L2 table at `offset` (zeros past the end of the file): (entry, subcluster
