@@ -306,9 +306,11 @@ enum Damage {
     L2OnRefblock,
     /// Several leaks and a zeroed refcount at once.
     Mixed,
+    /// A zero entry with a preallocated cluster at an offset not on a cluster boundary.
+    MisalignedZero,
 }
 
-const DAMAGES: [Damage; 8] = [
+const DAMAGES: [Damage; 9] = [
     Damage::Leak,
     Damage::ZeroRefcount,
     Damage::LowRefcount,
@@ -317,6 +319,7 @@ const DAMAGES: [Damage; 8] = [
     Damage::PastEnd,
     Damage::L2OnRefblock,
     Damage::Mixed,
+    Damage::MisalignedZero,
 ];
 
 /// A 64 KiB-cluster image with data, a snapshot and data rewritten after it (so that some
@@ -388,6 +391,10 @@ fn damage(img: &Path, d: Damage) {
             let block = be64(&f, l.reftable_offset) & !0x1ff;
             f.write_all_at(&(copied | block).to_be_bytes(), l.l1_offset)
                 .unwrap();
+        }
+        Damage::MisalignedZero => {
+            let e = (own.1 + 0x200) | 1;
+            f.write_all_at(&e.to_be_bytes(), own.0).unwrap();
         }
         Damage::Mixed => {
             for (_, e) in entries.iter().filter(|(_, e)| *e != 0).skip(2).take(3) {

@@ -122,10 +122,9 @@ pub fn read_padded(io: &dyn Storage, buf: &mut [u8], offset: u64) -> Result<()> 
     Ok(())
 }
 
-/// Reads `entries` big-endian u64 at `offset`, zeros past the end of the image.
+/// Reads up to `entries` big-endian u64 at `offset`: only those the file holds, since the rest
+/// read as zeros, which reference nothing. A hostile entry count (a bitmap table of 2^32
+/// entries) so costs no more memory than the file's own bytes.
 pub fn read_u64s(io: &dyn Storage, offset: u64, entries: u64) -> Result<Vec<u64>> {
-    let mut out = crate::formats::qcow2::table::read_u64_table(io, offset, entries)?;
-    // Callers bound `entries` (qemu's table limits) before asking.
-    out.resize(entries as usize, 0);
-    Ok(out)
+    crate::formats::qcow2::table::read_u64_table(io, offset, entries)
 }

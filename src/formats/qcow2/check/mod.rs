@@ -234,7 +234,10 @@ impl Checker<'_> {
                 self.h.refcount_table_clusters,
             )?;
             self.reset_counts()?;
+            // Counted again without repairs, as qemu does (they were made in the first count).
+            let fix = std::mem::take(&mut self.fix);
             self.calculate()?;
+            self.fix = fix;
             if self.stopped.is_some() {
                 return Ok(0);
             }

@@ -7,6 +7,7 @@
 use super::Checker;
 use super::io::{read_padded, read_u64s};
 use super::refcounts::REFT_OFFSET_MASK;
+use crate::check::Severity;
 use crate::error::Result;
 use crate::formats::qcow2::header::MAX_L1_BYTES;
 use crate::formats::qcow2::table::{
@@ -256,15 +257,28 @@ impl Checker<'_> {
                         } else {
                             entry & OFLAG_ZERO == 0
                         };
-                        self.out.corruption(if holds_data {
-                            format!(
+                        if holds_data {
+                            self.out.corruption(format!(
                                 "ERROR offset={data:x}: Data cluster is not properly aligned; L2 entry corrupted."
-                            )
+                            ));
+                        } else if self.fix.errors {
+                            // Zeros either way: the entry becomes a plain zero entry, and the
+                            // misaligned cluster is no longer counted.
+                            self.out.tally.corruptions += 1;
+                            self.out.repaired_line(
+                                Severity::Corruption,
+                                format!(
+                                    "Repairing offset={data:x}: Preallocated cluster is not properly aligned; L2 entry corrupted."
+                                ),
+                            );
+                            if self.zero_entry(offset, i as u64, bitmap)? {
+                                continue;
+                            }
                         } else {
-                            format!(
+                            self.out.corruption(format!(
                                 "ERROR offset={data:x}: Preallocated cluster is not properly aligned; L2 entry corrupted."
-                            )
-                        });
+                            ));
+                        }
                     }
                     if active {
                         self.stats.allocated += 1;
@@ -291,6 +305,31 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// Makes entry `index` of the L2 table at `l2` read as zeros without a cluster (qemu's
+    /// repair of a misaligned preallocated entry); false when the table itself is not where
+    /// a write could safely go (not cluster-aligned, or past the end of the file).
+    fn zero_entry(&mut self, l2: u64, index: u64, bitmap: u64) -> Result<bool> {
+        if l2 & (self.cs - 1) != 0 || l2 == 0 || l2 + self.cs > self.io.len() {
+            self.out.check_error("ERROR: Overlap check failed".into());
+            return Ok(false);
+        }
+        let mut bytes = Vec::with_capacity(16);
+        if self.h.extended_l2() {
+            // Allocated subclusters become zero ones.
+            let zeros = (bitmap | (bitmap << 32)) & !L2_BITMAP_ALL_ALLOC;
+            bytes.extend_from_slice(&0u64.to_be_bytes());
+            bytes.extend_from_slice(&zeros.to_be_bytes());
+        } else {
+            bytes.extend_from_slice(&OFLAG_ZERO.to_be_bytes());
+        }
+        let at = l2 + index * bytes.len() as u64;
+        super::repair::write(self.io, &bytes, at)?;
+        self.io.flush()?;
+        self.out.tally.corruptions -= 1;
+        self.out.tally.corruptions_fixed += 1;
+        Ok(true)
+    }
+
     /// The bitmap directory, each bitmap's table and the clusters the tables point at.
     fn count_bitmaps(&mut self) -> Result<()> {
         let Some(ext) = self.h.bitmaps else {
@@ -312,8 +351,21 @@ impl Checker<'_> {
                 return Ok(());
             }
         };
+        // Sound bitmap tables are distinct parts of the file: more entries than the file
+        // holds words means tables repeated to make a small file cost hours.
+        let mut budget = self.io.len() / 8 + 1;
         for bm in list {
             self.inc(bm.table_offset, u64::from(bm.table_size) * 8);
+            let present = self.io.len().saturating_sub(bm.table_offset) / 8;
+            let entries = u64::from(bm.table_size).min(present);
+            if entries > budget {
+                self.stopped = Some(
+                    "the bitmap tables hold more entries than the file can (the same tables again and again?)"
+                        .into(),
+                );
+                return Ok(());
+            }
+            budget -= entries;
             let table = read_u64s(&*self.io, bm.table_offset, u64::from(bm.table_size))?;
             for entry in table {
                 let offset = entry & BME_OFFSET_MASK;
