@@ -353,6 +353,12 @@ pub fn check(args: CheckArgs) -> Outcome {
                 OutputFormat::Json => to_json(&report.qemu_json()),
             })?;
         }
+        if report.check_errors > 0 {
+            eprintln!(
+                "diskferry: {}: Check failed",
+                printable(&args.image.to_string_lossy())
+            );
+        }
         return Ok(report.exit_code());
     }
     if !args.quiet || args.output == OutputFormat::Json {
