@@ -662,3 +662,102 @@ fn an_l1_table_repeating_one_l2_table_stops_the_check() {
         started.elapsed()
     );
 }
+
+/// Sets the refcount of `cluster` in an image of any refcount width (entries narrower than a
+/// byte fill it from its least significant bit).
+fn set_refcount(f: &std::fs::File, l: &Layout, cluster: u64, value: u64) {
+    let bits = 1u64 << l.refcount_order;
+    let per_block = (8u64 << l.cluster_bits) / bits;
+    let block = be64(f, l.reftable_offset + 8 * (cluster / per_block)) & !0x1ff;
+    let bit = (cluster % per_block) * bits;
+    if bits < 8 {
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, block + bit / 8).unwrap();
+        let shift = bit % 8;
+        let mask = (((1u16 << bits) - 1) << shift) as u8;
+        b[0] = (b[0] & !mask) | (((value << shift) as u8) & mask);
+        f.write_all_at(&b, block + bit / 8).unwrap();
+    } else {
+        let width = (bits / 8) as usize;
+        let bytes = value.to_be_bytes();
+        f.write_all_at(&bytes[8 - width..], block + bit / 8)
+            .unwrap();
+    }
+}
+
+/// Refcounts of every width, damaged both ways, checked and repaired as qemu-img does.
+#[test]
+fn every_refcount_width_is_checked_and_repaired_as_qemu_img_does() {
+    let t = "every_refcount_width_is_checked_and_repaired_as_qemu_img_does";
+    if !have_qemu(t) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = source(dir.path());
+    for bits in [1u32, 2, 4, 8, 16, 32, 64] {
+        let base = dir.path().join(format!("rb{bits}.qcow2"));
+        let opts = format!("refcount_bits={bits},cluster_size=4k");
+        qemu_img_ok(&["convert", "-O", "qcow2", "-o", &opts, s(&raw), s(&base)]);
+        let f = std::fs::File::open(&base).unwrap();
+        let l = Layout::read(&f);
+        let l2 = l.l2_of(&f, 0);
+        let data = (be64(&f, l2) & 0x00ff_ffff_ffff_fe00) >> l.cluster_bits;
+        let max = if bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        // Zeroed (a rebuild) and, where the width allows, one too many (a leak).
+        let mut damages = vec![("zeroed", 0u64)];
+        if max > 1 {
+            damages.push(("leak", 2));
+        }
+        for (what, value) in damages {
+            let what = format!("refcount_bits={bits} {what}");
+            let ours = copy(&base, &dir.path().join("ours.qcow2"));
+            let theirs = copy(&base, &dir.path().join("theirs.qcow2"));
+            for img in [&ours, &theirs] {
+                set_refcount(&open_rw(img), &l, data, value);
+            }
+            assert_ne!(assert_agree(&ours, &what), 0, "{what} went unnoticed");
+            let (dc, dj, de) = df_check(&ours, &["-r", "all"]);
+            let (qc, qj, qe) = qemu_check(&theirs, &["-r", "all"]);
+            assert_eq!(
+                (dc, figures(&dj), lines(&de)),
+                (qc, figures(&qj), lines(&qe)),
+                "{what}: repairs differ"
+            );
+            assert_eq!(
+                qemu_check(&ours, &[]).0,
+                0,
+                "{what}: not clean after repair"
+            );
+            assert!(
+                qemu_compare("qcow2", &ours, "qcow2", &base),
+                "{what}: content changed"
+            );
+        }
+    }
+}
+
+/// A file of more clusters than the check counts in memory is refused with a clear error,
+/// not a slow walk or an allocation of gigabytes.
+#[test]
+fn a_file_too_large_to_count_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("huge.qcow2");
+    run_ok(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=512",
+        s(&img),
+        "1G",
+    ]);
+    // 2^28 clusters of 512 bytes, and one more: a sparse file of 128 GiB.
+    open_rw(&img).set_len((1u64 << 37) + 512).unwrap();
+    let (code, out, err) = run(&["check", s(&img)]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("more than the 268435456"), "{err}");
+}
