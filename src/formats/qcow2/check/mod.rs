@@ -44,7 +44,7 @@ pub const MAX_CLUSTERS: u64 = 1 << 28;
 pub const MAX_FILE_BYTES: u64 = i64::MAX as u64;
 
 /// The state of one pass over the image.
-pub struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     io: &'a mut dyn ImageIo,
     h: Header,
     cs: u64,
