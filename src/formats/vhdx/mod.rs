@@ -9,15 +9,19 @@
 //! - [`log`]: the metadata log, found and replayed over an in-memory overlay.
 //! - [`parent`]: a differencing disk's parent locator and parent linkage.
 //! - [`reader`]: the [`Layer`] ([`VhdxLayer`]).
+//! - [`layout`]: where a new file's structures go, and their bytes.
+//! - [`writer`]: fixed, dynamic (to a file or a stream) and differencing writers.
 
 pub mod bat;
 pub mod guid;
 pub mod header;
+pub mod layout;
 pub mod log;
 pub mod metadata;
 pub mod parent;
 pub mod reader;
 pub mod region;
+pub mod writer;
 
 pub use reader::VhdxLayer;
 
@@ -25,7 +29,10 @@ use crate::detect::ProbeData;
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
 use crate::image::Layer;
+use crate::options::OptionSpec;
+use crate::sink::Output;
 use crate::storage::Storage;
+use crate::writer::{CreateSpec, ImageWriter};
 use std::sync::Arc;
 
 /// The VHDX driver.
@@ -40,11 +47,16 @@ impl Driver for VhdxDriver {
     }
 
     fn description(&self) -> &'static str {
-        "Microsoft VHDX (Hyper-V): fixed, dynamic, differencing (.avhdx) read, a pending log replayed in memory; not yet written"
+        "Microsoft VHDX (Hyper-V): fixed, dynamic, differencing (.avhdx) read, a pending log replayed in memory, written fixed, dynamic and differencing"
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::of(&[Capability::Read, Capability::Backing])
+        Capabilities::of(&[
+            Capability::Read,
+            Capability::Write,
+            Capability::WriteStream,
+            Capability::Backing,
+        ])
     }
 
     fn probe(&self, probe: &ProbeData) -> Probe {
@@ -57,5 +69,17 @@ impl Driver for VhdxDriver {
 
     fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
         Ok(Box::new(VhdxLayer::open(storage, ctx)?))
+    }
+
+    fn create_options(&self) -> &'static [OptionSpec] {
+        writer::CREATE_OPTIONS
+    }
+
+    fn create_writer<'a>(
+        &self,
+        output: Output<'a>,
+        spec: &CreateSpec,
+    ) -> Result<Box<dyn ImageWriter + 'a>> {
+        writer::create_writer(output, spec)
     }
 }

@@ -121,6 +121,7 @@ impl VhdxLayer {
                     // Usually a VHDX, but Hyper-V also chains a VHDX to a VHD parent:
                     // detected, then checked by verify_backing.
                     format: None,
+                    searched: None,
                 };
                 (Some(p), Some(link))
             }
