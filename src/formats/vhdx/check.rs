@@ -188,8 +188,7 @@ fn check_headers(
         .with_path(file.name()));
     }
     // The newer valid one; the first on a tie, as the reader does.
-    let current = if valid.len() == 2 && valid[1].0.sequence_number > valid[0].0.sequence_number
-    {
+    let current = if valid.len() == 2 && valid[1].0.sequence_number > valid[0].0.sequence_number {
         1
     } else {
         0
@@ -209,8 +208,7 @@ fn check_headers(
         fixes.push(Fix::Header {
             finding: report.findings.len() - 1,
         });
-    } else if valid[0].0.sequence_number == valid[1].0.sequence_number && valid[0].1 != valid[1].1
-    {
+    } else if valid[0].0.sequence_number == valid[1].0.sequence_number && valid[0].1 != valid[1].1 {
         report.add(
             Severity::Warning,
             format!(
@@ -232,10 +230,7 @@ fn check_headers(
     if h.log_version != 0 {
         report.add(
             Severity::Corruption,
-            format!(
-                "header {} has log version {}, not 0",
-                h.copy, h.log_version
-            ),
+            format!("header {} has log version {}, not 0", h.copy, h.log_version),
             Some(h.offset + 64),
         );
     }
@@ -264,7 +259,10 @@ fn check_region_tables(
     let mut bad_finding: [Option<usize>; 2] = [None; 2];
     for (i, &at) in TABLE_OFFSETS.iter().enumerate() {
         let why = if at + TABLE_SIZE as u64 > len {
-            Some((format!("it runs past the end of the file ({len} bytes)"), at))
+            Some((
+                format!("it runs past the end of the file ({len} bytes)"),
+                at,
+            ))
         } else {
             let b = file.read_vec(at, TABLE_SIZE as u64, "region table")?;
             let stored = le32(&b, 4);
@@ -376,10 +374,7 @@ fn check_regions(
         let mut bad = |why: String| {
             report.add(
                 Severity::Corruption,
-                format!(
-                    "{name} ({:#x}, {} bytes) {why}",
-                    e.offset, e.length
-                ),
+                format!("{name} ({:#x}, {} bytes) {why}", e.offset, e.length),
                 Some(e.entry_at),
             );
             ok = false;
@@ -424,7 +419,11 @@ fn check_regions(
     }
     let table = TABLE_OFFSETS[0];
     if bat.is_none() && usable {
-        report.add(Severity::Corruption, "the region table has no BAT region", Some(table + 8));
+        report.add(
+            Severity::Corruption,
+            "the region table has no BAT region",
+            Some(table + 8),
+        );
     }
     if meta.is_none() && usable {
         report.add(
@@ -695,7 +694,8 @@ fn payload_state(bits: u64) -> Option<PayloadState> {
 
 /// Reports every extent that overlaps one before it (sorted by start).
 fn check_overlaps(extents: &mut [Extent], report: &mut CheckReport, listed: &mut Listed) {
-    extents.sort_by_key(|e| (e.start, e.end));
+    // At one start, the file's own structures first, so that a finding names the entry.
+    extents.sort_by_key(|e| (e.start, e.what.starts_with("the block"), e.end));
     let mut reach: Option<usize> = None;
     for i in 0..extents.len() {
         if let Some(r) = reach {
@@ -794,10 +794,7 @@ fn inspect(file: Arc<dyn Storage>, path: &Path, gate: Option<&Gate>) -> Result<I
                     ),
                     Some(log_offset),
                 );
-                let writes = overlay
-                    .patches()
-                    .map(|(at, b)| (at, b.to_vec()))
-                    .collect();
+                let writes = overlay.patches().map(|(at, b)| (at, b.to_vec())).collect();
                 fixes.push(Fix::ReplayLog {
                     writes,
                     len: summary.file_len,
@@ -823,10 +820,7 @@ fn inspect(file: Arc<dyn Storage>, path: &Path, gate: Option<&Gate>) -> Result<I
                 }
                 report.add(
                     Severity::Corruption,
-                    format!(
-                        "{}; the rest is checked without the log",
-                        e.message()
-                    ),
+                    format!("{}; the rest is checked without the log", e.message()),
                     e.offset().or(Some(log_offset)),
                 );
             }
@@ -842,8 +836,7 @@ fn inspect(file: Arc<dyn Storage>, path: &Path, gate: Option<&Gate>) -> Result<I
         .at_offset(TABLE_OFFSETS[0])
         .with_path(path));
     };
-    let Some((bat_region, meta_region)) = check_regions(&entries, len, report, &mut extents)
-    else {
+    let Some((bat_region, meta_region)) = check_regions(&entries, len, report, &mut extents) else {
         check_overlaps(&mut extents, report, &mut Listed::new());
         return Ok(inspection);
     };
@@ -869,7 +862,12 @@ fn inspect(file: Arc<dyn Storage>, path: &Path, gate: Option<&Gate>) -> Result<I
     report.allocated_clusters = Some(stored);
 
     // Space nothing uses at the end of the file.
-    let data_end = extents.iter().map(|e| e.end).max().unwrap_or(0).max(block_end);
+    let data_end = extents
+        .iter()
+        .map(|e| e.end)
+        .max()
+        .unwrap_or(0)
+        .max(block_end);
     report.image_end_offset = Some(data_end);
     // Less than a MiB is padding (Disk2VHD leaves 512 bytes): VHDX allocates in MiBs, so
     // only a whole MiB or more is space a writer allocated and lost.
@@ -1100,9 +1098,9 @@ fn apply(found: Inspection, path: &Path, mode: RepairMode) -> Result<CheckReport
     if all {
         for fix in &fixes {
             if let Fix::RegionTable { from, to, finding } = fix {
-                let b = out
-                    .file
-                    .read_vec(TABLE_OFFSETS[*from], TABLE_SIZE as u64, "region table")?;
+                let b =
+                    out.file
+                        .read_vec(TABLE_OFFSETS[*from], TABLE_SIZE as u64, "region table")?;
                 out.write(&b, TABLE_OFFSETS[*to])?;
                 report.findings[*finding].repaired = true;
             }
