@@ -69,6 +69,16 @@ fn entry(image: &Path, at: u64) -> u64 {
     u64::from_le_bytes(b[at as usize..at as usize + 8].try_into().unwrap())
 }
 
+/// The size MANIFEST.tsv's notes give a compressed file once unpacked ("decompresses to
+/// x.vhdx (N bytes)"), or 0.
+fn unpacked_size(notes: &str) -> u64 {
+    notes
+        .split_once("decompresses to ")
+        .and_then(|(_, rest)| rest.split_once('(')?.1.split_once(" bytes)"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn clean_images_check_clean_as_qemu_img_finds_them() {
     let test = "clean_images_check_clean_as_qemu_img_finds_them";
@@ -153,7 +163,8 @@ fn clean_images_check_clean_as_qemu_img_finds_them() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("was not found"), "{out}");
 
-    // Every readable VHDX of the corpus: clean, as qemu-img finds it.
+    // Every readable VHDX of the corpus: clean, as qemu-img finds it. The two that unpack to
+    // over 300 MB (seconds of gzip each) are left to the reader's corpus test.
     let Some(shared) = shared_dir(test) else {
         return;
     };
@@ -163,6 +174,7 @@ fn clean_images_check_clean_as_qemu_img_finds_them() {
             || row.malformed
             || row.raw_sha256.is_none()
             || row.qemu_result.contains("log needs replay")
+            || unpacked_size(&row.notes) > 300_000_000
         {
             continue;
         }
