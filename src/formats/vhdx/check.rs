@@ -87,12 +87,34 @@ impl Listed {
     }
 }
 
+/// What occupies an [`Extent`]. Blocks carry only their entry's index, and their words are
+/// made when a finding needs them: a large fixed disk has millions of blocks.
+#[derive(Debug, Clone)]
+enum Occupant {
+    /// One of the file's own structures (header section, log, a region), in words.
+    Structure(String),
+    /// The payload block of BAT entry `i`.
+    Block(u64),
+    /// The sector bitmap block of BAT entry `i`.
+    Bitmap(u64),
+}
+
+impl std::fmt::Display for Occupant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Occupant::Structure(s) => f.write_str(s),
+            Occupant::Block(i) => write!(f, "the block of BAT entry {i}"),
+            Occupant::Bitmap(i) => write!(f, "the sector bitmap of BAT entry {i}"),
+        }
+    }
+}
+
 /// A range of the file something occupies, for the overlap and leak checks.
 #[derive(Debug, Clone)]
 struct Extent {
     start: u64,
     end: u64,
-    what: String,
+    what: Occupant,
     /// Where the thing that names it is (a BAT entry, a region table entry), for messages.
     named_at: u64,
 }
@@ -412,7 +434,7 @@ fn check_regions(
             extents.push(Extent {
                 start: e.offset,
                 end: e.offset + e.length,
-                what: format!("the {name}"),
+                what: Occupant::Structure(format!("the {name}")),
                 named_at: e.entry_at,
             });
         }
@@ -617,7 +639,7 @@ fn check_bat(
                             extents.push(Extent {
                                 start: offset,
                                 end: offset + MIB,
-                                what: format!("the sector bitmap of BAT entry {i}"),
+                                what: Occupant::Bitmap(i),
                                 named_at: at,
                             });
                         }
@@ -663,7 +685,7 @@ fn check_bat(
                 extents.push(Extent {
                     start: offset,
                     end: offset + used.div_ceil(MIB) * MIB,
-                    what: format!("the block of BAT entry {i}"),
+                    what: Occupant::Block(i),
                     named_at: at,
                 });
                 // Hyper-V gives the last block its full size even when the disk ends inside
@@ -695,7 +717,7 @@ fn payload_state(bits: u64) -> Option<PayloadState> {
 /// Reports every extent that overlaps one before it (sorted by start).
 fn check_overlaps(extents: &mut [Extent], report: &mut CheckReport, listed: &mut Listed) {
     // At one start, the file's own structures first, so that a finding names the entry.
-    extents.sort_by_key(|e| (e.start, e.what.starts_with("the block"), e.end));
+    extents.sort_by_key(|e| (e.start, !matches!(e.what, Occupant::Structure(_)), e.end));
     let mut reach: Option<usize> = None;
     for i in 0..extents.len() {
         if let Some(r) = reach {
@@ -703,7 +725,7 @@ fn check_overlaps(extents: &mut [Extent], report: &mut CheckReport, listed: &mut
             if b.start < a.end {
                 let msg = format!(
                     "{} (at {:#x}) overlaps {} (at {:#x})",
-                    capitalised(&b.what),
+                    capitalised(&b.what.to_string()),
                     b.start,
                     a.what,
                     a.start
@@ -754,7 +776,7 @@ fn inspect(file: Arc<dyn Storage>, path: &Path, gate: Option<&Gate>) -> Result<I
     let mut extents = vec![Extent {
         start: 0,
         end: HEADER_SECTION,
-        what: "the header section".into(),
+        what: Occupant::Structure("the header section".into()),
         named_at: 0,
     }];
 
@@ -777,7 +799,7 @@ fn inspect(file: Arc<dyn Storage>, path: &Path, gate: Option<&Gate>) -> Result<I
             extents.push(Extent {
                 start: log_offset,
                 end: log_offset + log_length,
-                what: "the log".into(),
+                what: Occupant::Structure("the log".into()),
                 named_at: log_field,
             });
         }
