@@ -1,5 +1,6 @@
 //! VHDX (Hyper-V since Windows Server 2012): fixed, dynamic and differencing files read, with
-//! a pending log replayed in memory (the file is never written).
+//! a pending log replayed in memory (reading never writes the file; only `check -r all`, asked
+//! to repair, replays the log in place).
 //!
 //! - [`guid`]: GUIDs as VHDX stores them, and the ones it defines.
 //! - [`header`]: the file identifier and the two headers (CRC-32C; the newer valid one wins).
