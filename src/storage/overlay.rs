@@ -37,6 +37,12 @@ impl Overlay {
         self.patch_bytes
     }
 
+    /// The patches in file order, as (offset, bytes): what writing the overlay back over its
+    /// base would write (a VHDX log replayed in place by `check -r all`).
+    pub fn patches(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.patches.iter().map(|(at, p)| (*at, p.as_slice()))
+    }
+
     /// Sets the length: bytes past the base's end read as zeros; a shorter length hides the
     /// base's tail.
     pub fn set_len(&mut self, len: u64) {

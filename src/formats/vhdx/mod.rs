@@ -1,11 +1,13 @@
 //! VHDX (Hyper-V since Windows Server 2012): fixed, dynamic and differencing files read, with
-//! a pending log replayed in memory (the file is never written).
+//! a pending log replayed in memory (reading never writes the file; only `check -r all`, asked
+//! to repair, replays the log in place).
 //!
 //! - [`guid`]: GUIDs as VHDX stores them, and the ones it defines.
 //! - [`header`]: the file identifier and the two headers (CRC-32C; the newer valid one wins).
 //! - [`region`]: the region table: where the BAT and the metadata are.
 //! - [`metadata`]: block size, virtual size, sector sizes, page 83 data, parent locator.
 //! - [`bat`]: the block allocation table and every payload block state.
+//! - [`check`]: `check` and `check -r` (the log replayed in place, crash-consistently).
 //! - [`log`]: the metadata log, found and replayed over an in-memory overlay.
 //! - [`parent`]: a differencing disk's parent locator and parent linkage.
 //! - [`reader`]: the [`Layer`] ([`VhdxLayer`]).
@@ -13,6 +15,7 @@
 //! - [`writer`]: fixed, dynamic (to a file or a stream) and differencing writers.
 
 pub mod bat;
+pub mod check;
 pub mod guid;
 pub mod header;
 pub mod layout;
@@ -25,14 +28,17 @@ pub mod writer;
 
 pub use reader::VhdxLayer;
 
+use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
+use crate::gate::Gate;
 use crate::image::Layer;
 use crate::options::OptionSpec;
 use crate::sink::Output;
 use crate::storage::Storage;
 use crate::writer::{CreateSpec, ImageWriter};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The VHDX driver.
@@ -56,6 +62,7 @@ impl Driver for VhdxDriver {
             Capability::Write,
             Capability::WriteStream,
             Capability::Backing,
+            Capability::Check,
         ])
     }
 
@@ -81,5 +88,9 @@ impl Driver for VhdxDriver {
         spec: &CreateSpec,
     ) -> Result<Box<dyn ImageWriter + 'a>> {
         writer::create_writer(output, spec)
+    }
+
+    fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+        check::check(path, repair, gate)
     }
 }
