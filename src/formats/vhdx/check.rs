@@ -928,7 +928,8 @@ fn check_parent(
     locator: &metadata::ParentLocator,
     gate: &Gate,
 ) {
-    let p = parent::locate(locator);
+    // The user named this file: its locator's values may be quoted.
+    let p = parent::locate(locator, true);
     for problem in &p.problems {
         report.add(Severity::Warning, problem.clone(), Some(locator.offset));
     }
