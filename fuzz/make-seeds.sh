@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Makes the fuzz seeds in OUT (one folder per target), with diskferry itself: nothing binary
+# is committed. Usage:
+#
+#     fuzz/make-seeds.sh OUT [CORPUS]
+#
+# OUT gets open_any/, vhd_parse/, vmdk_descriptor/ and vmdk_sparse/ (made anew). CORPUS, when
+# given, is the shared third-party corpus (shared/corpus): a few of its small files are added.
+# The diskferry binary is $DISKFERRY, else target/release/diskferry of this checkout (built
+# with `cargo build --release` when missing). Needs python3 for the hand-made seeds.
+set -euo pipefail
+
+out=${1:?usage: make-seeds.sh OUT [CORPUS]}
+corpus=${2:-}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+diskferry=${DISKFERRY:-$root/target/release/diskferry}
+if [ ! -x "$diskferry" ]; then
+    (cd "$root" && cargo build --release --quiet)
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+rm -rf "$out"
+mkdir -p "$out"/{open_any,vhd_parse,vmdk_descriptor,vmdk_sparse}
+out=$(cd "$out" && pwd)
+cd "$work"
+
+# 32 KiB: 4 KiB of text, 24 KiB of zeros, 4 KiB of text: small, compressible, with a hole
+# for the sparse formats to leave out.
+python3 - <<'EOF'
+text = b"diskferry fuzz seed " * 205
+open("s.raw", "wb").write(text[:4096] + bytes(24576) + text[-4096:])
+EOF
+
+df() { "$diskferry" "$@" >/dev/null; }
+df convert -O vhd -o block_size=4K s.raw dyn.vhd
+df convert -O vhd -o subformat=fixed s.raw fixed.vhd
+df convert -O vhd -o block_size=4K -B dyn.vhd s.raw diff.vhd
+df convert -O vmdk -o subformat=monolithicSparse s.raw sparse.vmdk
+df convert -O vmdk -o subformat=streamOptimized s.raw stream.vmdk
+df convert -O vmdk -o subformat=monolithicSparse -B sparse.vmdk s.raw delta.vmdk
+df convert -O vmdk -o subformat=monolithicFlat s.raw flat.vmdk
+df convert -O vmdk -o subformat=twoGbMaxExtentSparse s.raw split.vmdk
+df convert -O vmdk -o subformat=vmfs s.raw vmfs.vmdk
+
+# Regression: a differencing VHD whose first parent locator is a Mac X file URL with '%'
+# before a multi-byte character ("file://%é/p.vhd"). Decoding it once sliced a string inside
+# a character and panicked. The W2ru locator of diff.vhd becomes MacX with that text, and the
+# header checksum is made right again so the parser reaches the locator.
+python3 - diff.vhd macx-percent.vhd <<'EOF'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+h = 512  # the dynamic header, right after the footer copy
+assert b[h:h + 8] == b"cxsparse", "diff.vhd has no dynamic header at 512"
+url = "file://%é/p.vhd".encode()
+for i in range(8):
+    e = h + 576 + 24 * i
+    code, space, length, _, offset = struct.unpack(">4sIIIQ", b[e:e + 24])
+    if code == b"W2ru":
+        b[e:e + 12] = struct.pack(">4sII", b"MacX", space, len(url))
+        b[offset:offset + max(length, len(url))] = url.ljust(max(length, len(url)), b"\0")
+        break
+else:
+    raise SystemExit("diff.vhd has no W2ru locator")
+b[h + 36:h + 40] = bytes(4)
+b[h + 36:h + 40] = struct.pack(">I", ~sum(b[h:h + 1024]) & 0xFFFFFFFF)
+open(sys.argv[2], "wb").write(b)
+EOF
+
+# Each target's seeds. vmdk_sparse's first byte picks the magic it writes over the next four
+# bytes (0 KDMV, 1 COWD, 2 SESPARSE): its seeds are a selector byte, then a sparse extent.
+cp dyn.vhd fixed.vhd diff.vhd macx-percent.vhd "$out/vhd_parse/"
+cp flat.vmdk split.vmdk vmfs.vmdk "$out/vmdk_descriptor/"
+with_selector() { { printf "\\x$1"; cat "$2"; } >"$3"; }
+with_selector 00 sparse.vmdk "$out/vmdk_sparse/sparse"
+with_selector 00 stream.vmdk "$out/vmdk_sparse/stream"
+with_selector 00 delta.vmdk "$out/vmdk_sparse/delta"
+with_selector 00 split-s001.vmdk "$out/vmdk_sparse/split-s001"
+cp dyn.vhd fixed.vhd diff.vhd macx-percent.vhd sparse.vmdk stream.vmdk delta.vmdk flat.vmdk \
+    "$out/open_any/"
+
+if [ -n "$corpus" ]; then
+    add() { # TARGET FILE...: corpus files that exist, decompressed when .gz or .bz2
+        local target=$1
+        shift
+        for f in "$@"; do
+            local p=$corpus/$f name
+            name=$(basename "$f")
+            case $f in
+            *.gz) [ -f "$p" ] && zcat "$p" >"$out/$target/${name%.gz}" ;;
+            *.bz2) [ -f "$p" ] && bzcat "$p" >"$out/$target/${name%.bz2}" ;;
+            *) [ -f "$p" ] && cat "$p" >"$out/$target/$name" ;;
+            esac
+        done
+        return 0
+    }
+    add vhd_parse qemu-iotests/afl5.img libyal/libvhdi/file_footer.1 \
+        qemu-iotests/virtualpc-dynamic.vhd qemu-iotests/hyperv2012r2-dynamic.vhd
+    add vmdk_descriptor libyal/libvmdk/descriptor_file.1 vmdk-descriptors/ms3-win.vmdk \
+        vmdk-rs/monolithicFlat.vmdk
+    add open_any qemu-iotests/afl5.img qemu-iotests/afl9.vmdk qemu-iotests/empty.bochs \
+        qemu-iotests/fake.parallels qemu-iotests/iotest-version3.vmdk \
+        qemu-iotests/virtualpc-dynamic.vhd qemu-iotests/bz2/simple-dmg.dmg.bz2
+    # The SESPARSE sample, with its selector byte (it is large: -max_len cuts it).
+    if [ -f "$corpus/dissect.hypervisor/vmdk/sesparse.vmdk.gz" ]; then
+        { printf '\x02'; zcat "$corpus/dissect.hypervisor/vmdk/sesparse.vmdk.gz"; } \
+            >"$out/vmdk_sparse/sesparse"
+    fi
+    if [ -f "$corpus/qemu-iotests/afl9.vmdk" ]; then
+        with_selector 00 "$corpus/qemu-iotests/afl9.vmdk" "$out/vmdk_sparse/afl9"
+    fi
+fi
+
+for t in open_any vhd_parse vmdk_descriptor vmdk_sparse; do
+    echo "$t: $(ls "$out/$t" | wc -l) seeds, largest $(wc -c "$out/$t"/* | sort -n | tail -2 | head -1 | awk '{print $1}') bytes"
+done
