@@ -45,15 +45,17 @@ df convert -O vmdk -o subformat=twoGbMaxExtentSparse s.raw split.vmdk
 df convert -O vmdk -o subformat=vmfs s.raw vmfs.vmdk
 
 # Regression: a differencing VHD whose first parent locator is a Mac X file URL with '%'
-# before a multi-byte character ("file://%é/p.vhd"). Decoding it once sliced a string inside
-# a character and panicked. The W2ru locator of diff.vhd becomes MacX with that text, and the
-# header checksum is made right again so the parser reaches the locator.
+# before a multi-byte character ("file://%€/p.vhd"). The URL decoder once took the two bytes
+# after '%' as a str slice, which ends inside the three-byte '€' and panicked (a two-byte
+# character such as 'é' fills the slice exactly and would not). The W2ru locator of diff.vhd
+# becomes MacX with that text, and the header checksum is made right again so the parser
+# reaches the locator.
 python3 - diff.vhd macx-percent.vhd <<'EOF'
 import struct, sys
 b = bytearray(open(sys.argv[1], "rb").read())
 h = 512  # the dynamic header, right after the footer copy
 assert b[h:h + 8] == b"cxsparse", "diff.vhd has no dynamic header at 512"
-url = "file://%é/p.vhd".encode()
+url = "file://%€/p.vhd".encode()
 for i in range(8):
     e = h + 576 + 24 * i
     code, space, length, _, offset = struct.unpack(">4sIIIQ", b[e:e + 24])
