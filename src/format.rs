@@ -38,10 +38,12 @@ pub enum Capability {
     Compress,
     /// Make images that refer to a backing image (create -b, convert -B).
     Backing,
+    /// Hold internal snapshots, listed by `snapshot -l` and read with `convert -l`.
+    Snapshots,
 }
 
 impl Capability {
-    const ALL: [Capability; 7] = [
+    const ALL: [Capability; 8] = [
         Capability::Read,
         Capability::ReadStream,
         Capability::Write,
@@ -49,6 +51,7 @@ impl Capability {
         Capability::Check,
         Capability::Compress,
         Capability::Backing,
+        Capability::Snapshots,
     ];
 
     const fn bit(self) -> u16 {
@@ -130,6 +133,9 @@ pub struct OpenContext<'a> {
     pub provenance: Provenance,
     /// Whether to read around damage.
     pub salvage: Salvage,
+    /// The internal snapshot to read instead of the image's current state (`convert -l`); only
+    /// ever given to the image the user named, never to its backing files.
+    pub snapshot: Option<&'a crate::snapshot::Selector>,
 }
 
 impl OpenContext<'_> {
@@ -209,6 +215,7 @@ pub fn refusal(name: &str, cap: Capability) -> Error {
         Capability::Check => format!("checking {name} images is not supported by diskferry yet"),
         Capability::Compress => format!("-c: {name} images cannot be compressed"),
         Capability::Backing => format!("{name} images cannot have a backing file"),
+        Capability::Snapshots => format!("{name} images have no internal snapshots"),
     })
 }
 

@@ -1,4 +1,5 @@
-//! A host file with bounds-checked positional I/O whose errors name the file and the offset.
+//! A host file (the storage of an image the user or the gate opened) with bounds-checked
+//! positional I/O whose errors name the file and the offset.
 //!
 //! All image I/O goes through positional reads and writes (`pread`/`pwrite`), never the shared
 //! file cursor, so one open file serves many worker threads at once without locks.
@@ -25,9 +26,6 @@ pub struct HostFile {
     file: File,
     path: PathBuf,
     len: u64,
-    durability: Durability,
-    /// Set for outputs that will be flushed: how far writeback has been started.
-    write_behind: Option<WriteBehind>,
 }
 
 impl std::fmt::Debug for HostFile {
@@ -73,21 +71,7 @@ impl HostFile {
             file,
             path: path.to_path_buf(),
             len,
-            durability: Durability::Flush,
-            write_behind: None,
         })
-    }
-
-    /// Wraps a new output file: with [`Durability::Flush`], writeback of what lies well behind
-    /// the write position starts while writing goes on and [`HostFile::sync`] flushes the
-    /// rest; with [`Durability::Unsafe`], `sync` does nothing.
-    pub fn new_output(file: File, path: &Path, durability: Durability) -> Result<HostFile> {
-        let mut host = Self::from_file(file, path)?;
-        host.durability = durability;
-        if durability == Durability::Flush {
-            host.write_behind = Some(WriteBehind::default());
-        }
-        Ok(host)
     }
 
     /// The path the file was opened by.
@@ -108,9 +92,6 @@ impl HostFile {
                 .with_path(&self.path)
         })?;
         self.len = self.len.max(offset + buf.len() as u64);
-        if let Some(wb) = &mut self.write_behind {
-            wb.wrote(&self.file, offset + buf.len() as u64);
-        }
         Ok(())
     }
 
@@ -123,12 +104,8 @@ impl HostFile {
         Ok(())
     }
 
-    /// Flushes the data (and the length) to stable storage, unless the file was made with
-    /// [`Durability::Unsafe`].
+    /// Flushes the data (and the length) to stable storage.
     pub fn sync(&mut self) -> Result<()> {
-        if self.durability == Durability::Unsafe {
-            return Ok(());
-        }
         self.file
             .sync_data()
             .map_err(|e| Error::io("cannot flush", e).with_path(&self.path))
@@ -205,37 +182,6 @@ impl Storage for HostFile {
             dev: m.dev(),
             ino: m.ino(),
         })
-    }
-}
-
-/// Starts the kernel's writeback of what a writer left well behind it, for outputs that will
-/// be flushed.
-///
-/// Without it, the final flush waits for the whole image to reach the disk after the copy
-/// (measured: 187 ms of a 430 ms conversion of 512 MiB). Advising `DONTNEED` on the range
-/// behind the write position makes the kernel write it back while the conversion goes on, so
-/// the final flush waits for the tail only (about 11 ms). Best effort: failures are ignored,
-/// and the final flush catches anything rewritten behind the mark (tables written last).
-#[derive(Debug, Default)]
-struct WriteBehind {
-    started: u64,
-}
-
-impl WriteBehind {
-    /// Data this far behind the furthest write is handed to writeback, in steps this large.
-    const LAG: u64 = 16 << 20;
-
-    fn wrote(&mut self, file: &File, end: u64) {
-        if end >= self.started + 2 * Self::LAG {
-            let upto = end - Self::LAG;
-            let _ = rustix::fs::fadvise(
-                file,
-                self.started,
-                std::num::NonZeroU64::new(upto - self.started),
-                rustix::fs::Advice::DontNeed,
-            );
-            self.started = upto;
-        }
     }
 }
 

@@ -156,6 +156,11 @@ pub trait Layer: Send + Sync + Any {
         Ok(Vec::new())
     }
 
+    /// The image's internal snapshots (formats that hold them).
+    fn snapshots(&self) -> Vec<crate::snapshot::SnapshotInfo> {
+        Vec::new()
+    }
+
     /// Facts for `info`.
     fn details(&self) -> LayerDetails {
         LayerDetails::default()
@@ -219,6 +224,9 @@ pub struct OpenOptions {
     pub registry: Registry,
     /// Whether to read around damage that loses data (`--salvage`).
     pub salvage: Salvage,
+    /// An internal snapshot of the top image to read instead of its current state
+    /// (`convert -l`), for formats that hold them.
+    pub snapshot: Option<crate::snapshot::Selector>,
 }
 
 impl Default for OpenOptions {
@@ -230,6 +238,7 @@ impl Default for OpenOptions {
             gate: Gate::confined(),
             registry: Registry::builtin(),
             salvage: Salvage::Refuse,
+            snapshot: None,
         }
     }
 }
@@ -595,10 +604,21 @@ pub fn open_layer(
         .registry
         .require(format, Capability::Read)
         .map_err(|e| e.with_path(&name))?;
+    let snapshot = match provenance {
+        Provenance::User => options.snapshot.as_ref(),
+        Provenance::NamedByImage => None,
+    };
+    if snapshot.is_some() {
+        options
+            .registry
+            .require(format, Capability::Snapshots)
+            .map_err(|e| e.context("-l").with_path(&name))?;
+    }
     let ctx = OpenContext {
         gate: &options.gate,
         provenance,
         salvage: options.salvage,
+        snapshot,
     };
     let layer = format
         .driver()

@@ -52,6 +52,12 @@ pub struct ImageInfo {
         skip_serializing_if = "Option::is_none"
     )]
     pub backing_filename_format: Option<String>,
+    /// Internal snapshots, as qemu-img lists them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<serde_json::Value>,
+    /// The same, as a table for human output.
+    #[serde(skip)]
+    pub snapshot_list: Option<String>,
     /// Format-specific facts.
     #[serde(rename = "format-specific", skip_serializing_if = "Option::is_none")]
     pub format_specific: Option<FormatSpecific>,
@@ -75,6 +81,7 @@ pub struct ImageInfo {
 pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
     let layer: &dyn Layer = image.layers()[index].as_ref();
     let details = layer.details();
+    let snapshots = layer.snapshots();
     let files = layer.files();
     let actual_size = (0..files.len())
         .map(|i| match layer.storage(i) {
@@ -116,6 +123,8 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
         actual_size,
         cluster_size: details.cluster_size,
         dirty_flag: details.dirty,
+        snapshots: snapshots.iter().map(crate::snapshot::to_json).collect(),
+        snapshot_list: (!snapshots.is_empty()).then(|| crate::snapshot::list_text(&snapshots)),
         backing_filename: backing.map(|b| b.stored_name.clone()),
         full_backing_filename: full_backing,
         backing_filename_format: backing_format,
@@ -206,6 +215,12 @@ impl ImageInfo {
         }
         if self.dirty_flag {
             out.push_str("dirty flag: yes\n");
+        }
+        if let Some(list) = &self.snapshot_list {
+            for line in list.lines() {
+                out.push_str(&p(line));
+                out.push('\n');
+            }
         }
         if !self.human_details.is_empty() {
             out.push_str("Format specific information:\n");

@@ -101,6 +101,7 @@ pub mod options;
 pub mod registry;
 pub mod sink;
 pub mod size;
+pub mod snapshot;
 pub mod staging;
 pub mod storage;
 pub mod stream;

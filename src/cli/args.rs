@@ -33,6 +33,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Show where an image's data is stored
     Map(MapArgs),
+    /// List a qcow2 image's internal snapshots (-l)
+    Snapshot(SnapshotArgs),
 }
 
 /// `--output human|json`.
@@ -143,6 +145,10 @@ pub struct ConvertArgs {
     /// outputs that take parallel writes (devices, network file systems)
     #[arg(short = 'W')]
     pub out_of_order: bool,
+    /// Read this internal snapshot of a qcow2 source instead of its current state: an ID or a
+    /// name, or snapshot.id=ID,snapshot.name=NAME
+    #[arg(short = 'l', value_name = "SNAPSHOT")]
+    pub snapshot: Option<String>,
     /// The source image
     pub source: PathBuf,
     /// The new image ("-" for standard output, formats that stream only)
@@ -258,6 +264,25 @@ pub struct MapArgs {
     /// Map at most this many bytes
     #[arg(short = 'l', long = "max-length", value_name = "LENGTH")]
     pub max_length: Option<String>,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// The image
+    pub image: PathBuf,
+}
+
+/// Arguments of `snapshot`: only listing (diskferry does not modify images).
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// List the snapshots
+    #[arg(short = 'l', required = true)]
+    pub list: bool,
+    /// The image's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Quiet (accepted for qemu-img compatibility)
+    #[arg(short = 'q')]
+    pub quiet: bool,
     /// Accepted for qemu-img compatibility (diskferry never locks images)
     #[arg(short = 'U', long = "force-share", hide = true)]
     pub force_share: bool,

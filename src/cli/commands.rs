@@ -3,7 +3,7 @@
 use super::Outcome;
 use super::args::{
     CheckArgs, CompareArgs, ConvertArgs, CreateArgs, GateArgs, InfoArgs, MapArgs, OutputFormat,
-    RepairArg,
+    RepairArg, SnapshotArgs,
 };
 use diskferry::check::{CheckReport, RepairMode, Severity};
 use diskferry::compare::{Comparison, compare_images};
@@ -108,12 +108,20 @@ pub fn info(args: InfoArgs) -> Outcome {
     Ok(0)
 }
 
-/// `-o help` prints the format's options instead of running the command.
-fn options_help(format: Format, options: &str) -> Option<String> {
+/// `-o help` prints the format's options instead of running the command; a format diskferry
+/// cannot write has none to show, and says so.
+fn options_help(format: Format, options: &str) -> Result<Option<String>, Error> {
     let wants_help = options
         .split(',')
         .any(|o| o.trim() == "help" || o.trim() == "?");
-    wants_help.then(|| options::describe(format, format.driver().create_options()))
+    if !wants_help {
+        return Ok(None);
+    }
+    Registry::builtin().require(format, Capability::Write)?;
+    Ok(Some(options::describe(
+        format,
+        format.driver().create_options(),
+    )))
 }
 
 fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
@@ -135,7 +143,7 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
 pub fn convert(args: ConvertArgs) -> Outcome {
     let target_format = Registry::builtin().find(&args.output_format)?;
     let target_options = args.options.join(",");
-    if let Some(help) = options_help(target_format, &target_options) {
+    if let Some(help) = options_help(target_format, &target_options)? {
         emit(&help)?;
         return Ok(0);
     }
@@ -156,6 +164,9 @@ pub fn convert(args: ConvertArgs) -> Outcome {
         }
     };
     let mut source = open_options(&args.gate, parse_format(args.format.as_deref())?);
+    if let Some(spec) = &args.snapshot {
+        source.snapshot = Some(diskferry::snapshot::Selector::parse(spec)?);
+    }
     if args.salvage {
         source.salvage = Salvage::ReadWhatIsThere;
     }
@@ -203,10 +214,38 @@ pub fn convert(args: ConvertArgs) -> Outcome {
     Ok(0)
 }
 
+/// `snapshot -l`: the list of an image's internal snapshots, as qemu-img prints it.
+pub fn snapshot(args: SnapshotArgs) -> Outcome {
+    let mut options = open_options(
+        &GateArgs {
+            confine: false,
+            no_backing: true,
+            allow_devices: false,
+        },
+        parse_format(args.format.as_deref())?,
+    );
+    options.backing = BackingPolicy::Ignore;
+    let image = Image::open(&args.image, &options)?;
+    let top = image.top();
+    Registry::builtin()
+        .require(top.format(), Capability::Snapshots)
+        .map_err(|e| e.with_path(&args.image))?;
+    let list = top.snapshots();
+    if !list.is_empty() {
+        emit(&printable_lines(&diskferry::snapshot::list_text(&list)))?;
+    }
+    Ok(0)
+}
+
+/// Each line of `text` made printable (snapshot names come from the image).
+fn printable_lines(text: &str) -> String {
+    text.lines().map(|l| printable(l) + "\n").collect()
+}
+
 pub fn create(args: CreateArgs) -> Outcome {
     let format = Registry::builtin().find(&args.format)?;
     let options = args.options.join(",");
-    if let Some(help) = options_help(format, &options) {
+    if let Some(help) = options_help(format, &options)? {
         emit(&help)?;
         return Ok(0);
     }

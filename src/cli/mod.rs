@@ -41,6 +41,7 @@ pub fn run() -> i32 {
         Command::Check(a) => commands::check(a),
         Command::Compare(a) => commands::compare(a),
         Command::Map(a) => commands::map(a),
+        Command::Snapshot(a) => commands::snapshot(a),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,20 @@
-//! QCOW version 1 (old QEMU images): recognised by its magic so that it is never mistaken for
-//! raw; reading and writing come with QCOW2's issue.
+//! QCOW version 1 (old QEMU images): read (L1/L2 tables, compressed clusters, backing file);
+//! encrypted ones are refused.
+//!
+//! - [`header`]: the 48-byte header.
+//! - `reader.rs`: the [`Layer`] ([`QcowLayer`]), sharing QCOW2's L2 cache and inflater.
+
+pub mod header;
+mod reader;
+
+pub use reader::QcowLayer;
 
 use crate::detect::ProbeData;
-use crate::format::{Capabilities, Driver, Format, Probe};
+use crate::error::Result;
+use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
+use crate::image::Layer;
+use crate::storage::Storage;
+use std::sync::Arc;
 
 /// The QCOW (version 1) driver.
 pub struct QcowDriver;
@@ -16,11 +28,11 @@ impl Driver for QcowDriver {
     }
 
     fn description(&self) -> &'static str {
-        "QEMU copy-on-write version 1: detected, not yet read or written"
+        "QEMU copy-on-write version 1: plain and compressed clusters, backing files"
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE
+        Capabilities::of(&[Capability::Read])
     }
 
     fn probe(&self, probe: &ProbeData) -> Probe {
@@ -28,5 +40,9 @@ impl Driver for QcowDriver {
             Some(1) => Probe::Yes,
             _ => Probe::No,
         }
+    }
+
+    fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(QcowLayer::open(storage, ctx)?))
     }
 }

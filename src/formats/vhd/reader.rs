@@ -708,6 +708,7 @@ pub(super) mod tests {
             gate: &gate,
             provenance: crate::format::Provenance::User,
             salvage: crate::format::Salvage::Refuse,
+            snapshot: None,
         };
         let layer = VhdLayer::open(Arc::new(HostFile::open(&path).unwrap()), &ctx).unwrap();
         let mut pos = 0;
@@ -738,6 +739,7 @@ pub(super) mod tests {
             gate,
             provenance: crate::format::Provenance::User,
             salvage: crate::format::Salvage::Refuse,
+            snapshot: None,
         }
     }
 

@@ -84,6 +84,7 @@ pub fn check_storage(
         gate,
         provenance: Provenance::User,
         salvage: Salvage::Refuse,
+        snapshot: None,
     };
     let layer = match VmdkLayer::open(storage, &ctx) {
         Ok(l) => l,
