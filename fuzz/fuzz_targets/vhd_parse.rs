@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
             gate: &gate,
             provenance: Provenance::User,
             salvage,
+            snapshot: None,
         };
         let Ok(layer) = vhd::FORMAT.driver().open(storage.clone(), &ctx) else {
             continue;
