@@ -82,6 +82,24 @@ with_selector 00 split-s001.vmdk "$out/vmdk_sparse/split-s001"
 cp dyn.vhd fixed.vhd diff.vhd macx-percent.vhd sparse.vmdk stream.vmdk delta.vmdk flat.vmdk \
     "$out/open_any/"
 
+# qcow2 and qcow, which diskferry reads but does not write: made by qemu-img where it is
+# installed (4 KiB clusters keep them small), for open_any.
+if command -v qemu-img >/dev/null; then
+    q() { qemu-img "$@" >/dev/null; }
+    q convert -f raw -O qcow2 -o cluster_size=4096 s.raw plain.qcow2
+    q convert -c -f raw -O qcow2 -o cluster_size=4096 s.raw zlib.qcow2
+    q convert -c -f raw -O qcow2 -o cluster_size=4096,compression_type=zstd s.raw zstd.qcow2
+    q convert -f raw -O qcow2 -o cluster_size=16384,extended_l2=on s.raw subclusters.qcow2
+    q convert -f raw -O qcow2 -o compat=0.10,cluster_size=4096 s.raw v2.qcow2
+    q create -f qcow2 -o cluster_size=4096,backing_file=plain.qcow2,backing_fmt=qcow2 \
+        child.qcow2
+    cp plain.qcow2 snapshot.qcow2
+    q snapshot -c one snapshot.qcow2
+    q convert -f raw -O qcow s.raw v1.qcow
+    cp plain.qcow2 zlib.qcow2 zstd.qcow2 subclusters.qcow2 v2.qcow2 child.qcow2 \
+        snapshot.qcow2 v1.qcow "$out/open_any/"
+fi
+
 if [ -n "$corpus" ]; then
     add() { # TARGET FILE...: corpus files that exist, decompressed when .gz or .bz2
         local target=$1
@@ -103,7 +121,8 @@ if [ -n "$corpus" ]; then
         vmdk-rs/monolithicFlat.vmdk
     add open_any qemu-iotests/afl5.img qemu-iotests/afl9.vmdk qemu-iotests/empty.bochs \
         qemu-iotests/fake.parallels qemu-iotests/iotest-version3.vmdk \
-        qemu-iotests/virtualpc-dynamic.vhd qemu-iotests/bz2/simple-dmg.dmg.bz2
+        qemu-iotests/virtualpc-dynamic.vhd qemu-iotests/bz2/simple-dmg.dmg.bz2 \
+        libyal/libqcow/file_header.1 dissect.hypervisor/qcow2/backing-chain-3.qcow2.gz
     # The SESPARSE sample, with its selector byte (it is large: -max_len cuts it).
     if [ -f "$corpus/dissect.hypervisor/vmdk/sesparse.vmdk.gz" ]; then
         { printf '\x02'; zcat "$corpus/dissect.hypervisor/vmdk/sesparse.vmdk.gz"; } \
