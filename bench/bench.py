@@ -61,6 +61,28 @@ CASES = {
         ["convert", "-f", "vmdk", "-O", "raw", "{src}", "{dst}"],
         ["convert", "-f", "vmdk", "-O", "raw", "{src}", "{dst}"],
     ),
+    "raw-to-qcow2": (
+        "realistic.raw",
+        ["convert", "-O", "qcow2", "{src}", "{dst}"],
+        ["convert", "-O", "qcow2", "{src}", "{dst}"],
+    ),
+    # -c: diskferry compresses on every core; qemu-img on one thread, or (-W, out-of-order
+    # writes) on up to four.
+    "raw-to-qcow2-c": (
+        "realistic.raw",
+        ["convert", "-c", "-O", "qcow2", "{src}", "{dst}"],
+        ["convert", "-c", "-O", "qcow2", "{src}", "{dst}"],
+    ),
+    "raw-to-qcow2-c-vs-W": (
+        "realistic.raw",
+        ["convert", "-c", "-O", "qcow2", "{src}", "{dst}"],
+        ["convert", "-W", "-c", "-O", "qcow2", "{src}", "{dst}"],
+    ),
+    "raw-to-qcow2-zstd-vs-W": (
+        "realistic.raw",
+        ["convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd", "{src}", "{dst}"],
+        ["convert", "-W", "-c", "-O", "qcow2", "-o", "compression_type=zstd", "{src}", "{dst}"],
+    ),
 }
 
 # How each derived input is made from realistic.raw, with qemu-img (the peer's own output, so
@@ -81,6 +103,10 @@ OUTPUT_FORMAT = {
     "vhd-to-raw": ("raw", "raw"),
     "raw-to-vmdk-stream": ("vmdk", "vmdk"),
     "vmdk-stream-to-raw": ("raw", "raw"),
+    "raw-to-qcow2": ("qcow2", "qcow2"),
+    "raw-to-qcow2-c": ("qcow2", "qcow2"),
+    "raw-to-qcow2-c-vs-W": ("qcow2", "qcow2"),
+    "raw-to-qcow2-zstd-vs-W": ("qcow2", "qcow2"),
 }
 
 

@@ -62,10 +62,10 @@ fn options_help_comes_from_the_driver_and_is_refused_for_formats_not_written() {
     let (code, out, _) = run(&["create", "-f", "vhd", "-o", "help", "x.vhd"]);
     assert_eq!(code, 0);
     assert!(out.contains("subformat=<dynamic|fixed>"), "{out}");
-    let (code, out, err) = run(&["convert", "-O", "qcow2", "-o", "help", "a", "b"]);
+    let (code, out, err) = run(&["convert", "-O", "vdi", "-o", "help", "a", "b"]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        err.contains("writing qcow2 images is not supported") && err.contains("vhd"),
+        err.contains("writing vdi images is not supported") && err.contains("vhd"),
         "{err}"
     );
 }

@@ -9,11 +9,15 @@ mod reader;
 
 pub use reader::QcowLayer;
 
+pub mod writer;
+
 use crate::detect::ProbeData;
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
 use crate::image::Layer;
+use crate::sink::Output;
 use crate::storage::Storage;
+use crate::writer::{CreateSpec, ImageWriter};
 use std::sync::Arc;
 
 /// The QCOW (version 1) driver.
@@ -32,7 +36,12 @@ impl Driver for QcowDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::of(&[Capability::Read])
+        Capabilities::of(&[
+            Capability::Read,
+            Capability::Write,
+            Capability::Compress,
+            Capability::Backing,
+        ])
     }
 
     fn probe(&self, probe: &ProbeData) -> Probe {
@@ -44,5 +53,13 @@ impl Driver for QcowDriver {
 
     fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
         Ok(Box::new(QcowLayer::open(storage, ctx)?))
+    }
+
+    fn create_writer<'a>(
+        &self,
+        output: Output<'a>,
+        spec: &CreateSpec,
+    ) -> Result<Box<dyn ImageWriter + 'a>> {
+        writer::create_writer(output, spec)
     }
 }
