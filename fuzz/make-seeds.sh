@@ -4,10 +4,11 @@
 #
 #     fuzz/make-seeds.sh OUT [CORPUS]
 #
-# OUT gets open_any/, vhd_parse/, vmdk_descriptor/ and vmdk_sparse/ (made anew). CORPUS, when
-# given, is the shared third-party corpus (shared/corpus): a few of its small files are added.
-# The diskferry binary is $DISKFERRY, else target/release/diskferry of this checkout (built
-# with `cargo build --release` when missing). Needs python3 for the hand-made seeds.
+# OUT gets open_any/, qcow_parse/, vhd_parse/, vmdk_descriptor/ and vmdk_sparse/ (made anew).
+# CORPUS, when given, is the shared third-party corpus (shared/corpus): a few of its small
+# files, and every qcow2/qcow file, are read from there into OUT. The diskferry binary is
+# $DISKFERRY, else target/release/diskferry of this checkout (built with
+# `cargo build --release` when missing). Needs python3 for the hand-made seeds; qemu-img and qemu-io, when installed, make more.
 set -euo pipefail
 
 out=${1:?usage: make-seeds.sh OUT [CORPUS]}
@@ -22,7 +23,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rm -rf "$out"
-mkdir -p "$out"/{open_any,vhd_parse,vmdk_descriptor,vmdk_sparse}
+mkdir -p "$out"/{open_any,qcow_parse,vhd_parse,vmdk_descriptor,vmdk_sparse}
 out=$(cd "$out" && pwd)
 cd "$work"
 
@@ -82,8 +83,13 @@ with_selector 00 split-s001.vmdk "$out/vmdk_sparse/split-s001"
 cp dyn.vhd fixed.vhd diff.vhd macx-percent.vhd sparse.vmdk stream.vmdk delta.vmdk flat.vmdk \
     "$out/open_any/"
 
-# qcow2 and qcow, which diskferry reads but does not write: made by qemu-img where it is
-# installed (4 KiB clusters keep them small), for open_any.
+# qcow2 and qcow v1. diskferry's own writer makes a few (so qcow_parse has seeds without
+# qemu-img); qemu-img, where it is installed, makes the rest: every layout qemu writes that
+# the readers handle, small (512 B to 64 KiB clusters over the 32 KiB disk).
+df convert -O qcow2 -o cluster_size=4096 s.raw df.qcow2
+df convert -c -O qcow2 -o cluster_size=4096 s.raw df-zlib.qcow2
+df convert -O qcow -c s.raw df-v1.qcow
+cp df.qcow2 df-zlib.qcow2 df-v1.qcow "$out/qcow_parse/"
 if command -v qemu-img >/dev/null; then
     q() { qemu-img "$@" >/dev/null; }
     q convert -f raw -O qcow2 -o cluster_size=4096 s.raw plain.qcow2
@@ -91,13 +97,49 @@ if command -v qemu-img >/dev/null; then
     q convert -c -f raw -O qcow2 -o cluster_size=4096,compression_type=zstd s.raw zstd.qcow2
     q convert -f raw -O qcow2 -o cluster_size=16384,extended_l2=on s.raw subclusters.qcow2
     q convert -f raw -O qcow2 -o compat=0.10,cluster_size=4096 s.raw v2.qcow2
+    q convert -f raw -O qcow2 -o cluster_size=512 s.raw c512.qcow2
+    q convert -c -f raw -O qcow2 -o cluster_size=512 s.raw c512-zlib.qcow2
+    q convert -f raw -O qcow2 s.raw c64k.qcow2
+    q convert -f raw -O qcow2 -o cluster_size=4096,refcount_bits=1,lazy_refcounts=on s.raw \
+        refcount1.qcow2
+    q convert -f raw -O qcow2 -o cluster_size=4096,refcount_bits=64 s.raw refcount64.qcow2
     q create -f qcow2 -o cluster_size=4096,backing_file=plain.qcow2,backing_fmt=qcow2 \
         child.qcow2
+    # Backing names the gate refuses or finds nowhere: absolute, leading out, missing.
+    q create -f qcow2 -u -o cluster_size=4096 -b /nonexistent/base.qcow2 -F qcow2 \
+        child-absolute.qcow2 32K
+    q create -f qcow2 -u -o cluster_size=4096 -b ../../up/base.raw -F raw \
+        child-dotdot.qcow2 32K
+    # Data in an external file, raw and not (the file itself is not there at fuzz time).
+    q create -f qcow2 -o cluster_size=4096,data_file=data.raw,data_file_raw=on \
+        datafile-raw.qcow2 32K
+    q create -f qcow2 -o cluster_size=4096,data_file=data2.raw datafile.qcow2 32K
+    # Internal snapshots: one, and two with data written between them (two L1 tables that
+    # differ), one name reused as the other's ID.
     cp plain.qcow2 snapshot.qcow2
     q snapshot -c one snapshot.qcow2
+    cp plain.qcow2 snapshots.qcow2
+    q snapshot -c first snapshots.qcow2
+    qemu-io -f qcow2 -c 'write -P 0x5a 8k 8k' snapshots.qcow2 >/dev/null
+    q snapshot -c 1 snapshots.qcow2
+    qemu-io -f qcow2 -c 'write -z 0 4k' snapshots.qcow2 >/dev/null
+    cp subclusters.qcow2 snapshot-l2ext.qcow2
+    q snapshot -c sub snapshot-l2ext.qcow2
+    # Persistent dirty bitmaps (the bitmaps extension and directory).
+    cp plain.qcow2 bitmap.qcow2
+    q bitmap --add bitmap.qcow2 b0
+    q bitmap --add -g 65536 --disable bitmap.qcow2 b1
+    # QCOW version 1: plain and over a backing file (qemu-img convert -c fails for qcow: the
+    # compressed one, df-v1.qcow, is diskferry's).
     q convert -f raw -O qcow s.raw v1.qcow
+    q create -f qcow -u -b plain.qcow2 -F qcow2 v1-child.qcow 32K
     cp plain.qcow2 zlib.qcow2 zstd.qcow2 subclusters.qcow2 v2.qcow2 child.qcow2 \
         snapshot.qcow2 v1.qcow "$out/open_any/"
+    cp plain.qcow2 zlib.qcow2 zstd.qcow2 subclusters.qcow2 v2.qcow2 c512.qcow2 \
+        c512-zlib.qcow2 c64k.qcow2 refcount1.qcow2 refcount64.qcow2 child.qcow2 \
+        child-absolute.qcow2 child-dotdot.qcow2 datafile-raw.qcow2 datafile.qcow2 \
+        snapshot.qcow2 snapshots.qcow2 snapshot-l2ext.qcow2 bitmap.qcow2 v1.qcow v1-child.qcow \
+        "$out/qcow_parse/"
 fi
 
 if [ -n "$corpus" ]; then
@@ -123,6 +165,16 @@ if [ -n "$corpus" ]; then
         qemu-iotests/fake.parallels qemu-iotests/iotest-version3.vmdk \
         qemu-iotests/virtualpc-dynamic.vhd qemu-iotests/bz2/simple-dmg.dmg.bz2 \
         libyal/libqcow/file_header.1 dissect.hypervisor/qcow2/backing-chain-3.qcow2.gz
+    # Every qcow2 and qcow file of the corpus: real images from other tools (dfvfs,
+    # dissect.hypervisor) and libqcow's header-only test file, whose tables lie past its end.
+    # The larger ones are cut to -max_len by libFuzzer.
+    add qcow_parse libyal/libqcow/file_header.1 dfvfs/image.qcow2 dfvfs/vsstest.qcow2 \
+        dfvfs/ext2.qcow2 dfvfs/ext2.prev-76a07f7.qcow2 dfvfs/lvm.qcow2 dfvfs/lvmtest.qcow2 \
+        dfvfs/windows_volume.qcow2 dissect.hypervisor/qcow2/backing-chain-1.qcow2.gz \
+        dissect.hypervisor/qcow2/backing-chain-2.qcow2.gz \
+        dissect.hypervisor/qcow2/backing-chain-3.qcow2.gz \
+        dissect.hypervisor/qcow2/basic.qcow2.gz dissect.hypervisor/qcow2/basic-zstd.qcow2.gz \
+        dissect.hypervisor/qcow2/data-file.qcow2.gz dissect.hypervisor/qcow2/snapshot.qcow2.gz
     # The SESPARSE sample, with its selector byte (it is large: -max_len cuts it).
     if [ -f "$corpus/dissect.hypervisor/vmdk/sesparse.vmdk.gz" ]; then
         { printf '\x02'; zcat "$corpus/dissect.hypervisor/vmdk/sesparse.vmdk.gz"; } \
@@ -133,6 +185,6 @@ if [ -n "$corpus" ]; then
     fi
 fi
 
-for t in open_any vhd_parse vmdk_descriptor vmdk_sparse; do
+for t in open_any qcow_parse vhd_parse vmdk_descriptor vmdk_sparse; do
     echo "$t: $(ls "$out/$t" | wc -l) seeds, largest $(wc -c "$out/$t"/* | sort -n | tail -2 | head -1 | awk '{print $1}') bytes"
 done
