@@ -143,12 +143,15 @@ if command -v qemu-img >/dev/null; then
 fi
 
 if [ -n "$corpus" ]; then
-    add() { # TARGET FILE...: corpus files that exist, decompressed when .gz or .bz2
+    # TARGET FILE...: corpus files that exist, decompressed when .gz or .bz2, named after
+    # their corpus folder too (corpus-dissect.hypervisor-snapshot.qcow2): a bare basename
+    # overwrote the seed of the same name made above.
+    add() {
         local target=$1
         shift
         for f in "$@"; do
             local p=$corpus/$f name
-            name=$(basename "$f")
+            name=corpus-${f%%/*}-$(basename "$f")
             case $f in
             *.gz) [ -f "$p" ] && zcat "$p" >"$out/$target/${name%.gz}" ;;
             *.bz2) [ -f "$p" ] && bzcat "$p" >"$out/$target/${name%.bz2}" ;;
