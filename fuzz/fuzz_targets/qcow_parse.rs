@@ -53,7 +53,9 @@ fn exercise(image: &Image) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    for format in [qcow2::FORMAT, qcow::FORMAT] {
+    // QCOW v1 has no snapshots: its driver ignores a selector (Image::open_storage refuses
+    // one for formats without that capability before any driver sees it).
+    for (format, has_snapshots) in [(qcow2::FORMAT, true), (qcow::FORMAT, false)] {
         for salvage in [Salvage::Refuse, Salvage::ReadWhatIsThere] {
             let Some(image) = open(format, data, salvage, None) else {
                 continue;
@@ -73,8 +75,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             // And a snapshot that is not there: the error lists the ones that are.
-            let missing = Selector::IdOrName("\u{0}no such snapshot".to_string());
-            let _ = open(format, data, salvage, Some(&missing));
+            if has_snapshots {
+                let missing = Selector::IdOrName("\u{0}no such snapshot".to_string());
+                let _ = open(format, data, salvage, Some(&missing));
+            }
         }
     }
 });
