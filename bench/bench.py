@@ -83,6 +83,47 @@ CASES = {
         ["convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd", "{src}", "{dst}"],
         ["convert", "-W", "-c", "-O", "qcow2", "-o", "compression_type=zstd", "{src}", "{dst}"],
     ),
+    "qcow2-to-raw": (
+        "realistic.qcow2",
+        ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
+    ),
+    # Compressed clusters are inflated on every core by diskferry, on one thread by qemu-img.
+    "qcow2-c-to-raw": (
+        "realistic-c.qcow2",
+        ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
+    ),
+    "raw-to-vdi": (
+        "realistic.raw",
+        ["convert", "-O", "vdi", "{src}", "{dst}"],
+        ["convert", "-O", "vdi", "{src}", "{dst}"],
+    ),
+    "vdi-to-raw": (
+        "realistic.vdi",
+        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
+    ),
+    "raw-to-vhdx": (
+        "realistic.raw",
+        ["convert", "-O", "vhdx", "{src}", "{dst}"],
+        ["convert", "-O", "vhdx", "{src}", "{dst}"],
+    ),
+    "vhdx-to-raw": (
+        "realistic.vhdx",
+        ["convert", "-f", "vhdx", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "vhdx", "-O", "raw", "{src}", "{dst}"],
+    ),
+    "sparse-1t-qcow2-to-raw": (
+        "sparse-1t.qcow2",
+        ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "qcow2", "-O", "raw", "{src}", "{dst}"],
+    ),
+    "sparse-1t-qcow2-to-vhd": (
+        "sparse-1t.qcow2",
+        ["convert", "-f", "qcow2", "-O", "vhd", "{src}", "{dst}"],
+        ["convert", "-f", "qcow2", "-O", "vpc", "{src}", "{dst}"],
+    ),
 }
 
 # How each derived input is made from realistic.raw, with qemu-img (the peer's own output, so
@@ -93,6 +134,11 @@ DERIVED = {
         "convert", "-O", "vmdk", "-o", "subformat=streamOptimized",
         "realistic.raw", "realistic-stream.vmdk",
     ],
+    "realistic.qcow2": ["convert", "-O", "qcow2", "realistic.raw", "realistic.qcow2"],
+    "realistic-c.qcow2": ["convert", "-c", "-O", "qcow2", "realistic.raw", "realistic-c.qcow2"],
+    "sparse-1t.qcow2": ["convert", "-O", "qcow2", "sparse-1t.raw", "sparse-1t.qcow2"],
+    "realistic.vdi": ["convert", "-O", "vdi", "realistic.raw", "realistic.vdi"],
+    "realistic.vhdx": ["convert", "-O", "vhdx", "realistic.raw", "realistic.vhdx"],
 }
 
 # The output format of each case, for the content check.
@@ -107,6 +153,24 @@ OUTPUT_FORMAT = {
     "raw-to-qcow2-c": ("qcow2", "qcow2"),
     "raw-to-qcow2-c-vs-W": ("qcow2", "qcow2"),
     "raw-to-qcow2-zstd-vs-W": ("qcow2", "qcow2"),
+    "qcow2-to-raw": ("raw", "raw"),
+    "qcow2-c-to-raw": ("raw", "raw"),
+    "raw-to-vdi": (
+        "realistic.raw",
+        ["convert", "-O", "vdi", "{src}", "{dst}"],
+        ["convert", "-O", "vdi", "{src}", "{dst}"],
+    ),
+    "vdi-to-raw": (
+        "realistic.vdi",
+        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
+        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
+    ),
+    "raw-to-vdi": ("vdi", "vdi"),
+    "vdi-to-raw": ("raw", "raw"),
+    "raw-to-vhdx": ("vhdx", "vhdx"),
+    "vhdx-to-raw": ("raw", "raw"),
+    "sparse-1t-qcow2-to-raw": ("raw", "raw"),
+    "sparse-1t-qcow2-to-vhd": ("vpc", "vpc"),
 }
 
 

@@ -4,7 +4,8 @@
 #
 #     fuzz/make-seeds.sh OUT [CORPUS]
 #
-# OUT gets open_any/, qcow_parse/, vhd_parse/, vmdk_descriptor/ and vmdk_sparse/ (made anew).
+# OUT gets open_any/, qcow_parse/, qcow2_check/, vhd_parse/, vmdk_descriptor/ and vmdk_sparse/
+# (made anew).
 # CORPUS, when given, is the shared third-party corpus (shared/corpus): a few of its small
 # files, and every qcow2/qcow file, are read from there into OUT. The diskferry binary is
 # $DISKFERRY, else target/release/diskferry of this checkout (built with
@@ -23,7 +24,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rm -rf "$out"
-mkdir -p "$out"/{open_any,qcow_parse,vhd_parse,vmdk_descriptor,vmdk_sparse}
+mkdir -p "$out"/{open_any,qcow_parse,qcow2_check,vhd_parse,vmdk_descriptor,vmdk_sparse}
 out=$(cd "$out" && pwd)
 cd "$work"
 
@@ -188,6 +189,8 @@ if [ -n "$corpus" ]; then
     fi
 fi
 
-for t in open_any qcow_parse vhd_parse vmdk_descriptor vmdk_sparse; do
+# qcow2_check's seeds: qcow_parse's QCOW2 files.
+cp "$out"/qcow_parse/*.qcow2 "$out/qcow2_check/"
+for t in open_any qcow_parse qcow2_check vhd_parse vmdk_descriptor vmdk_sparse; do
     echo "$t: $(ls "$out/$t" | wc -l) seeds, largest $(wc -c "$out/$t"/* | sort -n | tail -2 | head -1 | awk '{print $1}') bytes"
 done

@@ -98,6 +98,9 @@ pub struct BackingLink {
     pub names: Vec<String>,
     /// The parent's format when the image says (qcow2's backing format); otherwise detected.
     pub format: Option<Format>,
+    /// For parents found by a search rather than a stored name (a VDI's, by UUID): where it
+    /// was looked for, for the message when nothing is found.
+    pub searched: Option<String>,
 }
 
 impl BackingLink {
@@ -227,6 +230,10 @@ pub struct OpenOptions {
     /// An internal snapshot of the top image to read instead of its current state
     /// (`convert -l`), for formats that hold them.
     pub snapshot: Option<crate::snapshot::Selector>,
+    /// The top image's parent, named by the user (`--parent`): opened instead of what the
+    /// image names (a user's choice, so not through the gate), and still verified against the
+    /// image's record of its parent.
+    pub parent: Option<PathBuf>,
 }
 
 impl Default for OpenOptions {
@@ -239,6 +246,7 @@ impl Default for OpenOptions {
             registry: Registry::builtin(),
             salvage: Salvage::Refuse,
             snapshot: None,
+            parent: None,
         }
     }
 }
@@ -352,6 +360,15 @@ impl Image {
         let max_depth = options.max_depth;
         let mut seen: HashSet<FileId> = HashSet::new();
         seen.extend(layer_identities(self.layers[0].as_ref()));
+        if let Some(parent) = &options.parent
+            && self.layers[0].backing().is_none()
+        {
+            return Err(Error::invalid(format!(
+                "--parent '{}' was given, but this image has no parent (it is not a differencing image)",
+                parent.display()
+            ))
+            .with_path(self.layers[0].path()));
+        }
         loop {
             let child = self.layers.last().expect("an image has a layer");
             let Some(link) = child.backing().cloned() else {
@@ -364,7 +381,10 @@ impl Image {
                 ))
                 .with_path(&child_path));
             }
-            let storage = open_named_backing(&options.gate, &child_path, &link)?;
+            let storage: Arc<dyn Storage> = match (&options.parent, self.layers.len()) {
+                (Some(parent), 1) => Arc::new(HostFile::open(parent)?),
+                _ => open_named_backing(&options.gate, &child_path, &link)?,
+            };
             if let Some(id) = storage.identity()
                 && !seen.insert(id)
             {
@@ -573,16 +593,22 @@ fn open_named_backing(gate: &Gate, child: &Path, link: &BackingLink) -> Result<A
     if let Some(e) = refusal {
         return Err(e);
     }
-    Err(Error::invalid(format!(
-        "backing image '{}' not found (tried: {})",
-        link.stored_name,
-        if tried.is_empty() {
-            "nothing".to_string()
-        } else {
-            tried.join(", ")
-        }
-    ))
-    .with_path(child))
+    let tried = if tried.is_empty() {
+        "nothing".to_string()
+    } else {
+        tried.join(", ")
+    };
+    let message = match &link.searched {
+        Some(searched) => format!(
+            "backing image '{}' not found (looked for in {searched}; tried: {tried})",
+            link.stored_name
+        ),
+        None => format!(
+            "backing image '{}' not found (tried: {tried})",
+            link.stored_name
+        ),
+    };
+    Err(Error::invalid(message).with_path(child))
 }
 
 /// Opens one layer over `storage`: detects the format unless given, then hands the storage to

@@ -224,8 +224,14 @@ impl ImageInfo {
         }
         if !self.human_details.is_empty() {
             out.push_str("Format specific information:\n");
+            // A key with an empty value heads a nested block, whose keys carry their own
+            // indentation (qemu-img prints lists such as qcow2's bitmaps so).
             for (k, v) in &self.human_details {
-                out.push_str(&format!("    {}: {}\n", p(k), p(v)));
+                if v.is_empty() {
+                    out.push_str(&format!("    {}:\n", p(k)));
+                } else {
+                    out.push_str(&format!("    {}: {}\n", p(k), p(v)));
+                }
             }
         }
         if !self.files.is_empty() {

@@ -166,3 +166,21 @@ impl CreateSpec {
         }
     }
 }
+
+/// Calls `f(pos, part)` for the parts of `bytes` (the virtual disk's bytes at `offset`) that
+/// fall in each `block`-byte block, in order: for writers that place data block by block.
+pub fn for_each_block(
+    offset: u64,
+    bytes: &[u8],
+    block: u64,
+    mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut done = 0usize;
+    while done < bytes.len() {
+        let pos = offset + done as u64;
+        let n = ((block - pos % block) as usize).min(bytes.len() - done);
+        f(pos, &bytes[done..done + n])?;
+        done += n;
+    }
+    Ok(())
+}

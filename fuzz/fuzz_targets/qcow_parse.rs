@@ -4,8 +4,8 @@
 //! without bound. Structured seeds (small qemu-img images, see fuzz/README.md) reach the L1/L2
 //! tables, compressed clusters (zlib, zstd), extended L2 entries, the header extensions
 //! (backing format, bitmaps, data file names), the snapshot table and snapshot L1 tables.
-//! The bytes are an in-memory storage; names they hold (backing file, external data file)
-//! lead only into an empty folder (see walk.rs).
+//! qcow2's `check` (read-only) runs first. The bytes are an in-memory storage; names they
+//! hold (backing file, external data file) lead only into an empty folder (see walk.rs).
 #![no_main]
 
 use diskferry::Image;
@@ -53,6 +53,12 @@ fn exercise(image: &Image) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // qcow2's check reads every structure, including what reading skips (refcounts, every L2
+    // table, snapshot tables), read-only.
+    if let Ok(report) = qcow2::check::check_storage(walk::storage(data)) {
+        let _ = report.exit_code();
+        let _ = serde_json::to_string(&report);
+    }
     // QCOW v1 has no snapshots: its driver ignores a selector (Image::open_storage refuses
     // one for formats without that capability before any driver sees it).
     for (format, has_snapshots) in [(qcow2::FORMAT, true), (qcow::FORMAT, false)] {

@@ -47,7 +47,7 @@ pub enum OutputFormat {
 }
 
 /// Which files an image may open: the open gate's policy, on every command that opens images.
-#[derive(Debug, Clone, Copy, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GateArgs {
     /// Open only regular files inside the image's own folder through names the image holds
     /// (no absolute names, no `..` or symbolic link leading out): for untrusted images
@@ -61,6 +61,10 @@ pub struct GateArgs {
     /// mappings); FIFOs, sockets, /proc and /sys stay refused
     #[arg(long)]
     pub allow_devices: bool,
+    /// The image's parent is this file, whatever the image names (a differencing VDI whose
+    /// VirtualBox machine file is lost, a moved parent); its identity is still checked
+    #[arg(long, value_name = "FILE")]
+    pub parent: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `info`.

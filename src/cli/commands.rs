@@ -5,7 +5,7 @@ use super::args::{
     CheckArgs, CompareArgs, ConvertArgs, CreateArgs, GateArgs, InfoArgs, MapArgs, OutputFormat,
     RepairArg, SnapshotArgs,
 };
-use diskferry::check::{CheckReport, RepairMode, Severity};
+use diskferry::check::{CheckReport, RepairMode, ReportStyle, Severity};
 use diskferry::compare::{Comparison, compare_images};
 use diskferry::convert::{self, ConvertOptions, WriteMode};
 use diskferry::format::{Capability, Salvage};
@@ -46,6 +46,7 @@ fn open_options(gate: &GateArgs, format: Option<Format>) -> OpenOptions {
             BackingPolicy::Follow
         },
         gate: base.with_devices(devices),
+        parent: gate.parent.clone(),
         ..OpenOptions::default()
     }
 }
@@ -221,6 +222,7 @@ pub fn snapshot(args: SnapshotArgs) -> Outcome {
             confine: false,
             no_backing: true,
             allow_devices: false,
+            parent: None,
         },
         parse_format(args.format.as_deref())?,
     );
@@ -338,6 +340,29 @@ pub fn check(args: CheckArgs) -> Outcome {
     });
     let gate = open_options(&args.gate, None).gate;
     let report = format.driver().check(&args.image, repair, &gate)?;
+    if report.style == ReportStyle::Qemu {
+        // qemu-img prints each problem on stderr as it finds it, whatever the output format.
+        for f in &report.findings {
+            eprintln!("{}", printable(&f.message));
+        }
+        if let Some(why) = &report.stopped {
+            // As qemu-img: no summary of an incomplete check.
+            return Err(Error::corrupt(format!("Check failed: {why}")).with_path(&args.image));
+        }
+        if !args.quiet || args.output == OutputFormat::Json {
+            emit(&match args.output {
+                OutputFormat::Human => report.qemu_human(),
+                OutputFormat::Json => to_json(&report.qemu_json()),
+            })?;
+        }
+        if report.check_errors > 0 {
+            eprintln!(
+                "diskferry: {}: Check failed",
+                printable(&args.image.to_string_lossy())
+            );
+        }
+        return Ok(report.exit_code());
+    }
     if !args.quiet || args.output == OutputFormat::Json {
         let text = match args.output {
             OutputFormat::Human => check_human(&report),

@@ -64,6 +64,7 @@ impl QcowLayer {
             stored_name: name.clone(),
             names: vec![name.clone()],
             format: None,
+            searched: None,
         });
         Ok(QcowLayer {
             path: file.name().to_path_buf(),

@@ -26,6 +26,10 @@ pub struct Bitmap {
     pub in_use: bool,
     /// Tracks every write.
     pub auto: bool,
+    /// Where its bitmap table is (`check` counts its clusters).
+    pub table_offset: u64,
+    /// Entries of its bitmap table.
+    pub table_size: u32,
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -73,6 +77,8 @@ pub fn read_directory(file: &dyn Storage, ext: &BitmapsExtension) -> Result<Vec<
             granularity: 1 << granularity_bits,
             in_use: flags & 1 != 0,
             auto: flags & 2 != 0,
+            table_offset: u64::from_be_bytes(dir[at..at + 8].try_into().expect("8 bytes")),
+            table_size: be32(&dir, at + 8),
         });
         at = end.div_ceil(8) * 8;
     }

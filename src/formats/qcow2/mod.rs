@@ -9,11 +9,13 @@
 //! - [`snapshot`]: internal snapshots: the table, choosing one, listing them.
 //! - `reader.rs`: the [`Layer`] ([`Qcow2Layer`]).
 //! - [`writer`]: every option qemu-img takes, front to back (to a pipe too).
+//! - [`check`](mod@check): `check` and `check -r`, counted and printed as qemu-img does.
 //!
 //! Encrypted images (AES, LUKS) are recognised and refused; an external data file is opened
 //! through the open gate; the backing file is named to the core, which opens the chain.
 
 pub mod bitmaps;
+pub mod check;
 pub mod compressed;
 pub mod header;
 mod reader;
@@ -25,14 +27,17 @@ pub use snapshot::Snapshot;
 
 pub mod writer;
 
+use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
+use crate::gate::Gate;
 use crate::image::Layer;
 use crate::options::OptionSpec;
 use crate::sink::Output;
 use crate::storage::Storage;
 use crate::writer::{CreateSpec, ImageWriter};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The QCOW2 driver.
@@ -74,6 +79,7 @@ impl Driver for Qcow2Driver {
             Capability::WriteStream,
             Capability::Compress,
             Capability::Backing,
+            Capability::Check,
         ])
     }
 
@@ -95,5 +101,9 @@ impl Driver for Qcow2Driver {
         spec: &CreateSpec,
     ) -> Result<Box<dyn ImageWriter + 'a>> {
         writer::create_writer(output, spec)
+    }
+
+    fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+        check::check(path, repair, gate)
     }
 }

@@ -149,6 +149,7 @@ impl Qcow2Layer {
                     .backing_format
                     .as_deref()
                     .and_then(|f| Registry::builtin().find(f).ok()),
+                searched: None,
             }),
             _ => None,
         };
@@ -450,27 +451,17 @@ impl Layer for Qcow2Layer {
                 "bitmaps".into(),
                 Value::Array(self.bitmaps.iter().map(super::bitmaps::to_json).collect()),
             );
+            // Nested as qemu-img prints its bitmap list.
+            human.push(("bitmaps".into(), String::new()));
             for (i, b) in self.bitmaps.iter().enumerate() {
-                let mut flags = Vec::new();
-                if b.in_use {
-                    flags.push("in-use");
+                human.push((format!("    [{i}]"), String::new()));
+                human.push(("        flags".into(), String::new()));
+                let flags = [(b.in_use, "in-use"), (b.auto, "auto")];
+                for (n, (_, flag)) in flags.iter().filter(|(set, _)| *set).enumerate() {
+                    human.push((format!("            [{n}]"), (*flag).into()));
                 }
-                if b.auto {
-                    flags.push("auto");
-                }
-                human.push((
-                    format!("bitmap [{i}]"),
-                    format!(
-                        "{} (granularity {}, flags: {})",
-                        b.name,
-                        b.granularity,
-                        if flags.is_empty() {
-                            "none".to_string()
-                        } else {
-                            flags.join(", ")
-                        }
-                    ),
-                ));
+                human.push(("        name".into(), b.name.clone()));
+                human.push(("        granularity".into(), b.granularity.to_string()));
             }
         }
         fs.insert("refcount-bits".into(), json!(h.refcount_bits()));

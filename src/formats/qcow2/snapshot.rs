@@ -58,6 +58,16 @@ fn be64(b: &[u8], at: usize) -> u64 {
 /// Reads the `count` entries of the snapshot table at `offset` (checked to start inside the
 /// file). Every entry must lie inside the file, and the table within [`MAX_TABLE_BYTES`].
 pub fn read_table(file: &dyn Storage, offset: u64, count: u32) -> Result<Vec<Snapshot>> {
+    read_table_sized(file, offset, count).map(|(table, _)| table)
+}
+
+/// [`read_table`], and the bytes the table occupies (each entry padded to 8 bytes): `check`
+/// counts the clusters of exactly those bytes, as qemu does.
+pub fn read_table_sized(
+    file: &dyn Storage,
+    offset: u64,
+    count: u32,
+) -> Result<(Vec<Snapshot>, u64)> {
     let mut out = Vec::with_capacity(count.min(1024) as usize);
     let mut at = offset;
     for i in 0..count {
@@ -117,7 +127,7 @@ pub fn read_table(file: &dyn Storage, offset: u64, count: u32) -> Result<Vec<Sna
         ))
         .at_offset(offset));
     }
-    Ok(out)
+    Ok((out, at - offset))
 }
 
 impl Snapshot {

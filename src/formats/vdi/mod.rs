@@ -1,8 +1,35 @@
-//! VDI (VirtualBox): recognised by its signature so that it is never mistaken for raw; reading
-//! and writing come with its own issue.
+//! VDI (VirtualBox): static, dynamic and differencing images, read and written.
+//!
+//! - [`header`]: the pre-header and header (versions 0 and 1.1), checked before anything is
+//!   sized by them; the header of a new image.
+//! - [`parent`]: finding a differencing image's parent by UUID (VirtualBox machine files, then
+//!   VDIs beside the image), through the open gate.
+//! - `reader.rs`: the [`Layer`] ([`VdiLayer`]).
+//! - [`writer`]: static, dynamic (to a file or a stream) and differencing writers.
+//! - [`check`](mod@check): `check` and `check -r`.
+//!
+//! There is no published specification: the layout follows VirtualBox's VDICore.h and VDI.cpp.
 
+pub mod check;
+pub mod header;
+pub mod parent;
+mod reader;
+pub mod writer;
+
+pub use reader::VdiLayer;
+
+use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
-use crate::format::{Capabilities, Driver, Format, Probe};
+use crate::error::Result;
+use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
+use crate::gate::Gate;
+use crate::image::Layer;
+use crate::options::OptionSpec;
+use crate::sink::Output;
+use crate::storage::Storage;
+use crate::writer::{CreateSpec, ImageWriter};
+use std::path::Path;
+use std::sync::Arc;
 
 /// The VDI driver.
 pub struct VdiDriver;
@@ -10,28 +37,52 @@ pub struct VdiDriver;
 /// The VDI format.
 pub const FORMAT: Format = Format::new(&VdiDriver);
 
-/// The signature at offset 0x40 of every VDI header.
-const SIGNATURE: u32 = 0xBEDA_107F;
-
 impl Driver for VdiDriver {
     fn name(&self) -> &'static str {
         "vdi"
     }
 
     fn description(&self) -> &'static str {
-        "VirtualBox disk image: detected, not yet read or written"
+        "VirtualBox disk image: static, dynamic, differencing (snapshots found by UUID)"
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE
+        Capabilities::of(&[
+            Capability::Read,
+            Capability::Write,
+            Capability::WriteStream,
+            Capability::Check,
+            Capability::Backing,
+        ])
     }
 
+    /// The signature at 0x40, not the text banner in front of it (VirtualBox, Sun, innotek
+    /// and qemu each wrote their own).
     fn probe(&self, probe: &ProbeData) -> Probe {
-        match probe.head_at(0x40, 4) {
-            Some(sig) if u32::from_le_bytes(sig.try_into().expect("4 bytes")) == SIGNATURE => {
-                Probe::Yes
-            }
+        match probe.head_at(0, 0x48) {
+            Some(head) if header::has_signature(head) => Probe::Yes,
             _ => Probe::No,
         }
+    }
+
+    fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(VdiLayer::open(storage, ctx)?))
+    }
+
+    fn create_options(&self) -> &'static [OptionSpec] {
+        writer::CREATE_OPTIONS
+    }
+
+    fn create_writer<'a>(
+        &self,
+        output: Output<'a>,
+        spec: &CreateSpec,
+    ) -> Result<Box<dyn ImageWriter + 'a>> {
+        writer::create_writer(output, spec)
+    }
+
+    fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+        let _ = gate;
+        check::check(path, repair)
     }
 }

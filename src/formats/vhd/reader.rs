@@ -217,6 +217,7 @@ impl VhdLayer {
                     // A VHD's parent is a VHD: a name that leads elsewhere is refused rather
                     // than read as some other format.
                     format: Some(super::FORMAT),
+                    searched: None,
                 };
                 (Some(p), Some(link))
             }

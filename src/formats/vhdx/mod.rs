@@ -1,8 +1,39 @@
-//! VHDX (Hyper-V since Windows Server 2012): recognised by its file identifier so that it is
-//! never mistaken for raw; reading and writing come with its own issue.
+//! VHDX (Hyper-V since Windows Server 2012): fixed, dynamic and differencing files read, with
+//! a pending log replayed in memory (the file is never written).
+//!
+//! - [`guid`]: GUIDs as VHDX stores them, and the ones it defines.
+//! - [`header`]: the file identifier and the two headers (CRC-32C; the newer valid one wins).
+//! - [`region`]: the region table: where the BAT and the metadata are.
+//! - [`metadata`]: block size, virtual size, sector sizes, page 83 data, parent locator.
+//! - [`bat`]: the block allocation table and every payload block state.
+//! - [`log`]: the metadata log, found and replayed over an in-memory overlay.
+//! - [`parent`]: a differencing disk's parent locator and parent linkage.
+//! - [`reader`]: the [`Layer`] ([`VhdxLayer`]).
+//! - [`layout`]: where a new file's structures go, and their bytes.
+//! - [`writer`]: fixed, dynamic (to a file or a stream) and differencing writers.
+
+pub mod bat;
+pub mod guid;
+pub mod header;
+pub mod layout;
+pub mod log;
+pub mod metadata;
+pub mod parent;
+pub mod reader;
+pub mod region;
+pub mod writer;
+
+pub use reader::VhdxLayer;
 
 use crate::detect::ProbeData;
-use crate::format::{Capabilities, Driver, Format, Probe};
+use crate::error::Result;
+use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
+use crate::image::Layer;
+use crate::options::OptionSpec;
+use crate::sink::Output;
+use crate::storage::Storage;
+use crate::writer::{CreateSpec, ImageWriter};
+use std::sync::Arc;
 
 /// The VHDX driver.
 pub struct VhdxDriver;
@@ -16,18 +47,39 @@ impl Driver for VhdxDriver {
     }
 
     fn description(&self) -> &'static str {
-        "Microsoft VHDX (Hyper-V): detected, not yet read or written"
+        "Microsoft VHDX (Hyper-V): fixed, dynamic, differencing (.avhdx) read, a pending log replayed in memory, written fixed, dynamic and differencing"
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE
+        Capabilities::of(&[
+            Capability::Read,
+            Capability::Write,
+            Capability::WriteStream,
+            Capability::Backing,
+        ])
     }
 
     fn probe(&self, probe: &ProbeData) -> Probe {
-        if probe.head_at(0, 8) == Some(b"vhdxfile") {
+        if probe.head_at(0, 8) == Some(header::FILE_SIGNATURE) {
             Probe::Yes
         } else {
             Probe::No
         }
+    }
+
+    fn open(&self, storage: Arc<dyn Storage>, ctx: &OpenContext<'_>) -> Result<Box<dyn Layer>> {
+        Ok(Box::new(VhdxLayer::open(storage, ctx)?))
+    }
+
+    fn create_options(&self) -> &'static [OptionSpec] {
+        writer::CREATE_OPTIONS
+    }
+
+    fn create_writer<'a>(
+        &self,
+        output: Output<'a>,
+        spec: &CreateSpec,
+    ) -> Result<Box<dyn ImageWriter + 'a>> {
+        writer::create_writer(output, spec)
     }
 }

@@ -354,6 +354,7 @@ fn backing_link(d: &Descriptor) -> Option<BackingLink> {
         stored_name: hint.clone(),
         names: parent_names(hint),
         format: Some(super::FORMAT),
+        searched: None,
     })
 }
 
