@@ -1,16 +1,17 @@
 //! Any bytes as a sparse VMDK extent (hosted KDMV with embedded descriptor, footer and
 //! markers; COWD; SESPARSE: the first byte picks the magic): open, map, read a bounded prefix
-//! of every run, check, and read it as a stream. Errors are fine; panics, hangs and unbounded
-//! allocations are not.
+//! of every run, `details`, check, and read it as a stream from a pipe. Errors are fine;
+//! panics, hangs and unbounded allocations are not. The bytes are an in-memory storage;
+//! extent and parent names lead only into an empty folder (see walk.rs).
 #![no_main]
 
+use diskferry::Image;
 use diskferry::formats::vmdk;
-use diskferry::image::{BackingPolicy, Image, OpenOptions};
+use diskferry::stream::StreamPayload;
 use libfuzzer_sys::fuzz_target;
 
 #[path = "walk.rs"]
 mod walk;
-use std::io::Write;
 
 fuzz_target!(|data: &[u8]| {
     if data.is_empty() {
@@ -27,31 +28,25 @@ fuzz_target!(|data: &[u8]| {
     }
     bytes[..magic.len()].copy_from_slice(magic);
 
-    let Ok(mut file) = tempfile::NamedTempFile::new() else {
-        return;
-    };
-    if file.write_all(&bytes).is_err() {
-        return;
-    }
-    let options = OpenOptions {
-        format: Some(diskferry::Format::Vmdk),
-        backing: BackingPolicy::Ignore,
-        ..OpenOptions::default()
-    };
-    if let Ok(image) = Image::open(file.path(), &options) {
+    let storage = walk::storage(&bytes);
+    if let Ok(image) = Image::open_storage(storage.clone(), &walk::options(Some(vmdk::FORMAT))) {
         walk::walk_and_read(&image);
         let _ = image.top().details();
+        if let Some(link) = image.top().backing() {
+            let _ = link.candidates(image.top().path());
+        }
     }
-    let _ = vmdk::check(file.path(), None);
+    if let Ok(report) = vmdk::check_storage(storage, None, &walk::gate()) {
+        let _ = report.exit_code();
+    }
 
+    // The same bytes arriving on a pipe.
     if let Ok(mut source) = vmdk::open_stream(Box::new(std::io::Cursor::new(bytes))) {
-        let mut out = vec![0u8; 0];
+        let mut out = Vec::new();
         for _ in 0..256 {
             match source.next_run() {
                 Ok(Some(run)) => {
-                    if let diskferry::stream::StreamPayload::Encoded { bytes, decoder } =
-                        run.payload
-                    {
+                    if let StreamPayload::Encoded { bytes, decoder } = run.payload {
                         out.resize(run.len as usize, 0);
                         let _ = decoder.decode(&bytes, &mut out);
                     }

@@ -19,6 +19,7 @@ use crate::host_file::HostFile;
 use crate::image::{OpenOptions, open_layer};
 use crate::storage::Storage;
 use std::path::Path;
+use std::sync::Arc;
 
 /// blktap allows creation times this far in the future (clock skew with NFS servers).
 const TIMESTAMP_SLACK: u32 = 1800;
@@ -107,12 +108,35 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
     } else {
         HostFile::open(path)?
     };
+    check_in(&file, repair, gate)
+}
+
+/// Checks the VHD in an already-open `storage` (memory, a window into a package; the fuzz
+/// targets use it), reading only. The parent is looked for through `gate`, against the
+/// storage's name. Repairs write to a file, so `repair` is refused here: use [`check`].
+pub fn check_storage(
+    storage: Arc<dyn Storage>,
+    repair: Option<RepairMode>,
+    gate: &Gate,
+) -> Result<CheckReport> {
+    if repair.is_some() {
+        return Err(
+            Error::unsupported("a VHD is repaired only as a file named by its path")
+                .with_path(storage.name()),
+        );
+    }
+    check_in(storage.as_ref(), None, gate)
+}
+
+/// The check of `file`; with `repair`, `file` names the host file the fixes are written to.
+fn check_in(file: &dyn Storage, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+    let path = file.name();
     let mut report = CheckReport::new(path, super::FORMAT);
     let mut fixes = Vec::new();
     let len = file.len();
 
     // The footers.
-    let end = read_end_footer(&file);
+    let end = read_end_footer(file);
     let copy = if len >= FOOTER_SIZE {
         let mut b = [0u8; 512];
         file.read_exact_at(&mut b, 0)?;
@@ -276,7 +300,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
         );
     }
     // Every entry is kept, even a bad one: the checks below report them all.
-    let table = match Bat::read(&file, header.table_offset, entries, &mut |_, _| Ok(())) {
+    let table = match Bat::read(file, header.table_offset, entries, &mut |_, _| Ok(())) {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::Io => return Err(e),
         Err(e) => {
@@ -324,7 +348,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
             essential: false,
         });
     }
-    if let Some(batmap) = xen_batmap(&file, header.table_offset + bat::bat_bytes(entries)) {
+    if let Some(batmap) = xen_batmap(file, header.table_offset + bat::bat_bytes(entries)) {
         regions.extend(batmap);
     }
     let footer_at = if end_footer_ok {
@@ -439,7 +463,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
 
     // The parent link.
     if footer.disk_type == DiskType::Differencing {
-        check_parent(&mut report, &file, path, &header, gate);
+        check_parent(&mut report, file, path, &header, gate);
     } else if header.has_parent_uuid()
         || !header.locators.is_empty()
         || !header.parent_name.is_empty()
@@ -452,15 +476,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
     }
 
     if let Some(mode) = repair {
-        apply_fixes(
-            &mut report,
-            fixes,
-            mode,
-            &file,
-            &footer,
-            data_end,
-            truncated,
-        )?;
+        apply_fixes(&mut report, fixes, mode, file, &footer, data_end, truncated)?;
     }
     Ok(report)
 }
@@ -805,5 +821,26 @@ mod tests {
             report.findings
         );
         assert_eq!(report.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_storage_in_memory_is_checked_as_its_file_is_but_not_repaired() {
+        use crate::storage::Memory;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, mut bytes, table) = small(dir.path());
+        // Entry 1 points past the end of the file: one corruption to find both ways.
+        put32(&mut bytes, table + 4, 0x0100_0000);
+        std::fs::write(&path, &bytes).unwrap();
+        let gate = Gate::confined();
+        let from_file = check(&path, None, &gate).unwrap();
+        let memory = Arc::new(Memory::new(path.clone(), bytes));
+        let from_memory = check_storage(memory.clone(), None, &gate).unwrap();
+        assert_eq!(
+            serde_json::to_string(&from_memory).unwrap(),
+            serde_json::to_string(&from_file).unwrap()
+        );
+        assert_eq!(from_memory.exit_code(), 2, "{:?}", from_memory.findings);
+        let refused = check_storage(memory, Some(RepairMode::All), &gate).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Unsupported);
     }
 }

@@ -19,7 +19,7 @@ pub mod parent;
 pub mod reader;
 pub mod writer;
 
-pub use check::check;
+pub use check::{check, check_storage};
 pub use reader::VhdLayer;
 pub use writer::create_writer;
 

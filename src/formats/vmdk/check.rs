@@ -56,6 +56,19 @@ impl Findings<'_> {
 
 /// Checks the VMDK at `path`; its extents are opened through `gate`.
 pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
+    check_storage(Arc::new(HostFile::open(path)?), repair, gate)
+}
+
+/// Checks the VMDK in an already-open `storage` (memory, a window into a package; the fuzz
+/// targets use it); the extents a descriptor names are opened through `gate`, against the
+/// storage's name. VMDKs are never repaired, so `repair` only adds the warning that says so.
+pub fn check_storage(
+    storage: Arc<dyn Storage>,
+    repair: Option<RepairMode>,
+    gate: &Gate,
+) -> Result<CheckReport> {
+    let path = storage.name().to_path_buf();
+    let path = path.as_path();
     let mut report = CheckReport::new(path, super::FORMAT);
     if repair.is_some() {
         report.add(
@@ -64,8 +77,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
             None,
         );
     }
-    let file = HostFile::open(path)?;
-    if !missing_extents(&file, &mut report, gate)? {
+    if !missing_extents(storage.as_ref(), &mut report, gate)? {
         return Ok(report);
     }
     let ctx = OpenContext {
@@ -74,7 +86,7 @@ pub fn check(path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<Che
         salvage: Salvage::Refuse,
         snapshot: None,
     };
-    let layer = match VmdkLayer::open(Arc::new(file), &ctx) {
+    let layer = match VmdkLayer::open(storage, &ctx) {
         Ok(l) => l,
         Err(e) => {
             let message = match e.path() {
@@ -572,6 +584,75 @@ fn check_markers(s: &SparseExtent, h: &SparseHeader, f: &mut Findings<'_>) {
             Severity::Warning,
             "no end-of-stream marker".to_string(),
             None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::FormatOptions;
+    use crate::sink::Output;
+    use crate::staging::Staging;
+    use crate::storage::Memory;
+    use crate::writer::{CreateSpec, Piece};
+
+    /// A 1 MiB monolithicSparse VMDK with 64 KiB of data at 0, in `dir`.
+    fn make(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("t.vmdk");
+        let mut staging = Staging::new();
+        let spec = CreateSpec::new(1 << 20, FormatOptions::empty(super::super::FORMAT));
+        let mut w =
+            super::super::create_writer(Output::new_files(&mut staging, path.clone()), &spec)
+                .unwrap();
+        let bytes = vec![0x5Au8; 64 << 10];
+        w.write(
+            0,
+            Piece::Data {
+                bytes: &bytes,
+                encoded: None,
+            },
+        )
+        .unwrap();
+        w.write(64 << 10, Piece::Zero((1 << 20) - (64 << 10)))
+            .unwrap();
+        w.finish().unwrap();
+        staging.commit().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_storage_in_memory_is_checked_as_its_file_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = make(dir.path());
+        let bytes = std::fs::read(&path).unwrap();
+        let gate = Gate::confined();
+        let from_file = check(&path, None, &gate).unwrap();
+        let memory = Arc::new(Memory::new(path.clone(), bytes));
+        let from_memory = check_storage(memory, None, &gate).unwrap();
+        assert_eq!(
+            serde_json::to_string(&from_memory).unwrap(),
+            serde_json::to_string(&from_file).unwrap()
+        );
+        assert_eq!(from_memory.exit_code(), 0, "{:?}", from_memory.findings);
+        assert!(from_memory.allocated_clusters.is_some_and(|n| n > 0));
+    }
+
+    #[test]
+    fn extents_named_by_a_descriptor_in_memory_are_looked_for_beside_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+                    createType=\"monolithicFlat\"\nRW 2048 FLAT \"gone-flat.vmdk\" 0\n";
+        let memory = Arc::new(Memory::new(dir.path().join("d.vmdk"), text.as_bytes()));
+        let report = check_storage(memory, None, &Gate::confined()).unwrap();
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.severity == Severity::Corruption
+                    && f.message == "extent file 'gone-flat.vmdk' (descriptor line 6) is missing"),
+            "{:?}",
+            report.findings
         );
     }
 }

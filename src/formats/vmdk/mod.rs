@@ -23,7 +23,7 @@ pub mod sparse_header;
 mod stream_source;
 mod writer;
 
-pub use check::check;
+pub use check::{check, check_storage};
 pub use reader::{Layout, VmdkLayer, parent_names};
 pub use stream_source::{StreamOptimizedSource, open_stream};
 pub use writer::{Subformat, create_writer};
