@@ -84,7 +84,8 @@ impl VdiLayer {
             n => {
                 let at = self.header.block_data_at(n);
                 // The part of the block the disk uses must be in the file.
-                let used = (self.header.disk_size - index * self.header.block_size as u64)
+                let used = (self.header.disk_size)
+                    .saturating_sub(index * self.header.block_size as u64)
                     .min(self.header.block_size as u64);
                 if at.saturating_add(used) > self.file.len() {
                     if self.salvage {
