@@ -159,9 +159,21 @@ impl Layer for VdiLayer {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let n = ((bs - pos % bs) as usize).min(buf.len() - done);
+            let mut n = ((bs - pos % bs) as usize).min(buf.len() - done);
+            let block = self.block(pos / bs)?;
+            // Blocks stored one after the other are read with one call.
+            if let Block::Stored(at) = block {
+                let mut next = pos / bs + 1;
+                while done + n < buf.len()
+                    && self.block(next)? == Block::Stored(at + (next - pos / bs) * bs)
+                    && self.header.block_extra == 0
+                {
+                    n += (bs as usize).min(buf.len() - done - n);
+                    next += 1;
+                }
+            }
             let dest = &mut buf[done..done + n];
-            match self.block(pos / bs)? {
+            match block {
                 Block::Stored(at) => self.file.read_exact_at(dest, at + pos % bs)?,
                 Block::Free | Block::Zero | Block::Missing => dest.fill(0),
             }
