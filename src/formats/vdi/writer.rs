@@ -57,6 +57,29 @@ struct Table {
     next: u32,
 }
 
+impl Table {
+    /// The place of block `index`: its entry when it has one, the next free place when blocks
+    /// are placed as they arrive, or `None` (a block the plan left out).
+    fn place(&mut self, index: usize, mode: Mode) -> Option<u64> {
+        let entry = self.entries[index];
+        if entry < BLOCK_ZERO {
+            return Some(entry as u64);
+        }
+        (mode == Mode::OnArrival).then(|| {
+            let place = self.next;
+            self.entries[index] = place;
+            self.next += 1;
+            place as u64
+        })
+    }
+}
+
+fn planned_empty(index: u64) -> Error {
+    Error::invalid(format!(
+        "internal error: block {index} was planned empty from the source's allocation map, but data arrived for it"
+    ))
+}
+
 /// The engine's workers place each block of data at the next free place (dynamic images to a
 /// file) or at its planned place (static images).
 struct Placer {
@@ -64,7 +87,7 @@ struct Placer {
     table: Arc<Mutex<Table>>,
     block_size: u64,
     data_offset: u64,
-    fixed: bool,
+    mode: Mode,
 }
 
 impl DirectWrite for Placer {
@@ -72,20 +95,12 @@ impl DirectWrite for Placer {
         let bs = self.block_size;
         for_each_block(offset, bytes, bs, |pos, part| {
             let index = pos / bs;
-            let place = if self.fixed {
-                index
-            } else {
-                let mut t = self.table.lock().expect("table lock");
-                let entry = t.entries[index as usize];
-                if entry < BLOCK_ZERO {
-                    entry as u64
-                } else {
-                    let place = t.next;
-                    t.entries[index as usize] = place;
-                    t.next += 1;
-                    place as u64
-                }
-            };
+            let place = self
+                .table
+                .lock()
+                .expect("table lock")
+                .place(index as usize, self.mode)
+                .ok_or_else(|| planned_empty(index))?;
             self.sink
                 .write_at(part, self.data_offset + place * bs + pos % bs)
         })
@@ -192,7 +207,7 @@ pub fn create_writer<'a>(
                 table: Arc::clone(&table),
                 block_size: bs,
                 data_offset,
-                fixed,
+                mode,
             }) as Arc<dyn DirectWrite>
         })
     };
@@ -236,20 +251,12 @@ impl VdiWriter<'_> {
     fn place(&mut self, pos: u64) -> Result<u64> {
         let bs = self.block_size;
         let index = (pos / bs) as usize;
-        let mut t = self.table.lock().expect("table lock");
-        let entry = t.entries[index];
-        let place = if entry < BLOCK_ZERO {
-            entry as u64
-        } else if self.mode == Mode::OnArrival {
-            let place = t.next;
-            t.entries[index] = place;
-            t.next += 1;
-            place as u64
-        } else {
-            return Err(Error::invalid(format!(
-                "internal error: block {index} was planned empty from the source's allocation map, but data arrived for it"
-            )));
-        };
+        let place = self
+            .table
+            .lock()
+            .expect("table lock")
+            .place(index, self.mode)
+            .ok_or_else(|| planned_empty(index as u64))?;
         Ok(self.header.data_offset + place * bs + pos % bs)
     }
 
