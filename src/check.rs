@@ -294,6 +294,57 @@ impl CheckReport {
     }
 }
 
+/// Opens, for `check`, the first of `names` (a parent's candidate names, found in the image at
+/// `image`) that the gate lets through and that exists. When none does, adds the finding
+/// (a warning when the gate refused a name, a corruption when the parent is missing or cannot
+/// be opened) at `offset` and returns `None`.
+pub fn find_parent(
+    report: &mut CheckReport,
+    gate: &crate::gate::Gate,
+    image: &Path,
+    stored_name: &str,
+    names: &[String],
+    offset: Option<u64>,
+) -> Option<std::sync::Arc<crate::host_file::HostFile>> {
+    use crate::gate::{Lookup, Role};
+    let mut tried = Vec::new();
+    for name in names {
+        match gate.open(image, name, Role::Backing) {
+            Ok(Lookup::Opened(f)) => return Some(f),
+            Ok(Lookup::Missing(p)) => tried.push(p.display().to_string()),
+            Err(e) if e.kind() == crate::error::ErrorKind::Refused => {
+                report.add(
+                    Severity::Warning,
+                    format!("the parent was not checked: {}", e.message()),
+                    offset,
+                );
+                return None;
+            }
+            Err(e) => {
+                report.add(
+                    Severity::Corruption,
+                    format!("the parent '{name}' cannot be opened: {}", e.message()),
+                    offset,
+                );
+                return None;
+            }
+        }
+    }
+    report.add(
+        Severity::Corruption,
+        format!(
+            "the parent '{stored_name}' was not found (tried: {}); the disk cannot be read without it",
+            if tried.is_empty() {
+                "nothing".to_string()
+            } else {
+                tried.join(", ")
+            }
+        ),
+        offset,
+    );
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

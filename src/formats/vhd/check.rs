@@ -14,7 +14,7 @@ use super::reader::{VhdLayer, read_end_footer};
 use crate::check::{CheckReport, RepairMode, Severity};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::Provenance;
-use crate::gate::{Gate, Lookup, Role};
+use crate::gate::Gate;
 use crate::host_file::HostFile;
 use crate::image::{OpenOptions, open_layer};
 use crate::storage::Storage;
@@ -578,47 +578,9 @@ fn check_parent(
     for p in &found.problems {
         report.add(Severity::Warning, p.clone(), None);
     }
-    let mut tried = Vec::new();
-    let mut parent_file = None;
-    for name in &found.names {
-        match gate.open(path, name, Role::Backing) {
-            Ok(Lookup::Opened(f)) => {
-                parent_file = Some(f);
-                break;
-            }
-            Ok(Lookup::Missing(p)) => tried.push(p.display().to_string()),
-            Err(e) if e.kind() == ErrorKind::Refused => {
-                report.add(
-                    Severity::Warning,
-                    format!("the parent was not checked: {}", e.message()),
-                    None,
-                );
-                return;
-            }
-            Err(e) => {
-                report.add(
-                    Severity::Corruption,
-                    format!("the parent '{name}' cannot be opened: {}", e.message()),
-                    None,
-                );
-                return;
-            }
-        }
-    }
-    let Some(parent_file) = parent_file else {
-        report.add(
-            Severity::Corruption,
-            format!(
-                "the parent '{}' was not found (tried: {}); the disk cannot be read without it",
-                found.stored_name,
-                if tried.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    tried.join(", ")
-                }
-            ),
-            None,
-        );
+    let Some(parent_file) =
+        crate::check::find_parent(report, gate, path, &found.stored_name, &found.names, None)
+    else {
         return;
     };
     let parent_path = parent_file.name().to_path_buf();

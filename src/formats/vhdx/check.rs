@@ -26,7 +26,7 @@ use super::region::{MAX_ENTRIES, TABLE_OFFSETS, TABLE_SIZE};
 use crate::check::{CheckReport, RepairMode, Severity};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::Provenance;
-use crate::gate::{Gate, Lookup, Role};
+use crate::gate::Gate;
 use crate::host_file::HostFile;
 use crate::image::{OpenOptions, open_layer};
 use crate::storage::{Storage, StorageExt};
@@ -933,47 +933,14 @@ fn check_parent(
     for problem in &p.problems {
         report.add(Severity::Warning, problem.clone(), Some(locator.offset));
     }
-    let mut tried = Vec::new();
-    let mut found = None;
-    for name in &p.names {
-        match gate.open(path, name, Role::Backing) {
-            Ok(Lookup::Opened(f)) => {
-                found = Some(f);
-                break;
-            }
-            Ok(Lookup::Missing(m)) => tried.push(m.display().to_string()),
-            Err(e) if e.kind() == ErrorKind::Refused => {
-                report.add(
-                    Severity::Warning,
-                    format!("the parent was not checked: {}", e.message()),
-                    Some(locator.offset),
-                );
-                return;
-            }
-            Err(e) => {
-                report.add(
-                    Severity::Corruption,
-                    format!("the parent '{name}' cannot be opened: {}", e.message()),
-                    Some(locator.offset),
-                );
-                return;
-            }
-        }
-    }
-    let Some(parent_file) = found else {
-        report.add(
-            Severity::Corruption,
-            format!(
-                "the parent '{}' was not found (tried: {}); the disk cannot be read without it",
-                p.stored_name,
-                if tried.is_empty() {
-                    "nothing".into()
-                } else {
-                    tried.join(", ")
-                }
-            ),
-            Some(locator.offset),
-        );
+    let Some(parent_file) = crate::check::find_parent(
+        report,
+        gate,
+        path,
+        &p.stored_name,
+        &p.names,
+        Some(locator.offset),
+    ) else {
         return;
     };
     let parent_path = parent_file.name().to_path_buf();
