@@ -4,6 +4,7 @@
 //! checked one by one on the bytes.
 
 mod common;
+mod vhd_support;
 
 use common::*;
 use std::os::unix::fs::FileExt;
@@ -188,11 +189,94 @@ fn differencing_disks_read_through_their_parent() {
         Some(&padded_sha(&changed, 512)),
         "dissect"
     );
+    // libyal, handed the parent, reads the same bytes: it takes a zero block as the parent's
+    // data and an absent sector bitmap block from file offset 0, which is why zeros over the
+    // parent are stored blocks and every chunk's bitmap block is allocated.
+    let Some(libyal) = vhd_support::libyal_chain_sha(test, &[&child, &base]) else {
+        return;
+    };
+    assert_eq!(libyal, padded_sha(&changed, 512), "libyal");
+    let bytes = std::fs::read(&child).unwrap();
+    let bat = bat_of(&bytes);
+    // 1 MiB blocks, 512-byte sectors: a chunk of 4096 blocks, its bitmap entry at 4096.
+    let entry = |i: usize| le(&bytes, bat + 8 * i, 8);
+    assert_eq!(
+        entry(4096) & 7,
+        6,
+        "the chunk's sector bitmap block is present"
+    );
+    assert_eq!(entry(34) & 7, 6, "zeros over the parent are a stored block");
+    assert_eq!(entry(0) & 7, 0, "a block equal to the parent's is absent");
+    // qemu-img opens no differencing VHDX; our check is clean.
+    assert_eq!(run(&["check", s(&child)]).0, 0, "check");
     // The parent's DataWriteGuid is the child's parent_linkage.
     let info: serde_json::Value =
         serde_json::from_str(&run_ok(&["info", "--output", "json", s(&child)])).unwrap();
     let text = info.to_string();
     assert!(text.contains("relative_path"), "{text}");
+    // block_state_zero=on asks for the spec's zero state instead.
+    let compact = d.join("compact.avhdx");
+    run_ok(&[
+        "convert",
+        "-O",
+        "vhdx",
+        "-o",
+        "block_size=1M,block_state_zero=on",
+        "-B",
+        "base.vhdx",
+        s(&changed),
+        s(&compact),
+    ]);
+    let bytes = std::fs::read(&compact).unwrap();
+    let bat = bat_of(&bytes);
+    assert_eq!(le(&bytes, bat + 8 * 34, 8) & 7, 2, "zero state");
+    let back = d.join("compact.raw");
+    run_ok(&["convert", "-O", "raw", s(&compact), s(&back)]);
+    assert_eq!(padded_sha(&back, 1), padded_sha(&changed, 512));
+}
+
+/// A parent named by its Windows path (as Hyper-V will see it) is opened beside the child,
+/// and the locator holds the absolute path and the file name beside the child, as Hyper-V's
+/// own checkpoints do (MS-VHDX 2.6.2.6.1: relative_path is tried first).
+#[test]
+fn a_parent_named_by_a_windows_path_is_stored_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = source(d);
+    let base = d.join("base.vhdx");
+    write(&raw, &base, "block_size=1M", false);
+    let child = d.join("child.avhdx");
+    run_ok(&[
+        "create",
+        "-f",
+        "vhdx",
+        "-b",
+        r"C:\VMs\disks\base.vhdx",
+        "-F",
+        "vhdx",
+        s(&child),
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_str(&run_ok(&["info", "--output", "json", s(&child)])).unwrap();
+    let text = info.to_string();
+    assert!(text.contains(r#""relative_path":".\\base.vhdx""#), "{text}");
+    assert!(
+        text.contains(r#""absolute_win32_path":"C:\\VMs\\disks\\base.vhdx""#),
+        "{text}"
+    );
+    let back = d.join("back.raw");
+    run_ok(&["convert", "-O", "raw", s(&child), s(&back)]);
+    assert_eq!(padded_sha(&back, 1), padded_sha(&raw, 512));
+}
+
+/// The file offset of the BAT, from the region table at 192 KiB.
+fn bat_of(b: &[u8]) -> usize {
+    let rt = 192 << 10;
+    let count = le(b, rt + 8, 4) as usize;
+    (0..count)
+        .find(|i| b[rt + 16 + 32 * i..rt + 20 + 32 * i] == [0x66, 0x77, 0xc2, 0x2d])
+        .map(|i| le(b, rt + 16 + 32 * i + 16, 8) as usize)
+        .expect("BAT region")
 }
 
 /// Reads the little-endian integer of `n` bytes at `at`.
@@ -368,7 +452,7 @@ fn impossible_options_are_refused() {
         ("block_size=3M", "power of two"),
         ("block_size=512K", "power of two"),
         ("log_size=1536K", "multiple of 1M"),
-        ("block_state_zero=on", "subformat=fixed"),
+        ("block_state_zero=on", "fixed and differencing"),
         ("logical_sector_size=1024", "1024"),
     ] {
         let (code, _, err) = run(&["create", "-f", "vhdx", "-o", opts, s(&out), "1G"]);

@@ -153,21 +153,29 @@ impl SourceMap for ImageSourceMap {
 }
 
 /// Opens the backing image a new image will refer to. A relative name is relative to the new
-/// image's folder, as qemu-img and every hypervisor resolve it. The user named it, so it is
-/// opened directly; its own chain goes through the gate of `options`.
+/// image's folder, as qemu-img and every hypervisor resolve it; a Windows absolute name
+/// (`C:\VMs\base.vhdx`, the parent as Hyper-V will see it) is looked for by its file name
+/// there. The user named it, so it is opened directly; its own chain goes through the gate of
+/// `options`.
 pub fn open_target_backing(
     new_image: &Path,
     stored_name: &Path,
     format: Option<Format>,
     options: &OpenOptions,
 ) -> Result<BackingTarget> {
+    let folder = new_image.parent().unwrap_or(Path::new(""));
+    let text = stored_name.to_string_lossy();
     let path = if stored_name.is_absolute() {
         stored_name.to_path_buf()
+    } else if crate::winpath::is_absolute(&text) {
+        let Some(name) = crate::winpath::file_name(&text) else {
+            return Err(Error::invalid(format!(
+                "the backing file '{text}' names no file"
+            )));
+        };
+        folder.join(name)
     } else {
-        new_image
-            .parent()
-            .unwrap_or(Path::new(""))
-            .join(stored_name)
+        folder.join(stored_name)
     };
     let image = Image::open(
         &path,

@@ -38,6 +38,8 @@ pub const STATE_NOT_PRESENT: u64 = 0;
 pub const STATE_ZERO: u64 = 2;
 /// Stored in the file.
 pub const STATE_FULLY_PRESENT: u64 = 6;
+/// A sector bitmap block's entry: stored in the file.
+pub const STATE_SB_PRESENT: u64 = 6;
 
 /// A BAT entry: `state` at `offset` (a multiple of 1 MiB, or 0).
 pub fn bat_entry(state: u64, offset: u64) -> u64 {

@@ -8,9 +8,15 @@
 //!   engine's workers write data at its place (in any order) in a file or device, a stream
 //!   gets the blocks in order; zeros inside a stored block are holes in a new file.
 //! - differencing (`create -b`, `convert -B`): a dynamic disk whose absent blocks read from
-//!   the parent, zeros over the parent stored as zero blocks, the parent named by a locator
-//!   (`parent_linkage` = the parent's DataWriteGuid, `relative_path`). Its parent must be a
-//!   VHDX. Its blocks are placed as their data arrives (a block either holds data or not,
+//!   the parent, the parent named by a locator (`parent_linkage` = the parent's
+//!   DataWriteGuid, `relative_path`, and `absolute_win32_path` when the user named the parent
+//!   by a Windows path). Its parent must be a VHDX. Zeros over the parent are stored as fully
+//!   present blocks that are holes in the file, and every chunk's sector bitmap block is
+//!   allocated (all zeros, a hole too), as Hyper-V's own checkpoints have them: the spec's
+//!   cheaper zero state and absent bitmap blocks are valid, but libyal reads a zero block
+//!   as the parent's data and an absent bitmap block from file offset 0, so they would be
+//!   read wrong by forensic tools built on it (`block_state_zero=on` still asks for the zero
+//!   state). Its blocks are placed as their data arrives (a block either holds data or not,
 //!   which the source map cannot tell apart from zeros over the parent), the BAT written last;
 //!   not streamed: a zero over the parent in a block the source map did not foresee could
 //!   not be recorded in a BAT already sent.
@@ -18,7 +24,7 @@
 use super::guid::{Guid, braced};
 use super::layout::{
     self, Identity, MIB, Places, REGION_TABLE_OFFSETS, STATE_FULLY_PRESENT, STATE_NOT_PRESENT,
-    STATE_ZERO, bat_entry,
+    STATE_SB_PRESENT, STATE_ZERO, bat_entry,
 };
 use super::reader::VhdxLayer;
 use crate::error::{Error, Result};
@@ -58,7 +64,7 @@ pub const CREATE_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "block_state_zero",
         kind: OptionKind::Flag,
-        help: "fixed disks: mark blocks of zeros as zero blocks (space still reserved) instead of fully present, as qemu-img does with on; off (default) is what Hyper-V writes",
+        help: "fixed disks: mark blocks of zeros as zero blocks (space still reserved) instead of fully present, as qemu-img does with on; differencing disks: zeros over the parent as zero blocks rather than stored zeros (holes); off (default) is what Hyper-V writes and every reader reads",
     },
 ];
 
@@ -96,9 +102,9 @@ fn settings(spec: &CreateSpec) -> Result<Settings> {
         ));
     }
     let zero_state = o.flag("block_state_zero").unwrap_or(false);
-    if zero_state && !fixed {
+    if zero_state && !fixed && spec.backing.is_none() {
         return Err(Error::invalid(
-            "block_state_zero applies to subformat=fixed: a dynamic disk leaves blocks of zeros out",
+            "block_state_zero applies to fixed and differencing disks: a dynamic disk leaves blocks of zeros out",
         ));
     }
     Ok(Settings {
@@ -142,19 +148,43 @@ impl Shape {
     fn index(&self, block: u64) -> usize {
         (block + block / self.chunk_ratio) as usize
     }
+
+    /// The number of chunks (each with one sector bitmap entry in a differencing disk).
+    fn chunks(&self) -> u64 {
+        self.blocks.div_ceil(self.chunk_ratio)
+    }
+
+    /// The BAT index of chunk `chunk`'s sector bitmap entry.
+    fn bitmap_index(&self, chunk: u64) -> usize {
+        (chunk * (self.chunk_ratio + 1) + self.chunk_ratio) as usize
+    }
 }
 
 /// The parent locator pairs for `stored_name` (as the user gave it) of a parent whose data
 /// write GUID is `linkage`.
+///
+/// Hyper-V tries `relative_path` (against the child's folder) before `absolute_win32_path`,
+/// so a relative name is stored as given; a Windows absolute name is stored as the absolute
+/// path and, for a VM folder moved whole, as the file name beside the child; a host absolute
+/// name (`/srv/base.vhdx`) means nothing to Windows, so only its file name is stored, beside
+/// the child.
 fn locator_pairs(stored_name: &str, linkage: &Guid) -> Vec<(String, String)> {
     let windows = stored_name.replace('/', "\\");
     let mut pairs = vec![("parent_linkage".to_string(), braced(linkage))];
-    if Path::new(stored_name).is_absolute() {
-        pairs.push(("absolute_win32_path".to_string(), windows));
+    let file_name = || {
+        format!(
+            ".\\{}",
+            crate::winpath::file_name(&windows).unwrap_or(&windows)
+        )
+    };
+    if crate::winpath::is_absolute(stored_name) {
+        pairs.push(("relative_path".to_string(), file_name()));
+        pairs.push(("absolute_win32_path".to_string(), windows.clone()));
+    } else if Path::new(stored_name).is_absolute() {
+        pairs.push(("relative_path".to_string(), file_name()));
     } else {
-        // Hyper-V resolves relative_path against the child's folder.
         let rel = if windows.starts_with('.') {
-            windows
+            windows.clone()
         } else {
             format!(".\\{windows}")
         };
@@ -459,6 +489,18 @@ impl ImageWriter for VhdxWriter<'_> {
                     }
                     Ok(())
                 }
+                Mode::OnArrival if self.differencing && !self.zero_state => {
+                    // Zeros over the parent: a stored block, a hole in a new file.
+                    let mut done = 0;
+                    while done < len {
+                        let pos = offset + done;
+                        let n = (bs - pos % bs).min(len - done);
+                        let at = self.placer.place(pos)?;
+                        self.sink.write_zeros(at, n)?;
+                        done += n;
+                    }
+                    Ok(())
+                }
                 Mode::OnArrival => {
                     let state = if self.differencing {
                         STATE_ZERO
@@ -479,9 +521,19 @@ impl ImageWriter for VhdxWriter<'_> {
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
-        let t = self.placer.table.lock().expect("table lock");
+        let shape = self.placer.shape;
+        let mut t = self.placer.table.lock().expect("table lock");
+        let mut end = self.places.data + t.next * shape.block_size;
+        if self.differencing {
+            // Every chunk's sector bitmap block, all zeros (nothing partially present), after
+            // the payload.
+            for chunk in 0..shape.chunks() {
+                t.entries[shape.bitmap_index(chunk)] = bat_entry(STATE_SB_PRESENT, end);
+                self.sink.write_zeros(end, MIB)?;
+                end += MIB;
+            }
+        }
         let bat = encode(&t.entries);
-        let end = self.places.data + t.next * self.placer.shape.block_size;
         drop(t);
         if self.mode == Mode::OnArrival || self.zero_state {
             // Every entry of a dynamic disk, or a fixed disk's zero states.
