@@ -384,9 +384,95 @@ pub fn convert(
 
     let mut staging = Staging::with_durability(options.durability);
     let dest_name = destination.path().to_path_buf();
-    let mut writer: Box<dyn ImageWriter + '_> =
-        make_writer(&destination, &mut staging, options, &spec)
-            .map_err(|e| e.with_path(&dest_name))?;
+    let writer: Box<dyn ImageWriter + '_> = make_writer(&destination, &mut staging, options, &spec)
+        .map_err(|e| e.with_path(&dest_name))?;
+    let source = match (&image, stream) {
+        (Some(image), _) => pipeline::Source::Image(image),
+        (None, Some(stream)) => pipeline::Source::Stream(stream),
+        (None, None) => unreachable!("a source was opened"),
+    };
+    let stats = drive(
+        source,
+        backing_image.as_deref(),
+        writer,
+        options,
+        size,
+        on_event,
+    )
+    .map_err(|e| e.with_path(&dest_name))?;
+    staging.commit()?;
+    Ok(stats)
+}
+
+/// Converts the opened `image` into `output`, a sink the caller made (a member of a package
+/// being written, a hashing tee, a region of a file): the engine of [`convert`] without its
+/// choice of destination. `options.source`, `mode` and `durability` are not used (the image
+/// is open, the output made); the output's sink is finished, committing it is the caller's.
+pub fn convert_image(
+    image: &Arc<Image>,
+    output: Output<'_>,
+    options: &ConvertOptions,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Stats> {
+    let registry = &options.source.registry;
+    let target_options =
+        parse_target_options(registry, options.target_format, &options.target_options)?;
+    check_sparse_size(options.sparse_size)?;
+    if options.compress {
+        registry.require(options.target_format, Capability::Compress)?;
+    }
+    if options.target_backing.is_some() {
+        return Err(Error::invalid(
+            "internal error: convert_image makes no differencing images",
+        ));
+    }
+    let sparseness = if options.sparse_size == 0 {
+        Sparseness::Dense
+    } else {
+        Sparseness::Sparse
+    };
+    let size = image.virtual_size();
+    let spec = CreateSpec {
+        size,
+        options: target_options,
+        backing: None,
+        compress: options.compress,
+        source_map: Some(Arc::new(ImageSourceMap {
+            image: Arc::clone(image),
+            sparseness,
+        })),
+    };
+    let name = output.path().to_path_buf();
+    let writer = options
+        .target_format
+        .driver()
+        .create_writer(output, &spec)
+        .map_err(|e| e.with_path(&name))?;
+    drive(
+        pipeline::Source::Image(image),
+        None,
+        writer,
+        options,
+        size,
+        on_event,
+    )
+    .map_err(|e| e.with_path(&name))
+}
+
+/// Runs the pipeline from `source` into `writer` and finishes the writer.
+fn drive(
+    source: pipeline::Source<'_>,
+    backing: Option<&Image>,
+    mut writer: Box<dyn ImageWriter + '_>,
+    options: &ConvertOptions,
+    size: u64,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Stats> {
+    let sparseness = if options.sparse_size == 0 {
+        Sparseness::Dense
+    } else {
+        Sparseness::Sparse
+    };
     let granularity = writer.granularity().max(512);
     let sparse = options.sparse_size.max(granularity);
     let granularity = sparse.div_ceil(granularity) * granularity;
@@ -405,21 +491,10 @@ pub fn convert(
         encoder,
         direct,
     };
-    let source = match (&image, stream) {
-        (Some(image), _) => pipeline::Source::Image(image),
-        (None, Some(stream)) => pipeline::Source::Stream(stream),
-        (None, None) => unreachable!("a source was opened"),
-    };
-    let stats = pipeline::run(
-        source,
-        backing_image.as_deref(),
-        writer.as_mut(),
-        &settings,
-        &mut |done| on_event(Event::Progress { done, total: size }),
-    )
-    .map_err(|e| e.with_path(&dest_name))?;
-    writer.finish().map_err(|e| e.with_path(&dest_name))?;
-    staging.commit()?;
+    let stats = pipeline::run(source, backing, writer.as_mut(), &settings, &mut |done| {
+        on_event(Event::Progress { done, total: size })
+    })?;
+    writer.finish()?;
     Ok(stats)
 }
 

@@ -25,7 +25,7 @@ pub use file::{FileSink, Placement};
 pub use hash::{Digest, DigestAlgorithm, HashingTee};
 pub use pipe::PipeSink;
 pub use sequential::SequentialWriter;
-pub use tar::{TarMember, TarStream};
+pub use tar::{TarMember, TarStream, member_header};
 
 use crate::error::{Error, Result};
 use crate::staging::Staging;

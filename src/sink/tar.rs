@@ -24,17 +24,8 @@ impl<'a> TarStream<'a> {
     /// since 1970). Its bytes go through the returned sink, which must be finished before the
     /// next member starts.
     pub fn member(&mut self, name: &str, size: u64, mtime: u64) -> Result<TarMember<'_, 'a>> {
-        let mut header = tar::Header::new_ustar();
-        header.set_path(name).map_err(|e| {
-            Error::invalid(format!("cannot name a tar member '{name}': {e}"))
-                .with_path(self.sink.name())
-        })?;
-        header.set_size(size);
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        self.sink.write_at(header.as_bytes(), self.pos)?;
+        let header = member_header(name, size, mtime).map_err(|e| e.with_path(self.sink.name()))?;
+        self.sink.write_at(&header, self.pos)?;
         let base = self.pos + BLOCK;
         let label = PathBuf::from(format!("{}:{name}", self.sink.name().display()));
         Ok(TarMember {
@@ -51,6 +42,21 @@ impl<'a> TarStream<'a> {
         self.sink.set_len(self.pos + 2 * BLOCK)?;
         self.sink.finish()
     }
+}
+
+/// The 512-byte header of a regular file member: ustar, which every OVA consumer reads (vSphere
+/// and VirtualBox refuse PAX headers), with GNU's base-256 size past 8 GiB where octal ends.
+pub fn member_header(name: &str, size: u64, mtime: u64) -> Result<[u8; 512]> {
+    let mut header = tar::Header::new_ustar();
+    header
+        .set_path(name)
+        .map_err(|e| Error::invalid(format!("cannot name a tar member '{name}': {e}")))?;
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(mtime);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    Ok(*header.as_bytes())
 }
 
 /// One member of a [`TarStream`]: a sequential sink of a declared size.
