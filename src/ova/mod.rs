@@ -1,5 +1,5 @@
 //! OVA packages: a tar of an OVF descriptor, its manifest and the VM's disks.
 //!
-//! [`write`](self::write) makes one in a single pass over each disk.
+//! The `write` module makes one in a single pass over each disk.
 
 pub mod write;
