@@ -105,6 +105,7 @@ pub mod snapshot;
 pub mod staging;
 pub mod storage;
 pub mod stream;
+pub mod vm;
 pub mod writer;
 
 pub use error::{Error, ErrorKind, Result};
