@@ -99,6 +99,7 @@ pub mod info;
 pub mod map;
 pub mod options;
 pub mod ova;
+pub mod ovf;
 pub mod registry;
 pub mod sink;
 pub mod size;
@@ -106,6 +107,7 @@ pub mod snapshot;
 pub mod staging;
 pub mod storage;
 pub mod stream;
+pub mod vm;
 pub(crate) mod winpath;
 pub mod writer;
 
