@@ -97,6 +97,7 @@ pub mod host_file;
 pub mod image;
 pub mod info;
 pub mod map;
+pub mod migrate;
 pub mod options;
 pub mod ova;
 pub mod ovf;

@@ -22,7 +22,10 @@ pub fn remove_pending_outputs() {
         Err(poisoned) => poisoned.into_inner(),
     };
     for path in pending.iter() {
-        let _ = std::fs::remove_file(path);
+        if std::fs::remove_file(path).is_err() {
+            // A staged folder (a VM written as a folder of files).
+            let _ = std::fs::remove_dir_all(path);
+        }
     }
 }
 
@@ -311,6 +314,87 @@ impl Drop for Staging {
                 let _ = std::fs::remove_file(temp);
                 unregister(temp);
             }
+        }
+    }
+}
+
+/// A new folder being written (a VM as a folder of disks and a description): made hidden
+/// beside its destination and renamed into place on [`StagedFolder::commit`]; dropped
+/// without it, or on an interrupt, it is removed with everything in it.
+pub struct StagedFolder {
+    temp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl StagedFolder {
+    /// Starts the folder `dest`, which must not exist (a folder of someone's VM is never
+    /// merged into or replaced).
+    pub fn new(dest: &Path) -> Result<StagedFolder> {
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::invalid("destination has no folder name").with_path(dest))?;
+        if std::fs::symlink_metadata(dest).is_ok() {
+            return Err(Error::invalid(
+                "the destination exists; a VM is written as a new folder, never into an existing one",
+            )
+            .with_path(dest));
+        }
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let (temp, ()) = create_hidden(&dir, name, |temp| std::fs::create_dir(temp))?;
+        Ok(StagedFolder {
+            temp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// Where to write the folder's files now.
+    pub fn path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Where the folder will be.
+    pub fn destination(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Flushes every file in the folder (when `durability` asks) and renames the folder into
+    /// place.
+    pub fn commit(mut self, durability: Durability) -> Result<()> {
+        if durability == Durability::Flush {
+            let entries = std::fs::read_dir(&self.temp)
+                .map_err(|e| Error::io("cannot list the new folder", e).with_path(&self.temp))?;
+            for entry in entries.flatten() {
+                if let Ok(f) = File::open(entry.path()) {
+                    f.sync_all()
+                        .map_err(|e| Error::io("cannot flush", e).with_path(entry.path()))?;
+                }
+            }
+        }
+        if std::fs::symlink_metadata(&self.dest).is_ok() {
+            return Err(Error::invalid(
+                "the destination appeared while the VM was being written; the new folder is left out",
+            )
+            .with_path(&self.dest));
+        }
+        std::fs::rename(&self.temp, &self.dest).map_err(|e| {
+            Error::io("cannot rename the new folder into place", e).with_path(&self.dest)
+        })?;
+        unregister(&self.temp);
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedFolder {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.temp);
+            unregister(&self.temp);
         }
     }
 }

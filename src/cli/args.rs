@@ -35,6 +35,9 @@ pub enum Command {
     Map(MapArgs),
     /// List a qcow2 image's internal snapshots (-l)
     Snapshot(SnapshotArgs),
+    /// Move a whole VM to another hypervisor: its disks converted and its description
+    /// rewritten for the target
+    Migrate(MigrateArgs),
 }
 
 /// `--output human|json`.
@@ -292,4 +295,63 @@ pub struct SnapshotArgs {
     pub force_share: bool,
     /// The image
     pub image: PathBuf,
+}
+
+/// Arguments of `migrate`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Targets: vsphere, esxi, workstation (an OVA for VMware); virtualbox (an OVA); xenserver, xcp-ng (an OVA with VHD disks for XenCenter's import); kvm (a folder: qcow2 disks and a libvirt domain XML); ovf (a folder); disks (a folder of disks in the -O format).\n\nSources described on the command line: one or more disk images (the first boots), with --name, --cpus, --memory, --firmware, --os and --nic."
+)]
+pub struct MigrateArgs {
+    /// Which files the source may open
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// Where the VM goes
+    #[arg(long = "to", value_name = "TARGET")]
+    pub target: String,
+    /// Disk format of the `disks` target (default qcow2)
+    #[arg(short = 'O', value_name = "FMT")]
+    pub output_format: Option<String>,
+    /// Disk options of the `disks` target, key=value,...
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// The VM's name (default: the first disk's file name)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Virtual CPUs (default 1)
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    /// Cores per socket
+    #[arg(long, value_name = "N")]
+    pub cores_per_socket: Option<u32>,
+    /// Memory: bytes or with a suffix (M, G); default 1G
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Firmware: bios, uefi or uefi-secure (UEFI with Secure Boot)
+    #[arg(long, value_name = "FIRMWARE")]
+    pub firmware: Option<String>,
+    /// The guest OS: a VMware guestOS id (ubuntu-64), VirtualBox OS type (Ubuntu_64), libosinfo
+    /// id (ubuntu22.04) or CIM number
+    #[arg(long = "os", value_name = "ID")]
+    pub guest_os: Option<String>,
+    /// The disks' controller: sata (default), scsi, ide, nvme or virtio
+    #[arg(long, value_name = "BUS")]
+    pub disk_bus: Option<String>,
+    /// A network adapter, MODEL[,mac=MAC][,network=NAME] (MODEL: e1000, e1000e, vmxnet3,
+    /// virtio, rtl8139, pcnet); repeat for more; "none" for no adapter (default: one e1000)
+    #[arg(long, value_name = "NIC")]
+    pub nic: Vec<String>,
+    /// Show a progress bar over the whole VM (on a terminal)
+    #[arg(short = 'p')]
+    pub progress: bool,
+    /// Quiet: no progress, no summary
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// Worker threads (default: one per core)
+    #[arg(short = 'm', value_name = "N")]
+    pub threads: Option<usize>,
+    /// The source (an OVA or OVF, or disk images) followed by the destination (an OVA file, or
+    /// a new folder; "-" streams an OVA to standard output)
+    #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
+    pub paths: Vec<PathBuf>,
 }

@@ -2,8 +2,8 @@
 
 use super::Outcome;
 use super::args::{
-    CheckArgs, CompareArgs, ConvertArgs, CreateArgs, GateArgs, InfoArgs, MapArgs, OutputFormat,
-    RepairArg, SnapshotArgs,
+    CheckArgs, CompareArgs, ConvertArgs, CreateArgs, GateArgs, InfoArgs, MapArgs, MigrateArgs,
+    OutputFormat, RepairArg, SnapshotArgs,
 };
 use diskferry::check::{CheckReport, RepairMode, ReportStyle, Severity};
 use diskferry::compare::{Comparison, compare_images};
@@ -551,5 +551,83 @@ pub fn map(args: MapArgs) -> Outcome {
         }
     }
     out.finish()?;
+    Ok(0)
+}
+
+pub fn migrate(args: MigrateArgs) -> Outcome {
+    use diskferry::migrate::{self, Description, MigrateOptions, Source, Target};
+    let target = Target::parse(&args.target)?;
+    let (dest, sources) = args.paths.split_last().expect("clap requires two paths");
+    let threads = match args.threads {
+        Some(0) => return Err(Error::invalid("-m must be at least 1")),
+        other => other,
+    };
+    if convert::is_stdio(dest) && !target.is_package() {
+        return Err(Error::invalid(format!(
+            "only an OVA can go to standard output; --to {} writes a folder",
+            args.target
+        )));
+    }
+    let open = open_options(&args.gate, None);
+    let description = Description {
+        name: args.name.clone(),
+        cpus: args.cpus,
+        cores_per_socket: args.cores_per_socket,
+        memory_bytes: args.memory.as_deref().map(parse_size).transpose()?,
+        firmware: args.firmware.clone(),
+        guest_os: args.guest_os.clone(),
+        disk_bus: args.disk_bus.clone(),
+        nics: args.nic.clone(),
+    };
+    let source = Source::from_disks(sources, &description, &open)?;
+    let options = MigrateOptions {
+        disk_format: parse_format(args.output_format.as_deref())?,
+        disk_options: args.options.join(","),
+        threads,
+        ..MigrateOptions::default()
+    };
+    if target != Target::Disks
+        && (options.disk_format.is_some() || !options.disk_options.is_empty())
+    {
+        return Err(Error::invalid(format!(
+            "-O and -o apply to --to disks; --to {} writes the disk format its hypervisor imports",
+            args.target
+        )));
+    }
+    let bar = progress_bar(args.progress && !args.quiet, 0);
+    let quiet = args.quiet;
+    let result = migrate::migrate(&source, dest, target, &options, &mut |event| match event {
+        convert::Event::Progress { done, total } => {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        convert::Event::Warning(w) if !quiet => {
+            bar.suspend(|| eprintln!("diskferry: warning: {}", printable(w)));
+        }
+        convert::Event::Warning(_) => {}
+    });
+    bar.finish_and_clear();
+    let summary = result?;
+    if !quiet {
+        let vm = &source.vm;
+        eprintln!(
+            "diskferry: migrated '{}' ({} CPU(s), {} MiB, {}, {} disk(s), {} NIC(s)) for {}:",
+            printable(&vm.name),
+            vm.cpus.count,
+            vm.memory_bytes >> 20,
+            vm.firmware,
+            vm.disks.len(),
+            vm.nics.len(),
+            args.target
+        );
+        for f in &summary.files {
+            if !convert::is_stdio(f) {
+                eprintln!("  {}", printable(&f.display().to_string()));
+            }
+        }
+        for w in &summary.warnings {
+            eprintln!("diskferry: warning: {}", printable(w));
+        }
+    }
     Ok(0)
 }

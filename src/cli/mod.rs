@@ -42,6 +42,7 @@ pub fn run() -> i32 {
         Command::Compare(a) => commands::compare(a),
         Command::Map(a) => commands::map(a),
         Command::Snapshot(a) => commands::snapshot(a),
+        Command::Migrate(a) => commands::migrate(a),
     };
     match result {
         Ok(code) => code,

@@ -2,4 +2,5 @@
 //!
 //! The `write` module makes one in a single pass over each disk.
 
+pub mod descriptor;
 pub mod write;

@@ -169,14 +169,22 @@ fn convert_hashed(
     sink: Box<dyn Sink + '_>,
     end: &Arc<Mutex<u64>>,
     algorithm: DigestAlgorithm,
+    progress: (u64, u64),
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<WrittenDisk> {
     let (tee, digest) = HashingTee::new(sink, algorithm);
+    let (before, total) = progress;
     let stats = convert_image(
         &disk.image,
         Output::single(Box::new(tee)),
         &disk.convert,
-        on_event,
+        &mut |e| match e {
+            Event::Progress { done, .. } => on_event(Event::Progress {
+                done: before + done,
+                total,
+            }),
+            other => on_event(other),
+        },
     )?;
     let file_size = *end.lock().expect("end lock");
     Ok(WrittenDisk {
@@ -191,7 +199,7 @@ fn convert_hashed(
 }
 
 /// Writes the package `plan` to `dest` (`-` for standard output). Returns the disks as
-/// written.
+/// written. Progress is reported over all the disks together.
 pub fn write_ova(
     dest: &Path,
     plan: &PackagePlan<'_>,
@@ -210,6 +218,8 @@ pub fn write_ova(
     let manifest_len = widest_manifest.len() as u64;
     let mut header_at = BLOCK + descriptor_room + BLOCK + manifest_len.next_multiple_of(BLOCK);
     let mut written = Vec::new();
+    let total = total_size(plan);
+    let mut before = 0;
     for disk in &plan.disks {
         let base = header_at + BLOCK;
         let end = Arc::new(Mutex::new(0));
@@ -220,7 +230,15 @@ pub fn write_ova(
             end: Arc::clone(&end),
             written: 0,
         };
-        let w = convert_hashed(disk, Box::new(region), &end, plan.algorithm, on_event)?;
+        let w = convert_hashed(
+            disk,
+            Box::new(region),
+            &end,
+            plan.algorithm,
+            (before, total),
+            on_event,
+        )?;
+        before += disk.image.virtual_size();
         sink.write_at(
             &member_header(&disk.member, w.file_size, plan.mtime)?,
             header_at,
@@ -268,6 +286,10 @@ pub fn write_ova(
     Ok(written)
 }
 
+fn total_size(plan: &PackagePlan<'_>) -> u64 {
+    plan.disks.iter().map(|d| d.image.virtual_size()).sum()
+}
+
 /// An unnamed temporary file in the system's temporary folder: gone when closed, whatever
 /// happens to the process.
 fn unnamed_temporary() -> Result<File> {
@@ -305,6 +327,8 @@ fn write_to_stream(
 ) -> Result<Vec<WrittenDisk>> {
     let mut staged = Vec::new();
     let mut written = Vec::new();
+    let total = total_size(plan);
+    let mut before = 0;
     for disk in &plan.disks {
         let file = Arc::new(unnamed_temporary()?);
         let name = PathBuf::from(format!("-:{}", disk.member));
@@ -317,7 +341,15 @@ fn write_to_stream(
             end: Arc::clone(&end),
             written: 0,
         };
-        let w = convert_hashed(disk, Box::new(region), &end, plan.algorithm, on_event)?;
+        let w = convert_hashed(
+            disk,
+            Box::new(region),
+            &end,
+            plan.algorithm,
+            (before, total),
+            on_event,
+        )?;
+        before += disk.image.virtual_size();
         Box::new(inner).finish()?;
         staged.push(file);
         written.push(w);

@@ -1,0 +1,250 @@
+//! A VM described on the command line around bare disk images (`--name --cpus --memory
+//! --firmware --os --nic --disk-bus`), for sources that carry no description of their own.
+
+use super::Source;
+use crate::error::{Error, Result};
+use crate::image::{Image, OpenOptions};
+use crate::vm::{
+    Controller, ControllerKind, Cpus, Disk, DiskSource, Firmware, GuestOs, Nic, NicModel, Os,
+    ScsiModel, Vm,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What the user says about a VM made of bare disks; `None` takes the default.
+#[derive(Debug, Clone, Default)]
+pub struct Description {
+    /// The name (default: the first disk's file name without its extension).
+    pub name: Option<String>,
+    /// Virtual CPUs (default 1).
+    pub cpus: Option<u32>,
+    /// Cores per socket.
+    pub cores_per_socket: Option<u32>,
+    /// Memory in bytes (default 1 GiB).
+    pub memory_bytes: Option<u64>,
+    /// `bios`, `uefi` or `uefi-secure` (default bios).
+    pub firmware: Option<String>,
+    /// A guest OS id in any of the vocabularies [`Os`] maps.
+    pub guest_os: Option<String>,
+    /// `sata` (default), `scsi`, `ide`, `nvme` or `virtio`.
+    pub disk_bus: Option<String>,
+    /// NICs as `MODEL[,mac=MAC][,network=NAME]`, or `none`; default one e1000.
+    pub nics: Vec<String>,
+}
+
+/// Parses a firmware name.
+pub fn parse_firmware(name: &str) -> Result<Firmware> {
+    match name.to_ascii_lowercase().as_str() {
+        "bios" => Ok(Firmware::Bios),
+        "uefi" | "efi" => Ok(Firmware::Uefi { secure_boot: false }),
+        "uefi-secure" | "uefi-secureboot" | "secureboot" => {
+            Ok(Firmware::Uefi { secure_boot: true })
+        }
+        other => Err(Error::invalid(format!(
+            "unknown firmware '{other}'; use bios, uefi or uefi-secure"
+        ))),
+    }
+}
+
+/// Parses a guest OS id: a VMware guestOS id, a VirtualBox OS type, a libosinfo short id or a
+/// CIM OSType number.
+pub fn parse_guest_os(id: &str) -> Result<GuestOs> {
+    let os = id
+        .parse::<u16>()
+        .ok()
+        .and_then(Os::from_cim)
+        .or_else(|| Os::from_libosinfo(id))
+        .or_else(|| Os::from_virtualbox(id))
+        .or_else(|| Os::from_vmware(id))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "unknown guest OS '{id}': give a VMware guestOS id (ubuntu-64, windows9-64), a VirtualBox OS type (Ubuntu_64), a libosinfo id (ubuntu22.04, win10) or a CIM number"
+            ))
+        })?;
+    Ok(GuestOs {
+        os: Some(os),
+        ..GuestOs::default()
+    })
+}
+
+/// Parses a disk bus name.
+pub fn parse_bus(name: &str) -> Result<ControllerKind> {
+    match name.to_ascii_lowercase().as_str() {
+        "sata" | "ahci" => Ok(ControllerKind::Sata),
+        "scsi" | "lsilogic" => Ok(ControllerKind::Scsi(ScsiModel::LsiLogic)),
+        "lsisas" | "sas" => Ok(ControllerKind::Scsi(ScsiModel::LsiSas)),
+        "pvscsi" => Ok(ControllerKind::Scsi(ScsiModel::Pvscsi)),
+        "virtio-scsi" => Ok(ControllerKind::Scsi(ScsiModel::VirtioScsi)),
+        "ide" => Ok(ControllerKind::Ide),
+        "nvme" => Ok(ControllerKind::Nvme),
+        "virtio" | "virtio-blk" => Ok(ControllerKind::VirtioBlk),
+        other => Err(Error::invalid(format!(
+            "unknown disk bus '{other}'; use sata, scsi, lsisas, pvscsi, virtio-scsi, ide, nvme or virtio"
+        ))),
+    }
+}
+
+/// Parses `MODEL[,mac=MAC][,network=NAME]`.
+pub fn parse_nic(spec: &str) -> Result<Nic> {
+    let mut parts = spec.split(',');
+    let model = match parts.next().unwrap_or("").to_ascii_lowercase().as_str() {
+        "e1000" => NicModel::E1000,
+        "e1000e" => NicModel::E1000e,
+        "vmxnet3" => NicModel::Vmxnet3,
+        "virtio" | "virtio-net" => NicModel::Virtio,
+        "rtl8139" => NicModel::Rtl8139,
+        "pcnet" | "pcnet32" | "vlance" => NicModel::PcNet,
+        "netvsc" | "hyperv" => NicModel::Netvsc,
+        other => {
+            return Err(Error::invalid(format!(
+                "unknown NIC model '{other}' in --nic {spec}; use e1000, e1000e, vmxnet3, virtio, rtl8139, pcnet or netvsc"
+            )));
+        }
+    };
+    let mut nic = Nic {
+        model,
+        mac: None,
+        network: None,
+    };
+    for part in parts {
+        match part.split_once('=') {
+            Some(("mac", v)) => nic.mac = Some(parse_mac(v, spec)?),
+            Some(("network", v)) if !v.is_empty() => nic.network = Some(v.to_string()),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "unknown part '{part}' in --nic {spec}; use mac=MAC and network=NAME"
+                )));
+            }
+        }
+    }
+    Ok(nic)
+}
+
+fn parse_mac(text: &str, spec: &str) -> Result<String> {
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    if parts.len() != 6
+        || !parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return Err(Error::invalid(format!(
+            "'{text}' in --nic {spec} is not a MAC address (six hex pairs)"
+        )));
+    }
+    Ok(parts.join(":").to_ascii_lowercase())
+}
+
+impl Source {
+    /// A VM made of the disk images at `paths` (the first boots) as `description` says,
+    /// opened with `options`.
+    pub fn from_disks(
+        paths: &[PathBuf],
+        description: &Description,
+        options: &OpenOptions,
+    ) -> Result<Source> {
+        if paths.is_empty() {
+            return Err(Error::invalid("no disk image given"));
+        }
+        let name = match &description.name {
+            Some(n) => n.clone(),
+            None => paths[0]
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "vm".into()),
+        };
+        let mut vm = Vm::new(name);
+        vm.cpus = Cpus {
+            count: description.cpus.unwrap_or(1).max(1),
+            cores_per_socket: description.cores_per_socket,
+        };
+        if let Some(c) = description.cores_per_socket
+            && (c == 0 || !vm.cpus.count.is_multiple_of(c))
+        {
+            return Err(Error::invalid(format!(
+                "--cores-per-socket {c} does not divide --cpus {}",
+                vm.cpus.count
+            )));
+        }
+        vm.memory_bytes = description.memory_bytes.unwrap_or(1 << 30);
+        if vm.memory_bytes < 1 << 20 {
+            return Err(Error::invalid("--memory is less than 1 MiB"));
+        }
+        if let Some(f) = &description.firmware {
+            vm.firmware = parse_firmware(f)?;
+        }
+        if let Some(os) = &description.guest_os {
+            vm.guest_os = parse_guest_os(os)?;
+        }
+        let kind = match &description.disk_bus {
+            Some(b) => parse_bus(b)?,
+            None => ControllerKind::Sata,
+        };
+        let mut disks = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            let image = Image::open(path, options)?;
+            // IDE holds two disks per controller; the others many.
+            let (index, unit) = match kind {
+                ControllerKind::Ide => ((i / 2) as u32, (i % 2) as u32),
+                _ => (0, i as u32),
+            };
+            vm.disks.push(Disk {
+                source: DiskSource::Path { path: path.clone() },
+                capacity_bytes: Some(image.virtual_size()),
+                controller: Controller { kind, index },
+                unit,
+                boot_order: (i == 0).then_some(0),
+            });
+            disks.push(Arc::new(image));
+        }
+        if description.nics.iter().any(|n| n == "none") {
+            if description.nics.len() > 1 {
+                return Err(Error::invalid(
+                    "--nic none cannot be combined with other --nic",
+                ));
+            }
+        } else if description.nics.is_empty() {
+            vm.nics.push(Nic {
+                model: NicModel::E1000,
+                mac: None,
+                network: None,
+            });
+        } else {
+            for spec in &description.nics {
+                vm.nics.push(parse_nic(spec)?);
+            }
+        }
+        Ok(Source { vm, disks })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nic_specs_parse_and_bad_ones_are_named() {
+        let n = parse_nic("vmxnet3,mac=00-50-56-AA-BB-CC,network=LAN").unwrap();
+        assert_eq!(n.model, NicModel::Vmxnet3);
+        assert_eq!(n.mac.as_deref(), Some("00:50:56:aa:bb:cc"));
+        assert_eq!(n.network.as_deref(), Some("LAN"));
+        assert!(
+            parse_nic("tulip")
+                .unwrap_err()
+                .to_string()
+                .contains("tulip")
+        );
+        assert!(parse_nic("e1000,mac=zz").is_err());
+        assert!(parse_nic("e1000,speed=10").is_err());
+    }
+
+    #[test]
+    fn firmware_and_bus_names() {
+        assert_eq!(
+            parse_firmware("uefi-secure").unwrap(),
+            Firmware::Uefi { secure_boot: true }
+        );
+        assert!(parse_firmware("coreboot").is_err());
+        assert_eq!(parse_bus("nvme").unwrap(), ControllerKind::Nvme);
+        assert!(parse_bus("floppy").is_err());
+    }
+}
