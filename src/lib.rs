@@ -98,6 +98,7 @@ pub mod image;
 pub mod info;
 pub mod map;
 pub mod options;
+pub mod package;
 pub mod registry;
 pub mod sink;
 pub mod size;
