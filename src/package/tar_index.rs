@@ -169,7 +169,12 @@ impl TarIndex {
                 if tail.iter().all(|&b| b == 0) {
                     break pos;
                 }
-                return Err(corrupt(&storage, pos, "the archive ends inside a header"));
+                let why = if pos == 0 {
+                    "not a tar archive: shorter than one 512-byte header"
+                } else {
+                    "the archive ends inside a header"
+                };
+                return Err(corrupt(&storage, pos, why));
             }
             storage.read_exact_at(&mut block, pos)?;
             if block.iter().all(|&b| b == 0) {
