@@ -485,6 +485,8 @@ fn manifests_in_every_spelling_verify_and_a_wrong_digest_names_the_file() {
         let idx = TarIndex::read(open(&ova)).unwrap();
         let mf = Manifest::read(&idx.open("vm.mf").unwrap()).unwrap();
         assert_eq!(mf.entries.len(), 3, "{spelling}");
+        mf.verify_index(&idx)
+            .unwrap_or_else(|e| panic!("{spelling}: {e}"));
         for (name, _) in &files {
             mf.verify(name, &idx.open(name).unwrap())
                 .unwrap_or_else(|e| panic!("{spelling}: {e}"));
@@ -516,6 +518,16 @@ fn manifests_in_every_spelling_verify_and_a_wrong_digest_names_the_file() {
         .unwrap_err();
     assert!(err.to_string().contains("disk1.vmdk"), "{err}");
     assert_eq!(err.kind(), ErrorKind::Corrupt);
+    let err = mf.verify_index(&idx).unwrap_err().to_string();
+    assert!(err.contains("of 'disk1.vmdk' does not match"), "{err}");
+    // A manifest naming a file the package does not hold.
+    let text = format!("SHA256(gone.vmdk)= {}\n", "00".repeat(32));
+    let mf = Manifest::parse(idx.member_label("vm.mf"), text.as_bytes()).unwrap();
+    let err = mf.verify_index(&idx).unwrap_err().to_string();
+    assert!(
+        err.contains("'gone.vmdk' (line 1), which the package does not hold"),
+        "{err}"
+    );
     // Each algorithm against coreutils on the big member alone.
     let data = common::pseudo_random(9 << 20, 4);
     std::fs::write(dir.path().join("big"), &data).unwrap();

@@ -263,6 +263,28 @@ impl Manifest {
         Ok(())
     }
 
+    /// Verifies every entry against the member of `index` it names. A member the manifest
+    /// names but the package does not hold is an error naming it and the manifest's line.
+    /// Members the manifest does not name are not checked here (the OVF decides which files
+    /// matter; [`Manifest::verify`] refuses a file the manifest leaves out).
+    pub fn verify_index(&self, index: &crate::package::TarIndex) -> Result<()> {
+        for e in &self.entries {
+            let member = index.open(&e.file).map_err(|err| {
+                if index.member(&e.file).is_none() {
+                    Error::corrupt(format!(
+                        "the manifest names '{}' (line {}), which the package does not hold",
+                        e.file, e.line
+                    ))
+                    .with_path(&self.name)
+                } else {
+                    err
+                }
+            })?;
+            self.verify_entry(e, &member)?;
+        }
+        Ok(())
+    }
+
     /// Verifies `storage` against one entry: an error naming the file, the expected and the
     /// actual digest when they differ.
     pub fn verify_entry(&self, entry: &Entry, storage: &dyn Storage) -> Result<()> {

@@ -402,7 +402,11 @@ impl TarIndex {
     /// The member called `name` (normalised as member names are: `./disk.vmdk` finds
     /// `disk.vmdk`).
     pub fn member(&self, name: &str) -> Option<&Member> {
-        let key = normalize_lookup(name);
+        let mut key = normalize_lookup(name);
+        if key.is_empty() {
+            // The archive's root folder (`./`), which normalises to nothing, is listed as `.`.
+            key = ".".into();
+        }
         self.by_name.get(&key).map(|&i| &self.members[i])
     }
 
@@ -524,12 +528,16 @@ fn verify_checksum(block: &[u8; BLOCK as usize]) -> std::result::Result<(), Stri
     }
 }
 
-/// A numeric header field: octal digits, or GNU base-256 when the first byte's high bit is set
-/// (0x80: positive; 0xff: negative, which no size can be).
+/// A numeric header field: octal digits, or GNU base-256 when the first byte's high bit is set.
+/// In base-256 the first byte's next bit is the sign (a negative size is corrupt) and its six
+/// low bits are the number's top bits; the other bytes follow, big-endian.
 fn number(field: &[u8]) -> std::result::Result<u64, String> {
     match field.first() {
-        Some(&0x80) => {
-            let mut v: u64 = 0;
+        Some(&first) if first & 0x80 != 0 => {
+            if first & 0x40 != 0 {
+                return Err("negative base-256 number".into());
+            }
+            let mut v = u64::from(first & 0x3f);
             for &b in &field[1..] {
                 v = v
                     .checked_mul(256)
@@ -538,7 +546,6 @@ fn number(field: &[u8]) -> std::result::Result<u64, String> {
             }
             Ok(v)
         }
-        Some(&b) if b & 0x80 != 0 => Err("negative base-256 number".into()),
         _ => octal(field),
     }
 }
@@ -767,6 +774,8 @@ mod tests {
         assert_eq!(number(&f).unwrap(), 10 << 30);
         f[0] = 0xff;
         assert!(number(&f).is_err());
+        assert!(number(&[0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert_eq!(number(&[0x81, 0, 0, 0, 0, 0, 0, 0]).unwrap(), 1 << 56);
         let mut big = [0xffu8; 12];
         big[0] = 0x80;
         assert!(number(&big).is_err());
@@ -784,6 +793,11 @@ mod tests {
         let idx = TarIndex::read(archive(&[(&d, b""), (&h, b"hello"), (&s, b"")])).unwrap();
         let names: Vec<&str> = idx.members().iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["vm", "vm/sub/disk.vmdk", "vm/link"]);
+        assert_eq!(idx.member("vm/").unwrap().kind, MemberKind::Directory);
+        let root = header(b"./", 0, b'5', Some(GNU));
+        let r = TarIndex::read(archive(&[(&root, b"")])).unwrap();
+        assert_eq!(r.members()[0].name, ".");
+        assert!(r.member("./").is_some() && r.member(".").is_some());
         let w = idx.open("./vm/sub/disk.vmdk").unwrap();
         assert_eq!(w.read_vec(0, 5, "x").unwrap(), b"hello");
         assert_eq!(w.name(), Path::new("t.tar:vm/sub/disk.vmdk"));
