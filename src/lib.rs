@@ -101,6 +101,7 @@ pub mod migrate;
 pub mod options;
 pub mod ova;
 pub mod ovf;
+pub mod package;
 pub mod registry;
 pub mod sink;
 pub mod size;

@@ -8,10 +8,12 @@
 //! Reads are positional and take `&self`, so the conversion engine's workers share one storage.
 //! Every read is bounds-checked and its error names the storage and the offset.
 
+mod concat;
 mod memory;
 mod overlay;
 mod window;
 
+pub use concat::Concat;
 pub use memory::Memory;
 pub use overlay::Overlay;
 pub use window::Window;
