@@ -98,7 +98,11 @@ pub fn domain_xml(vm: &Vm, disk_paths: &[&Path], buses: Buses) -> (String, Vec<S
         x.push_str("    <smm state='on'/>\n");
     }
     x.push_str("  </features>\n");
-    if let Some(cores) = vm.cpus.cores_per_socket.filter(|c| *c > 0 && cpus.is_multiple_of(*c)) {
+    if let Some(cores) = vm
+        .cpus
+        .cores_per_socket
+        .filter(|c| *c > 0 && cpus.is_multiple_of(*c))
+    {
         let _ = writeln!(
             x,
             "  <cpu mode='host-passthrough'>\n    <topology sockets='{}' dies='1' cores='{cores}' threads='1'/>\n  </cpu>",
