@@ -51,6 +51,8 @@ pub enum Role {
     Backing,
     /// An external data file (qcow2).
     DataFile,
+    /// A file an OVF descriptor names (a disk of an OVF folder).
+    PackageMember,
 }
 
 impl Role {
@@ -59,6 +61,7 @@ impl Role {
             Role::Extent => "extent file",
             Role::Backing => "backing file",
             Role::DataFile => "data file",
+            Role::PackageMember => "package file",
         }
     }
 }

@@ -234,6 +234,9 @@ pub struct OpenOptions {
     /// image names (a user's choice, so not through the gate), and still verified against the
     /// image's record of its parent.
     pub parent: Option<PathBuf>,
+    /// In a package (OVA, OVF), the disk to open: its index (`0` first) or file name; `None`
+    /// when the package has one disk.
+    pub package_disk: Option<String>,
 }
 
 impl Default for OpenOptions {
@@ -247,6 +250,7 @@ impl Default for OpenOptions {
             salvage: Salvage::Refuse,
             snapshot: None,
             parent: None,
+            package_disk: None,
         }
     }
 }
@@ -287,6 +291,9 @@ pub struct Image {
     layers: Vec<Box<dyn Layer>>,
     format_guessed: bool,
     warnings: Vec<String>,
+    /// Checks running beside the reads (a package member's manifest digest), joined by
+    /// [`Image::finish_checks`].
+    checks: std::sync::Mutex<Vec<std::thread::JoinHandle<Result<()>>>>,
 }
 
 impl std::fmt::Debug for Image {
@@ -316,9 +323,46 @@ fn layer_identities(layer: &dyn Layer) -> Vec<FileId> {
 
 impl Image {
     /// Opens the image at `path` (a file the user chose) and, by default, its backing chain.
+    ///
+    /// A package (an OVA, or an OVF descriptor) opens the disk `options.package_disk` names,
+    /// read in place; its manifest digest is checked while it is read (see
+    /// [`Image::finish_checks`]).
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Image> {
         let file = HostFile::open(path)?;
+        if options.format.is_none() && crate::ova::open::probe(&file).is_some() {
+            return crate::ova::open::open_image(path, options.package_disk.as_deref(), options);
+        }
         Image::open_storage(Arc::new(file), options)
+    }
+
+    /// Adds a check that runs beside the reads; [`Image::finish_checks`] reports its result.
+    pub fn add_check(&mut self, check: std::thread::JoinHandle<Result<()>>) {
+        self.checks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(check);
+    }
+
+    /// Waits for the checks that run beside the reads (a package member's digest) and returns
+    /// the first failure: a command that read the image calls it before it commits its output,
+    /// so that a tampered or damaged package leaves nothing.
+    pub fn finish_checks(&self) -> Result<()> {
+        let checks: Vec<_> = self
+            .checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        let mut first = Ok(());
+        for c in checks {
+            let result = c
+                .join()
+                .unwrap_or_else(|_| Err(Error::invalid("internal error: a check panicked")));
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
     }
 
     /// Opens the image in `storage` (a file, a window into a package, memory) and, by
@@ -329,6 +373,7 @@ impl Image {
             layers: vec![top],
             format_guessed: guessed,
             warnings: Vec::new(),
+            checks: Default::default(),
         };
         image.collect_warnings(0);
         if options.backing == BackingPolicy::Follow {
@@ -343,6 +388,7 @@ impl Image {
             layers: vec![layer],
             format_guessed: false,
             warnings: Vec::new(),
+            checks: Default::default(),
         };
         image.collect_warnings(0);
         image
@@ -714,6 +760,7 @@ pub(crate) mod tests {
             layers: vec![top, base],
             format_guessed: false,
             warnings: vec![],
+            checks: Default::default(),
         };
         let mut buf = vec![9u8; 30];
         image.read_at(0, &mut buf).unwrap();
@@ -734,6 +781,7 @@ pub(crate) mod tests {
             layers: vec![top, base],
             format_guessed: false,
             warnings: vec![],
+            checks: Default::default(),
         };
         let mut buf = vec![9u8; 40];
         image.read_at(0, &mut buf).unwrap();

@@ -68,6 +68,10 @@ pub struct GateArgs {
     /// VirtualBox machine file is lost, a moved parent); its identity is still checked
     #[arg(long, value_name = "FILE")]
     pub parent: Option<std::path::PathBuf>,
+    /// In an OVA or OVF package, the disk to read: its index (0 first) or file name (needed
+    /// when the package holds several)
+    #[arg(long, value_name = "N|NAME")]
+    pub disk: Option<String>,
 }
 
 /// Arguments of `info`.

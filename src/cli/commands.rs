@@ -47,6 +47,7 @@ fn open_options(gate: &GateArgs, format: Option<Format>) -> OpenOptions {
         },
         gate: base.with_devices(devices),
         parent: gate.parent.clone(),
+        package_disk: gate.disk.clone(),
         ..OpenOptions::default()
     }
 }
@@ -79,7 +80,124 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     text
 }
 
+fn package_info_human(i: &diskferry::ova::open::PackageInfo) -> String {
+    let vm = &i.vm;
+    let mut t = format!(
+        "package: {}\nformat: {} (OVF {}, {} dialect{})\n",
+        i.filename,
+        i.format,
+        i.ovf_version,
+        i.dialect,
+        i.system_type
+            .as_deref()
+            .map(|s| format!(", {s}"))
+            .unwrap_or_default()
+    );
+    t.push_str(&format!("name: {}\n", vm.name));
+    if let Some(os) = vm.guest_os.os {
+        t.push_str(&format!("guest OS: {os}\n"));
+    } else if let Some(d) = &vm.guest_os.description {
+        t.push_str(&format!("guest OS: {d}\n"));
+    }
+    t.push_str(&format!(
+        "firmware: {}{}\n",
+        vm.firmware,
+        if vm.tpm { ", TPM" } else { "" }
+    ));
+    t.push_str(&format!(
+        "CPUs: {}{}\n",
+        vm.cpus.count,
+        vm.cpus
+            .cores_per_socket
+            .map(|c| format!(" ({c} cores per socket)"))
+            .unwrap_or_default()
+    ));
+    t.push_str(&format!(
+        "memory: {} MiB ({} bytes)\n",
+        vm.memory_bytes >> 20,
+        vm.memory_bytes
+    ));
+    t.push_str("disks:\n");
+    for d in &i.disks {
+        let on = d
+            .controller
+            .as_deref()
+            .map(|c| format!(", on {c}"))
+            .unwrap_or_default();
+        match (&d.format, d.virtual_size, &d.error) {
+            (Some(f), Some(v), _) => t.push_str(&format!(
+                "  {}: {} ({f}, virtual size {v} bytes, {} bytes in the package{on})\n",
+                d.index,
+                d.file,
+                d.file_size.unwrap_or(0),
+            )),
+            (_, _, e) => t.push_str(&format!(
+                "  {}: {} (cannot be read: {}{on})\n",
+                d.index,
+                d.file,
+                e.as_deref().unwrap_or("unknown error")
+            )),
+        }
+    }
+    for (n, nic) in vm.nics.iter().enumerate() {
+        t.push_str(&format!(
+            "NIC {n}: {}{}{}\n",
+            nic.model,
+            nic.network
+                .as_deref()
+                .map(|x| format!(" on '{x}'"))
+                .unwrap_or_default(),
+            nic.mac
+                .as_deref()
+                .map(|m| format!(", MAC {m}"))
+                .unwrap_or_default()
+        ));
+    }
+    if !vm.cdroms.is_empty() {
+        t.push_str(&format!("CD/DVD drives: {}\n", vm.cdroms.len()));
+    }
+    match &i.manifest {
+        Some(m) => t.push_str(&format!(
+            "manifest: {} file(s), {}{}\n",
+            m.files,
+            m.algorithms.join(", "),
+            if m.descriptor_verified {
+                "; descriptor verified, disks verified when read"
+            } else {
+                "; disks verified when read"
+            }
+        )),
+        None => t.push_str("manifest: none (nothing to verify the files against)\n"),
+    }
+    if let Some(c) = &i.certificate {
+        t.push_str(&format!("certificate: {c}\n"));
+    }
+    for n in &i.notes {
+        t.push_str(&format!("note: {n}\n"));
+    }
+    for w in &vm.warnings {
+        t.push_str(&format!("warning: {w}\n"));
+    }
+    t
+}
+
 pub fn info(args: InfoArgs) -> Outcome {
+    if args.format.is_none()
+        && HostFile::open(&args.image)
+            .ok()
+            .and_then(|f| diskferry::ova::open::probe(&f))
+            .is_some()
+        && args.gate.disk.is_none()
+    {
+        let package = diskferry::ova::open::Package::open(&args.image)?;
+        let info = package.info(&open_options(&args.gate, None))?;
+        let text = match args.output {
+            OutputFormat::Json => to_json(&info),
+            OutputFormat::Human => printable_lines(&package_info_human(&info)),
+        };
+        emit(&text)?;
+        return Ok(0);
+    }
     let format = parse_format(args.format.as_deref())?;
     let mut options = open_options(&args.gate, format);
     if !args.backing_chain {
@@ -223,6 +341,7 @@ pub fn snapshot(args: SnapshotArgs) -> Outcome {
             no_backing: true,
             allow_devices: false,
             parent: None,
+            disk: None,
         },
         parse_format(args.format.as_deref())?,
     );
@@ -579,7 +698,40 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
         disk_bus: args.disk_bus.clone(),
         nics: args.nic.clone(),
     };
-    let source = Source::from_disks(sources, &description, &open)?;
+    let is_package = sources.len() == 1
+        && HostFile::open(&sources[0])
+            .ok()
+            .and_then(|f| diskferry::ova::open::probe(&f))
+            .is_some();
+    let is_domain = sources.len() == 1
+        && std::fs::File::open(&sources[0])
+            .and_then(|f| {
+                use std::io::Read;
+                let mut head = Vec::new();
+                f.take(4096).read_to_end(&mut head).map(|_| head)
+            })
+            .is_ok_and(|head| diskferry::migrate::libvirt::probe(&head));
+    let source = if is_package || is_domain {
+        let described = args.name.is_some()
+            || args.cpus.is_some()
+            || args.memory.is_some()
+            || args.firmware.is_some()
+            || args.guest_os.is_some()
+            || args.disk_bus.is_some()
+            || !args.nic.is_empty();
+        if described {
+            return Err(Error::invalid(
+                "the source describes its VM: --name, --cpus, --memory, --firmware, --os, --disk-bus and --nic apply to bare disk images",
+            ));
+        }
+        if is_package {
+            Source::from_package(&sources[0], &open)?
+        } else {
+            Source::from_libvirt(&sources[0], &open)?
+        }
+    } else {
+        Source::from_disks(sources, &description, &open)?
+    };
     let options = MigrateOptions {
         disk_format: parse_format(args.output_format.as_deref())?,
         disk_options: args.options.join(","),

@@ -400,6 +400,10 @@ pub fn convert(
         on_event,
     )
     .map_err(|e| e.with_path(&dest_name))?;
+    // A package member's digest, checked while it was read: a mismatch leaves no output.
+    if let Some(image) = &image {
+        image.finish_checks()?;
+    }
     staging.commit()?;
     Ok(stats)
 }

@@ -12,10 +12,16 @@
 //! `os firmware='efi'` with the secure-boot firmware feature (libvirt 7.2+) and SMM for secure
 //! boot, q35 machines, `tpm-crb` with the emulator backend for a TPM.
 
-use crate::vm::{Firmware, NicModel, OsFamily, Vm};
+use crate::error::{Error, Result};
+use crate::ovf::xml::{Element, Ns};
+use crate::vm::{
+    Cdrom, Controller, ControllerKind, Disk, DiskSource, Firmware, Nic, NicModel, Os, OsFamily,
+    ScsiModel, SerialPort, Vm,
+};
 use quick_xml::escape::escape;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::path::PathBuf;
 
 /// Which buses the domain uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +67,16 @@ pub fn domain_xml(vm: &Vm, disk_paths: &[&Path], buses: Buses) -> (String, Vec<S
     if let Some(d) = &vm.description {
         let _ = writeln!(x, "  <description>{}</description>", escape(d.as_str()));
     }
+    x.push_str("  <metadata>\n");
     if let Some(id) = vm.guest_os.os.and_then(|o| o.libosinfo()) {
         let _ = writeln!(
             x,
-            "  <metadata>\n    <libosinfo:libosinfo xmlns:libosinfo=\"http://libosinfo.org/xmlns/libvirt/domain/1.0\">\n      <libosinfo:os id=\"{}\"/>\n    </libosinfo:libosinfo>\n  </metadata>",
+            "    <libosinfo:libosinfo xmlns:libosinfo=\"http://libosinfo.org/xmlns/libvirt/domain/1.0\">\n      <libosinfo:os id=\"{}\"/>\n    </libosinfo:libosinfo>",
             escape(libosinfo_url(id).as_str())
         );
     }
+    x.push_str(&our_metadata(vm));
+    x.push_str("  </metadata>\n");
     let kib = vm.memory_bytes.div_ceil(1024).max(1024);
     if vm.memory_bytes == 0 {
         warnings
@@ -192,6 +201,361 @@ pub fn domain_xml(vm: &Vm, disk_paths: &[&Path], buses: Buses) -> (String, Vec<S
     x.push_str("    <video>\n      <model type='virtio'/>\n    </video>\n");
     x.push_str("  </devices>\n</domain>\n");
     (x, warnings)
+}
+
+/// Our own metadata (libvirt keeps an application's elements in its namespace): what the VM
+/// had on its source hypervisor that the domain expresses differently (the guest OS ids, the
+/// disks' controllers, the NICs' models and networks), so that a VM migrated to KVM and on to
+/// another hypervisor arrives as it left.
+fn our_metadata(vm: &Vm) -> String {
+    let mut x = format!("    <diskferry:vm xmlns:diskferry=\"{METADATA_NS}\">\n");
+    let g = &vm.guest_os;
+    let mut attrs = String::new();
+    if let Some(os) = g.os {
+        for (k, v) in [
+            ("vmware", os.vmware()),
+            ("virtualbox", os.virtualbox()),
+            ("libosinfo", os.libosinfo()),
+        ] {
+            if let Some(v) = v {
+                let _ = write!(attrs, " {k}=\"{}\"", escape(v));
+            }
+        }
+        if let Some(c) = os.cim() {
+            let _ = write!(attrs, " cim=\"{c}\"");
+        }
+    }
+    if let Some(d) = &g.description {
+        let _ = write!(attrs, " description=\"{}\"", escape(d.as_str()));
+    }
+    if !attrs.is_empty() {
+        let _ = writeln!(x, "      <diskferry:guest-os{attrs}/>");
+    }
+    for (i, d) in vm.disks.iter().enumerate() {
+        let _ = writeln!(
+            x,
+            "      <diskferry:disk index=\"{i}\" controller=\"{}\" controller-index=\"{}\" unit=\"{}\"/>",
+            controller_token(d.controller.kind),
+            d.controller.index,
+            d.unit
+        );
+    }
+    for (i, n) in vm.nics.iter().enumerate() {
+        let network = n
+            .network
+            .as_deref()
+            .map(|v| format!(" network=\"{}\"", escape(v)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            x,
+            "      <diskferry:nic index=\"{i}\" model=\"{}\"{network}/>",
+            escape(n.model.to_string().as_str())
+        );
+    }
+    x.push_str("    </diskferry:vm>\n");
+    x
+}
+
+/// The namespace of our metadata in a domain.
+pub const METADATA_NS: &str = "urn:diskferry:vm:1";
+
+fn controller_token(kind: ControllerKind) -> &'static str {
+    match kind {
+        ControllerKind::Ide => "ide",
+        ControllerKind::Sata => "sata",
+        ControllerKind::Nvme => "nvme",
+        ControllerKind::VirtioBlk => "virtio-blk",
+        ControllerKind::Scsi(ScsiModel::LsiLogic) => "scsi-lsilogic",
+        ControllerKind::Scsi(ScsiModel::LsiSas) => "scsi-lsisas",
+        ControllerKind::Scsi(ScsiModel::Pvscsi) => "scsi-pvscsi",
+        ControllerKind::Scsi(ScsiModel::BusLogic) => "scsi-buslogic",
+        ControllerKind::Scsi(ScsiModel::VirtioScsi) => "scsi-virtio",
+    }
+}
+
+fn controller_from_token(token: &str) -> Option<ControllerKind> {
+    Some(match token {
+        "ide" => ControllerKind::Ide,
+        "sata" => ControllerKind::Sata,
+        "nvme" => ControllerKind::Nvme,
+        "virtio-blk" => ControllerKind::VirtioBlk,
+        "scsi-lsilogic" => ControllerKind::Scsi(ScsiModel::LsiLogic),
+        "scsi-lsisas" => ControllerKind::Scsi(ScsiModel::LsiSas),
+        "scsi-pvscsi" => ControllerKind::Scsi(ScsiModel::Pvscsi),
+        "scsi-buslogic" => ControllerKind::Scsi(ScsiModel::BusLogic),
+        "scsi-virtio" => ControllerKind::Scsi(ScsiModel::VirtioScsi),
+        _ => return None,
+    })
+}
+
+fn nic_model(name: &str) -> NicModel {
+    match name.to_ascii_lowercase().as_str() {
+        "e1000" => NicModel::E1000,
+        "e1000e" => NicModel::E1000e,
+        "vmxnet3" => NicModel::Vmxnet3,
+        "virtio" | "virtio-net" => NicModel::Virtio,
+        "rtl8139" => NicModel::Rtl8139,
+        "pcnet" | "pcnet32" => NicModel::PcNet,
+        "netvsc" => NicModel::Netvsc,
+        other => NicModel::Other(other.to_string()),
+    }
+}
+
+/// True when `bytes` look like a libvirt domain (`<domain` root).
+pub fn probe(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    let mut t = text.trim_start_matches('\u{feff}').trim_start();
+    // Skip an XML declaration and comments.
+    loop {
+        if let Some(rest) = t.strip_prefix("<?") {
+            t = rest.split_once("?>").map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = t.strip_prefix("<!--") {
+            t = rest.split_once("-->").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    t.starts_with("<domain") && t[7..].starts_with([' ', '>', '\n', '\t', '\r'])
+}
+
+/// A parsed domain: the machine and the files of its disks, in `vm.disks` order (a disk
+/// without a file, such as a network disk, is left out with a warning).
+#[derive(Debug, Clone)]
+pub struct Domain {
+    /// The machine.
+    pub vm: Vm,
+    /// The disks' files, as the domain names them.
+    pub disk_files: Vec<PathBuf>,
+}
+
+/// Reads a libvirt domain XML (`name` names it in errors).
+pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
+    let root = crate::ovf::xml::parse(bytes, name)?;
+    let err = |what: String| Error::invalid(what).with_path(name);
+    if root.name != "domain" {
+        return Err(err(format!(
+            "the root element is <{}>, not a libvirt <domain>",
+            root.name
+        )));
+    }
+    let child = |e: &'_ Element, n: &str| {
+        e.children
+            .iter()
+            .find(|c| c.name == n && c.ns == Ns::None)
+            .cloned()
+    };
+    let text = |e: &Element, n: &str| {
+        child(e, n)
+            .map(|c| c.text.trim().to_string())
+            .filter(|t| !t.is_empty())
+    };
+    let attr = |e: &Element, n: &str| e.attr(Ns::None, n).map(str::to_string);
+    let mut vm = Vm::new(text(&root, "name").unwrap_or_else(|| "imported-vm".into()));
+    vm.description = text(&root, "description");
+    if let Some(m) = child(&root, "memory") {
+        let n: u64 = m
+            .text
+            .trim()
+            .parse()
+            .map_err(|_| err(format!("<memory> '{}' is not a number", m.text.trim())))?;
+        let unit = attr(&m, "unit").unwrap_or_else(|| "KiB".into());
+        let mult = match unit.as_str() {
+            "b" | "bytes" => 1,
+            "KB" => 1000,
+            "k" | "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "M" | "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "G" | "GiB" => 1 << 30,
+            "TB" => 1_000_000_000_000,
+            "T" | "TiB" => 1 << 40,
+            other => return Err(err(format!("<memory> unit '{other}' is unknown"))),
+        };
+        vm.memory_bytes = n
+            .checked_mul(mult)
+            .ok_or_else(|| err("<memory> overflows".into()))?;
+    }
+    if let Some(v) = text(&root, "vcpu") {
+        vm.cpus.count = v
+            .parse()
+            .map_err(|_| err(format!("<vcpu> '{v}' is not a number")))?;
+    }
+    if let Some(t) = child(&root, "cpu").and_then(|c| child(&c, "topology")) {
+        let cores: Option<u32> = attr(&t, "cores").and_then(|v| v.parse().ok());
+        let threads: u32 = attr(&t, "threads")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        vm.cpus.cores_per_socket = cores.map(|c| c * threads.max(1));
+    }
+    if let Some(os) = child(&root, "os") {
+        let efi = attr(&os, "firmware").as_deref() == Some("efi")
+            || child(&os, "loader").is_some_and(|l| attr(&l, "type").as_deref() == Some("pflash"));
+        if efi {
+            let secure = child(&os, "firmware").is_some_and(|f| {
+                f.children.iter().any(|c| {
+                    c.name == "feature"
+                        && c.attr(Ns::None, "name") == Some("secure-boot")
+                        && c.attr(Ns::None, "enabled") == Some("yes")
+                })
+            }) || child(&os, "loader")
+                .is_some_and(|l| attr(&l, "secure").as_deref() == Some("yes"));
+            vm.firmware = Firmware::Uefi {
+                secure_boot: secure,
+            };
+        }
+    }
+    let mut disk_files = Vec::new();
+    if let Some(devices) = child(&root, "devices") {
+        let scsi_model = devices
+            .children
+            .iter()
+            .find(|c| c.name == "controller" && c.attr(Ns::None, "type") == Some("scsi"))
+            .and_then(|c| c.attr(Ns::None, "model").map(str::to_string));
+        for d in devices.children.iter().filter(|c| c.name == "disk") {
+            let target = child(d, "target");
+            let bus = target
+                .as_ref()
+                .and_then(|t| attr(t, "bus"))
+                .unwrap_or_else(|| "ide".into());
+            let dev = target
+                .as_ref()
+                .and_then(|t| attr(t, "dev"))
+                .unwrap_or_default();
+            let kind = match bus.as_str() {
+                "virtio" => ControllerKind::VirtioBlk,
+                "sata" => ControllerKind::Sata,
+                "nvme" => ControllerKind::Nvme,
+                "scsi" => ControllerKind::Scsi(match scsi_model.as_deref() {
+                    Some("lsilogic") => ScsiModel::LsiLogic,
+                    Some("lsisas1068" | "lsisas1078") => ScsiModel::LsiSas,
+                    Some("vmpvscsi") => ScsiModel::Pvscsi,
+                    Some("buslogic") => ScsiModel::BusLogic,
+                    _ => ScsiModel::VirtioScsi,
+                }),
+                _ => ControllerKind::Ide,
+            };
+            // sda, vdb, hdc: the letters after the two-letter prefix give the unit.
+            let unit = dev
+                .get(2..)
+                .map(|l| {
+                    l.bytes()
+                        .fold(0u32, |n, b| n * 26 + u32::from(b.saturating_sub(b'a')) + 1)
+                        .saturating_sub(1)
+                })
+                .unwrap_or(0);
+            let controller = Controller { kind, index: 0 };
+            let source = child(d, "source");
+            let file = source
+                .as_ref()
+                .and_then(|s| attr(s, "file").or_else(|| attr(s, "dev")));
+            match attr(d, "device").as_deref().unwrap_or("disk") {
+                "cdrom" => vm.cdroms.push(Cdrom {
+                    source: match file {
+                        Some(f) => DiskSource::Path {
+                            path: PathBuf::from(f),
+                        },
+                        None => DiskSource::Blank,
+                    },
+                    controller,
+                    unit,
+                }),
+                "disk" => match file {
+                    Some(f) => {
+                        vm.disks.push(Disk {
+                            source: DiskSource::Path {
+                                path: PathBuf::from(&f),
+                            },
+                            capacity_bytes: None,
+                            controller,
+                            unit,
+                            boot_order: None,
+                        });
+                        disk_files.push(PathBuf::from(f));
+                    }
+                    None => vm.warn(format!(
+                        "disk {dev}: no file (a network or volume disk), not carried"
+                    )),
+                },
+                other => vm.warn(format!("a <disk device='{other}'> is not carried")),
+            }
+        }
+        for n in devices.children.iter().filter(|c| c.name == "interface") {
+            let model = child(n, "model")
+                .and_then(|m| attr(&m, "type"))
+                .unwrap_or_else(|| "rtl8139".into());
+            let network =
+                child(n, "source").and_then(|s| attr(&s, "network").or_else(|| attr(&s, "bridge")));
+            vm.nics.push(Nic {
+                model: nic_model(&model),
+                mac: child(n, "mac")
+                    .and_then(|m| attr(&m, "address"))
+                    .map(|m| m.to_ascii_lowercase()),
+                network,
+            });
+        }
+        vm.tpm = devices.children.iter().any(|c| c.name == "tpm");
+        for (i, _) in devices
+            .children
+            .iter()
+            .filter(|c| c.name == "serial")
+            .enumerate()
+        {
+            vm.serial_ports.push(SerialPort {
+                index: i as u32,
+                connection: None,
+            });
+        }
+    }
+    // What the VM had before it came to KVM, when we wrote the domain.
+    if let Some(ours) = child(&root, "metadata").and_then(|m| {
+        m.children
+            .iter()
+            .find(|c| c.name == "vm" && c.ns_uri.as_deref() == Some(METADATA_NS))
+            .cloned()
+    }) {
+        for e in &ours.children {
+            let a = |n: &str| {
+                e.attrs
+                    .iter()
+                    .find(|x| x.name == n)
+                    .map(|x| x.value.clone())
+            };
+            let index = a("index").and_then(|v| v.parse::<usize>().ok());
+            match e.name.as_str() {
+                "guest-os" => {
+                    let os = a("vmware")
+                        .and_then(|v| Os::from_vmware(&v))
+                        .or_else(|| a("virtualbox").and_then(|v| Os::from_virtualbox(&v)))
+                        .or_else(|| a("libosinfo").and_then(|v| Os::from_libosinfo(&v)))
+                        .or_else(|| a("cim").and_then(|v| v.parse().ok()).and_then(Os::from_cim));
+                    vm.guest_os.os = os;
+                    vm.guest_os.description = a("description");
+                }
+                "disk" => {
+                    let kind = a("controller").and_then(|t| controller_from_token(&t));
+                    if let (Some(d), Some(kind)) = (index.and_then(|i| vm.disks.get_mut(i)), kind) {
+                        d.controller = Controller {
+                            kind,
+                            index: a("controller-index")
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0),
+                        };
+                        d.unit = a("unit").and_then(|v| v.parse().ok()).unwrap_or(d.unit);
+                    }
+                }
+                "nic" => {
+                    if let Some(n) = index.and_then(|i| vm.nics.get_mut(i)) {
+                        if let Some(m) = a("model") {
+                            n.model = nic_model(&m);
+                        }
+                        n.network = a("network");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Domain { vm, disk_files })
 }
 
 fn yes(b: bool) -> &'static str {

@@ -26,13 +26,17 @@ pub use describe::Description;
 use crate::convert::{ConvertOptions, Event, convert_image};
 use crate::error::{Error, Result};
 use crate::format::Format;
+use crate::gate::{Lookup, Role};
 use crate::host_file::Durability;
-use crate::image::Image;
+use crate::host_file::HostFile;
+use crate::image::{Image, OpenOptions};
 use crate::ova::descriptor::{Dialect, descriptor};
+use crate::ova::open::Package;
 use crate::ova::write::{PackageDisk, PackagePlan, WrittenDisk, write_ova};
 use crate::registry::Registry;
 use crate::sink::{DigestAlgorithm, FileSink, Output};
 use crate::staging::StagedFolder;
+use crate::storage::Storage;
 use crate::vm::{ControllerKind, ScsiModel, Vm};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -104,6 +108,67 @@ pub struct Source {
     pub vm: Vm,
     /// Its disks, one per entry of `vm.disks`.
     pub disks: Vec<Arc<Image>>,
+}
+
+impl Source {
+    /// The VM a libvirt domain XML describes, its disk files opened through `options`' gate
+    /// (they are named by the description, not by the user).
+    pub fn from_libvirt(path: &Path, options: &OpenOptions) -> Result<Source> {
+        let file = HostFile::open(path)?;
+        if file.len() > 16 << 20 {
+            return Err(Error::invalid("a domain XML of more than 16 MiB").with_path(path));
+        }
+        let mut bytes = vec![0u8; file.len() as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        let domain = libvirt::parse_domain(&bytes, &path.to_string_lossy())?;
+        let mut vm = domain.vm;
+        let mut disks = Vec::new();
+        for (d, name) in vm.disks.iter_mut().zip(&domain.disk_files) {
+            let text = name.to_string_lossy();
+            let storage = match options.gate.open(path, &text, Role::PackageMember)? {
+                Lookup::Opened(f) => f,
+                Lookup::Missing(p) => {
+                    return Err(Error::invalid(format!(
+                        "the domain's disk '{text}' is not there ({})",
+                        p.display()
+                    ))
+                    .with_path(path));
+                }
+            };
+            let image = Image::open_storage(storage, options)?;
+            d.capacity_bytes = Some(image.virtual_size());
+            disks.push(Arc::new(image));
+        }
+        Ok(Source { vm, disks })
+    }
+
+    /// The VM an OVA or OVF describes, with its disks opened in place (each checked against
+    /// the manifest while it is read). A disk the descriptor declares without content (a
+    /// template's empty disk) is left out with a warning.
+    pub fn from_package(path: &Path, options: &OpenOptions) -> Result<Source> {
+        let package = Package::open(path)?;
+        let mut vm = package.descriptor().vm.clone();
+        let entries = package.disks();
+        let mut disks = Vec::new();
+        let mut kept = Vec::new();
+        for (i, disk) in vm.disks.iter().enumerate() {
+            match entries.iter().find(|e| e.index == i) {
+                Some(entry) => {
+                    disks.push(Arc::new(package.open_disk(entry, options)?));
+                    kept.push(disk.clone());
+                }
+                None => vm.warnings.push(format!(
+                    "disk {} has no content in the package (an empty disk of {}): not carried; create it on the target",
+                    i + 1,
+                    disk.capacity_bytes
+                        .map(|c| format!("{c} bytes"))
+                        .unwrap_or_else(|| "unknown size".into())
+                )),
+            }
+        }
+        vm.disks = kept;
+        Ok(Source { vm, disks })
+    }
 }
 
 /// How to migrate.
@@ -385,6 +450,9 @@ pub fn migrate(
                     names.push(xml_name);
                 }
                 _ => {}
+            }
+            for image in &source.disks {
+                image.finish_checks()?;
             }
             folder.commit(options.durability)?;
             summary.files.extend(names.iter().map(|n| dest.join(n)));

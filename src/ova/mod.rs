@@ -3,4 +3,5 @@
 //! The `write` module makes one in a single pass over each disk.
 
 pub mod descriptor;
+pub mod open;
 pub mod write;

@@ -282,8 +282,17 @@ pub fn write_ova(
     sink.write_zeros(header_at, 2 * BLOCK)?;
     sink.set_len(header_at + 2 * BLOCK)?;
     sink.finish()?;
+    finish_checks(plan)?;
     staging.commit()?;
     Ok(written)
+}
+
+/// The sources' own checks (a package member's digest) before anything is committed.
+fn finish_checks(plan: &PackagePlan<'_>) -> Result<()> {
+    for d in &plan.disks {
+        d.image.finish_checks()?;
+    }
+    Ok(())
 }
 
 fn total_size(plan: &PackagePlan<'_>) -> u64 {
@@ -354,6 +363,7 @@ fn write_to_stream(
         staged.push(file);
         written.push(w);
     }
+    finish_checks(plan)?;
     let descriptor = (plan.descriptor)(&written)?;
     let descriptor_digest = digest_of(plan.algorithm, descriptor.as_bytes());
     let manifest = manifest(plan, &descriptor_digest, &written);

@@ -1,0 +1,622 @@
+//! Opening an OVA or an OVF folder: its descriptor, manifest and certificate, and its disks
+//! read in place (a window into the tar, chunked parts joined, gzip inflated once), each
+//! verified against the manifest.
+//!
+//! An OVA is recognized by its content (a tar whose first member is an `.ovf`, as every
+//! producer writes it), an OVF descriptor by its XML root. The files an OVF folder names are
+//! opened only inside the descriptor's folder (no absolute names, no `..`): a package must
+//! not reach outside itself, whatever the gate allows images.
+
+use crate::error::{Error, Result};
+use crate::gate::{Gate, Lookup, Role};
+use crate::host_file::HostFile;
+use crate::image::{Image, OpenOptions};
+use crate::ovf::{self, Compression, Descriptor, DiskFormat};
+use crate::package::{self, CertNote, GzipStorage, Manifest, TarIndex};
+use crate::storage::Storage;
+use crate::vm::DiskSource;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The largest descriptor read (a real one is a few hundred KiB).
+const MAX_DESCRIPTOR: u64 = 32 << 20;
+/// The largest manifest or certificate read.
+const MAX_SMALL: u64 = 4 << 20;
+
+/// How a package is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageKind {
+    /// A tar (`.ova`).
+    Ova,
+    /// A descriptor beside its files (`.ovf` and a folder).
+    OvfFolder,
+}
+
+/// What the first bytes of a file say it is, if a package.
+pub fn probe(storage: &dyn Storage) -> Option<PackageKind> {
+    let mut head = [0u8; 512];
+    let n = (storage.len() as usize).min(512);
+    storage.read_exact_at(&mut head[..n], 0).ok()?;
+    // Any tar: one without a descriptor is a broken OVA (said so when opened), far likelier
+    // than a disk image that begins with a tar header.
+    if n == 512 && &head[257..262] == b"ustar" {
+        return Some(PackageKind::Ova);
+    }
+    // XML (UTF-8 with or without a BOM, or UTF-16 as XenCenter writes) whose root is an OVF
+    // Envelope: look for the element name and an OVF namespace in the first bytes.
+    let text: String = if head.starts_with(&[0xff, 0xfe]) || head.starts_with(&[0xfe, 0xff]) {
+        let le = head[0] == 0xff;
+        head[2..n]
+            .chunks_exact(2)
+            .map(|c| {
+                char::from_u32(u32::from(if le {
+                    u16::from_le_bytes([c[0], c[1]])
+                } else {
+                    u16::from_be_bytes([c[0], c[1]])
+                }))
+                .unwrap_or('?')
+            })
+            .collect()
+    } else {
+        String::from_utf8_lossy(&head[..n]).into_owned()
+    };
+    let t = text.trim_start_matches('\u{feff}').trim_start();
+    if t.starts_with('<') && t.contains("Envelope") && t.to_ascii_lowercase().contains("ovf") {
+        return Some(PackageKind::OvfFolder);
+    }
+    None
+}
+
+/// A disk of a package, as listed for selection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiskEntry {
+    /// Its position among the machine's disks (0 first), what `--disk N` selects.
+    pub index: usize,
+    /// The file's name in the package.
+    pub href: String,
+    /// The OVF file id.
+    pub file_id: Option<String>,
+    /// The virtual size the descriptor declares.
+    pub capacity: Option<u64>,
+}
+
+/// Whether a disk opened from a package has its digest checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verification {
+    /// By a thread beside the reads.
+    WhileRead,
+    /// Not (only headers are read, as `info` does).
+    Skip,
+}
+
+/// What `info` shows of a package.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PackageInfo {
+    /// The package's path.
+    pub filename: String,
+    /// `ova` or `ovf`.
+    pub format: &'static str,
+    /// The OVF version.
+    pub ovf_version: String,
+    /// The producer's dialect.
+    pub dialect: String,
+    /// The virtual hardware family, when given.
+    pub system_type: Option<String>,
+    /// The deployment configuration read, when there are several.
+    pub configuration: Option<String>,
+    /// The machine.
+    pub vm: crate::vm::Vm,
+    /// Its disks.
+    pub disks: Vec<PackageDiskInfo>,
+    /// The manifest, when there is one.
+    pub manifest: Option<ManifestInfo>,
+    /// The certificate, when the package is signed.
+    pub certificate: Option<String>,
+    /// Facts about the package that are not the machine's.
+    pub notes: Vec<String>,
+}
+
+/// A disk as `info` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PackageDiskInfo {
+    /// What `--disk` selects it by.
+    pub index: usize,
+    /// Its file in the package.
+    pub file: String,
+    /// Its image format (absent when it could not be opened).
+    pub format: Option<String>,
+    /// Its virtual size.
+    pub virtual_size: Option<u64>,
+    /// Its size in the package (absent when the file is missing).
+    pub file_size: Option<u64>,
+    /// Its controller and address.
+    pub controller: Option<String>,
+    /// Why it could not be opened, when it could not.
+    pub error: Option<String>,
+}
+
+/// A manifest as `info` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ManifestInfo {
+    /// The files it lists.
+    pub files: usize,
+    /// Its digest algorithms.
+    pub algorithms: Vec<String>,
+    /// True when it lists the descriptor, whose digest was checked on opening (disks are
+    /// checked when read).
+    pub descriptor_verified: bool,
+}
+
+/// An opened OVA or OVF folder.
+pub struct Package {
+    path: PathBuf,
+    kind: PackageKind,
+    descriptor_name: String,
+    descriptor: Descriptor,
+    manifest: Option<Manifest>,
+    certificate: Option<CertNote>,
+    index: Option<TarIndex>,
+}
+
+impl std::fmt::Debug for Package {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Package")
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+fn read_all(storage: &dyn Storage, limit: u64, what: &str) -> Result<Vec<u8>> {
+    if storage.len() > limit {
+        return Err(Error::invalid(format!(
+            "the {what} is {} bytes, more than the {limit} diskferry reads",
+            storage.len()
+        ))
+        .with_path(storage.name()));
+    }
+    let mut bytes = vec![0u8; storage.len() as usize];
+    storage.read_exact_at(&mut bytes, 0)?;
+    Ok(bytes)
+}
+
+impl Package {
+    /// Opens the package at `path` (a file the user chose).
+    pub fn open(path: &Path) -> Result<Package> {
+        let file: Arc<dyn Storage> = Arc::new(HostFile::open(path)?);
+        match probe(file.as_ref()) {
+            Some(PackageKind::Ova) => Package::open_ova(path, file),
+            Some(PackageKind::OvfFolder) => Package::open_ovf(path, file),
+            None => Err(Error::invalid("not an OVA or OVF package").with_path(path)),
+        }
+    }
+
+    fn open_ova(path: &Path, file: Arc<dyn Storage>) -> Result<Package> {
+        let index = TarIndex::read(file)?;
+        // The descriptor comes first in every OVA producers write; a tar with it elsewhere is
+        // read too.
+        let descriptor_name = index
+            .members()
+            .iter()
+            .find(|m| m.name.to_ascii_lowercase().ends_with(".ovf") && !m.name.contains('/'))
+            .map(|m| m.name.clone())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "a tar without an OVF descriptor (.ovf), so not an OVA; it holds: {}",
+                    index
+                        .members()
+                        .iter()
+                        .take(8)
+                        .map(|m| format!("'{}'", m.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .with_path(path)
+            })?;
+        let ovf_storage = index.open(&descriptor_name)?;
+        let bytes = read_all(&ovf_storage, MAX_DESCRIPTOR, "descriptor")?;
+        let descriptor = ovf::parse(
+            &bytes,
+            &index.member_label(&descriptor_name).to_string_lossy(),
+        )?;
+        let stem = descriptor_name
+            .strip_suffix(".ovf")
+            .or_else(|| descriptor_name.strip_suffix(".OVF"))
+            .unwrap_or(&descriptor_name)
+            .to_string();
+        let find = |ext: &str| {
+            index
+                .members()
+                .iter()
+                .find(|m| m.name.eq_ignore_ascii_case(&format!("{stem}.{ext}")))
+                .map(|m| m.name.clone())
+        };
+        let manifest = match find("mf") {
+            Some(name) => {
+                let s = index.open(&name)?;
+                Some(Manifest::parse(
+                    index.member_label(&name),
+                    &read_all(&s, MAX_SMALL, "manifest")?,
+                )?)
+            }
+            None => None,
+        };
+        let certificate = match find("cert") {
+            Some(name) => {
+                let s = index.open(&name)?;
+                Some(package::manifest::parse_cert(
+                    index.member_label(&name),
+                    &read_all(&s, MAX_SMALL, "certificate")?,
+                )?)
+            }
+            None => None,
+        };
+        let package = Package {
+            path: path.to_path_buf(),
+            kind: PackageKind::Ova,
+            descriptor_name,
+            descriptor,
+            manifest,
+            certificate,
+            index: Some(index),
+        };
+        package.verify_descriptor(&bytes)?;
+        Ok(package)
+    }
+
+    fn open_ovf(path: &Path, file: Arc<dyn Storage>) -> Result<Package> {
+        let bytes = read_all(file.as_ref(), MAX_DESCRIPTOR, "descriptor")?;
+        let descriptor = ovf::parse(&bytes, &path.to_string_lossy())?;
+        let stem = path.with_extension("");
+        let sibling = |ext: &str| -> Option<PathBuf> {
+            let p = stem.with_extension(ext);
+            p.is_file().then_some(p)
+        };
+        let manifest = match sibling("mf") {
+            Some(p) => {
+                let s = HostFile::open(&p)?;
+                Some(Manifest::parse(&p, &read_all(&s, MAX_SMALL, "manifest")?)?)
+            }
+            None => None,
+        };
+        let certificate = match sibling("cert") {
+            Some(p) => {
+                let s = HostFile::open(&p)?;
+                Some(package::manifest::parse_cert(
+                    &p,
+                    &read_all(&s, MAX_SMALL, "certificate")?,
+                )?)
+            }
+            None => None,
+        };
+        let package = Package {
+            path: path.to_path_buf(),
+            kind: PackageKind::OvfFolder,
+            descriptor_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            descriptor,
+            manifest,
+            certificate,
+            index: None,
+        };
+        package.verify_descriptor(&bytes)?;
+        Ok(package)
+    }
+
+    /// The descriptor's own digest, when the manifest lists it.
+    fn verify_descriptor(&self, bytes: &[u8]) -> Result<()> {
+        if let Some(m) = &self.manifest {
+            let mem = crate::storage::Memory::new(self.descriptor_name.clone(), bytes.to_vec());
+            if m.entries_for(&self.descriptor_name).next().is_some() {
+                m.verify(&self.descriptor_name, &mem)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the package is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// OVA or OVF folder.
+    pub fn kind(&self) -> PackageKind {
+        self.kind
+    }
+
+    /// The parsed descriptor (and its VM).
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    /// The descriptor's file name.
+    pub fn descriptor_name(&self) -> &str {
+        &self.descriptor_name
+    }
+
+    /// The manifest, when the package has one.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// The certificate note, when the package is signed.
+    pub fn certificate(&self) -> Option<&CertNote> {
+        self.certificate.as_ref()
+    }
+
+    /// The machine's disks that have content in the package, in the machine's order.
+    pub fn disks(&self) -> Vec<DiskEntry> {
+        let mut out = Vec::new();
+        for (index, d) in self.descriptor.vm.disks.iter().enumerate() {
+            if let DiskSource::PackageFile { id, href } = &d.source {
+                out.push(DiskEntry {
+                    index,
+                    href: href.clone(),
+                    file_id: id.clone(),
+                    capacity: d.capacity_bytes,
+                });
+            }
+        }
+        // A descriptor whose hardware attaches no disk (a bare DiskSection) still has them.
+        if out.is_empty() {
+            for (index, d) in self.descriptor.disks.iter().enumerate() {
+                if let Some(f) = d
+                    .file_ref
+                    .as_ref()
+                    .and_then(|id| self.descriptor.files.iter().find(|f| &f.id == id))
+                {
+                    out.push(DiskEntry {
+                        index,
+                        href: f.href.clone(),
+                        file_id: Some(f.id.clone()),
+                        capacity: d.capacity,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The disk `which` selects: an index (`0`, `1` ...) or a file name; `None` when the
+    /// package has exactly one. An error lists the disks.
+    pub fn select(&self, which: Option<&str>) -> Result<DiskEntry> {
+        let disks = self.disks();
+        let list = || {
+            disks
+                .iter()
+                .map(|d| format!("{} '{}'", d.index, d.href))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match which {
+            None => match disks.len() {
+                1 => Ok(disks[0].clone()),
+                0 => Err(Error::invalid("the package holds no disk").with_path(&self.path)),
+                _ => Err(Error::invalid(format!(
+                    "the package holds {} disks; choose one with --disk: {}",
+                    disks.len(),
+                    list()
+                ))
+                .with_path(&self.path)),
+            },
+            Some(w) => disks
+                .iter()
+                .find(|d| w.parse::<usize>().ok() == Some(d.index) || d.href == w)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "no disk '{w}' in the package; its disks: {}",
+                        list()
+                    ))
+                    .with_path(&self.path)
+                }),
+        }
+    }
+
+    /// The bytes of the file `href` (read in place).
+    pub fn file_storage(&self, href: &str) -> Result<Arc<dyn Storage>> {
+        let file = self
+            .descriptor
+            .files
+            .iter()
+            .find(|f| f.href == href)
+            .ok_or_else(|| {
+                Error::invalid(format!("the descriptor names no file '{href}'"))
+                    .with_path(&self.path)
+            })?;
+        let compression = file.compression.map(|c| match c {
+            Compression::Gzip => "gzip",
+        });
+        // A gzip file inflates to at most its disk's capacity plus the format's metadata.
+        let capacity = self
+            .descriptor
+            .disks
+            .iter()
+            .find(|d| d.file_ref.as_deref() == Some(file.id.as_str()))
+            .and_then(|d| d.capacity);
+        let limit = capacity.map(|c| c.saturating_add(c / 8).saturating_add(64 << 20));
+        match &self.index {
+            Some(index) => {
+                let stored: Arc<dyn Storage> = match file.chunk_size {
+                    Some(chunk) => Arc::new(package::chunked(index, &file.href, chunk)?),
+                    None => Arc::new(index.open(&file.href)?),
+                };
+                match compression {
+                    None => Ok(stored),
+                    Some(_) => Ok(Arc::new(GzipStorage::inflate(
+                        stored.as_ref(),
+                        limit,
+                        None,
+                        index.member_label(&file.href),
+                    )?)),
+                }
+            }
+            None => {
+                if file.chunk_size.is_some() || compression.is_some() {
+                    return Err(Error::unsupported(format!(
+                        "'{href}' is chunked or compressed; diskferry reads those inside an OVA, not from an OVF folder"
+                    ))
+                    .with_path(&self.path));
+                }
+                match Gate::confined().open(&self.path, &file.href, Role::PackageMember)? {
+                    Lookup::Opened(f) => Ok(f as Arc<dyn Storage>),
+                    Lookup::Missing(p) => Err(Error::invalid(format!(
+                        "the descriptor names '{}', which is not there ({})",
+                        file.href,
+                        p.display()
+                    ))
+                    .with_path(&self.path)),
+                }
+            }
+        }
+    }
+
+    /// The descriptor declares each disk's format: a file of no known format where it
+    /// declares an image format is an error (reading it as raw bytes would give a wrong disk).
+    fn check_declared_format(&self, href: &str, image: &Image, len: u64) -> Result<()> {
+        let d = &self.descriptor;
+        let declared = d
+            .files
+            .iter()
+            .find(|f| f.href == href)
+            .and_then(|f| {
+                d.disks
+                    .iter()
+                    .find(|x| x.file_ref.as_deref() == Some(f.id.as_str()))
+            })
+            .map(|x| &x.format);
+        let expected = match declared {
+            Some(DiskFormat::StreamOptimizedVmdk) => "stream-optimized VMDK",
+            Some(DiskFormat::MonolithicSparseVmdk) => "sparse VMDK",
+            Some(DiskFormat::Vhd) => "VHD",
+            Some(DiskFormat::Vhdx) => "VHDX",
+            Some(DiskFormat::Qcow2) => "QCOW2",
+            _ => return Ok(()),
+        };
+        if image.format_guessed() {
+            return Err(Error::corrupt(format!(
+                "the descriptor declares '{href}' a {expected} image, but its {len} bytes are no image format diskferry knows"
+            ))
+            .with_path(&self.path));
+        }
+        Ok(())
+    }
+
+    /// Checks `href`'s digest against the manifest (a no-op without a manifest or entry).
+    pub fn verify_file(&self, href: &str, storage: &dyn Storage) -> Result<()> {
+        match &self.manifest {
+            Some(m) if m.entries_for(href).next().is_some() => m.verify(href, storage),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens disk `entry` as an image, its manifest digest checked by a thread of its own
+    /// while it is read (see [`Image::finish_checks`]).
+    pub fn open_disk(&self, entry: &DiskEntry, options: &OpenOptions) -> Result<Image> {
+        self.open_disk_checked(entry, options, Verification::WhileRead)
+    }
+
+    /// What `info` shows: the machine, its disks (each opened for its format and size, not
+    /// hashed), the manifest and the certificate.
+    pub fn info(&self, options: &OpenOptions) -> Result<PackageInfo> {
+        let mut disks = Vec::new();
+        for entry in self.disks() {
+            let vm_disk = self.descriptor.vm.disks.get(entry.index);
+            let mut info = PackageDiskInfo {
+                index: entry.index,
+                file: entry.href.clone(),
+                format: None,
+                virtual_size: None,
+                file_size: None,
+                controller: vm_disk
+                    .map(|d| format!("{} {}:{}", d.controller.kind, d.controller.index, d.unit)),
+                error: None,
+            };
+            // A damaged disk does not hide the machine: its error is shown in its place.
+            match self.file_storage(&entry.href).and_then(|stored| {
+                info.file_size = Some(stored.len());
+                self.open_disk_checked(&entry, options, Verification::Skip)
+            }) {
+                Ok(image) => {
+                    info.format = Some(image.top().format().name().to_string());
+                    info.virtual_size = Some(image.virtual_size());
+                }
+                Err(e) => info.error = Some(e.to_string()),
+            }
+            disks.push(info);
+        }
+        let d = &self.descriptor;
+        Ok(PackageInfo {
+            filename: self.path.display().to_string(),
+            format: match self.kind {
+                PackageKind::Ova => "ova",
+                PackageKind::OvfFolder => "ovf",
+            },
+            ovf_version: d.version.to_string(),
+            dialect: d.dialect.to_string(),
+            system_type: d.system_type.clone(),
+            configuration: d.configuration.clone(),
+            vm: d.vm.clone(),
+            disks,
+            manifest: self.manifest.as_ref().map(|m| ManifestInfo {
+                files: m.entries.len(),
+                algorithms: {
+                    let mut a: Vec<String> = m
+                        .entries
+                        .iter()
+                        .map(|e| e.algorithm.name().to_string())
+                        .collect();
+                    a.dedup();
+                    a
+                },
+                descriptor_verified: m.entries_for(&self.descriptor_name).next().is_some(),
+            }),
+            certificate: self.certificate.as_ref().map(|c| {
+                format!(
+                    "{} signature of {} with {} certificate(s), not verified",
+                    c.algorithm.name(),
+                    c.signed_file,
+                    c.certificates
+                )
+            }),
+            notes: d.notes.clone(),
+        })
+    }
+
+    fn open_disk_checked(
+        &self,
+        entry: &DiskEntry,
+        options: &OpenOptions,
+        verification: Verification,
+    ) -> Result<Image> {
+        let stored = self.file_storage(&entry.href)?;
+        // What is inside a package reads nothing outside it.
+        let inner = OpenOptions {
+            backing: crate::image::BackingPolicy::Ignore,
+            ..options.clone()
+        };
+        let mut image = Image::open_storage(Arc::clone(&stored), &inner)?;
+        self.check_declared_format(&entry.href, &image, stored.len())?;
+        if let Some(m) = &self.manifest
+            && verification == Verification::WhileRead
+            && m.entries_for(&entry.href).next().is_some()
+        {
+            let m = m.clone();
+            let href = entry.href.clone();
+            image.add_check(std::thread::spawn(move || m.verify(&href, stored.as_ref())));
+        }
+        Ok(image)
+    }
+}
+
+/// Opens the disk `which` of the package at `path` (the image API's entry for packages).
+pub fn open_image(path: &Path, which: Option<&str>, options: &OpenOptions) -> Result<Image> {
+    let package = Package::open(path)?;
+    let entry = package.select(which)?;
+    package.open_disk(&entry, options)
+}

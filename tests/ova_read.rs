@@ -1,0 +1,310 @@
+//! Packages as sources: `info` shows the VM and its disks, `convert` reads a disk in place
+//! (chosen by index or name; several disks without a choice is an error that lists them), the
+//! manifest is checked while a disk is read (a tampered disk or descriptor leaves no output),
+//! the corpus's OVAs read or fail with one clear line, and a VM goes OVA -> KVM -> OVA with the
+//! same model and identical disks.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A two-disk VMware OVA made by `migrate`, and its source disks.
+fn package(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let a = d.join("a.raw");
+    make_raw(&a, 32 << 20, &[(0, 2 << 20), (30 << 20, 1 << 20)]);
+    let b = d.join("b.raw");
+    make_raw(&b, 8 << 20, &[(1 << 20, 300_000)]);
+    let ova = d.join("vm.ova");
+    run_ok(&[
+        "migrate",
+        "--to",
+        "vsphere",
+        "--name",
+        "vm",
+        "--cpus",
+        "2",
+        "--memory",
+        "2G",
+        "--os",
+        "ubuntu-64",
+        "--firmware",
+        "uefi",
+        "--nic",
+        "vmxnet3,mac=00:50:56:aa:bb:cc,network=LAN",
+        "--disk-bus",
+        "pvscsi",
+        s(&a),
+        s(&b),
+        s(&ova),
+    ]);
+    (ova, a, b)
+}
+
+#[test]
+fn info_shows_the_vm_and_its_disks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ova, _, _) = package(dir.path());
+    let text = run_ok(&["info", s(&ova)]);
+    for want in [
+        "format: ova (OVF 1.x, VMware dialect, vmx-10)",
+        "name: vm",
+        "firmware: UEFI",
+        "CPUs: 2",
+        "memory: 2048 MiB",
+        "0: vm-disk1.vmdk (vmdk, virtual size 33554432 bytes",
+        "1: vm-disk2.vmdk (vmdk, virtual size 8388608 bytes",
+        "on SCSI (pvscsi) 0:0",
+        "NIC 0: vmxnet3 on 'LAN', MAC 00:50:56:aa:bb:cc",
+        "manifest: 3 file(s), SHA256; descriptor verified",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(&["info", "--output", "json", s(&ova)])).unwrap();
+    assert_eq!(json["format"], "ova");
+    assert_eq!(json["vm"]["cpus"]["count"], 2);
+    assert_eq!(json["disks"][1]["virtual-size"], 8u64 << 20);
+    // --disk shows the disk itself, as an image.
+    let text = run_ok(&["info", "--disk", "1", s(&ova)]);
+    assert!(text.contains("file format: vmdk") && text.contains("create type: streamOptimized"));
+}
+
+#[test]
+fn a_disk_converts_in_place_chosen_by_index_or_name() {
+    let test = "a_disk_converts_in_place_chosen_by_index_or_name";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ova, a, b) = package(d);
+    let (code, _, err) = run(&["convert", s(&ova), s(&d.join("x.raw"))]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("choose one with --disk: 0 'vm-disk1.vmdk', 1 'vm-disk2.vmdk'"),
+        "{err}"
+    );
+    assert!(!d.join("x.raw").exists());
+    let one = d.join("one.raw");
+    run_ok(&["convert", "--disk", "0", s(&ova), s(&one)]);
+    assert_eq!(sha256_file(&one), sha256_file(&a));
+    let two = d.join("two.qcow2");
+    run_ok(&[
+        "convert",
+        "--disk",
+        "vm-disk2.vmdk",
+        "-O",
+        "qcow2",
+        s(&ova),
+        s(&two),
+    ]);
+    if have_qemu(test) {
+        assert!(qemu_compare("raw", &b, "qcow2", &two));
+    }
+    let (code, _, err) = run(&["convert", "--disk", "7", s(&ova), s(&d.join("x.raw"))]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no disk '7'"), "{err}");
+}
+
+/// The byte offset of member `name`'s data in the tar at `path`.
+fn member_offset(path: &Path, name: &str) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let mut at = 0usize;
+    while at + 512 <= bytes.len() {
+        let h = &bytes[at..at + 512];
+        let end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        let size = u64::from_str_radix(
+            std::str::from_utf8(&h[124..135])
+                .unwrap()
+                .trim_matches(['\0', ' ']),
+            8,
+        )
+        .unwrap();
+        if &h[..end] == name.as_bytes() {
+            return at as u64 + 512;
+        }
+        at += 512 + size.next_multiple_of(512) as usize;
+    }
+    panic!("no member {name}");
+}
+
+#[test]
+fn a_tampered_disk_or_descriptor_fails_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ova, _, _) = package(d);
+    // One byte of the first disk's embedded descriptor text (read, so its digest differs).
+    let bad = d.join("bad.ova");
+    std::fs::copy(&ova, &bad).unwrap();
+    let at = member_offset(&bad, "vm-disk1.vmdk");
+    let mut bytes = std::fs::read(&bad).unwrap();
+    let desc = at as usize + 512;
+    let pos = desc
+        + bytes[desc..desc + 4096]
+            .windows(4)
+            .position(|w| w == b"CID=")
+            .unwrap()
+        + 4;
+    bytes[pos] = if bytes[pos] == b'f' { b'e' } else { b'f' };
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = d.join("out.raw");
+    let (code, _, err) = run(&["convert", "--disk", "0", s(&bad), s(&out)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("vm-disk1.vmdk"), "{err}");
+    assert!(
+        err.to_lowercase().contains("digest") || err.contains("SHA256"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!out.exists());
+    let (code, _, err) = run(&["migrate", "--to", "kvm", s(&bad), s(&d.join("k"))]);
+    assert_ne!(code, 0, "{err}");
+    assert!(!d.join("k").exists());
+    // The descriptor, which is checked on opening.
+    let bad2 = d.join("bad2.ova");
+    let mut bytes = std::fs::read(&ova).unwrap();
+    let at = member_offset(&ova, "vm.ovf") as usize;
+    let pos = at + bytes[at..].windows(6).position(|w| w == b"<Name>").unwrap() + 6;
+    bytes[pos] = b'w';
+    std::fs::write(&bad2, &bytes).unwrap();
+    let (code, _, err) = run(&["info", s(&bad2)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("vm.ovf"), "{err}");
+}
+
+#[test]
+fn corpus_packages_read_or_fail_with_one_line() {
+    let test = "corpus_packages_read_or_fail_with_one_line";
+    let Some(shared) = shared_dir(test) else {
+        return;
+    };
+    let c = shared.join("corpus");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A hand-made OVA with a qemu-img monolithicSparse VMDK: read in place as qemu-img reads
+    // the extracted member.
+    let ova = c.join("forklift-ova/2nd_disk_v3.ova");
+    let text = run_ok(&["info", s(&ova)]);
+    assert!(text.contains("name: 2nd-disk-vm"), "{text}");
+    let out = d.join("fk.raw");
+    run_ok(&["convert", s(&ova), s(&out)]);
+    let x = d.join("x");
+    std::fs::create_dir(&x).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&ova)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .unwrap()
+            .success()
+    );
+    if have_qemu(test) {
+        assert!(qemu_compare("raw", &out, "vmdk", &x.join("2nd_disk.vmdk")));
+    }
+    // Damaged ones: one clear line each, naming what is wrong.
+    for (name, words) in [
+        ("forklift-ova/2nd_disk.ova", "line-end check bytes"),
+        ("glance/testserver-bad-ovf.ova", "invalid XML"),
+        (
+            "glance/testserver-no-disk.ova",
+            "no member 'testserver-disk1.vmdk'",
+        ),
+        ("glance/testserver-no-ovf.ova", "without an OVF descriptor"),
+        ("glance/testserver.ova", "no image format"),
+    ] {
+        let (code, _, err) = run(&["convert", s(&c.join(name)), s(&d.join("y.raw"))]);
+        assert_ne!(code, 0, "{name}");
+        assert!(err.contains(words), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+        assert!(!d.join("y.raw").exists());
+    }
+    // A package whose disk is damaged still shows its VM.
+    let text = run_ok(&["info", s(&c.join("glance/testserver-no-disk.ova"))]);
+    assert!(
+        text.contains("name: testserver") && text.contains("cannot be read"),
+        "{text}"
+    );
+}
+
+/// OVA (VMware) -> KVM -> OVA: the same VM model, identical disks.
+#[test]
+fn a_vm_goes_to_kvm_and_back_unchanged() {
+    let test = "a_vm_goes_to_kvm_and_back_unchanged";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ova, a, b) = package(d);
+    let kvm = d.join("kvm");
+    run_ok(&["migrate", "--to", "kvm", s(&ova), s(&kvm)]);
+    let back = d.join("back.ova");
+    run_ok(&[
+        "migrate",
+        "--to",
+        "vsphere",
+        s(&kvm.join("vm.xml")),
+        s(&back),
+    ]);
+    let model = |p: &Path| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&run_ok(&["info", "--output", "json", s(p)]))
+            .unwrap()["vm"]
+            .clone()
+    };
+    assert_eq!(model(&ova), model(&back));
+    for (i, src) in [(0, &a), (1, &b)] {
+        let out = d.join(format!("back{i}.raw"));
+        run_ok(&["convert", "--disk", &i.to_string(), s(&back), s(&out)]);
+        assert_eq!(sha256_file(&out), sha256_file(src), "disk {i}");
+    }
+    if have_qemu(test) {
+        assert!(qemu_compare(
+            "raw",
+            &a,
+            "qcow2",
+            &kvm.join("vm-disk1.qcow2")
+        ));
+    }
+}
+
+/// An OVF folder reads like an OVA; its files stay inside its folder.
+#[test]
+fn an_ovf_folder_reads_and_cannot_reach_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ova, a, _) = package(d);
+    let folder = d.join("f");
+    std::fs::create_dir(&folder).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&ova)
+            .arg("-C")
+            .arg(&folder)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = d.join("f.raw");
+    run_ok(&["convert", "--disk", "0", s(&folder.join("vm.ovf")), s(&out)]);
+    assert_eq!(sha256_file(&out), sha256_file(&a));
+    // A descriptor naming a file outside its folder is refused, whatever the gate allows.
+    let ovf = std::fs::read_to_string(folder.join("vm.ovf")).unwrap();
+    let evil = ovf.replace("ovf:href=\"vm-disk1.vmdk\"", "ovf:href=\"../a.raw\"");
+    std::fs::write(folder.join("evil.ovf"), evil).unwrap();
+    let (code, _, err) = run(&[
+        "convert",
+        "--disk",
+        "0",
+        s(&folder.join("evil.ovf")),
+        s(&d.join("e.raw")),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("../a.raw") && err.contains("out of the package"),
+        "{err}"
+    );
+    assert!(!d.join("e.raw").exists());
+}
