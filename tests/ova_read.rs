@@ -308,3 +308,50 @@ fn an_ovf_folder_reads_and_cannot_reach_outside() {
     );
     assert!(!d.join("e.raw").exists());
 }
+
+/// A manifest that names a file the package does not hold is one clear error.
+#[test]
+fn a_manifest_naming_a_missing_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ova, _, _) = package(d);
+    let folder = d.join("f");
+    std::fs::create_dir(&folder).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&ova)
+            .arg("-C")
+            .arg(&folder)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mf = folder.join("vm.mf");
+    let mut text = std::fs::read_to_string(&mf).unwrap();
+    text.push_str(&format!("SHA256(extra.iso)= {}\n", "0".repeat(64)));
+    std::fs::write(&mf, text).unwrap();
+    let (code, _, err) = run(&["info", s(&folder.join("vm.ovf"))]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("'extra.iso'") && err.contains("line 4"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // The same inside an OVA.
+    let repacked = d.join("re.ova");
+    assert!(
+        Command::new("tar")
+            .args(["--format=ustar", "-cf"])
+            .arg(&repacked)
+            .arg("-C")
+            .arg(&folder)
+            .args(["vm.ovf", "vm.mf", "vm-disk1.vmdk", "vm-disk2.vmdk"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, _, err) = run(&["info", s(&repacked)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("'extra.iso'"), "{err}");
+}

@@ -254,6 +254,17 @@ impl Package {
             }
             None => None,
         };
+        if let Some(m) = &manifest {
+            for e in &m.entries {
+                if index.member(&e.file).is_none() {
+                    return Err(Error::corrupt(format!(
+                        "the manifest names '{}' (line {}), which the package does not hold",
+                        e.file, e.line
+                    ))
+                    .with_path(&m.name));
+                }
+            }
+        }
         let package = Package {
             path: path.to_path_buf(),
             kind: PackageKind::Ova,
@@ -292,6 +303,22 @@ impl Package {
             }
             None => None,
         };
+        if let Some(m) = &manifest {
+            let folder = crate::gate::folder_of(path);
+            for e in &m.entries {
+                let p = Path::new(&e.file);
+                let inside = !p.is_absolute()
+                    && p.components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside || !folder.join(p).is_file() {
+                    return Err(Error::corrupt(format!(
+                        "the manifest names '{}' (line {}), which is not in the package's folder",
+                        e.file, e.line
+                    ))
+                    .with_path(&m.name));
+                }
+            }
+        }
         let package = Package {
             path: path.to_path_buf(),
             kind: PackageKind::OvfFolder,
