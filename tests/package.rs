@@ -687,3 +687,40 @@ fn hashing_speed() {
         );
     }
 }
+
+#[test]
+fn gnu_sparse_members_are_listed_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // Many data runs, so that the old GNU format needs sparse extension blocks (its header
+    // holds four runs) before the data.
+    let sparse = dir.path().join("sparse.raw");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&sparse).unwrap();
+        f.set_len(64 << 20).unwrap();
+        for i in 0..40u64 {
+            f.write_all_at(&[i as u8 + 1; 4096], i * (1 << 20)).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("after.txt"), b"after").unwrap();
+    for format in ["gnu", "oldgnu", "pax"] {
+        let tar = dir.path().join(format!("{format}.tar"));
+        sh(
+            dir.path(),
+            &format!(
+                "tar -S --format={format} -cf {} sparse.raw after.txt",
+                tar.display()
+            ),
+        );
+        let idx = TarIndex::read(open(&tar)).unwrap_or_else(|e| panic!("{format}: {e}"));
+        let m = idx.member("sparse.raw").unwrap();
+        assert_eq!(m.kind, MemberKind::Sparse, "{format}");
+        let err = idx.open("sparse.raw").unwrap_err().to_string();
+        assert!(err.contains("sparse"), "{err}");
+        assert_eq!(
+            idx.open("after.txt").unwrap().read_vec(0, 5, "a").unwrap(),
+            b"after",
+            "{format}"
+        );
+    }
+}
