@@ -724,3 +724,45 @@ fn gnu_sparse_members_are_listed_not_read() {
         );
     }
 }
+
+#[test]
+fn the_archive_ends_where_gnu_tar_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = header(b"a.ovf", 2, b'0');
+    let b = header(b"b.vmdk", 2, b'0');
+    // One zero block, then a member: GNU tar stops at the lone zero block (with a warning).
+    let mut bytes = a.to_vec();
+    bytes.extend_from_slice(b"aa");
+    bytes.resize(1024, 0);
+    bytes.extend_from_slice(&[0u8; 512]);
+    bytes.extend_from_slice(&b);
+    bytes.extend_from_slice(b"bb");
+    bytes.resize(bytes.len().div_ceil(512) * 512 + 1024, 0);
+    let (p, r) = index_bytes(dir.path(), "lone.tar", &bytes);
+    let idx = r.unwrap();
+    assert_eq!(our_listing(&idx), gnu_listing(&p));
+    assert_eq!((idx.members().len(), idx.end()), (1, 1024));
+    // Garbage after the two end blocks is ignored by both.
+    let mut g = tar_bytes(&[(&a, b"aa")]);
+    g.extend_from_slice(&common::pseudo_random(3000, 3));
+    let (p, r) = index_bytes(dir.path(), "garbage.tar", &g);
+    assert_eq!(our_listing(&r.unwrap()), gnu_listing(&p));
+}
+
+#[test]
+fn a_name_appended_twice_is_refused() {
+    // `tar -r` appends a second copy of a name; GNU tar would extract the last one, a manifest
+    // checked against one copy and a disk read from the other is what we refuse to allow.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("disk.vmdk"), b"first").unwrap();
+    sh(dir.path(), "tar -cf twice.tar disk.vmdk");
+    std::fs::write(dir.path().join("disk.vmdk"), b"second").unwrap();
+    sh(dir.path(), "tar -rf twice.tar disk.vmdk");
+    let err = TarIndex::read(open(&dir.path().join("twice.tar")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'disk.vmdk' appears twice") && err.contains("first header is at offset 0"),
+        "{err}"
+    );
+}
