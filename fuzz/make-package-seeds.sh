@@ -6,7 +6,7 @@
 #     fuzz/make-package-seeds.sh OUT [CORPUS]
 #
 # tar_index: a small VM folder (OVF, manifest, a disk, a long name, a symlink, a directory,
-# chunk parts, a gzip member) archived in each GNU tar format (v7, ustar, oldgnu, gnu, pax),
+# chunk parts, a gzip member, a gzip stream in chunk parts) archived in each GNU tar format (v7, ustar, oldgnu, gnu, pax),
 # and hand-made archives with a base-256 size, a PAX global header and a GNU long link name.
 # With CORPUS (shared/corpus), its OVAs (forklift-ova, glance) too.
 # manifest_parse: manifests in each spelling vendors write, and a .cert file.
@@ -29,6 +29,8 @@ head -c 3000 /dev/urandom >disk1.vmdk
 printf 'chunk' >disk2.vmdk.000
 printf 'ed' >disk2.vmdk.001
 printf 'compress me %.0s' $(seq 40) | gzip -c >disk3.vmdk.gz
+# A gzip stream in 512-byte chunk parts, as ovf:chunkSize with ovf:compression="gzip".
+head -c 2000 /dev/urandom | gzip -c | split -b 512 -d -a 9 - disk4.vmdk.gz.
 mkdir -p "$(printf 'dir%.0s' $(seq 30))"
 printf 'long' >"$(printf 'dir%.0s' $(seq 30))/$(printf 'long-name-%.0s' $(seq 12))"
 ln -s disk1.vmdk link.vmdk
@@ -37,7 +39,7 @@ cd ..
 for f in v7 ustar oldgnu gnu pax; do
     if [ $f = v7 ] || [ $f = ustar ]; then
         (cd vm && tar --format=$f -cf "$out/tar_index/$f.tar" vm.ovf vm.mf disk1.vmdk \
-            disk2.vmdk.000 disk2.vmdk.001 disk3.vmdk.gz link.vmdk)
+            disk2.vmdk.000 disk2.vmdk.001 disk3.vmdk.gz disk4.vmdk.gz.00000000* link.vmdk)
     else
         (cd vm && tar --format=$f -cf "$out/tar_index/$f.tar" .)
     fi

@@ -1,7 +1,7 @@
 //! Any bytes as a tar archive (an OVA or XVA) in memory: indexing fails cleanly or gives
 //! members that lie inside the archive, with names that stay inside the package; every
 //! regular member is then read through its window, as a manifest, as chunk parts and as a
-//! gzip stream (bounded).
+//! gzip stream (bounded), alone and as chunk parts (`package::open_file`).
 #![no_main]
 
 use diskferry::package::{self, GzipStorage, Limits, Manifest, MemberKind, TarIndex};
@@ -49,6 +49,17 @@ fuzz_target!(|data: &[u8]| {
                 if let Ok(c) = package::chunked(&index, href, chunk) {
                     if c.len() > 0 {
                         let _ = c.read_vec(c.len() - 1, 1, "last").unwrap();
+                    }
+                    // The same parts as one gzip stream, as an OVF File element names them.
+                    let gz = c.len() >= 2 && c.read_vec(0, 2, "magic").unwrap() == [0x1f, 0x8b];
+                    if gz {
+                        let file = package::FileRef {
+                            href,
+                            chunk_size: Some(chunk),
+                            compression: Some("gzip"),
+                            inflate_limit: Some(1 << 20),
+                        };
+                        let _ = package::open_file(&index, &file, None);
                     }
                 }
             }
