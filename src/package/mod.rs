@@ -21,6 +21,50 @@ use crate::error::{Error, Result};
 use crate::storage::{Concat, Storage};
 use std::sync::Arc;
 
+/// How an OVF `File` element says one of its files is stored in the package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileRef<'a> {
+    /// `ovf:href`: the member's name (or, with a chunk size, its parts' common prefix).
+    pub href: &'a str,
+    /// `ovf:chunkSize`, when the file is split into parts.
+    pub chunk_size: Option<u64>,
+    /// `ovf:compression` (`gzip`, or `identity`/absent for none).
+    pub compression: Option<&'a str>,
+    /// The most bytes a compressed file may inflate to (from the disk's declared capacity and
+    /// format, which the OVF reader knows); `None` for no bound.
+    pub inflate_limit: Option<u64>,
+}
+
+/// The bytes of an OVF file in the package: the member itself (a window, read in place), its
+/// chunk parts read as one storage, and, for `gzip`, the inflated copy (see [`gzip`]; the
+/// temporary file goes to `temp_dir`, the system's temporary folder when `None`). Any other
+/// compression is an unsupported-feature error naming it.
+pub fn open_file(
+    index: &TarIndex,
+    file: &FileRef<'_>,
+    temp_dir: Option<&std::path::Path>,
+) -> Result<Arc<dyn Storage>> {
+    let stored: Arc<dyn Storage> = match file.chunk_size {
+        Some(chunk) => Arc::new(chunked(index, file.href, chunk)?),
+        None => Arc::new(index.open(file.href)?),
+    };
+    match file.compression.map(str::trim) {
+        None | Some("") | Some("identity") => Ok(stored),
+        Some(c) if c.eq_ignore_ascii_case("gzip") => Ok(Arc::new(GzipStorage::inflate(
+            &*stored,
+            file.inflate_limit,
+            temp_dir,
+            index.member_label(file.href),
+        )?)),
+        Some(other) => Err(Error::unsupported(format!(
+            "'{}' is compressed with '{}', which diskferry does not read (gzip only)",
+            file.href,
+            other.escape_debug()
+        ))
+        .with_path(index.storage().name())),
+    }
+}
+
 /// The file `href` that an OVF splits into parts of `chunk_size` bytes (`ovf:chunkSize`): the
 /// members `HREF.000000000`, `HREF.000000001`, ... (any fixed number of digits, as long as
 /// every part uses the same; VMware writes nine, others three), found in order from 0 and read
@@ -122,6 +166,43 @@ mod tests {
             "{err}"
         );
         assert!(chunked(&idx, "other.vmdk", 4).is_err());
+    }
+
+    #[test]
+    fn open_file_combines_chunks_and_gzip() {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b"hello, chunked gzip").unwrap();
+        let gz = e.finish().unwrap();
+        let half = gz.len().div_ceil(2);
+        let idx = TarIndex::read(tar_of(&[
+            ("d.gz.000000000", &gz[..half]),
+            ("d.gz.000000001", &gz[half..]),
+            ("plain", b"abc"),
+        ]))
+        .unwrap();
+        let f = FileRef {
+            href: "d.gz",
+            chunk_size: Some(half as u64),
+            compression: Some("gzip"),
+            inflate_limit: Some(100),
+        };
+        let s = open_file(&idx, &f, None).unwrap();
+        assert_eq!(
+            s.read_vec(0, s.len(), "all").unwrap(),
+            b"hello, chunked gzip"
+        );
+        let plain = FileRef {
+            href: "plain",
+            ..FileRef::default()
+        };
+        assert_eq!(open_file(&idx, &plain, None).unwrap().len(), 3);
+        let bz = FileRef {
+            compression: Some("bzip2"),
+            ..plain
+        };
+        let err = open_file(&idx, &bz, None).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Unsupported);
     }
 
     #[test]

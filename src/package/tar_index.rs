@@ -84,7 +84,8 @@ pub struct Member {
     pub name: String,
     /// Where the member's own header is (after any long-name or PAX headers before it).
     pub header_offset: u64,
-    /// Where its data starts.
+    /// Where its data starts: right after its header, except for an old GNU sparse file
+    /// whose sparse map continues in extension blocks.
     pub offset: u64,
     /// Its data's length in bytes.
     pub size: u64,
@@ -130,6 +131,8 @@ struct Pax {
     path: Option<String>,
     linkpath: Option<String>,
     size: Option<String>,
+    /// `GNU.sparse.name`: a PAX sparse file's real name (its header holds a made-up one).
+    sparse_name: Option<String>,
     sparse: bool,
 }
 
@@ -160,7 +163,8 @@ impl TarIndex {
         let mut block = [0u8; BLOCK as usize];
         let end = loop {
             if pos >= len {
-                break pos;
+                // The last member's padding may be cut short by the end of the storage.
+                break len;
             }
             if len - pos < BLOCK {
                 // A partial block at the end: padding some writers leave, or a cut archive.
@@ -281,10 +285,11 @@ impl TarIndex {
                         MemberKind::Directory | MemberKind::HardLink(_) => 0,
                         _ => member.size,
                     };
+                    let offset = member.offset;
                     by_name.insert(member.name.clone(), members.len());
                     members.push(member);
                     pending = Pending::default();
-                    let next = data
+                    let next = offset
                         .checked_add(skip.div_ceil(BLOCK) * BLOCK)
                         .ok_or_else(|| corrupt(&storage, pos, "member size overflows"))?;
                     pos = next;
@@ -324,7 +329,12 @@ impl TarIndex {
                 None => global.clone().filter(|v| !v.is_empty()),
             }
         };
-        let raw_name = match pick(&pending.pax.path, &global.path) {
+        let path = pending
+            .pax
+            .sparse_name
+            .clone()
+            .or_else(|| pick(&pending.pax.path, &global.path));
+        let raw_name = match path {
             Some(p) => p,
             None => match pending.long_name.take() {
                 Some(n) => n,
@@ -369,7 +379,26 @@ impl TarIndex {
             .at_offset(pos)
             .with_path(storage.name())
         })?;
-        let offset = pos + BLOCK;
+        let mut offset = pos + BLOCK;
+        if typeflag == b'S' && block[482] != 0 {
+            // An old GNU sparse file whose map does not fit its header continues it in
+            // extension blocks (each flagging whether another follows) before the data.
+            let mut ext = [0u8; BLOCK as usize];
+            loop {
+                if offset.checked_add(BLOCK).is_none_or(|e| e > storage.len()) {
+                    return Err(corrupt(
+                        storage,
+                        pos,
+                        "a GNU sparse member's map runs past the end of the archive",
+                    ));
+                }
+                storage.read_exact_at(&mut ext, offset)?;
+                offset += BLOCK;
+                if ext[504] == 0 {
+                    break;
+                }
+            }
+        }
         let data_len = match kind {
             MemberKind::Directory | MemberKind::HardLink(_) => 0,
             _ => size,
@@ -664,6 +693,10 @@ fn parse_pax(bytes: &[u8], into: &mut Pax, max_value: u64) -> std::result::Resul
             b"path" => into.path = Some(text("path")?),
             b"linkpath" => into.linkpath = Some(text("linkpath")?),
             b"size" => into.size = Some(text("size")?),
+            b"GNU.sparse.name" => {
+                into.sparse_name = Some(text("GNU.sparse.name")?);
+                into.sparse = true;
+            }
             k if k.starts_with(b"GNU.sparse.") => into.sparse = true,
             _ => {}
         }
@@ -955,6 +988,15 @@ mod tests {
             TarIndex::read(Arc::new(Memory::new("t", z))).unwrap().end(),
             1024
         );
+        // The last member's padding cut off: its data is whole, the archive ends with it.
+        let mut p = bytes.clone();
+        p.truncate(512 + 5);
+        p[124..136].copy_from_slice(b"00000000005\0");
+        let mut h: [u8; 512] = p[..512].try_into().unwrap();
+        seal(&mut h);
+        p[..512].copy_from_slice(&h);
+        let idx = TarIndex::read(Arc::new(Memory::new("t", p))).unwrap();
+        assert_eq!((idx.members()[0].size, idx.end()), (5, 517));
         let mut g = bytes.clone();
         g.extend_from_slice(&[0u8; 1024]);
         g.extend_from_slice(b"garbage");
