@@ -12,7 +12,7 @@ use crate::gate::{Gate, Lookup, Role};
 use crate::host_file::HostFile;
 use crate::image::{Image, OpenOptions};
 use crate::ovf::{self, Compression, Descriptor, DiskFormat};
-use crate::package::{self, CertNote, GzipStorage, Manifest, TarIndex};
+use crate::package::{self, CertNote, Manifest, TarIndex};
 use crate::storage::Storage;
 use crate::vm::DiskSource;
 use std::path::{Path, PathBuf};
@@ -468,21 +468,16 @@ impl Package {
             .and_then(|d| d.capacity);
         let limit = capacity.map(|c| c.saturating_add(c / 8).saturating_add(64 << 20));
         match &self.index {
-            Some(index) => {
-                let stored: Arc<dyn Storage> = match file.chunk_size {
-                    Some(chunk) => Arc::new(package::chunked(index, &file.href, chunk)?),
-                    None => Arc::new(index.open(&file.href)?),
-                };
-                match compression {
-                    None => Ok(stored),
-                    Some(_) => Ok(Arc::new(GzipStorage::inflate(
-                        stored.as_ref(),
-                        limit,
-                        None,
-                        index.member_label(&file.href),
-                    )?)),
-                }
-            }
+            Some(index) => package::open_file(
+                index,
+                &package::FileRef {
+                    href: &file.href,
+                    chunk_size: file.chunk_size,
+                    compression,
+                    inflate_limit: limit,
+                },
+                None,
+            ),
             None => {
                 if file.chunk_size.is_some() || compression.is_some() {
                     return Err(Error::unsupported(format!(
