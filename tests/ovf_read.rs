@@ -1183,3 +1183,31 @@ fn the_default_configuration_is_read() {
         d.notes
     );
 }
+
+/// VirtualBox's own section says what its OVF items cannot: EFI firmware, a TPM, the OS type.
+#[test]
+fn virtualbox_machine_section_carries_more() {
+    let xml = format!(
+        r#"{HEAD}
+  <VirtualSystem ovf:id="vb" xmlns:vbox="http://www.virtualbox.org/ovf/machine"><Info/>
+    <OperatingSystemSection ovf:id="102"><Info/></OperatingSystemSection>
+    <VirtualHardwareSection><Info/>
+      <Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+    </VirtualHardwareSection>
+    <vbox:Machine ovf:required="false" version="1.19-linux" name="vb" OSType="Windows11_64">
+      <Hardware><Firmware type="EFI"/><TrustedPlatformModule type="v2_0"/></Hardware>
+    </vbox:Machine>
+  </VirtualSystem>
+</Envelope>"#
+    );
+    let d = ovf::parse(xml.as_bytes(), "vb.ovf").unwrap();
+    assert_eq!(d.dialect, ovf::Dialect::VirtualBox);
+    assert_eq!(d.vm.firmware, UEFI);
+    assert!(d.vm.tpm);
+    let os =
+        d.vm.guest_os
+            .os
+            .expect("Windows 11 from vbox:Machine OSType");
+    assert_eq!(os.libosinfo(), Some("win11"));
+    assert_eq!(d.vm.guest_os.cim_id, Some(102));
+}

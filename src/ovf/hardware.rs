@@ -578,8 +578,20 @@ impl Hardware<'_> {
         let firmware = hardware.and_then(|h| h.children.iter().find(|c| c.name == "Firmware"));
         if let Some(t) = firmware.and_then(|f| f.attr(Ns::None, "type"))
             && t.to_ascii_uppercase().starts_with("EFI")
+            && vm.firmware == Firmware::Bios
         {
             vm.firmware = Firmware::Uefi { secure_boot: false };
+        }
+        // VirtualBox 7 writes <TrustedPlatformModule type="v2_0"/> ("None" when absent).
+        let tpm = hardware.and_then(|h| {
+            h.children
+                .iter()
+                .find(|c| c.name == "TrustedPlatformModule")
+        });
+        if let Some(t) = tpm.and_then(|t| t.attr(Ns::None, "type"))
+            && !t.eq_ignore_ascii_case("none")
+        {
+            vm.tpm = true;
         }
     }
 }
