@@ -20,6 +20,8 @@ pub(super) struct Hardware<'a> {
     pub reader: &'a Reader<'a>,
     pub files: &'a [FileRef],
     pub disks: &'a [DiskRef],
+    /// Disk ids marked bootable (XenCenter's xenovf:isBootable), in DiskSection order.
+    pub bootable: &'a [String],
     pub configuration: Option<&'a str>,
 }
 
@@ -179,12 +181,18 @@ impl Hardware<'_> {
                 17 | 19 if item.resource_type == 17 || item.prop("HostResource").is_some() => {
                     let (controller, unit) = self.attachment(item, &controllers, &mut vm)?;
                     let (source, capacity) = self.disk_source(item)?;
+                    let boot_order = host_resource(item.prop("HostResource").unwrap_or(""))
+                        .and_then(|r| match r {
+                            HostResource::Disk(id) => self.bootable.iter().position(|b| b == id),
+                            HostResource::File(_) => None,
+                        })
+                        .map(|i| i as u32);
                     vm.disks.push(Disk {
                         source,
                         capacity_bytes: capacity,
                         controller,
                         unit,
-                        boot_order: None,
+                        boot_order,
                     });
                 }
                 15 | 16 => {
