@@ -119,6 +119,17 @@ impl Hardware<'_> {
                 "nvram" => vm.warn(format!(
                     "the VM's NVRAM file ('{value}') is not carried; UEFI variables start empty"
                 )),
+                // Settings a guest can depend on that the model has no place for.
+                "nestedHVEnabled"
+                | "flags.vbsEnabled"
+                | "flags.vvtdEnabled"
+                | "sevEnabled"
+                | "cpuHotAddEnabled"
+                | "memoryHotAddEnabled"
+                    if is_true(value) =>
+                {
+                    vm.warn(format!("VMware setting {key}=true is not carried"))
+                }
                 _ => {}
             }
         }
