@@ -1111,7 +1111,7 @@ fn hrefs_outside_the_package_are_refused() {
 
 #[test]
 fn size_and_depth_are_bounded() {
-    let big = vec![b' '; ovf::xml::MAX_SIZE + 1];
+    let big = vec![b' '; ovf::MAX_SIZE + 1];
     let e = ovf::parse(&big, "big.ovf").unwrap_err();
     assert!(e.to_string().contains("MiB"), "{e}");
     let deep = format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000));

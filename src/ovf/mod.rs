@@ -42,7 +42,9 @@
 //! ```
 
 mod hardware;
-pub mod xml;
+mod xml;
+
+pub use xml::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_ELEMENTS, MAX_SIZE};
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
@@ -262,7 +264,7 @@ pub struct Product {
 
 /// Parses an OVF descriptor. `name` names it in errors (a path, or `vm.ova:vm.ovf`).
 ///
-/// Errors: invalid XML, a DOCTYPE with entities, more than [`xml::MAX_SIZE`] bytes, an
+/// Errors: invalid XML, a DOCTYPE with entities, more than [`MAX_SIZE`] bytes, an
 /// envelope in an unknown namespace, references that do not resolve (a disk naming a missing
 /// file, a disk item naming a missing disk, a device naming a missing controller), numbers that
 /// are not numbers, capacities past [`MAX_CAPACITY`]; each as one error naming the descriptor
