@@ -24,7 +24,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rm -rf "$out"
-mkdir -p "$out"/{open_any,qcow_parse,qcow2_check,vhd_parse,vmdk_descriptor,vmdk_sparse}
+mkdir -p "$out"/{open_any,qcow_parse,qcow2_check,vhd_parse,vmdk_descriptor,vmdk_sparse,ovf_parse}
 out=$(cd "$out" && pwd)
 cd "$work"
 
@@ -189,8 +189,52 @@ if [ -n "$corpus" ]; then
     fi
 fi
 
+# ovf_parse's seeds: a small descriptor of our own, and with CORPUS every corpus OVF (plain,
+# and the .ovf member of each corpus OVA).
+cat >"$out/ovf_parse/small.ovf" <<'OVF'
+<?xml version="1.0"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+  xmlns:vmw="http://www.vmware.com/schema/ovf">
+  <References><File ovf:id="f1" ovf:href="d.vmdk" ovf:size="1024"/></References>
+  <DiskSection><Info/><Disk ovf:diskId="d1" ovf:fileRef="f1" ovf:capacity="2"
+    ovf:capacityAllocationUnits="byte * 2^30"
+    ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>
+  <VirtualSystem ovf:id="vm"><Info/><Name>vm</Name>
+    <OperatingSystemSection ovf:id="94" vmw:osType="ubuntu64Guest"><Info/></OperatingSystemSection>
+    <VirtualHardwareSection><Info/>
+      <Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+      <Item><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:VirtualQuantity>1024</rasd:VirtualQuantity></Item>
+      <Item><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceType>6</rasd:ResourceType><rasd:ResourceSubType>VirtualSCSI</rasd:ResourceSubType></Item>
+      <Item><rasd:InstanceID>4</rasd:InstanceID><rasd:ResourceType>17</rasd:ResourceType><rasd:HostResource>ovf:/disk/d1</rasd:HostResource><rasd:Parent>3</rasd:Parent><rasd:AddressOnParent>0</rasd:AddressOnParent></Item>
+      <Item><rasd:InstanceID>5</rasd:InstanceID><rasd:ResourceType>10</rasd:ResourceType><rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType><rasd:Connection>VM Network</rasd:Connection><rasd:Address>00:50:56:aa:bb:cc</rasd:Address></Item>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+OVF
+if [ -n "$corpus" ]; then
+    for f in "$corpus"/cot/*.ovf "$corpus"/virt-v2v-ovf/*.ovf "$corpus"/configs/ovf/*.ovf; do
+        [ -f "$f" ] && cp "$f" "$out/ovf_parse/corpus-$(basename "$(dirname "$f")")-$(basename "$f")"
+    done
+    for ova in "$corpus"/forklift-ova/*.ova "$corpus"/glance/*.ova; do
+        [ -f "$ova" ] || continue
+        python3 - "$ova" "$out/ovf_parse/corpus-$(basename "$ova").ovf" <<'PY' || true
+import sys, tarfile
+try:
+    with tarfile.open(sys.argv[1]) as t:
+        for m in t.getmembers():
+            if m.name.endswith(".ovf") and m.isfile():
+                open(sys.argv[2], "wb").write(t.extractfile(m).read())
+                break
+except tarfile.TarError:
+    pass
+PY
+    done
+fi
+
 # qcow2_check's seeds: qcow_parse's QCOW2 files.
 cp "$out"/qcow_parse/*.qcow2 "$out/qcow2_check/"
-for t in open_any qcow_parse qcow2_check vhd_parse vmdk_descriptor vmdk_sparse; do
+for t in open_any qcow_parse qcow2_check vhd_parse vmdk_descriptor vmdk_sparse ovf_parse; do
     echo "$t: $(ls "$out/$t" | wc -l) seeds, largest $(wc -c "$out/$t"/* | sort -n | tail -2 | head -1 | awk '{print $1}') bytes"
 done

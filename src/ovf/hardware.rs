@@ -20,6 +20,8 @@ pub(super) struct Hardware<'a> {
     pub reader: &'a Reader<'a>,
     pub files: &'a [FileRef],
     pub disks: &'a [DiskRef],
+    /// Disk ids marked bootable (XenCenter's xenovf:isBootable), in DiskSection order.
+    pub bootable: &'a [String],
     pub configuration: Option<&'a str>,
 }
 
@@ -117,6 +119,17 @@ impl Hardware<'_> {
                 "nvram" => vm.warn(format!(
                     "the VM's NVRAM file ('{value}') is not carried; UEFI variables start empty"
                 )),
+                // Settings a guest can depend on that the model has no place for.
+                "nestedHVEnabled"
+                | "flags.vbsEnabled"
+                | "flags.vvtdEnabled"
+                | "sevEnabled"
+                | "cpuHotAddEnabled"
+                | "memoryHotAddEnabled"
+                    if is_true(value) =>
+                {
+                    vm.warn(format!("VMware setting {key}=true is not carried"))
+                }
                 _ => {}
             }
         }
@@ -179,12 +192,18 @@ impl Hardware<'_> {
                 17 | 19 if item.resource_type == 17 || item.prop("HostResource").is_some() => {
                     let (controller, unit) = self.attachment(item, &controllers, &mut vm)?;
                     let (source, capacity) = self.disk_source(item)?;
+                    let boot_order = host_resource(item.prop("HostResource").unwrap_or(""))
+                        .and_then(|r| match r {
+                            HostResource::Disk(id) => self.bootable.iter().position(|b| b == id),
+                            HostResource::File(_) => None,
+                        })
+                        .map(|i| i as u32);
                     vm.disks.push(Disk {
                         source,
                         capacity_bytes: capacity,
                         controller,
                         unit,
-                        boot_order: None,
+                        boot_order,
                     });
                 }
                 15 | 16 => {
@@ -578,8 +597,20 @@ impl Hardware<'_> {
         let firmware = hardware.and_then(|h| h.children.iter().find(|c| c.name == "Firmware"));
         if let Some(t) = firmware.and_then(|f| f.attr(Ns::None, "type"))
             && t.to_ascii_uppercase().starts_with("EFI")
+            && vm.firmware == Firmware::Bios
         {
             vm.firmware = Firmware::Uefi { secure_boot: false };
+        }
+        // VirtualBox 7 writes <TrustedPlatformModule type="v2_0"/> ("None" when absent).
+        let tpm = hardware.and_then(|h| {
+            h.children
+                .iter()
+                .find(|c| c.name == "TrustedPlatformModule")
+        });
+        if let Some(t) = tpm.and_then(|t| t.attr(Ns::None, "type"))
+            && !t.eq_ignore_ascii_case("none")
+        {
+            vm.tpm = true;
         }
     }
 }

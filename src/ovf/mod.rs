@@ -44,6 +44,8 @@
 mod hardware;
 pub mod xml;
 
+pub use xml::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_ELEMENTS, MAX_SIZE};
+
 use crate::error::{Error, Result};
 use crate::vm::Vm;
 use serde::Serialize;
@@ -80,6 +82,23 @@ pub struct Descriptor {
     /// Facts about the package that are not the machine's (a EULA, properties, a startup
     /// order, other virtual systems of a collection), one sentence each.
     pub notes: Vec<String>,
+}
+
+impl Descriptor {
+    /// The file of References with `ovf:id` `id`.
+    pub fn file(&self, id: &str) -> Option<&FileRef> {
+        self.files.iter().find(|f| f.id == id)
+    }
+
+    /// The disk of DiskSection with `ovf:diskId` `id`.
+    pub fn disk(&self, id: &str) -> Option<&DiskRef> {
+        self.disks.iter().find(|d| d.disk_id == id)
+    }
+
+    /// The file holding a disk's content, None for a disk to create empty.
+    pub fn disk_file(&self, disk: &DiskRef) -> Option<&FileRef> {
+        disk.file_ref.as_deref().and_then(|id| self.file(id))
+    }
 }
 
 /// The OVF version of a descriptor.
@@ -245,7 +264,7 @@ pub struct Product {
 
 /// Parses an OVF descriptor. `name` names it in errors (a path, or `vm.ova:vm.ovf`).
 ///
-/// Errors: invalid XML, a DOCTYPE with entities, more than [`xml::MAX_SIZE`] bytes, an
+/// Errors: invalid XML, a DOCTYPE with entities, more than [`MAX_SIZE`] bytes, an
 /// envelope in an unknown namespace, references that do not resolve (a disk naming a missing
 /// file, a disk item naming a missing disk, a device naming a missing controller), numbers that
 /// are not numbers, capacities past [`MAX_CAPACITY`]; each as one error naming the descriptor
@@ -309,6 +328,7 @@ impl Reader<'_> {
 
         let mut disks = Vec::new();
         let mut disk_warnings = Vec::new();
+        let mut bootable = Vec::new();
         if let Some(ds) = section(root, "DiskSection") {
             for d in ds.children(Ns::Ovf, "Disk") {
                 let disk = self.disk(d, &files, &mut disk_warnings)?;
@@ -317,6 +337,10 @@ impl Reader<'_> {
                         d,
                         format!("DiskSection lists disk id '{}' twice", disk.disk_id),
                     ));
+                }
+                // XenCenter marks the boot disk on the Disk itself.
+                if d.attr(Ns::Xenovf, "isBootable").is_some_and(is_true) {
+                    bootable.push(disk.disk_id.clone());
                 }
                 disks.push(disk);
             }
@@ -401,6 +425,7 @@ impl Reader<'_> {
             reader: self,
             files: &files,
             disks: &disks,
+            bootable: &bootable,
             configuration: configuration.as_deref(),
         };
         // The disk warnings go first into the VM's warnings.

@@ -18,6 +18,10 @@ pub const MAX_SIZE: usize = 32 << 20;
 pub const MAX_DEPTH: usize = 64;
 /// The most elements accepted (a large vSphere export has a few thousand).
 pub const MAX_ELEMENTS: usize = 200_000;
+/// The most attributes on one element, and the most namespace bindings in scope (OVF writers
+/// use about 15): quick-xml checks attributes for duplicates and resolves prefixes by scanning,
+/// so both bound the cost per element.
+pub const MAX_ATTRIBUTES: usize = 256;
 
 /// The namespaces the OVF reader tells apart; everything else is [`Ns::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +163,9 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Element> {
     let bytes = bytes.strip_prefix(&[0xef, 0xbb, 0xbf]).unwrap_or(bytes);
     let mut reader = NsReader::from_reader(bytes);
     reader.config_mut().check_end_names = true;
+    reader
+        .resolver_mut()
+        .set_max_namespace_bindings(MAX_ATTRIBUTES);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
@@ -198,7 +205,14 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Element> {
                     .with_path(name));
                 }
                 let mut attrs = Vec::new();
-                for attr in start.attributes() {
+                for (i, attr) in start.attributes().enumerate() {
+                    if i >= MAX_ATTRIBUTES {
+                        return Err(Error::unsupported(format!(
+                            "an element of the OVF descriptor has more than {MAX_ATTRIBUTES} attributes"
+                        ))
+                        .at_offset(pos)
+                        .with_path(name));
+                    }
                     let attr = attr.map_err(|e| xml_err(e.into(), pos))?;
                     let (ans, local) = reader.resolver().resolve_attribute(attr.key);
                     if attr.key.as_namespace_binding().is_some() {
@@ -389,6 +403,19 @@ mod tests {
         assert!(parse(b"<a/><b/>", "two.ovf").is_err());
         let e = parse(b"<a>\n<OpenTag> does not match <<ClosingTag>>", "g.ovf").unwrap_err();
         assert!(e.to_string().contains("not an element name"), "{e}");
+    }
+
+    #[test]
+    fn bounds_attributes_and_bindings() {
+        let many: String = (0..MAX_ATTRIBUTES + 1)
+            .map(|i| format!(" a{i}=\"\""))
+            .collect();
+        let e = parse(format!("<x{many}/>").as_bytes(), "attrs.ovf").unwrap_err();
+        assert!(e.to_string().contains("attributes"), "{e}");
+        let ns: String = (0..MAX_ATTRIBUTES + 1)
+            .map(|i| format!(" xmlns:p{i}=\"urn:{i}\""))
+            .collect();
+        assert!(parse(format!("<x{ns}/>").as_bytes(), "ns.ovf").is_err());
     }
 
     #[test]

@@ -115,7 +115,8 @@ impl fmt::Display for Firmware {
 /// Virtual processors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Cpus {
-    /// The number of virtual CPUs (all sockets times cores).
+    /// The number of virtual CPUs (all sockets times cores); 0 when the source does not say
+    /// (with a warning).
     pub count: u32,
     /// Cores per socket, when the source sets a topology.
     pub cores_per_socket: Option<u32>,
