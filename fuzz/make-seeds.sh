@@ -24,7 +24,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rm -rf "$out"
-mkdir -p "$out"/{open_any,qcow_parse,qcow2_check,vhd_parse,vmdk_descriptor,vmdk_sparse,ovf_parse}
+mkdir -p "$out"/{open_any,qcow_parse,qcow2_check,vhd_parse,vmdk_descriptor,vmdk_sparse,ovf_parse,libvirt_domain}
 out=$(cd "$out" && pwd)
 cd "$work"
 
@@ -238,3 +238,10 @@ cp "$out"/qcow_parse/*.qcow2 "$out/qcow2_check/"
 for t in open_any qcow_parse qcow2_check vhd_parse vmdk_descriptor vmdk_sparse ovf_parse; do
     echo "$t: $(ls "$out/$t" | wc -l) seeds, largest $(wc -c "$out/$t"/* | sort -n | tail -2 | head -1 | awk '{print $1}') bytes"
 done
+
+# libvirt_domain's seeds: the corpus's libvirt domain XMLs, when CORPUS is given.
+if [ -n "${2:-}" ]; then
+  for f in "$2"/configs/libvirt/*.xml "$2"/configs/xen/*.xml "$2"/configs/libvirt-vmx2xml/*.xml; do
+    [ -f "$f" ] && cp "$f" "$out/libvirt_domain/$(basename "$f")"
+  done
+fi

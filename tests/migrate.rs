@@ -620,3 +620,106 @@ fn which(tool: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// Every libvirt domain in the corpus (libvirt's own test files, virt-install and
+/// virt-manager's, libvirt's vmx-to-xml and xl-to-xml outputs) reads as its XML says.
+#[test]
+fn corpus_libvirt_domains_read_as_written() {
+    let test = "corpus_libvirt_domains_read_as_written";
+    let Some(shared) = shared_dir(test) else {
+        return;
+    };
+    let c = shared.join("corpus/configs");
+    // (file, name, memory bytes, vCPUs, UEFI, disks with a file, NICs)
+    let expected: &[(&str, &str, u64, u32, bool, usize, usize)] = &[
+        (
+            "libvirt/libvirt-qemuxmlconf-disk-backing-chains-noindex.x86_64-latest.xml",
+            "QEMUGuest1",
+            219136 << 10,
+            1,
+            false,
+            2,
+            0,
+        ),
+        (
+            "libvirt/libvirt-qemuxmlconf-firmware-manual-efi.x86_64-latest.xml",
+            "guest",
+            1 << 30,
+            1,
+            true,
+            0,
+            0,
+        ),
+        (
+            "libvirt/virt-install-boot-uefi-secure-boot.xml",
+            "vm1",
+            65536 << 10,
+            1,
+            true,
+            0,
+            1,
+        ),
+        (
+            "libvirt/virt-manager-bootorder-in.xml",
+            "f30",
+            8294400 << 10,
+            5,
+            false,
+            1,
+            1,
+        ),
+        (
+            "xen/libvirt-xlconfig-test-fullvirt-ovmf.xml",
+            "XenGuest2",
+            592896 << 10,
+            1,
+            true,
+            2,
+            1,
+        ),
+        (
+            "libvirt-vmx2xml/esx-in-the-wild-16.xml",
+            "Auto-esx8.0-rhel9.4-efi-nvme-disk",
+            2 << 30,
+            1,
+            true,
+            1,
+            1,
+        ),
+        (
+            "libvirt-vmx2xml/esx-in-the-wild-14.xml",
+            "wild14",
+            32 << 30,
+            12,
+            false,
+            2,
+            1,
+        ),
+    ];
+    // virt-install's test output holds two domains (the install boot and the final one):
+    // not one domain, one clear error.
+    let two = std::fs::read(c.join("libvirt/virt-install-win11.xml")).unwrap();
+    let err = diskferry::migrate::libvirt::parse_domain(&two, "win11.xml").unwrap_err();
+    assert!(err.to_string().contains("after the root element"), "{err}");
+    let mut seen = Vec::new();
+    for &(file, name, memory, cpus, uefi, disks, nics) in expected {
+        let bytes = std::fs::read(c.join(file)).unwrap();
+        assert!(diskferry::migrate::libvirt::probe(&bytes), "{file}");
+        let d = diskferry::migrate::libvirt::parse_domain(&bytes, file)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        seen.push((
+            file,
+            d.vm.name.clone(),
+            d.vm.memory_bytes,
+            d.vm.cpus.count,
+            matches!(d.vm.firmware, diskferry::vm::Firmware::Uefi { .. }),
+            d.vm.disks.len(),
+            d.vm.nics.len(),
+        ));
+        assert_eq!(
+            seen.last().unwrap(),
+            &(file, name.to_string(), memory, cpus, uefi, disks, nics),
+            "{file}"
+        );
+    }
+}
