@@ -259,6 +259,30 @@ fn keep_owner_and_mode(file: &File, old: &std::fs::Metadata) -> std::io::Result<
 
 /// Opens an unnamed file in `dir`, or `None` where that cannot be done (a file system without
 /// `O_TMPFILE`, or no `/proc` to name it through at commit); the caller then uses a hidden name.
+/// A scratch file in `dir` that no name reaches and that vanishes with its last handle, even if
+/// the process is killed: `O_TMPFILE`, or on file systems without it a file removed at once.
+/// For data kept only while a command runs (a compressed qcow2's spool, an inflated gzip
+/// member, an OVA's disks before they go to a pipe).
+pub fn scratch_file(dir: &Path) -> Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    if let Ok(fd) = rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    ) {
+        return Ok(File::from(fd));
+    }
+    let path = dir.join(format!(".diskferry-scratch-{}", uuid::Uuid::new_v4()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io("cannot make a temporary file", e).with_path(&path))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(file)
+}
+
 fn create_unnamed(dir: &Path) -> Option<File> {
     if !Path::new("/proc/self/fd").is_dir() {
         return None;

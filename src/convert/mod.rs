@@ -313,20 +313,7 @@ pub fn convert(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Stats> {
     let registry = &options.source.registry;
-    let target_options =
-        parse_target_options(registry, options.target_format, &options.target_options)?;
-    check_sparse_size(options.sparse_size)?;
-    if options.compress {
-        registry.require(options.target_format, Capability::Compress)?;
-    }
-    if options.target_backing.is_some() {
-        registry.require(options.target_format, Capability::Backing)?;
-    }
-    let sparseness = if options.sparse_size == 0 {
-        Sparseness::Dense
-    } else {
-        Sparseness::Sparse
-    };
+    let (target_options, sparseness) = validate(options)?;
     let destination = Destination::resolve(dest, options.mode)?;
     let (image, stream) = if is_stdio(source) {
         if options.target_backing.is_some() {
@@ -418,23 +405,12 @@ pub fn convert_image(
     options: &ConvertOptions,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Stats> {
-    let registry = &options.source.registry;
-    let target_options =
-        parse_target_options(registry, options.target_format, &options.target_options)?;
-    check_sparse_size(options.sparse_size)?;
-    if options.compress {
-        registry.require(options.target_format, Capability::Compress)?;
-    }
     if options.target_backing.is_some() {
         return Err(Error::invalid(
             "internal error: convert_image makes no differencing images",
         ));
     }
-    let sparseness = if options.sparse_size == 0 {
-        Sparseness::Dense
-    } else {
-        Sparseness::Sparse
-    };
+    let (target_options, sparseness) = validate(options)?;
     let size = image.virtual_size();
     let spec = CreateSpec {
         size,
@@ -461,6 +437,26 @@ pub fn convert_image(
         on_event,
     )
     .map_err(|e| e.with_path(&name))
+}
+
+/// The target's `-o` options checked, and `-S`, `-c` and `-B` checked against the target.
+fn validate(options: &ConvertOptions) -> Result<(FormatOptions, Sparseness)> {
+    let registry = &options.source.registry;
+    let target_options =
+        parse_target_options(registry, options.target_format, &options.target_options)?;
+    check_sparse_size(options.sparse_size)?;
+    if options.compress {
+        registry.require(options.target_format, Capability::Compress)?;
+    }
+    if options.target_backing.is_some() {
+        registry.require(options.target_format, Capability::Backing)?;
+    }
+    let sparseness = if options.sparse_size == 0 {
+        Sparseness::Dense
+    } else {
+        Sparseness::Sparse
+    };
+    Ok((target_options, sparseness))
 }
 
 /// Runs the pipeline from `source` into `writer` and finishes the writer.

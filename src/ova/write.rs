@@ -21,7 +21,6 @@ use crate::sink::{
     Access, DigestAlgorithm, FileSink, HashingTee, Output, PipeSink, Sink, TarStream, member_header,
 };
 use crate::staging::Staging;
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -163,16 +162,25 @@ impl Sink for Region<'_> {
     }
 }
 
-/// Converts `disk` into `sink` through a hashing tee: (bytes written, digest, data bytes).
+/// Converts `disk` into `inner` from byte `base` on, through a hashing tee.
 fn convert_hashed(
     disk: &PackageDisk,
-    sink: Box<dyn Sink + '_>,
-    end: &Arc<Mutex<u64>>,
+    inner: &mut dyn Sink,
+    base: u64,
+    name: PathBuf,
     algorithm: DigestAlgorithm,
     progress: (u64, u64),
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<WrittenDisk> {
-    let (tee, digest) = HashingTee::new(sink, algorithm);
+    let end = Arc::new(Mutex::new(0));
+    let region = Region {
+        inner,
+        base,
+        name,
+        end: Arc::clone(&end),
+        written: 0,
+    };
+    let (tee, digest) = HashingTee::new(Box::new(region), algorithm);
     let (before, total) = progress;
     let stats = convert_image(
         &disk.image,
@@ -222,18 +230,12 @@ pub fn write_ova(
     let mut before = 0;
     for disk in &plan.disks {
         let base = header_at + BLOCK;
-        let end = Arc::new(Mutex::new(0));
-        let region = Region {
-            inner: sink.as_mut(),
-            base,
-            name: PathBuf::from(format!("{}:{}", dest.display(), disk.member)),
-            end: Arc::clone(&end),
-            written: 0,
-        };
+        let name = PathBuf::from(format!("{}:{}", dest.display(), disk.member));
         let w = convert_hashed(
             disk,
-            Box::new(region),
-            &end,
+            sink.as_mut(),
+            base,
+            name,
             plan.algorithm,
             (before, total),
             on_event,
@@ -299,36 +301,6 @@ fn total_size(plan: &PackagePlan<'_>) -> u64 {
     plan.disks.iter().map(|d| d.image.virtual_size()).sum()
 }
 
-/// An unnamed temporary file in the system's temporary folder: gone when closed, whatever
-/// happens to the process.
-fn unnamed_temporary() -> Result<File> {
-    let dir = std::env::temp_dir();
-    let fd = rustix::fs::open(
-        &dir,
-        rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::from_raw_mode(0o600),
-    );
-    match fd {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(_) => {
-            // File systems without O_TMPFILE: a named file removed at once.
-            let path = dir.join(format!(
-                ".diskferry-{}-{}",
-                std::process::id(),
-                uuid::Uuid::new_v4()
-            ));
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| Error::io("cannot create a temporary file", e).with_path(&path))?;
-            let _ = std::fs::remove_file(&path);
-            Ok(file)
-        }
-    }
-}
-
 /// To a pipe: every disk staged in an unnamed temporary file, then the tar streamed.
 fn write_to_stream(
     plan: &PackagePlan<'_>,
@@ -339,21 +311,14 @@ fn write_to_stream(
     let total = total_size(plan);
     let mut before = 0;
     for disk in &plan.disks {
-        let file = Arc::new(unnamed_temporary()?);
+        let file = Arc::new(crate::staging::scratch_file(&std::env::temp_dir())?);
         let name = PathBuf::from(format!("-:{}", disk.member));
         let mut inner = FileSink::new_file(Arc::clone(&file), &name, Durability::Unsafe);
-        let end = Arc::new(Mutex::new(0));
-        let region = Region {
-            inner: &mut inner,
-            base: 0,
-            name: name.clone(),
-            end: Arc::clone(&end),
-            written: 0,
-        };
         let w = convert_hashed(
             disk,
-            Box::new(region),
-            &end,
+            &mut inner,
+            0,
+            name,
             plan.algorithm,
             (before, total),
             on_event,

@@ -53,7 +53,7 @@ impl GzipStorage {
     ) -> Result<GzipStorage> {
         let name = name.into();
         let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
-        let file = unnamed_file(&dir)?;
+        let file = crate::staging::scratch_file(&dir)?;
         let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
             1 << 20,
             StorageReader {
@@ -133,27 +133,6 @@ impl Storage for GzipStorage {
     fn next_hole(&self, offset: u64) -> Result<u64> {
         self.file.next_hole(offset)
     }
-}
-
-/// A file in `dir` without a name (`O_TMPFILE`), or one whose name is removed at once.
-fn unnamed_file(dir: &Path) -> Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags};
-    if let Ok(fd) = rustix::fs::open(
-        dir,
-        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    ) {
-        return Ok(std::fs::File::from(fd));
-    }
-    let path = dir.join(format!(".diskferry-inflate-{}", uuid::Uuid::new_v4()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::io("cannot make a temporary file", e).with_path(&path))?;
-    let _ = std::fs::remove_file(&path);
-    Ok(file)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use crate::host_file::Durability;
 use crate::sink::{FileSink, Sink};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The temporary file and the stream it will be copied to.
@@ -21,7 +20,7 @@ impl<'a> Spool<'a> {
     /// A spool for `stream`, and the sink that writes into it.
     pub fn new(stream: Box<dyn Sink + 'a>) -> Result<(Spool<'a>, Box<dyn Sink + 'a>)> {
         let dir = std::env::temp_dir();
-        let file = Arc::new(unnamed_file(&dir)?);
+        let file = Arc::new(crate::staging::scratch_file(&dir)?);
         let sink = FileSink::new_file(Arc::clone(&file), stream.name(), Durability::Unsafe);
         Ok((Spool { file, stream }, Box::new(sink)))
     }
@@ -49,25 +48,4 @@ impl<'a> Spool<'a> {
             .map(|m| m.len())
             .map_err(|e| Error::io("cannot measure the temporary copy of the image", e))
     }
-}
-
-/// A file in `dir` without a name (`O_TMPFILE`), or one whose name is removed at once.
-fn unnamed_file(dir: &std::path::Path) -> Result<File> {
-    use rustix::fs::{Mode, OFlags};
-    if let Ok(fd) = rustix::fs::open(
-        dir,
-        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    ) {
-        return Ok(File::from(fd));
-    }
-    let path: PathBuf = dir.join(format!(".diskferry-spool-{}", uuid::Uuid::new_v4()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::io("cannot make a temporary file", e).with_path(&path))?;
-    let _ = std::fs::remove_file(&path);
-    Ok(file)
 }
