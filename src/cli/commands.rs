@@ -259,6 +259,20 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
     bar
 }
 
+/// Progress on the bar, warnings above it (unless quiet).
+fn show_event(bar: &ProgressBar, quiet: bool, event: convert::Event<'_>) {
+    match event {
+        convert::Event::Progress { done, total } => {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        convert::Event::Warning(w) if !quiet => {
+            bar.suspend(|| eprintln!("diskferry: warning: {}", printable(w)));
+        }
+        convert::Event::Warning(_) => {}
+    }
+}
+
 pub fn convert(args: ConvertArgs) -> Outcome {
     let target_format = Registry::builtin().find(&args.output_format)?;
     let target_options = args.options.join(",");
@@ -312,22 +326,9 @@ pub fn convert(args: ConvertArgs) -> Outcome {
     };
     let bar = progress_bar(args.progress && !args.quiet, 0);
     let quiet = args.quiet;
-    let result =
-        convert::convert(
-            &args.source,
-            &args.destination,
-            &options,
-            &mut |event| match event {
-                convert::Event::Progress { done, total } => {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                }
-                convert::Event::Warning(w) if !quiet => {
-                    bar.suspend(|| eprintln!("diskferry: warning: {}", printable(w)));
-                }
-                convert::Event::Warning(_) => {}
-            },
-        );
+    let result = convert::convert(&args.source, &args.destination, &options, &mut |event| {
+        show_event(&bar, quiet, event)
+    });
     bar.finish_and_clear();
     result?;
     Ok(0)
@@ -748,15 +749,8 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
     }
     let bar = progress_bar(args.progress && !args.quiet, 0);
     let quiet = args.quiet;
-    let result = migrate::migrate(&source, dest, target, &options, &mut |event| match event {
-        convert::Event::Progress { done, total } => {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
-        convert::Event::Warning(w) if !quiet => {
-            bar.suspend(|| eprintln!("diskferry: warning: {}", printable(w)));
-        }
-        convert::Event::Warning(_) => {}
+    let result = migrate::migrate(&source, dest, target, &options, &mut |event| {
+        show_event(&bar, quiet, event)
     });
     bar.finish_and_clear();
     let summary = result?;
