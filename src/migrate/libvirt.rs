@@ -438,8 +438,12 @@ pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
             let unit = dev
                 .get(2..)
                 .map(|l| {
+                    // A hostile name (`sdzzzzzzzz`) must not overflow: saturate.
                     l.bytes()
-                        .fold(0u32, |n, b| n * 26 + u32::from(b.saturating_sub(b'a')) + 1)
+                        .take_while(u8::is_ascii_lowercase)
+                        .fold(0u32, |n, b| {
+                            n.saturating_mul(26).saturating_add(u32::from(b - b'a') + 1)
+                        })
                         .saturating_sub(1)
                 })
                 .unwrap_or(0);
@@ -619,6 +623,13 @@ fn libosinfo_url(short: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hostile_target_name_does_not_overflow() {
+        let xml = b"<domain><name>x</name><devices><disk device='disk'><source file='a'/><target dev='sdzzzzzzzzzzzzzz' bus='sata'/></disk></devices></domain>";
+        let d = parse_domain(xml, "x.xml").unwrap();
+        assert_eq!(d.vm.disks[0].unit, u32::MAX - 1);
+    }
 
     #[test]
     fn drive_letters_go_on_past_z() {
