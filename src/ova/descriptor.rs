@@ -9,9 +9,10 @@
 //! - VirtualBox: `virtualbox-2.2` system type, memory in `MegaBytes`, SATA as ResourceType 20
 //!   `AHCI`, IDE `PIIX4`, its OS type in `vbox:OSType`, VMDK disks (the only disks it imports
 //!   from an OVF);
-//! - XenServer (XenCenter's import): `xen-3.0-unknown`, VHD disks as storage extents
-//!   (ResourceType 19) with their userdevice in `Connection`, the HVM boot settings XAPI wants
-//!   as `xenovf:VirtualSystemOtherConfigurationData`.
+//! - XenServer (XenCenter's import): `xen-3.0-unknown`, VHD disks as disk drives (ResourceType
+//!   17, which XenCenter's importer takes as it takes its own storage extents, 19) with their
+//!   device number in `Connection`, the HVM boot settings XAPI wants as
+//!   `xenovf:VirtualSystemOtherConfigurationData`.
 //!
 //! Sources: DSP0243 (OVF 1.1), DSP8023 (the RASD schema: child elements in alphabetical
 //! order), VirtualBox's ovfreader.cpp, XenCenter's OVF exports, ../shared/notes/packages.md.
@@ -426,12 +427,12 @@ pub fn descriptor(
             .set("InstanceID", instance)
             .set("Parent", parent);
         if dialect == Dialect::XenServer {
-            item = item
-                .set("Connection", format!("vmdisk{},device={}", i + 1, i))
-                .set("ResourceType", 19);
-        } else {
-            item = item.set("ResourceType", 17);
+            // XenCenter writes storage extents (19) but imports disk drives (17) alike; 17
+            // is what every other reader (virt-v2v, COT) looks for. The device number rides
+            // in Connection, as XenCenter reads it.
+            item = item.set("Connection", format!("vmdisk{},device={}", i + 1, i));
         }
+        item = item.set("ResourceType", 17);
         item.write(&mut x);
     }
     for (i, cd) in vm.cdroms.iter().enumerate() {
