@@ -517,6 +517,9 @@ pub fn compare(args: CompareArgs) -> Outcome {
     print_warnings(&b, args.quiet);
     let sizes_differ = a.virtual_size() != b.virtual_size();
     let verdict = compare_images(&a, &b, args.strict)?;
+    // A package member's digest, checked while it was compared.
+    a.finish_checks()?;
+    b.finish_checks()?;
     let mut text = String::new();
     if sizes_differ && !args.strict {
         text.push_str("Warning: Image size mismatch!\n");
