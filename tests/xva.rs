@@ -708,3 +708,65 @@ print(json.dumps({"name": vm["name_label"], "memory": int(vm["memory_static_max"
     sizes.sort();
     assert_eq!(serde_json::json!(sizes), py["sizes"]);
 }
+
+/// Xen Orchestra's own XVA writer (@xen-orchestra/xva from npm, pinned in tests/xo, run by
+/// tests/xo/write-xva.mjs with a stand-in for XAPI's connection) makes an XVA of two raw
+/// disks: XXH64 checksums, `Ref:00N` ids, zero chunks omitted, the last chunk padded to 1 MiB
+/// and the VDI's size rounded up to it. diskferry reads the VM and both disks bit-exact (each
+/// disk padded with zeros to the whole MiB Xen Orchestra declares).
+#[test]
+fn xen_orchestra_writes_an_xva_diskferry_reads() {
+    let test = "xen_orchestra_writes_an_xva_diskferry_reads";
+    let xo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xo");
+    if !xo.join("node_modules/@xen-orchestra/xva").is_dir() {
+        skip(
+            test,
+            "@xen-orchestra/xva is not installed (npm ci --prefix tests/xo, as .ci/run does)",
+        );
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a.raw");
+    make_raw(&a, 8 * MIB, &[(0, 2 * MIB + 300), (7 * MIB + 5, 1000)]);
+    let b = d.path().join("b.raw");
+    make_raw(&b, 3 * MIB + 5000, &[(MIB + 17, 100_000)]);
+    let xva = d.path().join("xo.xva");
+    let out = match Command::new("node")
+        .arg(xo.join("write-xva.mjs"))
+        .arg(&xva)
+        .arg("xo vm")
+        .arg("12:34:56:78:9A:BC")
+        .arg(&a)
+        .arg(&b)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            skip(test, &format!("cannot run node: {e}"));
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "Xen Orchestra's writer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(&["info", "--output", "json", s(&xva)])).unwrap();
+    assert_eq!(json["vm"]["name"], "xo vm");
+    assert_eq!(json["vm"]["cpus"]["count"], 2);
+    assert_eq!(json["vm"]["memory_bytes"], 512 * MIB);
+    assert_eq!(json["vm"]["nics"][0]["mac"], "12:34:56:78:9a:bc");
+    assert_eq!(json["vm"]["nics"][0]["network"], "LAN");
+    assert_eq!(json["disks"].as_array().unwrap().len(), 2);
+    for (i, src) in [&a, &b].into_iter().enumerate() {
+        let mut want = std::fs::read(src).unwrap();
+        want.resize(want.len().div_ceil(MIB as usize) * MIB as usize, 0);
+        let o = d.path().join(format!("xo{i}.raw"));
+        assert_eq!(
+            convert_disk(&xva, &i.to_string(), &o),
+            sha256(&want),
+            "disk {i}"
+        );
+    }
+}
