@@ -359,6 +359,11 @@ fn every_disk_converts_bit_exact_plain_gzip_and_zstd() {
         convert_disk(&plain, "Ref:5", &out),
         sha256(&disks[1].content)
     );
+    let out = d.path().join("by-userdevice.raw");
+    assert_eq!(
+        convert_disk(&plain, "userdevice=1", &out),
+        sha256(&disks[1].content)
+    );
     let out = d.path().join("by-dev.vhd");
     run_ok(&["convert", "-O", "vpc", "--disk", "xvda", s(&plain), s(&out)]);
     let back = d.path().join("back.raw");

@@ -398,6 +398,15 @@ impl Storage for ChunkedDisk {
         Ok(())
     }
 
+    fn prefetch(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len);
+        let first = self.chunks.partition_point(|c| c.offset + c.len <= offset);
+        let archive = self.index.storage();
+        for c in self.chunks[first..].iter().take_while(|c| c.offset < end) {
+            archive.prefetch(c.data, c.len);
+        }
+    }
+
     fn next_data(&self, offset: u64) -> Result<Option<u64>> {
         let r = self.runs.partition_point(|r| r.1 <= offset);
         Ok(self
@@ -417,5 +426,130 @@ impl Storage for ChunkedDisk {
 
     fn allocated_bytes(&self) -> u64 {
         self.stats.stored_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Memory;
+
+    fn xxh(data: &[u8]) -> Vec<u8> {
+        format!("{:016X}", xxhash_rust::xxh64::xxh64(data, 0)).into_bytes()
+    }
+
+    /// A tar of `members` and the chunk members' indices under `Ref:1`.
+    fn disk(members: &[(&str, Vec<u8>)], size: u64) -> Result<ChunkedDisk> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in members {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_path(name).unwrap();
+            h.set_cksum();
+            b.append(&h, data.as_slice()).unwrap();
+        }
+        let storage = Arc::new(Memory::new("t.xva", b.into_inner().unwrap()));
+        let index = Arc::new(TarIndex::read(storage).unwrap());
+        let ids: Vec<usize> = (0..index.members().len())
+            .filter(|&i| index.members()[i].name.starts_with("Ref:1/"))
+            .collect();
+        ChunkedDisk::new(index, "Ref:1", &ids, size, "t.xva:Ref:1")
+    }
+
+    #[test]
+    fn keep_alive_chunks_shift_numbers_not_offsets() {
+        let a = vec![1u8; CHUNK as usize];
+        let c = vec![3u8; 100];
+        // Chunk 0, an omitted chunk 1, a keep-alive numbered 2, then chunk 3 which XAPI
+        // places at 2 MiB (right after the gap), and a short last chunk 4 at 3 MiB.
+        let d = disk(
+            &[
+                ("Ref:1/00000000", a.clone()),
+                ("Ref:1/00000000.xxhash", xxh(&a)),
+                ("Ref:1/00000002", Vec::new()),
+                ("Ref:1/00000002.xxhash", xxh(&[])),
+                ("Ref:1/00000003", a.clone()),
+                ("Ref:1/00000003.checksum", hex_sha1(&a)),
+                ("Ref:1/00000004", c.clone()),
+                ("Ref:1/00000004.xxhash", xxh(&c)),
+            ],
+            3 * CHUNK + 100,
+        )
+        .unwrap();
+        assert_eq!(d.next_data(0).unwrap(), Some(0));
+        assert_eq!(d.next_hole(0).unwrap(), CHUNK);
+        assert_eq!(d.next_data(CHUNK).unwrap(), Some(2 * CHUNK));
+        assert_eq!(d.next_hole(2 * CHUNK).unwrap(), 3 * CHUNK + 100);
+        assert_eq!(d.next_hole(CHUNK + 5).unwrap(), CHUNK + 5);
+        let all = d.read_vec(0, d.len(), "all").unwrap();
+        assert!(all[..CHUNK as usize].iter().all(|&b| b == 1));
+        assert!(
+            all[CHUNK as usize..2 * CHUNK as usize]
+                .iter()
+                .all(|&b| b == 0)
+        );
+        assert!(
+            all[2 * CHUNK as usize..3 * CHUNK as usize]
+                .iter()
+                .all(|&b| b == 1)
+        );
+        assert!(all[3 * CHUNK as usize..].iter().all(|&b| b == 3));
+        // Reads that start inside a verified chunk, and across a boundary.
+        assert_eq!(d.read_vec(CHUNK - 2, 4, "x").unwrap(), vec![1, 1, 0, 0]);
+        let s = d.stats();
+        assert_eq!((s.chunks, s.empty_chunks, s.sha1, s.xxh64), (3, 1, 1, 3));
+        assert!(d.read_vec(d.len() - 1, 2, "past").is_err());
+    }
+
+    fn hex_sha1(data: &[u8]) -> Vec<u8> {
+        Checksum::Sha1([0; 20]).of(data).to_string().into_bytes()
+    }
+
+    #[test]
+    fn a_bad_chunk_fails_the_read_that_reaches_it() {
+        let a = vec![5u8; 4096];
+        let mut sum = xxh(&a);
+        sum[0] = if sum[0] == b'0' { b'1' } else { b'0' };
+        let d = disk(
+            &[
+                ("Ref:1/00000000", a.clone()),
+                ("Ref:1/00000000.xxhash", sum),
+            ],
+            4096,
+        )
+        .unwrap();
+        let err = d.read_vec(10, 10, "x").unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.xva: chunk 'Ref:1/00000000' fails its .xxhash check"),
+            "{err}"
+        );
+        // The lowercase spelling of an XXH64 is accepted, as the same number.
+        let lower = String::from_utf8(xxh(&a))
+            .unwrap()
+            .to_lowercase()
+            .into_bytes();
+        let d = disk(
+            &[
+                ("Ref:1/00000000", a.clone()),
+                ("Ref:1/00000000.xxhash", lower),
+            ],
+            4096,
+        )
+        .unwrap();
+        assert_eq!(d.read_vec(0, 4096, "all").unwrap(), a);
+        // A keep-alive with a wrong checksum is caught on opening.
+        let err = disk(
+            &[
+                ("Ref:1/00000000", Vec::new()),
+                ("Ref:1/00000000.xxhash", b"0000000000000000".to_vec()),
+                ("Ref:1/00000001", a.clone()),
+                ("Ref:1/00000001.xxhash", xxh(&a)),
+            ],
+            4096,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("'Ref:1/00000000' fails"), "{err}");
     }
 }

@@ -275,9 +275,9 @@ impl XvaPackage {
             .collect()
     }
 
-    /// The disk `which` selects: its index (`0`, `1` ...), its VDI id (`Ref:3`), its device
-    /// (`xvdb`) or its VDI's name; `None` when the package holds exactly one. An error lists
-    /// the disks.
+    /// The disk `which` selects: its index (`0`, `1` ...), its VBD's userdevice
+    /// (`userdevice=1`), its VDI id (`Ref:3`), its device (`xvdb`) or its VDI's name; `None`
+    /// when the package holds exactly one. An error lists the disks.
     pub fn select(&self, which: Option<&str>) -> Result<DiskEntry> {
         let disks = self.disks();
         let list = || {
@@ -312,6 +312,10 @@ impl XvaPackage {
             Some(w) => disks
                 .iter()
                 .find(|d| w.parse::<usize>().ok() == Some(d.index))
+                .or_else(|| {
+                    let ud = w.strip_prefix("userdevice=")?.parse::<u32>().ok()?;
+                    disks.iter().find(|d| d.disk.userdevice == ud)
+                })
                 .or_else(|| {
                     disks.iter().find(|d| {
                         d.disk.vdi == w
