@@ -325,9 +325,18 @@ impl ChunkedDisk {
         if self.verified[c].load(Ordering::Acquire) {
             return archive.read_exact_at(buf, chunk.data + local);
         }
-        let mut whole = vec![0u8; chunk.len as usize];
-        archive.read_exact_at(&mut whole, chunk.data)?;
-        let got = chunk.sum.of(&whole);
+        // A read of the whole chunk (the engine's aligned reads are) is hashed in place;
+        // anything else reads the chunk once into a buffer of its own.
+        let whole_read = local == 0 && buf.len() as u64 == chunk.len;
+        let mut own = Vec::new();
+        let whole: &mut [u8] = if whole_read {
+            &mut *buf
+        } else {
+            own.resize(chunk.len as usize, 0);
+            &mut own
+        };
+        archive.read_exact_at(whole, chunk.data)?;
+        let got = chunk.sum.of(whole);
         if got != chunk.sum {
             return Err(mismatch(
                 archive.name(),
@@ -337,7 +346,9 @@ impl ChunkedDisk {
             ));
         }
         self.verified[c].store(true, Ordering::Release);
-        buf.copy_from_slice(&whole[local as usize..local as usize + buf.len()]);
+        if !whole_read {
+            buf.copy_from_slice(&own[local as usize..local as usize + buf.len()]);
+        }
         Ok(())
     }
 }

@@ -393,6 +393,14 @@ impl XvaPackage {
             disks.push(info);
         }
         let mut notes = self.notes.clone();
+        for (i, d) in self.description.disks.iter().enumerate() {
+            if !disks.iter().any(|x| x.index == i) {
+                notes.push(format!(
+                    "disk {i} ({}, {} bytes) has no chunks in the export (a metadata-only export?)",
+                    d.vdi, d.virtual_size
+                ));
+            }
+        }
         notes.push(format!(
             "chunk checksums: {sha1} SHA-1 (.checksum), {xxh} XXH64 (.xxhash){}; verified when read",
             if empty > 0 {
