@@ -724,6 +724,27 @@ mod tests {
         );
     }
 
+    /// XAPI's own ova.xml is indented, with empty values written `<value />` and empty
+    /// arrays and structs `<data />` and `<struct />`.
+    #[test]
+    fn indented_xml_and_empty_elements_read_the_same() {
+        let compact = parse(sample().as_bytes(), "ova.xml").unwrap();
+        let pretty = sample()
+            .replace("><", ">\n\t\t<")
+            .replace(
+                "<member><name>name_label</name>",
+                "<member><name>PV_args</name><value /></member>\
+                 <member><name>VGPUs</name><value><array><data /></array></value></member>\
+                 <member><name>other_config</name><value><struct /></value></member>\
+                 <member><name>HVM_shadow_multiplier</name><value><double>1</double></value></member>\
+                 <member><name>name_label</name>",
+            );
+        let pretty = parse(pretty.as_bytes(), "ova.xml").unwrap();
+        assert_eq!(pretty.vm, compact.vm);
+        assert_eq!(pretty.disks, compact.disks);
+        assert_eq!(pretty.version, compact.version);
+    }
+
     #[test]
     fn malformed_descriptions_are_one_clear_error() {
         for (xml, says) in [
