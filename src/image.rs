@@ -326,9 +326,14 @@ impl Image {
     ///
     /// A package (an OVA, or an OVF descriptor) opens the disk `options.package_disk` names,
     /// read in place; its manifest digest is checked while it is read (see
-    /// [`Image::finish_checks`]).
+    /// [`Image::finish_checks`]). An XVA's disk is assembled from its chunks, each verified
+    /// against its checksum when first read.
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Image> {
         let file = HostFile::open(path)?;
+        // An XVA is a tar too: it is told apart (by ova.xml first) before the OVA probe.
+        if options.format.is_none() && crate::xva::probe(&file).is_some() {
+            return crate::xva::open_image(path, options.package_disk.as_deref(), options);
+        }
         if options.format.is_none() && crate::ova::open::probe(&file).is_some() {
             return crate::ova::open::open_image(path, options.package_disk.as_deref(), options);
         }

@@ -112,6 +112,7 @@ pub mod stream;
 pub mod vm;
 pub(crate) mod winpath;
 pub mod writer;
+pub mod xva;
 
 pub use error::{Error, ErrorKind, Result};
 pub use format::{Capability, Driver, Format};

@@ -82,17 +82,22 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 
 fn package_info_human(i: &diskferry::ova::open::PackageInfo) -> String {
     let vm = &i.vm;
-    let mut t = format!(
-        "package: {}\nformat: {} (OVF {}, {} dialect{})\n",
-        i.filename,
-        i.format,
-        i.ovf_version,
-        i.dialect,
-        i.system_type
-            .as_deref()
-            .map(|s| format!(", {s}"))
-            .unwrap_or_default()
-    );
+    let system = i
+        .system_type
+        .as_deref()
+        .map(|s| format!(", {s}"))
+        .unwrap_or_default();
+    let mut t = if i.format == "xva" {
+        format!(
+            "package: {}\nformat: xva (export version {}, from {}{system})\n",
+            i.filename, i.ovf_version, i.dialect
+        )
+    } else {
+        format!(
+            "package: {}\nformat: {} (OVF {}, {} dialect{system})\n",
+            i.filename, i.format, i.ovf_version, i.dialect
+        )
+    };
     t.push_str(&format!("name: {}\n", vm.name));
     if let Some(os) = vm.guest_os.os {
         t.push_str(&format!("guest OS: {os}\n"));
@@ -167,6 +172,7 @@ fn package_info_human(i: &diskferry::ova::open::PackageInfo) -> String {
                 "; disks verified when read"
             }
         )),
+        None if i.format == "xva" => {}
         None => t.push_str("manifest: none (nothing to verify the files against)\n"),
     }
     if let Some(c) = &i.certificate {
@@ -182,6 +188,20 @@ fn package_info_human(i: &diskferry::ova::open::PackageInfo) -> String {
 }
 
 pub fn info(args: InfoArgs) -> Outcome {
+    if args.format.is_none()
+        && args.gate.disk.is_none()
+        && HostFile::open(&args.image)
+            .ok()
+            .and_then(|f| diskferry::xva::probe(&f))
+            .is_some()
+    {
+        let info = diskferry::xva::XvaPackage::open(&args.image)?.info();
+        emit(&match args.output {
+            OutputFormat::Json => to_json(&info),
+            OutputFormat::Human => printable_lines(&package_info_human(&info)),
+        })?;
+        return Ok(0);
+    }
     if args.format.is_none()
         && HostFile::open(&args.image)
             .ok()
@@ -702,11 +722,17 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
         disk_bus: args.disk_bus.clone(),
         nics: args.nic.clone(),
     };
-    let is_package = sources.len() == 1
+    let is_xva = sources.len() == 1
         && HostFile::open(&sources[0])
             .ok()
-            .and_then(|f| diskferry::ova::open::probe(&f))
+            .and_then(|f| diskferry::xva::probe(&f))
             .is_some();
+    let is_package = is_xva
+        || sources.len() == 1
+            && HostFile::open(&sources[0])
+                .ok()
+                .and_then(|f| diskferry::ova::open::probe(&f))
+                .is_some();
     let is_domain = sources.len() == 1
         && std::fs::File::open(&sources[0])
             .and_then(|f| {
@@ -728,7 +754,9 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
                 "the source describes its VM: --name, --cpus, --memory, --firmware, --os, --disk-bus and --nic apply to bare disk images",
             ));
         }
-        if is_package {
+        if is_xva {
+            Source::from_xva(&sources[0], &open)?
+        } else if is_package {
             Source::from_package(&sources[0], &open)?
         } else {
             Source::from_libvirt(&sources[0], &open)?

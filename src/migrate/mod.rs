@@ -142,6 +142,31 @@ impl Source {
         Ok(Source { vm, disks })
     }
 
+    /// The VM an XVA (XenServer, XCP-ng, Xen Orchestra export) describes, with its disks
+    /// assembled in place from their chunks (each chunk verified when read). A disk without
+    /// content in the export is left out with a warning.
+    pub fn from_xva(path: &Path, options: &OpenOptions) -> Result<Source> {
+        let package = crate::xva::XvaPackage::open(path)?;
+        let mut vm = package.vm().clone();
+        let entries = package.disks();
+        let mut disks = Vec::new();
+        let mut kept = Vec::new();
+        for (i, disk) in vm.disks.iter().enumerate() {
+            match entries.iter().find(|e| e.index == i) {
+                Some(entry) => {
+                    disks.push(Arc::new(package.open_disk(entry, options)?));
+                    kept.push(disk.clone());
+                }
+                None => vm.warnings.push(format!(
+                    "disk {} has no content in the export (a metadata-only export?): not carried",
+                    i + 1
+                )),
+            }
+        }
+        vm.disks = kept;
+        Ok(Source { vm, disks })
+    }
+
     /// The VM an OVA or OVF describes, with its disks opened in place (each checked against
     /// the manifest while it is read). A disk the descriptor declares without content (a
     /// template's empty disk) is left out with a warning.

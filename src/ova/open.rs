@@ -95,13 +95,13 @@ enum Verification {
 pub struct PackageInfo {
     /// The package's path.
     pub filename: String,
-    /// `ova` or `ovf`.
+    /// `ova`, `ovf` or `xva`.
     pub format: &'static str,
-    /// The OVF version.
+    /// The OVF version (for an XVA, its `export_vsn`).
     pub ovf_version: String,
-    /// The producer's dialect.
+    /// The producer's dialect (for an XVA, the exporting product and version).
     pub dialect: String,
-    /// The virtual hardware family, when given.
+    /// The virtual hardware family, when given (for an XVA, the exporter's xapi version).
     pub system_type: Option<String>,
     /// The deployment configuration read, when there are several.
     pub configuration: Option<String>,

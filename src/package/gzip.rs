@@ -1,6 +1,7 @@
-//! Gzip-compressed package files (`ovf:compression="gzip"`), made readable at any offset.
+//! Gzip-compressed package files (`ovf:compression="gzip"`), and gzip- or zstd-compressed
+//! whole packages (an XVA), made readable at any offset.
 //!
-//! Gzip has no index, so random access means inflating from the start. The member is inflated
+//! Neither gzip nor zstd streams as producers write them have an index, so random access means inflating from the start. The member is inflated
 //! once, when opened, into an unnamed temporary file (`O_TMPFILE` in the temporary folder, or a
 //! file whose name is removed at once where the file system cannot do that): it costs disk
 //! space, not memory, however large the disk, and nothing is left behind when the process
@@ -17,7 +18,58 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// The inflated bytes of a gzip-compressed storage, held in an unnamed temporary file.
+/// A compression [`GzipStorage::inflate_with`] undoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// gzip (one member, or several concatenated).
+    Gzip,
+    /// zstd (one frame, or several concatenated).
+    Zstd,
+}
+
+impl Codec {
+    /// The codec whose magic number `head` starts with, if any.
+    pub fn sniff(head: &[u8]) -> Option<Codec> {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Some(Codec::Gzip)
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Codec::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// A decoder of `compressed` from its start, as a stream.
+    pub fn decoder<'a>(self, compressed: &'a dyn Storage) -> Result<Box<dyn Read + 'a>> {
+        let reader = std::io::BufReader::with_capacity(
+            1 << 20,
+            StorageReader {
+                storage: compressed,
+                pos: 0,
+            },
+        );
+        Ok(match self {
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+            Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(
+                |e| {
+                    Error::corrupt(format!("the zstd stream cannot be read: {e}"))
+                        .with_path(compressed.name())
+                },
+            )?),
+        })
+    }
+}
+
+/// The inflated bytes of a gzip- (or zstd-) compressed storage, held in an unnamed temporary
+/// file.
 #[derive(Debug)]
 pub struct GzipStorage {
     file: HostFile,
@@ -51,16 +103,21 @@ impl GzipStorage {
         dir: Option<&Path>,
         name: impl Into<PathBuf>,
     ) -> Result<GzipStorage> {
+        GzipStorage::inflate_with(Codec::Gzip, compressed, limit, dir, name)
+    }
+
+    /// Like [`GzipStorage::inflate`], for a stream compressed with `codec`.
+    pub fn inflate_with(
+        codec: Codec,
+        compressed: &dyn Storage,
+        limit: Option<u64>,
+        dir: Option<&Path>,
+        name: impl Into<PathBuf>,
+    ) -> Result<GzipStorage> {
         let name = name.into();
         let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
         let file = crate::staging::scratch_file(&dir)?;
-        let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
-            1 << 20,
-            StorageReader {
-                storage: compressed,
-                pos: 0,
-            },
-        ));
+        let mut decoder = codec.decoder(compressed)?;
         const BUF: usize = 1 << 20;
         let mut buf = vec![0u8; BUF];
         let mut total = 0u64;
@@ -69,7 +126,8 @@ impl GzipStorage {
             while filled < BUF {
                 let n = decoder.read(&mut buf[filled..]).map_err(|e| {
                     Error::corrupt(format!(
-                        "the gzip stream is corrupt after {} inflated bytes: {e}",
+                        "the {} stream is corrupt after {} inflated bytes: {e}",
+                        codec.name(),
                         total + filled as u64
                     ))
                     .with_path(compressed.name())
@@ -86,7 +144,8 @@ impl GzipStorage {
                 && total + filled as u64 > limit
             {
                 return Err(Error::corrupt(format!(
-                    "the gzip stream inflates to more than the {limit} bytes the package declares"
+                    "the {} stream inflates to more than the {limit} bytes the package declares",
+                    codec.name()
                 ))
                 .with_path(compressed.name()));
             }
@@ -175,5 +234,26 @@ mod tests {
         let err = GzipStorage::inflate(&Memory::new("n.gz", b"not gzip".to_vec()), None, None, "x")
             .unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn zstd_inflates_too() {
+        let mut data = vec![0u8; 2 << 20];
+        data[100] = 3;
+        let z = zstd::bulk::compress(&data, 3).unwrap();
+        assert_eq!(Codec::sniff(&z), Some(Codec::Zstd));
+        assert_eq!(Codec::sniff(&gz(b"x")), Some(Codec::Gzip));
+        let src = Memory::new("vm.xva.zst", z.clone());
+        let s = GzipStorage::inflate_with(Codec::Zstd, &src, None, None, "vm.xva").unwrap();
+        assert_eq!(s.read_vec(0, 2 << 20, "all").unwrap(), data);
+        let err = GzipStorage::inflate_with(
+            Codec::Zstd,
+            &Memory::new("c.zst", z[..z.len() / 2].to_vec()),
+            None,
+            None,
+            "x",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("zstd stream is corrupt"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ pub mod gzip;
 pub mod manifest;
 pub mod tar_index;
 
-pub use gzip::GzipStorage;
+pub use gzip::{Codec, GzipStorage};
 pub use manifest::{Algorithm, CertNote, Entry, Manifest};
 pub use tar_index::{Limits, Member, MemberKind, TarIndex};
 

@@ -1,0 +1,60 @@
+//! Any bytes as an XVA in memory: a tar whose ova.xml is parsed into the VM model and whose
+//! disks are assembled from their chunks. Opening fails cleanly or gives disks whose stored
+//! runs lie inside the disk; every disk is then read (bounded: its stored runs, and the whole
+//! disk when small), each chunk's checksum verified on the way, and `info` is computed.
+//! Input that begins with `<` is also parsed as ova.xml alone.
+#![no_main]
+
+use diskferry::storage::{Memory, Storage};
+use diskferry::xva::{self, Compression, XvaPackage};
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+use std::sync::Arc;
+
+fuzz_target!(|data: &[u8]| {
+    if data.starts_with(b"<") {
+        if let Ok(d) = xva::ova_xml::parse(data, "fuzz.xml") {
+            assert_eq!(d.vm.disks.len(), d.disks.len());
+        }
+        return;
+    }
+    let storage: Arc<dyn Storage> = Arc::new(Memory::new("fuzz.xva", data.to_vec()));
+    let _ = xva::probe(storage.as_ref());
+    let Ok(package) = XvaPackage::from_storage(Path::new("fuzz.xva"), Compression::None, storage)
+    else {
+        return;
+    };
+    let _ = package.info();
+    let _ = package.select(Some("0"));
+    for entry in package.disks() {
+        let Ok(disk) = package.disk_storage(&entry) else {
+            continue;
+        };
+        assert_eq!(disk.len(), entry.disk.virtual_size);
+        // The stored runs, at most 64 of them and 4 MiB in all.
+        let mut at = 0u64;
+        let mut budget = 4u64 << 20;
+        for _ in 0..64 {
+            let Some(d) = disk.next_data(at).unwrap() else {
+                break;
+            };
+            assert!(d >= at && d < disk.len());
+            let hole = disk.next_hole(d).unwrap();
+            assert!(hole > d && hole <= disk.len());
+            let n = (hole - d).min(budget);
+            let mut buf = vec![0u8; n as usize];
+            let _ = disk.read_exact_at(&mut buf, d);
+            budget -= n;
+            at = hole;
+            if budget == 0 {
+                break;
+            }
+        }
+        if disk.len() <= 4 << 20 {
+            let mut all = vec![0u8; disk.len() as usize];
+            let _ = disk.read_exact_at(&mut all, 0);
+        }
+        let mut past = [0u8; 1];
+        assert!(disk.read_exact_at(&mut past, disk.len()).is_err());
+    }
+});
