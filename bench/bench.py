@@ -182,16 +182,6 @@ OUTPUT_FORMAT = {
     "raw-to-qcow2-zstd-vs-W": ("qcow2", "qcow2"),
     "qcow2-to-raw": ("raw", "raw"),
     "qcow2-c-to-raw": ("raw", "raw"),
-    "raw-to-vdi": (
-        "realistic.raw",
-        ["convert", "-O", "vdi", "{src}", "{dst}"],
-        ["convert", "-O", "vdi", "{src}", "{dst}"],
-    ),
-    "vdi-to-raw": (
-        "realistic.vdi",
-        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
-        ["convert", "-f", "vdi", "-O", "raw", "{src}", "{dst}"],
-    ),
     "raw-to-vdi": ("vdi", "vdi"),
     "vdi-to-raw": ("raw", "raw"),
     "raw-to-vhdx": ("vhdx", "vhdx"),
