@@ -188,6 +188,7 @@ OUTPUT_FORMAT = {
     # Packages: the disks inside are checked by tests/migrate.rs, not here.
     "ova-export": None,
     "ova-disk-to-raw": ("raw", "raw"),
+    "xva-disk-to-raw": ("raw", "raw"),
     "vhdx-to-raw": ("raw", "raw"),
     "sparse-1t-qcow2-to-raw": ("raw", "raw"),
     "sparse-1t-qcow2-to-vhd": ("vpc", "vpc"),
