@@ -188,34 +188,25 @@ fn package_info_human(i: &diskferry::ova::open::PackageInfo) -> String {
 }
 
 pub fn info(args: InfoArgs) -> Outcome {
-    if args.format.is_none()
-        && args.gate.disk.is_none()
-        && HostFile::open(&args.image)
-            .ok()
-            .and_then(|f| diskferry::xva::probe(&f))
-            .is_some()
-    {
-        let info = diskferry::xva::XvaPackage::open(&args.image)?.info();
+    use diskferry::migrate::{SourceKind, source_kind};
+    let kind = if args.format.is_none() && args.gate.disk.is_none() {
+        source_kind(&args.image)?
+    } else {
+        SourceKind::Disk
+    };
+    let package = match kind {
+        SourceKind::Xva => Some(diskferry::xva::XvaPackage::open(&args.image)?.info()),
+        SourceKind::Package => Some(
+            diskferry::ova::open::Package::open(&args.image)?
+                .info(&open_options(&args.gate, None))?,
+        ),
+        SourceKind::Libvirt | SourceKind::Disk => None,
+    };
+    if let Some(info) = package {
         emit(&match args.output {
             OutputFormat::Json => to_json(&info),
             OutputFormat::Human => printable_lines(&package_info_human(&info)),
         })?;
-        return Ok(0);
-    }
-    if args.format.is_none()
-        && HostFile::open(&args.image)
-            .ok()
-            .and_then(|f| diskferry::ova::open::probe(&f))
-            .is_some()
-        && args.gate.disk.is_none()
-    {
-        let package = diskferry::ova::open::Package::open(&args.image)?;
-        let info = package.info(&open_options(&args.gate, None))?;
-        let text = match args.output {
-            OutputFormat::Json => to_json(&info),
-            OutputFormat::Human => printable_lines(&package_info_human(&info)),
-        };
-        emit(&text)?;
         return Ok(0);
     }
     let format = parse_format(args.format.as_deref())?;
@@ -722,48 +713,7 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
         disk_bus: args.disk_bus.clone(),
         nics: args.nic.clone(),
     };
-    let is_xva = sources.len() == 1
-        && HostFile::open(&sources[0])
-            .ok()
-            .and_then(|f| diskferry::xva::probe(&f))
-            .is_some();
-    let is_package = is_xva
-        || sources.len() == 1
-            && HostFile::open(&sources[0])
-                .ok()
-                .and_then(|f| diskferry::ova::open::probe(&f))
-                .is_some();
-    let is_domain = sources.len() == 1
-        && std::fs::File::open(&sources[0])
-            .and_then(|f| {
-                use std::io::Read;
-                let mut head = Vec::new();
-                f.take(4096).read_to_end(&mut head).map(|_| head)
-            })
-            .is_ok_and(|head| diskferry::migrate::libvirt::probe(&head));
-    let source = if is_package || is_domain {
-        let described = args.name.is_some()
-            || args.cpus.is_some()
-            || args.memory.is_some()
-            || args.firmware.is_some()
-            || args.guest_os.is_some()
-            || args.disk_bus.is_some()
-            || !args.nic.is_empty();
-        if described {
-            return Err(Error::invalid(
-                "the source describes its VM: --name, --cpus, --memory, --firmware, --os, --disk-bus and --nic apply to bare disk images",
-            ));
-        }
-        if is_xva {
-            Source::from_xva(&sources[0], &open)?
-        } else if is_package {
-            Source::from_package(&sources[0], &open)?
-        } else {
-            Source::from_libvirt(&sources[0], &open)?
-        }
-    } else {
-        Source::from_disks(sources, &description, &open)?
-    };
+    let source = Source::open(sources, &description, &open)?;
     let options = MigrateOptions {
         disk_format: parse_format(args.output_format.as_deref())?,
         disk_options: args.options.join(","),

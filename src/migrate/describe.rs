@@ -32,6 +32,30 @@ pub struct Description {
     pub nics: Vec<String>,
 }
 
+impl Description {
+    /// True when nothing is said (every value takes its default).
+    pub fn is_empty(&self) -> bool {
+        let Description {
+            name,
+            cpus,
+            cores_per_socket,
+            memory_bytes,
+            firmware,
+            guest_os,
+            disk_bus,
+            nics,
+        } = self;
+        name.is_none()
+            && cpus.is_none()
+            && cores_per_socket.is_none()
+            && memory_bytes.is_none()
+            && firmware.is_none()
+            && guest_os.is_none()
+            && disk_bus.is_none()
+            && nics.is_empty()
+    }
+}
+
 /// Parses a firmware name.
 pub fn parse_firmware(name: &str) -> Result<Firmware> {
     match name.to_ascii_lowercase().as_str() {

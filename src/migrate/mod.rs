@@ -36,7 +36,7 @@ use crate::ova::write::{PackageDisk, PackagePlan, WrittenDisk, write_ova};
 use crate::registry::Registry;
 use crate::sink::{DigestAlgorithm, FileSink, Output};
 use crate::staging::StagedFolder;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageExt};
 use crate::vm::{ControllerKind, ScsiModel, Vm};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -110,7 +110,63 @@ pub struct Source {
     pub disks: Vec<Arc<Image>>,
 }
 
+/// What a file given as a VM's source is, by its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// An XVA (plain, gzip or zstd).
+    Xva,
+    /// An OVA or an OVF descriptor.
+    Package,
+    /// A libvirt domain XML.
+    Libvirt,
+    /// A disk image (described on the command line).
+    Disk,
+}
+
+/// What `path` holds, for `info` and `migrate` to choose how to read it. The XVA probe comes
+/// first: an XVA is a tar too.
+pub fn source_kind(path: &Path) -> Result<SourceKind> {
+    let file = HostFile::open(path)?;
+    if crate::xva::probe(&file).is_some() {
+        return Ok(SourceKind::Xva);
+    }
+    if crate::ova::open::probe(&file).is_some() {
+        return Ok(SourceKind::Package);
+    }
+    let mut head = [0u8; 4096];
+    let n = file.read_at_most(&mut head, 0)?;
+    if libvirt::probe(&head[..n]) {
+        return Ok(SourceKind::Libvirt);
+    }
+    Ok(SourceKind::Disk)
+}
+
 impl Source {
+    /// The VM at `paths`: one XVA, OVA, OVF or libvirt domain (which describes its VM, so
+    /// `description` must say nothing), or disk images described by `description`.
+    pub fn open(
+        paths: &[PathBuf],
+        description: &Description,
+        options: &OpenOptions,
+    ) -> Result<Source> {
+        let kind = match paths {
+            [one] => source_kind(one)?,
+            _ => SourceKind::Disk,
+        };
+        if kind != SourceKind::Disk && !description.is_empty() {
+            return Err(Error::invalid(
+                "the source describes its VM: --name, --cpus, --cores-per-socket, --memory, --firmware, --os, --disk-bus and --nic apply to bare disk images",
+            )
+            .with_path(&paths[0]));
+        }
+        match kind {
+            SourceKind::Xva => Source::from_xva(&paths[0], options),
+            SourceKind::Package => Source::from_package(&paths[0], options),
+            SourceKind::Libvirt => Source::from_libvirt(&paths[0], options),
+            SourceKind::Disk => Source::from_disks(paths, description, options),
+        }
+    }
+
     /// The VM a libvirt domain XML describes, its disk files opened through `options`' gate
     /// (they are named by the description, not by the user).
     pub fn from_libvirt(path: &Path, options: &OpenOptions) -> Result<Source> {
