@@ -130,6 +130,25 @@ mod tests {
     use std::io::Read;
 
     #[test]
+    fn a_member_past_8_gib_gets_a_base_256_size_in_a_ustar_header() {
+        let size = 9u64 << 30;
+        let h = member_header("disk.vmdk", size, 0).unwrap();
+        assert_eq!(&h[257..263], b"ustar\0", "ustar, no PAX");
+        assert_eq!(h[124] & 0x80, 0x80, "GNU base-256 marker");
+        let mut n = 0u64;
+        for &b in &h[125..136] {
+            n = (n << 8) | u64::from(b);
+        }
+        assert_eq!(n, size);
+        // Our own index reads it back.
+        let mut bytes = h.to_vec();
+        bytes.resize(1024, 0);
+        let mem = crate::storage::Memory::new("t.tar", bytes);
+        let err = crate::package::TarIndex::read(std::sync::Arc::new(mem)).unwrap_err();
+        assert!(err.to_string().contains("disk.vmdk"), "{err}");
+    }
+
+    #[test]
     fn members_read_back_with_the_tar_crate() {
         let mem = Shared::default();
         let mut tar = TarStream::new(Box::new(PipeSink::new(Box::new(mem.clone()), "out.ova")));
