@@ -32,9 +32,11 @@ use crate::host_file::HostFile;
 use crate::image::{Image, OpenOptions};
 use crate::ova::descriptor::{Dialect, descriptor};
 use crate::ova::open::Package;
-use crate::ova::write::{PackageDisk, PackagePlan, WrittenDisk, write_ova};
+use crate::ova::write::{
+    PackageDisk, PackagePlan, WrittenDisk, digest_of, manifest_text, write_ova,
+};
 use crate::registry::Registry;
-use crate::sink::{DigestAlgorithm, FileSink, Output};
+use crate::sink::{Digest, DigestAlgorithm, FileSink, HashingTee, Output, Sink};
 use crate::staging::StagedFolder;
 use crate::storage::{Storage, StorageExt};
 use crate::vm::{ControllerKind, ScsiModel, Vm};
@@ -308,6 +310,14 @@ fn file_stem(name: &str) -> String {
     if s.is_empty() { "vm".to_string() } else { s }
 }
 
+/// The `-o` of a stream-optimized VMDK for a disk on `kind`.
+fn stream_vmdk_options(kind: ControllerKind) -> String {
+    format!(
+        "subformat=streamOptimized,adapter_type={}",
+        vmdk_adapter(kind)
+    )
+}
+
 /// The VMDK `adapter_type` for a disk's controller (the descriptor's ddb.adapterType must
 /// match the controller the OVF puts the disk on; SATA and NVMe disks say `ide`, as VMware's
 /// own exports do).
@@ -392,10 +402,7 @@ pub fn migrate(
                     _ => (
                         "vmdk",
                         format_named("vmdk")?,
-                        format!(
-                            "subformat=streamOptimized,adapter_type={}",
-                            vmdk_adapter(disk.controller.kind)
-                        ),
+                        stream_vmdk_options(disk.controller.kind),
                     ),
                 };
                 disks.push(PackageDisk {
@@ -446,12 +453,9 @@ pub fn migrate(
             for (i, (disk, image)) in source.vm.disks.iter().zip(&source.disks).enumerate() {
                 let name = format!("{stem}-disk{}.{ext}", i + 1);
                 let path = folder.path().join(&name);
-                let opts = opts.clone().unwrap_or_else(|| {
-                    format!(
-                        "subformat=streamOptimized,adapter_type={}",
-                        vmdk_adapter(disk.controller.kind)
-                    )
-                });
+                let opts = opts
+                    .clone()
+                    .unwrap_or_else(|| stream_vmdk_options(disk.controller.kind));
                 let file = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -460,37 +464,25 @@ pub fn migrate(
                     .map_err(|e| Error::io("cannot create", e).with_path(dest.join(&name)))?;
                 let sink =
                     FileSink::new_file(Arc::new(file), &dest.join(&name), Durability::Unsafe);
-                let written_disk = if target == Target::Ovf {
-                    let (tee, digest) =
-                        crate::sink::HashingTee::new(Box::new(sink), DigestAlgorithm::Sha256);
-                    let stats = convert_image(
-                        image,
-                        Output::single(Box::new(tee)),
-                        &convert_for(format, opts),
-                        &mut |e| overall.borrow_mut().event(e),
-                    )?;
-                    let file_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                    WrittenDisk {
-                        member: name.clone(),
-                        file_size,
-                        capacity: image.virtual_size(),
-                        populated: stats.data_bytes,
-                        digest: digest.get().unwrap_or_default(),
-                    }
+                // The OVF folder's manifest needs each disk's digest, taken as it is written.
+                let (sink, digest): (Box<dyn Sink>, Option<Digest>) = if target == Target::Ovf {
+                    let (tee, digest) = HashingTee::new(Box::new(sink), DigestAlgorithm::Sha256);
+                    (Box::new(tee), Some(digest))
                 } else {
-                    let stats = convert_image(
-                        image,
-                        Output::single(Box::new(sink)),
-                        &convert_for(format, opts),
-                        &mut |e| overall.borrow_mut().event(e),
-                    )?;
-                    WrittenDisk {
-                        member: name.clone(),
-                        file_size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
-                        capacity: image.virtual_size(),
-                        populated: stats.data_bytes,
-                        digest: String::new(),
-                    }
+                    (Box::new(sink), None)
+                };
+                let stats = convert_image(
+                    image,
+                    Output::single(sink),
+                    &convert_for(format, opts),
+                    &mut |e| overall.borrow_mut().event(e),
+                )?;
+                let written_disk = WrittenDisk {
+                    member: name.clone(),
+                    file_size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+                    capacity: image.virtual_size(),
+                    populated: stats.data_bytes,
+                    digest: digest.and_then(|d| d.get()).unwrap_or_default(),
                 };
                 overall.borrow_mut().before += image.virtual_size();
                 written.push(written_disk);
@@ -504,10 +496,12 @@ pub fn migrate(
                     std::fs::write(folder.path().join(&ovf_name), &xml).map_err(|e| {
                         Error::io("cannot write", e).with_path(dest.join(&ovf_name))
                     })?;
-                    let mut mf = format!("SHA256({ovf_name})= {}\n", sha256_hex(xml.as_bytes()));
-                    for w in &written {
-                        mf.push_str(&format!("SHA256({})= {}\n", w.member, w.digest));
-                    }
+                    let mf = manifest_text(
+                        DigestAlgorithm::Sha256,
+                        &ovf_name,
+                        &digest_of(DigestAlgorithm::Sha256, xml.as_bytes()),
+                        &written,
+                    );
                     let mf_name = format!("{stem}.mf");
                     std::fs::write(folder.path().join(&mf_name), mf)
                         .map_err(|e| Error::io("cannot write", e).with_path(dest.join(&mf_name)))?;
@@ -540,12 +534,4 @@ pub fn migrate(
         }
     }
     Ok(summary)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

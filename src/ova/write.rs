@@ -90,15 +90,31 @@ fn hex_len(algorithm: DigestAlgorithm) -> usize {
 
 /// The manifest's text: one line per member, descriptor first.
 fn manifest(plan: &PackagePlan<'_>, descriptor_digest: &str, disks: &[WrittenDisk]) -> String {
-    let tag = manifest_tag(plan.algorithm);
-    let mut text = format!("{tag}({})= {descriptor_digest}\n", plan.descriptor_name);
+    manifest_text(
+        plan.algorithm,
+        &plan.descriptor_name,
+        descriptor_digest,
+        disks,
+    )
+}
+
+/// A manifest in VMware's spelling: the descriptor's line, then one per disk.
+pub(crate) fn manifest_text(
+    algorithm: DigestAlgorithm,
+    descriptor_name: &str,
+    descriptor_digest: &str,
+    disks: &[WrittenDisk],
+) -> String {
+    let tag = manifest_tag(algorithm);
+    let mut text = format!("{tag}({descriptor_name})= {descriptor_digest}\n");
     for d in disks {
         text.push_str(&format!("{tag}({})= {}\n", d.member, d.digest));
     }
     text
 }
 
-fn digest_of(algorithm: DigestAlgorithm, bytes: &[u8]) -> String {
+/// The lowercase hex digest of `bytes`.
+pub(crate) fn digest_of(algorithm: DigestAlgorithm, bytes: &[u8]) -> String {
     use sha1::Digest as _;
     let raw: Vec<u8> = match algorithm {
         DigestAlgorithm::Sha1 => sha1::Sha1::digest(bytes).to_vec(),
