@@ -355,3 +355,106 @@ fn a_manifest_naming_a_missing_file_is_refused() {
     assert_ne!(code, 0);
     assert!(err.contains("'extra.iso'"), "{err}");
 }
+
+/// A gzip-compressed and a chunked disk (`ovf:compression`, `ovf:chunkSize`), each checked
+/// against a manifest of what the package stores (the compressed member, each part), as
+/// ovftool writes them.
+#[test]
+fn compressed_and_chunked_disks_read_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ova, a, _) = package(d);
+    let x = d.join("x");
+    std::fs::create_dir(&x).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&ova)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let ovf = std::fs::read_to_string(x.join("vm.ovf")).unwrap();
+    let sha = |p: &Path| sha256_file(p);
+    for (kind, attr) in [
+        ("gzip", "ovf:compression=\"gzip\""),
+        ("chunks", "ovf:chunkSize=\"1048576\""),
+    ] {
+        let w = d.join(kind);
+        std::fs::create_dir(&w).unwrap();
+        let mut members = vec!["vm.ovf".to_string(), "vm.mf".to_string()];
+        let mut parts = Vec::new();
+        if kind == "gzip" {
+            let gz = Command::new("gzip")
+                .arg("-c")
+                .arg(x.join("vm-disk1.vmdk"))
+                .output()
+                .unwrap();
+            std::fs::write(w.join("vm-disk1.vmdk"), &gz.stdout).unwrap();
+            parts.push("vm-disk1.vmdk".to_string());
+        } else {
+            let bytes = std::fs::read(x.join("vm-disk1.vmdk")).unwrap();
+            for (i, c) in bytes.chunks(1 << 20).enumerate() {
+                let name = format!("vm-disk1.vmdk.{i:09}");
+                std::fs::write(w.join(&name), c).unwrap();
+                parts.push(name);
+            }
+        }
+        std::fs::copy(x.join("vm-disk2.vmdk"), w.join("vm-disk2.vmdk")).unwrap();
+        let desc = ovf.replacen(
+            "ovf:href=\"vm-disk1.vmdk\"",
+            &format!("ovf:href=\"vm-disk1.vmdk\" {attr}"),
+            1,
+        );
+        std::fs::write(w.join("vm.ovf"), desc.trim_end()).unwrap();
+        let mut mf = format!("SHA256(vm.ovf)= {}\n", sha(&w.join("vm.ovf")));
+        for p in parts.iter().chain(["vm-disk2.vmdk".to_string()].iter()) {
+            mf.push_str(&format!("SHA256({p})= {}\n", sha(&w.join(p))));
+        }
+        std::fs::write(w.join("vm.mf"), mf).unwrap();
+        members.extend(parts);
+        members.push("vm-disk2.vmdk".into());
+        let out_ova = d.join(format!("{kind}.ova"));
+        assert!(
+            Command::new("tar")
+                .args(["--format=ustar", "-cf"])
+                .arg(&out_ova)
+                .arg("-C")
+                .arg(&w)
+                .args(&members)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = d.join(format!("{kind}.raw"));
+        run_ok(&["convert", "--disk", "0", s(&out_ova), s(&out)]);
+        assert_eq!(sha256_file(&out), sha256_file(&a), "{kind}");
+        // A damaged part or compressed member fails its digest and leaves nothing.
+        let target = w.join(&members[2]);
+        let mut bytes = std::fs::read(&target).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&target, bytes).unwrap();
+        let bad = d.join(format!("{kind}-bad.ova"));
+        assert!(
+            Command::new("tar")
+                .args(["--format=ustar", "-cf"])
+                .arg(&bad)
+                .arg("-C")
+                .arg(&w)
+                .args(&members)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = d.join(format!("{kind}-bad.raw"));
+        let (code, _, err) = run(&["convert", "--disk", "0", s(&bad), s(&out)]);
+        assert_ne!(code, 0, "{kind}");
+        // Named by its digest, or by the read that found the damage first.
+        assert!(err.contains("vm-disk1.vmdk"), "{kind}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{kind}: {err}");
+        assert!(!out.exists());
+    }
+}

@@ -540,7 +540,8 @@ impl Package {
     /// Opens disk `entry` as an image, its manifest digest checked by a thread of its own
     /// while it is read (see [`Image::finish_checks`]).
     pub fn open_disk(&self, entry: &DiskEntry, options: &OpenOptions) -> Result<Image> {
-        self.open_disk_checked(entry, options, Verification::WhileRead)
+        let stored = self.file_storage(&entry.href)?;
+        self.open_disk_checked(entry, stored, options, Verification::WhileRead)
     }
 
     /// What `info` shows: the machine, its disks (each opened for its format and size, not
@@ -562,7 +563,7 @@ impl Package {
             // A damaged disk does not hide the machine: its error is shown in its place.
             match self.file_storage(&entry.href).and_then(|stored| {
                 info.file_size = Some(stored.len());
-                self.open_disk_checked(&entry, options, Verification::Skip)
+                self.open_disk_checked(&entry, stored, options, Verification::Skip)
             }) {
                 Ok(image) => {
                     info.format = Some(image.top().format().name().to_string());
@@ -613,10 +614,10 @@ impl Package {
     fn open_disk_checked(
         &self,
         entry: &DiskEntry,
+        stored: Arc<dyn Storage>,
         options: &OpenOptions,
         verification: Verification,
     ) -> Result<Image> {
-        let stored = self.file_storage(&entry.href)?;
         // What is inside a package reads nothing outside it.
         let inner = OpenOptions {
             backing: crate::image::BackingPolicy::Ignore,
@@ -626,13 +627,56 @@ impl Package {
         self.check_declared_format(&entry.href, &image, stored.len())?;
         if let Some(m) = &self.manifest
             && verification == Verification::WhileRead
-            && m.entries_for(&entry.href).next().is_some()
         {
-            let m = m.clone();
-            let href = entry.href.clone();
-            image.add_check(std::thread::spawn(move || m.verify(&href, stored.as_ref())));
+            let members = self.stored_members(&entry.href)?;
+            if members
+                .iter()
+                .any(|(name, _)| m.entries_for(name).next().is_some())
+            {
+                let m = m.clone();
+                image.add_check(std::thread::spawn(move || {
+                    for (name, member) in &members {
+                        if m.entries_for(name).next().is_some() {
+                            m.verify(name, member.as_ref())?;
+                        }
+                    }
+                    Ok(())
+                }));
+            }
         }
         Ok(image)
+    }
+
+    /// The members that hold file `href` as stored, which the manifest's digests are of: the
+    /// member itself (compressed, for a gzip file), or each part of a chunked file.
+    fn stored_members(&self, href: &str) -> Result<Vec<(String, Arc<dyn Storage>)>> {
+        let file = self.descriptor.files.iter().find(|f| f.href == href);
+        match (&self.index, file.and_then(|f| f.chunk_size)) {
+            (Some(index), Some(_)) => {
+                let prefix = format!("{}.", href.trim_start_matches("./"));
+                index
+                    .members()
+                    .iter()
+                    .filter(|m| {
+                        m.name
+                            .strip_prefix(&prefix)
+                            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    })
+                    .map(|m| {
+                        Ok((
+                            m.name.clone(),
+                            Arc::new(index.window(m)?) as Arc<dyn Storage>,
+                        ))
+                    })
+                    .collect()
+            }
+            (Some(index), None) => Ok(vec![(
+                href.to_string(),
+                Arc::new(index.open(href)?) as Arc<dyn Storage>,
+            )]),
+            // An OVF folder's files are neither chunked nor compressed (file_storage refuses).
+            (None, _) => Ok(vec![(href.to_string(), self.file_storage(href)?)]),
+        }
     }
 }
 
