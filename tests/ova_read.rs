@@ -104,6 +104,22 @@ fn a_disk_converts_in_place_chosen_by_index_or_name() {
     if have_qemu(test) {
         assert!(qemu_compare("raw", &b, "qcow2", &two));
     }
+    // compare and map read a package's disk too.
+    assert_eq!(run(&["compare", "--disk", "0", s(&ova), s(&a)]).0, 0);
+    assert_eq!(run(&["compare", "--disk", "1", s(&ova), s(&a)]).0, 1);
+    let map: serde_json::Value = serde_json::from_str(&run_ok(&[
+        "map",
+        "--output",
+        "json",
+        "--disk",
+        "1",
+        s(&ova),
+    ]))
+    .unwrap();
+    assert!(
+        map.as_array()
+            .is_some_and(|runs| runs.iter().any(|r| r["data"] == true))
+    );
     let (code, _, err) = run(&["convert", "--disk", "7", s(&ova), s(&d.join("x.raw"))]);
     assert_ne!(code, 0);
     assert!(err.contains("no disk '7'"), "{err}");
