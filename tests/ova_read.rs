@@ -14,6 +14,31 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Extracts `tar` into `dir` with GNU tar.
+fn untar(tar: &Path, dir: &Path) {
+    let ok = Command::new("tar")
+        .arg("-xf")
+        .arg(tar)
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "tar -xf {}", tar.display());
+}
+
+/// Packs `members` of `dir` into a ustar archive `out` with GNU tar, in that order.
+fn tar_ustar<S: AsRef<std::ffi::OsStr>>(out: &Path, dir: &Path, members: &[S]) {
+    let ok = Command::new("tar")
+        .args(["--format=ustar", "-cf"])
+        .arg(out)
+        .arg("-C")
+        .arg(dir)
+        .args(members)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "tar -cf {}", out.display());
+}
+
 /// A two-disk VMware OVA made by `migrate`, and its source disks.
 fn package(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let a = d.join("a.raw");
@@ -209,16 +234,7 @@ fn corpus_packages_read_or_fail_with_one_line() {
     run_ok(&["convert", s(&ova), s(&out)]);
     let x = d.join("x");
     std::fs::create_dir(&x).unwrap();
-    assert!(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(&ova)
-            .arg("-C")
-            .arg(&x)
-            .status()
-            .unwrap()
-            .success()
-    );
+    untar(&ova, &x);
     if have_qemu(test) {
         assert!(qemu_compare("raw", &out, "vmdk", &x.join("2nd_disk.vmdk")));
     }
@@ -293,16 +309,7 @@ fn an_ovf_folder_reads_and_cannot_reach_outside() {
     let (ova, a, _) = package(d);
     let folder = d.join("f");
     std::fs::create_dir(&folder).unwrap();
-    assert!(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(&ova)
-            .arg("-C")
-            .arg(&folder)
-            .status()
-            .unwrap()
-            .success()
-    );
+    untar(&ova, &folder);
     let out = d.join("f.raw");
     run_ok(&["convert", "--disk", "0", s(&folder.join("vm.ovf")), s(&out)]);
     assert_eq!(sha256_file(&out), sha256_file(&a));
@@ -333,16 +340,7 @@ fn a_manifest_naming_a_missing_file_is_refused() {
     let (ova, _, _) = package(d);
     let folder = d.join("f");
     std::fs::create_dir(&folder).unwrap();
-    assert!(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(&ova)
-            .arg("-C")
-            .arg(&folder)
-            .status()
-            .unwrap()
-            .success()
-    );
+    untar(&ova, &folder);
     let mf = folder.join("vm.mf");
     let mut text = std::fs::read_to_string(&mf).unwrap();
     text.push_str(&format!("SHA256(extra.iso)= {}\n", "0".repeat(64)));
@@ -356,16 +354,10 @@ fn a_manifest_naming_a_missing_file_is_refused() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     // The same inside an OVA.
     let repacked = d.join("re.ova");
-    assert!(
-        Command::new("tar")
-            .args(["--format=ustar", "-cf"])
-            .arg(&repacked)
-            .arg("-C")
-            .arg(&folder)
-            .args(["vm.ovf", "vm.mf", "vm-disk1.vmdk", "vm-disk2.vmdk"])
-            .status()
-            .unwrap()
-            .success()
+    tar_ustar(
+        &repacked,
+        &folder,
+        &["vm.ovf", "vm.mf", "vm-disk1.vmdk", "vm-disk2.vmdk"],
     );
     let (code, _, err) = run(&["info", s(&repacked)]);
     assert_ne!(code, 0);
@@ -382,16 +374,7 @@ fn compressed_and_chunked_disks_read_and_verify() {
     let (ova, a, _) = package(d);
     let x = d.join("x");
     std::fs::create_dir(&x).unwrap();
-    assert!(
-        Command::new("tar")
-            .arg("-xf")
-            .arg(&ova)
-            .arg("-C")
-            .arg(&x)
-            .status()
-            .unwrap()
-            .success()
-    );
+    untar(&ova, &x);
     let ovf = std::fs::read_to_string(x.join("vm.ovf")).unwrap();
     let sha = |p: &Path| sha256_file(p);
     for (kind, attr) in [
@@ -433,17 +416,7 @@ fn compressed_and_chunked_disks_read_and_verify() {
         members.extend(parts);
         members.push("vm-disk2.vmdk".into());
         let out_ova = d.join(format!("{kind}.ova"));
-        assert!(
-            Command::new("tar")
-                .args(["--format=ustar", "-cf"])
-                .arg(&out_ova)
-                .arg("-C")
-                .arg(&w)
-                .args(&members)
-                .status()
-                .unwrap()
-                .success()
-        );
+        tar_ustar(&out_ova, &w, &members);
         let out = d.join(format!("{kind}.raw"));
         run_ok(&["convert", "--disk", "0", s(&out_ova), s(&out)]);
         assert_eq!(sha256_file(&out), sha256_file(&a), "{kind}");
@@ -454,17 +427,7 @@ fn compressed_and_chunked_disks_read_and_verify() {
         bytes[last] ^= 1;
         std::fs::write(&target, bytes).unwrap();
         let bad = d.join(format!("{kind}-bad.ova"));
-        assert!(
-            Command::new("tar")
-                .args(["--format=ustar", "-cf"])
-                .arg(&bad)
-                .arg("-C")
-                .arg(&w)
-                .args(&members)
-                .status()
-                .unwrap()
-                .success()
-        );
+        tar_ustar(&bad, &w, &members);
         let out = d.join(format!("{kind}-bad.raw"));
         let (code, _, err) = run(&["convert", "--disk", "0", s(&bad), s(&out)]);
         assert_ne!(code, 0, "{kind}");
