@@ -110,6 +110,7 @@ pub mod staging;
 pub mod storage;
 pub mod stream;
 pub mod vm;
+pub mod vmconfig;
 pub(crate) mod winpath;
 pub mod writer;
 pub mod xva;

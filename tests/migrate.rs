@@ -705,13 +705,13 @@ fn corpus_libvirt_domains_read_as_written() {
     // virt-install's test output holds two domains (the install boot and the final one):
     // not one domain, one clear error.
     let two = std::fs::read(c.join("libvirt/virt-install-win11.xml")).unwrap();
-    let err = diskferry::migrate::libvirt::parse_domain(&two, "win11.xml").unwrap_err();
+    let err = diskferry::vmconfig::libvirt::parse_domain(&two, "win11.xml").unwrap_err();
     assert!(err.to_string().contains("after the root element"), "{err}");
     let mut seen = Vec::new();
     for &(file, name, memory, cpus, uefi, disks, nics) in expected {
         let bytes = std::fs::read(c.join(file)).unwrap();
-        assert!(diskferry::migrate::libvirt::probe(&bytes), "{file}");
-        let d = diskferry::migrate::libvirt::parse_domain(&bytes, file)
+        assert!(diskferry::vmconfig::libvirt::probe(&bytes), "{file}");
+        let d = diskferry::vmconfig::libvirt::parse_domain(&bytes, file)
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         seen.push((
             file,

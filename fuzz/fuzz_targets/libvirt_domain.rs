@@ -2,7 +2,7 @@
 //! the file, or gives a machine whose disks and files agree and that serializes to JSON.
 #![no_main]
 
-use diskferry::migrate::libvirt;
+use diskferry::vmconfig::libvirt;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

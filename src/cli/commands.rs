@@ -200,7 +200,7 @@ pub fn info(args: InfoArgs) -> Outcome {
             diskferry::ova::open::Package::open(&args.image)?
                 .info(&open_options(&args.gate, None))?,
         ),
-        SourceKind::Libvirt | SourceKind::Disk => None,
+        SourceKind::Config(_) | SourceKind::Disk => None,
     };
     if let Some(info) = package {
         emit(&match args.output {
@@ -754,6 +754,12 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
         }
         for w in &summary.warnings {
             eprintln!("diskferry: warning: {}", printable(w));
+        }
+        if !summary.instructions.is_empty() {
+            eprintln!("diskferry: to finish the import on the target:");
+            for line in &summary.instructions {
+                eprintln!("  {}", printable(line));
+            }
         }
     }
     Ok(0)

@@ -9,7 +9,7 @@
 //! | `vsphere`, `esxi`, `workstation` | an OVA in VMware's dialect, stream-optimized VMDK disks |
 //! | `virtualbox` | an OVA VirtualBox imports, stream-optimized VMDK disks |
 //! | `xenserver`, `xcp-ng` | an OVA XenCenter imports, dynamic VHD disks |
-//! | `kvm` | a folder: qcow2 disks and a libvirt domain XML (`virsh define`) |
+//! | `kvm` and every other [`crate::vmconfig`] target | a folder: the disks in the format that hypervisor runs and its own configuration file |
 //! | `ovf` | a folder: the OVF (VMware dialect), its manifest, stream-optimized VMDK disks |
 //! | `disks` | a folder of the disks alone, in the `-O` format (qcow2 by default) |
 //!
@@ -19,7 +19,6 @@
 //! own warnings.
 
 pub mod describe;
-pub mod libvirt;
 
 pub use describe::Description;
 
@@ -40,12 +39,13 @@ use crate::sink::{Digest, DigestAlgorithm, FileSink, HashingTee, Output, Sink};
 use crate::staging::StagedFolder;
 use crate::storage::{Storage, StorageExt};
 use crate::vm::{ControllerKind, ScsiModel, Vm};
+use crate::vmconfig::{self, DiskPlan, PlacedDisk, VmConfig};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Where a VM is going.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub enum Target {
     /// VMware vSphere / ESXi: an OVA.
     Vsphere,
@@ -55,8 +55,9 @@ pub enum Target {
     VirtualBox,
     /// XenServer / XCP-ng through XenCenter's OVF import: an OVA with VHD disks.
     XenServer,
-    /// KVM/QEMU under libvirt: a folder with qcow2 disks and a domain XML.
-    Kvm,
+    /// A hypervisor's own configuration with its disks, in a folder (`kvm`: libvirt XML and
+    /// qcow2 disks; see [`crate::vmconfig::CONFIGS`]).
+    Config(&'static dyn VmConfig),
     /// A plain OVF folder (VMware dialect).
     Ovf,
     /// The disks alone, in a folder.
@@ -71,28 +72,57 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("virtualbox", Target::VirtualBox),
     ("xenserver", Target::XenServer),
     ("xcp-ng", Target::XenServer),
-    ("kvm", Target::Kvm),
     ("ovf", Target::Ovf),
     ("disks", Target::Disks),
 ];
 
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        match (self, other) {
+            (Target::Config(a), Target::Config(b)) => a.name() == b.name(),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for Target {}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Vsphere => f.write_str("Vsphere"),
+            Target::Workstation => f.write_str("Workstation"),
+            Target::VirtualBox => f.write_str("VirtualBox"),
+            Target::XenServer => f.write_str("XenServer"),
+            Target::Config(c) => write!(f, "Config({})", c.name()),
+            Target::Ovf => f.write_str("Ovf"),
+            Target::Disks => f.write_str("Disks"),
+        }
+    }
+}
+
+/// Every `--to` name: the package targets, then each configuration format's.
+pub fn target_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = TARGETS.iter().map(|(n, _)| *n).collect();
+    for c in vmconfig::CONFIGS {
+        names.extend(c.targets().iter().map(|(n, _)| *n));
+    }
+    names
+}
+
 impl Target {
     /// The target called `name`; an unknown name is an error listing the known ones.
     pub fn parse(name: &str) -> Result<Target> {
-        TARGETS
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, t)| *t)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "unknown target '{name}'; known targets: {}",
-                    TARGETS
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
+        if let Some((_, t)) = TARGETS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Ok(*t);
+        }
+        if let Some(c) = vmconfig::target_named(name) {
+            return Ok(Target::Config(c));
+        }
+        Err(Error::invalid(format!(
+            "unknown target '{name}'; known targets: {}",
+            target_names().join(", ")
+        )))
     }
 
     /// True when the target is one OVA file (otherwise a folder).
@@ -113,14 +143,14 @@ pub struct Source {
 }
 
 /// What a file given as a VM's source is, by its content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub enum SourceKind {
     /// An XVA (plain, gzip or zstd).
     Xva,
     /// An OVA or an OVF descriptor.
     Package,
-    /// A libvirt domain XML.
-    Libvirt,
+    /// A hypervisor's configuration file (libvirt XML, ...).
+    Config(&'static dyn VmConfig),
     /// A disk image (described on the command line).
     Disk,
 }
@@ -137,10 +167,32 @@ pub fn source_kind(path: &Path) -> Result<SourceKind> {
     }
     let mut head = [0u8; 4096];
     let n = file.read_at_most(&mut head, 0)?;
-    if libvirt::probe(&head[..n]) {
-        return Ok(SourceKind::Libvirt);
+    if let Some(c) = vmconfig::detect(&head[..n], path) {
+        return Ok(SourceKind::Config(c));
     }
     Ok(SourceKind::Disk)
+}
+
+impl PartialEq for SourceKind {
+    fn eq(&self, other: &SourceKind) -> bool {
+        match (self, other) {
+            (SourceKind::Config(a), SourceKind::Config(b)) => a.name() == b.name(),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for SourceKind {}
+
+impl std::fmt::Debug for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceKind::Xva => f.write_str("Xva"),
+            SourceKind::Package => f.write_str("Package"),
+            SourceKind::Config(c) => write!(f, "Config({})", c.name()),
+            SourceKind::Disk => f.write_str("Disk"),
+        }
+    }
 }
 
 impl Source {
@@ -164,30 +216,46 @@ impl Source {
         match kind {
             SourceKind::Xva => Source::from_xva(&paths[0], options),
             SourceKind::Package => Source::from_package(&paths[0], options),
-            SourceKind::Libvirt => Source::from_libvirt(&paths[0], options),
+            SourceKind::Config(c) => Source::from_config(&paths[0], c, options),
             SourceKind::Disk => Source::from_disks(paths, description, options),
         }
     }
 
-    /// The VM a libvirt domain XML describes, its disk files opened through `options`' gate
-    /// (they are named by the description, not by the user).
-    pub fn from_libvirt(path: &Path, options: &OpenOptions) -> Result<Source> {
+    /// The VM a hypervisor's configuration file describes (read as `config`), its disk files
+    /// opened through `options`' gate (they are named by the configuration, not by the user).
+    pub fn from_config(
+        path: &Path,
+        config: &dyn VmConfig,
+        options: &OpenOptions,
+    ) -> Result<Source> {
         let file = HostFile::open(path)?;
-        if file.len() > 16 << 20 {
-            return Err(Error::invalid("a domain XML of more than 16 MiB").with_path(path));
+        if file.len() > vmconfig::MAX_CONFIG_BYTES {
+            return Err(Error::invalid(format!(
+                "a {} configuration of more than {} MiB",
+                config.name(),
+                vmconfig::MAX_CONFIG_BYTES >> 20
+            ))
+            .with_path(path));
         }
         let mut bytes = vec![0u8; file.len() as usize];
         file.read_exact_at(&mut bytes, 0)?;
-        let domain = libvirt::parse_domain(&bytes, &path.to_string_lossy())?;
-        let mut vm = domain.vm;
+        let read = config.read(&bytes, path)?;
+        let mut vm = read.vm;
+        if vm.disks.len() != read.disk_files.len() {
+            return Err(Error::invalid(format!(
+                "internal error: the {} reader listed {} disks and {} files",
+                config.name(),
+                vm.disks.len(),
+                read.disk_files.len()
+            )));
+        }
         let mut disks = Vec::new();
-        for (d, name) in vm.disks.iter_mut().zip(&domain.disk_files) {
-            let text = name.to_string_lossy();
-            let storage = match options.gate.open(path, &text, Role::PackageMember)? {
+        for (d, text) in vm.disks.iter_mut().zip(&read.disk_files) {
+            let storage = match options.gate.open(path, text, Role::PackageMember)? {
                 Lookup::Opened(f) => f,
                 Lookup::Missing(p) => {
                     return Err(Error::invalid(format!(
-                        "the domain's disk '{text}' is not there ({})",
+                        "the configuration's disk '{text}' is not there ({})",
                         p.display()
                     ))
                     .with_path(path));
@@ -291,6 +359,25 @@ pub struct Summary {
     pub files: Vec<PathBuf>,
     /// What was not carried, or needs the user's attention, one sentence each.
     pub warnings: Vec<String>,
+    /// What the user runs on the target to finish the import (`virsh define ...`), one
+    /// command or step per entry.
+    pub instructions: Vec<String>,
+}
+
+/// Refuses a file name a target chose that is not one plain name inside the output folder.
+fn check_member_name(name: &str) -> Result<()> {
+    let plain = Path::new(name).components().count() == 1
+        && !name.is_empty()
+        && !name.contains(['/', '\\'])
+        && name != "."
+        && name != "..";
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "internal error: output file name '{name}' is not a plain file name"
+        )))
+    }
 }
 
 /// A file name made from a VM name: characters other than letters, digits, `.`, `-` and `_`
@@ -371,6 +458,7 @@ pub fn migrate(
     let mut summary = Summary {
         files: Vec::new(),
         warnings: source.vm.warnings.clone(),
+        instructions: Vec::new(),
     };
     let total: u64 = source.disks.iter().map(|d| d.virtual_size()).sum();
     let overall = RefCell::new(Overall {
@@ -435,27 +523,51 @@ pub fn migrate(
             summary.warnings.extend(dialect_warnings.into_inner());
             summary.files.push(dest.to_path_buf());
         }
-        Target::Ovf | Target::Kvm | Target::Disks => {
+        Target::Ovf | Target::Config(_) | Target::Disks => {
             let folder = StagedFolder::new(dest)?;
-            let (format, opts, ext) = match target {
-                Target::Ovf => (format_named("vmdk")?, None, "vmdk".to_string()),
-                Target::Kvm => (format_named("qcow2")?, Some(String::new()), "qcow2".into()),
+            let absolute = std::path::absolute(dest)
+                .map_err(|e| Error::io("cannot make the path absolute", e).with_path(dest))?;
+            let plans: Vec<DiskPlan> = match target {
+                Target::Config(config) => config.disk_plan(&source.vm, &stem)?,
+                Target::Ovf => source
+                    .vm
+                    .disks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| DiskPlan {
+                        file_name: format!("{stem}-disk{}.vmdk", i + 1),
+                        format: "vmdk",
+                        options: stream_vmdk_options(d.controller.kind),
+                    })
+                    .collect(),
                 _ => {
                     let f = match options.disk_format {
                         Some(f) => f,
                         None => format_named("qcow2")?,
                     };
-                    (f, Some(options.disk_options.clone()), f.name().to_string())
+                    (1..=source.vm.disks.len())
+                        .map(|i| DiskPlan {
+                            file_name: format!("{stem}-disk{i}.{}", f.name()),
+                            format: f.name(),
+                            options: options.disk_options.clone(),
+                        })
+                        .collect()
                 }
             };
+            if plans.len() != source.disks.len() {
+                return Err(Error::invalid(format!(
+                    "internal error: {} disk plans for {} disks",
+                    plans.len(),
+                    source.disks.len()
+                )));
+            }
             let mut written = Vec::new();
+            let mut placed = Vec::new();
             let mut names = Vec::new();
-            for (i, (disk, image)) in source.vm.disks.iter().zip(&source.disks).enumerate() {
-                let name = format!("{stem}-disk{}.{ext}", i + 1);
+            for (plan, image) in plans.into_iter().zip(&source.disks) {
+                let name = plan.file_name.clone();
+                check_member_name(&name)?;
                 let path = folder.path().join(&name);
-                let opts = opts
-                    .clone()
-                    .unwrap_or_else(|| stream_vmdk_options(disk.controller.kind));
                 let file = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -474,18 +586,25 @@ pub fn migrate(
                 let stats = convert_image(
                     image,
                     Output::single(sink),
-                    &convert_for(format, opts),
+                    &convert_for(format_named(plan.format)?, plan.options.clone()),
                     &mut |e| overall.borrow_mut().event(e),
                 )?;
-                let written_disk = WrittenDisk {
+                let file_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                written.push(WrittenDisk {
                     member: name.clone(),
-                    file_size: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+                    file_size,
                     capacity: image.virtual_size(),
                     populated: stats.data_bytes,
                     digest: digest.and_then(|d| d.get()).unwrap_or_default(),
-                };
+                });
+                placed.push(PlacedDisk {
+                    staged: path,
+                    final_path: absolute.join(&name),
+                    capacity: image.virtual_size(),
+                    file_size,
+                    plan,
+                });
                 overall.borrow_mut().before += image.virtual_size();
-                written.push(written_disk);
                 names.push(name);
             }
             match target {
@@ -508,21 +627,17 @@ pub fn migrate(
                     names.insert(0, mf_name);
                     names.insert(0, ovf_name);
                 }
-                Target::Kvm => {
-                    let absolute = std::path::absolute(dest).map_err(|e| {
-                        Error::io("cannot make the path absolute", e).with_path(dest)
-                    })?;
-                    let paths: Vec<PathBuf> = names.iter().map(|n| absolute.join(n)).collect();
-                    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-                    let (buses, why) = libvirt::buses_for(&source.vm);
-                    let (xml, w) = libvirt::domain_xml(&source.vm, &refs, buses);
-                    summary.warnings.extend(why);
-                    summary.warnings.extend(w);
-                    let xml_name = format!("{stem}.xml");
-                    std::fs::write(folder.path().join(&xml_name), xml).map_err(|e| {
-                        Error::io("cannot write", e).with_path(dest.join(&xml_name))
-                    })?;
-                    names.push(xml_name);
+                Target::Config(config) => {
+                    let out = config.write(&source.vm, &stem, &absolute, &placed)?;
+                    summary.warnings.extend(out.warnings);
+                    summary.instructions.extend(out.instructions);
+                    for (name, bytes) in out.files {
+                        check_member_name(&name)?;
+                        std::fs::write(folder.path().join(&name), bytes).map_err(|e| {
+                            Error::io("cannot write", e).with_path(dest.join(&name))
+                        })?;
+                        names.push(name);
+                    }
                 }
                 _ => {}
             }

@@ -648,3 +648,69 @@ mod tests {
         assert_eq!(libosinfo_url("win10"), "http://microsoft.com/win/10");
     }
 }
+
+/// libvirt's domain XML as a [`super::VmConfig`]: read as a source, written with qcow2 disks
+/// for `--to kvm`.
+pub struct Libvirt;
+
+impl super::VmConfig for Libvirt {
+    fn name(&self) -> &'static str {
+        "libvirt"
+    }
+
+    fn targets(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (
+                "kvm",
+                "a folder: qcow2 disks and a libvirt domain XML (virsh define)",
+            ),
+            ("libvirt", "the same as kvm"),
+        ]
+    }
+
+    fn probe(&self, head: &[u8], _path: &Path) -> bool {
+        probe(head)
+    }
+
+    fn read(&self, bytes: &[u8], path: &Path) -> Result<super::ConfigVm> {
+        let domain = parse_domain(bytes, &path.to_string_lossy())?;
+        Ok(super::ConfigVm {
+            vm: domain.vm,
+            disk_files: domain
+                .disk_files
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        })
+    }
+
+    fn disk_plan(&self, vm: &Vm, stem: &str) -> Result<Vec<super::DiskPlan>> {
+        Ok((1..=vm.disks.len())
+            .map(|i| super::DiskPlan {
+                file_name: format!("{stem}-disk{i}.qcow2"),
+                format: "qcow2",
+                options: String::new(),
+            })
+            .collect())
+    }
+
+    fn write(
+        &self,
+        vm: &Vm,
+        stem: &str,
+        folder: &Path,
+        disks: &[super::PlacedDisk],
+    ) -> Result<super::ConfigFiles> {
+        let refs: Vec<&Path> = disks.iter().map(|d| d.final_path.as_path()).collect();
+        let (buses, why) = buses_for(vm);
+        let (xml, w) = domain_xml(vm, &refs, buses);
+        let name = format!("{stem}.xml");
+        let mut warnings: Vec<String> = why.into_iter().collect();
+        warnings.extend(w);
+        Ok(super::ConfigFiles {
+            instructions: vec![format!("virsh define '{}'", folder.join(&name).display())],
+            files: vec![(name, xml.into_bytes())],
+            warnings,
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! Hypervisors' own VM configuration files, each one folder plus one line in [`CONFIGS`].
+//!
+//! A configuration format ([`VmConfig`]) may be read (it is then a `migrate` source, found by
+//! its content) and may be written (it is then a `migrate` target: a folder with the disks in
+//! the format that hypervisor runs and the configuration beside them). `migrate` does the
+//! rest: it opens the disks a configuration names through the open gate, converts the disks
+//! on every core into a staged folder, and renames the folder into place when everything is
+//! written.
+//!
+//! | format | folder | `--to` |
+//! |---|---|---|
+//! | libvirt domain XML (KVM/QEMU) | [`libvirt`] | `kvm`, `libvirt` |
+//!
+//! To add one: a folder `src/vmconfig/NAME/` with a type implementing [`VmConfig`], and its
+//! line in [`CONFIGS`].
+
+pub mod libvirt;
+
+use crate::error::{Error, Result};
+use crate::vm::Vm;
+use std::path::{Path, PathBuf};
+
+/// A configuration as read: the machine and, for each of `vm.disks`, the disk's file as the
+/// configuration names it (resolved against the configuration's folder through the gate).
+#[derive(Debug, Clone)]
+pub struct ConfigVm {
+    /// The machine.
+    pub vm: Vm,
+    /// One name per entry of `vm.disks`, as stored (relative or absolute).
+    pub disk_files: Vec<String>,
+}
+
+/// How a target wants one disk written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskPlan {
+    /// The file's name inside the output folder.
+    pub file_name: String,
+    /// The image format (a registry name: `qcow2`, `vmdk`, `vhd`, `vhdx`, `vdi`, `raw`).
+    pub format: &'static str,
+    /// The format's creation options, `key=value,...`.
+    pub options: String,
+}
+
+/// A disk once written, as the configuration writer sees it.
+#[derive(Debug, Clone)]
+pub struct PlacedDisk {
+    /// The plan it was written to.
+    pub plan: DiskPlan,
+    /// Where the file is now (inside the staged folder; readable, e.g. for its UUID).
+    pub staged: PathBuf,
+    /// Where the file will be once the folder is in place (absolute).
+    pub final_path: PathBuf,
+    /// The disk's virtual size in bytes.
+    pub capacity: u64,
+    /// The file's size in bytes.
+    pub file_size: u64,
+}
+
+/// What a configuration writer produced.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigFiles {
+    /// Files to write into the folder beside the disks: name and content.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// What the target could not carry, one sentence each.
+    pub warnings: Vec<String>,
+    /// Commands or steps the user runs on the target to finish the import, one per line.
+    pub instructions: Vec<String>,
+}
+
+/// One hypervisor's configuration format.
+pub trait VmConfig: Sync {
+    /// The format's short name (`libvirt`, `vmx`), for messages.
+    fn name(&self) -> &'static str;
+
+    /// The `migrate --to` names that write this format, with a one-line description for
+    /// `--to help`; empty when the format is only read.
+    fn targets(&self) -> &'static [(&'static str, &'static str)];
+
+    /// True when `head` (the file's first 4 KiB at most) is this format. `path` is given for
+    /// formats whose content alone is ambiguous (a `.conf` of key: value lines).
+    fn probe(&self, _head: &[u8], _path: &Path) -> bool {
+        false
+    }
+
+    /// Reads a configuration (`bytes`, the whole file, at most [`MAX_CONFIG_BYTES`]);
+    /// `path` names it in errors.
+    fn read(&self, _bytes: &[u8], path: &Path) -> Result<ConfigVm> {
+        Err(
+            Error::unsupported(format!("{} configurations are not read", self.name()))
+                .with_path(path),
+        )
+    }
+
+    /// How to write each of `vm.disks` (in order); `stem` is a file-name-safe form of the VM's
+    /// name.
+    fn disk_plan(&self, vm: &Vm, stem: &str) -> Result<Vec<DiskPlan>>;
+
+    /// The configuration files for `vm` with its disks written as `disks` (in `vm.disks`
+    /// order); `folder` is the output folder as it will be named once in place (absolute).
+    fn write(
+        &self,
+        vm: &Vm,
+        stem: &str,
+        folder: &Path,
+        disks: &[PlacedDisk],
+    ) -> Result<ConfigFiles>;
+}
+
+/// The largest configuration file read (real ones are a few KiB; a .vbox with a long
+/// snapshot history some hundred KiB).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Every configuration format, probed in this order.
+pub static CONFIGS: &[&dyn VmConfig] = &[&libvirt::Libvirt];
+
+/// The configuration format whose probe accepts `head`.
+pub fn detect(head: &[u8], path: &Path) -> Option<&'static dyn VmConfig> {
+    CONFIGS.iter().copied().find(|c| c.probe(head, path))
+}
+
+/// The configuration format that writes `--to name`.
+pub fn target_named(name: &str) -> Option<&'static dyn VmConfig> {
+    CONFIGS.iter().copied().find(|c| {
+        c.targets()
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    })
+}
