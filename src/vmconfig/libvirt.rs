@@ -620,35 +620,6 @@ fn libosinfo_url(short: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hostile_target_name_does_not_overflow() {
-        let xml = b"<domain><name>x</name><devices><disk device='disk'><source file='a'/><target dev='sdzzzzzzzzzzzzzz' bus='sata'/></disk></devices></domain>";
-        let d = parse_domain(xml, "x.xml").unwrap();
-        assert_eq!(d.vm.disks[0].unit, u32::MAX - 1);
-    }
-
-    #[test]
-    fn drive_letters_go_on_past_z() {
-        assert_eq!(drive_letters(0), "a");
-        assert_eq!(drive_letters(25), "z");
-        assert_eq!(drive_letters(26), "aa");
-        assert_eq!(drive_letters(27), "ab");
-    }
-
-    #[test]
-    fn libosinfo_ids_become_urls() {
-        assert_eq!(
-            libosinfo_url("ubuntu22.04"),
-            "http://ubuntu.com/ubuntu/22.04"
-        );
-        assert_eq!(libosinfo_url("win10"), "http://microsoft.com/win/10");
-    }
-}
-
 /// libvirt's domain XML as a [`super::VmConfig`]: read as a source, written with qcow2 disks
 /// for `--to kvm`.
 pub struct Libvirt;
@@ -712,5 +683,34 @@ impl super::VmConfig for Libvirt {
             files: vec![(name, xml.into_bytes())],
             warnings,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_target_name_does_not_overflow() {
+        let xml = b"<domain><name>x</name><devices><disk device='disk'><source file='a'/><target dev='sdzzzzzzzzzzzzzz' bus='sata'/></disk></devices></domain>";
+        let d = parse_domain(xml, "x.xml").unwrap();
+        assert_eq!(d.vm.disks[0].unit, u32::MAX - 1);
+    }
+
+    #[test]
+    fn drive_letters_go_on_past_z() {
+        assert_eq!(drive_letters(0), "a");
+        assert_eq!(drive_letters(25), "z");
+        assert_eq!(drive_letters(26), "aa");
+        assert_eq!(drive_letters(27), "ab");
+    }
+
+    #[test]
+    fn libosinfo_ids_become_urls() {
+        assert_eq!(
+            libosinfo_url("ubuntu22.04"),
+            "http://ubuntu.com/ubuntu/22.04"
+        );
+        assert_eq!(libosinfo_url("win10"), "http://microsoft.com/win/10");
     }
 }
