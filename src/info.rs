@@ -183,14 +183,9 @@ impl ImageInfo {
         let p = printable;
         let mut out = String::new();
         out.push_str(&format!("image: {}\n", p(&self.filename)));
-        if self.format_guessed {
-            out.push_str(&format!(
-                "file format: {} (guessed: no known format matched the content)\n",
-                p(&self.format)
-            ));
-        } else {
-            out.push_str(&format!("file format: {}\n", self.format));
-        }
+        // Scripts (oslo.utils, vdsm) read everything after "file format: " as the name, so the
+        // note that it was guessed has a line of its own, after qemu-img's lines.
+        out.push_str(&format!("file format: {}\n", p(&self.format)));
         out.push_str(&format!(
             "virtual size: {} ({} bytes)\n",
             human_size(self.virtual_size),
@@ -243,6 +238,9 @@ impl ImageInfo {
         if !self.opened_files.is_empty() {
             let names: Vec<String> = self.opened_files.iter().map(|f| p(f)).collect();
             out.push_str(&format!("opened files: {}\n", names.join(", ")));
+        }
+        if self.format_guessed {
+            out.push_str("format guessed: no known format matched the content\n");
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {}\n", p(w)));

@@ -38,6 +38,27 @@ pub enum Command {
     /// Move a whole VM to another hypervisor: its disks converted and its description
     /// rewritten for the target
     Migrate(MigrateArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on standard output
+    Completions(CompletionsArgs),
+    /// Write the manual pages (diskferry.1 and one per command) into a folder
+    Man(ManArgs),
+}
+
+/// Arguments of `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Arguments of `man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The folder to write the pages into (created if missing), such as
+    /// /usr/local/share/man/man1
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `--output human|json`.

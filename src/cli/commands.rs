@@ -5,6 +5,7 @@ use super::args::{
     CheckArgs, CompareArgs, ConvertArgs, CreateArgs, GateArgs, InfoArgs, MapArgs, MigrateArgs,
     OutputFormat, RepairArg, SnapshotArgs,
 };
+use super::compat::{self, Personality, Progress};
 use diskferry::check::{CheckReport, RepairMode, ReportStyle, Severity};
 use diskferry::compare::{Comparison, compare_images};
 use diskferry::convert::{self, ConvertOptions, WriteMode};
@@ -16,7 +17,6 @@ use diskferry::info::{ImageInfo, layer_info, printable};
 use diskferry::map::{MapEntry, map_image};
 use diskferry::size::parse_size;
 use diskferry::{Error, Format, Image, Registry, options};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::path::Path;
 
@@ -222,7 +222,15 @@ pub fn info(args: InfoArgs) -> Outcome {
             } else {
                 image.layers()[i].path().display().to_string()
             };
-            layer_info(&image, i, &name)
+            let mut info = layer_info(&image, i, &name);
+            if Personality::current() == Personality::QemuImg {
+                // qemu-img's driver names, which CDI, oslo.utils and vdsm compare against.
+                info.format = compat::qemu_driver_name(&info.format).to_string();
+                if let Some(f) = &info.backing_filename_format {
+                    info.backing_filename_format = Some(compat::qemu_driver_name(f).to_string());
+                }
+            }
+            info
         })
         .collect();
     let text = match (args.output, args.backing_chain) {
@@ -254,31 +262,18 @@ fn options_help(format: Format, options: &str) -> Result<Option<String>, Error> 
     )))
 }
 
-fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    // Draws only when standard error is a terminal, as progress bars should.
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{percent:>3}% [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .expect("the template is valid")
-        .progress_chars("=> "),
-    );
-    bar
-}
-
-/// Progress on the bar, warnings above it (unless quiet).
-fn show_event(bar: &ProgressBar, quiet: bool, event: convert::Event<'_>) {
+/// Progress on the bar (or qemu-img's lines), warnings above it (unless quiet).
+fn show_event(progress: &mut Progress, quiet: bool, event: convert::Event<'_>) {
     match event {
-        convert::Event::Progress { done, total } => {
-            bar.set_length(total);
-            bar.set_position(done);
-        }
+        convert::Event::Progress { done, total } => progress.set(done, total),
         convert::Event::Warning(w) if !quiet => {
-            bar.suspend(|| eprintln!("diskferry: warning: {}", printable(w)));
+            progress.suspend(|| {
+                eprintln!(
+                    "{}: warning: {}",
+                    Personality::current().program(),
+                    printable(w)
+                )
+            });
         }
         convert::Event::Warning(_) => {}
     }
@@ -335,14 +330,21 @@ pub fn convert(args: ConvertArgs) -> Outcome {
         target_backing: args.backing.clone(),
         target_backing_format: parse_format(args.backing_format.as_deref())?,
     };
-    let bar = progress_bar(args.progress && !args.quiet, 0);
+    let mut progress = Progress::new(args.progress && !args.quiet);
     let quiet = args.quiet;
     let result = convert::convert(&args.source, &args.destination, &options, &mut |event| {
-        show_event(&bar, quiet, event)
+        show_event(&mut progress, quiet, event)
     });
-    bar.finish_and_clear();
-    result?;
-    Ok(0)
+    match result {
+        Ok(stats) => {
+            progress.finish(Some(stats.data_bytes + stats.zero_bytes));
+            Ok(0)
+        }
+        Err(e) => {
+            progress.abandon();
+            Err(e)
+        }
+    }
 }
 
 /// `snapshot -l`: the list of an image's internal snapshots, as qemu-img prints it.
@@ -384,14 +386,46 @@ pub fn create(args: CreateArgs) -> Outcome {
     }
     let size = args.size.as_deref().map(parse_size).transpose()?;
     let backing_format = parse_format(args.backing_format.as_deref())?;
+    let open = open_options(&args.gate, None);
     convert::create(
         &args.image,
         format,
         size,
         &options,
         args.backing.as_deref().map(|b| (b, backing_format)),
-        &open_options(&args.gate, None),
+        &open,
     )?;
+    if !args.quiet {
+        // qemu-img prints this line on standard output; scripts that capture it expect it.
+        let size = match size {
+            Some(s) => s,
+            None => {
+                let mut only = open.clone();
+                only.backing = BackingPolicy::Ignore;
+                only.format = Some(format);
+                Image::open(&args.image, &only)?.virtual_size()
+            }
+        };
+        let mut shown = options.clone();
+        if let Some(b) = &args.backing {
+            shown.push_str(&format!(",backing_file={}", b.display()));
+            if let Some(f) = backing_format {
+                shown.push_str(&format!(
+                    ",backing_fmt={}",
+                    compat::qemu_driver_name(f.name())
+                ));
+            }
+        }
+        emit(&format!(
+            "{}\n",
+            printable(&compat::formatting_line(
+                &args.image.display().to_string(),
+                format.name(),
+                size,
+                &shown
+            ))
+        ))?;
+    }
     Ok(0)
 }
 
@@ -728,13 +762,21 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
             args.target
         )));
     }
-    let bar = progress_bar(args.progress && !args.quiet, 0);
+    let mut progress = Progress::new(args.progress && !args.quiet);
     let quiet = args.quiet;
     let result = migrate::migrate(&source, dest, target, &options, &mut |event| {
-        show_event(&bar, quiet, event)
+        show_event(&mut progress, quiet, event)
     });
-    bar.finish_and_clear();
-    let summary = result?;
+    let summary = match result {
+        Ok(s) => {
+            progress.finish(Some(source.disks.iter().map(|d| d.virtual_size()).sum()));
+            s
+        }
+        Err(e) => {
+            progress.abandon();
+            return Err(e);
+        }
+    };
     if !quiet {
         let vm = &source.vm;
         eprintln!(

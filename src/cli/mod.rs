@@ -2,9 +2,11 @@
 
 mod args;
 mod commands;
+mod compat;
 
 use args::{Cli, Command};
 use clap::{CommandFactory, FromArgMatches};
+use compat::Personality;
 use diskferry::{Capability, Error, Registry};
 
 /// What a command hands back to `main`: its exit code, or an error to print.
@@ -12,23 +14,55 @@ pub type Outcome = Result<i32, Error>;
 
 /// Runs the command line and returns the process exit code.
 pub fn run() -> i32 {
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let personality = argv
+        .first()
+        .map(|a| Personality::from_argv0(a))
+        .unwrap_or(Personality::Diskferry);
+    personality.install();
+    let program = personality.program();
     // compare reports errors with 2 (1 means "different"); every other command with 1.
     let error_code = if argv.get(1).is_some_and(|a| a == "compare") {
         2
     } else {
         1
     };
+    if argv.len() == 2 && (argv[1] == "--version" || argv[1] == "-V") {
+        print!("{}", personality.version_text());
+        return 0;
+    }
+    if let Some(cmd) = argv.get(1).and_then(|a| a.to_str())
+        && NOT_YET.contains(&cmd)
+    {
+        eprintln!(
+            "{program}: '{cmd}' is not supported by diskferry {} yet",
+            env!("CARGO_PKG_VERSION")
+        );
+        return 1;
+    }
+    // clap's usage lines name the program; keep them "diskferry" whatever the link is called.
+    if let Some(first) = argv.first_mut() {
+        *first = "diskferry".into();
+    }
     let cli = match Cli::command()
         .after_help(after_help())
         .try_get_matches_from(&argv)
         .and_then(|m| Cli::from_arg_matches(&m))
     {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { error_code } else { 0 };
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // No command at all: the whole help, which is what a person typing the bare name
+            // wants to see.
             let _ = e.print();
-            return code;
+            return error_code;
+        }
+        Err(e) if e.use_stderr() => {
+            eprintln!("{program}: {}", one_line(&e, argv.get(1)));
+            return error_code;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return 0;
         }
     };
     if let Err(e) = diskferry::staging::install_interrupt_cleanup() {
@@ -43,14 +77,66 @@ pub fn run() -> i32 {
         Command::Map(a) => commands::map(a),
         Command::Snapshot(a) => commands::snapshot(a),
         Command::Migrate(a) => commands::migrate(a),
+        Command::Completions(a) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "diskferry", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man(a) => write_man_pages(&a.dir),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("diskferry: {}", diskferry::info::printable(&e.to_string()));
+            eprintln!("{program}: {}", diskferry::info::printable(&e.to_string()));
             error_code
         }
     }
+}
+
+/// `diskferry.1` and `diskferry-COMMAND.1` for each command, from the command-line definition
+/// (so they never disagree with `--help`).
+fn write_man_pages(dir: &std::path::Path) -> Outcome {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", e).with_path(dir))?;
+    let cmd = Cli::command().after_help(after_help());
+    let mut pages = vec![("diskferry".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        let name = format!("diskferry-{}", sub.get_name());
+        let bin = format!("diskferry {}", sub.get_name());
+        pages.push((name.clone(), sub.clone().display_name(name).bin_name(bin)));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut bytes = Vec::new();
+        clap_mangen::Man::new(page)
+            .render(&mut bytes)
+            .map_err(|e| Error::io("cannot render the manual page", e).with_path(&path))?;
+        std::fs::write(&path, bytes).map_err(|e| Error::io("cannot write", e).with_path(&path))?;
+    }
+    Ok(0)
+}
+
+/// qemu-img's commands diskferry does not have yet: named as such, rather than answered with
+/// clap's "did you mean" suggestion of another command.
+const NOT_YET: &[&str] = &[
+    "resize", "measure", "rebase", "commit", "amend", "dd", "bench", "bitmap",
+];
+
+/// A clap error as one line, like every other error: its message, then where to read more.
+fn one_line(e: &clap::Error, command: Option<&std::ffi::OsString>) -> String {
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim();
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let help = match command.and_then(|c| c.to_str()) {
+        Some(c) if !c.starts_with('-') && Cli::command().find_subcommand(c).is_some() => {
+            format!("diskferry {c} --help")
+        }
+        _ => "diskferry --help".to_string(),
+    };
+    format!("{} (see '{help}')", diskferry::info::printable(message))
 }
 
 /// The formats and what diskferry does with each, from the registry, for `--help`.

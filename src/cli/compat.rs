@@ -1,0 +1,407 @@
+//! Everything the command line does differently to be a drop-in for qemu-img: the
+//! personality chosen by the program's name, the progress lines scripts parse, the
+//! `Formatting ...` line of `create`, qemu-img's driver names.
+//!
+//! Scripts (Proxmox's `qm importdisk`, oVirt's vdsm, KubeVirt's CDI, OpenStack) run `qemu-img`
+//! and parse what it prints; `ln -s diskferry qemu-img` must keep them working. Invoked as
+//! `diskferry`, the tool keeps its own defaults where they are better for a person.
+
+use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Which tool the command line behaves as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personality {
+    /// Invoked as `diskferry`: its own messages and defaults.
+    Diskferry,
+    /// Invoked through a name starting with `qemu-img`: qemu-img's messages, names and
+    /// version line.
+    QemuImg,
+}
+
+static PERSONALITY: OnceLock<Personality> = OnceLock::new();
+
+/// The version of qemu-img whose behaviour the qemu-img personality follows.
+pub const QEMU_VERSION: &str = "10.0.2";
+
+impl Personality {
+    /// The personality for a program invoked as `argv0` (a path; only its file name counts).
+    pub fn from_argv0(argv0: &std::ffi::OsStr) -> Personality {
+        let name = std::path::Path::new(argv0)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("qemu-img") {
+            Personality::QemuImg
+        } else {
+            Personality::Diskferry
+        }
+    }
+
+    /// Sets the process's personality (once, at start).
+    pub fn install(self) {
+        let _ = PERSONALITY.set(self);
+    }
+
+    /// The process's personality.
+    pub fn current() -> Personality {
+        *PERSONALITY.get().unwrap_or(&Personality::Diskferry)
+    }
+
+    /// The prefix of error and warning lines.
+    pub fn program(self) -> &'static str {
+        match self {
+            Personality::Diskferry => "diskferry",
+            Personality::QemuImg => "qemu-img",
+        }
+    }
+
+    /// What `--version` prints.
+    pub fn version_text(self) -> String {
+        let ours = env!("CARGO_PKG_VERSION");
+        match self {
+            Personality::Diskferry => format!("diskferry {ours}\n"),
+            // Version checks (cinder's, vdsm's) parse the first line's "qemu-img version X.Y.Z".
+            Personality::QemuImg => format!(
+                "qemu-img version {QEMU_VERSION} (diskferry {ours})\nCopyright (c) 2003-2025 Fabrice Bellard and the QEMU Project developers\n"
+            ),
+        }
+    }
+}
+
+/// qemu-img's name for a format: its block driver's name, which JSON parsers (CDI,
+/// oslo.utils, vdsm) compare against.
+pub fn qemu_driver_name(format: &str) -> &str {
+    match format {
+        "vhd" => "vpc",
+        other => other,
+    }
+}
+
+/// The line qemu-img's `create` prints: `Formatting 'NAME', fmt=FMT key=value ...`, with the
+/// keys qemu-img lists for the format in its order, the user's values where given (sizes in
+/// bytes) and qemu-img's defaults otherwise. `options` includes `backing_file` and
+/// `backing_fmt` when `-b` and `-F` were given.
+pub fn formatting_line(name: &str, format: &str, size: u64, options: &str) -> String {
+    let given: Vec<(String, String)> = options
+        .split(',')
+        .filter(|o| !o.trim().is_empty())
+        .map(|o| match o.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+            None => (o.trim().to_string(), "on".to_string()),
+        })
+        .collect();
+    // Each format's keys in the order qemu-img 10 prints them, with the default it prints
+    // when the key is not given (None: printed only when given), and whether the value is a
+    // size (printed in bytes). Checked against `qemu-img create` for each format.
+    const SIZE: &str = "size";
+    let table: &[(&str, Option<&str>, bool)] = match format {
+        "qcow2" => &[
+            ("cluster_size", Some("65536"), true),
+            ("extended_l2", Some("off"), false),
+            ("preallocation", None, false),
+            ("compression_type", Some("zlib"), false),
+            (SIZE, None, true),
+            ("compat", None, false),
+            ("backing_file", None, false),
+            ("backing_fmt", None, false),
+            ("data_file", None, false),
+            ("data_file_raw", None, false),
+            ("lazy_refcounts", Some("off"), false),
+            ("refcount_bits", Some("16"), false),
+        ],
+        "vmdk" => &[
+            (SIZE, None, true),
+            ("adapter_type", None, false),
+            ("backing_file", None, false),
+            ("backing_fmt", None, false),
+            ("compat6", Some("off"), false),
+            ("hwversion", Some("undefined"), false),
+            ("toolsversion", None, false),
+            ("subformat", None, false),
+            ("zeroed_grain", None, false),
+        ],
+        "vhd" => &[
+            (SIZE, None, true),
+            ("subformat", None, false),
+            ("force_size", None, false),
+        ],
+        "vhdx" => &[
+            (SIZE, None, true),
+            ("log_size", Some("1048576"), true),
+            ("block_size", Some("0"), true),
+            ("subformat", None, false),
+            ("block_state_zero", None, false),
+        ],
+        "vdi" => &[(SIZE, None, true), ("static", Some("off"), false)],
+        "qcow" => &[
+            (SIZE, None, true),
+            ("backing_file", None, false),
+            ("backing_fmt", None, false),
+        ],
+        _ => &[(SIZE, None, true), ("preallocation", None, false)],
+    };
+    let mut line = format!("Formatting '{name}', fmt={}", qemu_driver_name(format));
+    let mut printed = Vec::new();
+    for (key, default, is_size) in table {
+        let value = if *key == SIZE {
+            Some(size.to_string())
+        } else {
+            given
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .or_else(|| default.map(str::to_string))
+        };
+        if let Some(v) = value {
+            let v = if *is_size {
+                diskferry::size::parse_size(&v)
+                    .map(|n| n.to_string())
+                    .unwrap_or(v)
+            } else {
+                v
+            };
+            line.push_str(&format!(" {key}={v}"));
+            printed.push(*key);
+        }
+    }
+    // Our own keys (qemu-img has no such option) follow, in the order given.
+    for (k, v) in &given {
+        if !printed.contains(&k.as_str()) {
+            line.push_str(&format!(" {k}={v}"));
+            printed.push(k);
+        }
+    }
+    line
+}
+
+/// Progress of a long command, shown the way the caller can read it: a bar on a terminal,
+/// qemu-img's `    (NN.NN/100%)\r` lines on standard output when that is a pipe (Proxmox,
+/// vdsm and CDI parse them), nothing when not asked for.
+pub enum Progress {
+    /// Not shown.
+    Hidden,
+    /// indicatif's bar on standard error.
+    Bar(indicatif::ProgressBar, Instant),
+    /// qemu-img's lines on standard output; the last percentage printed.
+    Lines(f64),
+}
+
+impl Progress {
+    /// Progress for a command run with `-p` (`enabled`) and without `-q`.
+    pub fn new(enabled: bool) -> Progress {
+        if !enabled {
+            return Progress::Hidden;
+        }
+        if !std::io::stdout().is_terminal() {
+            let p = Progress::Lines(0.0);
+            print_line(0.0);
+            return p;
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{percent:>3}% [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
+        );
+        Progress::Bar(bar, Instant::now())
+    }
+
+    /// `done` of `total` bytes.
+    pub fn set(&mut self, done: u64, total: u64) {
+        match self {
+            Progress::Hidden => {}
+            Progress::Bar(bar, _) => {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            Progress::Lines(last) => {
+                let pct = if total == 0 {
+                    100.0
+                } else {
+                    (done as f64 * 100.0 / total as f64).min(100.0)
+                };
+                // qemu-img prints a line each time progress moves by at least 1%.
+                if pct - *last >= 1.0 || (pct >= 100.0 && *last < 100.0) {
+                    *last = pct;
+                    print_line(pct);
+                }
+            }
+        }
+    }
+
+    /// Runs `f` (which prints to standard error) without breaking the bar.
+    pub fn suspend(&self, f: impl FnOnce()) {
+        match self {
+            Progress::Bar(bar, _) => bar.suspend(f),
+            _ => f(),
+        }
+    }
+
+    /// Ends the progress display after success: qemu-img's last line, or the bar cleared and
+    /// (for diskferry) a one-line summary of `bytes` handled on standard error.
+    pub fn finish(self, bytes: Option<u64>) {
+        match self {
+            Progress::Hidden => {}
+            Progress::Bar(bar, started) => {
+                bar.finish_and_clear();
+                if let Some(bytes) = bytes
+                    && Personality::current() == Personality::Diskferry
+                {
+                    eprintln!("{}", summary_line(bytes, started.elapsed().as_secs_f64()));
+                }
+            }
+            Progress::Lines(last) => {
+                if last < 100.0 {
+                    print_line(100.0);
+                }
+                println!();
+            }
+        }
+    }
+
+    /// Ends the progress display after a failure: nothing more is printed but a clean line.
+    pub fn abandon(self) {
+        match self {
+            Progress::Bar(bar, _) => bar.finish_and_clear(),
+            Progress::Lines(_) => println!(),
+            Progress::Hidden => {}
+        }
+    }
+}
+
+fn print_line(pct: f64) {
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "    ({pct:.2}/100%)\r");
+    let _ = out.flush();
+}
+
+/// `diskferry: 2.00 GiB in 1.3 s (1.54 GiB/s)`.
+pub fn summary_line(bytes: u64, seconds: f64) -> String {
+    let rate = if seconds > 0.0 {
+        bytes as f64 / seconds
+    } else {
+        0.0
+    };
+    format!(
+        "diskferry: {} in {seconds:.1} s ({}/s)",
+        human_bytes(bytes as f64),
+        human_bytes(rate)
+    )
+}
+
+fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b:.0} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_personality_comes_from_the_file_name() {
+        use std::ffi::OsStr;
+        assert_eq!(
+            Personality::from_argv0(OsStr::new("/usr/bin/qemu-img")),
+            Personality::QemuImg
+        );
+        assert_eq!(
+            Personality::from_argv0(OsStr::new("qemu-img-10")),
+            Personality::QemuImg
+        );
+        assert_eq!(
+            Personality::from_argv0(OsStr::new("/opt/qemu-img/diskferry")),
+            Personality::Diskferry
+        );
+    }
+
+    #[test]
+    fn formatting_lines_match_qemu_img_10() {
+        // Printed by `qemu-img create -f FMT /tmp/x.FMT 1M` (qemu-img 10.0.2).
+        assert_eq!(
+            formatting_line("/tmp/x.qcow2", "qcow2", 1048576, ""),
+            "Formatting '/tmp/x.qcow2', fmt=qcow2 cluster_size=65536 extended_l2=off compression_type=zlib size=1048576 lazy_refcounts=off refcount_bits=16"
+        );
+        assert_eq!(
+            formatting_line("/tmp/y.qcow2", "qcow2", 1048576, "lazy_refcounts"),
+            "Formatting '/tmp/y.qcow2', fmt=qcow2 cluster_size=65536 extended_l2=off compression_type=zlib size=1048576 lazy_refcounts=on refcount_bits=16"
+        );
+        assert_eq!(
+            formatting_line("/tmp/x.vpc", "vhd", 1048576, ""),
+            "Formatting '/tmp/x.vpc', fmt=vpc size=1048576"
+        );
+        assert_eq!(
+            formatting_line("/tmp/x.vmdk", "vmdk", 1048576, ""),
+            "Formatting '/tmp/x.vmdk', fmt=vmdk size=1048576 compat6=off hwversion=undefined"
+        );
+        assert_eq!(
+            formatting_line("/tmp/x.vhdx", "vhdx", 1048576, ""),
+            "Formatting '/tmp/x.vhdx', fmt=vhdx size=1048576 log_size=1048576 block_size=0"
+        );
+        assert_eq!(
+            formatting_line("/tmp/x.vdi", "vdi", 1048576, ""),
+            "Formatting '/tmp/x.vdi', fmt=vdi size=1048576 static=off"
+        );
+        assert_eq!(
+            formatting_line(
+                "/tmp/c2.qcow2",
+                "qcow2",
+                1048576,
+                "cluster_size=2M,compat=0.10"
+            ),
+            "Formatting '/tmp/c2.qcow2', fmt=qcow2 cluster_size=2097152 extended_l2=off compression_type=zlib size=1048576 compat=0.10 lazy_refcounts=off refcount_bits=16"
+        );
+        assert_eq!(
+            formatting_line(
+                "/tmp/c.qcow2",
+                "qcow2",
+                1048576,
+                "backing_file=/tmp/x.qcow2,backing_fmt=qcow2"
+            ),
+            "Formatting '/tmp/c.qcow2', fmt=qcow2 cluster_size=65536 extended_l2=off compression_type=zlib size=1048576 backing_file=/tmp/x.qcow2 backing_fmt=qcow2 lazy_refcounts=off refcount_bits=16"
+        );
+        assert_eq!(
+            formatting_line(
+                "/tmp/s.vmdk",
+                "vmdk",
+                1048576,
+                "subformat=streamOptimized,adapter_type=lsilogic"
+            ),
+            "Formatting '/tmp/s.vmdk', fmt=vmdk size=1048576 adapter_type=lsilogic compat6=off hwversion=undefined subformat=streamOptimized"
+        );
+        assert_eq!(
+            formatting_line("/tmp/f.vpc", "vhd", 1048576, "subformat=fixed"),
+            "Formatting '/tmp/f.vpc', fmt=vpc size=1048576 subformat=fixed"
+        );
+        assert_eq!(
+            formatting_line("/tmp/x.raw", "raw", 1048576, ""),
+            "Formatting '/tmp/x.raw', fmt=raw size=1048576"
+        );
+    }
+
+    #[test]
+    fn summary_lines_use_binary_units() {
+        assert_eq!(
+            summary_line(2 << 30, 2.0),
+            "diskferry: 2.00 GiB in 2.0 s (1.00 GiB/s)"
+        );
+    }
+}

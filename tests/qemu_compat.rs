@@ -1,0 +1,263 @@
+//! diskferry as a drop-in for qemu-img (issue 15): the same invocation run with qemu-img and
+//! with diskferry linked as `qemu-img`, comparing what scripts read: exit codes, standard
+//! output, the progress lines, the created images.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A folder holding a `qemu-img` symbolic link to the diskferry under test.
+fn as_qemu_img(dir: &Path) -> PathBuf {
+    let link = dir.join("bin").join("qemu-img");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_diskferry"), &link).unwrap();
+    }
+    link
+}
+
+fn run_prog(prog: &Path, args: &[&str]) -> (i32, String, String) {
+    decode(Command::new(prog).args(args).output().expect("runs"))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn the_version_line_is_qemu_imgs_when_invoked_as_qemu_img() {
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let (code, out, _) = run_prog(&fake, &["--version"]);
+    assert_eq!(code, 0);
+    let first = out.lines().next().unwrap();
+    // cinder (cinder/image/image_utils.py, get_qemu_img_version) matches
+    // r"qemu-img version ([0-9\.]*)" on this line; vdsm's qemuimg.version likewise.
+    assert!(
+        first.starts_with("qemu-img version 10.0.2 (diskferry "),
+        "{first}"
+    );
+    let (_, own, _) = run(&["--version"]);
+    assert!(own.starts_with("diskferry "), "{own}");
+}
+
+#[test]
+fn create_prints_qemu_imgs_formatting_line_for_every_format() {
+    if !have_qemu("create_prints_qemu_imgs_formatting_line_for_every_format") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    for (fmt, opts) in [
+        ("raw", ""),
+        ("qcow2", ""),
+        ("qcow2", "cluster_size=2M,compat=0.10"),
+        (
+            "qcow2",
+            "lazy_refcounts=on,refcount_bits=64,preallocation=metadata",
+        ),
+        ("vpc", ""),
+        ("vpc", "subformat=fixed"),
+        ("vmdk", ""),
+        ("vmdk", "subformat=streamOptimized,adapter_type=lsilogic"),
+        ("vhdx", ""),
+        ("vdi", ""),
+        ("vdi", "static=on"),
+        ("qcow", ""),
+    ] {
+        let theirs = d.path().join(format!("theirs.{fmt}"));
+        let ours = d.path().join(format!("ours.{fmt}"));
+        let mut a = vec!["create", "-f", fmt];
+        if !opts.is_empty() {
+            a.extend(["-o", opts]);
+        }
+        let mut ta = a.clone();
+        ta.extend([s(&theirs), "3M"]);
+        let mut oa = a.clone();
+        oa.extend([s(&ours), "3M"]);
+        let (qc, qout, qerr) = qemu_img(&ta);
+        let (dc, dout, derr) = run_prog(&fake, &oa);
+        assert_eq!(qc, 0, "{qerr}");
+        assert_eq!(dc, 0, "{derr}");
+        assert_eq!(
+            dout.replace("ours.", "theirs."),
+            qout,
+            "create -f {fmt} -o {opts}"
+        );
+        std::fs::remove_file(&theirs).unwrap();
+        std::fs::remove_file(&ours).unwrap();
+    }
+    // -q silences it, as qemu-img's.
+    let q = d.path().join("q.raw");
+    let (code, out, _) = run_prog(&fake, &["create", "-q", "-f", "raw", s(&q), "1M"]);
+    assert_eq!((code, out.as_str()), (0, ""));
+}
+
+#[test]
+fn create_with_a_backing_file_prints_it_as_qemu_img_does() {
+    if !have_qemu("create_with_a_backing_file_prints_it_as_qemu_img_does") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base.qcow2");
+    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&base), "4M"]);
+    let child = d.path().join("child.qcow2");
+    // Nova (nova/virt/images.py, create_cow_image) and Proxmox create overlays this way.
+    let args = |out: &Path| {
+        vec![
+            "create".to_string(),
+            "-f".into(),
+            "qcow2".into(),
+            "-b".into(),
+            s(&base).into(),
+            "-F".into(),
+            "qcow2".into(),
+            s(out).into(),
+        ]
+    };
+    let a: Vec<String> = args(&child);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let theirs = qemu_img_ok(&a);
+    std::fs::remove_file(&child).unwrap();
+    let ours = run_ok(&a);
+    assert_eq!(ours, theirs);
+}
+
+/// The percentages a progress output holds, in order.
+fn percentages(out: &str) -> Vec<f64> {
+    out.split('\r')
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix('(')?.strip_suffix("/100%)")?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn progress_on_a_pipe_is_qemu_imgs_lines_on_standard_output() {
+    if !have_qemu("progress_on_a_pipe_is_qemu_imgs_lines_on_standard_output") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src.qcow2");
+    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&src), "64M"]);
+    let raw = d.path().join("data.raw");
+    make_raw(&raw, 64 << 20, &[(0, 8 << 20), (32 << 20, 8 << 20)]);
+    qemu_img_ok(&["convert", "-O", "qcow2", s(&raw), s(&src)]);
+    // Proxmox (PVE/QemuServer/QemuImage.pm, convert): `qemu-img convert -p -n -f FMT -O FMT
+    // SRC DST`, parsing `\((\d+\.\d+)/100%\)` from standard output.
+    let dst_q = d.path().join("q.raw");
+    let dst_d = d.path().join("d.raw");
+    let (qc, qout, _) = qemu_img(&["convert", "-p", "-O", "raw", s(&src), s(&dst_q)]);
+    let (dc, dout, derr) = run(&["convert", "-p", "-O", "raw", s(&src), s(&dst_d)]);
+    assert_eq!((qc, dc), (0, 0), "{derr}");
+    let (q, o) = (percentages(&qout), percentages(&dout));
+    assert_eq!(q.first(), Some(&0.0), "{qout:?}");
+    assert_eq!(o.first(), Some(&0.0), "{dout:?}");
+    assert_eq!(q.last(), Some(&100.0));
+    assert_eq!(o.last(), Some(&100.0));
+    assert!(o.windows(2).all(|w| w[0] <= w[1]), "{o:?}");
+    // Every record has qemu-img's exact shape: four spaces, two decimals, a carriage return;
+    // the output ends with a newline after the last.
+    for rec in dout.trim_end_matches('\n').split_inclusive('\r') {
+        let body = rec.strip_suffix('\r').expect("each record ends with \\r");
+        assert!(body.starts_with("    ("), "{rec:?}");
+        let pct = body.trim_start().trim_start_matches('(');
+        let num = pct.split('/').next().unwrap();
+        assert_eq!(num.split('.').nth(1).map(str::len), Some(2), "{rec:?}");
+    }
+    assert!(dout.ends_with("\r\n"));
+    assert!(qemu_compare("raw", &dst_q, "raw", &dst_d));
+}
+
+#[test]
+fn json_info_names_vhd_vpc_when_invoked_as_qemu_img() {
+    if !have_qemu("json_info_names_vhd_vpc_when_invoked_as_qemu_img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let img = d.path().join("x.vhd");
+    qemu_img_ok(&["create", "-q", "-f", "vpc", s(&img), "8M"]);
+    // KubeVirt CDI (pkg/image/qemu.go, Info) and oslo.utils (imageutils.QemuImgInfo) run
+    // `qemu-img info --output=json FILE` and compare "format" with qemu's driver names.
+    let (_, theirs, _) = qemu_img(&["info", "--output=json", s(&img)]);
+    let (code, ours, err) = run_prog(&fake, &["info", "--output=json", s(&img)]);
+    assert_eq!(code, 0, "{err}");
+    let t: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+    let o: serde_json::Value = serde_json::from_str(&ours).unwrap();
+    for key in ["format", "virtual-size", "filename"] {
+        assert_eq!(o[key], t[key], "{key}");
+    }
+    // Invoked as diskferry, the format keeps its own name.
+    let own: serde_json::Value =
+        serde_json::from_str(&run_ok(&["info", "--output=json", s(&img)])).unwrap();
+    assert_eq!(own["format"], "vhd");
+}
+
+#[test]
+fn argument_errors_are_one_line_like_every_other_error() {
+    let (code, out, err) = run(&["convert", "-Z", "a", "b"]);
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("diskferry: "), "{err}");
+    assert!(
+        err.contains("'-Z'") && err.contains("diskferry convert --help"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["conver", "a", "b"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // compare keeps its error code 2 (1 means "different").
+    let (code, _, err) = run(&["compare", "--bogus", "a", "b"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn commands_not_yet_supported_say_so() {
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    for cmd in [
+        "resize", "measure", "rebase", "commit", "amend", "dd", "bench",
+    ] {
+        let (code, _, err) = run(&[cmd, "x.img", "1G"]);
+        assert_eq!(code, 1);
+        assert!(
+            err.starts_with(&format!("diskferry: '{cmd}' is not supported by diskferry")),
+            "{err}"
+        );
+        assert!(!err.contains("similar"), "{err}");
+        let (code, _, err) = run_prog(&fake, &[cmd, "x.img", "1G"]);
+        assert_eq!(code, 1);
+        assert!(err.starts_with(&format!("qemu-img: '{cmd}'")), "{err}");
+    }
+}
+
+#[test]
+fn man_pages_and_completions_come_from_the_cli_definition() {
+    let d = tempfile::tempdir().unwrap();
+    let man = d.path().join("man1");
+    run_ok(&["man", s(&man)]);
+    for page in ["diskferry.1", "diskferry-convert.1", "diskferry-migrate.1"] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.starts_with(".ie"), "{page} is roff");
+        assert!(text.contains(".SH SYNOPSIS"), "{page}");
+    }
+    let convert = std::fs::read_to_string(man.join("diskferry-convert.1")).unwrap();
+    assert!(
+        convert.contains("diskferry convert"),
+        "the synopsis names the command"
+    );
+    for (shell, marker) in [
+        ("bash", "complete -F _diskferry"),
+        ("zsh", "#compdef diskferry"),
+        ("fish", "complete -c diskferry"),
+    ] {
+        let out = run_ok(&["completions", shell]);
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(out.contains("migrate"), "{shell} completes the commands");
+    }
+}
