@@ -343,15 +343,18 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<XlConfig> {
     if let Some(m) = get("memory") {
         vm.memory_bytes = mib(m)?;
     }
+    // With maxmem above memory the guest starts ballooned and may grow to maxmem: the target
+    // gets maxmem, the most the guest may use (libvirt's xl reader makes it <memory> too).
     if let Some(m) = get("maxmem") {
         let max = mib(m)?;
-        if max > vm.memory_bytes && vm.memory_bytes > 0 {
-            vm.warn(format!(
-                "maxmem ({} MiB) is above memory ({} MiB): the guest balloons up to it; the target gets memory's size",
-                max >> 20,
-                vm.memory_bytes >> 20
-            ));
-        } else if vm.memory_bytes == 0 {
+        if max > vm.memory_bytes {
+            if vm.memory_bytes > 0 {
+                vm.warn(format!(
+                    "memory ({} MiB) is below maxmem ({} MiB): the target gets maxmem; the ballooned start is not carried",
+                    vm.memory_bytes >> 20,
+                    max >> 20
+                ));
+            }
             vm.memory_bytes = max;
         }
     }

@@ -192,6 +192,10 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Vec<Setting>> {
                 match lx.peek() {
                     Some(b',') => lx.pos += 1,
                     Some(b']') => {}
+                    None => {
+                        lx.line = line;
+                        return Err(lx.err(format!("the list of '{key}' has no closing ']'")));
+                    }
                     _ => {
                         return Err(lx.err(format!("expected ',' or ']' in the list of '{key}'")));
                     }
