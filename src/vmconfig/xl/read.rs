@@ -279,8 +279,11 @@ pub fn parse_vif(spec: &str, guest: GuestType) -> std::result::Result<Nic, Strin
 /// Reads an xl.cfg (`name` names it in errors).
 pub fn parse(bytes: &[u8], name: &str) -> Result<XlConfig> {
     let settings = parse_syntax(bytes, name)?;
-    let err =
-        |line: usize, what: String| Error::invalid(format!("line {line}: {what}")).with_path(name);
+    // Values may hold control characters (a string's `\n` escape): shown escaped, so the
+    // error stays one line.
+    let err = |line: usize, what: String| {
+        Error::invalid(format!("line {line}: {}", printable(&what))).with_path(name)
+    };
     let get = |k: &str| settings.iter().rev().find(|s| s.key == k);
     let string = |s: &Setting| -> Result<String> {
         match &s.value {
@@ -488,6 +491,20 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<XlConfig> {
         guest_type,
         disk_files,
     })
+}
+
+/// `s` with control characters escaped.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let e: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            e
+        })
+        .collect()
 }
 
 fn clip(s: &str) -> String {
