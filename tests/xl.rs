@@ -21,6 +21,19 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// (file, name, type, memory MiB, vCPUs, UEFI, disks, CD-ROMs, NICs)
+type Row = (
+    &'static str,
+    &'static str,
+    GuestType,
+    u64,
+    u32,
+    bool,
+    usize,
+    usize,
+    usize,
+);
+
 #[test]
 fn corpus_xl_configs_read_with_the_values_they_hold() {
     let test = "corpus_xl_configs_read_with_the_values_they_hold";
@@ -28,8 +41,7 @@ fn corpus_xl_configs_read_with_the_values_they_hold() {
         return;
     };
     let dir = shared.join("corpus/configs/xen");
-    // (file, name, type, memory MiB, vCPUs, UEFI, disks, CD-ROMs, NICs)
-    let expected: &[(&str, &str, GuestType, u64, u32, bool, usize, usize, usize)] = &[
+    let expected: &[Row] = &[
         (
             "libvirt-xlconfig-test-disk-positional-parms-full.cfg",
             "XenGuest2",

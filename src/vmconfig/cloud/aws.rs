@@ -1,14 +1,14 @@
 //! `--to aws`: stream-optimized VMDKs, the disk containers file and the `aws` commands of
 //! VM Import/Export.
 //!
-//! AWS's rules (VM Import/Export User Guide, https://docs.aws.amazon.com/vm-import/latest/userguide/prerequisites.html
+//! AWS's rules (VM Import/Export User Guide, <https://docs.aws.amazon.com/vm-import/latest/userguide/prerequisites.html>
 //! "Image formats": OVA, ESX stream-optimized VMDK, VHD/VHDX, raw; and
-//! https://docs.aws.amazon.com/vm-import/latest/userguide/import-vm-image.html): each disk is
+//! <https://docs.aws.amazon.com/vm-import/latest/userguide/import-vm-image.html>): each disk is
 //! uploaded to S3 and named in a JSON list of disk containers
 //! `{"Description", "Format", "UserBucket": {"S3Bucket", "S3Key"}}`, the boot disk first, for
 //! `aws ec2 import-image --disk-containers file://containers.json` (import-snapshot takes one
 //! such container). UEFI guests are imported with `--boot-mode uefi`. The import needs the
-//! `vmimport` service role (https://docs.aws.amazon.com/vm-import/latest/userguide/required-permissions.html).
+//! `vmimport` service role (<https://docs.aws.amazon.com/vm-import/latest/userguide/required-permissions.html>).
 
 use super::{boot_first, common_warnings, os_type, sh};
 use crate::error::Result;

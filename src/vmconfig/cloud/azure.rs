@@ -1,9 +1,9 @@
 //! `--to azure`: fixed VHDs and the `az` commands that upload them as managed disks.
 //!
-//! Azure's rules (https://learn.microsoft.com/azure/virtual-machines/linux/create-upload-generic,
+//! Azure's rules (<https://learn.microsoft.com/azure/virtual-machines/linux/create-upload-generic>,
 //! "General Linux installation notes", and .../windows/prepare-for-upload-vhd-image): the disk
 //! is a fixed VHD (no VHDX, no dynamic VHD), its virtual size a whole number of MiB; the
-//! upload (https://learn.microsoft.com/azure/virtual-machines/linux/disks-upload-vhd-to-managed-disk-cli)
+//! upload (<https://learn.microsoft.com/azure/virtual-machines/linux/disks-upload-vhd-to-managed-disk-cli>)
 //! makes an empty disk of the file's exact size (`--upload-size-bytes`, the VHD with its
 //! 512-byte footer), copies it with `azcopy --blob-type PageBlob` into a write SAS and revokes
 //! the access. UEFI guests are Generation 2 (`--hyper-v-generation V2`).

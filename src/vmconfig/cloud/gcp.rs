@@ -1,7 +1,7 @@
 //! `--to gcp`: each disk as `disk.raw` in a gzip'd GNU tar, and the `gcloud` commands that
 //! make images of them.
 //!
-//! Compute Engine's rules (https://cloud.google.com/compute/docs/import/import-existing-image,
+//! Compute Engine's rules (<https://cloud.google.com/compute/docs/import/import-existing-image>,
 //! "Manually importing virtual disks"): the archive holds exactly one file, named
 //! `disk.raw`, the raw disk; it is a tar in GNU's format (the page makes it with
 //! `tar --format=oldgnu -Sczf`) compressed with gzip; the disk is a whole number of GiB
@@ -95,7 +95,7 @@ impl VmConfig for Gcp {
     fn write(
         &self,
         vm: &Vm,
-        stem: &str,
+        _stem: &str,
         folder: &Path,
         disks: &[PlacedDisk],
     ) -> Result<ConfigFiles> {
@@ -175,7 +175,6 @@ impl VmConfig for Gcp {
             folder.display()
         )];
         instructions.extend(steps.iter().map(|s| format!("  {s}")));
-        let _ = stem;
         Ok(ConfigFiles {
             files: vec![("gcp-import.sh".into(), script.into_bytes())],
             warnings,

@@ -1,6 +1,6 @@
 //! Reading a Proxmox VE `qemu-server/<vmid>.conf` into the VM model.
 //!
-//! The format (qm.conf(5), https://pve.proxmox.com/pve-docs/qm.conf.5.html, and
+//! The format (qm.conf(5), <https://pve.proxmox.com/pve-docs/qm.conf.5.html>, and
 //! PVE::QemuServer's parse_vm_config): `key: value` lines; `#` lines are the VM's
 //! description; `[name]` starts a snapshot section (and `[special:cloudinit]` the pending
 //! cloud-init settings) that runs to the next section or the end. Values of devices are
@@ -72,8 +72,8 @@ const LIMITS: &[(&str, u32)] = &[
 pub fn probe(head: &[u8]) -> bool {
     let text = String::from_utf8_lossy(head);
     let mut hits = 0;
-    for line in text.lines() {
-        let line = line.trim_end();
+    for raw in text.split_inclusive('\n') {
+        let line = raw.trim_end();
         if line.starts_with('[') {
             break;
         }
@@ -81,6 +81,10 @@ pub fn probe(head: &[u8]) -> bool {
             continue;
         }
         let Some((key, _)) = line.split_once(": ") else {
+            // The head may end inside a line: only a whole line decides.
+            if !raw.ends_with('\n') {
+                break;
+            }
             return false;
         };
         let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
@@ -503,5 +507,29 @@ fn clip(s: &str) -> String {
         format!("{}...", s.chars().take(60).collect::<String>())
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_takes_a_head_cut_inside_a_line() {
+        let mut conf = b"cores: 2\nmemory: 512\nscsi0: local:100/vm-100-disk-0.qcow2,si".to_vec();
+        assert!(probe(&conf));
+        conf.extend_from_slice(b"\nnot a conf line\n");
+        assert!(!probe(&conf));
+        assert!(!probe(b"displayName = \"x\"\nmemsize = \"512\"\n"));
+    }
+
+    #[test]
+    fn sizes_as_proxmox_writes_them() {
+        assert_eq!(parse_size("32G"), Some(32 << 30));
+        assert_eq!(parse_size("528K"), Some(528 << 10));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("99999999999T"), None);
+        assert_eq!(parse_size("G"), None);
     }
 }

@@ -120,7 +120,7 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
     let (buses, scsihw) = mapping::disk_buses(vm);
     let mut next: BTreeMap<&str, u32> = BTreeMap::new();
     let mut disk_keys = Vec::new();
-    for ((disk, placed), bus) in vm.disks.iter().zip(disks).zip(&buses) {
+    for (placed, bus) in disks.iter().zip(&buses) {
         let max = match *bus {
             "sata" => 5,
             "virtio" => 15,
@@ -134,7 +134,6 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
         }
         next.insert(bus, n + 1);
         let key = format!("{bus}{n}");
-        let _ = disk;
         keys.insert(
             key.clone(),
             format!(
@@ -154,7 +153,7 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
                 .into(),
         );
     }
-    for (i, cd) in vm.cdroms.iter().enumerate() {
+    for i in 0..vm.cdroms.len() {
         let Some(slot) = ["ide2", "ide3", "ide0", "ide1"].get(i) else {
             w.push(format!(
                 "CD/DVD drive {} not carried: Proxmox has four IDE slots",
@@ -162,7 +161,6 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
             ));
             continue;
         };
-        let _ = cd;
         keys.insert((*slot).into(), "none,media=cdrom".into());
     }
     if !vm.cdroms.is_empty() {
@@ -307,7 +305,7 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
             "  {}",
             s.replace("\"$VMID\"", &vmid.to_string())
                 .replace("$STORAGE", DEFAULT_STORAGE)
-                .replace("$PWD/", "")
+                .replace("$PWD/", "<this folder on the host>/")
         ));
     }
     for (key, placed) in disk_keys.iter().zip(disks) {

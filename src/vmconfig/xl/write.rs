@@ -1,7 +1,7 @@
 //! Writing an xl.cfg for `--to xen`: an HVM guest (every guest boots as HVM; PVH needs a
 //! PVH-capable kernel the source does not promise) with qcow2 disks on the qdisk backend.
 //!
-//! Settings follow xl.cfg(5) (https://xenbits.xen.org/docs/unstable/man/xl.cfg.5.html),
+//! Settings follow xl.cfg(5) (<https://xenbits.xen.org/docs/unstable/man/xl.cfg.5.html>),
 //! disk specs xl-disk-configuration(5) (key=value form, `target=` last because it takes the
 //! rest of the spec), NICs xl-network-configuration(5).
 
