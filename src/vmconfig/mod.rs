@@ -10,11 +10,17 @@
 //! | format | folder | `--to` |
 //! |---|---|---|
 //! | libvirt domain XML (KVM/QEMU) | [`libvirt`] | `kvm`, `libvirt` |
+//! | Proxmox VE `<vmid>.conf` | [`proxmox`] | `proxmox`, `pve` |
+//! | Xen xl.cfg | [`xl`] | `xen`, `xl` |
+//! | Azure, AWS, Google Cloud images (written only) | [`cloud`] | `azure`, `aws`, `gcp` |
 //!
 //! To add one: a folder `src/vmconfig/NAME/` with a type implementing [`VmConfig`], and its
 //! line in [`CONFIGS`].
 
+pub mod cloud;
 pub mod libvirt;
+pub mod proxmox;
+pub mod xl;
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
@@ -111,7 +117,14 @@ pub trait VmConfig: Sync {
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Every configuration format, probed in this order.
-pub static CONFIGS: &[&dyn VmConfig] = &[&libvirt::Libvirt];
+pub static CONFIGS: &[&dyn VmConfig] = &[
+    &libvirt::Libvirt,
+    &proxmox::Proxmox,
+    &xl::Xl,
+    &cloud::Azure,
+    &cloud::Aws,
+    &cloud::Gcp,
+];
 
 /// The configuration format whose probe accepts `head`.
 pub fn detect(head: &[u8], path: &Path) -> Option<&'static dyn VmConfig> {

@@ -1,0 +1,166 @@
+//! Writing an xl.cfg for `--to xen`: an HVM guest (every guest boots as HVM; PVH needs a
+//! PVH-capable kernel the source does not promise) with qcow2 disks on the qdisk backend.
+//!
+//! Settings follow xl.cfg(5) (<https://xenbits.xen.org/docs/unstable/man/xl.cfg.5.html>),
+//! disk specs xl-disk-configuration(5) (key=value form, `target=` last because it takes the
+//! rest of the spec), NICs xl-network-configuration(5).
+
+use crate::error::{Error, Result};
+use crate::vm::{Firmware, NicModel, OsFamily, Vm};
+use crate::vmconfig::PlacedDisk;
+use std::fmt::Write as _;
+
+/// `a`..`z`, `aa`..: the letters of the `i`th drive.
+pub fn drive_letters(mut i: usize) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'a' + (i % 26) as u8);
+        if i < 26 {
+            break;
+        }
+        i = i / 26 - 1;
+    }
+    s.reverse();
+    String::from_utf8(s).expect("ascii")
+}
+
+/// `text` as an xl string: single quotes, or double quotes when it holds a single quote.
+/// xl strings cannot hold a newline or both quotes.
+fn quoted(text: &str) -> Result<String> {
+    if text.contains(['\n', '\r', '\\']) || (text.contains('\'') && text.contains('"')) {
+        return Err(Error::invalid(format!(
+            "'{text}' cannot be written in an xl.cfg (a newline, a backslash or both quotes)"
+        )));
+    }
+    Ok(if text.contains('\'') {
+        format!("\"{text}\"")
+    } else {
+        format!("'{text}'")
+    })
+}
+
+/// True for a name a Linux bridge can have (xenbr0, br0): 1 to 15 of letters, digits, `_.-`.
+fn bridge_name(n: &str) -> bool {
+    (1..=15).contains(&n.len())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The xl.cfg of `vm` with its disks at `disks`' final paths, and the warnings.
+pub fn xl_cfg(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> {
+    let mut w = Vec::new();
+    let mut x = String::new();
+    x.push_str("# Written by diskferry: start with `xl create <this file>`.\n");
+    let _ = writeln!(x, "name = {}", quoted(&vm.name)?);
+    x.push_str("type = \"hvm\"\n");
+    let mib = vm.memory_bytes.div_ceil(1 << 20);
+    let mib = if mib == 0 {
+        w.push("the source gives no memory size: 512 MiB written; set it before starting".into());
+        512
+    } else {
+        mib
+    };
+    let _ = writeln!(x, "memory = {mib}\nmaxmem = {mib}");
+    let _ = writeln!(x, "vcpus = {}", vm.cpus.count.max(1));
+    if vm.cpus.cores_per_socket.is_some_and(|c| c > 1) {
+        w.push(
+            "the CPU topology (cores per socket) is not carried: xl gives the guest vcpus alone"
+                .into(),
+        );
+    }
+    match vm.firmware {
+        Firmware::Bios => {}
+        Firmware::Uefi { secure_boot } => {
+            // bios= is understood by every xl since 4.2; firmware="uefi" only by newer ones.
+            x.push_str("bios = \"ovmf\"\n");
+            if secure_boot {
+                w.push("Secure Boot is not carried: Xen's OVMF has no Secure Boot; the guest boots with it off".into());
+            }
+        }
+    }
+    if vm.tpm {
+        w.push(
+            "the TPM is not carried: a Xen vTPM needs a vTPM stub domain set up on the host".into(),
+        );
+    }
+    if vm
+        .guest_os
+        .os
+        .is_some_and(|o| o.family() == OsFamily::Windows)
+    {
+        // Hyper-V enlightenments: xl.cfg(5) recommends them for Windows guests.
+        x.push_str("viridian = 1\n");
+        w.push("Windows guest: disks and NICs are emulated (IDE, e1000) until the Xen PV drivers (XenServer/XCP-ng VM Tools or the Xen Project's win-pv drivers) are installed".into());
+    }
+    x.push_str("boot = \"c\"\n");
+    let mut specs = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let target = d.final_path.to_string_lossy();
+        specs.push(quoted(&format!(
+            "format=qcow2, vdev=xvd{}, access=rw, backendtype=qdisk, target={target}",
+            drive_letters(i)
+        ))?);
+    }
+    for (i, _) in vm.cdroms.iter().enumerate() {
+        specs.push(format!(
+            "'format=raw, vdev=xvd{}, access=ro, devtype=cdrom, target='",
+            drive_letters(disks.len() + i)
+        ));
+    }
+    if !vm.cdroms.is_empty() {
+        w.push(format!(
+            "{} CD/DVD drive(s) written empty: their media stay behind",
+            vm.cdroms.len()
+        ));
+    }
+    if !specs.is_empty() {
+        let _ = writeln!(x, "disk = [ {} ]", specs.join(",\n         "));
+    }
+    let mut vifs = Vec::new();
+    let mut changed = Vec::new();
+    let mut moved = Vec::new();
+    for nic in &vm.nics {
+        let model = match nic.model {
+            NicModel::Rtl8139 => "rtl8139",
+            NicModel::E1000 => "e1000",
+            _ => {
+                changed.push(nic.model.to_string());
+                "e1000"
+            }
+        };
+        let mut spec = String::new();
+        if let Some(mac) = &nic.mac {
+            let _ = write!(spec, "mac={mac},");
+        }
+        let bridge = match &nic.network {
+            Some(n) if bridge_name(n) => n.clone(),
+            Some(n) => {
+                moved.push(format!("'{n}'"));
+                "xenbr0".into()
+            }
+            None => "xenbr0".into(),
+        };
+        let _ = write!(spec, "bridge={bridge},model={model}");
+        vifs.push(quoted(&spec)?);
+    }
+    if !vifs.is_empty() {
+        let _ = writeln!(x, "vif = [ {} ]", vifs.join(", "));
+    }
+    if !changed.is_empty() {
+        w.push(format!(
+            "NICs emulated as e1000 (from {}): Xen HVM emulates e1000 and rtl8139; guests with Xen PV drivers use the paravirtual NIC instead",
+            changed.join(", ")
+        ));
+    }
+    if !moved.is_empty() {
+        w.push(format!(
+            "NICs attached to bridge xenbr0; on the source they were on {}: change bridge= to the host's bridge",
+            moved.join(", ")
+        ));
+    }
+    if !vm.serial_ports.is_empty() {
+        x.push_str("serial = \"pty\"\n");
+    }
+    x.push_str("on_poweroff = \"destroy\"\non_reboot = \"restart\"\non_crash = \"destroy\"\n");
+    Ok((x, w))
+}
