@@ -10,11 +10,13 @@
 //! | format | folder | `--to` |
 //! |---|---|---|
 //! | libvirt domain XML (KVM/QEMU) | [`libvirt`] | `kvm`, `libvirt` |
+//! | VMware .vmx (Workstation, Fusion, ESXi) | [`vmx`] | `vmx`, `esxi-vmx` |
 //!
 //! To add one: a folder `src/vmconfig/NAME/` with a type implementing [`VmConfig`], and its
 //! line in [`CONFIGS`].
 
 pub mod libvirt;
+pub mod vmx;
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
@@ -111,7 +113,7 @@ pub trait VmConfig: Sync {
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Every configuration format, probed in this order.
-pub static CONFIGS: &[&dyn VmConfig] = &[&libvirt::Libvirt];
+pub static CONFIGS: &[&dyn VmConfig] = &[&libvirt::Libvirt, &vmx::HOSTED, &vmx::ESXI];
 
 /// The configuration format whose probe accepts `head`.
 pub fn detect(head: &[u8], path: &Path) -> Option<&'static dyn VmConfig> {
