@@ -113,7 +113,8 @@ pub fn features(vm: &Vm) -> Vec<Need> {
             out.push(need("UEFI Secure Boot"));
         }
     }
-    if vm.tpm {
+    // A BIOS machine's TPM is not written (a vTPM needs UEFI), so it needs no version.
+    if vm.tpm && vm.firmware != Firmware::Bios {
         out.push(need("virtual TPM 2.0"));
     }
     if vm.nics.iter().any(|n| n.model == NicModel::E1000e) {
@@ -161,6 +162,8 @@ mod tests {
         });
         assert_eq!(choose(&vm, Product::Esxi), 13);
         vm.tpm = true;
+        assert_eq!(choose(&vm, Product::Esxi), 13);
+        vm.firmware = Firmware::Uefi { secure_boot: false };
         assert_eq!(choose(&vm, Product::Esxi), 14);
     }
 }

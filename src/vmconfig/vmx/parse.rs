@@ -284,34 +284,36 @@ pub fn escape(value: &str) -> String {
     out
 }
 
-/// True when `head` (a file's first bytes) reads as a .vmx: every complete line in it is blank,
-/// a comment or `key = "value"`, and it names at least one key that every .vmx carries
-/// (`.encoding`, `config.version`, `virtualHW.version`, `displayName`, `guestOS`, `memsize`).
+/// True when `head` (a file's first bytes) reads as a .vmx: its first line that is not blank
+/// or a comment is `key = "value"` with a quoted value, most of its complete lines are, and it
+/// names at least one key every .vmx carries (`.encoding`, `config.version`,
+/// `virtualHW.version`, `displayName`, `guestOS`, `memsize`). A malformed line further on does
+/// not make it something else: [`parse`] then says which line is wrong.
 pub fn probe(head: &[u8]) -> bool {
     let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    if head.contains(&0) {
+        return false;
+    }
     let mut lines: Vec<&[u8]> = head.split(|&b| b == b'\n').collect();
     if !head.ends_with(b"\n") && lines.len() > 1 {
         // The last line may be cut off by the 4 KiB window.
         lines.pop();
     }
-    let mut known = false;
-    let mut any = false;
+    let (mut known, mut good, mut bad) = (false, 0usize, 0usize);
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.contains(&0) {
-            return false;
-        }
         let t = trim(line);
         if t.is_empty() || t[0] == b'#' {
             continue;
         }
         // Quoted values only: an xl.cfg or a shell file has unquoted ones.
+        let quoted = t
+            .iter()
+            .position(|&b| b == b'=')
+            .is_some_and(|eq| trim(&t[eq + 1..]).starts_with(b"\""));
         match split_line(line) {
-            Ok(Some(l))
-                if trim(&t[t.iter().position(|&b| b == b'=').unwrap_or(0) + 1..])
-                    .starts_with(b"\"") =>
-            {
-                any = true;
+            Ok(Some(l)) if quoted => {
+                good += 1;
                 let k = String::from_utf8_lossy(l.key).to_ascii_lowercase();
                 known |= matches!(
                     k.as_str(),
@@ -323,10 +325,11 @@ pub fn probe(head: &[u8]) -> bool {
                         | "memsize"
                 );
             }
-            _ => return false,
+            _ if good == 0 => return false,
+            _ => bad += 1,
         }
     }
-    any && known
+    known && good > bad
 }
 
 #[cfg(test)]
@@ -417,5 +420,9 @@ mod tests {
         assert!(!probe(b"<domain type='kvm'>"));
         assert!(!probe(b"a = \"1\"\n"));
         assert!(!probe(b""));
+        // A malformed line after good ones is still a .vmx (parse names the line).
+        assert!(probe(
+            b".encoding = \"UTF-8\"\nconfig.version = \"8\"\ndisplayName = \"web\n"
+        ));
     }
 }

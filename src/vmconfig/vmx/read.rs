@@ -16,17 +16,19 @@ use crate::vm::{
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A bus a .vmx puts devices on.
+/// A bus a .vmx puts devices on. The order is the order disks are listed in: SCSI, NVMe,
+/// SATA, IDE, then controller and unit (the order virt-v2v's input_vmx.ml lists them in, so
+/// that both readers number a VM's disks alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Bus {
-    /// `ideN:M` (2 channels, 2 devices each).
-    Ide,
     /// `scsiN:M` (4 controllers, units 0 to 63 except 7 on pvscsi of vHW 14+, 0 to 15 else).
     Scsi,
-    /// `sataN:M` (4 controllers, 30 units).
-    Sata,
     /// `nvmeN:M` (4 controllers, 15 units; 64 from vHW 20).
     Nvme,
+    /// `sataN:M` (4 controllers, 30 units).
+    Sata,
+    /// `ideN:M` (2 channels, 2 devices each).
+    Ide,
 }
 
 impl Bus {
@@ -171,7 +173,11 @@ pub fn read(file: &VmxFile, path: &Path) -> Result<(Vm, Vec<String>)> {
                 format!("{mib} MiB is more memory than any VM has"),
             ));
         }
-        None => vm.warn("no memsize: the memory size is not known (VMware's default is 32 MiB)"),
+        // VMware's default, which libvirt's and virt-v2v's readers assume too.
+        None => {
+            vm.memory_bytes = 32 << 20;
+            vm.warn("no memsize: VMware's default of 32 MiB taken");
+        }
     }
     let cpus = number("numvcpus")?.unwrap_or(1);
     if cpus == 0 || cpus > 4096 {
