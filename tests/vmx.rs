@@ -570,7 +570,7 @@ fn rich_vm() -> Vm {
 /// the address the layout gave it, and the machine is returned with its disks in the order
 /// they were written.
 fn write_and_read(vm: &Vm, product: Product) -> (String, Vm, Vec<String>) {
-    let l = layout::layout(vm);
+    let l = layout::layout(vm).unwrap();
     let files: Vec<String> = (1..=vm.disks.len()).map(|i| format!("d{i}.vmdk")).collect();
     let (text, warnings) = write::vmx_text(vm, &files, &l, product);
     let back = vmx::read_vmx(text.as_bytes(), Path::new("x.vmx"))
@@ -800,7 +800,7 @@ fn rule_controllers_and_adapter_types_match() {
     let mut vm = rich_vm();
     vm.disks[0].controller.kind = ControllerKind::VirtioBlk;
     vm.disks[1].controller.kind = ControllerKind::Scsi(ScsiModel::BusLogic);
-    let l = layout::layout(&vm);
+    let l = layout::layout(&vm).unwrap();
     // Windows: virtio -> lsisas1068 on scsi0; BusLogic cannot share it: moved to scsi1.
     assert_eq!(l.scsi.get(&0), Some(&ScsiModel::LsiSas));
     assert_eq!(l.scsi.get(&1), Some(&ScsiModel::BusLogic));

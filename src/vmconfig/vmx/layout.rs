@@ -7,6 +7,7 @@
 //! disk plan (the VMDK's adapter type) and the .vmx agree.
 
 use super::read::Bus;
+use crate::error::{Error, Result};
 use crate::vm::{ControllerKind, NicModel, OsFamily, ScsiModel, Vm};
 use std::collections::BTreeMap;
 
@@ -93,12 +94,18 @@ pub fn adapter_type(layout: &Layout, slot: Slot) -> &'static str {
     }
 }
 
-/// Lays out `vm`'s devices.
-pub fn layout(vm: &Vm) -> Layout {
+/// Lays out `vm`'s devices; an error when there are more than VMware has addresses for (244
+/// disks and CD drives).
+pub fn layout(vm: &Vm) -> Result<Layout> {
     let mut l = Layout::default();
     let mut taken: Vec<Slot> = Vec::new();
     let fallback = scsi_for_guest(vm);
-    let mut place = |kind: ControllerKind, index: u32, unit: u32, what: &str, l: &mut Layout| {
+    let mut place = |kind: ControllerKind,
+                     index: u32,
+                     unit: u32,
+                     what: &str,
+                     l: &mut Layout|
+     -> Option<Slot> {
         let (bus, model) = match kind {
             ControllerKind::Ide => (Bus::Ide, None),
             ControllerKind::Sata => (Bus::Sata, None),
@@ -150,12 +157,7 @@ pub fn layout(vm: &Vm) -> Layout {
                             unit: u,
                         })
                     })
-                    .find(|s| !taken.contains(s))
-                    .unwrap_or(Slot {
-                        bus: Bus::Sata,
-                        controller: 3,
-                        unit: 29,
-                    }),
+                    .find(|s| !taken.contains(s))?,
             };
             l.warnings.push(format!(
                 "{what}: {} {index}:{unit} is not free or not a VMware address: written at {}",
@@ -168,7 +170,14 @@ pub fn layout(vm: &Vm) -> Layout {
             l.scsi.entry(slot.controller).or_insert(m);
         }
         taken.push(slot);
-        slot
+        Some(slot)
+    };
+    let full = || {
+        Error::unsupported(format!(
+            "{} disks and {} CD drives: more than a VMware machine has room for",
+            vm.disks.len(),
+            vm.cdroms.len()
+        ))
     };
     for (i, d) in vm.disks.iter().enumerate() {
         let s = place(
@@ -177,7 +186,8 @@ pub fn layout(vm: &Vm) -> Layout {
             d.unit,
             &format!("disk {}", i + 1),
             &mut l,
-        );
+        )
+        .ok_or_else(full)?;
         l.disks.push(s);
     }
     for (i, c) in vm.cdroms.iter().enumerate() {
@@ -187,7 +197,8 @@ pub fn layout(vm: &Vm) -> Layout {
             c.unit,
             &format!("CD drive {}", i + 1),
             &mut l,
-        );
+        )
+        .ok_or_else(full)?;
         l.cdroms.push(s);
     }
     let linux = matches!(vm.guest_os.os.map(|o| o.family()), Some(OsFamily::Linux));
@@ -209,5 +220,5 @@ pub fn layout(vm: &Vm) -> Layout {
         };
         l.nics.push(dev);
     }
-    l
+    Ok(l)
 }

@@ -71,7 +71,7 @@ impl VmConfig for Vmx {
     }
 
     fn disk_plan(&self, vm: &Vm, stem: &str) -> Result<Vec<DiskPlan>> {
-        let l = layout::layout(vm);
+        let l = layout::layout(vm)?;
         let subformat = match self.0 {
             Product::Hosted => "monolithicSparse",
             Product::Esxi => "vmfs",
@@ -97,7 +97,7 @@ impl VmConfig for Vmx {
         folder: &Path,
         disks: &[PlacedDisk],
     ) -> Result<ConfigFiles> {
-        let l = layout::layout(vm);
+        let l = layout::layout(vm)?;
         let files: Vec<String> = disks.iter().map(|d| d.plan.file_name.clone()).collect();
         let (text, warnings) = write::vmx_text(vm, &files, &l, self.0);
         let name = format!("{stem}.vmx");
