@@ -1076,3 +1076,35 @@ fn info_shows_the_machine() {
         assert!(out.contains(want), "{want}:\n{out}");
     }
 }
+
+/// The probe (a .vmx has no magic) claims every corpus .vmx and no other configuration or
+/// descriptor of the corpus (libvirt XML, OVF, Proxmox, xl.cfg, Hyper-V, VirtualBox, VMDK
+/// descriptors), reading only the first 4 KiB as `migrate` does.
+#[test]
+fn probe_claims_vmx_files_only() {
+    const TEST: &str = "probe_claims_vmx_files_only";
+    let Some(shared) = shared_dir(TEST) else {
+        return;
+    };
+    let root = shared.join("corpus/configs");
+    let mut seen = (0, 0);
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            let bytes = std::fs::read(&f).unwrap();
+            let head = &bytes[..bytes.len().min(4096)];
+            let is_vmx = f.extension().is_some_and(|e| e == "vmx");
+            assert_eq!(parse::probe(head), is_vmx, "{}", f.display());
+            if is_vmx {
+                seen.0 += 1;
+            } else {
+                seen.1 += 1;
+            }
+        }
+    }
+    assert!(seen.0 >= 15 && seen.1 >= 20, "{seen:?}");
+}
