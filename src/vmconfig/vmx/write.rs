@@ -111,7 +111,11 @@ pub fn vmx_text(
     kv("memsize", &mib4.to_string());
     let cpus = vm.cpus.count.max(1);
     kv("numvcpus", &cpus.to_string());
-    if let Some(c) = vm.cpus.cores_per_socket.filter(|c| *c > 0 && cpus.is_multiple_of(*c)) {
+    if let Some(c) = vm
+        .cpus
+        .cores_per_socket
+        .filter(|c| *c > 0 && cpus.is_multiple_of(*c))
+    {
         kv("cpuid.coresPerSocket", &c.to_string());
     }
     if let Firmware::Uefi { secure_boot } = vm.firmware {
