@@ -187,6 +187,118 @@ fn package_info_human(i: &diskferry::ova::open::PackageInfo) -> String {
     t
 }
 
+/// `info` of a hypervisor configuration (any of `vmconfig::CONFIGS`): the machine as read,
+/// without opening its disks (they may live on another host).
+fn config_info(
+    config: &dyn diskferry::vmconfig::VmConfig,
+    path: &std::path::Path,
+    output: OutputFormat,
+) -> Result<String, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", e).with_path(path))?;
+    if bytes.len() as u64 > diskferry::vmconfig::MAX_CONFIG_BYTES {
+        return Err(Error::invalid(format!(
+            "a {} configuration of more than {} MiB",
+            config.name(),
+            diskferry::vmconfig::MAX_CONFIG_BYTES >> 20
+        ))
+        .with_path(path));
+    }
+    let read = config.read(&bytes, path)?;
+    #[derive(serde::Serialize)]
+    struct ConfigInfo<'a> {
+        filename: String,
+        format: &'static str,
+        vm: &'a diskferry::vm::Vm,
+        disk_files: &'a [String],
+    }
+    let vm = &read.vm;
+    if output == OutputFormat::Json {
+        return Ok(to_json(&ConfigInfo {
+            filename: path.display().to_string(),
+            format: config.name(),
+            vm,
+            disk_files: &read.disk_files,
+        }));
+    }
+    let mut t = format!(
+        "configuration: {}\nformat: {}\nname: {}\n",
+        path.display(),
+        config.name(),
+        vm.name
+    );
+    if let Some(d) = &vm.description {
+        t.push_str(&format!("description: {}\n", d.replace('\n', " / ")));
+    }
+    match (
+        vm.guest_os.os,
+        &vm.guest_os.vmware_id,
+        &vm.guest_os.description,
+    ) {
+        (Some(os), _, _) => t.push_str(&format!("guest OS: {os}\n")),
+        (None, Some(id), _) => t.push_str(&format!("guest OS: {id} (not in the table)\n")),
+        (None, None, Some(d)) => t.push_str(&format!("guest OS: {d}\n")),
+        _ => {}
+    }
+    t.push_str(&format!(
+        "firmware: {}{}\nCPUs: {}{}\nmemory: {} MiB ({} bytes)\n",
+        vm.firmware,
+        if vm.tpm { ", TPM" } else { "" },
+        vm.cpus.count,
+        vm.cpus
+            .cores_per_socket
+            .map(|c| format!(" ({c} cores per socket)"))
+            .unwrap_or_default(),
+        vm.memory_bytes >> 20,
+        vm.memory_bytes
+    ));
+    t.push_str("disks:\n");
+    for (i, (d, f)) in vm.disks.iter().zip(&read.disk_files).enumerate() {
+        t.push_str(&format!(
+            "  {i}: {f} (on {} {}, unit {})\n",
+            d.controller.kind, d.controller.index, d.unit
+        ));
+    }
+    for (i, c) in vm.cdroms.iter().enumerate() {
+        let medium = match &c.source {
+            diskferry::vm::DiskSource::Path { path } => path.display().to_string(),
+            diskferry::vm::DiskSource::PackageFile { href, .. } => href.clone(),
+            diskferry::vm::DiskSource::Blank => "no medium".into(),
+        };
+        t.push_str(&format!(
+            "CD/DVD {i}: {medium} (on {} {}, unit {})\n",
+            c.controller.kind, c.controller.index, c.unit
+        ));
+    }
+    for (n, nic) in vm.nics.iter().enumerate() {
+        t.push_str(&format!(
+            "NIC {n}: {}{}{}\n",
+            nic.model,
+            nic.network
+                .as_deref()
+                .map(|x| format!(" on '{x}'"))
+                .unwrap_or_default(),
+            nic.mac
+                .as_deref()
+                .map(|m| format!(", MAC {m}"))
+                .unwrap_or_default()
+        ));
+    }
+    for p in &vm.serial_ports {
+        t.push_str(&format!(
+            "serial port {}{}\n",
+            p.index,
+            p.connection
+                .as_deref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        ));
+    }
+    for w in &vm.warnings {
+        t.push_str(&format!("warning: {w}\n"));
+    }
+    Ok(printable_lines(&t))
+}
+
 pub fn info(args: InfoArgs) -> Outcome {
     use diskferry::migrate::{SourceKind, source_kind};
     let kind = if args.format.is_none() && args.gate.disk.is_none() {
@@ -200,7 +312,11 @@ pub fn info(args: InfoArgs) -> Outcome {
             diskferry::ova::open::Package::open(&args.image)?
                 .info(&open_options(&args.gate, None))?,
         ),
-        SourceKind::Config(_) | SourceKind::Disk => None,
+        SourceKind::Config(config) => {
+            emit(&config_info(config, &args.image, args.output)?)?;
+            return Ok(0);
+        }
+        SourceKind::Disk => None,
     };
     if let Some(info) = package {
         emit(&match args.output {

@@ -35,7 +35,7 @@ use crate::ova::write::{
     PackageDisk, PackagePlan, WrittenDisk, digest_of, manifest_text, write_ova,
 };
 use crate::registry::Registry;
-use crate::sink::{Digest, DigestAlgorithm, FileSink, HashingTee, Output, Sink};
+use crate::sink::{DigestAlgorithm, FileSink, HashingTee, Output, Sink};
 use crate::staging::StagedFolder;
 use crate::storage::{Storage, StorageExt};
 use crate::vm::{ControllerKind, ScsiModel, Vm};
@@ -568,27 +568,43 @@ pub fn migrate(
                 let name = plan.file_name.clone();
                 check_member_name(&name)?;
                 let path = folder.path().join(&name);
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(|e| Error::io("cannot create", e).with_path(dest.join(&name)))?;
-                let sink =
-                    FileSink::new_file(Arc::new(file), &dest.join(&name), Durability::Unsafe);
-                // The OVF folder's manifest needs each disk's digest, taken as it is written.
-                let (sink, digest): (Box<dyn Sink>, Option<Digest>) = if target == Target::Ovf {
-                    let (tee, digest) = HashingTee::new(Box::new(sink), DigestAlgorithm::Sha256);
-                    (Box::new(tee), Some(digest))
+                let convert = convert_for(format_named(plan.format)?, plan.options.clone());
+                let mut digest = None;
+                let stats = if target == Target::Ovf {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .map_err(|e| Error::io("cannot create", e).with_path(dest.join(&name)))?;
+                    let sink =
+                        FileSink::new_file(Arc::new(file), &dest.join(&name), Durability::Unsafe);
+                    // The OVF folder's manifest needs each disk's digest, taken as it is written.
+                    let (tee, d) = HashingTee::new(Box::new(sink), DigestAlgorithm::Sha256);
+                    digest = Some(d);
+                    let sink: Box<dyn Sink> = Box::new(tee);
+                    convert_image(image, Output::single(sink), &convert, &mut |e| {
+                        overall.borrow_mut().event(e)
+                    })?
                 } else {
-                    (Box::new(sink), None)
+                    // New files in the staged folder, so that a disk of several files (a
+                    // VMDK descriptor and its flat extent, as ESXi keeps them) can be written.
+                    let mut staging = crate::staging::Staging::with_durability(Durability::Unsafe);
+                    let stats = convert_image(
+                        image,
+                        Output::new_files(&mut staging, &path),
+                        &convert,
+                        &mut |e| overall.borrow_mut().event(e),
+                    )?;
+                    let extra: Vec<String> = staging
+                        .destinations()
+                        .filter(|p| *p != path)
+                        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .collect();
+                    staging.commit()?;
+                    names.extend(extra);
+                    stats
                 };
-                let stats = convert_image(
-                    image,
-                    Output::single(sink),
-                    &convert_for(format_named(plan.format)?, plan.options.clone()),
-                    &mut |e| overall.borrow_mut().event(e),
-                )?;
                 let file_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 written.push(WrittenDisk {
                     member: name.clone(),

@@ -13,6 +13,7 @@
 //! | Proxmox VE `<vmid>.conf` | [`proxmox`] | `proxmox`, `pve` |
 //! | Xen xl.cfg | [`xl`] | `xen`, `xl` |
 //! | Azure, AWS, Google Cloud images (written only) | [`cloud`] | `azure`, `aws`, `gcp` |
+//! | VMware .vmx (Workstation, Fusion, ESXi) | [`vmx`] | `vmx`, `esxi-vmx` |
 //!
 //! To add one: a folder `src/vmconfig/NAME/` with a type implementing [`VmConfig`], and its
 //! line in [`CONFIGS`].
@@ -21,6 +22,7 @@ pub mod cloud;
 pub mod libvirt;
 pub mod proxmox;
 pub mod xl;
+pub mod vmx;
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
@@ -119,6 +121,8 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// Every configuration format, probed in this order.
 pub static CONFIGS: &[&dyn VmConfig] = &[
     &libvirt::Libvirt,
+    &vmx::HOSTED,
+    &vmx::ESXI,
     &proxmox::Proxmox,
     &xl::Xl,
     &cloud::Azure,
