@@ -96,6 +96,14 @@ pub fn probe(head: &[u8]) -> bool {
             t = rest.split_once("?>").map_or("", |(_, r)| r).trim_start();
         } else if let Some(rest) = t.strip_prefix("<!--") {
             t = rest.split_once("-->").map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = t.strip_prefix("<!DOCTYPE") {
+            // A DOCTYPE is skipped (the reader then refuses any entities it declares), its
+            // internal subset included.
+            let end = match (rest.find('['), rest.find('>')) {
+                (Some(open), Some(close)) if open < close => rest.find("]>").map(|i| i + 2),
+                (_, close) => close.map(|i| i + 1),
+            };
+            t = end.map_or("", |i| &rest[i..]).trim_start();
         } else {
             break;
         }

@@ -6,7 +6,7 @@
 //! - `Machine`: `name`, `OSType`, `Description`; the current state's `Hardware` (snapshots'
 //!   own `Hardware` copies describe the past and are not read);
 //! - `Hardware`: `CPU count`, `Memory RAMSize` (MiB), `Firmware type` (`EFI*` is UEFI; in
-//!   settings 1.20 it may sit under `Platform`), `TrustedPlatformModule type`, `Display`,
+//!   settings 1.20 `CPU` may sit in `Platform`, beside `Hardware`), `TrustedPlatformModule type`, `Display`,
 //!   `Network/Adapter` (enabled ones), `UART/Port` (enabled ones);
 //! - `StorageControllers`: under `Hardware` in recent settings versions, beside it under
 //!   `Machine` in old ones; each `AttachedDevice` (`HardDisk`, `DVD`, `Floppy`) with its
@@ -140,7 +140,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<ConfigVm> {
         while let Some(j) = at {
             if media[j].encrypted {
                 return Err(Error::unsupported(format!(
-                    "disk {} ({}) is encrypted by VirtualBox: decrypt it first (VBoxManage encryptmedium {} --oldpassword FILE)",
+                    "disk {} ({}) is encrypted by VirtualBox: decrypt it first (VBoxManage encryptmedium '{}' --oldpassword FILE)",
                     i + 1,
                     media[index].location,
                     media[j].location
@@ -236,8 +236,9 @@ pub fn read_machine(machine: &Element, name: &str) -> Result<(Vm, Vec<(String, u
         }
     }
     let hardware = kid(machine, "Hardware");
-    let platform = hardware.and_then(|h| kid(h, "Platform"));
-    // Settings 1.20 (VirtualBox 7.1) moved some elements under <Platform>: look in both.
+    let platform = kid(machine, "Platform");
+    // Settings 1.20 (VirtualBox 7.1) moved some elements (CPU, RTC, Chipset) to <Platform>,
+    // beside <Hardware>: look in both.
     let hw_kid = |n: &str| {
         hardware
             .and_then(|h| kid(h, n))

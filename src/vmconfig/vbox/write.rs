@@ -8,7 +8,7 @@
 //!   1.19 (VirtualBox 7.0) keep `StorageControllers` inside `Hardware`, as VirtualBox 7 writes;
 //! - UUIDs in braces; `Machine` has `uuid`, `name` and `OSType`; each `HardDisk` `uuid`,
 //!   `location` (relative to the settings file) and `format`;
-//! - `RAMSize` in MiB, `CPU count` at least 1 and at most 64, an I/O APIC (VirtualBox
+//! - `RAMSize` in MiB from 4 to 2097152, `CPU count` from 1 to 64, an I/O APIC (VirtualBox
 //!   refuses more than one CPU without one);
 //! - at most 8 network adapters (PIIX3), `slot` 0-7, `MACAddress` 12 hex digits without
 //!   separators, unicast;
@@ -30,6 +30,8 @@ pub const SETTINGS_VERSION: &str = "1.19-linux";
 pub const SETTINGS_NS: &str = "http://www.virtualbox.org/";
 /// The most network adapters (PIIX3 chipset).
 pub const MAX_ADAPTERS: usize = 8;
+/// The most memory VirtualBox-settings.xsd allows (`TMemory RAMSize`, MiB).
+pub const MAX_RAM_MIB: u64 = 2_097_152;
 /// The most virtual CPUs VirtualBox configures.
 pub const MAX_CPUS: u32 = 64;
 
@@ -346,6 +348,9 @@ pub fn machine_xml(
     if mib == 0 {
         w.push("the source gives no memory size: 1024 MiB written; set it before starting".into());
         mib = 1024;
+    } else if mib > MAX_RAM_MIB {
+        w.push(format!("{mib} MiB of memory is above VirtualBox's maximum: {MAX_RAM_MIB} MiB written"));
+        mib = MAX_RAM_MIB;
     } else if mib < 4 {
         w.push(format!(
             "{mib} MiB of memory is below VirtualBox's minimum: 4 MiB written"
