@@ -74,7 +74,9 @@ fn corpus_encrypted_machine_is_refused_naming_the_disk() {
     let Some(bytes) = corpus("encrypted", "dissect-encrypted.vbox") else {
         return;
     };
-    let e = read::parse(&bytes, "encrypted.vbox").unwrap_err().to_string();
+    let e = read::parse(&bytes, "encrypted.vbox")
+        .unwrap_err()
+        .to_string();
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.starts_with("encrypted.vbox"), "{e}");
     assert!(e.contains("encrypted by VirtualBox"), "{e}");
@@ -114,7 +116,10 @@ fn corpus_encrypted_machine_without_its_encrypted_disk_reads_uefi_and_tpm() {
     assert_eq!(c.vm.cdroms.len(), 1);
     assert_eq!(c.vm.cdroms[0].unit, 1);
     assert_eq!(c.vm.cdroms[0].source, DiskSource::Blank);
-    assert_eq!(c.vm.video.as_ref().unwrap().model.as_deref(), Some("VBoxSVGA"));
+    assert_eq!(
+        c.vm.video.as_ref().unwrap().model.as_deref(),
+        Some("VBoxSVGA")
+    );
 }
 
 #[test]
@@ -186,7 +191,8 @@ fn rich_vm() -> Vm {
     vm.disks.push(disk(ControllerKind::Sata, 0));
     vm.disks.push(disk(ControllerKind::Sata, 3));
     vm.disks.push(disk(ControllerKind::Nvme, 0));
-    vm.disks.push(disk(ControllerKind::Scsi(ScsiModel::LsiSas), 1));
+    vm.disks
+        .push(disk(ControllerKind::Scsi(ScsiModel::LsiSas), 1));
     vm.disks.push(disk(ControllerKind::Ide, 1));
     vm.cdroms.push(Cdrom {
         source: DiskSource::Blank,
@@ -268,7 +274,13 @@ fn written_vbox_reads_back_into_the_same_model() {
     );
     assert_eq!(
         back.disk_files,
-        ["disk0.vdi", "disk1.vdi", "disk2.vdi", "disk3.vdi", "disk4.vdi"]
+        [
+            "disk0.vdi",
+            "disk1.vdi",
+            "disk2.vdi",
+            "disk3.vdi",
+            "disk4.vdi"
+        ]
     );
 }
 
@@ -283,7 +295,7 @@ fn rule_root_is_virtualbox_in_its_namespace_with_a_version() {
     assert_eq!(root.ns_uri.as_deref(), Some("http://www.virtualbox.org/"));
     assert_eq!(attr_of(&root, "version"), Some("1.19-linux"));
     assert!(xml.starts_with("<?xml version=\"1.0\"?>"));
-    let hw = &find(&root, "Hardware")[0];
+    let hw = find(&root, "Hardware")[0];
     assert!(hw.children.iter().any(|c| c.name == "StorageControllers"));
 }
 
@@ -299,7 +311,10 @@ fn rule_uuids_are_braced_and_not_null() {
     }
     assert_eq!(uuids.len(), 1 + 5 + 5);
     for u in uuids {
-        let inner = u.strip_prefix('{').and_then(|u| u.strip_suffix('}')).unwrap();
+        let inner = u
+            .strip_prefix('{')
+            .and_then(|u| u.strip_suffix('}'))
+            .unwrap();
         let parsed = Uuid::parse_str(inner).unwrap();
         assert_eq!(inner.len(), 36);
         assert!(!parsed.is_nil());
@@ -311,14 +326,17 @@ fn rule_uuids_are_braced_and_not_null() {
 #[test]
 fn rule_machine_has_name_ostype_uuid_and_no_version() {
     let (_, root) = written(&rich_vm());
-    let m = &find(&root, "Machine")[0];
+    let m = find(&root, "Machine")[0];
     assert_eq!(attr_of(m, "name"), Some("rich & <odd> \"name\""));
     assert_eq!(attr_of(m, "OSType"), Some("Windows11_64"));
     assert!(attr_of(m, "uuid").is_some());
     assert_eq!(attr_of(m, "version"), None);
     // An unknown guest still gets an OSType.
     let (_, root) = written(&Vm::new("x"));
-    assert_eq!(attr_of(&find(&root, "Machine")[0], "OSType"), Some("Other_64"));
+    assert_eq!(
+        attr_of(find(&root, "Machine")[0], "OSType"),
+        Some("Other_64")
+    );
 }
 
 /// Rule: each registry `HardDisk` has `uuid`, `location`, `format` and (at the top level)
@@ -330,7 +348,10 @@ fn rule_hard_disks_have_uuid_relative_location_format_and_type() {
     let disks = find(&root, "HardDisk");
     assert_eq!(disks.len(), 5);
     for (i, d) in disks.iter().enumerate() {
-        assert_eq!(attr_of(d, "location"), Some(format!("disk{i}.vdi").as_str()));
+        assert_eq!(
+            attr_of(d, "location"),
+            Some(format!("disk{i}.vdi").as_str())
+        );
         assert_eq!(attr_of(d, "format"), Some("VDI"));
         assert_eq!(attr_of(d, "type"), Some("Normal"));
     }
@@ -346,18 +367,21 @@ fn rule_hard_disks_have_uuid_relative_location_format_and_type() {
 #[test]
 fn rule_memory_in_mib_and_cpu_count_in_range() {
     let (_, root) = written(&rich_vm());
-    assert_eq!(attr_of(&find(&root, "Memory")[0], "RAMSize"), Some("6144"));
-    assert_eq!(attr_of(&find(&root, "CPU")[0], "count"), Some("6"));
+    assert_eq!(attr_of(find(&root, "Memory")[0], "RAMSize"), Some("6144"));
+    assert_eq!(attr_of(find(&root, "CPU")[0], "count"), Some("6"));
     let mut big = Vm::new("big");
     big.cpus.count = 200;
     big.memory_bytes = 8 << 40;
     let (_, root) = written(&big);
-    assert_eq!(attr_of(&find(&root, "Memory")[0], "RAMSize"), Some("2097152"));
-    assert_eq!(attr_of(&find(&root, "CPU")[0], "count"), Some("64"));
+    assert_eq!(
+        attr_of(find(&root, "Memory")[0], "RAMSize"),
+        Some("2097152")
+    );
+    assert_eq!(attr_of(find(&root, "CPU")[0], "count"), Some("64"));
     let mut tiny = Vm::new("tiny");
     tiny.memory_bytes = 1 << 20;
     let (_, root) = written(&tiny);
-    assert_eq!(attr_of(&find(&root, "Memory")[0], "RAMSize"), Some("4"));
+    assert_eq!(attr_of(find(&root, "Memory")[0], "RAMSize"), Some("4"));
 }
 
 /// Rule: more than one CPU needs the I/O APIC (VirtualBox refuses to start an SMP guest
@@ -366,7 +390,7 @@ fn rule_memory_in_mib_and_cpu_count_in_range() {
 #[test]
 fn rule_io_apic_is_enabled() {
     let (_, root) = written(&rich_vm());
-    assert_eq!(attr_of(&find(&root, "IOAPIC")[0], "enabled"), Some("true"));
+    assert_eq!(attr_of(find(&root, "IOAPIC")[0], "enabled"), Some("true"));
 }
 
 /// Rule: `MACAddress` is 12 hex digits without separators, the first octet even (unicast):
@@ -409,7 +433,10 @@ fn rule_at_most_eight_adapters_in_unique_slots_of_known_types() {
     let root = diskferry::ovf::xml::parse(xml.as_bytes(), "w").unwrap();
     let adapters = find(&root, "Adapter");
     assert_eq!(adapters.len(), 8);
-    let slots: Vec<&str> = adapters.iter().map(|e| attr_of(e, "slot").unwrap()).collect();
+    let slots: Vec<&str> = adapters
+        .iter()
+        .map(|e| attr_of(e, "slot").unwrap())
+        .collect();
     assert_eq!(slots, ["0", "1", "2", "3", "4", "5", "6", "7"]);
     for e in &adapters {
         assert!(
@@ -418,8 +445,14 @@ fn rule_at_most_eight_adapters_in_unique_slots_of_known_types() {
             attr_of(e, "type")
         );
     }
-    assert!(warnings.iter().any(|w| w.contains("8 slots")), "{warnings:?}");
-    assert!(warnings.iter().any(|w| w.contains("vmxnet3")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("8 slots")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("vmxnet3")),
+        "{warnings:?}"
+    );
 }
 
 /// Rule: one controller per storage bus on the default PIIX3 chipset
@@ -473,20 +506,26 @@ fn rule_one_controller_per_bus_within_its_port_limits() {
         }
     }
     // SATA units 0 and 3 kept; the IDE disk asked for unit 9 and got a free slot.
-    assert!(warnings.iter().any(|w| w.contains("one SCSI controller")), "{warnings:?}");
-    assert!(warnings.iter().any(|w| w.contains("unit 9")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("one SCSI controller")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("unit 9")),
+        "{warnings:?}"
+    );
 }
 
 /// Rule: `RTC localOrUTC` is `local` or `UTC` (`TLocalOrUTC`): Windows keeps local time.
 #[test]
 fn rule_clock_is_local_for_windows_and_utc_otherwise() {
     let (_, root) = written(&rich_vm());
-    assert_eq!(attr_of(&find(&root, "RTC")[0], "localOrUTC"), Some("local"));
+    assert_eq!(attr_of(find(&root, "RTC")[0], "localOrUTC"), Some("local"));
     let mut linux = Vm::new("l");
     linux.guest_os.virtualbox_id = Some("Ubuntu_64".into());
     linux.guest_os.resolve();
     let (_, root) = written(&linux);
-    assert_eq!(attr_of(&find(&root, "RTC")[0], "localOrUTC"), Some("UTC"));
+    assert_eq!(attr_of(find(&root, "RTC")[0], "localOrUTC"), Some("UTC"));
 }
 
 /// Two bare disks with data in places.
@@ -556,10 +595,23 @@ fn bare_disks_to_vbox_and_on_to_kvm_keep_their_content() {
     assert_eq!(code, 0, "{err}");
     let domain = std::fs::read_to_string(kvm.join("web01.xml")).unwrap();
     assert!(domain.contains("firmware='efi'"), "{domain}");
-    assert!(domain.contains("<memory unit='KiB'>2097152</memory>"), "{domain}");
+    assert!(
+        domain.contains("<memory unit='KiB'>2097152</memory>"),
+        "{domain}"
+    );
     if have_qemu(test) {
-        assert!(qemu_compare("raw", &a, "qcow2", &kvm.join("web01-disk1.qcow2")));
-        assert!(qemu_compare("raw", &b, "qcow2", &kvm.join("web01-disk2.qcow2")));
+        assert!(qemu_compare(
+            "raw",
+            &a,
+            "qcow2",
+            &kvm.join("web01-disk1.qcow2")
+        ));
+        assert!(qemu_compare(
+            "raw",
+            &b,
+            "qcow2",
+            &kvm.join("web01-disk2.qcow2")
+        ));
         assert!(qemu_compare("raw", &a, "vdi", &out.join("web01-disk1.vdi")));
     }
 }
@@ -596,14 +648,27 @@ fn ova_to_vbox_to_kvm_keeps_the_machine_and_the_content() {
     let c = read::parse(xml.as_bytes(), "app.vbox").unwrap();
     assert_eq!(c.vm.cpus.count, 4);
     assert_eq!(c.vm.memory_bytes, 1 << 30);
-    assert_eq!(c.vm.guest_os.os.map(|o| o.family()), Some(diskferry::vm::OsFamily::Windows));
+    assert_eq!(
+        c.vm.guest_os.os.map(|o| o.family()),
+        Some(diskferry::vm::OsFamily::Windows)
+    );
     assert_eq!(c.vm.disks.len(), 2);
     let kvm = d.join("kvm");
     let (code, _, err) = run(&["migrate", "--to", "kvm", s(&vb.join("app.vbox")), s(&kvm)]);
     assert_eq!(code, 0, "{err}");
     if have_qemu(test) {
-        assert!(qemu_compare("raw", &a, "qcow2", &kvm.join("app-disk1.qcow2")));
-        assert!(qemu_compare("raw", &b, "qcow2", &kvm.join("app-disk2.qcow2")));
+        assert!(qemu_compare(
+            "raw",
+            &a,
+            "qcow2",
+            &kvm.join("app-disk1.qcow2")
+        ));
+        assert!(qemu_compare(
+            "raw",
+            &b,
+            "qcow2",
+            &kvm.join("app-disk2.qcow2")
+        ));
     }
 }
 
@@ -621,16 +686,27 @@ fn machine_with_snapshot(d: &Path) -> (PathBuf, PathBuf) {
     let now = d.join("now.raw");
     std::fs::copy(&base_raw, &now).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&now).unwrap();
-    f.write_all_at(&pseudo_random(100_000, 7), 10 << 20).unwrap();
+    f.write_all_at(&pseudo_random(100_000, 7), 10 << 20)
+        .unwrap();
     f.write_all_at(&vec![0u8; 1 << 20], 20 << 20).unwrap();
     let beside = folder.join("new.vdi");
     run_ok(&[
-        "convert", "-O", "vdi", "-B", s(&base), "-F", "vdi", s(&now), s(&beside),
+        "convert",
+        "-O",
+        "vdi",
+        "-B",
+        s(&base),
+        "-F",
+        "vdi",
+        s(&now),
+        s(&beside),
     ]);
     let snap_uuid = uuid_of(&beside);
     std::fs::rename(
         &beside,
-        folder.join("Snapshots").join(format!("{{{snap_uuid}}}.vdi")),
+        folder
+            .join("Snapshots")
+            .join(format!("{{{snap_uuid}}}.vdi")),
     )
     .unwrap();
     let base_uuid = uuid_of(&base);
@@ -688,14 +764,29 @@ fn a_snapshot_chain_migrates_flattened() {
     let d = dir.path();
     let (folder, now) = machine_with_snapshot(d);
     let kvm = d.join("kvm");
-    let (code, _, err) = run(&["migrate", "--to", "kvm", s(&folder.join("vm.vbox")), s(&kvm)]);
+    let (code, _, err) = run(&[
+        "migrate",
+        "--to",
+        "kvm",
+        s(&folder.join("vm.vbox")),
+        s(&kvm),
+    ]);
     assert_eq!(code, 0, "{err}");
     let domain = std::fs::read_to_string(kvm.join("snappy.xml")).unwrap();
-    assert!(domain.contains("<memory unit='KiB'>1048576</memory>"), "{domain}");
+    assert!(
+        domain.contains("<memory unit='KiB'>1048576</memory>"),
+        "{domain}"
+    );
     assert!(domain.contains("08:00:27:aa:bb:cc"), "{domain}");
     // The current state, not the base: the snapshot's changes over its parent.
     let flat = d.join("flat.raw");
-    run_ok(&["convert", "-O", "raw", s(&kvm.join("snappy-disk1.qcow2")), s(&flat)]);
+    run_ok(&[
+        "convert",
+        "-O",
+        "raw",
+        s(&kvm.join("snappy-disk1.qcow2")),
+        s(&flat),
+    ]);
     assert_eq!(
         std::fs::read(&flat).unwrap(),
         std::fs::read(&now).unwrap(),
@@ -743,7 +834,11 @@ fn malformed_settings_fail_with_one_clear_line() {
     let p = case("unlisted.vbox", &machine(attach, ""));
     one_line_error(
         &["migrate", "--to", "kvm", s(&p), s(&out)],
-        &["unlisted.vbox", "MediaRegistry", "aaaaaaaa-0000-4000-8000-000000000001"],
+        &[
+            "unlisted.vbox",
+            "MediaRegistry",
+            "aaaaaaaa-0000-4000-8000-000000000001",
+        ],
     );
     // A listed medium whose file is missing.
     let p = case(
@@ -787,8 +882,16 @@ fn malformed_settings_fail_with_one_clear_line() {
     );
     // Unterminated XML, a bad number, a bad UUID: each names the file and where.
     for (name, text, want) in [
-        ("cut.vbox", machine("<Memory RAMSize=\"1\"", ""), "invalid XML"),
-        ("ram.vbox", machine("<Memory RAMSize=\"lots\"/>", ""), "RAMSize"),
+        (
+            "cut.vbox",
+            machine("<Memory RAMSize=\"1\"", ""),
+            "invalid XML",
+        ),
+        (
+            "ram.vbox",
+            machine("<Memory RAMSize=\"lots\"/>", ""),
+            "RAMSize",
+        ),
         (
             "uuid.vbox",
             machine(
@@ -844,7 +947,7 @@ fn virtualbox_ova_carries_its_machine_section_and_reads_back_uefi() {
     assert_eq!(m.ns, Ns::Vbox);
     assert_eq!(m.attr(Ns::Ovf, "required"), Some("false"));
     assert_eq!(attr_of(m, "OSType"), Some("Ubuntu_64"));
-    assert_eq!(attr_of(&find(m, "Firmware")[0], "type"), Some("EFI"));
+    assert_eq!(attr_of(find(m, "Firmware")[0], "type"), Some("EFI"));
     assert_eq!(find(m, "BridgedInterface").len(), 1);
     // Each attachment names a Disk by its vbox:uuid, as VirtualBox's import matches them.
     let disk_uuids: Vec<String> = find(&root, "Disk")

@@ -244,15 +244,15 @@ pub fn read_machine(machine: &Element, name: &str) -> Result<(Vm, Vec<(String, u
             .and_then(|h| kid(h, n))
             .or_else(|| platform.and_then(|p| kid(p, n)))
     };
-    if let Some(cpu) = hw_kid("CPU") {
-        if let Some(c) = attr(cpu, "count") {
-            vm.cpus.count = c
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| err(format!("CPU count '{c}' is not a number"), cpu.offset))?;
-        }
+    if let Some(cpu) = hw_kid("CPU")
+        && let Some(c) = attr(cpu, "count")
+    {
+        vm.cpus.count = c
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| err(format!("CPU count '{c}' is not a number"), cpu.offset))?;
     }
     if let Some(mem) = hw_kid("Memory") {
         let text = attr(mem, "RAMSize").unwrap_or("0");

@@ -156,6 +156,15 @@ pub fn derived_uuid(parts: &[&[u8]]) -> Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
+/// An attribute value: XML-escaped, with the whitespace characters an XML reader would fold
+/// into spaces written as character references, so that they survive.
+fn attr_text(v: &str) -> String {
+    escape(v)
+        .replace('\n', "&#10;")
+        .replace('\r', "&#13;")
+        .replace('\t', "&#9;")
+}
+
 fn braced(u: &Uuid) -> String {
     format!("{{{}}}", u.hyphenated())
 }
@@ -190,7 +199,7 @@ fn attachment(network: Option<&str>, slot: usize) -> (String, Option<String>) {
         (Some((element, "NAT")), _) => (format!("<{element}/>"), None),
         (Some((element, l)), Some(t)) if !t.is_empty() => {
             let key = if *l == "Generic" { "driver" } else { "name" };
-            (format!("<{element} {key}=\"{}\"/>", escape(t)), None)
+            (format!("<{element} {key}=\"{}\"/>", attr_text(t)), None)
         }
         (Some((element, l)), _) => (
             format!("<{element}/>"),
@@ -300,15 +309,15 @@ pub fn machine_xml(
             x,
             "{indent}<Machine uuid=\"{}\" name=\"{}\" OSType=\"{}\" snapshotFolder=\"Snapshots\">",
             braced(&machine_uuid),
-            escape(vm.name.as_str()),
-            escape(os_type.as_str())
+            attr_text(&vm.name),
+            attr_text(&os_type)
         ),
         Layout::Ovf => writeln!(
             x,
             "{indent}<vbox:Machine ovf:required=\"false\" version=\"{SETTINGS_VERSION}\" uuid=\"{}\" name=\"{}\" OSType=\"{}\" snapshotFolder=\"Snapshots\">\n{i1}<ovf:Info>Complete VirtualBox machine configuration in VirtualBox format</ovf:Info>",
             braced(&machine_uuid),
-            escape(vm.name.as_str()),
-            escape(os_type.as_str())
+            attr_text(&vm.name),
+            attr_text(&os_type)
         ),
     };
     if layout == Layout::SettingsFile {
@@ -318,7 +327,7 @@ pub fn machine_xml(
                 x,
                 "{i3}<HardDisk uuid=\"{}\" location=\"{}\" format=\"VDI\" type=\"Normal\"/>",
                 braced(&m.uuid),
-                escape(m.location.as_str())
+                attr_text(&m.location)
             );
         }
         let _ = writeln!(x, "{i2}</HardDisks>\n{i1}</MediaRegistry>");
@@ -349,7 +358,9 @@ pub fn machine_xml(
         w.push("the source gives no memory size: 1024 MiB written; set it before starting".into());
         mib = 1024;
     } else if mib > MAX_RAM_MIB {
-        w.push(format!("{mib} MiB of memory is above VirtualBox's maximum: {MAX_RAM_MIB} MiB written"));
+        w.push(format!(
+            "{mib} MiB of memory is above VirtualBox's maximum: {MAX_RAM_MIB} MiB written"
+        ));
         mib = MAX_RAM_MIB;
     } else if mib < 4 {
         w.push(format!(
