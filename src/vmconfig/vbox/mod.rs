@@ -1,9 +1,9 @@
 //! VirtualBox machine settings (`.vbox`): read as a `migrate` source, written for
 //! `--to virtualbox-vbox` as a folder VirtualBox registers (`VBoxManage registervm`).
 //!
-//! - [`read`]: the machine, its controllers and attachments, its media through the
+//! - [`self::read`]: the machine, its controllers and attachments, its media through the
 //!   MediaRegistry (differencing chains in `Snapshots/`), NICs, firmware;
-//! - [`write`]: the `Machine` element, shared by the `.vbox` file and the `vbox:Machine`
+//! - [`self::write`]: the `Machine` element, shared by the `.vbox` file and the `vbox:Machine`
 //!   section of the OVA we write for VirtualBox (one writer, two uses), and the settings file.
 //!
 //! The vocabulary below (controller types, adapter types, attachment kinds) is VirtualBox's,

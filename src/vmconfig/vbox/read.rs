@@ -166,6 +166,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<ConfigVm> {
         };
         disk_files.push(location);
     }
+    let mut unlisted = Vec::new();
     for cd in &mut vm.cdroms {
         if let DiskSource::Path { path } = &cd.source {
             let key = path.to_string_lossy().into_owned();
@@ -173,9 +174,17 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<ConfigVm> {
                 Some((_, l)) => DiskSource::Path {
                     path: PathBuf::from(l),
                 },
-                None => DiskSource::Blank,
+                None => {
+                    unlisted.push(key);
+                    DiskSource::Blank
+                }
             };
         }
+    }
+    for key in unlisted {
+        vm.warn(format!(
+            "the DVD image {{{key}}} is not in the machine's MediaRegistry: its drive is carried empty"
+        ));
     }
     Ok(ConfigVm { vm, disk_files })
 }
