@@ -8,7 +8,8 @@
 //!   `vmw:Config firmware=efi`, anything optional `ovf:required="false"`;
 //! - VirtualBox: `virtualbox-2.2` system type, memory in `MegaBytes`, SATA as ResourceType 20
 //!   `AHCI`, IDE `PIIX4`, its OS type in `vbox:OSType`, VMDK disks (the only disks it imports
-//!   from an OVF);
+//!   from an OVF), and its own `vbox:Machine` section (firmware, TPM, NIC attachments),
+//!   written by [`crate::vmconfig::vbox::write`], its disks matched by `vbox:uuid`;
 //! - XenServer (XenCenter's import): `xen-3.0-unknown`, VHD disks as disk drives (ResourceType
 //!   17, which XenCenter's importer takes as it takes its own storage extents, 19) with their
 //!   device number in `Connection`, the HVM boot settings XAPI wants as
@@ -21,6 +22,7 @@
 use super::write::WrittenDisk;
 use crate::error::{Error, Result};
 use crate::vm::{ControllerKind, Firmware, NicModel, ScsiModel, Vm};
+use crate::vmconfig::vbox;
 use quick_xml::escape::escape;
 use std::fmt::Write as _;
 
@@ -231,10 +233,23 @@ pub fn descriptor(
     }
     x.push_str("  </References>\n");
     x.push_str("  <DiskSection>\n    <Info>Virtual disk information</Info>\n");
+    // VirtualBox's import matches the vbox:Machine section's attachments to the disks by
+    // these UUIDs (vbox:uuid, as its own exports write them).
+    let vbox_media: Vec<vbox::write::Medium> = written
+        .iter()
+        .map(|w| vbox::write::Medium {
+            uuid: vbox::write::derived_uuid(&[w.member.as_bytes(), w.digest.as_bytes()]),
+            location: w.member.clone(),
+        })
+        .collect();
     for (i, w) in written.iter().enumerate() {
+        let vbox_uuid = match dialect {
+            Dialect::VirtualBox => format!(" vbox:uuid=\"{}\"", vbox_media[i].uuid.hyphenated()),
+            _ => String::new(),
+        };
         let _ = writeln!(
             x,
-            "    <Disk ovf:capacity=\"{}\" ovf:capacityAllocationUnits=\"byte\" ovf:diskId=\"vmdisk{}\" ovf:fileRef=\"file{}\" ovf:format=\"{format_uri}\" ovf:populatedSize=\"{}\"/>",
+            "    <Disk ovf:capacity=\"{}\" ovf:capacityAllocationUnits=\"byte\" ovf:diskId=\"vmdisk{}\" ovf:fileRef=\"file{}\" ovf:format=\"{format_uri}\" ovf:populatedSize=\"{}\"{vbox_uuid}/>",
             w.capacity,
             i + 1,
             i + 1,
@@ -499,11 +514,6 @@ pub fn descriptor(
                 x.push_str("      <vmw:Config ovf:required=\"false\" vmw:key=\"uefi.secureBoot.enabled\" vmw:value=\"true\"/>\n");
             }
         }
-        (Dialect::VirtualBox, Firmware::Uefi { .. }) => {
-            warnings.push(
-                "VirtualBox's OVF carries UEFI only in its vbox:Machine section, which diskferry does not write: set the machine's firmware to EFI after import (System > Motherboard)".to_string(),
-            );
-        }
         (Dialect::XenServer, firmware) => {
             let fw = if matches!(firmware, Firmware::Uefi { .. }) {
                 "uefi"
@@ -527,14 +537,27 @@ pub fn descriptor(
         }
         _ => {}
     }
-    if vm.tpm && dialect != Dialect::Vmware {
+    if vm.tpm && dialect == Dialect::XenServer {
         warnings.push("the virtual TPM is not carried by this OVF dialect".to_string());
-    } else if vm.tpm {
+    } else if vm.tpm && dialect == Dialect::Vmware {
         warnings.push(
             "the virtual TPM is not carried (vSphere adds a vTPM only after import, with a key provider)"
                 .to_string(),
         );
     }
-    x.push_str("    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>");
+    x.push_str("    </VirtualHardwareSection>\n");
+    if dialect == Dialect::VirtualBox {
+        // VirtualBox's own section carries what the OVF items cannot (UEFI, a TPM, the NICs'
+        // attachments, the exact OS type); the same writer makes our .vbox files.
+        let (machine, w) =
+            vbox::write::machine_xml(vm, &vbox_media, vbox::write::Layout::Ovf, "    ")?;
+        x.push_str(&machine);
+        for m in w {
+            if !warnings.contains(&m) {
+                warnings.push(m);
+            }
+        }
+    }
+    x.push_str("  </VirtualSystem>\n</Envelope>");
     Ok((x, warnings))
 }

@@ -14,6 +14,7 @@
 //! | Xen xl.cfg | [`xl`] | `xen`, `xl` |
 //! | Azure, AWS, Google Cloud images (written only) | [`cloud`] | `azure`, `aws`, `gcp` |
 //! | VMware .vmx (Workstation, Fusion, ESXi) | [`vmx`] | `vmx`, `esxi-vmx` |
+//! | VirtualBox machine settings (`.vbox`) | [`vbox`] | `virtualbox-vbox`, `vbox` |
 //!
 //! To add one: a folder `src/vmconfig/NAME/` with a type implementing [`VmConfig`], and its
 //! line in [`CONFIGS`].
@@ -23,6 +24,7 @@ pub mod libvirt;
 pub mod proxmox;
 pub mod xl;
 pub mod vmx;
+pub mod vbox;
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
@@ -121,6 +123,7 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// Every configuration format, probed in this order.
 pub static CONFIGS: &[&dyn VmConfig] = &[
     &libvirt::Libvirt,
+    &vbox::Vbox,
     &vmx::HOSTED,
     &vmx::ESXI,
     &proxmox::Proxmox,
