@@ -10,11 +10,13 @@
 //! | format | folder | `--to` |
 //! |---|---|---|
 //! | libvirt domain XML (KVM/QEMU) | [`libvirt`] | `kvm`, `libvirt` |
+//! | XenServer file-SR VHDs and `xe` commands (writer only) | [`xenserver_vhd`] | `xenserver-vhd` |
 //!
 //! To add one: a folder `src/vmconfig/NAME/` with a type implementing [`VmConfig`], and its
 //! line in [`CONFIGS`].
 
 pub mod libvirt;
+pub mod xenserver_vhd;
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
@@ -111,7 +113,7 @@ pub trait VmConfig: Sync {
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Every configuration format, probed in this order.
-pub static CONFIGS: &[&dyn VmConfig] = &[&libvirt::Libvirt];
+pub static CONFIGS: &[&dyn VmConfig] = &[&libvirt::Libvirt, &xenserver_vhd::XenServerVhd];
 
 /// The configuration format whose probe accepts `head`.
 pub fn detect(head: &[u8], path: &Path) -> Option<&'static dyn VmConfig> {
