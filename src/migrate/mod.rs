@@ -499,10 +499,12 @@ pub fn migrate(
                 dest,
                 &source.vm,
                 &disks,
-                &xva_options,
-                &convert_for(crate::formats::raw::FORMAT, String::new()),
-                options.durability,
-                options.mtime,
+                &crate::xva::write::XvaSettings {
+                    options: xva_options,
+                    convert: convert_for(crate::formats::raw::FORMAT, String::new()),
+                    durability: options.durability,
+                    mtime: options.mtime,
+                },
                 &mut |e| (overall.borrow_mut().on_event)(e),
             )?;
             summary.warnings.extend(written.warnings);

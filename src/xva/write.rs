@@ -309,19 +309,35 @@ pub struct XvaWritten {
     pub disks: Vec<(String, u64)>,
 }
 
+/// How to write an XVA.
+#[derive(Debug, Clone)]
+pub struct XvaSettings {
+    /// The `-o` options.
+    pub options: XvaOptions,
+    /// The engine's settings for each disk (its threads and `-S`; the format is not used).
+    pub convert: ConvertOptions,
+    /// Whether the file is flushed before it is renamed into place.
+    pub durability: Durability,
+    /// The members' modification time and the export's date (seconds since 1970).
+    pub mtime: u64,
+}
+
 /// Writes `vm` with its disks `disks` (in `vm.disks` order) as an XVA at `dest` (`-` for
-/// standard output), converting each disk with `convert`'s threads and `-S`. A file appears
-/// only when complete.
+/// standard output). A file appears only when complete.
 pub fn write_xva(
     dest: &Path,
     vm: &Vm,
     disks: &[XvaDiskSource],
-    options: &XvaOptions,
-    convert: &ConvertOptions,
-    durability: Durability,
-    mtime: u64,
+    settings: &XvaSettings,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<XvaWritten> {
+    let XvaSettings {
+        options,
+        convert,
+        durability,
+        mtime,
+    } = settings;
+    let (durability, mtime) = (*durability, *mtime);
     if vm.disks.len() != disks.len() {
         return Err(Error::invalid(format!(
             "internal error: the machine lists {} disks but {} were given",
