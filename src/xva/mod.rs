@@ -1,5 +1,5 @@
 //! XVA: the VM exports of XenServer, XCP-ng (`xe vm-export`) and Xen Orchestra, read in place
-//! and written as a stream ([`write`]).
+//! and written as a stream ([`mod@write`]).
 //!
 //! An XVA is a tar whose first member is `ova.xml` (the VM's records, XML-RPC: see
 //! [`ova_xml`]), followed by each disk as 1 MiB chunk members with their checksums (see

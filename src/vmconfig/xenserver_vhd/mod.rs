@@ -1,6 +1,6 @@
 //! `--to xenserver-vhd`: a folder of dynamic VHDs named `<uuid>.vhd`, for copying into a file
 //! SR (ext, NFS: XenServer and XCP-ng keep each VDI there as `<VDI uuid>.vhd`), with the `xe`
-//! commands that make XAPI see them and build the VM around them ([`write`]).
+//! commands that make XAPI see them and build the VM around them ([`mod@write`]).
 //!
 //! Writer-only: there is no XenServer configuration file to read (a VM's description lives in
 //! XAPI's database; its export is an XVA, read by [`crate::xva`]).
