@@ -409,6 +409,22 @@ fn xenserver_ova_carries_vhd_disks() {
     check_peers(test, &ova, "bios");
 }
 
+/// `--to xenserver` (and `xcp-ng`) writes an XVA unless the destination is named `*.ova`
+/// (above): ova.xml first, then the disks' chunks (tests/xva_write.rs checks them in depth).
+#[test]
+fn xenserver_writes_an_xva_unless_the_destination_is_an_ova() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let xva = d.join("web01.xva");
+    let err = migrate(d, "xenserver", &[], &xva);
+    assert!(err.contains("xe vm-import filename="), "{err}");
+    let names = tar_names(&xva);
+    assert_eq!(names[0], "ova.xml");
+    assert!(names.iter().any(|n| n.ends_with(".xxhash")), "{names:?}");
+    let info = run_ok(&["info", s(&xva)]);
+    assert!(info.contains("format: xva"), "{info}");
+}
+
 #[test]
 fn kvm_folder_defines_in_libvirt_and_holds_the_disks() {
     let test = "kvm_folder_defines_in_libvirt_and_holds_the_disks";

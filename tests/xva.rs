@@ -775,3 +775,101 @@ fn xen_orchestra_writes_an_xva_diskferry_reads() {
         );
     }
 }
+
+/// The malformed cases issue 13 lists that the test above leaves out: an ova.xml that says the
+/// disk is smaller than its chunks, a member whose bytes run past the end of the file (a cut
+/// download), and path tricks in chunk names (`Ref:3/../Ref:3/00000001`, the same with
+/// Windows separators, an absolute `/Ref:3/00000001`), which XAPI would refuse as unexpected
+/// files and which must never be taken for (or silently drop) a chunk.
+#[test]
+fn more_malformed_xvas_fail_with_one_clear_line() {
+    let d = tempfile::tempdir().unwrap();
+    let disks = vec![DiskSpec::new(
+        "Ref:3",
+        0,
+        pseudo_random((3 * MIB) as usize, 6),
+        Sum::Xxh,
+    )];
+    let xml = ova_xml(&disks);
+    let good = xva_members(&xml, &disks);
+    let out = d.path().join("o.raw");
+    let try_bytes = |name: &str, bytes: Vec<u8>, says: &[&str]| {
+        let xva = d.path().join(name);
+        std::fs::write(&xva, bytes).unwrap();
+        fails_clearly(&["convert", "-O", "raw", s(&xva), s(&out)], &out, says);
+    };
+    // ova.xml says 2 MiB; the third chunk lies past that end.
+    let mut small = good.clone();
+    small[0].1 = xml
+        .replace(&v(&(3 * MIB).to_string()), &v(&(2 * MIB).to_string()))
+        .into_bytes();
+    try_bytes(
+        "small.xva",
+        tar_of(&small),
+        &["'Ref:3/00000002'", "past the end of the disk"],
+    );
+    // The archive cut inside a chunk's bytes.
+    let mut cut = tar_of(&good);
+    cut.truncate(cut.len() - 1024 - 512 - 600_000);
+    try_bytes("cut.xva", cut, &["cut.xva"]);
+    // Path tricks inside the disk's folder.
+    // (A `./` component is not a trick: the package index drops it, as every tar reader does,
+    // and the chunk is still verified against its checksum.)
+    for (i, trick) in ["Ref:3/../Ref:3/00000001", "Ref:3\\..\\Ref:3/00000001"]
+        .iter()
+        .enumerate()
+    {
+        let mut members = good.clone();
+        let at = members
+            .iter()
+            .position(|m| m.0 == "Ref:3/00000001")
+            .unwrap();
+        members[at].0 = trick.to_string();
+        members[at + 1].0 = format!("{trick}.xxhash");
+        let mut bytes = Vec::new();
+        // tar::Builder normalises or refuses such names: write their headers by hand.
+        for (name, data) in &members {
+            let mut h = tar::Header::new_ustar();
+            h.as_mut_bytes()[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            bytes.extend_from_slice(h.as_bytes());
+            bytes.extend_from_slice(data);
+            bytes.resize(bytes.len().next_multiple_of(512), 0);
+        }
+        bytes.extend_from_slice(&[0u8; 1024]);
+        try_bytes(
+            &format!("trick{i}.xva"),
+            bytes,
+            &["refused", "'..' component", "offset"],
+        );
+    }
+    // An absolute name: never the chunk, and never silently zeros in its place.
+    let mut members = good.clone();
+    let at = members
+        .iter()
+        .position(|m| m.0 == "Ref:3/00000001")
+        .unwrap();
+    let mut bytes = tar_of(&members[..at]);
+    bytes.truncate(bytes.len() - 1024);
+    for (name, data) in [
+        ("/Ref:3/00000001".to_string(), members[at].1.clone()),
+        (
+            "/Ref:3/00000001.xxhash".to_string(),
+            members[at + 1].1.clone(),
+        ),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.as_mut_bytes()[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        bytes.extend_from_slice(h.as_bytes());
+        bytes.extend_from_slice(&data);
+        bytes.resize(bytes.len().next_multiple_of(512), 0);
+    }
+    members.drain(..at + 2);
+    bytes.extend_from_slice(&tar_of(&members));
+    try_bytes("absolute.xva", bytes, &["/Ref:3/00000001"]);
+}

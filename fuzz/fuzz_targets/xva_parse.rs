@@ -2,10 +2,12 @@
 //! disks are assembled from their chunks. Opening fails cleanly or gives disks whose stored
 //! runs lie inside the disk; every disk is then read (bounded: its stored runs, and the whole
 //! disk when small), each chunk's checksum verified on the way, and `info` is computed.
-//! Input that begins with `<` is also parsed as ova.xml alone.
+//! Input that begins with `<` is also parsed as ova.xml alone, and the VM it describes written
+//! back as ova.xml and read again.
 #![no_main]
 
 use diskferry::storage::{Memory, Storage};
+use diskferry::xva::ova_xml_write::{DiskRecord, Layout, ova_xml};
 use diskferry::xva::{self, Compression, XvaPackage};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
@@ -15,6 +17,28 @@ fuzz_target!(|data: &[u8]| {
     if data.starts_with(b"<") {
         if let Ok(d) = xva::ova_xml::parse(data, "fuzz.xml") {
             assert_eq!(d.vm.disks.len(), d.disks.len());
+            // What the writer makes of any VM the reader accepts reads back as the same
+            // machine: the writer escapes whatever text came in.
+            let layout = Layout::new(d.disks.len(), d.vm.cdroms.len(), d.vm.nics.len());
+            let records: Vec<DiskRecord> = d
+                .disks
+                .iter()
+                .zip(&layout.vdis)
+                .map(|(x, id)| DiskRecord {
+                    vdi: id.clone(),
+                    virtual_size: x.virtual_size,
+                    name: x.name.clone().unwrap_or_default(),
+                })
+                .collect();
+            let (xml, _) = ova_xml(&d.vm, &layout, &records, "19700101T00:00:00Z");
+            let back = xva::ova_xml::parse(xml.as_bytes(), "written.xml")
+                .expect("diskferry reads the ova.xml it writes");
+            assert_eq!(back.disks.len(), d.disks.len());
+            assert_eq!(back.vm.nics.len(), d.vm.nics.len());
+            assert_eq!(back.vm.cpus.count, d.vm.cpus.count.max(1));
+            for (a, b) in back.disks.iter().zip(&d.disks) {
+                assert_eq!(a.virtual_size, b.virtual_size);
+            }
         }
         return;
     }

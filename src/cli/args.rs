@@ -325,7 +325,7 @@ pub struct SnapshotArgs {
 /// Arguments of `migrate`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Targets: vsphere, esxi, workstation (an OVA for VMware); virtualbox (an OVA); xenserver, xcp-ng (an OVA with VHD disks for XenCenter's import); kvm (a folder: qcow2 disks and a libvirt domain XML); ovf (a folder); disks (a folder of disks in the -O format).\n\nSources described on the command line: one or more disk images (the first boots), with --name, --cpus, --memory, --firmware, --os and --nic."
+    after_help = "Targets: vsphere, esxi, workstation (an OVA for VMware); virtualbox (an OVA); xenserver, xcp-ng (an XVA for xe vm-import and Xen Orchestra, -o checksum=xxhash|sha1, -o compress=none|gzip|zstd; a destination named *.ova gets an OVA with VHD disks for XenCenter's import instead); xenserver-vhd (a folder: dynamic VHDs named <uuid>.vhd for a file SR, and the xe commands); kvm (a folder: qcow2 disks and a libvirt domain XML); ovf (a folder); disks (a folder of disks in the -O format).\n\nSources described on the command line: one or more disk images (the first boots), with --name, --cpus, --memory, --firmware, --os and --nic."
 )]
 pub struct MigrateArgs {
     /// Which files the source may open
@@ -337,7 +337,8 @@ pub struct MigrateArgs {
     /// Disk format of the `disks` target (default qcow2)
     #[arg(short = 'O', value_name = "FMT")]
     pub output_format: Option<String>,
-    /// Disk options of the `disks` target, key=value,...
+    /// Disk options of the `disks` target, key=value,...; for an XVA (--to xenserver):
+    /// checksum=xxhash|sha1, compress=none|gzip|zstd
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// The VM's name (default: the first disk's file name)
@@ -376,7 +377,7 @@ pub struct MigrateArgs {
     #[arg(short = 'm', value_name = "N")]
     pub threads: Option<usize>,
     /// The source (an OVA or OVF, or disk images) followed by the destination (an OVA file, or
-    /// a new folder; "-" streams an OVA to standard output)
+    /// a new folder; "-" streams an OVA or an XVA to standard output)
     #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
     pub paths: Vec<PathBuf>,
 }

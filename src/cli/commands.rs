@@ -848,7 +848,7 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
     };
     if convert::is_stdio(dest) && !target.is_package() {
         return Err(Error::invalid(format!(
-            "only an OVA can go to standard output; --to {} writes a folder",
+            "only an OVA or an XVA can go to standard output; --to {} writes a folder",
             args.target
         )));
     }
@@ -870,11 +870,15 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
         threads,
         ..MigrateOptions::default()
     };
-    if target != Target::Disks
+    // An XVA takes its own -o (checksum=, compress=), checked before anything is read.
+    let xva = target == Target::XenServer && !migrate::is_ova_name(dest);
+    if xva && options.disk_format.is_none() {
+        diskferry::xva::write::XvaOptions::parse(&options.disk_options)?;
+    } else if target != Target::Disks
         && (options.disk_format.is_some() || !options.disk_options.is_empty())
     {
         return Err(Error::invalid(format!(
-            "-O and -o apply to --to disks; --to {} writes the disk format its hypervisor imports",
+            "-O and -o apply to --to disks (and -o to an XVA of --to xenserver: checksum=, compress=); --to {} writes the disk format its hypervisor imports",
             args.target
         )));
     }

@@ -439,6 +439,27 @@ pub fn convert_image(
     .map_err(|e| e.with_path(&name))
 }
 
+/// Runs the engine from the opened `image` into a `writer` the caller made (a format that is
+/// not an image file of the registry, such as an XVA's chunk members): the workers read,
+/// find zeros and run the writer's encoder, the writer gets the pieces in order. Uses
+/// `options`' threads, `-S` and write order; the writer is finished.
+pub fn convert_with_writer(
+    image: &Arc<Image>,
+    writer: Box<dyn ImageWriter + '_>,
+    options: &ConvertOptions,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Stats> {
+    check_sparse_size(options.sparse_size)?;
+    drive(
+        pipeline::Source::Image(image),
+        None,
+        writer,
+        options,
+        image.virtual_size(),
+        on_event,
+    )
+}
+
 /// The target's `-o` options checked, and `-S`, `-c` and `-B` checked against the target.
 fn validate(options: &ConvertOptions) -> Result<(FormatOptions, Sparseness)> {
     let registry = &options.source.registry;

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `vsphere`, `esxi`, `workstation` | an OVA in VMware's dialect, stream-optimized VMDK disks |
 //! | `virtualbox` | an OVA VirtualBox imports, stream-optimized VMDK disks |
-//! | `xenserver`, `xcp-ng` | an OVA XenCenter imports, dynamic VHD disks |
+//! | `xenserver`, `xcp-ng` | an XVA `xe vm-import` and Xen Orchestra import (`-o checksum=sha1`, `-o compress=gzip\|zstd`); a destination named `*.ova` gets an OVA XenCenter imports, dynamic VHD disks |
 //! | `kvm` and every other [`crate::vmconfig`] target | a folder: the disks in the format that hypervisor runs and its own configuration file |
 //! | `ovf` | a folder: the OVF (VMware dialect), its manifest, stream-optimized VMDK disks |
 //! | `disks` | a folder of the disks alone, in the `-O` format (qcow2 by default) |
@@ -53,7 +53,8 @@ pub enum Target {
     Workstation,
     /// Oracle VirtualBox: an OVA.
     VirtualBox,
-    /// XenServer / XCP-ng through XenCenter's OVF import: an OVA with VHD disks.
+    /// XenServer / XCP-ng: an XVA (`xe vm-import`), or, for a destination named `*.ova`, an OVA
+    /// with VHD disks for XenCenter's OVF import.
     XenServer,
     /// A hypervisor's own configuration with its disks, in a folder (`kvm`: libvirt XML and
     /// qcow2 disks; see [`crate::vmconfig::CONFIGS`]).
@@ -125,7 +126,7 @@ impl Target {
         )))
     }
 
-    /// True when the target is one OVA file (otherwise a folder).
+    /// True when the target is one file, an OVA or an XVA (otherwise a folder).
     pub fn is_package(self) -> bool {
         matches!(
             self,
@@ -327,7 +328,8 @@ impl Source {
 pub struct MigrateOptions {
     /// `-O`: the disk format of the `disks` target (default qcow2); other targets have theirs.
     pub disk_format: Option<Format>,
-    /// `-o`: options for the disks of the `disks` target.
+    /// `-o`: options for the disks of the `disks` target, or the XVA's (`checksum=`,
+    /// `compress=`) for `xenserver`.
     pub disk_options: String,
     /// `-m`: worker threads, or one per core.
     pub threads: Option<usize>,
@@ -362,6 +364,13 @@ pub struct Summary {
     /// What the user runs on the target to finish the import (`virsh define ...`), one
     /// command or step per entry.
     pub instructions: Vec<String>,
+}
+
+/// True when `dest` names an OVA (`.ova`, any case): `--to xenserver` then writes the OVA
+/// XenCenter imports instead of an XVA.
+pub fn is_ova_name(dest: &Path) -> bool {
+    dest.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("ova"))
 }
 
 /// Refuses a file name a target chose that is not one plain name inside the output folder.
@@ -475,6 +484,40 @@ pub fn migrate(
         ..ConvertOptions::default()
     };
     match target {
+        Target::XenServer if !is_ova_name(dest) => {
+            let xva_options = crate::xva::write::XvaOptions::parse(&options.disk_options)?;
+            let disks: Vec<crate::xva::write::XvaDiskSource> = source
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(i, image)| crate::xva::write::XvaDiskSource {
+                    image: Arc::clone(image),
+                    name: format!("{} disk {}", source.vm.name, i + 1),
+                })
+                .collect();
+            let written = crate::xva::write::write_xva(
+                dest,
+                &source.vm,
+                &disks,
+                &crate::xva::write::XvaSettings {
+                    options: xva_options,
+                    convert: convert_for(crate::formats::raw::FORMAT, String::new()),
+                    durability: options.durability,
+                    mtime: options.mtime,
+                },
+                &mut |e| (overall.borrow_mut().on_event)(e),
+            )?;
+            summary.warnings.extend(written.warnings);
+            summary.files.push(dest.to_path_buf());
+            let file = if crate::convert::is_stdio(dest) {
+                "<the XVA>".to_string()
+            } else {
+                dest.display().to_string()
+            };
+            summary.instructions.push(format!(
+                "xe vm-import filename={file} sr-uuid=<SR uuid>   (or Xen Orchestra: Import > VM; an XVA, not an OVA: name the destination .ova for XenCenter's OVF import)"
+            ));
+        }
         Target::Vsphere | Target::Workstation | Target::VirtualBox | Target::XenServer => {
             let dialect = match target {
                 Target::VirtualBox => Dialect::VirtualBox,

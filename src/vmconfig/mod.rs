@@ -15,6 +15,7 @@
 //! | Azure, AWS, Google Cloud images (written only) | [`cloud`] | `azure`, `aws`, `gcp` |
 //! | VMware .vmx (Workstation, Fusion, ESXi) | [`vmx`] | `vmx`, `esxi-vmx` |
 //! | VirtualBox machine settings (`.vbox`) | [`vbox`] | `virtualbox-vbox`, `vbox` |
+//! | XenServer file-SR VHDs and `xe` commands (writer only) | [`xenserver_vhd`] | `xenserver-vhd` |
 //!
 //! To add one: a folder `src/vmconfig/NAME/` with a type implementing [`VmConfig`], and its
 //! line in [`CONFIGS`].
@@ -25,6 +26,7 @@ pub mod proxmox;
 pub mod xl;
 pub mod vmx;
 pub mod vbox;
+pub mod xenserver_vhd;
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
@@ -131,6 +133,7 @@ pub static CONFIGS: &[&dyn VmConfig] = &[
     &cloud::Azure,
     &cloud::Aws,
     &cloud::Gcp,
+    &xenserver_vhd::XenServerVhd,
 ];
 
 /// The configuration format whose probe accepts `head`.

@@ -1,4 +1,5 @@
-//! XVA: the VM exports of XenServer, XCP-ng (`xe vm-export`) and Xen Orchestra, read in place.
+//! XVA: the VM exports of XenServer, XCP-ng (`xe vm-export`) and Xen Orchestra, read in place
+//! and written as a stream ([`mod@write`]).
 //!
 //! An XVA is a tar whose first member is `ova.xml` (the VM's records, XML-RPC: see
 //! [`ova_xml`]), followed by each disk as 1 MiB chunk members with their checksums (see
@@ -14,6 +15,8 @@
 
 pub mod disk;
 pub mod ova_xml;
+pub mod ova_xml_write;
+pub mod write;
 
 pub use disk::{ChunkStats, ChunkedDisk};
 pub use ova_xml::{Description, Version, XvaDisk};
