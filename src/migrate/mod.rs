@@ -251,15 +251,23 @@ impl Source {
         }
         let mut disks = Vec::new();
         for (d, text) in vm.disks.iter_mut().zip(&read.disk_files) {
-            let storage = match options.gate.open(path, text, Role::PackageMember)? {
-                Lookup::Opened(f) => f,
-                Lookup::Missing(p) => {
-                    return Err(Error::invalid(format!(
-                        "the configuration's disk '{text}' is not there ({})",
-                        p.display()
-                    ))
-                    .with_path(path));
+            let mut tried = Vec::new();
+            let mut found = None;
+            for name in config.disk_candidates(text) {
+                match options.gate.open(path, &name, Role::PackageMember)? {
+                    Lookup::Opened(f) => {
+                        found = Some(f);
+                        break;
+                    }
+                    Lookup::Missing(p) => tried.push(p.display().to_string()),
                 }
+            }
+            let Some(storage) = found else {
+                return Err(Error::invalid(format!(
+                    "the configuration's disk '{text}' is not there ({})",
+                    tried.join(", ")
+                ))
+                .with_path(path));
             };
             let image = Image::open_storage(storage, options)?;
             d.capacity_bytes = Some(image.virtual_size());

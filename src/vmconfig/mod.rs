@@ -10,11 +10,15 @@
 //! | format | folder | `--to` |
 //! |---|---|---|
 //! | libvirt domain XML (KVM/QEMU) | [`libvirt`] | `kvm`, `libvirt` |
+//! | Hyper-V XML (v5) and .vmcx | [`hyperv`] | `hyperv` |
+//! | Virtual PC / Virtual Server .vmc | [`vmc`] | `virtualpc`, `vmc` |
 //!
 //! To add one: a folder `src/vmconfig/NAME/` with a type implementing [`VmConfig`], and its
 //! line in [`CONFIGS`].
 
+pub mod hyperv;
 pub mod libvirt;
+pub mod vmc;
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
@@ -91,6 +95,14 @@ pub trait VmConfig: Sync {
         )
     }
 
+    /// The names to try, in order, for a disk file the configuration stores as `stored`
+    /// (each opened through the gate; the first that exists is used). The default is the
+    /// name as stored; formats that store Windows paths map them to the configuration's
+    /// folder.
+    fn disk_candidates(&self, stored: &str) -> Vec<String> {
+        vec![stored.to_string()]
+    }
+
     /// How to write each of `vm.disks` (in order); `stem` is a file-name-safe form of the VM's
     /// name.
     fn disk_plan(&self, vm: &Vm, stem: &str) -> Result<Vec<DiskPlan>>;
@@ -111,7 +123,7 @@ pub trait VmConfig: Sync {
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Every configuration format, probed in this order.
-pub static CONFIGS: &[&dyn VmConfig] = &[&libvirt::Libvirt];
+pub static CONFIGS: &[&dyn VmConfig] = &[&libvirt::Libvirt, &hyperv::HyperV, &vmc::Vmc];
 
 /// The configuration format whose probe accepts `head`.
 pub fn detect(head: &[u8], path: &Path) -> Option<&'static dyn VmConfig> {
