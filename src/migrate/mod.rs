@@ -240,7 +240,7 @@ impl Source {
         let mut bytes = vec![0u8; file.len() as usize];
         file.read_exact_at(&mut bytes, 0)?;
         let read = config.read(&bytes, path)?;
-        let mut vm = read.vm;
+        let mut vm = read.vm.clone();
         if vm.disks.len() != read.disk_files.len() {
             return Err(Error::invalid(format!(
                 "internal error: the {} reader listed {} disks and {} files",
@@ -250,10 +250,10 @@ impl Source {
             )));
         }
         let mut disks = Vec::new();
-        for (d, text) in vm.disks.iter_mut().zip(&read.disk_files) {
+        for (i, (d, text)) in vm.disks.iter_mut().zip(&read.disk_files).enumerate() {
             let mut tried = Vec::new();
             let mut found = None;
-            for name in config.disk_candidates(text) {
+            for name in config.disk_candidates(&read, i) {
                 match options.gate.open(path, &name, Role::PackageMember)? {
                     Lookup::Opened(f) => {
                         found = Some(f);

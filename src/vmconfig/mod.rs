@@ -95,12 +95,12 @@ pub trait VmConfig: Sync {
         )
     }
 
-    /// The names to try, in order, for a disk file the configuration stores as `stored`
-    /// (each opened through the gate; the first that exists is used). The default is the
-    /// name as stored; formats that store Windows paths map them to the configuration's
-    /// folder.
-    fn disk_candidates(&self, stored: &str) -> Vec<String> {
-        vec![stored.to_string()]
+    /// The names to try, in order, for the file of disk `index` of a configuration as
+    /// [`VmConfig::read`] gave it (each opened through the gate; the first that exists is
+    /// used). The default is `read.disk_files[index]` as stored; formats that store Windows
+    /// paths map them to the configuration's folder.
+    fn disk_candidates(&self, read: &ConfigVm, index: usize) -> Vec<String> {
+        read.disk_files.get(index).cloned().into_iter().collect()
     }
 
     /// How to write each of `vm.disks` (in order); `stem` is a file-name-safe form of the VM's

@@ -86,8 +86,12 @@ impl VmConfig for HyperV {
         parse(bytes, &path.to_string_lossy())
     }
 
-    fn disk_candidates(&self, stored: &str) -> Vec<String> {
-        read::disk_candidates(stored)
+    fn disk_candidates(&self, config: &ConfigVm, index: usize) -> Vec<String> {
+        config
+            .disk_files
+            .get(index)
+            .map(|stored| read::disk_candidates(stored))
+            .unwrap_or_default()
     }
 
     fn disk_plan(&self, vm: &Vm, stem: &str) -> Result<Vec<DiskPlan>> {

@@ -59,8 +59,8 @@ impl VmConfig for Vmc {
         parse(bytes, &path.to_string_lossy())
     }
 
-    fn disk_candidates(&self, stored: &str) -> Vec<String> {
-        read::disk_candidates(stored)
+    fn disk_candidates(&self, config: &ConfigVm, index: usize) -> Vec<String> {
+        read::disk_candidates(config, index)
     }
 
     fn disk_plan(&self, vm: &Vm, stem: &str) -> Result<Vec<DiskPlan>> {

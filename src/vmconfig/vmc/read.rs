@@ -147,8 +147,14 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<ConfigVm> {
             match integer(l, "drive_type", name)? {
                 Some(1) if !stored.is_empty() => {
                     vm.disks.push(Disk {
+                        // The absolute path as the disk's source; the relative one (when
+                        // there is one) is tried first (see disk_candidates).
                         source: DiskSource::Path {
-                            path: PathBuf::from(stored),
+                            path: PathBuf::from(if absolute.is_empty() {
+                                stored
+                            } else {
+                                absolute
+                            }),
                         },
                         capacity_bytes: None,
                         controller,
@@ -221,22 +227,40 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<ConfigVm> {
     Ok(ConfigVm { vm, disk_files })
 }
 
-/// The names to try for a disk the .vmc stores as `stored` (its relative path when it has
-/// one, else its absolute one): the relative path, then the file's name beside the .vmc;
-/// an absolute Windows path by its file name beside the .vmc.
-pub fn disk_candidates(stored: &str) -> Vec<String> {
+/// The names to try for disk `index` of a read .vmc, in the order Virtual PC looks: its
+/// relative path (as stored in `disk_files`, `\` read as `/`), then the absolute Windows
+/// path's file name beside the .vmc (the disk's [`DiskSource::Path`]; a .vmc moved with its
+/// disks keeps a stale absolute path), then the relative path's file name beside the .vmc.
+pub fn disk_candidates(config: &ConfigVm, index: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |n: String| {
+        if !n.is_empty() && !out.iter().any(|o| *o == n || *o == format!("./{n}")) {
+            out.push(n);
+        }
+    };
+    let Some(stored) = config.disk_files.get(index) else {
+        return out;
+    };
+    let absolute = config.vm.disks.get(index).and_then(|d| match &d.source {
+        DiskSource::Path { path } => path.to_str().map(str::to_string),
+        _ => None,
+    });
     if crate::winpath::is_absolute(stored) {
-        return crate::winpath::file_name(stored)
-            .map(|n| vec![n.to_string()])
-            .unwrap_or_else(|| vec![stored.to_string()]);
+        add(crate::winpath::file_name(stored)
+            .unwrap_or(stored)
+            .to_string());
+    } else {
+        add(stored.replace('\\', "/"));
     }
-    let relative = stored.replace('\\', "/");
-    let mut out = vec![relative.clone()];
-    if let Some(n) = crate::winpath::file_name(stored)
-        && n != relative
-        && format!("./{n}") != relative
+    if let Some(a) = absolute
+        .as_deref()
+        .filter(|a| crate::winpath::is_absolute(a))
+        && let Some(n) = crate::winpath::file_name(a)
     {
-        out.push(n.to_string());
+        add(n.to_string());
+    }
+    if let Some(n) = crate::winpath::file_name(stored) {
+        add(n.to_string());
     }
     out
 }
