@@ -762,3 +762,46 @@ fn a_scsi_boot_disk_moves_to_ide_on_generation_1_with_a_warning() {
     let (_, _, said) = to_hyperv(d.path(), "bios", &["--disk-bus", "scsi"], "web01");
     assert!(said.contains("goes to IDE 0:0"), "{said}");
 }
+
+/// An OVA (made by `migrate --to vsphere`) migrates `--to hyperv` with identical disks, its
+/// UEFI firmware giving a Generation 2 VM.
+#[test]
+fn an_ova_migrates_to_hyperv() {
+    let test = "an_ova_migrates_to_hyperv";
+    if !have_qemu(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("a.raw");
+    make_raw(&raw, 32 << 20, &[(0, 1 << 20), (20 << 20, 300_000)]);
+    let ova = d.path().join("vm.ova");
+    run_ok(&[
+        "migrate",
+        "--to",
+        "vsphere",
+        "--name",
+        "app",
+        "--memory",
+        "2G",
+        "--firmware",
+        "uefi",
+        "--os",
+        "windows9-64",
+        s(&raw),
+        s(&ova),
+    ]);
+    let out = d.path().join("hv");
+    run_ok(&["migrate", "--to", "hyperv", s(&ova), s(&out)]);
+    assert!(qemu_compare(
+        "raw",
+        &raw,
+        "vhdx",
+        &out.join("app-disk1.vhdx")
+    ));
+    let script = std::fs::read_to_string(out.join("app.ps1")).unwrap();
+    assert!(
+        script.contains("-Generation 2 -MemoryStartupBytes 2147483648"),
+        "{script}"
+    );
+    assert!(script.contains("-EnableSecureBoot Off"), "{script}");
+}

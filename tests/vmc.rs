@@ -534,3 +534,37 @@ fn rule_four_nics_at_most() {
     assert!(said.contains("5 NICs"), "{said}");
     assert_eq!(written(&out).vm.nics.len(), 4);
 }
+
+/// An OVA (made by `migrate --to vsphere`) migrates `--to virtualpc` with identical disks.
+#[test]
+fn an_ova_migrates_to_virtualpc() {
+    let test = "an_ova_migrates_to_virtualpc";
+    if !have_qemu(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("a.raw");
+    make_raw(&raw, 32 << 20, &[(0, 1 << 20), (20 << 20, 300_000)]);
+    let ova = d.path().join("vm.ova");
+    run_ok(&[
+        "migrate",
+        "--to",
+        "vsphere",
+        "--name",
+        "xp",
+        "--memory",
+        "512M",
+        "--os",
+        "winxppro",
+        "--nic",
+        "e1000,mac=00:03:ff:0a:0b:0c",
+        s(&raw),
+        s(&ova),
+    ]);
+    let out = d.path().join("vpc");
+    run_ok(&["migrate", "--to", "virtualpc", s(&ova), s(&out)]);
+    assert!(qemu_compare("raw", &raw, "vpc", &out.join("xp-disk1.vhd")));
+    let c = written(&out);
+    assert_eq!(c.vm.memory_bytes, 512 << 20);
+    assert_eq!(c.vm.nics[0].mac.as_deref(), Some("00:03:ff:0a:0b:0c"));
+}
