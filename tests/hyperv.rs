@@ -34,6 +34,19 @@ fn read(shared: &Path, file: &str) -> diskferry::vmconfig::ConfigVm {
     hyperv::parse(&bytes, file).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// (file, name, firmware, disk path, disk bus, memory MiB, CPUs, NICs, CDs)
+type Row = (
+    &'static str,
+    &'static str,
+    Firmware,
+    &'static str,
+    ControllerKind,
+    u64,
+    u32,
+    usize,
+    usize,
+);
+
 /// Each VM file with its MANIFEST.tsv facts: name, generation (UEFI), secure boot, the disk's
 /// stored path and bus, memory, processors, NICs.
 #[test]
@@ -42,17 +55,7 @@ fn corpus_hyperv_configs_read_with_manifest_values() {
         return;
     };
     // (file, name, firmware, disk path, disk bus, memory MiB, CPUs, NICs, CDs)
-    let rows: &[(
-        &str,
-        &str,
-        Firmware,
-        &str,
-        ControllerKind,
-        u64,
-        u32,
-        usize,
-        usize,
-    )] = &[
+    let rows: &[Row] = &[
         (
             GEN1_XML,
             "Default Generation 1",
@@ -642,6 +645,14 @@ fn set_vmprocessor_parameters() {
     assert_eq!(p[0].param("-Count"), Some(Some("4")));
 }
 
+/// (--firmware, other migrate arguments, -EnableSecureBoot, -SecureBootTemplate)
+type FirmwareCase = (
+    &'static str,
+    &'static [&'static str],
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 /// Set-VMFirmware -EnableSecureBoot On|Off, and -SecureBootTemplate
 /// MicrosoftUEFICertificateAuthority for a Linux guest (the default "MicrosoftWindows"
 /// template does not boot Linux's shim); -FirstBootDevice the SCSI 0:0 disk; no
@@ -654,7 +665,7 @@ fn set_vmfirmware_parameters() {
     let Some(py) = have_ps_parser("set_vmfirmware_parameters") else {
         return;
     };
-    let cases: &[(&str, &[&str], Option<&str>, Option<&str>)] = &[
+    let cases: &[FirmwareCase] = &[
         (
             "uefi-secure",
             &["--os", "ubuntu-64"],
