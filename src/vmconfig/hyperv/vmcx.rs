@@ -37,6 +37,9 @@ const KEY_ENTRY_HEADER: usize = 21;
 pub const MAX_DEPTH: usize = 64;
 /// The most keys accepted (a configuration has about a thousand).
 pub const MAX_KEYS: usize = 200_000;
+/// The most value bytes decoded in all: many keys may point to one large file object, and
+/// each would otherwise cost a copy of it.
+pub const MAX_VALUE_BYTES: usize = 64 << 20;
 
 /// True when `bytes` start like a Hyper-V binary store.
 pub fn probe(bytes: &[u8]) -> bool {
@@ -165,6 +168,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Node> {
         return Err(corrupt("no key table".into(), OBJECT_TABLE));
     }
     let mut keys: Vec<Key> = Vec::new();
+    let mut budget = MAX_VALUE_BYTES;
     let mut by_place: HashMap<(u16, u32), usize> = HashMap::new();
     let mut indexes: Vec<u16> = tables.keys().copied().collect();
     indexes.sort_unstable();
@@ -208,7 +212,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Node> {
                     .map_err(|_| corrupt("a key name is not UTF-8".into(), at))?
                     .to_string();
                 let data = &raw[data_offset..];
-                let value = value(bytes, &files, kind, flags, data)
+                let value = value(bytes, &files, kind, flags, data, &mut budget)
                     .map_err(|what| corrupt(format!("key '{key}': {what}"), at))?;
                 by_place.insert((index, p as u32), keys.len());
                 keys.push(Key {
@@ -278,9 +282,21 @@ fn value(
     kind: u8,
     flags: u8,
     data: &[u8],
+    budget: &mut usize,
 ) -> std::result::Result<Value, String> {
     let short = || "its value is truncated".to_string();
-    let variable = |data: &[u8]| -> std::result::Result<Vec<u8>, String> {
+    let mut variable = |data: &[u8]| -> std::result::Result<Vec<u8>, String> {
+        let len = if flags & 1 != 0 {
+            u32_at(data, 0).ok_or_else(short)? as usize
+        } else {
+            data.len()
+        };
+        *budget = budget.checked_sub(len).ok_or_else(|| {
+            format!(
+                "the values add up to more than {} MiB",
+                MAX_VALUE_BYTES >> 20
+            )
+        })?;
         if flags & 1 != 0 {
             let size = u32_at(data, 0).ok_or_else(short)? as u64;
             let offset = u64_at(data, 4).ok_or_else(short)?;
