@@ -740,7 +740,8 @@ fn network_adapter_parameters() {
     assert_eq!(set[0].param("-VMNetworkAdapter"), Some(Some("$nic")));
 }
 
-/// A hostile VM name stays one single-quoted string: quotes (ASCII and the typographic ones
+/// A hostile VM name stays one single-quoted string (and out of the script's comment line,
+/// where a line break would start code): quotes (ASCII and the typographic ones
 /// PowerShell also takes as quotes) doubled, `$(...)` and backticks inert. Source:
 /// https://learn.microsoft.com/powershell/module/microsoft.powershell.core/about/about_quoting_rules
 #[test]
@@ -748,7 +749,7 @@ fn any_vm_name_is_one_quoted_string() {
     let Some(py) = have_ps_parser("any_vm_name_is_one_quoted_string") else {
         return;
     };
-    let name = "O'Brien\u{2019}s $(Remove-Item C:\\) `n \"vm\"";
+    let name = "O'Brien\u{2019}s $(Remove-Item C:\\) `n \"vm\"\nRemove-Item -Recurse C:\\";
     let d = tempfile::tempdir().unwrap();
     let (out, _, _) = to_hyperv(d.path(), "bios", &[], name);
     let cmds = parse_ps(&py, &script_of(&out));
@@ -756,7 +757,7 @@ fn any_vm_name_is_one_quoted_string() {
     assert_eq!(
         new[0].param("-Name"),
         Some(Some(
-            "'O''Brien\u{2019}\u{2019}s $(Remove-Item C:\\) `n \"vm\"'"
+            "'O''Brien\u{2019}\u{2019}s $(Remove-Item C:\\) `n \"vm\"\nRemove-Item -Recurse C:\\'"
         ))
     );
     assert!(

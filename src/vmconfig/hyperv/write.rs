@@ -198,7 +198,8 @@ pub fn write(vm: &Vm, stem: &str, disks: &[PlacedDisk]) -> Result<ConfigFiles> {
     let _ = writeln!(
         s,
         "# Creates the Hyper-V VM {} from the disks beside this script (written by diskferry).\n# Run in an elevated PowerShell on the Hyper-V host: powershell -ExecutionPolicy Bypass -File .\\{}.ps1\n$ErrorActionPreference = 'Stop'",
-        ps_quote(&vm.name),
+        // A line break in the name would end the comment and run the rest as code.
+        ps_quote(&vm.name).replace(|c: char| c.is_control(), "?"),
         stem
     );
     let boot_vhd = match (slots.first(), disks.first()) {
@@ -333,7 +334,9 @@ pub fn write(vm: &Vm, stem: &str, disks: &[PlacedDisk]) -> Result<ConfigFiles> {
     // Windows PowerShell 5.1 reads a script without a byte-order mark as the ANSI code page:
     // a UTF-8 BOM makes non-ASCII names survive.
     let mut bytes = vec![0xef, 0xbb, 0xbf];
-    bytes.extend(s.replace('\n', "\r\n").into_bytes());
+    // Line ends stay LF (PowerShell reads either): converting to CRLF would also change a line
+    // break inside a quoted VM name.
+    bytes.extend(s.into_bytes());
     Ok(ConfigFiles {
         instructions: vec![format!(
             "copy the folder to the Hyper-V host and run, in an elevated PowerShell there: powershell -ExecutionPolicy Bypass -File .\\{file}"
