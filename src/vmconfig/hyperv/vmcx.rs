@@ -212,8 +212,10 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Node> {
                     .map_err(|_| corrupt("a key name is not UTF-8".into(), at))?
                     .to_string();
                 let data = &raw[data_offset..];
-                let value = value(bytes, &files, kind, flags, data, &mut budget)
-                    .map_err(|what| corrupt(format!("key '{key}': {what}"), at))?;
+                let value =
+                    value(bytes, &files, kind, flags, data, &mut budget).map_err(|what| {
+                        corrupt(format!("key '{}': {what}", super::xml::shown(&key)), at)
+                    })?;
                 by_place.insert((index, p as u32), keys.len());
                 keys.push(Key {
                     name: key,

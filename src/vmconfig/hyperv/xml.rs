@@ -55,11 +55,46 @@ pub fn decode_text(bytes: &[u8], name: &str) -> Result<String> {
     Ok(out)
 }
 
+/// `s` as it may appear in a one-line message: at most 40 characters, control characters
+/// escaped.
+pub fn shown(s: &str) -> String {
+    s.chars().take(40).flat_map(char::escape_debug).collect()
+}
+
 /// The parsed XML tree of a UTF-16 (or UTF-8) Microsoft XML file, through the crate's
 /// bounded parser (no entity declarations, bounded depth and size).
 pub fn parse_xml(bytes: &[u8], name: &str) -> Result<Element> {
     let text = decode_text(bytes, name)?;
-    crate::ovf::xml::parse(text.as_bytes(), name)
+    crate::ovf::xml::parse(text.as_bytes(), name).map_err(|e| one_line(e, name))
+}
+
+/// `e` with control characters in its message escaped: the XML parser quotes the document's
+/// text in some messages, and an error is one line.
+fn one_line(e: Error, name: &str) -> Error {
+    if !e.message().chars().any(char::is_control) {
+        return e;
+    }
+    let message: String = e
+        .message()
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_debug().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    let out = match e.kind() {
+        crate::error::ErrorKind::Unsupported => Error::unsupported(message),
+        crate::error::ErrorKind::InvalidInput => Error::invalid(message),
+        _ => Error::corrupt(message),
+    };
+    let out = out.with_path(name);
+    match e.offset() {
+        Some(o) => out.at_offset(o),
+        None => out,
+    }
 }
 
 /// The typed value of a Microsoft settings element (`<x type="integer">5</x>`).
@@ -76,13 +111,9 @@ pub fn typed_value(e: &Element, name: &str) -> Result<Value> {
                 Value::None
             } else {
                 Value::Int(text.parse().map_err(|_| {
-                    Error::corrupt(format!(
-                        "<{}> '{}' is not an integer",
-                        e.name,
-                        text.chars().take(40).collect::<String>()
-                    ))
-                    .at_offset(e.offset)
-                    .with_path(name)
+                    Error::corrupt(format!("<{}> '{}' is not an integer", e.name, shown(text)))
+                        .at_offset(e.offset)
+                        .with_path(name)
                 })?)
             }
         }
@@ -93,7 +124,7 @@ pub fn typed_value(e: &Element, name: &str) -> Result<Value> {
                 return Err(Error::corrupt(format!(
                     "<{}> '{}' is not a boolean",
                     e.name,
-                    text.chars().take(40).collect::<String>()
+                    shown(text)
                 ))
                 .at_offset(e.offset)
                 .with_path(name));

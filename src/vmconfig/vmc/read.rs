@@ -55,7 +55,7 @@ fn id(e: &Element, name: &str) -> Result<u32> {
             Error::corrupt(format!(
                 "<{}> has no id between 0 and 63 ({})",
                 e.name,
-                v.unwrap_or("none")
+                crate::vmconfig::hyperv::xml::shown(v.unwrap_or("none"))
             ))
             .at_offset(e.offset)
             .with_path(name)
@@ -69,7 +69,7 @@ fn integer(e: &Element, path: &str, name: &str) -> Result<Option<u64>> {
     t.parse::<u64>().map(Some).map_err(|_| {
         Error::corrupt(format!(
             "{path} '{}' is not a number",
-            t.chars().take(40).collect::<String>()
+            crate::vmconfig::hyperv::xml::shown(t)
         ))
         .at_offset(at(e, path).map_or(0, |c| c.offset))
         .with_path(name)
