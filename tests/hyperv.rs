@@ -355,6 +355,15 @@ fn malformed_configurations_are_one_clear_error() {
         "not an integer".into(),
         utf16("<configuration><properties><subtype type=\"integer\">two</subtype></properties><settings/></configuration>"),
     ));
+    // Found by hyperv_parse: quoted text with line breaks kept the error from being one line.
+    cases.push((
+        "a line break in a bad value".into(),
+        utf16("<configuration><properties><subtype type=\"integer\">1\n2</subtype></properties><settings/></configuration>"),
+    ));
+    cases.push((
+        "a line break in a mismatched end tag".into(),
+        utf16("<configuration><properties></propertie\ns></configuration>"),
+    ));
     cases.push((
         "unknown generation".into(),
         utf16("<configuration><properties><subtype type=\"integer\">7</subtype></properties><settings/></configuration>"),
