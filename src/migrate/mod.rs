@@ -241,7 +241,7 @@ impl Source {
         let mut bytes = vec![0u8; file.len() as usize];
         file.read_exact_at(&mut bytes, 0)?;
         let read = config.read(&bytes, path)?;
-        let mut vm = read.vm;
+        let mut vm = read.vm.clone();
         if vm.disks.len() != read.disk_files.len() {
             return Err(Error::invalid(format!(
                 "internal error: the {} reader listed {} disks and {} files",
@@ -251,16 +251,24 @@ impl Source {
             )));
         }
         let mut disks = Vec::new();
-        for (d, text) in vm.disks.iter_mut().zip(&read.disk_files) {
-            let storage = match options.gate.open(path, text, Role::PackageMember)? {
-                Lookup::Opened(f) => f,
-                Lookup::Missing(p) => {
-                    return Err(Error::invalid(format!(
-                        "the configuration's disk '{text}' is not there ({})",
-                        p.display()
-                    ))
-                    .with_path(path));
+        for (i, (d, text)) in vm.disks.iter_mut().zip(&read.disk_files).enumerate() {
+            let mut tried = Vec::new();
+            let mut found = None;
+            for name in config.disk_candidates(&read, i) {
+                match options.gate.open(path, &name, Role::PackageMember)? {
+                    Lookup::Opened(f) => {
+                        found = Some(f);
+                        break;
+                    }
+                    Lookup::Missing(p) => tried.push(p.display().to_string()),
                 }
+            }
+            let Some(storage) = found else {
+                return Err(Error::invalid(format!(
+                    "the configuration's disk '{text}' is not there ({})",
+                    tried.join(", ")
+                ))
+                .with_path(path));
             };
             let image = Image::open_storage(storage, options)?;
             d.capacity_bytes = Some(image.virtual_size());

@@ -16,17 +16,21 @@
 //! | VMware .vmx (Workstation, Fusion, ESXi) | [`vmx`] | `vmx`, `esxi-vmx` |
 //! | VirtualBox machine settings (`.vbox`) | [`vbox`] | `virtualbox-vbox`, `vbox` |
 //! | XenServer file-SR VHDs and `xe` commands (writer only) | [`xenserver_vhd`] | `xenserver-vhd` |
+//! | Hyper-V XML (v5) and .vmcx | [`hyperv`] | `hyperv` |
+//! | Virtual PC / Virtual Server .vmc | [`vmc`] | `virtualpc`, `vmc` |
 //!
 //! To add one: a folder `src/vmconfig/NAME/` with a type implementing [`VmConfig`], and its
 //! line in [`CONFIGS`].
 
 pub mod cloud;
+pub mod hyperv;
 pub mod libvirt;
 pub mod proxmox;
-pub mod xl;
-pub mod vmx;
 pub mod vbox;
+pub mod vmc;
+pub mod vmx;
 pub mod xenserver_vhd;
+pub mod xl;
 
 use crate::error::{Error, Result};
 use crate::vm::Vm;
@@ -103,6 +107,14 @@ pub trait VmConfig: Sync {
         )
     }
 
+    /// The names to try, in order, for the file of disk `index` of a configuration as
+    /// [`VmConfig::read`] gave it (each opened through the gate; the first that exists is
+    /// used). The default is `read.disk_files[index]` as stored; formats that store Windows
+    /// paths map them to the configuration's folder.
+    fn disk_candidates(&self, read: &ConfigVm, index: usize) -> Vec<String> {
+        read.disk_files.get(index).cloned().into_iter().collect()
+    }
+
     /// How to write each of `vm.disks` (in order); `stem` is a file-name-safe form of the VM's
     /// name.
     fn disk_plan(&self, vm: &Vm, stem: &str) -> Result<Vec<DiskPlan>>;
@@ -126,6 +138,8 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 pub static CONFIGS: &[&dyn VmConfig] = &[
     &libvirt::Libvirt,
     &vbox::Vbox,
+    &hyperv::HyperV,
+    &vmc::Vmc,
     &vmx::HOSTED,
     &vmx::ESXI,
     &proxmox::Proxmox,
