@@ -745,3 +745,17 @@ fn corpus_libvirt_domains_read_as_written() {
         );
     }
 }
+
+#[test]
+fn migrate_help_lists_every_target() {
+    let help = run_ok(&["migrate", "--help"]);
+    for name in diskferry::migrate::target_names() {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(name)
+                && l.trim_start()[name.len()..].starts_with([':', ',']))
+                || help.contains(&format!(", {name}:"))
+                || help.contains(&format!(", {name},")),
+            "--to {name} is not in migrate --help:\n{help}"
+        );
+    }
+}

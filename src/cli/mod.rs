@@ -46,6 +46,7 @@ pub fn run() -> i32 {
     }
     let cli = match Cli::command()
         .after_help(after_help())
+        .mut_subcommand("migrate", |c| c.after_help(targets_help()))
         .try_get_matches_from(&argv)
         .and_then(|m| Cli::from_arg_matches(&m))
     {
@@ -137,6 +138,24 @@ fn one_line(e: &clap::Error, command: Option<&std::ffi::OsString>) -> String {
         _ => "diskferry --help".to_string(),
     };
     format!("{} (see '{help}')", diskferry::info::printable(message))
+}
+
+/// Every `--to` name, from the migrate targets and the configuration registry.
+fn targets_help() -> String {
+    let mut text = String::from("Targets (--to):\n");
+    text.push_str(
+        "  vsphere, esxi, workstation: an OVA in VMware's dialect (stream-optimized VMDK)\n",
+    );
+    text.push_str("  virtualbox: an OVA VirtualBox imports\n");
+    text.push_str("  xenserver, xcp-ng: an XVA (an OVA for XenCenter when DEST ends in .ova)\n");
+    text.push_str("  ovf: a folder with the OVF, its manifest and VMDK disks\n");
+    text.push_str("  disks: a folder of the disks alone, in the -O format\n");
+    for c in diskferry::vmconfig::CONFIGS {
+        for (name, what) in c.targets() {
+            text.push_str(&format!("  {name}: {what}\n"));
+        }
+    }
+    text
 }
 
 /// The formats and what diskferry does with each, from the registry, for `--help`.
