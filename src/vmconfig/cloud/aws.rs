@@ -14,7 +14,6 @@ use super::{boot_first, common_warnings, os_type, sh};
 use crate::error::Result;
 use crate::vm::{ControllerKind, Firmware, ScsiModel, Vm};
 use crate::vmconfig::{ConfigFiles, DiskPlan, PlacedDisk, VmConfig};
-use std::fmt::Write as _;
 use std::path::Path;
 
 /// The bucket name containers.json holds until the script puts the user's in.
@@ -129,23 +128,18 @@ impl VmConfig for Aws {
             sh(&vm.name)
         ));
         steps.push("aws ec2 describe-import-image-tasks   # until Status is completed; the AMI id is in ImageId".into());
-        let mut script = format!(
-            "#!/bin/sh\n# Uploads the disks of '{}' to S3 and imports them as an AMI with VM Import (written by diskferry).\n# Usage: sh aws-import.sh BUCKET   (the bucket exists, the vmimport role is set up)\nset -eu\ncd \"$(dirname \"$0\")\"\nBUCKET=\"${{1:?S3 bucket}}\"\n",
-            vm.name.replace('\n', " ")
+        let (script, instructions) = super::import_script(
+            "aws-import.sh",
+            format!(
+                "#!/bin/sh\n# Uploads the disks of '{}' to S3 and imports them as an AMI with VM Import (written by diskferry).\n# Usage: sh aws-import.sh BUCKET   (the bucket exists, the vmimport role is set up)\nset -eu\ncd \"$(dirname \"$0\")\"\nBUCKET=\"${{1:?S3 bucket}}\"\n",
+                vm.name.replace('\n', " ")
+            ),
+            "<bucket>",
+            &steps,
+            folder,
         );
-        for s in &steps {
-            let _ = writeln!(script, "{s}");
-        }
-        let mut instructions = vec![format!(
-            "in {}: sh aws-import.sh <bucket>, which runs:",
-            folder.display()
-        )];
-        instructions.extend(steps.iter().map(|s| format!("  {s}")));
         Ok(ConfigFiles {
-            files: vec![
-                ("containers.json".into(), json.into_bytes()),
-                ("aws-import.sh".into(), script.into_bytes()),
-            ],
+            files: vec![("containers.json".into(), json.into_bytes()), script],
             warnings,
             instructions,
         })

@@ -156,20 +156,18 @@ impl VmConfig for Azure {
             }
             steps.push(create);
         }
-        let mut script = format!(
-            "#!/bin/sh\n# Uploads the disks of '{}' to Azure as managed disks and creates the VM (written by diskferry).\n# Usage: sh azure-upload.sh RESOURCE_GROUP LOCATION   (az login first; azcopy on the PATH)\nset -eu\ncd \"$(dirname \"$0\")\"\nRG=\"${{1:?resource group}}\"\nLOCATION=\"${{2:?location, e.g. westeurope}}\"\n",
-            vm.name.replace('\n', " ")
+        let (script, instructions) = super::import_script(
+            "azure-upload.sh",
+            format!(
+                "#!/bin/sh\n# Uploads the disks of '{}' to Azure as managed disks and creates the VM (written by diskferry).\n# Usage: sh azure-upload.sh RESOURCE_GROUP LOCATION   (az login first; azcopy on the PATH)\nset -eu\ncd \"$(dirname \"$0\")\"\nRG=\"${{1:?resource group}}\"\nLOCATION=\"${{2:?location, e.g. westeurope}}\"\n",
+                vm.name.replace('\n', " ")
+            ),
+            "<resource-group> <location>",
+            &steps,
+            folder,
         );
-        for s in &steps {
-            let _ = writeln!(script, "{s}");
-        }
-        let mut instructions = vec![format!(
-            "in {}: sh azure-upload.sh <resource-group> <location>, which runs:",
-            folder.display()
-        )];
-        instructions.extend(steps.iter().map(|s| format!("  {s}")));
         Ok(ConfigFiles {
-            files: vec![("azure-upload.sh".into(), script.into_bytes())],
+            files: vec![script],
             warnings,
             instructions,
         })

@@ -163,20 +163,18 @@ impl VmConfig for Gcp {
             }
             steps.push(create);
         }
-        let mut script = format!(
-            "#!/bin/sh\n# Uploads the disks of '{}' to Cloud Storage and makes Compute Engine images of them (written by diskferry).\n# Usage: sh gcp-import.sh BUCKET   (gcloud auth login and a default project and zone first)\nset -eu\ncd \"$(dirname \"$0\")\"\nBUCKET=\"${{1:?Cloud Storage bucket}}\"\n",
-            vm.name.replace('\n', " ")
+        let (script, instructions) = super::import_script(
+            "gcp-import.sh",
+            format!(
+                "#!/bin/sh\n# Uploads the disks of '{}' to Cloud Storage and makes Compute Engine images of them (written by diskferry).\n# Usage: sh gcp-import.sh BUCKET   (gcloud auth login and a default project and zone first)\nset -eu\ncd \"$(dirname \"$0\")\"\nBUCKET=\"${{1:?Cloud Storage bucket}}\"\n",
+                vm.name.replace('\n', " ")
+            ),
+            "<bucket>",
+            &steps,
+            folder,
         );
-        for s in &steps {
-            let _ = writeln!(script, "{s}");
-        }
-        let mut instructions = vec![format!(
-            "in {}: sh gcp-import.sh <bucket>, which runs:",
-            folder.display()
-        )];
-        instructions.extend(steps.iter().map(|s| format!("  {s}")));
         Ok(ConfigFiles {
-            files: vec![("gcp-import.sh".into(), script.into_bytes())],
+            files: vec![script],
             warnings,
             instructions,
         })

@@ -97,3 +97,26 @@ pub(crate) fn resource_name(name: &str) -> String {
         .trim_end_matches('-')
         .to_string()
 }
+
+/// A cloud target's import script and the instructions that announce it: `header` (the
+/// shebang, comments and argument checks, ending in a newline) then one line per step; the
+/// instructions name the script run in `folder` with `usage`, then list the steps.
+pub(crate) fn import_script(
+    name: &str,
+    header: String,
+    usage: &str,
+    steps: &[String],
+    folder: &std::path::Path,
+) -> ((String, Vec<u8>), Vec<String>) {
+    let mut script = header;
+    for s in steps {
+        script.push_str(s);
+        script.push('\n');
+    }
+    let mut instructions = vec![format!(
+        "in {}: sh {name} {usage}, which runs:",
+        folder.display()
+    )];
+    instructions.extend(steps.iter().map(|s| format!("  {s}")));
+    ((name.to_string(), script.into_bytes()), instructions)
+}
