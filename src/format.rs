@@ -7,10 +7,13 @@
 
 use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
+use crate::edit::{
+    EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest, SnapshotEdit,
+};
 use crate::error::{Error, Result};
 use crate::gate::Gate;
 use crate::image::Layer;
-use crate::options::OptionSpec;
+use crate::options::{FormatOptions, OptionSpec};
 use crate::sink::Output;
 use crate::storage::Storage;
 use crate::stream::StreamSource;
@@ -40,10 +43,23 @@ pub enum Capability {
     Backing,
     /// Hold internal snapshots, listed by `snapshot -l` and read with `convert -l`.
     Snapshots,
+    /// Open an existing image for writing in place (the target of `commit`, the top of a safe
+    /// `rebase`).
+    WriteInPlace,
+    /// Change the virtual size in place (`resize`).
+    Resize,
+    /// Change the recorded backing file in place (`rebase`).
+    Rebase,
+    /// Change creation options in place (`amend`).
+    Amend,
+    /// Take, apply and delete internal snapshots (`snapshot -c|-a|-d`).
+    EditSnapshots,
+    /// Predict the size of a conversion (`measure`).
+    Measure,
 }
 
 impl Capability {
-    const ALL: [Capability; 8] = [
+    const ALL: [Capability; 14] = [
         Capability::Read,
         Capability::ReadStream,
         Capability::Write,
@@ -52,6 +68,12 @@ impl Capability {
         Capability::Compress,
         Capability::Backing,
         Capability::Snapshots,
+        Capability::WriteInPlace,
+        Capability::Resize,
+        Capability::Rebase,
+        Capability::Amend,
+        Capability::EditSnapshots,
+        Capability::Measure,
     ];
 
     const fn bit(self) -> u16 {
@@ -199,6 +221,54 @@ pub trait Driver: Send + Sync + 'static {
         let _ = (path, repair, gate);
         Err(refusal(self.name(), Capability::Check))
     }
+
+    /// Opens the image at `path` for writing in place (see [`crate::edit`] for the
+    /// crash-consistency every in-place change owes).
+    fn open_mut(&self, path: &Path, ctx: &EditContext<'_>) -> Result<Box<dyn ImageMut>> {
+        let _ = (path, ctx);
+        Err(refusal(self.name(), Capability::WriteInPlace))
+    }
+
+    /// Changes the virtual size of the image at `path`.
+    fn resize(&self, path: &Path, request: &ResizeRequest, ctx: &EditContext<'_>) -> Result<()> {
+        let _ = (path, request, ctx);
+        Err(refusal(self.name(), Capability::Resize))
+    }
+
+    /// Records `backing` (or none) as the image's backing file, without touching data
+    /// (`rebase -u`; the safe rebase copies data first through [`Driver::open_mut`]).
+    fn set_backing(
+        &self,
+        path: &Path,
+        backing: Option<&NewBacking>,
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        let _ = (path, backing, ctx);
+        Err(refusal(self.name(), Capability::Rebase))
+    }
+
+    /// The `-o` options `amend` can change in place.
+    fn amend_options(&self) -> &'static [OptionSpec] {
+        &[]
+    }
+
+    /// Changes the options in `options` (parsed against [`Driver::amend_options`]) in place.
+    fn amend(&self, path: &Path, options: &FormatOptions, ctx: &EditContext<'_>) -> Result<()> {
+        let _ = (path, options, ctx);
+        Err(refusal(self.name(), Capability::Amend))
+    }
+
+    /// Takes, applies or deletes an internal snapshot.
+    fn edit_snapshot(&self, path: &Path, edit: &SnapshotEdit, ctx: &EditContext<'_>) -> Result<()> {
+        let _ = (path, edit, ctx);
+        Err(refusal(self.name(), Capability::EditSnapshots))
+    }
+
+    /// Predicts the file size of an image of this format made as `request` describes.
+    fn measure(&self, request: &MeasureRequest<'_>) -> Result<Measurement> {
+        let _ = request;
+        Err(refusal(self.name(), Capability::Measure))
+    }
 }
 
 /// The error for a format that lacks `cap`.
@@ -216,6 +286,18 @@ pub fn refusal(name: &str, cap: Capability) -> Error {
         Capability::Compress => format!("-c: {name} images cannot be compressed"),
         Capability::Backing => format!("{name} images cannot have a backing file"),
         Capability::Snapshots => format!("{name} images have no internal snapshots"),
+        Capability::WriteInPlace => {
+            format!("writing into existing {name} images is not supported by diskferry yet")
+        }
+        Capability::Resize => format!("resizing {name} images is not supported by diskferry yet"),
+        Capability::Rebase => {
+            format!("changing the backing file of {name} images is not supported by diskferry yet")
+        }
+        Capability::Amend => format!("{name} images have no options that amend can change"),
+        Capability::EditSnapshots => {
+            format!("{name} images cannot take internal snapshots (qcow2 can)")
+        }
+        Capability::Measure => format!("measuring {name} images is not supported by diskferry yet"),
     })
 }
 

@@ -89,6 +89,7 @@ pub mod check;
 pub mod compare;
 pub mod convert;
 pub mod detect;
+pub mod edit;
 pub mod error;
 pub mod format;
 pub mod formats;

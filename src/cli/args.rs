@@ -33,8 +33,12 @@ pub enum Command {
     Compare(CompareArgs),
     /// Show where an image's data is stored
     Map(MapArgs),
-    /// List a qcow2 image's internal snapshots (-l)
+    /// List, take, apply or delete a qcow2 image's internal snapshots (-l, -c, -a, -d)
     Snapshot(SnapshotArgs),
+    /// Change an image's virtual size
+    Resize(ResizeArgs),
+    /// Change an image's options in place
+    Amend(AmendArgs),
     /// Move a whole VM to another hypervisor: its disks converted and its description
     /// rewritten for the target
     Migrate(MigrateArgs),
@@ -303,12 +307,22 @@ pub struct MapArgs {
     pub image: PathBuf,
 }
 
-/// Arguments of `snapshot`: only listing (diskferry does not modify images).
+/// Arguments of `snapshot`: one of -l, -c, -a, -d (listing when none is given, as qemu-img).
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action")))]
 pub struct SnapshotArgs {
     /// List the snapshots
-    #[arg(short = 'l', required = true)]
+    #[arg(short = 'l', group = "action")]
     pub list: bool,
+    /// Take a snapshot of the current state, called NAME
+    #[arg(short = 'c', value_name = "NAME", group = "action")]
+    pub create: Option<String>,
+    /// Revert the current state to the snapshot with this ID or name
+    #[arg(short = 'a', value_name = "SNAPSHOT", group = "action")]
+    pub apply: Option<String>,
+    /// Delete the snapshot with this ID or name
+    #[arg(short = 'd', value_name = "SNAPSHOT", group = "action")]
+    pub delete: Option<String>,
     /// The image's format (default: detected from the content)
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
@@ -318,6 +332,72 @@ pub struct SnapshotArgs {
     /// Accepted for qemu-img compatibility (diskferry never locks images)
     #[arg(short = 'U', long = "force-share", hide = true)]
     pub force_share: bool,
+    /// The image
+    pub image: PathBuf,
+}
+
+/// Arguments of `resize`.
+#[derive(Debug, Args)]
+pub struct ResizeArgs {
+    /// Which files the image may open
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// The image's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Allow a smaller size (data past the new end is lost)
+    #[arg(long)]
+    pub shrink: bool,
+    /// How the added space is reserved
+    #[arg(long, value_enum, value_name = "off|metadata|falloc|full")]
+    pub preallocation: Option<PreallocationArg>,
+    /// Quiet
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// The image
+    pub image: PathBuf,
+    /// The new size (`10G`), or a change of it (`+1G`, `-512M`)
+    #[arg(allow_hyphen_values = true, value_name = "[+|-]SIZE")]
+    pub size: String,
+}
+
+/// `--preallocation` of resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PreallocationArg {
+    /// Nothing reserved
+    Off,
+    /// Metadata only (qcow2)
+    Metadata,
+    /// Space reserved with fallocate
+    Falloc,
+    /// Zeros written
+    Full,
+}
+
+/// Arguments of `amend`.
+#[derive(Debug, Args)]
+pub struct AmendArgs {
+    /// Which files the image may open
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// The image's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// The options to change (`-o help` lists them)
+    #[arg(short = 'o', value_name = "OPTIONS", required = true)]
+    pub options: Vec<String>,
+    /// Make changes that need it (qemu-img's --force)
+    #[arg(long)]
+    pub force: bool,
+    /// Progress (accepted for qemu-img compatibility; amend is quick)
+    #[arg(short = 'p')]
+    pub progress: bool,
+    /// Quiet
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// Cache mode (accepted for qemu-img compatibility)
+    #[arg(short = 't', value_name = "CACHE", hide = true)]
+    pub cache: Option<String>,
     /// The image
     pub image: PathBuf,
 }

@@ -3,7 +3,7 @@
 use super::Outcome;
 use super::args::{
     CheckArgs, CompareArgs, ConvertArgs, CreateArgs, GateArgs, InfoArgs, MapArgs, MigrateArgs,
-    OutputFormat, RepairArg, SnapshotArgs,
+    OutputFormat, RepairArg,
 };
 use super::compat::{self, Personality, Progress};
 use diskferry::check::{CheckReport, RepairMode, ReportStyle, Severity};
@@ -20,14 +20,14 @@ use diskferry::{Error, Format, Image, Registry, options};
 use std::io::Write;
 use std::path::Path;
 
-fn parse_format(name: Option<&str>) -> Result<Option<Format>, Error> {
+pub(super) fn parse_format(name: Option<&str>) -> Result<Option<Format>, Error> {
     let registry = Registry::builtin();
     name.map(|n| registry.find(n)).transpose()
 }
 
 /// How the command line opens images: the gate follows regular files anywhere, as qemu-img
 /// does, unless `--confine`; the backing chain is followed unless `--no-backing`.
-fn open_options(gate: &GateArgs, format: Option<Format>) -> OpenOptions {
+pub(super) fn open_options(gate: &GateArgs, format: Option<Format>) -> OpenOptions {
     let base = if gate.confine {
         Gate::confined()
     } else {
@@ -61,7 +61,7 @@ fn print_warnings(image: &Image, quiet: bool) {
 }
 
 /// Writes to stdout, treating a closed pipe (`| head`) as a normal end.
-fn emit(text: &str) -> Result<(), Error> {
+pub(super) fn emit(text: &str) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => Ok(()),
@@ -464,32 +464,8 @@ pub fn convert(args: ConvertArgs) -> Outcome {
 }
 
 /// `snapshot -l`: the list of an image's internal snapshots, as qemu-img prints it.
-pub fn snapshot(args: SnapshotArgs) -> Outcome {
-    let mut options = open_options(
-        &GateArgs {
-            confine: false,
-            no_backing: true,
-            allow_devices: false,
-            parent: None,
-            disk: None,
-        },
-        parse_format(args.format.as_deref())?,
-    );
-    options.backing = BackingPolicy::Ignore;
-    let image = Image::open(&args.image, &options)?;
-    let top = image.top();
-    Registry::builtin()
-        .require(top.format(), Capability::Snapshots)
-        .map_err(|e| e.with_path(&args.image))?;
-    let list = top.snapshots();
-    if !list.is_empty() {
-        emit(&printable_lines(&diskferry::snapshot::list_text(&list)))?;
-    }
-    Ok(0)
-}
-
 /// Each line of `text` made printable (snapshot names come from the image).
-fn printable_lines(text: &str) -> String {
+pub(super) fn printable_lines(text: &str) -> String {
     text.lines().map(|l| printable(l) + "\n").collect()
 }
 

@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod compat;
+mod edit;
 
 use args::{Cli, Command};
 use clap::{CommandFactory, FromArgMatches};
@@ -76,7 +77,9 @@ pub fn run() -> i32 {
         Command::Check(a) => commands::check(a),
         Command::Compare(a) => commands::compare(a),
         Command::Map(a) => commands::map(a),
-        Command::Snapshot(a) => commands::snapshot(a),
+        Command::Snapshot(a) => edit::snapshot(a),
+        Command::Resize(a) => edit::resize(a),
+        Command::Amend(a) => edit::amend(a),
         Command::Migrate(a) => commands::migrate(a),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
@@ -118,9 +121,7 @@ fn write_man_pages(dir: &std::path::Path) -> Outcome {
 
 /// qemu-img's commands diskferry does not have yet: named as such, rather than answered with
 /// clap's "did you mean" suggestion of another command.
-const NOT_YET: &[&str] = &[
-    "resize", "measure", "rebase", "commit", "amend", "dd", "bench", "bitmap",
-];
+const NOT_YET: &[&str] = &["measure", "rebase", "commit", "dd", "bench", "bitmap"];
 
 /// A clap error as one line, like every other error: its message, then where to read more.
 fn one_line(e: &clap::Error, command: Option<&std::ffi::OsString>) -> String {

@@ -1,0 +1,193 @@
+//! Images changed in place: what `resize`, `commit`, `rebase`, `amend`, `snapshot -c|-a|-d` and
+//! `measure` need from a format, as types every driver shares.
+//!
+//! A format opts in by overriding the matching [`Driver`](crate::format::Driver) methods
+//! ([`open_mut`](crate::format::Driver::open_mut), [`resize`](crate::format::Driver::resize),
+//! [`set_backing`](crate::format::Driver::set_backing), [`amend`](crate::format::Driver::amend),
+//! [`edit_snapshot`](crate::format::Driver::edit_snapshot),
+//! [`measure`](crate::format::Driver::measure)) and listing the capability; the operations
+//! built on top (commit and rebase copy data through [`ImageMut`]) live in [`crate::ops`].
+//!
+//! Every in-place change must be crash-consistent: a process killed at any instant leaves an
+//! image that still opens and reads either the old or the new content of each range (for
+//! qcow2, leaked clusters that `check -r leaks` reclaims are allowed; corruption is not). The
+//! usual order is: write new data where nothing points yet, flush, then switch the one pointer
+//! (a table entry, a header field) that makes it visible.
+
+use crate::error::Result;
+use crate::gate::Gate;
+use crate::options::FormatOptions;
+use std::ops::Range;
+
+/// An image opened for writing in place, with its backing chain (if any) open for reading so
+/// that a partial write into an unallocated unit copies the rest from the parent.
+pub trait ImageMut: Send {
+    /// The size of the virtual disk in bytes.
+    fn virtual_size(&self) -> u64;
+
+    /// The unit in which the image allocates (cluster, block, grain; 512 for raw). Callers
+    /// that copy whole units avoid read-modify-write.
+    fn allocation_unit(&self) -> u64;
+
+    /// Writes `data` at virtual `offset`, allocating what is needed. `offset + data.len()`
+    /// must not pass the virtual size.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+
+    /// Makes `[offset, offset + len)` read differently without writing data, as `how` says.
+    fn clear(&mut self, offset: u64, len: u64, how: Clear) -> Result<()>;
+
+    /// Makes every change durable and the metadata consistent (tables, footers, headers).
+    fn flush(&mut self) -> Result<()>;
+}
+
+/// What a cleared range reads as afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clear {
+    /// Zeros, whatever the backing image holds (a zero flag, or zeros written where the format
+    /// has no such flag).
+    Zero,
+    /// What the backing image holds (zeros without one): the unit is deallocated. This is how
+    /// `commit` empties the image it committed.
+    Deallocate,
+}
+
+/// Whether `resize` may make an image smaller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shrink {
+    /// Refuse a smaller size (qemu-img's default, which protects data).
+    #[default]
+    Refuse,
+    /// Cut the disk; data past the new end is lost (`--shrink`).
+    Allow,
+}
+
+/// How the space that `resize` adds is reserved (`--preallocation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GrowPreallocation {
+    /// Nothing reserved: the new range reads as zeros and costs nothing.
+    #[default]
+    Off,
+    /// Metadata for the new range allocated (qcow2), no data.
+    Metadata,
+    /// Space reserved with fallocate.
+    Falloc,
+    /// Zeros written.
+    Full,
+}
+
+/// A `resize` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResizeRequest {
+    /// The new virtual size in bytes (already resolved from `+N`/`-N`).
+    pub new_size: u64,
+    /// Whether a smaller size is allowed.
+    pub shrink: Shrink,
+    /// How grown space is reserved.
+    pub preallocation: GrowPreallocation,
+}
+
+/// The backing image a `rebase` (or `amend -o backing_file=`) records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBacking {
+    /// The name stored in the image, as the user gave it (relative names resolve against the
+    /// image's folder when opened).
+    pub name: String,
+    /// The backing image's format, where the image records it (`-F`).
+    pub format: Option<crate::format::Format>,
+}
+
+/// An internal-snapshot change (`snapshot -c|-a|-d`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotEdit {
+    /// Take a snapshot of the current state with this name.
+    Create(String),
+    /// Revert the current state to the snapshot with this ID or name.
+    Apply(String),
+    /// Delete the snapshot with this ID or name.
+    Delete(String),
+}
+
+/// What `measure` is asked about: an image of `virtual_size` whose data lies in `allocated`.
+#[derive(Debug, Clone)]
+pub struct MeasureRequest<'a> {
+    /// The virtual size of the image to be made.
+    pub virtual_size: u64,
+    /// The ranges of the source that hold data (sorted, disjoint); empty for `--size`.
+    pub allocated: &'a [Range<u64>],
+    /// The `-o` options of the image to be made.
+    pub options: &'a FormatOptions,
+}
+
+impl MeasureRequest<'_> {
+    /// How many `unit`-aligned units the allocated ranges touch (each unit counted once).
+    pub fn units_touched(&self, unit: u64) -> u64 {
+        let mut count = 0;
+        let mut last_unit: Option<u64> = None;
+        for r in self.allocated {
+            if r.start >= r.end {
+                continue;
+            }
+            let mut first = r.start / unit;
+            let end = (r.end - 1) / unit;
+            if last_unit == Some(first) {
+                first += 1;
+            }
+            if first <= end {
+                count += end - first + 1;
+            }
+            last_unit = Some(end);
+        }
+        count
+    }
+}
+
+/// What `measure` answers, in bytes (qemu-img's keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measurement {
+    /// The file size the conversion of the source needs.
+    pub required: u64,
+    /// The file size were every byte of the virtual disk allocated.
+    pub fully_allocated: u64,
+    /// Bytes of persistent bitmaps carried over (qcow2), when the format has them.
+    pub bitmaps: Option<u64>,
+}
+
+/// What an in-place operation needs besides the path: the gate for the files the image names.
+#[derive(Debug, Clone, Copy)]
+pub struct EditContext<'a> {
+    /// The gate every file the image names is opened through.
+    pub gate: &'a Gate,
+    /// Whether to go on where a check would otherwise stop the change (`amend --force`,
+    /// `rebase` without a readable old backing file).
+    pub force: Force,
+}
+
+/// Whether to override a safety refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Force {
+    /// Refuse unsafe changes (default).
+    #[default]
+    No,
+    /// The user insisted (`--force`).
+    Yes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::FormatOptions;
+
+    #[test]
+    fn units_touched_counts_each_unit_once() {
+        let opts = FormatOptions::empty(crate::formats::raw::FORMAT);
+        let ranges = [0..1, 10..70000, 65536..65537, 200_000..200_001];
+        let req = MeasureRequest {
+            virtual_size: 1 << 20,
+            allocated: &ranges,
+            options: &opts,
+        };
+        // Units of 64 KiB: unit 0 (0..1 and 10..65536), unit 1 (65536..70000), unit 3.
+        assert_eq!(req.units_touched(65536), 3);
+        assert_eq!(req.units_touched(1 << 20), 1);
+    }
+}
