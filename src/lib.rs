@@ -99,6 +99,7 @@ pub mod image;
 pub mod info;
 pub mod map;
 pub mod migrate;
+pub mod ops;
 pub mod options;
 pub mod ova;
 pub mod ovf;

@@ -39,6 +39,14 @@ pub enum Command {
     Resize(ResizeArgs),
     /// Change an image's options in place
     Amend(AmendArgs),
+    /// Copy an image's data into its backing image, then empty it
+    Commit(CommitArgs),
+    /// Give an image a new backing image (or none), copying what would read differently
+    Rebase(RebaseArgs),
+    /// Print the file size a conversion to a format needs
+    Measure(MeasureArgs),
+    /// Copy a slice of an image into a new image (bs=, count=, skip=, if=, of=)
+    Dd(DdArgs),
     /// Move a whole VM to another hypervisor: its disks converted and its description
     /// rewritten for the target
     Migrate(MigrateArgs),
@@ -460,4 +468,131 @@ pub struct MigrateArgs {
     /// a new folder; "-" streams an OVA or an XVA to standard output)
     #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
     pub paths: Vec<PathBuf>,
+}
+
+/// Arguments of `commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Which files the image may open
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// The image's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// Cache mode (accepted for qemu-img compatibility; the base is always flushed)
+    #[arg(short = 't', value_name = "CACHE")]
+    pub cache: Option<String>,
+    /// The image of the backing chain to commit into (default: the direct backing image);
+    /// implies -d
+    #[arg(short = 'b', value_name = "BASE")]
+    pub base: Option<PathBuf>,
+    /// Keep the image's data after committing it (do not empty it)
+    #[arg(short = 'd')]
+    pub keep: bool,
+    /// Show progress
+    #[arg(short = 'p')]
+    pub progress: bool,
+    /// Quiet
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// At most this many bytes a second (suffixes k, M, G)
+    #[arg(short = 'r', value_name = "RATE")]
+    pub rate: Option<String>,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// The image
+    pub image: PathBuf,
+}
+
+/// Arguments of `rebase`.
+#[derive(Debug, Args)]
+pub struct RebaseArgs {
+    /// Which files the image may open
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// The image's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// The new backing image's format (default: detected)
+    #[arg(short = 'F', value_name = "BACKING_FMT")]
+    pub backing_format: Option<String>,
+    /// Unsafe: change the recorded name only, copy nothing (the new backing image must read
+    /// as the old one)
+    #[arg(short = 'u')]
+    pub unsafe_mode: bool,
+    /// Show progress
+    #[arg(short = 'p')]
+    pub progress: bool,
+    /// Quiet
+    #[arg(short = 'q')]
+    pub quiet: bool,
+    /// Cache mode (accepted for qemu-img compatibility)
+    #[arg(short = 't', value_name = "CACHE")]
+    pub cache: Option<String>,
+    /// Source cache mode (accepted for qemu-img compatibility)
+    #[arg(short = 'T', value_name = "SRC_CACHE")]
+    pub source_cache: Option<String>,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// The new backing image, as the image is to name it (relative to the image's folder);
+    /// "" for none
+    #[arg(short = 'b', value_name = "BACKING")]
+    pub backing: Option<String>,
+    /// The image
+    pub image: PathBuf,
+}
+
+/// Arguments of `measure`.
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// Which files the image may open
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// The source's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// The format of the image to be made
+    #[arg(short = 'O', value_name = "OUTPUT_FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Options of the image to be made, key=value,...
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// Measure this internal snapshot of the source: an ID or a name, or
+    /// snapshot.id=ID,snapshot.name=NAME
+    #[arg(short = 'l', value_name = "SNAPSHOT")]
+    pub snapshot: Option<String>,
+    /// Measure an empty image of this size instead of a source
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// The source image
+    pub image: Option<PathBuf>,
+}
+
+/// Arguments of `dd`.
+#[derive(Debug, Args)]
+pub struct DdArgs {
+    /// Which files the input may open
+    #[command(flatten)]
+    pub gate: GateArgs,
+    /// The input's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// The output's format
+    #[arg(short = 'O', value_name = "OUTPUT_FMT", default_value = "raw")]
+    pub output_format: String,
+    /// Accepted for qemu-img compatibility (diskferry never locks images)
+    #[arg(short = 'U', long = "force-share", hide = true)]
+    pub force_share: bool,
+    /// bs=BYTES (default 512, suffixes k, M, G), count=BLOCKS, skip=BLOCKS, if=INPUT,
+    /// of=OUTPUT
+    #[arg(value_name = "OPERAND")]
+    pub operands: Vec<String>,
 }

@@ -4,6 +4,7 @@ mod args;
 mod commands;
 mod compat;
 mod edit;
+mod ops;
 
 use args::{Cli, Command};
 use clap::{CommandFactory, FromArgMatches};
@@ -80,6 +81,10 @@ pub fn run() -> i32 {
         Command::Snapshot(a) => edit::snapshot(a),
         Command::Resize(a) => edit::resize(a),
         Command::Amend(a) => edit::amend(a),
+        Command::Commit(a) => ops::commit(a),
+        Command::Rebase(a) => ops::rebase(a),
+        Command::Measure(a) => ops::measure(a),
+        Command::Dd(a) => ops::dd(a),
         Command::Migrate(a) => commands::migrate(a),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
@@ -121,7 +126,7 @@ fn write_man_pages(dir: &std::path::Path) -> Outcome {
 
 /// qemu-img's commands diskferry does not have yet: named as such, rather than answered with
 /// clap's "did you mean" suggestion of another command.
-const NOT_YET: &[&str] = &["measure", "rebase", "commit", "dd", "bench", "bitmap"];
+const NOT_YET: &[&str] = &["bench", "bitmap"];
 
 /// A clap error as one line, like every other error: its message, then where to read more.
 fn one_line(e: &clap::Error, command: Option<&std::ffi::OsString>) -> String {

@@ -395,6 +395,52 @@ pub fn convert(
     Ok(stats)
 }
 
+/// Converts an image the caller opened (a slice of one, for `dd`) into `dest`, which is
+/// created, replaced or written in place as [`convert`] does it. `options.source` is not used
+/// (the image is open); `-B` is refused.
+pub fn convert_opened(
+    image: &Arc<Image>,
+    dest: &Path,
+    options: &ConvertOptions,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Stats> {
+    if options.target_backing.is_some() {
+        return Err(Error::invalid(
+            "internal error: convert_opened makes no differencing images",
+        ));
+    }
+    let (target_options, sparseness) = validate(options)?;
+    let destination = Destination::resolve(dest, options.mode)?;
+    destination.refuse_overwriting(image)?;
+    let size = image.virtual_size();
+    let spec = CreateSpec {
+        size,
+        options: target_options,
+        backing: None,
+        compress: options.compress,
+        source_map: Some(Arc::new(ImageSourceMap {
+            image: Arc::clone(image),
+            sparseness,
+        })),
+    };
+    let mut staging = Staging::with_durability(options.durability);
+    let dest_name = destination.path().to_path_buf();
+    let writer = make_writer(&destination, &mut staging, options, &spec)
+        .map_err(|e| e.with_path(&dest_name))?;
+    let stats = drive(
+        pipeline::Source::Image(image),
+        None,
+        writer,
+        options,
+        size,
+        on_event,
+    )
+    .map_err(|e| e.with_path(&dest_name))?;
+    image.finish_checks()?;
+    staging.commit()?;
+    Ok(stats)
+}
+
 /// Converts the opened `image` into `output`, a sink the caller made (a member of a package
 /// being written, a hashing tee, a region of a file): the engine of [`convert`] without its
 /// choice of destination. `options.source`, `mode` and `durability` are not used (the image

@@ -1,13 +1,17 @@
 //! raw: the virtual disk byte for byte. Holes in the host file are ranges that read as zeros;
 //! we find them through the storage (SEEK_DATA/SEEK_HOLE) and write holes instead of zeros.
 
+mod edit;
+mod measure;
 mod reader;
 mod writer;
 
+pub use edit::RawMut;
 pub use reader::RawLayer;
 pub use writer::{Preallocation, RawWriter};
 
 use crate::detect::ProbeData;
+use crate::edit::{EditContext, ImageMut, MeasureRequest, Measurement, ResizeRequest};
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
 use crate::image::Layer;
 use crate::options::{OptionKind, OptionSpec};
@@ -44,6 +48,9 @@ impl Driver for RawDriver {
             Capability::Write,
             Capability::WriteStream,
             Capability::Check,
+            Capability::WriteInPlace,
+            Capability::Resize,
+            Capability::Measure,
         ])
     }
 
@@ -78,5 +85,26 @@ impl Driver for RawDriver {
         _gate: &crate::gate::Gate,
     ) -> crate::Result<crate::check::CheckReport> {
         Ok(crate::check::CheckReport::nothing_to_check(path, FORMAT))
+    }
+
+    fn open_mut(
+        &self,
+        path: &std::path::Path,
+        _ctx: &EditContext<'_>,
+    ) -> crate::Result<Box<dyn ImageMut>> {
+        Ok(Box::new(RawMut::open(path)?))
+    }
+
+    fn resize(
+        &self,
+        path: &std::path::Path,
+        request: &ResizeRequest,
+        _ctx: &EditContext<'_>,
+    ) -> crate::Result<()> {
+        edit::resize(path, request)
+    }
+
+    fn measure(&self, request: &MeasureRequest<'_>) -> crate::Result<Measurement> {
+        Ok(measure::measure(request))
     }
 }

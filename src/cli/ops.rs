@@ -1,0 +1,336 @@
+//! The commands built on the in-place interface: `commit`, `rebase`, `measure`, `dd`, with
+//! qemu-img's spelling, output and exit codes. The work is the library's ([`diskferry::ops`]);
+//! this file parses, prints and chooses messages by personality.
+
+use super::Outcome;
+use super::args::{CommitArgs, DdArgs, MeasureArgs, OutputFormat, RebaseArgs};
+use super::commands::{emit, open_options, parse_format};
+use super::compat::{Personality, Progress, qemu_driver_name};
+use diskferry::convert::{self, ConvertOptions, Event};
+use diskferry::format::Capability;
+use diskferry::host_file::Durability;
+use diskferry::info::printable;
+use diskferry::ops::commit::{AfterCommit, CommitOptions, Emptied};
+use diskferry::ops::dd::{DdOutcome, DdRange};
+use diskferry::ops::measure::MeasureSource;
+use diskferry::ops::rebase::{RebaseMode, RebaseOptions};
+use diskferry::ops::{self, Rate};
+use diskferry::size::parse_size;
+use diskferry::{Error, Image, Registry, options};
+use std::path::PathBuf;
+
+/// The cache modes qemu-img knows; diskferry flushes what it changes in place whichever is
+/// given, so they are checked and otherwise ignored.
+const CACHE_MODES: &[&str] = &["writeback", "unsafe", "none", "directsync", "writethrough"];
+
+fn check_cache(flag: &str, mode: Option<&str>) -> Result<(), Error> {
+    match mode {
+        Some(m) if !CACHE_MODES.contains(&m) => Err(Error::invalid(format!(
+            "Invalid cache option: {m} (for {flag}; valid: {})",
+            CACHE_MODES.join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Warns on standard error, above any progress display.
+fn warn(progress: &Progress, text: &str) {
+    progress.suspend(|| {
+        eprintln!(
+            "{}: warning: {}",
+            Personality::current().program(),
+            printable(text)
+        )
+    });
+}
+
+/// `commit [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [-q] [-r RATE] IMAGE`.
+pub fn commit(args: CommitArgs) -> Outcome {
+    check_cache("-t", args.cache.as_deref())?;
+    let rate = match args.rate.as_deref() {
+        None => Rate::Unlimited,
+        Some(text) => match parse_size(text)? {
+            0 => {
+                return Err(Error::invalid(format!(
+                    "Invalid rate limit specified: '{text}'"
+                )));
+            }
+            n => Rate::Limit(n),
+        },
+    };
+    let options = CommitOptions {
+        open: open_options(&args.gate, parse_format(args.format.as_deref())?),
+        base: args.base.clone(),
+        after: if args.keep {
+            AfterCommit::Keep
+        } else {
+            AfterCommit::Empty
+        },
+        rate,
+    };
+    let mut progress = Progress::new(args.progress && !args.quiet);
+    let result = ops::commit::commit(&args.image, &options, &mut |done, total| {
+        progress.set(done, total)
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            progress.abandon();
+            return Err(e);
+        }
+    };
+    if let Emptied::Unsupported(why) = &report.emptied
+        && Personality::current() == Personality::Diskferry
+        && !args.quiet
+    {
+        // qemu-img says nothing when the format cannot be emptied; a person should know the
+        // image still holds its data (which now reads the same as the base).
+        warn(
+            &progress,
+            &format!("{why}: the image keeps its data, which the base now holds too"),
+        );
+    }
+    progress.finish(Some(report.bytes));
+    if !args.quiet {
+        emit("Image committed.\n")?;
+    }
+    Ok(0)
+}
+
+/// `rebase [-f FMT] [-F BACKING_FMT] [-u] [-p] [-q] [-t CACHE] [-T CACHE] -b BACKING IMAGE`.
+pub fn rebase(args: RebaseArgs) -> Outcome {
+    check_cache("-t", args.cache.as_deref())?;
+    check_cache("-T", args.source_cache.as_deref())?;
+    let mode = if args.unsafe_mode {
+        RebaseMode::Unsafe
+    } else {
+        RebaseMode::Safe
+    };
+    if args.backing.is_none() && mode == RebaseMode::Safe {
+        return Err(Error::invalid(
+            "Must specify backing file (-b) or use unsafe mode (-u)",
+        ));
+    }
+    let options = RebaseOptions {
+        open: open_options(&args.gate, parse_format(args.format.as_deref())?),
+        backing: args.backing.clone().filter(|b| !b.is_empty()),
+        backing_format: parse_format(args.backing_format.as_deref())?,
+        mode,
+    };
+    let mut progress = Progress::new(args.progress && !args.quiet);
+    let result = ops::rebase::rebase(&args.image, &options, &mut |done, total| {
+        progress.set(done, total)
+    });
+    match result {
+        Ok(report) => {
+            progress.finish(Some(report.bytes));
+            Ok(0)
+        }
+        Err(e) => {
+            progress.abandon();
+            Err(e)
+        }
+    }
+}
+
+/// `measure [--output human|json] [-f FMT] [-O OUTPUT_FMT] [-o OPTIONS] [-l SNAPSHOT]
+/// [--size N | IMAGE]`.
+pub fn measure(args: MeasureArgs) -> Outcome {
+    let registry = Registry::builtin();
+    let target = registry.find(&args.output_format)?;
+    let text = args.options.join(",");
+    if text
+        .split(',')
+        .any(|o| o.trim() == "help" || o.trim() == "?")
+    {
+        registry.require(target, Capability::Write)?;
+        emit(&options::describe(target, target.driver().create_options()))?;
+        return Ok(0);
+    }
+    let target_options = convert::parse_target_options(&registry, target, &text)?;
+    let image = match (&args.size, &args.image) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "--size N cannot be used together with a filename.",
+            ));
+        }
+        (None, None) => {
+            return Err(Error::invalid(
+                "Either --size N or one filename must be specified.",
+            ));
+        }
+        (Some(_), None) if args.snapshot.is_some() => {
+            return Err(Error::invalid("--size N cannot be used together with -l."));
+        }
+        (Some(_), None) => None,
+        (None, Some(path)) => {
+            let mut open = open_options(&args.gate, parse_format(args.format.as_deref())?);
+            if let Some(spec) = &args.snapshot {
+                open.snapshot = Some(diskferry::snapshot::Selector::parse(spec)?);
+            }
+            Some(Image::open(path, &open)?)
+        }
+    };
+    let source = match (&image, &args.size) {
+        (Some(image), _) => MeasureSource::Image(image),
+        (None, Some(text)) => MeasureSource::Size(
+            parse_size(text)
+                .map_err(|_| Error::invalid(format!("Invalid image size specified: '{text}'.")))?,
+        ),
+        (None, None) => unreachable!("checked above"),
+    };
+    if !target.can(Capability::Measure) && Personality::current() == Personality::QemuImg {
+        return Err(Error::unsupported(format!(
+            "Block driver '{}' does not support size measurement",
+            qemu_driver_name(target.name())
+        )));
+    }
+    let m = ops::measure::measure(target, &target_options, source)?;
+    let text = match args.output {
+        OutputFormat::Human => {
+            let mut t = format!(
+                "required size: {}\nfully allocated size: {}\n",
+                m.required, m.fully_allocated
+            );
+            if let Some(b) = m.bitmaps {
+                t.push_str(&format!("bitmaps size: {b}\n"));
+            }
+            t
+        }
+        // qemu-img 10 prints the keys in this order (bitmaps first, when there are any).
+        OutputFormat::Json => {
+            let mut t = String::from("{\n");
+            if let Some(b) = m.bitmaps {
+                t.push_str(&format!("    \"bitmaps\": {b},\n"));
+            }
+            t.push_str(&format!(
+                "    \"required\": {},\n    \"fully-allocated\": {}\n}}\n",
+                m.required, m.fully_allocated
+            ));
+            t
+        }
+    };
+    emit(&text)?;
+    Ok(0)
+}
+
+/// The operands of `dd`, parsed as qemu-img parses them.
+#[derive(Debug, Default)]
+struct DdOperands {
+    range: DdRange,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+}
+
+/// A block count (`count=`, `skip=`): a plain number, as qemu-img reads it.
+fn dd_blocks(key: &str, value: &str) -> Result<u64, Error> {
+    match value.trim().parse::<i128>() {
+        Ok(n) if (0..=i64::MAX as i128).contains(&n) => Ok(n as u64),
+        Ok(_) => Err(Error::invalid(format!(
+            "Invalid {key} specified. Must be between 0 and {}.",
+            i64::MAX
+        ))),
+        Err(_) => Err(Error::invalid(format!(
+            "Invalid {key} specified: '{value}'."
+        ))),
+    }
+}
+
+fn parse_dd_operands(operands: &[String]) -> Result<DdOperands, Error> {
+    let mut out = DdOperands::default();
+    for op in operands {
+        let Some((key, value)) = op.split_once('=') else {
+            return Err(Error::invalid(format!("unrecognized operand {op}")));
+        };
+        match key {
+            "bs" => {
+                let n = parse_size(value)
+                    .map_err(|_| Error::invalid(format!("Invalid bs specified: '{value}'.")))?;
+                if n == 0 || n > i32::MAX as u64 {
+                    return Err(Error::invalid(format!(
+                        "Invalid bs specified. Must be between 1 and {}.",
+                        i32::MAX
+                    )));
+                }
+                out.range.block_size = n;
+            }
+            "count" => out.range.count = Some(dd_blocks(key, value)?),
+            "skip" => out.range.skip = dd_blocks(key, value)?,
+            "if" => out.input = Some(PathBuf::from(value)),
+            "of" => out.output = Some(PathBuf::from(value)),
+            _ => return Err(Error::invalid(format!("unrecognized operand {op}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// `dd [-f FMT] [-O OUTPUT_FMT] [bs=N] [count=N] [skip=N] if=INPUT of=OUTPUT`.
+pub fn dd(args: DdArgs) -> Outcome {
+    let ops_args = parse_dd_operands(&args.operands)?;
+    let (Some(input), Some(output)) = (&ops_args.input, &ops_args.output) else {
+        return Err(Error::invalid("Must specify both input and output files"));
+    };
+    let options = ConvertOptions {
+        source: open_options(&args.gate, parse_format(args.format.as_deref())?),
+        target_format: Registry::builtin().find(&args.output_format)?,
+        // qemu-img leaves what it writes to the kernel's writeback, as convert's default does.
+        durability: Durability::Unsafe,
+        ..ConvertOptions::default()
+    };
+    let outcome = ops::dd::dd(input, output, &ops_args.range, &options, &mut |e| {
+        if let Event::Warning(w) = e {
+            eprintln!(
+                "{}: warning: {}",
+                Personality::current().program(),
+                printable(w)
+            );
+        }
+    })?;
+    if let DdOutcome::SkipPastEnd = outcome {
+        // qemu-img says so, makes the empty output and succeeds; scripts may rely on both.
+        eprintln!(
+            "{}: {}: cannot skip to specified offset",
+            Personality::current().program(),
+            printable(&input.display().to_string())
+        );
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(list: &[&str]) -> Result<DdOperands, Error> {
+        parse_dd_operands(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn dd_operands_are_read_as_qemu_img_reads_them() {
+        let o = ops(&["if=a", "of=b", "bs=1M", "count=3", "skip=2", "bs=2k"]).unwrap();
+        assert_eq!(o.range.block_size, 2048);
+        assert_eq!((o.range.count, o.range.skip), (Some(3), 2));
+        for (bad, msg) in [
+            ("foo", "unrecognized operand foo"),
+            ("conv=notrunc", "unrecognized operand conv=notrunc"),
+            (
+                "bs=0",
+                "Invalid bs specified. Must be between 1 and 2147483647.",
+            ),
+            (
+                "bs=3G",
+                "Invalid bs specified. Must be between 1 and 2147483647.",
+            ),
+            ("bs=1x", "Invalid bs specified: '1x'."),
+            ("count=1k", "Invalid count specified: '1k'."),
+            (
+                "count=-1",
+                "Invalid count specified. Must be between 0 and 9223372036854775807.",
+            ),
+            ("skip=x", "Invalid skip specified: 'x'."),
+        ] {
+            let err = ops(&[bad]).unwrap_err();
+            assert_eq!(err.to_string(), msg, "{bad}");
+        }
+    }
+}

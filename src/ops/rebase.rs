@@ -1,0 +1,219 @@
+//! `rebase`: gives an image a new backing file (or none).
+//!
+//! Unsafe mode (`-u`) only rewrites the name ([`Driver::set_backing`]). Safe mode first makes
+//! the image hold, for every range it leaves to its backing chain, what the old chain reads
+//! wherever the new backing reads differently, then switches the name. Until the switch the
+//! image still reads through its old chain, and what was written there equals what that chain
+//! reads, so a kill at any point leaves an image that reads as before; after the switch it
+//! reads the same through the new backing.
+//!
+//! [`Driver::set_backing`]: crate::format::Driver::set_backing
+
+use super::{OnProgress, STEP, Status, read_status, status_above};
+use crate::edit::{Clear, EditContext, Force, ImageMut, NewBacking};
+use crate::error::{Error, Result};
+use crate::format::{Capability, Format};
+use crate::gate::{Lookup, Role};
+use crate::image::{Allocation, BackingPolicy, Image, OpenOptions};
+use std::path::Path;
+
+/// Whether data is copied before the backing file changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RebaseMode {
+    /// Copy what would read differently first (qemu-img's default).
+    #[default]
+    Safe,
+    /// Change the name only (`-u`): for a backing file moved or renamed, same content.
+    Unsafe,
+}
+
+/// How to rebase.
+#[derive(Debug, Clone)]
+pub struct RebaseOptions {
+    /// How the image, its old chain and the new backing's chain are opened (`-f`, the gate,
+    /// the registry).
+    pub open: OpenOptions,
+    /// `-b`: the new backing file's name as it is to be stored (relative names mean the
+    /// image's folder); `None` (`-b ""`) for no backing file.
+    pub backing: Option<String>,
+    /// `-F`: the new backing file's format; detected when not given and the file opens.
+    pub backing_format: Option<Format>,
+    /// `-u` or not.
+    pub mode: RebaseMode,
+}
+
+/// What a rebase did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RebaseReport {
+    /// Bytes written into the image so that it reads the same over its new backing.
+    pub bytes: u64,
+}
+
+/// Rebases the image at `path` (see the module documentation).
+pub fn rebase(
+    path: &Path,
+    options: &RebaseOptions,
+    on_progress: OnProgress<'_>,
+) -> Result<RebaseReport> {
+    let registry = &options.open.registry;
+    let mut top_only = options.open.clone();
+    top_only.backing = BackingPolicy::Ignore;
+    let format = Image::open(path, &top_only)?.top().format();
+    registry
+        .require(format, Capability::Rebase)
+        .map_err(|e| e.with_path(path))?;
+    let ctx = EditContext {
+        gate: &options.open.gate,
+        force: Force::No,
+    };
+    let new_image = match &options.backing {
+        Some(name) => open_new_backing(path, name, options, options.mode)?,
+        None => None,
+    };
+    let new_backing = options.backing.as_ref().map(|name| NewBacking {
+        name: name.clone(),
+        format: options
+            .backing_format
+            .or_else(|| new_image.as_ref().map(|i| i.top().format())),
+    });
+    let mut report = RebaseReport::default();
+    if options.mode == RebaseMode::Safe {
+        registry
+            .require(format, Capability::WriteInPlace)
+            .map_err(|e| e.with_path(path))?;
+        let old = Image::open(path, &options.open)?;
+        let mut top = format.driver().open_mut(path, &ctx)?;
+        report.bytes = copy_differences(&old, new_image.as_ref(), top.as_mut(), on_progress)?;
+        top.flush()?;
+    }
+    format
+        .driver()
+        .set_backing(path, new_backing.as_ref(), &ctx)?;
+    Ok(report)
+}
+
+/// Opens the new backing file `name` as the image at `image` will name it: through the gate,
+/// relative to the image's folder. In unsafe mode a missing file is no error (the user may be
+/// about to put it there), as with qemu-img.
+fn open_new_backing(
+    image: &Path,
+    name: &str,
+    options: &RebaseOptions,
+    mode: RebaseMode,
+) -> Result<Option<Image>> {
+    let storage = match options.open.gate.open(image, name, Role::Backing) {
+        Ok(Lookup::Opened(file)) => file,
+        Ok(Lookup::Missing(resolved)) if mode == RebaseMode::Unsafe => {
+            let _ = resolved;
+            return Ok(None);
+        }
+        Ok(Lookup::Missing(resolved)) => {
+            return Err(Error::invalid(format!(
+                "Could not open new backing file '{name}': no such file ({})",
+                resolved.display()
+            ))
+            .with_path(image));
+        }
+        Err(e) => return Err(e),
+    };
+    let open = OpenOptions {
+        format: options.backing_format,
+        ..options.open.clone()
+    };
+    match Image::open_storage(storage, &open) {
+        Ok(i) => Ok(Some(i)),
+        Err(_) if mode == RebaseMode::Unsafe => Ok(None),
+        Err(e) => Err(e.context(format!("new backing file '{name}'"))),
+    }
+}
+
+/// Writes into `top`, for every range the image `old` leaves to its backing chain, the old
+/// chain's content wherever `new` (or zeros, without one) reads differently. Returns the bytes
+/// written.
+fn copy_differences(
+    old: &Image,
+    new: Option<&Image>,
+    top: &mut dyn ImageMut,
+    on_progress: OnProgress<'_>,
+) -> Result<u64> {
+    let size = old.virtual_size();
+    let unit = top.allocation_unit().clamp(512, STEP);
+    let new_size = new.map_or(0, |n| n.virtual_size());
+    let mut written = 0u64;
+    let mut old_buf = Vec::new();
+    let mut new_buf = Vec::new();
+    let mut pos = 0u64;
+    on_progress(0, size);
+    while pos < size {
+        let own = status_above(old, 1, pos, (size - pos).min(STEP))?;
+        if own.allocation != Allocation::Unallocated {
+            pos += own.len;
+            on_progress(pos, size);
+            continue;
+        }
+        let was = old.block_status(pos, own.len)?;
+        let mut n = was.mapping.length;
+        let new_status = match new {
+            Some(img) if pos < new_size => {
+                let s = img.block_status(pos, n.min(new_size - pos))?;
+                n = s.mapping.length;
+                Some(s)
+            }
+            _ => None,
+        };
+        let new_is_zero = new_status.is_none_or(|s| s.zero());
+        if was.zero() && new_is_zero {
+            pos += n;
+            on_progress(pos, size);
+            continue;
+        }
+        new_buf.resize(n as usize, 0);
+        match (new, new_status) {
+            (Some(img), Some(_)) => img.read_at(pos, &mut new_buf)?,
+            _ => new_buf.fill(0),
+        }
+        if was.zero() {
+            if new_buf.iter().any(|&b| b != 0) {
+                top.clear(pos, n, Clear::Zero)?;
+                written += n;
+            }
+        } else {
+            old_buf.resize(n as usize, 0);
+            let status = Status {
+                len: n,
+                allocation: Allocation::Data,
+                depth: was.depth,
+            };
+            read_status(old, &status, pos, &mut old_buf)?;
+            written += write_differing_units(top, pos, &old_buf, &new_buf, unit)?;
+        }
+        pos += n;
+        on_progress(pos, size);
+    }
+    Ok(written)
+}
+
+/// Writes the units of `old` (at virtual `pos`) that differ from `new`, each clipped to the
+/// range; returns the bytes written.
+fn write_differing_units(
+    top: &mut dyn ImageMut,
+    pos: u64,
+    old: &[u8],
+    new: &[u8],
+    unit: u64,
+) -> Result<u64> {
+    let end = pos + old.len() as u64;
+    let mut written = 0;
+    let mut at = pos;
+    while at < end {
+        let next = ((at / unit) + 1) * unit;
+        let stop = next.min(end);
+        let (a, b) = ((at - pos) as usize, (stop - pos) as usize);
+        if old[a..b] != new[a..b] {
+            top.write_at(at, &old[a..b])?;
+            written += stop - at;
+        }
+        at = stop;
+    }
+    Ok(written)
+}
