@@ -258,7 +258,8 @@ fn parse_dd_operands(operands: &[String]) -> Result<DdOperands, Error> {
             "skip" => out.range.skip = dd_blocks(key, value)?,
             "if" => out.input = Some(PathBuf::from(value)),
             "of" => out.output = Some(PathBuf::from(value)),
-            _ => return Err(Error::invalid(format!("unrecognized operand {op}"))),
+            // qemu-img names the key alone when there is one.
+            _ => return Err(Error::invalid(format!("unrecognized operand {key}"))),
         }
     }
     Ok(out)
@@ -312,7 +313,7 @@ mod tests {
         assert_eq!((o.range.count, o.range.skip), (Some(3), 2));
         for (bad, msg) in [
             ("foo", "unrecognized operand foo"),
-            ("conv=notrunc", "unrecognized operand conv=notrunc"),
+            ("conv=notrunc", "unrecognized operand conv"),
             (
                 "bs=0",
                 "Invalid bs specified. Must be between 1 and 2147483647.",
