@@ -51,7 +51,15 @@ fn base_and_top(dir: &Path) -> (PathBuf, PathBuf) {
     make_raw(&base, 16 << 20, &[(0, 3 << 20), (10 << 20, 1 << 20)]);
     let top = dir.join("top.qcow2");
     qemu_img_ok(&[
-        "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", s(&top),
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        s(&top),
     ]);
     qemu_io(
         "qcow2",
@@ -94,7 +102,10 @@ fn commit_d_into_a_raw_base_matches_qemu_img() {
     // -b BASE -F FMT TOP` on a cold merge; Proxmox deletes qcow2 snapshots of raw bases this
     // way. -d keeps the top as it was.
     let (qc, qout, qerr) = qemu_img(&["commit", "-d", "-f", "qcow2", "-t", "none", s(&qt)]);
-    let (dc, dout, derr) = run_prog(&fake, &["commit", "-d", "-f", "qcow2", "-t", "none", s(&dt)]);
+    let (dc, dout, derr) = run_prog(
+        &fake,
+        &["commit", "-d", "-f", "qcow2", "-t", "none", s(&dt)],
+    );
     assert_eq!((qc, dc), (0, 0), "{qerr} / {derr}");
     assert_eq!(dout, qout);
     assert_eq!(dout, "Image committed.\n");
@@ -158,7 +169,10 @@ fn commit_empties_the_top_where_its_format_can() {
     } else {
         // qcow2 cannot be written in place yet: the top keeps its data and diskferry says so.
         assert!(map.contains("\"depth\": 0"), "{map}");
-        assert!(derr.contains("warning") && derr.contains("keeps its data"), "{derr}");
+        assert!(
+            derr.contains("warning") && derr.contains("keeps its data"),
+            "{derr}"
+        );
     }
 }
 
@@ -176,10 +190,34 @@ fn commit_b_into_a_deeper_base_matches_qemu_img() {
         make_raw(&base, 8 << 20, &[(0, 4 << 20)]);
         let mid = d.join("mid.qcow2");
         let top = d.join("top.qcow2");
-        qemu_img_ok(&["create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", s(&mid)]);
+        qemu_img_ok(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            s(&mid),
+        ]);
         qemu_io("qcow2", &mid, &["write -P 0x11 1M 1M"]);
-        qemu_img_ok(&["create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", s(&top)]);
-        qemu_io("qcow2", &top, &["write -P 0x22 1536k 1M", "write -z 3M 64k"]);
+        qemu_img_ok(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            s(&top),
+        ]);
+        qemu_io(
+            "qcow2",
+            &top,
+            &["write -P 0x22 1536k 1M", "write -z 3M 64k"],
+        );
         chains.push((base, top));
     }
     let expected = dir.path().join("expected.raw");
@@ -209,10 +247,7 @@ fn commit_errors_exit_as_qemu_img_does() {
         vec!["commit", "-b", s(&dt), s(&dt)],
         vec!["commit", s(&dir.path().join("missing.qcow2"))],
     ] {
-        let theirs: Vec<String> = args
-            .iter()
-            .map(|a| a.replace(s(&dt), s(&qt)))
-            .collect();
+        let theirs: Vec<String> = args.iter().map(|a| a.replace(s(&dt), s(&qt))).collect();
         let theirs: Vec<&str> = theirs.iter().map(String::as_str).collect();
         let (qc, qout, _) = qemu_img(&theirs);
         let (dc, dout, derr) = run_prog(&fake, &args);
@@ -222,7 +257,10 @@ fn commit_errors_exit_as_qemu_img_does() {
         assert_eq!(derr.lines().count(), 1, "{derr}");
     }
     let (_, _, derr) = run_prog(&fake, &["commit", "-f", "raw", s(&db)]);
-    assert!(derr.contains("Image does not have a backing file"), "{derr}");
+    assert!(
+        derr.contains("Image does not have a backing file"),
+        "{derr}"
+    );
     let (_, _, derr) = run_prog(&fake, &["commit", "-b", "nothere.raw", s(&dt)]);
     assert!(
         derr.contains("Did not find 'nothere.raw' in the backing chain of"),
@@ -242,8 +280,27 @@ fn rebase_of_an_image_that_cannot_have_a_backing_file_fails_as_qemu_img() {
     make_raw(&other, 1 << 20, &[]);
     let before = std::fs::read(&img).unwrap();
     for args in [
-        vec!["rebase", "-f", "raw", "-u", "-b", "other.raw", "-F", "raw", s(&img)],
-        vec!["rebase", "-f", "raw", "-b", "other.raw", "-F", "raw", s(&img)],
+        vec![
+            "rebase",
+            "-f",
+            "raw",
+            "-u",
+            "-b",
+            "other.raw",
+            "-F",
+            "raw",
+            s(&img),
+        ],
+        vec![
+            "rebase",
+            "-f",
+            "raw",
+            "-b",
+            "other.raw",
+            "-F",
+            "raw",
+            s(&img),
+        ],
         // Neither -b nor -u: qemu-img's usage error.
         vec!["rebase", "-f", "raw", s(&img)],
     ] {
@@ -266,11 +323,28 @@ const MEASURE_RUNS: &[&[&str]] = &[
     &["measure", "{}"],
     &["measure", "-O", "raw", "{}"],
     &["measure", "-O", "raw", "--output=json", "{}"],
-    &["measure", "--output", "json", "-O", "raw", "-o", "preallocation=full", "{}"],
+    &[
+        "measure",
+        "--output",
+        "json",
+        "-O",
+        "raw",
+        "-o",
+        "preallocation=full",
+        "{}",
+    ],
     &["measure", "-O", "raw", "--size", "1G"],
     &["measure", "-O", "raw", "--size", "1000"],
     &["measure", "-O", "raw", "--output=json", "--size", "10G"],
-    &["measure", "-O", "raw", "-o", "preallocation=falloc", "--size", "3M"],
+    &[
+        "measure",
+        "-O",
+        "raw",
+        "-o",
+        "preallocation=falloc",
+        "--size",
+        "3M",
+    ],
 ];
 
 #[test]
@@ -325,7 +399,10 @@ fn measure_errors_exit_as_qemu_img_does() {
             vec!["measure", "-O", "raw", "--size", "1x"],
             "Invalid image size specified: '1x'.",
         ),
-        (vec!["measure", "-O", "raw", "-o", "bogus=1", s(&img)], "bogus"),
+        (
+            vec!["measure", "-O", "raw", "-o", "bogus=1", s(&img)],
+            "bogus",
+        ),
         (
             vec!["measure", "-O", "vpc", s(&img)],
             "Block driver 'vpc' does not support size measurement",
@@ -398,7 +475,10 @@ fn dd_matches_qemu_img_dd() {
                 v["virtual-size"].as_u64().unwrap()
             };
             assert_eq!(size(&d), size(&q), "{fmt} -> {out_fmt} {ops:?}");
-            assert!(qemu_compare(out_fmt, &q, out_fmt, &d), "{fmt} -> {out_fmt} {ops:?}");
+            assert!(
+                qemu_compare(out_fmt, &q, out_fmt, &d),
+                "{fmt} -> {out_fmt} {ops:?}"
+            );
             std::fs::remove_file(&q).unwrap();
             std::fs::remove_file(&d).unwrap();
         }
@@ -462,28 +542,56 @@ fn raw_resize_matches_qemu_img() {
         vec!["resize", "-f", "raw", "{}", "1M"],
         vec!["resize", "-f", "raw", "--shrink", "{}", "200000"],
         vec!["resize", "-f", "raw", "--shrink", "{}", "-1000"],
-        vec!["resize", "-f", "raw", "--preallocation=metadata", "{}", "8M"],
-        vec!["resize", "-f", "raw", "--shrink", "--preallocation=full", "{}", "512"],
+        vec![
+            "resize",
+            "-f",
+            "raw",
+            "--preallocation=metadata",
+            "{}",
+            "8M",
+        ],
+        vec![
+            "resize",
+            "-f",
+            "raw",
+            "--shrink",
+            "--preallocation=full",
+            "{}",
+            "512",
+        ],
         vec!["resize", "-q", "-f", "raw", "{}", "2M"],
     ] {
         let with = |p: &Path| -> Vec<String> {
             args.iter()
-                .map(|a| if *a == "{}" { s(p).to_string() } else { a.to_string() })
+                .map(|a| {
+                    if *a == "{}" {
+                        s(p).to_string()
+                    } else {
+                        a.to_string()
+                    }
+                })
                 .collect()
         };
         let qa = with(&q);
         let da = with(&d);
         let (qc, qout, qerr) = qemu_img(&qa.iter().map(String::as_str).collect::<Vec<_>>());
-        let (dc, dout, derr) =
-            run_prog(&fake, &da.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!((dc, dout.as_str()), (qc, qout.as_str()), "{args:?}: {qerr} / {derr}");
+        let (dc, dout, derr) = run_prog(&fake, &da.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            (dc, dout.as_str()),
+            (qc, qout.as_str()),
+            "{args:?}: {qerr} / {derr}"
+        );
         assert_eq!(
             std::fs::metadata(&d).unwrap().len(),
             std::fs::metadata(&q).unwrap().len(),
             "{args:?}"
         );
         assert_eq!(sha256_file(&d), sha256_file(&q), "{args:?}");
-        if args.iter().any(|a| a.contains("full") || a.contains("falloc")) && dc == 0 {
+        if args
+            .iter()
+            .any(|a| a.contains("full") || a.contains("falloc"))
+            && dc == 0
+        {
             // The space is reserved, as qemu-img reserves it.
             assert!(disk_usage(&d) + (64 << 10) >= disk_usage(&q), "{args:?}");
         }
@@ -515,11 +623,21 @@ fn raw_resize_killed_at_any_point_leaves_the_old_or_the_new_size() {
     for i in 0..12u64 {
         let before = std::fs::metadata(&img).unwrap().len();
         let ended = run_and_kill(
-            &["resize", "-f", "raw", "--preallocation=full", s(&img), "+256M"],
+            &[
+                "resize",
+                "-f",
+                "raw",
+                "--preallocation=full",
+                s(&img),
+                "+256M",
+            ],
             Duration::from_millis(5 + i * 7),
         );
         let after = std::fs::metadata(&img).unwrap().len();
-        assert!(after == before || after == before + grow, "{before} -> {after}");
+        assert!(
+            after == before || after == before + grow,
+            "{before} -> {after}"
+        );
         killed_midway += usize::from(!ended);
         // The old data is intact, what was added reads as zeros, and qemu-img opens it.
         let bytes = std::fs::read(&img).unwrap();
@@ -527,7 +645,15 @@ fn raw_resize_killed_at_any_point_leaves_the_old_or_the_new_size() {
         assert!(bytes[old as usize..].iter().all(|&b| b == 0));
         qemu_img_ok(&["info", "-f", "raw", s(&img)]);
         // Back to the old size for the next round.
-        run_ok(&["resize", "-q", "-f", "raw", "--shrink", s(&img), &old.to_string()]);
+        run_ok(&[
+            "resize",
+            "-q",
+            "-f",
+            "raw",
+            "--shrink",
+            s(&img),
+            &old.to_string(),
+        ]);
     }
     if killed_midway == 0 {
         note_weaker(
@@ -548,12 +674,36 @@ fn commit_into_raw_killed_at_any_point_leaves_old_or_new_blocks() {
     make_raw(&base, size, &[(0, size)]);
     let old = std::fs::read(&base).unwrap();
     let top = dir.path().join("top.qcow2");
-    qemu_img_ok(&["create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", s(&top)]);
+    qemu_img_ok(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        s(&top),
+    ]);
     let top_data = dir.path().join("top-data.raw");
-    make_raw(&top_data, size, &[(1 << 20, 40 << 20), (60 << 20, 30 << 20)]);
+    make_raw(
+        &top_data,
+        size,
+        &[(1 << 20, 40 << 20), (60 << 20, 30 << 20)],
+    );
     // The top's data written over the base (all of it differs from the base's).
     qemu_img_ok(&[
-        "convert", "-n", "-f", "raw", "-O", "qcow2", "-B", "base.raw", "-F", "raw", s(&top_data),
+        "convert",
+        "-n",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-B",
+        "base.raw",
+        "-F",
+        "raw",
+        s(&top_data),
         s(&top),
     ]);
     let new_path = dir.path().join("new.raw");
