@@ -62,6 +62,11 @@ pub fn rebase(
     registry
         .require(format, Capability::Rebase)
         .map_err(|e| e.with_path(path))?;
+    if options.mode == RebaseMode::Safe {
+        registry
+            .require(format, Capability::WriteInPlace)
+            .map_err(|e| e.with_path(path))?;
+    }
     let ctx = EditContext {
         gate: &options.open.gate,
         force: Force::No,
@@ -78,9 +83,6 @@ pub fn rebase(
     });
     let mut report = RebaseReport::default();
     if options.mode == RebaseMode::Safe {
-        registry
-            .require(format, Capability::WriteInPlace)
-            .map_err(|e| e.with_path(path))?;
         let old = Image::open(path, &options.open)?;
         let mut top = format.driver().open_mut(path, &ctx)?;
         report.bytes = copy_differences(&old, new_image.as_ref(), top.as_mut(), on_progress)?;

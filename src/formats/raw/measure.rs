@@ -22,7 +22,7 @@ mod tests {
     #[test]
     fn a_raw_image_needs_its_whole_size() {
         let opts = FormatOptions::empty(super::super::FORMAT);
-        let ranges = [0..4096];
+        let ranges = [0..4096, 8192..8704];
         let m = measure(&MeasureRequest {
             virtual_size: 1000,
             allocated: &ranges,
