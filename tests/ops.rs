@@ -15,18 +15,27 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A `qemu-img` symbolic link to the diskferry under test.
-fn as_qemu_img(dir: &Path) -> PathBuf {
-    let link = dir.join("bin").join("qemu-img");
-    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-    if !link.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_diskferry"), &link).unwrap();
-    }
-    link
-}
+type Ran = (i32, String, String);
 
-fn run_prog(prog: &Path, args: &[&str]) -> (i32, String, String) {
-    decode(Command::new(prog).args(args).output().expect("runs"))
+/// Runs `args` with qemu-img on image `q` and with diskferry linked as qemu-img (`fake`) on
+/// image `d`, each in place of `{}`.
+fn twin(fake: &Path, args: &[&str], q: &Path, d: &Path) -> (Ran, Ran) {
+    let with = |p: &Path| -> Vec<String> {
+        args.iter()
+            .map(|a| {
+                if *a == "{}" {
+                    s(p).to_string()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect()
+    };
+    let (qa, da) = (with(q), with(d));
+    (
+        qemu_img(&qa.iter().map(String::as_str).collect::<Vec<_>>()),
+        run_prog(fake, &da.iter().map(String::as_str).collect::<Vec<_>>()),
+    )
 }
 
 fn qemu_io(fmt: &str, img: &Path, cmds: &[&str]) {
@@ -561,21 +570,7 @@ fn raw_resize_matches_qemu_img() {
         ],
         vec!["resize", "-q", "-f", "raw", "{}", "2M"],
     ] {
-        let with = |p: &Path| -> Vec<String> {
-            args.iter()
-                .map(|a| {
-                    if *a == "{}" {
-                        s(p).to_string()
-                    } else {
-                        a.to_string()
-                    }
-                })
-                .collect()
-        };
-        let qa = with(&q);
-        let da = with(&d);
-        let (qc, qout, qerr) = qemu_img(&qa.iter().map(String::as_str).collect::<Vec<_>>());
-        let (dc, dout, derr) = run_prog(&fake, &da.iter().map(String::as_str).collect::<Vec<_>>());
+        let ((qc, qout, qerr), (dc, dout, derr)) = twin(&fake, &args, &q, &d);
         assert_eq!(
             (dc, dout.as_str()),
             (qc, qout.as_str()),
@@ -801,20 +796,7 @@ fn qcow2_rebase_matches_qemu_img_where_qcow2_can_be_changed_in_place() {
         let before_path = dir.path().join(format!("before{i}.raw"));
         qemu_img_ok(&["convert", "-O", "raw", s(&qt), s(&before_path)]);
         let before = std::fs::read(&dt).unwrap();
-        let with = |p: &Path| -> Vec<String> {
-            args.iter()
-                .map(|a| {
-                    if *a == "{}" {
-                        s(p).to_string()
-                    } else {
-                        a.to_string()
-                    }
-                })
-                .collect()
-        };
-        let (qa, da) = (with(&qt), with(&dt));
-        let (qc, qout, qerr) = qemu_img(&qa.iter().map(String::as_str).collect::<Vec<_>>());
-        let (dc, dout, derr) = run_prog(&fake, &da.iter().map(String::as_str).collect::<Vec<_>>());
+        let ((qc, qout, qerr), (dc, dout, derr)) = twin(&fake, &args, &qt, &dt);
         assert_eq!(qc, 0, "{qerr}");
         let safe = !args.contains(&"-u");
         let can = qcow2.can(Capability::Rebase) && (!safe || qcow2.can(Capability::WriteInPlace));

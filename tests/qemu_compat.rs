@@ -5,22 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// A folder holding a `qemu-img` symbolic link to the diskferry under test.
-fn as_qemu_img(dir: &Path) -> PathBuf {
-    let link = dir.join("bin").join("qemu-img");
-    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-    if !link.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_diskferry"), &link).unwrap();
-    }
-    link
-}
-
-fn run_prog(prog: &Path, args: &[&str]) -> (i32, String, String) {
-    decode(Command::new(prog).args(args).output().expect("runs"))
-}
+use std::path::Path;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

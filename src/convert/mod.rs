@@ -395,6 +395,27 @@ pub fn convert(
     Ok(stats)
 }
 
+/// The new image that holds all of the opened `image`, without a backing image (the callers
+/// that hand the engine an image they opened make no differencing images).
+fn whole_image_spec(image: &Arc<Image>, options: &ConvertOptions) -> Result<CreateSpec> {
+    if options.target_backing.is_some() {
+        return Err(Error::invalid(
+            "internal error: a converted open image makes no differencing image",
+        ));
+    }
+    let (target_options, sparseness) = validate(options)?;
+    Ok(CreateSpec {
+        size: image.virtual_size(),
+        options: target_options,
+        backing: None,
+        compress: options.compress,
+        source_map: Some(Arc::new(ImageSourceMap {
+            image: Arc::clone(image),
+            sparseness,
+        })),
+    })
+}
+
 /// Converts an image the caller opened (a slice of one, for `dd`) into `dest`, which is
 /// created, replaced or written in place as [`convert`] does it. `options.source` is not used
 /// (the image is open); `-B` is refused.
@@ -404,25 +425,10 @@ pub fn convert_opened(
     options: &ConvertOptions,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Stats> {
-    if options.target_backing.is_some() {
-        return Err(Error::invalid(
-            "internal error: convert_opened makes no differencing images",
-        ));
-    }
-    let (target_options, sparseness) = validate(options)?;
+    let spec = whole_image_spec(image, options)?;
+    let size = spec.size;
     let destination = Destination::resolve(dest, options.mode)?;
     destination.refuse_overwriting(image)?;
-    let size = image.virtual_size();
-    let spec = CreateSpec {
-        size,
-        options: target_options,
-        backing: None,
-        compress: options.compress,
-        source_map: Some(Arc::new(ImageSourceMap {
-            image: Arc::clone(image),
-            sparseness,
-        })),
-    };
     let mut staging = Staging::with_durability(options.durability);
     let dest_name = destination.path().to_path_buf();
     let writer = make_writer(&destination, &mut staging, options, &spec)
@@ -451,23 +457,8 @@ pub fn convert_image(
     options: &ConvertOptions,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Stats> {
-    if options.target_backing.is_some() {
-        return Err(Error::invalid(
-            "internal error: convert_image makes no differencing images",
-        ));
-    }
-    let (target_options, sparseness) = validate(options)?;
-    let size = image.virtual_size();
-    let spec = CreateSpec {
-        size,
-        options: target_options,
-        backing: None,
-        compress: options.compress,
-        source_map: Some(Arc::new(ImageSourceMap {
-            image: Arc::clone(image),
-            sparseness,
-        })),
-    };
+    let spec = whole_image_spec(image, options)?;
+    let size = spec.size;
     let name = output.path().to_path_buf();
     let writer = options
         .target_format

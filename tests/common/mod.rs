@@ -34,6 +34,23 @@ pub fn run_ok(args: &[&str]) -> String {
     out
 }
 
+/// A `qemu-img` symbolic link (in `dir/bin`) to the diskferry under test, which then behaves
+/// as qemu-img (its personality comes from the name it is run by).
+pub fn as_qemu_img(dir: &Path) -> PathBuf {
+    let link = dir.join("bin").join("qemu-img");
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_diskferry"), &link).unwrap();
+    }
+    link
+}
+
+/// Runs the program `prog` (such as [`as_qemu_img`]'s link) with `args`; returns (exit code,
+/// stdout, stderr).
+pub fn run_prog(prog: &Path, args: &[&str]) -> (i32, String, String) {
+    decode(Command::new(prog).args(args).output().expect("runs"))
+}
+
 /// True when the environment asks for every peer to be present: DISKFERRY_REQUIRE_PEERS set to
 /// anything but "" or "0" (`.ci/run` sets it, so that CI never passes a test that tested nothing).
 pub fn peers_required() -> bool {
