@@ -220,9 +220,7 @@ fn argument_errors_are_one_line_like_every_other_error() {
 fn commands_not_yet_supported_say_so() {
     let d = tempfile::tempdir().unwrap();
     let fake = as_qemu_img(d.path());
-    for cmd in [
-        "resize", "measure", "rebase", "commit", "amend", "dd", "bench",
-    ] {
+    for cmd in ["measure", "rebase", "commit", "dd", "bench"] {
         let (code, _, err) = run(&[cmd, "x.img", "1G"]);
         assert_eq!(code, 1);
         assert!(
@@ -260,4 +258,90 @@ fn man_pages_and_completions_come_from_the_cli_definition() {
         assert!(out.contains(marker), "{shell}: {out}");
         assert!(out.contains("migrate"), "{shell} completes the commands");
     }
+}
+
+#[test]
+fn check_exits_63_for_formats_qemu_img_cannot_check() {
+    if !have_qemu("check_exits_63_for_formats_qemu_img_cannot_check") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    // vdsm (lib/vdsm/storage/qemuimg.py, check) and cinder treat 63 as "this format has no
+    // check"; qemu-img's own message goes to stderr.
+    for (fmt, name) in [
+        ("raw", "a.raw"),
+        ("vpc", "a.vhd"),
+        ("qcow", "a.qcow"),
+        ("qcow2", "a.qcow2"),
+    ] {
+        let img = d.path().join(name);
+        qemu_img_ok(&["create", "-q", "-f", fmt, s(&img), "4M"]);
+        let (want_code, want_out, want_err) = qemu_img(&["check", s(&img)]);
+        let (code, out, err) = run_prog(&fake, &["check", s(&img)]);
+        assert_eq!(code, want_code, "{fmt}: {err}");
+        assert_eq!(out, want_out, "{fmt}");
+        if want_code == 63 {
+            assert_eq!(err, want_err, "{fmt}");
+        }
+    }
+    // As diskferry, a raw image is simply clean.
+    let (code, _, _) = run(&["check", s(&d.path().join("a.raw"))]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn vhd_sizes_round_to_geometry_only_when_invoked_as_qemu_img() {
+    if !have_qemu("vhd_sizes_round_to_geometry_only_when_invoked_as_qemu_img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let size_of = |img: &Path| -> u64 {
+        let out = qemu_img_ok(&["info", "--output=json", "-f", "vpc", s(img)]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["virtual-size"].as_u64().unwrap()
+    };
+    let src = d.path().join("src.raw");
+    make_raw(&src, 10 << 20, &[(4096, 8192)]);
+    for (size, bytes, opts) in [
+        ("1000M", 1000u64 << 20, ""),
+        ("10M", 10 << 20, ""),
+        ("1G", 1 << 30, "subformat=fixed"),
+        ("10M", 10 << 20, "force_size"),
+    ] {
+        let (theirs, ours, own) = (
+            d.path().join("q.vhd"),
+            d.path().join("f.vhd"),
+            d.path().join("o.vhd"),
+        );
+        let mut args = vec!["create", "-q", "-f", "vpc"];
+        if !opts.is_empty() {
+            args.extend(["-o", opts]);
+        }
+        let with = |img: &Path| {
+            let mut a = args.clone();
+            a.extend([s(img), size]);
+            a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+        };
+        let q: Vec<String> = with(&theirs);
+        qemu_img_ok(&q.iter().map(String::as_str).collect::<Vec<_>>());
+        let f = with(&ours);
+        let (code, _, err) = run_prog(&fake, &f.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(size_of(&ours), size_of(&theirs), "{size} {opts}");
+        let o = with(&own);
+        run_ok(&o.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(size_of(&own), bytes, "diskferry keeps {size} exact");
+        for p in [&theirs, &ours, &own] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    // convert -O vpc rounds the same way, and the data is the source's.
+    let (theirs, ours) = (d.path().join("cq.vhd"), d.path().join("cf.vhd"));
+    qemu_img_ok(&["convert", "-O", "vpc", s(&src), s(&theirs)]);
+    let (code, _, err) = run_prog(&fake, &["convert", "-O", "vpc", s(&src), s(&ours)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(size_of(&ours), size_of(&theirs));
+    assert!(qemu_compare("vpc", &ours, "vpc", &theirs));
 }

@@ -439,7 +439,7 @@ pub fn convert(args: ConvertArgs) -> Outcome {
             WriteMode::Create
         },
         target_format,
-        target_options,
+        target_options: compat::library_options(target_format.name(), &target_options),
         compress: args.compress,
         sparse_size: parse_size(&args.sparse_size)?,
         threads,
@@ -483,7 +483,7 @@ pub fn create(args: CreateArgs) -> Outcome {
         &args.image,
         format,
         size,
-        &options,
+        &compat::library_options(format.name(), &options),
         args.backing.as_deref().map(|b| (b, backing_format)),
         &open,
     )?;
@@ -588,6 +588,10 @@ pub fn check(args: CheckArgs) -> Outcome {
         // with a broken header is a corruption to report, not a failure to check).
         None => registry.detect(&HostFile::open(&args.image)?)?.format,
     };
+    if Personality::current() == Personality::QemuImg && !compat::qemu_checks(format.name()) {
+        eprintln!("qemu-img: This image format does not support checks");
+        return Ok(63);
+    }
     registry
         .require(format, Capability::Check)
         .map_err(|e| e.with_path(&args.image))?;

@@ -79,6 +79,32 @@ pub fn qemu_driver_name(format: &str) -> &str {
     }
 }
 
+/// True when qemu-img 10 can check images of `format` (its driver has a check); for the
+/// others it says "This image format does not support checks" and exits with 63, which
+/// scripts (vdsm, cinder) treat as "nothing to check". Checked with qemu-img 10.0.2.
+pub fn qemu_checks(format: &str) -> bool {
+    matches!(format, "qcow2" | "vmdk" | "vhdx" | "vdi")
+}
+
+/// The `-o` options diskferry's library gets for a new image of `format`: the user's, plus,
+/// when invoked as qemu-img, qemu-img's defaults where diskferry's differ. A VHD is the one
+/// case: qemu-img rounds its size up to whole CHS geometry unless `force_size` is given,
+/// while diskferry keeps the exact size (what Hyper-V and Azure want).
+pub fn library_options(format: &str, options: &str) -> String {
+    let given = |key: &str| {
+        options
+            .split(',')
+            .any(|o| o.split('=').next().is_some_and(|k| k.trim() == key))
+    };
+    if Personality::current() == Personality::QemuImg && format == "vhd" && !given("force_size") {
+        if options.trim().is_empty() {
+            return "force_size=off".to_string();
+        }
+        return format!("{options},force_size=off");
+    }
+    options.to_string()
+}
+
 /// The line qemu-img's `create` prints: `Formatting 'NAME', fmt=FMT key=value ...`, with the
 /// keys qemu-img lists for the format in its order, the user's values where given (sizes in
 /// bytes) and qemu-img's defaults otherwise. `options` includes `backing_file` and
