@@ -345,3 +345,74 @@ fn vhd_sizes_round_to_geometry_only_when_invoked_as_qemu_img() {
     assert_eq!(size_of(&ours), size_of(&theirs));
     assert!(qemu_compare("vpc", &ours, "vpc", &theirs));
 }
+
+#[test]
+fn info_lists_children_as_qemu_img_10_does() {
+    if !have_qemu("info_lists_children_as_qemu_img_10_does") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let base = d.path().join("base.raw");
+    make_raw(&base, 4 << 20, &[(0, 65536)]);
+    let top = d.path().join("top.qcow2");
+    qemu_img_ok(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&base),
+        "-F",
+        "raw",
+        s(&top),
+    ]);
+    let mut images = vec![base.clone(), top];
+    for sub in ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentFlat"] {
+        let img = d.path().join(format!("{sub}.vmdk"));
+        qemu_img_ok(&[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            s(&img),
+            "3M",
+        ]);
+        images.push(img);
+    }
+    for img in &images {
+        let theirs = qemu_img_ok(&["info", "--output=json", s(img)]);
+        let (code, ours, err) = run_prog(&fake, &["info", "--output=json", s(img)]);
+        assert_eq!(code, 0, "{err}");
+        let t: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+        let o: serde_json::Value = serde_json::from_str(&ours).unwrap();
+        assert_eq!(o["children"], t["children"], "{}", img.display());
+        // The human block, line for line (vdsm and people read it).
+        let child_lines = |text: &str| -> Vec<String> {
+            let mut lines = Vec::new();
+            let mut inside = false;
+            for l in text.lines() {
+                if l.starts_with("Child node") {
+                    inside = true;
+                } else if !l.starts_with("    ") {
+                    inside = false;
+                }
+                if inside {
+                    lines.push(l.to_string());
+                }
+            }
+            lines
+        };
+        let theirs = qemu_img_ok(&["info", s(img)]);
+        let (_, ours, _) = run_prog(&fake, &["info", s(img)]);
+        assert_eq!(
+            child_lines(&ours),
+            child_lines(&theirs),
+            "{}",
+            img.display()
+        );
+        assert!(!child_lines(&theirs).is_empty());
+    }
+}
