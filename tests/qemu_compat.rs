@@ -416,3 +416,53 @@ fn info_lists_children_as_qemu_img_10_does() {
         assert!(!child_lines(&theirs).is_empty());
     }
 }
+
+#[test]
+fn convert_takes_image_opts_and_secret_objects_as_qemu_img_does() {
+    if !have_qemu("convert_takes_image_opts_and_secret_objects_as_qemu_img_does") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let src = d.path().join("src.qcow2");
+    let raw = d.path().join("src.raw");
+    make_raw(&raw, 4 << 20, &[(8192, 70000)]);
+    qemu_img_ok(&["convert", "-O", "qcow2", s(&raw), s(&src)]);
+    // OpenStack nova (nova/privsep/qemu.py, convert_image) passes --image-opts with
+    // driver=...,file.filename=...; cinder passes --object secret,... for encrypted volumes.
+    let opts = format!("driver=qcow2,file.filename={}", s(&src));
+    let secret = "secret,id=sec0,data=c2VjcmV0,format=base64";
+    for (who, prog) in [("qemu-img", None), ("diskferry", Some(&fake))] {
+        let out = d.path().join(format!("{who}.raw"));
+        let args = [
+            "convert",
+            "--object",
+            secret,
+            "--image-opts",
+            "-O",
+            "raw",
+            &opts,
+            s(&out),
+        ];
+        let (code, _, err) = match prog {
+            None => qemu_img(&args),
+            Some(p) => run_prog(p, &args),
+        };
+        assert_eq!(code, 0, "{who}: {err}");
+        assert!(qemu_compare("raw", &out, "raw", &raw), "{who}");
+        // Into an existing target named by options, which needs -n in both.
+        let args = [
+            "convert",
+            "--target-image-opts",
+            "-O",
+            "raw",
+            s(&src),
+            &format!("driver=raw,file.filename={}", s(&out)),
+        ];
+        let (code, _, _) = match prog {
+            None => qemu_img(&args),
+            Some(p) => run_prog(p, &args),
+        };
+        assert_eq!(code, 1, "{who}: --target-image-opts without -n");
+    }
+}
