@@ -469,16 +469,6 @@ fn padding_near_middle(vmdk: &[u8]) -> u64 {
     best.expect("a grain with padding") as u64
 }
 
-/// The names in `dir`, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// The disk's digest is checked by a thread beside the conversion's reads: a byte changed in
 /// the middle of the member, where the conversion itself reads nothing amiss, still fails the
 /// command with the file named, whatever the output format or write order, and no output
@@ -517,7 +507,7 @@ fn a_digest_mismatch_in_the_middle_of_a_disk_leaves_nothing() {
     bytes[pad as usize] = 1;
     let bad = d.join("bad.ova");
     std::fs::write(&bad, &bytes).unwrap();
-    let before = listing(d);
+    let before = dir_names(d);
     for args in [
         vec!["convert"],
         vec!["convert", "-W"],
@@ -534,10 +524,10 @@ fn a_digest_mismatch_in_the_middle_of_a_disk_leaves_nothing() {
             "{args:?}: {err}"
         );
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
-        assert_eq!(listing(d), before, "{args:?} left something behind");
+        assert_eq!(dir_names(d), before, "{args:?} left something behind");
     }
     let (code, _, err) = run(&["migrate", "--to", "kvm", s(&bad), s(&d.join("k"))]);
     assert_ne!(code, 0);
     assert!(err.contains("vm-disk1.vmdk"), "{err}");
-    assert_eq!(listing(d), before, "migrate left something behind");
+    assert_eq!(dir_names(d), before, "migrate left something behind");
 }

@@ -881,14 +881,6 @@ fn more_malformed_xvas_fail_with_one_clear_line() {
 #[test]
 fn a_bad_chunk_in_the_middle_of_a_disk_fails_on_the_workers_and_leaves_nothing() {
     let d = tempfile::tempdir().unwrap();
-    let listing = || {
-        let mut names: Vec<String> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
     for sum in [Sum::Sha1, Sum::Xxh] {
         let disks = vec![DiskSpec::new(
             "Ref:3",
@@ -904,7 +896,7 @@ fn a_bad_chunk_in_the_middle_of_a_disk_fails_on_the_workers_and_leaves_nothing()
         m.1[(MIB / 2) as usize] ^= 0x01;
         let xva = d.path().join("bad.xva");
         std::fs::write(&xva, tar_of(&members)).unwrap();
-        let before = listing();
+        let before = dir_names(d.path());
         let out = d.path().join("out.img");
         for args in [
             vec!["convert", "-O", "raw"],
@@ -926,7 +918,11 @@ fn a_bad_chunk_in_the_middle_of_a_disk_fails_on_the_workers_and_leaves_nothing()
                     },
                 ],
             );
-            assert_eq!(listing(), before, "{args:?} left something behind");
+            assert_eq!(
+                dir_names(d.path()),
+                before,
+                "{args:?} left something behind"
+            );
         }
         // The good chunks around it read: the same disk without the damage converts.
         let good = d.path().join("good.xva");
