@@ -15,9 +15,45 @@ pub struct FormatSpecific {
     pub data: serde_json::Map<String, serde_json::Value>,
 }
 
+/// One of qemu-img's `children`: a file the layer's format driver reads, as qemu-img 10 lists
+/// it (its "file" protocol node).
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildNode {
+    /// qemu's name for the role: `file` (the image's own file), `extents.N` (VMDK extents),
+    /// `data-file` (a qcow2 external data file).
+    pub name: String,
+    /// The file's facts.
+    pub info: ChildFile,
+}
+
+/// A child node's facts, with qemu-img's keys and fixed values for a plain file.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildFile {
+    /// Always empty: a file has no children.
+    pub children: Vec<ChildNode>,
+    /// The file's length.
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    /// Its path.
+    pub filename: String,
+    /// Always `file` (qemu's protocol driver).
+    pub format: String,
+    /// Bytes it occupies on disk.
+    #[serde(rename = "actual-size")]
+    pub actual_size: u64,
+    /// `{"type": "file", "data": {}}`.
+    #[serde(rename = "format-specific")]
+    pub format_specific: FormatSpecific,
+    /// Always false.
+    #[serde(rename = "dirty-flag")]
+    pub dirty_flag: bool,
+}
+
 /// The facts about one layer of an image.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageInfo {
+    /// The files the layer reads, as qemu-img 10's `children` (extents first, then `file`).
+    pub children: Vec<ChildNode>,
     /// The image's path, as given (or as resolved, for backing images).
     pub filename: String,
     /// The format's name.
@@ -91,6 +127,7 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
                 .unwrap_or(0),
         })
         .sum();
+    let children = child_nodes(layer, &files);
     let backing = layer.backing();
     let parent = image.layers().get(index + 1);
     let full_backing = match (parent, backing) {
@@ -116,6 +153,7 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
         Vec::new()
     };
     ImageInfo {
+        children,
         filename: filename.to_string(),
         format: layer.format().name().to_string(),
         format_guessed: index == 0 && image.format_guessed(),
@@ -154,6 +192,51 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
         warnings,
         human_details: details.human,
     }
+}
+
+/// The layer's files as qemu-img names its child nodes: the first file (the image itself, or a
+/// VMDK's descriptor) is `file`; the others are a qcow2's `data-file` or a VMDK's `extents.N`,
+/// listed before `file` as qemu-img lists them.
+fn child_nodes(layer: &dyn Layer, files: &[std::path::PathBuf]) -> Vec<ChildNode> {
+    let node = |name: String, index: usize| {
+        let path = &files[index];
+        let meta = std::fs::metadata(path).ok();
+        let actual_size = match layer.storage(index) {
+            Some(s) => s.allocated_bytes(),
+            None => meta.as_ref().map(|m| m.blocks() * 512).unwrap_or(0),
+        };
+        ChildNode {
+            name,
+            info: ChildFile {
+                children: Vec::new(),
+                // qemu counts a file in whole 512-byte sectors.
+                virtual_size: meta.map(|m| m.len().div_ceil(512) * 512).unwrap_or(0),
+                filename: path.display().to_string(),
+                format: "file".to_string(),
+                actual_size,
+                format_specific: FormatSpecific {
+                    kind: "file".to_string(),
+                    data: serde_json::Map::new(),
+                },
+                dirty_flag: false,
+            },
+        }
+    };
+    let qcow2 = layer.format().name() == "qcow2";
+    let mut out: Vec<ChildNode> = (1..files.len())
+        .map(|i| {
+            let name = if qcow2 {
+                "data-file".to_string()
+            } else {
+                format!("extents.{}", i - 1)
+            };
+            node(name, i)
+        })
+        .collect();
+    if !files.is_empty() {
+        out.push(node("file".to_string(), 0));
+    }
+    out
 }
 
 /// `text` with every control character (newlines and escape sequences included) written as
@@ -228,6 +311,21 @@ impl ImageInfo {
                     out.push_str(&format!("    {}: {}\n", p(k), p(v)));
                 }
             }
+        }
+        for child in &self.children {
+            // qemu-img's block for each child node, line for line.
+            out.push_str(&format!("Child node '/{}':\n", p(&child.name)));
+            out.push_str(&format!("    filename: {}\n", p(&child.info.filename)));
+            out.push_str("    protocol type: file\n");
+            out.push_str(&format!(
+                "    file length: {} ({} bytes)\n",
+                human_size(child.info.virtual_size),
+                child.info.virtual_size
+            ));
+            out.push_str(&format!(
+                "    disk size: {}\n",
+                human_size(child.info.actual_size)
+            ));
         }
         if !self.files.is_empty() {
             out.push_str("Files:\n");

@@ -437,3 +437,97 @@ fn compressed_and_chunked_disks_read_and_verify() {
         assert!(!out.exists());
     }
 }
+
+/// The offset in the stream-optimized VMDK `vmdk` of the first byte of sector padding after
+/// the grain nearest its middle: a byte no reader of the disk's content looks at (grains are
+/// read as marker plus compressed size), so only the manifest's digest can notice it change.
+fn padding_near_middle(vmdk: &[u8]) -> u64 {
+    let u64_at = |at: usize| u64::from_le_bytes(vmdk[at..at + 8].try_into().unwrap());
+    let u32_at = |at: usize| u32::from_le_bytes(vmdk[at..at + 4].try_into().unwrap());
+    // The header's overHead (sectors before the first grain) is at byte 64.
+    let mut pos = u64_at(64) as usize * 512;
+    let mut best: Option<usize> = None;
+    let middle = vmdk.len() / 2;
+    while pos + 512 <= vmdk.len() {
+        let (value, size) = (u64_at(pos), u32_at(pos + 8) as usize);
+        if size == 0 {
+            // A metadata marker: its type (0 = end of stream) and `value` sectors after it.
+            if u32_at(pos + 12) == 0 {
+                break;
+            }
+            pos += 512 + value as usize * 512;
+            continue;
+        }
+        let end = pos + 12 + size;
+        if !end.is_multiple_of(512)
+            && best.is_none_or(|b| b.abs_diff(middle) > end.abs_diff(middle))
+        {
+            best = Some(end);
+        }
+        pos = end.next_multiple_of(512);
+    }
+    best.expect("a grain with padding") as u64
+}
+
+/// The disk's digest is checked by a thread beside the conversion's reads: a byte changed in
+/// the middle of the member, where the conversion itself reads nothing amiss, still fails the
+/// command with the file named, whatever the output format or write order, and no output
+/// (nor a staged part of one) is left.
+#[test]
+fn a_digest_mismatch_in_the_middle_of_a_disk_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("disk.raw");
+    std::fs::write(&raw, pseudo_random(24 << 20, 7)).unwrap();
+    let ova = d.join("vm.ova");
+    run_ok(&[
+        "migrate",
+        "--to",
+        "vsphere",
+        "--name",
+        "vm",
+        s(&raw),
+        s(&ova),
+    ]);
+    // The package reads back as it was made.
+    let good = d.join("good.raw");
+    run_ok(&["convert", s(&ova), s(&good)]);
+    assert_eq!(sha256_file(&good), sha256_file(&raw));
+    std::fs::remove_file(&good).unwrap();
+
+    let at = member_offset(&ova, "vm-disk1.vmdk");
+    let mut bytes = std::fs::read(&ova).unwrap();
+    // The member's size, from its tar header (octal, bytes 124..136).
+    let header = &bytes[at as usize - 512..at as usize];
+    let field = std::str::from_utf8(&header[124..136]).unwrap();
+    let len = u64::from_str_radix(field.trim_matches(['\0', ' ']), 8).unwrap();
+    let member = &bytes[at as usize..(at + len) as usize];
+    let pad = at + padding_near_middle(member);
+    assert_eq!(bytes[pad as usize], 0, "sector padding is zeros");
+    bytes[pad as usize] = 1;
+    let bad = d.join("bad.ova");
+    std::fs::write(&bad, &bytes).unwrap();
+    let before = dir_names(d);
+    for args in [
+        vec!["convert"],
+        vec!["convert", "-W"],
+        vec!["convert", "-O", "qcow2"],
+        vec!["convert", "-m", "1"],
+    ] {
+        let out = d.join("out.img");
+        let mut argv = args.clone();
+        argv.extend([s(&bad), s(&out)]);
+        let (code, _, err) = run(&argv);
+        assert_ne!(code, 0, "{args:?} accepted a damaged disk");
+        assert!(
+            err.contains("digest of 'vm-disk1.vmdk' does not match the manifest"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert_eq!(dir_names(d), before, "{args:?} left something behind");
+    }
+    let (code, _, err) = run(&["migrate", "--to", "kvm", s(&bad), s(&d.join("k"))]);
+    assert_ne!(code, 0);
+    assert!(err.contains("vm-disk1.vmdk"), "{err}");
+    assert_eq!(dir_names(d), before, "migrate left something behind");
+}

@@ -244,3 +244,210 @@ fn man_pages_and_completions_come_from_the_cli_definition() {
         assert!(out.contains("migrate"), "{shell} completes the commands");
     }
 }
+
+#[test]
+fn check_exits_63_for_formats_qemu_img_cannot_check() {
+    if !have_qemu("check_exits_63_for_formats_qemu_img_cannot_check") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    // vdsm (lib/vdsm/storage/qemuimg.py, check) and cinder treat 63 as "this format has no
+    // check"; qemu-img's own message goes to stderr.
+    for (fmt, name) in [
+        ("raw", "a.raw"),
+        ("vpc", "a.vhd"),
+        ("qcow", "a.qcow"),
+        ("qcow2", "a.qcow2"),
+    ] {
+        let img = d.path().join(name);
+        qemu_img_ok(&["create", "-q", "-f", fmt, s(&img), "4M"]);
+        let (want_code, want_out, want_err) = qemu_img(&["check", s(&img)]);
+        let (code, out, err) = run_prog(&fake, &["check", s(&img)]);
+        assert_eq!(code, want_code, "{fmt}: {err}");
+        assert_eq!(out, want_out, "{fmt}");
+        if want_code == 63 {
+            assert_eq!(err, want_err, "{fmt}");
+        }
+    }
+    // As diskferry, a raw image is simply clean.
+    let (code, _, _) = run(&["check", s(&d.path().join("a.raw"))]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn vhd_sizes_round_to_geometry_only_when_invoked_as_qemu_img() {
+    if !have_qemu("vhd_sizes_round_to_geometry_only_when_invoked_as_qemu_img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let size_of = |img: &Path| -> u64 {
+        let out = qemu_img_ok(&["info", "--output=json", "-f", "vpc", s(img)]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["virtual-size"].as_u64().unwrap()
+    };
+    let src = d.path().join("src.raw");
+    make_raw(&src, 10 << 20, &[(4096, 8192)]);
+    for (size, bytes, opts) in [
+        ("1000M", 1000u64 << 20, ""),
+        ("10M", 10 << 20, ""),
+        ("1G", 1 << 30, "subformat=fixed"),
+        ("10M", 10 << 20, "force_size"),
+    ] {
+        let (theirs, ours, own) = (
+            d.path().join("q.vhd"),
+            d.path().join("f.vhd"),
+            d.path().join("o.vhd"),
+        );
+        let mut args = vec!["create", "-q", "-f", "vpc"];
+        if !opts.is_empty() {
+            args.extend(["-o", opts]);
+        }
+        let with = |img: &Path| {
+            let mut a = args.clone();
+            a.extend([s(img), size]);
+            a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+        };
+        let q: Vec<String> = with(&theirs);
+        qemu_img_ok(&q.iter().map(String::as_str).collect::<Vec<_>>());
+        let f = with(&ours);
+        let (code, _, err) = run_prog(&fake, &f.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(size_of(&ours), size_of(&theirs), "{size} {opts}");
+        let o = with(&own);
+        run_ok(&o.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(size_of(&own), bytes, "diskferry keeps {size} exact");
+        for p in [&theirs, &ours, &own] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    // convert -O vpc rounds the same way, and the data is the source's.
+    let (theirs, ours) = (d.path().join("cq.vhd"), d.path().join("cf.vhd"));
+    qemu_img_ok(&["convert", "-O", "vpc", s(&src), s(&theirs)]);
+    let (code, _, err) = run_prog(&fake, &["convert", "-O", "vpc", s(&src), s(&ours)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(size_of(&ours), size_of(&theirs));
+    assert!(qemu_compare("vpc", &ours, "vpc", &theirs));
+}
+
+#[test]
+fn info_lists_children_as_qemu_img_10_does() {
+    if !have_qemu("info_lists_children_as_qemu_img_10_does") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let base = d.path().join("base.raw");
+    make_raw(&base, 4 << 20, &[(0, 65536)]);
+    let top = d.path().join("top.qcow2");
+    qemu_img_ok(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&base),
+        "-F",
+        "raw",
+        s(&top),
+    ]);
+    let mut images = vec![base.clone(), top];
+    for sub in ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentFlat"] {
+        let img = d.path().join(format!("{sub}.vmdk"));
+        qemu_img_ok(&[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            &format!("subformat={sub}"),
+            s(&img),
+            "3M",
+        ]);
+        images.push(img);
+    }
+    for img in &images {
+        let theirs = qemu_img_ok(&["info", "--output=json", s(img)]);
+        let (code, ours, err) = run_prog(&fake, &["info", "--output=json", s(img)]);
+        assert_eq!(code, 0, "{err}");
+        let t: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+        let o: serde_json::Value = serde_json::from_str(&ours).unwrap();
+        assert_eq!(o["children"], t["children"], "{}", img.display());
+        // The human block, line for line (vdsm and people read it).
+        let child_lines = |text: &str| -> Vec<String> {
+            let mut lines = Vec::new();
+            let mut inside = false;
+            for l in text.lines() {
+                if l.starts_with("Child node") {
+                    inside = true;
+                } else if !l.starts_with("    ") {
+                    inside = false;
+                }
+                if inside {
+                    lines.push(l.to_string());
+                }
+            }
+            lines
+        };
+        let theirs = qemu_img_ok(&["info", s(img)]);
+        let (_, ours, _) = run_prog(&fake, &["info", s(img)]);
+        assert_eq!(
+            child_lines(&ours),
+            child_lines(&theirs),
+            "{}",
+            img.display()
+        );
+        assert!(!child_lines(&theirs).is_empty());
+    }
+}
+
+#[test]
+fn convert_takes_image_opts_and_secret_objects_as_qemu_img_does() {
+    if !have_qemu("convert_takes_image_opts_and_secret_objects_as_qemu_img_does") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let src = d.path().join("src.qcow2");
+    let raw = d.path().join("src.raw");
+    make_raw(&raw, 4 << 20, &[(8192, 70000)]);
+    qemu_img_ok(&["convert", "-O", "qcow2", s(&raw), s(&src)]);
+    // OpenStack nova (nova/privsep/qemu.py, convert_image) passes --image-opts with
+    // driver=...,file.filename=...; cinder passes --object secret,... for encrypted volumes.
+    let opts = format!("driver=qcow2,file.filename={}", s(&src));
+    let secret = "secret,id=sec0,data=c2VjcmV0,format=base64";
+    for (who, prog) in [("qemu-img", None), ("diskferry", Some(&fake))] {
+        let out = d.path().join(format!("{who}.raw"));
+        let args = [
+            "convert",
+            "--object",
+            secret,
+            "--image-opts",
+            "-O",
+            "raw",
+            &opts,
+            s(&out),
+        ];
+        let (code, _, err) = match prog {
+            None => qemu_img(&args),
+            Some(p) => run_prog(p, &args),
+        };
+        assert_eq!(code, 0, "{who}: {err}");
+        assert!(qemu_compare("raw", &out, "raw", &raw), "{who}");
+        // Into an existing target named by options, which needs -n in both.
+        let args = [
+            "convert",
+            "--target-image-opts",
+            "-O",
+            "raw",
+            s(&src),
+            &format!("driver=raw,file.filename={}", s(&out)),
+        ];
+        let (code, _, _) = match prog {
+            None => qemu_img(&args),
+            Some(p) => run_prog(p, &args),
+        };
+        assert_eq!(code, 1, "{who}: --target-image-opts without -n");
+    }
+}

@@ -873,3 +873,67 @@ fn more_malformed_xvas_fail_with_one_clear_line() {
     bytes.extend_from_slice(&tar_of(&members));
     try_bytes("absolute.xva", bytes, &["/Ref:3/00000001"]);
 }
+
+/// Chunks are verified on the conversion's worker threads as they are read: a byte changed in
+/// the middle of a chunk in the middle of a larger disk fails the command with that chunk
+/// named, in either write order, to raw or qcow2, with one worker or several, and no output
+/// (nor a staged part of one) is left.
+#[test]
+fn a_bad_chunk_in_the_middle_of_a_disk_fails_on_the_workers_and_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    for sum in [Sum::Sha1, Sum::Xxh] {
+        let disks = vec![DiskSpec::new(
+            "Ref:3",
+            0,
+            pseudo_random((24 * MIB) as usize, 11),
+            sum,
+        )];
+        let mut members = xva_members(&ova_xml(&disks), &disks);
+        let m = members
+            .iter_mut()
+            .find(|m| m.0 == "Ref:3/00000012")
+            .unwrap();
+        m.1[(MIB / 2) as usize] ^= 0x01;
+        let xva = d.path().join("bad.xva");
+        std::fs::write(&xva, tar_of(&members)).unwrap();
+        let before = dir_names(d.path());
+        let out = d.path().join("out.img");
+        for args in [
+            vec!["convert", "-O", "raw"],
+            vec!["convert", "-O", "raw", "-W"],
+            vec!["convert", "-O", "qcow2"],
+            vec!["convert", "-O", "raw", "-m", "1"],
+        ] {
+            let mut argv = args.clone();
+            argv.extend([s(&xva), s(&out)]);
+            fails_clearly(
+                &argv,
+                &out,
+                &[
+                    "chunk 'Ref:3/00000012' fails its",
+                    if sum == Sum::Sha1 {
+                        ".checksum"
+                    } else {
+                        ".xxhash"
+                    },
+                ],
+            );
+            assert_eq!(
+                dir_names(d.path()),
+                before,
+                "{args:?} left something behind"
+            );
+        }
+        // The good chunks around it read: the same disk without the damage converts.
+        let good = d.path().join("good.xva");
+        write_xva(&good, &disks);
+        assert_eq!(
+            convert_disk(&good, "0", &out),
+            sha256(&disks[0].content),
+            "{}",
+            if sum == Sum::Sha1 { "sha1" } else { "xxh" }
+        );
+        std::fs::remove_file(&out).unwrap();
+        std::fs::remove_file(&good).unwrap();
+    }
+}

@@ -193,6 +193,19 @@ pub struct ConvertArgs {
     /// name, or snapshot.id=ID,snapshot.name=NAME
     #[arg(short = 'l', value_name = "SNAPSHOT")]
     pub snapshot: Option<String>,
+    /// The snapshot to read, by ID or name (qemu-img's older spelling of -l)
+    #[arg(short = 's', value_name = "SNAPSHOT", hide = true)]
+    pub old_snapshot: Option<String>,
+    /// The source is given as qemu's options (`driver=qcow2,file.filename=disk.qcow2`)
+    #[arg(long)]
+    pub image_opts: bool,
+    /// The destination is given as qemu's options (with -n)
+    #[arg(long)]
+    pub target_image_opts: bool,
+    /// A qemu object definition (`secret,id=sec0,data=...`): accepted so that scripts run;
+    /// diskferry refuses encrypted images, so secrets are never used
+    #[arg(long = "object", value_name = "OBJECTDEF")]
+    pub objects: Vec<String>,
     /// The source image
     pub source: PathBuf,
     /// The new image ("-" for standard output, formats that stream only)

@@ -395,7 +395,33 @@ fn show_event(progress: &mut Progress, quiet: bool, event: convert::Event<'_>) {
     }
 }
 
-pub fn convert(args: ConvertArgs) -> Outcome {
+pub fn convert(mut args: ConvertArgs) -> Outcome {
+    compat::accept_objects(&args.objects)?;
+    if args.image_opts {
+        let (format, path) = compat::image_opts(&args.source.to_string_lossy())?;
+        if format.is_some() {
+            args.format = format;
+        }
+        args.source = path;
+    }
+    if args.target_image_opts {
+        if !args.no_create {
+            return Err(Error::invalid(
+                "--target-image-opts requires use of -n flag",
+            ));
+        }
+        let (format, path) = compat::image_opts(&args.destination.to_string_lossy())?;
+        if let Some(f) = format {
+            args.output_format = f;
+        }
+        args.destination = path;
+    }
+    if let Some(id) = args.old_snapshot.take() {
+        if args.snapshot.is_some() {
+            return Err(Error::invalid("-s and -l cannot be used together"));
+        }
+        args.snapshot = Some(id);
+    }
     let target_format = Registry::builtin().find(&args.output_format)?;
     let target_options = args.options.join(",");
     if let Some(help) = options_help(target_format, &target_options)? {
@@ -439,7 +465,7 @@ pub fn convert(args: ConvertArgs) -> Outcome {
             WriteMode::Create
         },
         target_format,
-        target_options,
+        target_options: compat::library_options(target_format.name(), &target_options),
         compress: args.compress,
         sparse_size: parse_size(&args.sparse_size)?,
         threads,
@@ -463,7 +489,6 @@ pub fn convert(args: ConvertArgs) -> Outcome {
     }
 }
 
-/// `snapshot -l`: the list of an image's internal snapshots, as qemu-img prints it.
 /// Each line of `text` made printable (snapshot names come from the image).
 pub(super) fn printable_lines(text: &str) -> String {
     text.lines().map(|l| printable(l) + "\n").collect()
@@ -483,7 +508,7 @@ pub fn create(args: CreateArgs) -> Outcome {
         &args.image,
         format,
         size,
-        &options,
+        &compat::library_options(format.name(), &options),
         args.backing.as_deref().map(|b| (b, backing_format)),
         &open,
     )?;
@@ -588,6 +613,10 @@ pub fn check(args: CheckArgs) -> Outcome {
         // with a broken header is a corruption to report, not a failure to check).
         None => registry.detect(&HostFile::open(&args.image)?)?.format,
     };
+    if Personality::current() == Personality::QemuImg && !compat::qemu_checks(format.name()) {
+        eprintln!("qemu-img: This image format does not support checks");
+        return Ok(63);
+    }
     registry
         .require(format, Capability::Check)
         .map_err(|e| e.with_path(&args.image))?;

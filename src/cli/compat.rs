@@ -7,6 +7,7 @@
 //! `diskferry`, the tool keeps its own defaults where they are better for a person.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -77,6 +78,102 @@ pub fn qemu_driver_name(format: &str) -> &str {
         "vhd" => "vpc",
         other => other,
     }
+}
+
+/// `--object` definitions: accepted when they are of a kind qemu-img scripts pass for
+/// encrypted images (`secret`, `secret_keyring`), which diskferry refuses anyway, so that the
+/// refusal names the image rather than the option; anything else is refused.
+pub fn accept_objects(objects: &[String]) -> Result<(), diskferry::Error> {
+    for o in objects {
+        let kind = o.split(',').next().unwrap_or("").trim();
+        let kind = kind.strip_prefix("qom-type=").unwrap_or(kind);
+        if !matches!(kind, "secret" | "secret_keyring") {
+            return Err(diskferry::Error::unsupported(format!(
+                "--object {kind}: only secret objects are accepted (diskferry has no other qemu objects)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An image given as qemu's options (`--image-opts`): `driver=FMT,file.filename=PATH` (also
+/// `filename=PATH`, and `file.driver=file`). Returns the format named by `driver` (None for
+/// the protocol drivers `file` and `host_device`, which mean raw bytes of a file: detection
+/// decides) and the path.
+pub fn image_opts(text: &str) -> Result<(Option<String>, PathBuf), diskferry::Error> {
+    let mut driver = None;
+    let mut path = None;
+    for part in split_opts(text) {
+        let (key, value) = part.split_once('=').ok_or_else(|| {
+            diskferry::Error::invalid(format!("--image-opts: '{part}' is not key=value"))
+        })?;
+        match key.trim() {
+            "driver" => driver = Some(value.to_string()),
+            "file.filename" | "filename" => path = Some(PathBuf::from(value)),
+            "file.driver" if matches!(value, "file" | "host_device") => {}
+            // Cache and locking knobs change nothing in what is read.
+            "cache.direct" | "cache.no-flush" | "file.locking" | "file.aio" | "force-share" => {}
+            other => {
+                return Err(diskferry::Error::unsupported(format!(
+                    "--image-opts: option '{other}' is not supported (diskferry takes driver=FMT and file.filename=PATH)"
+                )));
+            }
+        }
+    }
+    let path = path.ok_or_else(|| {
+        diskferry::Error::invalid(format!("--image-opts: no file.filename in '{text}'"))
+    })?;
+    let driver = match driver.as_deref() {
+        None | Some("file") | Some("host_device") => None,
+        Some(d) => Some(d.to_string()),
+    };
+    Ok((driver, path))
+}
+
+/// qemu's option list split at commas, where `,,` is a literal comma (qemu's escaping).
+fn split_opts(text: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            if chars.peek() == Some(&',') {
+                chars.next();
+                parts.last_mut().expect("never empty").push(',');
+            } else {
+                parts.push(String::new());
+            }
+        } else {
+            parts.last_mut().expect("never empty").push(c);
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+/// True when qemu-img 10 can check images of `format` (its driver has a check); for the
+/// others it says "This image format does not support checks" and exits with 63, which
+/// scripts (vdsm, cinder) treat as "nothing to check". Checked with qemu-img 10.0.2.
+pub fn qemu_checks(format: &str) -> bool {
+    matches!(format, "qcow2" | "vmdk" | "vhdx" | "vdi")
+}
+
+/// The `-o` options diskferry's library gets for a new image of `format`: the user's, plus,
+/// when invoked as qemu-img, qemu-img's defaults where diskferry's differ. A VHD is the one
+/// case: qemu-img rounds its size up to whole CHS geometry unless `force_size` is given,
+/// while diskferry keeps the exact size (what Hyper-V and Azure want).
+pub fn library_options(format: &str, options: &str) -> String {
+    let given = |key: &str| {
+        options
+            .split(',')
+            .any(|o| o.split('=').next().is_some_and(|k| k.trim() == key))
+    };
+    if Personality::current() == Personality::QemuImg && format == "vhd" && !given("force_size") {
+        if options.trim().is_empty() {
+            return "force_size=off".to_string();
+        }
+        return format!("{options},force_size=off");
+    }
+    options.to_string()
 }
 
 /// The line qemu-img's `create` prints: `Formatting 'NAME', fmt=FMT key=value ...`, with the
@@ -314,6 +411,18 @@ fn human_bytes(b: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn image_opts_name_the_driver_and_the_file() {
+        let (f, p) =
+            super::image_opts("driver=qcow2,file.driver=file,file.filename=/a,,b.qcow2").unwrap();
+        assert_eq!(f.as_deref(), Some("qcow2"));
+        assert_eq!(p, std::path::PathBuf::from("/a,b.qcow2"));
+        let (f, _) = super::image_opts("driver=file,filename=x").unwrap();
+        assert_eq!(f, None);
+        assert!(super::image_opts("driver=qcow2").is_err());
+        assert!(super::image_opts("driver=qcow2,file.filename=x,encrypt.key-secret=s").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -294,6 +294,17 @@ pub fn disk_usage(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
 
+/// The names of the entries of `dir`, sorted: compared before and after a command that must
+/// leave nothing behind (not even a staged part of its output).
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A raw file of `size` bytes (sparse) with pseudo-random data written at each (offset, len).
 pub fn make_raw(path: &Path, size: u64, regions: &[(u64, u64)]) {
     let f = File::create(path).unwrap();

@@ -137,6 +137,30 @@ pub struct Geometry {
     pub sectors_per_track: u8,
 }
 
+/// The size qemu-img gives a VHD of `size` bytes without `force_size`: the smallest whole
+/// geometry (by the specification's algorithm) holding every sector, so that readers that
+/// size a disk by its geometry see all of it. Past the largest geometry the size stays exact.
+pub fn chs_rounded_size(size: u64) -> u64 {
+    let sectors = size.div_ceil(512);
+    if sectors >= MAX_CHS_SECTORS {
+        return sectors * 512;
+    }
+    // Each step adds one sector to what the algorithm is asked to cover; its result grows
+    // by whole cylinders, so the loop ends within one cylinder's worth of steps.
+    let mut asked = sectors;
+    loop {
+        let covered = Geometry::for_size(asked * 512).sectors();
+        if covered >= sectors {
+            return if covered == MAX_CHS_SECTORS {
+                sectors * 512
+            } else {
+                covered * 512
+            };
+        }
+        asked += 1;
+    }
+}
+
 impl Geometry {
     /// The number of sectors the geometry describes.
     pub fn sectors(self) -> u64 {
@@ -450,6 +474,22 @@ mod tests {
         }
         .to_bytes();
         Footer::parse(&bytes).unwrap()
+    }
+
+    #[test]
+    fn chs_rounding_matches_qemu_img() {
+        // `qemu-img create -f vpc IMG SIZE` (qemu 10.0.2): the virtual size qemu-img info prints.
+        for (size, qemu) in [
+            (1000u64 << 20, 1_048_707_072u64),
+            (1 << 30, 1_073_995_776),
+            (10 << 20, 10_514_432),
+            (1 << 20, 1_079_296),
+            (3 << 20, 3_168_256),
+            (100 << 30, 107_374_632_960),
+            (2000 << 30, 2_147_483_648_000),
+        ] {
+            assert_eq!(chs_rounded_size(size), qemu, "{size}");
+        }
     }
 
     #[test]

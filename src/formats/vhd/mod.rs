@@ -105,7 +105,7 @@ pub const CREATE_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "force_size",
         kind: OptionKind::Flag,
-        help: "accepted for qemu-img compatibility; diskferry always stores the exact size (rounded up to whole sectors)",
+        help: "on (diskferry's default): the exact size, rounded up to whole sectors; off: rounded up to whole CHS geometry as qemu-img does by default (diskferry invoked as qemu-img does too)",
     },
 ];
 

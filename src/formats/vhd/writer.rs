@@ -108,8 +108,12 @@ pub fn create_writer<'a>(
 ) -> Result<Box<dyn ImageWriter + 'a>> {
     let settings = settings(spec)?;
     // VHD sizes are whole sectors; a source of another size gets zeros up to the next one,
-    // as qemu-img does.
-    let disk_size = round_up(spec.size, 512);
+    // as qemu-img does. `force_size=off` asks for qemu-img's default: up to whole geometry.
+    let disk_size = if spec.options.flag("force_size") == Some(false) {
+        super::footer::chs_rounded_size(spec.size)
+    } else {
+        round_up(spec.size, 512)
+    };
     if disk_size > MAX_VHD_SIZE {
         return Err(Error::invalid(format!(
             "a VHD holds at most 2040 GiB ({MAX_VHD_SIZE} bytes), and this disk has {disk_size}; use vhdx for larger disks"
