@@ -230,6 +230,9 @@ pub struct CreateArgs {
     /// The backing image's format (default: detected)
     #[arg(short = 'F', value_name = "BACKING_FMT")]
     pub backing_format: Option<String>,
+    /// Record the backing file without opening it (it may not exist yet); needs the size
+    #[arg(short = 'u')]
+    pub unsafe_backing: bool,
     /// Quiet
     #[arg(short = 'q')]
     pub quiet: bool,

@@ -504,14 +504,53 @@ pub fn create(args: CreateArgs) -> Outcome {
     let size = args.size.as_deref().map(parse_size).transpose()?;
     let backing_format = parse_format(args.backing_format.as_deref())?;
     let open = open_options(&args.gate, None);
-    convert::create(
-        &args.image,
-        format,
-        size,
-        &compat::library_options(format.name(), &options),
-        args.backing.as_deref().map(|b| (b, backing_format)),
-        &open,
-    )?;
+    let library_options = compat::library_options(format.name(), &options);
+    let unreachable_backing = args.unsafe_backing
+        && args.backing.as_ref().is_some_and(|b| {
+            !diskferry::gate::Gate::resolve(&args.image, &b.to_string_lossy()).exists()
+        });
+    if unreachable_backing {
+        // -u with a backing file that is not there (yet): qemu-img records the name without
+        // opening it. The image is made without one, then the name is recorded in place, as
+        // `rebase -u` would; formats that must read their parent (VHD, VHDX, VDI take its
+        // UUID) refuse there, clearly.
+        let size = size.ok_or_else(|| {
+            Error::invalid("-u with a backing file that cannot be opened needs the size")
+        })?;
+        let backing = args.backing.as_ref().expect("checked above");
+        Registry::builtin()
+            .require(format, Capability::Rebase)
+            .map_err(|e| e.with_path(&args.image))?;
+        convert::create(
+            &args.image,
+            format,
+            Some(size),
+            &library_options,
+            None,
+            &open,
+        )?;
+        let new = diskferry::edit::NewBacking {
+            name: backing.to_string_lossy().into_owned(),
+            format: backing_format,
+        };
+        let ctx = diskferry::edit::EditContext {
+            gate: &open.gate,
+            force: diskferry::edit::Force::Yes,
+        };
+        if let Err(e) = format.driver().set_backing(&args.image, Some(&new), &ctx) {
+            let _ = std::fs::remove_file(&args.image);
+            return Err(e);
+        }
+    } else {
+        convert::create(
+            &args.image,
+            format,
+            size,
+            &library_options,
+            args.backing.as_deref().map(|b| (b, backing_format)),
+            &open,
+        )?;
+    }
     if !args.quiet {
         // qemu-img prints this line on standard output; scripts that capture it expect it.
         let size = match size {
