@@ -203,6 +203,42 @@ pub fn open_backing_chain(
     Ok(Some(Image::open(parent.path(), &parent_options)?))
 }
 
+/// The new parent `backing` names for the image at `path` of `format`, opened through
+/// `ctx.gate`, for a format whose differencing images cannot lose their parent and whose
+/// parent is of its own format: `None` and another format are refused, naming why.
+pub fn open_new_parent(
+    path: &Path,
+    format: Format,
+    backing: Option<&NewBacking>,
+    ctx: &EditContext<'_>,
+) -> Result<std::sync::Arc<crate::host_file::HostFile>> {
+    use crate::error::Error;
+    use crate::gate::{Lookup, Role};
+    let Some(backing) = backing else {
+        return Err(Error::unsupported(format!(
+            "a differencing {format} image cannot stand without its parent (what it does not hold is the parent's); use 'convert' to make a standalone image"
+        ))
+        .with_path(path));
+    };
+    if let Some(f) = backing.format
+        && f != format
+    {
+        return Err(Error::invalid(format!(
+            "the parent of a differencing {format} image must be {format}, not {f}"
+        ))
+        .with_path(path));
+    }
+    match ctx.gate.open(path, &backing.name, Role::Backing)? {
+        Lookup::Opened(file) => Ok(file),
+        Lookup::Missing(tried) => Err(Error::invalid(format!(
+            "the new parent '{}' does not exist (looked for {})",
+            backing.name,
+            tried.display()
+        ))
+        .with_path(path)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

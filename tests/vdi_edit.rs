@@ -8,7 +8,9 @@ mod common;
 mod edit_support;
 
 use common::*;
-use diskferry::edit::{Clear, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink};
+use diskferry::edit::{
+    Clear, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink,
+};
 use diskferry::formats::vdi::FORMAT;
 use diskferry::gate::Gate;
 use diskferry::options::FormatOptions;
@@ -23,7 +25,11 @@ fn s(p: &Path) -> &str {
 
 fn vdi_with_data(dir: &Path, name: &str, size: u64, fixed: bool) -> (PathBuf, PathBuf) {
     let raw = dir.join(format!("{name}.raw"));
-    make_raw(&raw, size, &[(0, 65536), (3 * MIB + 100, 9000), (7 * MIB, MIB)]);
+    make_raw(
+        &raw,
+        size,
+        &[(0, 65536), (3 * MIB + 100, 9000), (7 * MIB, MIB)],
+    );
     let vdi = dir.join(format!("{name}.vdi"));
     let mut args = vec!["convert", "-O", "vdi"];
     if fixed {
@@ -40,13 +46,22 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn all_read(test: &str, image: &Path, expected: &Path, qemu_reads: bool) {
     let ours = edit_support::to_raw(image, "vdi");
-    assert!(same_file(&ours, expected), "{test}: diskferry reads other content");
+    assert!(
+        same_file(&ours, expected),
+        "{test}: diskferry reads other content"
+    );
     if qemu_reads && have_qemu(test) {
-        assert!(qemu_compare("vdi", image, "raw", expected), "{test}: qemu-img differs");
+        assert!(
+            qemu_compare("vdi", image, "raw", expected),
+            "{test}: qemu-img differs"
+        );
         let (code, out, err) = qemu_img(&["check", "-f", "vdi", s(image)]);
         assert_eq!(code, 0, "{test}: qemu-img check: {out}{err}");
     }
-    let want = (std::fs::metadata(expected).unwrap().len(), sha256_file(expected));
+    let want = (
+        std::fs::metadata(expected).unwrap().len(),
+        sha256_file(expected),
+    );
     // A differencing VDI names its parent by UUID only: no independent reader follows it
     // (qemu-img refuses it, dissect reads no parent, libyal has no VDI library), so only
     // diskferry's reader and check see it.
@@ -58,7 +73,12 @@ fn all_read(test: &str, image: &Path, expected: &Path, qemu_reads: bool) {
             if r.reader == "libyal" && r.result.is_err() {
                 continue;
             }
-            assert_eq!(r.result.as_ref().ok(), Some(&want), "{test}: {} reads otherwise", r.reader);
+            assert_eq!(
+                r.result.as_ref().ok(),
+                Some(&want),
+                "{test}: {} reads otherwise",
+                r.reader
+            );
         }
     }
     check_clean(test, image);
@@ -78,14 +98,25 @@ fn writes_into_dynamic_and_static_vdis_match_qemu_io() {
         let theirs = dir.path().join("theirs.vdi");
         std::fs::copy(&ours, &theirs).unwrap();
         let mut ops = writes(12 * MIB, 24, 7);
-        ops.push(Op::Clear { offset: 3 * MIB + 77, len: 2 * MIB, how: Clear::Zero });
-        ops.push(Op::Clear { offset: 9 * MIB, len: 700_000, how: Clear::Deallocate });
+        ops.push(Op::Clear {
+            offset: 3 * MIB + 77,
+            len: 2 * MIB,
+            how: Clear::Zero,
+        });
+        ops.push(Op::Clear {
+            offset: 9 * MIB,
+            len: 700_000,
+            how: Clear::Deallocate,
+        });
         apply_mut(FORMAT, &ours, &ops);
         apply_raw(&raw, &ops, None);
         all_read(test, &ours, &raw, true);
         if have_qemu(test) {
             qemu_io("vdi", &theirs, &ops);
-            assert!(qemu_compare("vdi", &ours, "vdi", &theirs), "qemu-io wrote other content");
+            assert!(
+                qemu_compare("vdi", &ours, "vdi", &theirs),
+                "qemu-io wrote other content"
+            );
         }
     }
 }
@@ -96,11 +127,32 @@ fn writes_into_a_differencing_vdi_fill_blocks_from_the_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vdi_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vdi");
-    run_ok(&["create", "-f", "vdi", "-b", s(&base), "-F", "vdi", s(&child)]);
+    run_ok(&[
+        "create",
+        "-f",
+        "vdi",
+        "-b",
+        s(&base),
+        "-F",
+        "vdi",
+        s(&child),
+    ]);
     let mut ops = writes(12 * MIB, 20, 3);
-    ops.push(Op::Clear { offset: 100, len: 3000, how: Clear::Zero });
-    ops.push(Op::Clear { offset: 10 * MIB, len: MIB, how: Clear::Zero });
-    ops.push(Op::Clear { offset: 7 * MIB + 1, len: 3 * MIB, how: Clear::Deallocate });
+    ops.push(Op::Clear {
+        offset: 100,
+        len: 3000,
+        how: Clear::Zero,
+    });
+    ops.push(Op::Clear {
+        offset: 10 * MIB,
+        len: MIB,
+        how: Clear::Zero,
+    });
+    ops.push(Op::Clear {
+        offset: 7 * MIB + 1,
+        len: 3 * MIB,
+        how: Clear::Deallocate,
+    });
     apply_mut(FORMAT, &child, &ops);
     let model = dir.path().join("model.raw");
     std::fs::copy(&raw, &model).unwrap();
@@ -118,7 +170,11 @@ fn resize(image: &Path, new_size: u64, shrink: Shrink) -> diskferry::Result<()> 
     let gate = Gate::anywhere();
     FORMAT.driver().resize(
         image,
-        &ResizeRequest { new_size, shrink, preallocation: GrowPreallocation::Off },
+        &ResizeRequest {
+            new_size,
+            shrink,
+            preallocation: GrowPreallocation::Off,
+        },
         &ctx(&gate),
     )
 }
@@ -133,9 +189,20 @@ fn resize_grows_into_the_maps_room_and_refuses_the_rest() {
         // qemu-img resizing the raw data, and read by every reader.
         resize(&vdi, 300 * MIB + 4096, Shrink::Refuse).unwrap();
         if have_qemu(test) {
-            qemu_img_ok(&["resize", "-f", "raw", s(&raw), &(300 * MIB + 4096).to_string()]);
+            qemu_img_ok(&[
+                "resize",
+                "-f",
+                "raw",
+                s(&raw),
+                &(300 * MIB + 4096).to_string(),
+            ]);
         } else {
-            std::fs::OpenOptions::new().write(true).open(&raw).unwrap().set_len(300 * MIB + 4096).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&raw)
+                .unwrap()
+                .set_len(300 * MIB + 4096)
+                .unwrap();
         }
         all_read(test, &vdi, &raw, true);
         // Writes after the resize land in the new range too.
@@ -152,7 +219,10 @@ fn resize_grows_into_the_maps_room_and_refuses_the_rest() {
     }
     if have_qemu(test) {
         let (code, _, _) = qemu_img(&["resize", "-f", "vdi", s(&dir.path().join("d.vdi")), "+1M"]);
-        assert_ne!(code, 0, "qemu-img learnt to resize VDI: compare with it directly");
+        assert_ne!(
+            code, 0,
+            "qemu-img learnt to resize VDI: compare with it directly"
+        );
     }
 }
 
@@ -162,7 +232,16 @@ fn set_backing_links_a_child_to_another_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vdi_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vdi");
-    run_ok(&["create", "-f", "vdi", "-b", s(&base), "-F", "vdi", s(&child)]);
+    run_ok(&[
+        "create",
+        "-f",
+        "vdi",
+        "-b",
+        s(&base),
+        "-F",
+        "vdi",
+        s(&child),
+    ]);
     let ops = writes(12 * MIB, 6, 5);
     apply_mut(FORMAT, &child, &ops);
     let base2 = dir.path().join("base2.vdi");
@@ -170,7 +249,14 @@ fn set_backing_links_a_child_to_another_parent() {
     let gate = Gate::anywhere();
     FORMAT
         .driver()
-        .set_backing(&child, Some(&NewBacking { name: "base2.vdi".into(), format: Some(FORMAT) }), &ctx(&gate))
+        .set_backing(
+            &child,
+            Some(&NewBacking {
+                name: "base2.vdi".into(),
+                format: Some(FORMAT),
+            }),
+            &ctx(&gate),
+        )
         .unwrap();
     std::fs::remove_file(&base).unwrap();
     let info = run_ok(&["info", s(&child)]);
@@ -179,8 +265,14 @@ fn set_backing_links_a_child_to_another_parent() {
     std::fs::copy(&raw, &model).unwrap();
     apply_raw(&model, &ops, None);
     all_read(test, &child, &model, false);
-    let err = FORMAT.driver().set_backing(&child, None, &ctx(&gate)).unwrap_err();
-    assert!(err.to_string().contains("cannot stand without its parent"), "{err}");
+    let err = FORMAT
+        .driver()
+        .set_backing(&child, None, &ctx(&gate))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot stand without its parent"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -197,7 +289,11 @@ fn measure_predicts_the_converted_file_size() {
         let options = FormatOptions::parse(FORMAT, FORMAT.driver().create_options(), opts).unwrap();
         let m = FORMAT
             .driver()
-            .measure(&MeasureRequest { virtual_size: size, allocated: &allocated, options: &options })
+            .measure(&MeasureRequest {
+                virtual_size: size,
+                allocated: &allocated,
+                options: &options,
+            })
             .unwrap();
         for (src, want) in [(&raw, m.required), (&full, m.fully_allocated)] {
             let out = dir.path().join("m.vdi");
@@ -208,7 +304,12 @@ fn measure_predicts_the_converted_file_size() {
             }
             args.extend([s(src), s(&out)]);
             run_ok(&args);
-            assert_eq!(want, std::fs::metadata(&out).unwrap().len(), "-o {opts} {}", src.display());
+            assert_eq!(
+                want,
+                std::fs::metadata(&out).unwrap().len(),
+                "-o {opts} {}",
+                src.display()
+            );
         }
     }
 }
@@ -233,11 +334,22 @@ fn zz_kill_helper() {
             }
         }
         "rebase" => {
-            for i in 0..1000 {
-                let name = if i % 2 == 0 { "b2.vdi" } else { "b1.vdi" };
+            for i in 0..1000u32 {
+                let name = if i.is_multiple_of(2) {
+                    "b2.vdi"
+                } else {
+                    "b1.vdi"
+                };
                 FORMAT
                     .driver()
-                    .set_backing(image, Some(&NewBacking { name: name.into(), format: None }), &ctx(&gate))
+                    .set_backing(
+                        image,
+                        Some(&NewBacking {
+                            name: name.into(),
+                            format: None,
+                        }),
+                        &ctx(&gate),
+                    )
                     .unwrap();
             }
         }
@@ -249,7 +361,13 @@ fn content(image: &Path) -> Vec<u8> {
     std::fs::read(edit_support::to_raw(image, "vdi")).unwrap()
 }
 
-fn killed_rounds(test: &str, job: &str, template: &Path, max_ms: u64, verify: &dyn Fn(usize, &Path)) {
+fn killed_rounds(
+    test: &str,
+    job: &str,
+    template: &Path,
+    max_ms: u64,
+    verify: &dyn Fn(usize, &Path),
+) {
     let dir = template.parent().unwrap();
     let mut killed = 0;
     for i in 0..20 {
@@ -263,7 +381,10 @@ fn killed_rounds(test: &str, job: &str, template: &Path, max_ms: u64, verify: &d
         }
         verify(i, &image);
     }
-    assert!(killed >= 5, "{test}: only {killed} of 20 helpers were killed before finishing");
+    assert!(
+        killed >= 5,
+        "{test}: only {killed} of 20 helpers were killed before finishing"
+    );
 }
 
 #[test]
@@ -274,7 +395,8 @@ fn killed_writes_leave_old_or_new_content() {
     let old = std::fs::read(&raw).unwrap();
     let ops = writes(16 * MIB, 40, 99);
     killed_rounds(test, "writes", &template, 400, &|i, image| {
-        each_write_old_or_new(&content(image), &old, &ops).unwrap_or_else(|e| panic!("round {i}: {e}"));
+        each_write_old_or_new(&content(image), &old, &ops)
+            .unwrap_or_else(|e| panic!("round {i}: {e}"));
     });
 }
 
@@ -286,7 +408,11 @@ fn killed_resizes_leave_a_whole_size() {
     let old = std::fs::read(&raw).unwrap();
     killed_rounds(test, "resize", &template, 400, &|i, image| {
         let c = content(image);
-        assert!(c.len() as u64 % MIB == 0 && c.len() >= old.len(), "round {i}: {} bytes", c.len());
+        assert!(
+            (c.len() as u64).is_multiple_of(MIB) && c.len() >= old.len(),
+            "round {i}: {} bytes",
+            c.len()
+        );
         assert_eq!(&c[..old.len()], &old[..], "round {i}");
         assert!(c[old.len()..].iter().all(|&b| b == 0), "round {i}");
     });
@@ -300,7 +426,16 @@ fn killed_rebase_leaves_one_parent_or_the_other() {
     let b2 = dir.path().join("b2.vdi");
     run_ok(&["convert", "-f", "vdi", "-O", "vdi", s(&b1), s(&b2)]);
     let template = dir.path().join("c.vdi");
-    run_ok(&["create", "-f", "vdi", "-b", "b1.vdi", "-F", "vdi", s(&template)]);
+    run_ok(&[
+        "create",
+        "-f",
+        "vdi",
+        "-b",
+        "b1.vdi",
+        "-F",
+        "vdi",
+        s(&template),
+    ]);
     let old = std::fs::read(&raw).unwrap();
     killed_rounds(test, "rebase", &template, 300, &|i, image| {
         assert_eq!(content(image), old, "round {i}");

@@ -28,7 +28,11 @@ fn s(p: &Path) -> &str {
 /// the raw file it was made from.
 fn vhd_with_data(dir: &Path, name: &str, size: u64, fixed: bool) -> (PathBuf, PathBuf) {
     let raw = dir.join(format!("{name}.raw"));
-    make_raw(&raw, size, &[(0, 65536), (3 * MIB + 100, 9000), (7 * MIB, MIB)]);
+    make_raw(
+        &raw,
+        size,
+        &[(0, 65536), (3 * MIB + 100, 9000), (7 * MIB, MIB)],
+    );
     let vhd = dir.join(format!("{name}.vhd"));
     let mut args = vec!["convert", "-O", "vhd"];
     if fixed {
@@ -55,18 +59,29 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// given one).
 fn all_read(test: &str, image: &Path, expected: &Path, parents: &[&Path]) {
     let ours = edit_support::to_raw(image, "vhd");
-    assert!(same_file(&ours, expected), "{test}: diskferry reads other content");
+    assert!(
+        same_file(&ours, expected),
+        "{test}: diskferry reads other content"
+    );
     let want = (
         std::fs::metadata(expected).unwrap().len(),
         sha256_file(expected),
     );
     if parents.is_empty() {
         if have_qemu(test) {
-            assert!(qemu_compare("vpc", image, "raw", expected), "{test}: qemu-img differs");
+            assert!(
+                qemu_compare("vpc", image, "raw", expected),
+                "{test}: qemu-img differs"
+            );
         }
         if let Some(readings) = oracle_read(test, "vhd", image) {
             for r in readings {
-                assert_eq!(r.result.as_ref().ok(), Some(&want), "{test}: {} reads otherwise", r.reader);
+                assert_eq!(
+                    r.result.as_ref().ok(),
+                    Some(&want),
+                    "{test}: {} reads otherwise",
+                    r.reader
+                );
             }
         }
     } else {
@@ -89,14 +104,25 @@ fn writes_into_a_dynamic_vhd_match_qemu_io() {
     let theirs = dir.path().join("theirs.vhd");
     std::fs::copy(&ours, &theirs).unwrap();
     let mut ops = writes(12 * MIB, 24, 7);
-    ops.push(Op::Clear { offset: 3 * MIB + 77, len: 2 * MIB, how: Clear::Zero });
-    ops.push(Op::Clear { offset: 7 * MIB, len: 700_000, how: Clear::Deallocate });
+    ops.push(Op::Clear {
+        offset: 3 * MIB + 77,
+        len: 2 * MIB,
+        how: Clear::Zero,
+    });
+    ops.push(Op::Clear {
+        offset: 7 * MIB,
+        len: 700_000,
+        how: Clear::Deallocate,
+    });
     apply_mut(FORMAT, &ours, &ops);
     apply_raw(&raw, &ops, None);
     all_read(test, &ours, &raw, &[]);
     if have_qemu(test) {
         qemu_io("vpc", &theirs, &ops);
-        assert!(qemu_compare("vpc", &ours, "vpc", &theirs), "qemu-io wrote other content");
+        assert!(
+            qemu_compare("vpc", &ours, "vpc", &theirs),
+            "qemu-io wrote other content"
+        );
     }
 }
 
@@ -108,7 +134,11 @@ fn writes_into_a_fixed_vhd_match_qemu_io() {
     let theirs = dir.path().join("theirs.vhd");
     std::fs::copy(&ours, &theirs).unwrap();
     let mut ops = writes(10 * MIB, 12, 11);
-    ops.push(Op::Clear { offset: 5, len: MIB, how: Clear::Deallocate });
+    ops.push(Op::Clear {
+        offset: 5,
+        len: MIB,
+        how: Clear::Deallocate,
+    });
     apply_mut(FORMAT, &ours, &ops);
     apply_raw(&raw, &ops, None);
     all_read(test, &ours, &raw, &[]);
@@ -127,11 +157,32 @@ fn writes_into_a_differencing_vhd_fill_from_the_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vhd_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vhd");
-    run_ok(&["create", "-f", "vhd", "-b", s(&base), "-F", "vhd", s(&child)]);
+    run_ok(&[
+        "create",
+        "-f",
+        "vhd",
+        "-b",
+        s(&base),
+        "-F",
+        "vhd",
+        s(&child),
+    ]);
     let mut ops = writes(12 * MIB, 20, 3);
-    ops.push(Op::Clear { offset: 100, len: 3000, how: Clear::Zero });
-    ops.push(Op::Clear { offset: 7 * MIB + 1, len: 3 * MIB, how: Clear::Deallocate });
-    ops.push(Op::Write { offset: 65536 - 7, len: 20, byte: 0xEE });
+    ops.push(Op::Clear {
+        offset: 100,
+        len: 3000,
+        how: Clear::Zero,
+    });
+    ops.push(Op::Clear {
+        offset: 7 * MIB + 1,
+        len: 3 * MIB,
+        how: Clear::Deallocate,
+    });
+    ops.push(Op::Write {
+        offset: 65536 - 7,
+        len: 20,
+        byte: 0xEE,
+    });
     apply_mut(FORMAT, &child, &ops);
     let model = dir.path().join("model.raw");
     std::fs::copy(&raw, &model).unwrap();
@@ -190,7 +241,8 @@ fn resize_grows_and_shrinks_fixed_and_dynamic() {
         ] {
             resize(&vhd, size, shrink).unwrap();
             let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
-            f.set_len(size.min(std::fs::metadata(&raw).unwrap().len())).unwrap();
+            f.set_len(size.min(std::fs::metadata(&raw).unwrap().len()))
+                .unwrap();
             f.set_len(size).unwrap();
             assert_footer_as_hyper_v(&vhd, size);
             all_read(test, &vhd, &raw, &[]);
@@ -216,7 +268,10 @@ fn cli_resize_matches_qemu_img_on_the_raw_data() {
         qemu_img_ok(&["resize", "-f", "raw", s(&raw), "+5M"]);
         assert!(qemu_compare("vpc", &vhd, "raw", &raw));
         let (code, _, err) = qemu_img(&["resize", "-f", "vpc", s(&vhd), "+1M"]);
-        assert_ne!(code, 0, "qemu-img learnt to resize VHD: compare with it directly: {err}");
+        assert_ne!(
+            code, 0,
+            "qemu-img learnt to resize VHD: compare with it directly: {err}"
+        );
     }
 }
 
@@ -226,7 +281,16 @@ fn set_backing_points_a_child_at_a_copy_of_its_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vhd_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vhd");
-    run_ok(&["create", "-f", "vhd", "-b", "base.vhd", "-F", "vhd", s(&child)]);
+    run_ok(&[
+        "create",
+        "-f",
+        "vhd",
+        "-b",
+        "base.vhd",
+        "-F",
+        "vhd",
+        s(&child),
+    ]);
     let ops = writes(12 * MIB, 6, 5);
     apply_mut(FORMAT, &child, &ops);
     // The new parent: the same content in a file of its own (a new UUID).
@@ -239,7 +303,10 @@ fn set_backing_points_a_child_at_a_copy_of_its_parent() {
         .driver()
         .set_backing(
             &child,
-            Some(&NewBacking { name: "sub/base2.vhd".into(), format: Some(FORMAT) }),
+            Some(&NewBacking {
+                name: "sub/base2.vhd".into(),
+                format: Some(FORMAT),
+            }),
             &ctx(&gate),
         )
         .unwrap();
@@ -251,15 +318,28 @@ fn set_backing_points_a_child_at_a_copy_of_its_parent() {
     apply_raw(&model, &ops, None);
     all_read(test, &child, &model, &[&base2]);
     // Removing the parent is refused, naming why.
-    let err = FORMAT.driver().set_backing(&child, None, &ctx(&gate)).unwrap_err();
-    assert!(err.to_string().contains("cannot stand without its parent"), "{err}");
+    let err = FORMAT
+        .driver()
+        .set_backing(&child, None, &ctx(&gate))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot stand without its parent"),
+        "{err}"
+    );
     // A parent that is not this child's content is still recorded (rebase -u is unsafe by
     // design), but a parent that is not a VHD is refused.
     let not_vhd = dir.path().join("x.raw");
     std::fs::write(&not_vhd, vec![0u8; 4096]).unwrap();
     let err = FORMAT
         .driver()
-        .set_backing(&child, Some(&NewBacking { name: "x.raw".into(), format: None }), &ctx(&gate))
+        .set_backing(
+            &child,
+            Some(&NewBacking {
+                name: "x.raw".into(),
+                format: None,
+            }),
+            &ctx(&gate),
+        )
         .unwrap_err();
     assert!(err.to_string().contains("new parent"), "{err}");
 }
@@ -276,7 +356,11 @@ fn measure_predicts_the_converted_file_size() {
         let options = FormatOptions::parse(FORMAT, FORMAT.driver().create_options(), opts).unwrap();
         let m = FORMAT
             .driver()
-            .measure(&MeasureRequest { virtual_size: size, allocated: &allocated, options: &options })
+            .measure(&MeasureRequest {
+                virtual_size: size,
+                allocated: &allocated,
+                options: &options,
+            })
             .unwrap();
         let out = dir.path().join("m.vhd");
         let _ = std::fs::remove_file(&out);
@@ -286,7 +370,11 @@ fn measure_predicts_the_converted_file_size() {
         }
         args.extend([s(&raw), s(&out)]);
         run_ok(&args);
-        assert_eq!(m.required, std::fs::metadata(&out).unwrap().len(), "-o {opts}");
+        assert_eq!(
+            m.required,
+            std::fs::metadata(&out).unwrap().len(),
+            "-o {opts}"
+        );
         // Fully allocated: every block of a converted image of data everywhere.
         let full = dir.path().join("full.raw");
         make_raw(&full, size, &[(0, size)]);
@@ -298,7 +386,11 @@ fn measure_predicts_the_converted_file_size() {
         }
         args.extend([s(&full), s(&out_full)]);
         run_ok(&args);
-        assert_eq!(m.fully_allocated, std::fs::metadata(&out_full).unwrap().len(), "-o {opts}");
+        assert_eq!(
+            m.fully_allocated,
+            std::fs::metadata(&out_full).unwrap().len(),
+            "-o {opts}"
+        );
     }
 }
 
@@ -319,13 +411,20 @@ fn zz_kill_helper() {
         }
         "rebase" => {
             let gate = Gate::anywhere();
-            for i in 0..1000 {
-                let name = if i % 2 == 0 { "b2.vhd" } else { "b1.vhd" };
+            for i in 0..1000u32 {
+                let name = if i.is_multiple_of(2) {
+                    "b2.vhd"
+                } else {
+                    "b1.vhd"
+                };
                 FORMAT
                     .driver()
                     .set_backing(
                         image,
-                        Some(&NewBacking { name: name.into(), format: None }),
+                        Some(&NewBacking {
+                            name: name.into(),
+                            format: None,
+                        }),
                         &ctx(&gate),
                     )
                     .unwrap();
@@ -359,7 +458,10 @@ fn killed_writes_leave_old_or_new_content() {
         each_write_old_or_new(&content(&image), &old, &ops)
             .unwrap_or_else(|e| panic!("round {i}: {e}"));
     }
-    assert!(killed >= 5, "only {killed} of 20 helpers were killed before finishing");
+    assert!(
+        killed >= 5,
+        "only {killed} of 20 helpers were killed before finishing"
+    );
 }
 
 #[test]
@@ -371,7 +473,15 @@ fn killed_resize_leaves_old_or_new_disk() {
     let raw = dir.path().join("r.raw");
     make_raw(&raw, 200 * MIB, &[(0, 200 * MIB)]);
     let template = dir.path().join("r.vhd");
-    run_ok(&["convert", "-O", "vhd", "-o", "block_size=64K", s(&raw), s(&template)]);
+    run_ok(&[
+        "convert",
+        "-O",
+        "vhd",
+        "-o",
+        "block_size=64K",
+        s(&raw),
+        s(&template),
+    ]);
     let old = std::fs::read(&raw).unwrap();
     let new_size: u64 = 512 << 30;
     let mut killed = 0;
@@ -389,7 +499,10 @@ fn killed_resize_leaves_old_or_new_disk() {
             qemu_opens(&image, "vpc").unwrap_or_else(|e| panic!("round {i}: qemu-img: {e}"));
         }
         let f = end_footer(&image);
-        assert!(f.current_size == 200 * MIB || f.current_size == new_size, "round {i}");
+        assert!(
+            f.current_size == 200 * MIB || f.current_size == new_size,
+            "round {i}"
+        );
         // The data is intact whatever the size; compare its first 200 MiB (the rest reads
         // as zeros, checked by reading a sample past the old end).
         if f.current_size == 200 * MIB {
@@ -410,7 +523,10 @@ fn killed_resize_leaves_old_or_new_disk() {
             assert!(tail.iter().all(|&b| b == 0), "round {i}");
         }
     }
-    assert!(killed >= 5, "only {killed} of 20 resizes were killed before finishing");
+    assert!(
+        killed >= 5,
+        "only {killed} of 20 resizes were killed before finishing"
+    );
 }
 
 #[test]
@@ -421,7 +537,16 @@ fn killed_rebase_leaves_one_parent_or_the_other() {
     let b2 = dir.path().join("b2.vhd");
     run_ok(&["convert", "-f", "vhd", "-O", "vhd", s(&b1), s(&b2)]);
     let template = dir.path().join("c.vhd");
-    run_ok(&["create", "-f", "vhd", "-b", "b1.vhd", "-F", "vhd", s(&template)]);
+    run_ok(&[
+        "create",
+        "-f",
+        "vhd",
+        "-b",
+        "b1.vhd",
+        "-F",
+        "vhd",
+        s(&template),
+    ]);
     let old = std::fs::read(&raw).unwrap();
     let mut killed = 0;
     for i in 0..20 {
@@ -435,5 +560,8 @@ fn killed_rebase_leaves_one_parent_or_the_other() {
         }
         assert_eq!(content(&image), old, "round {i}");
     }
-    assert!(killed >= 5, "only {killed} of 20 helpers were killed before finishing");
+    assert!(
+        killed >= 5,
+        "only {killed} of 20 helpers were killed before finishing"
+    );
 }

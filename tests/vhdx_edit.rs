@@ -28,11 +28,21 @@ fn measure_predicts_the_converted_file_size() {
     let full = dir.path().join("full.raw");
     make_raw(&full, size, &[(0, size)]);
     let allocated: Vec<std::ops::Range<u64>> = regions.iter().map(|&(o, l)| o..o + l).collect();
-    for opts in ["", "block_size=1M", "block_size=64M,log_size=4M", "subformat=fixed", "logical_sector_size=4096"] {
+    for opts in [
+        "",
+        "block_size=1M",
+        "block_size=64M,log_size=4M",
+        "subformat=fixed",
+        "logical_sector_size=4096",
+    ] {
         let options = FormatOptions::parse(FORMAT, FORMAT.driver().create_options(), opts).unwrap();
         let m = FORMAT
             .driver()
-            .measure(&MeasureRequest { virtual_size: size, allocated: &allocated, options: &options })
+            .measure(&MeasureRequest {
+                virtual_size: size,
+                allocated: &allocated,
+                options: &options,
+            })
             .unwrap();
         for (src, want) in [(&raw, m.required), (&full, m.fully_allocated)] {
             let out = dir.path().join("m.vhdx");
@@ -43,12 +53,20 @@ fn measure_predicts_the_converted_file_size() {
             }
             args.extend([s(src), s(&out)]);
             run_ok(&args);
-            assert_eq!(want, std::fs::metadata(&out).unwrap().len(), "-o {opts} {}", src.display());
+            assert_eq!(
+                want,
+                std::fs::metadata(&out).unwrap().len(),
+                "-o {opts} {}",
+                src.display()
+            );
         }
     }
     if have_qemu(test) {
         let (code, _, err) = qemu_img(&["measure", "-O", "vhdx", "--size", "10M"]);
-        assert_ne!(code, 0, "qemu-img learnt to measure VHDX: compare with it directly: {err}");
+        assert_ne!(
+            code, 0,
+            "qemu-img learnt to measure VHDX: compare with it directly: {err}"
+        );
     }
 }
 
@@ -58,10 +76,17 @@ fn in_place_changes_are_refused_clearly() {
     let img = dir.path().join("a.vhdx");
     run_ok(&["create", "-f", "vhdx", s(&img), "10M"]);
     assert!(FORMAT.can(Capability::Measure));
-    for cap in [Capability::WriteInPlace, Capability::Resize, Capability::Rebase] {
+    for cap in [
+        Capability::WriteInPlace,
+        Capability::Resize,
+        Capability::Rebase,
+    ] {
         assert!(!FORMAT.can(cap), "{cap:?} is listed: test it");
     }
     let (code, _, err) = run(&["resize", "-f", "vhdx", s(&img), "20M"]);
     assert_ne!(code, 0);
-    assert!(err.contains("resizing vhdx images is not supported"), "{err}");
+    assert!(
+        err.contains("resizing vhdx images is not supported"),
+        "{err}"
+    );
 }

@@ -161,11 +161,7 @@ pub fn opens_and_checks(image: &Path, format: &str) -> Result<(), String> {
 /// True when qemu-img opens the image as `format`.
 pub fn qemu_opens(image: &Path, format: &str) -> Result<(), String> {
     let (code, _, err) = qemu_img(&["info", "-f", format, image.to_str().unwrap()]);
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(err)
-    }
+    if code == 0 { Ok(()) } else { Err(err) }
 }
 
 /// The helper process of a kill test: this test binary run again with `test` (a test that

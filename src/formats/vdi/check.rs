@@ -66,13 +66,19 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
 }
 
 enum Fix {
-    Free { block: usize, finding: usize },
+    Free {
+        block: usize,
+        finding: usize,
+    },
     Count {
         value: u32,
         finding: usize,
         leak: bool,
     },
-    Truncate { end: u64, finding: usize },
+    Truncate {
+        end: u64,
+        finding: usize,
+    },
 }
 
 struct Inspection {

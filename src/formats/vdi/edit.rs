@@ -71,18 +71,6 @@ pub(crate) fn open_for_change(path: &Path) -> Result<Opened> {
     })
 }
 
-/// Writes `len` zeros at `offset`.
-fn write_zeros(file: &mut HostFile, offset: u64, len: u64) -> Result<()> {
-    let zeros = vec![0u8; (1 << 20).min(len as usize)];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(zeros.len() as u64);
-        file.write_all_at(&zeros[..n as usize], offset + done)?;
-        done += n;
-    }
-    Ok(())
-}
-
 /// A VDI open for writing in place.
 pub struct VdiMut {
     opened: Opened,
@@ -94,9 +82,11 @@ pub struct VdiMut {
 pub fn open_mut(path: &Path, ctx: &EditContext<'_>) -> Result<Box<dyn ImageMut>> {
     let opened = open_for_change(path)?;
     let parent = if opened.header.image_type.has_parent() {
-        Some(open_backing_chain(path, super::FORMAT, ctx)?.ok_or_else(|| {
-            Error::invalid("the differencing image's parent cannot be opened").with_path(path)
-        })?)
+        Some(
+            open_backing_chain(path, super::FORMAT, ctx)?.ok_or_else(|| {
+                Error::invalid("the differencing image's parent cannot be opened").with_path(path)
+            })?,
+        )
     } else {
         None
     };
@@ -141,11 +131,16 @@ impl VdiMut {
         let o = &mut self.opened;
         let place = o.next;
         if place >= BLOCK_ZERO {
-            return Err(Error::unsupported("the VDI has no block numbers left").with_path(o.file.path()));
+            return Err(
+                Error::unsupported("the VDI has no block numbers left").with_path(o.file.path())
+            );
         }
         let at = o.header.data_offset + u64::from(place) * o.header.block_stride();
         if o.header.block_extra > 0 {
-            write_zeros(&mut o.file, at - u64::from(o.header.block_extra), u64::from(o.header.block_extra))?;
+            o.file.write_zeros(
+                at - u64::from(o.header.block_extra),
+                u64::from(o.header.block_extra),
+            )?;
         }
         o.file.write_all_at(data, at)?;
         o.file.sync()?;

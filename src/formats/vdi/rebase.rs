@@ -5,31 +5,12 @@
 
 use super::edit::{LINKAGE_AT, open_for_change};
 use super::header::Header;
-use crate::edit::{EditContext, NewBacking};
+use crate::edit::{EditContext, NewBacking, open_new_parent};
 use crate::error::{Error, Result};
-use crate::gate::{Lookup, Role};
 use std::path::Path;
 
 /// Records `backing` as the parent of the differencing VDI at `path`.
-pub fn set_backing(
-    path: &Path,
-    backing: Option<&NewBacking>,
-    ctx: &EditContext<'_>,
-) -> Result<()> {
-    let Some(backing) = backing else {
-        return Err(Error::unsupported(
-            "a differencing VDI cannot stand without its parent (its unwritten blocks are the parent's); use 'convert' to make a standalone image",
-        )
-        .with_path(path));
-    };
-    if let Some(f) = backing.format
-        && f != super::FORMAT
-    {
-        return Err(Error::invalid(format!(
-            "the parent of a differencing VDI must be a VDI, not {f}"
-        ))
-        .with_path(path));
-    }
+pub fn set_backing(path: &Path, backing: Option<&NewBacking>, ctx: &EditContext<'_>) -> Result<()> {
     let mut o = open_for_change(path)?;
     if !o.header.image_type.has_parent() {
         return Err(Error::unsupported(format!(
@@ -38,17 +19,8 @@ pub fn set_backing(
         ))
         .with_path(path));
     }
-    let parent = match ctx.gate.open(path, &backing.name, Role::Backing)? {
-        Lookup::Opened(file) => file,
-        Lookup::Missing(tried) => {
-            return Err(Error::invalid(format!(
-                "the new parent '{}' does not exist (looked for {})",
-                backing.name,
-                tried.display()
-            ))
-            .with_path(path));
-        }
-    };
+    let parent = open_new_parent(path, super::FORMAT, backing, ctx)?;
+    let backing = backing.expect("open_new_parent refuses no parent");
     let ph = Header::read(parent.as_ref()).map_err(|e| {
         e.context(format!("the new parent '{}'", backing.name))
             .rename_path(path)

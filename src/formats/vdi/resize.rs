@@ -68,18 +68,13 @@ pub fn resize(path: &Path, request: &ResizeRequest, ctx: &EditContext<'_>) -> Re
         o.file.set_len(data_offset + u64::from(next) * stride)?;
         if request.preallocation == GrowPreallocation::Full {
             let start = data_offset + u64::from(o.next) * stride;
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = start;
             let end = data_offset + u64::from(next) * stride;
-            while at < end {
-                let n = (end - at).min(zeros.len() as u64) as usize;
-                o.file.write_all_at(&zeros[..n], at)?;
-                at += n as u64;
-            }
+            o.file.write_zeros(start, end - start)?;
         }
     }
     let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
-    o.file.write_all_at(&bytes, blocks_offset + old_blocks * 4)?;
+    o.file
+        .write_all_at(&bytes, blocks_offset + old_blocks * 4)?;
     o.file.sync()?;
     // cbDisk (8), cbBlock, cbBlockExtra, cBlocks, cBlocksAllocated: one write.
     let mut fields = [0u8; 24];

@@ -124,9 +124,7 @@ pub(crate) struct Settings {
 /// The layout of a VDI of `size` bytes made with `options`.
 pub(crate) fn settings_of(options: &crate::options::FormatOptions, size: u64) -> Result<Settings> {
     let fixed = options.flag("static").unwrap_or(false);
-    let bs = options
-        .size("block_size")
-        .unwrap_or(DEFAULT_BLOCK_SIZE);
+    let bs = options.size("block_size").unwrap_or(DEFAULT_BLOCK_SIZE);
     if !bs.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs) {
         return Err(Error::invalid(format!(
             "block_size={bs}: a VDI block size must be a power of two from 4K to 64M"

@@ -81,7 +81,7 @@ pub(crate) fn open_for_change(path: &Path, ctx: &EditContext<'_>) -> Result<Open
         )
         .with_path(path));
     }
-    if reading.len() % 512 != 0 {
+    if !reading.len().is_multiple_of(512) {
         return Err(Error::unsupported(
             "the file does not end on a whole sector (a 511-byte footer of Virtual PC before 2004); convert the image to change it",
         )
@@ -114,18 +114,6 @@ pub(crate) fn seal_footer(mut bytes: [u8; 512]) -> [u8; 512] {
     let sum = super::footer::checksum(&bytes, 64..68);
     bytes[64..68].copy_from_slice(&sum.to_be_bytes());
     bytes
-}
-
-/// Writes `len` zeros at `offset`.
-pub(crate) fn write_zeros(file: &mut HostFile, offset: u64, len: u64) -> Result<()> {
-    let zeros = vec![0u8; ZERO_CHUNK.min(len as usize)];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(zeros.len() as u64);
-        file.write_all_at(&zeros[..n as usize], offset + done)?;
-        done += n;
-    }
-    Ok(())
 }
 
 /// Where the blocks end and the footer is in a sparse disk, and how a new block is placed.
@@ -195,10 +183,12 @@ pub fn open_mut(path: &Path, ctx: &EditContext<'_>) -> Result<Box<dyn ImageMut>>
         Some(t) => {
             let differencing = opened.footer.disk_type == DiskType::Differencing;
             let parent = if differencing {
-                Some(open_backing_chain(path, super::FORMAT, ctx)?.ok_or_else(|| {
-                    Error::invalid("the differencing disk's parent cannot be opened")
-                        .with_path(path)
-                })?)
+                Some(
+                    open_backing_chain(path, super::FORMAT, ctx)?.ok_or_else(|| {
+                        Error::invalid("the differencing disk's parent cannot be opened")
+                            .with_path(path)
+                    })?,
+                )
             } else {
                 None
             };
@@ -324,28 +314,38 @@ impl SparseMut {
         Ok(())
     }
 
-    /// Writes `data` at `offset` (inside one block), filling partial sectors from what the
-    /// disk holds there now.
+    /// The unit bits are set and cleared in: one byte of the bitmap (4 KiB, eight sectors), as
+    /// Hyper-V's 4 KiB-aligned writes leave them. libyal reads a bitmap byte with any bit set
+    /// as eight stored sectors, so a byte that mixes set and clear bits would read otherwise
+    /// there.
+    fn unit(&self) -> u64 {
+        self.block_size.min(4096)
+    }
+
+    /// Writes `data` at `offset` (inside one block), filling the rest of the units it touches
+    /// from what the disk holds there now (the parent's data in a differencing disk).
     fn write_piece(&mut self, file: &mut HostFile, offset: u64, data: &[u8]) -> Result<()> {
-        let start = offset / 512 * 512;
-        let end = (offset + data.len() as u64).div_ceil(512) * 512;
+        let unit = self.unit();
+        let start = offset / unit * unit;
+        let end = (offset + data.len() as u64).div_ceil(unit) * unit;
         if start == offset && end == offset + data.len() as u64 {
             return self.write_sectors(file, offset, data);
         }
+        let u = unit as usize;
         let mut buf = vec![0u8; (end - start) as usize];
         let head = (offset - start) as usize;
-        self.read_current(file, start, &mut buf[..512])?;
-        let tail_at = buf.len() - 512;
+        self.read_current(file, start, &mut buf[..u])?;
+        let tail_at = buf.len() - u;
         if tail_at > 0 {
-            let mut tail = [0u8; 512];
-            self.read_current(file, end - 512, &mut tail)?;
+            let mut tail = vec![0u8; u];
+            self.read_current(file, end - unit, &mut tail)?;
             buf[tail_at..].copy_from_slice(&tail);
         }
         buf[head..head + data.len()].copy_from_slice(data);
         self.write_sectors(file, start, &buf)
     }
 
-    /// Clears whole sectors `[offset, offset + len)` (inside one block) as `how` says.
+    /// Clears whole units `[offset, offset + len)` (inside one block) as `how` says.
     fn clear_sectors(
         &mut self,
         file: &mut HostFile,
@@ -374,7 +374,7 @@ impl SparseMut {
             // A dynamic disk has no zero flag either, and qemu reads an allocated block without
             // looking at its bitmap: the data itself becomes zeros, then the bits are cleared
             // (either alone reads as zeros through every reader that honours the bitmap).
-            write_zeros(file, host + self.bitmap_len + in_block, len)?;
+            file.write_zeros(host + self.bitmap_len + in_block, len)?;
         }
         // Differencing `Deallocate`: clearing the bits hands the sectors back to the parent.
         let first = (in_block / 512) as u32;
@@ -459,16 +459,17 @@ impl ImageMut for VhdMut {
         self.check_range(offset, len)?;
         let Some(sparse) = self.sparse.as_mut() else {
             // A fixed disk has no parent and no zero flag: both kinds of clearing are zeros.
-            return write_zeros(&mut self.file, offset, len);
+            return self.file.write_zeros(offset, len);
         };
         let end = offset + len;
         let mut pos = offset;
         while pos < end {
             let block_end = (pos / sparse.block_size + 1) * sparse.block_size;
             let piece_end = block_end.min(end);
-            let whole_start = pos.div_ceil(512) * 512;
-            let whole_end = (piece_end / 512 * 512).max(whole_start);
-            // Parts of sectors are rewritten with what they must read as.
+            let unit = sparse.unit();
+            let whole_start = pos.div_ceil(unit) * unit;
+            let whole_end = (piece_end / unit * unit).max(whole_start);
+            // Parts of units are rewritten with what they must read as.
             for (a, b) in [(pos, whole_start.min(piece_end)), (whole_end, piece_end)] {
                 if a < b {
                     let mut fill = vec![0u8; (b - a) as usize];

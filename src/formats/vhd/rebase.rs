@@ -13,33 +13,16 @@ use super::footer::{DiskType, FOOTER_SIZE};
 use super::parent::place_locators;
 use super::reader::VhdLayer;
 use super::writer::parent_fields_of;
-use crate::edit::{EditContext, NewBacking};
+use crate::edit::{EditContext, NewBacking, open_new_parent};
 use crate::error::{Error, Result};
 use crate::format::{OpenContext, Provenance, Salvage};
-use crate::gate::{Lookup, Role};
 use crate::storage::Storage;
 use std::path::Path;
 
 /// Records `backing` as the parent of the differencing VHD at `path`.
-pub fn set_backing(
-    path: &Path,
-    backing: Option<&NewBacking>,
-    ctx: &EditContext<'_>,
-) -> Result<()> {
-    let Some(backing) = backing else {
-        return Err(Error::unsupported(
-            "a differencing VHD cannot stand without its parent (its unwritten sectors are the parent's); use 'convert' to make a standalone image",
-        )
-        .with_path(path));
-    };
-    if let Some(f) = backing.format
-        && f != super::FORMAT
-    {
-        return Err(Error::invalid(format!(
-            "the parent of a differencing VHD must be a VHD, not {f}"
-        ))
-        .with_path(path));
-    }
+pub fn set_backing(path: &Path, backing: Option<&NewBacking>, ctx: &EditContext<'_>) -> Result<()> {
+    let parent_storage = open_new_parent(path, super::FORMAT, backing, ctx)?;
+    let backing = backing.expect("open_new_parent refuses no parent");
     let mut opened = open_for_change(path, ctx)?;
     if opened.footer.disk_type != DiskType::Differencing {
         return Err(Error::unsupported(
@@ -47,18 +30,10 @@ pub fn set_backing(
         )
         .with_path(path));
     }
-    let tables = opened.sparse.take().expect("a differencing disk has tables");
-    let parent_storage = match ctx.gate.open(path, &backing.name, Role::Backing)? {
-        Lookup::Opened(file) => file,
-        Lookup::Missing(tried) => {
-            return Err(Error::invalid(format!(
-                "the new parent '{}' does not exist (looked for {})",
-                backing.name,
-                tried.display()
-            ))
-            .with_path(path));
-        }
-    };
+    let tables = opened
+        .sparse
+        .take()
+        .expect("a differencing disk has tables");
     let parent_path = parent_storage.path().to_path_buf();
     let open_ctx = OpenContext {
         gate: ctx.gate,

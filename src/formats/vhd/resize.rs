@@ -23,7 +23,7 @@
 
 use super::bat::{UNUSED, bat_bytes};
 use super::dynamic_header::HEADER_SIZE;
-use super::edit::{Appender, Opened, Tables, open_for_change, seal_footer, write_zeros};
+use super::edit::{Appender, Opened, Tables, open_for_change, seal_footer};
 use super::footer::{FOOTER_SIZE, Geometry, RawFooter};
 use super::writer::{CREATOR_APP, MAX_VHD_SIZE};
 use crate::edit::{EditContext, GrowPreallocation, ResizeRequest, Shrink};
@@ -110,21 +110,19 @@ fn resize_fixed(
     file.sync()?;
     match preallocation {
         GrowPreallocation::Off | GrowPreallocation::Metadata => {
-            write_zeros(file, old_size, FOOTER_SIZE)?;
+            file.write_zeros(old_size, FOOTER_SIZE)?;
         }
         GrowPreallocation::Falloc => {
-            write_zeros(file, old_size, FOOTER_SIZE)?;
+            file.write_zeros(old_size, FOOTER_SIZE)?;
             rustix::fs::fallocate(
                 file.file(),
                 rustix::fs::FallocateFlags::KEEP_SIZE,
                 old_size,
                 new_size - old_size,
             )
-            .map_err(|e| {
-                Error::io("cannot reserve space", e.into()).with_path(file.path())
-            })?;
+            .map_err(|e| Error::io("cannot reserve space", e.into()).with_path(file.path()))?;
         }
-        GrowPreallocation::Full => write_zeros(file, old_size, new_size - old_size)?,
+        GrowPreallocation::Full => file.write_zeros(old_size, new_size - old_size)?,
     }
     file.sync()?;
     file.write_all_at(&footer, new_size)?;
@@ -195,7 +193,7 @@ fn resize_sparse(
 /// reads an allocated block whole) and the bits cleared.
 fn scrub_tail(file: &mut HostFile, tables: &Tables, entries: &[u32], from: u64) -> Result<()> {
     let bs = tables.block_size;
-    if from % bs == 0 {
+    if from.is_multiple_of(bs) {
         return Ok(());
     }
     let index = from / bs;
@@ -207,7 +205,7 @@ fn scrub_tail(file: &mut HostFile, tables: &Tables, entries: &[u32], from: u64) 
     }
     let host = u64::from(entry) * 512;
     let in_block = from % bs;
-    write_zeros(file, host + tables.bitmap_len + in_block, bs - in_block)?;
+    file.write_zeros(host + tables.bitmap_len + in_block, bs - in_block)?;
     let mut bits = vec![0u8; tables.bitmap_len as usize];
     file.read_exact_at(&mut bits, host)?;
     for n in (in_block / 512) as u32..(bs / 512) as u32 {

@@ -89,9 +89,7 @@ pub(crate) fn settings_of(
             "block_size applies to dynamic and differencing VHDs only, not to subformat=fixed",
         ));
     }
-    let block_size = options
-        .size("block_size")
-        .unwrap_or(DEFAULT_BLOCK_SIZE);
+    let block_size = options.size("block_size").unwrap_or(DEFAULT_BLOCK_SIZE);
     if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
         return Err(Error::invalid(format!(
             "block_size {block_size} is not valid for VHD: give a power of two from 4K to 256M (2M, the default, is what Hyper-V, XenServer and Azure expect)"
