@@ -508,13 +508,11 @@ fn killed_resize_leaves_old_or_new_disk() {
         if f.current_size == 200 * MIB {
             assert_eq!(content(&image), old, "round {i}");
         } else {
-            let gate = Gate::anywhere();
-            let img = diskferry::Image::open(&image, &{
-                let mut o = diskferry::image::OpenOptions::default();
-                o.gate = gate;
-                o
-            })
-            .unwrap();
+            let options = diskferry::OpenOptions {
+                gate: Gate::anywhere(),
+                ..Default::default()
+            };
+            let img = diskferry::Image::open(&image, &options).unwrap();
             let mut buf = vec![0u8; old.len()];
             img.read_at(0, &mut buf).unwrap();
             assert_eq!(buf, old, "round {i}");
