@@ -8,12 +8,9 @@ mod common;
 mod edit_support;
 
 use common::*;
-use diskferry::edit::{
-    Clear, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink,
-};
+use diskferry::edit::{Clear, NewBacking, Shrink};
 use diskferry::formats::vdi::FORMAT;
 use diskferry::gate::Gate;
-use diskferry::options::FormatOptions;
 use edit_support::*;
 use std::path::{Path, PathBuf};
 
@@ -24,20 +21,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn vdi_with_data(dir: &Path, name: &str, size: u64, fixed: bool) -> (PathBuf, PathBuf) {
-    let raw = dir.join(format!("{name}.raw"));
-    make_raw(
-        &raw,
-        size,
-        &[(0, 65536), (3 * MIB + 100, 9000), (7 * MIB, MIB)],
-    );
-    let vdi = dir.join(format!("{name}.vdi"));
-    let mut args = vec!["convert", "-O", "vdi"];
-    if fixed {
-        args.extend(["-o", "static=on"]);
-    }
-    args.extend([s(&raw), s(&vdi)]);
-    run_ok(&args);
-    (vdi, raw)
+    image_with_data(dir, name, "vdi", size, fixed.then_some("static=on"))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -167,16 +151,7 @@ fn writes_into_a_differencing_vdi_fill_blocks_from_the_parent() {
 }
 
 fn resize(image: &Path, new_size: u64, shrink: Shrink) -> diskferry::Result<()> {
-    let gate = Gate::anywhere();
-    FORMAT.driver().resize(
-        image,
-        &ResizeRequest {
-            new_size,
-            shrink,
-            preallocation: GrowPreallocation::Off,
-        },
-        &ctx(&gate),
-    )
+    resize_with(FORMAT, image, new_size, shrink)
 }
 
 #[test]
@@ -278,40 +253,13 @@ fn set_backing_links_a_child_to_another_parent() {
 #[test]
 fn measure_predicts_the_converted_file_size() {
     let dir = tempfile::tempdir().unwrap();
-    let size = 50 * MIB + 512;
-    let raw = dir.path().join("m.raw");
-    let regions = [(0, 4096), (5 * MIB, 3 * MIB), (49 * MIB, 10)];
-    make_raw(&raw, size, &regions);
-    let full = dir.path().join("full.raw");
-    make_raw(&full, size, &[(0, size)]);
-    let allocated: Vec<std::ops::Range<u64>> = regions.iter().map(|&(o, l)| o..o + l).collect();
-    for opts in ["", "block_size=64K", "static=on"] {
-        let options = FormatOptions::parse(FORMAT, FORMAT.driver().create_options(), opts).unwrap();
-        let m = FORMAT
-            .driver()
-            .measure(&MeasureRequest {
-                virtual_size: size,
-                allocated: &allocated,
-                options: &options,
-            })
-            .unwrap();
-        for (src, want) in [(&raw, m.required), (&full, m.fully_allocated)] {
-            let out = dir.path().join("m.vdi");
-            let _ = std::fs::remove_file(&out);
-            let mut args = vec!["convert", "-O", "vdi"];
-            if !opts.is_empty() {
-                args.extend(["-o", opts]);
-            }
-            args.extend([s(src), s(&out)]);
-            run_ok(&args);
-            assert_eq!(
-                want,
-                std::fs::metadata(&out).unwrap().len(),
-                "-o {opts} {}",
-                src.display()
-            );
-        }
-    }
+    assert_measure_matches_conversion(
+        FORMAT,
+        dir.path(),
+        &["", "block_size=64K", "static=on"],
+        50 * MIB + 512,
+        &[(0, 4096), (5 * MIB, 3 * MIB), (49 * MIB, 10)],
+    );
 }
 
 #[test]

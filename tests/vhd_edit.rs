@@ -8,13 +8,10 @@ mod edit_support;
 mod vhd_support;
 
 use common::*;
-use diskferry::edit::{
-    Clear, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink,
-};
+use diskferry::edit::{Clear, NewBacking, Shrink};
 use diskferry::formats::vhd::FORMAT;
 use diskferry::formats::vhd::footer::{Footer, Geometry};
 use diskferry::gate::Gate;
-use diskferry::options::FormatOptions;
 use edit_support::*;
 use std::path::{Path, PathBuf};
 
@@ -27,20 +24,7 @@ fn s(p: &Path) -> &str {
 /// A dynamic (or, with `fixed`, fixed) VHD of `size` bytes with data in a few places, and
 /// the raw file it was made from.
 fn vhd_with_data(dir: &Path, name: &str, size: u64, fixed: bool) -> (PathBuf, PathBuf) {
-    let raw = dir.join(format!("{name}.raw"));
-    make_raw(
-        &raw,
-        size,
-        &[(0, 65536), (3 * MIB + 100, 9000), (7 * MIB, MIB)],
-    );
-    let vhd = dir.join(format!("{name}.vhd"));
-    let mut args = vec!["convert", "-O", "vhd"];
-    if fixed {
-        args.extend(["-o", "subformat=fixed"]);
-    }
-    args.extend([s(&raw), s(&vhd)]);
-    run_ok(&args);
-    (vhd, raw)
+    image_with_data(dir, name, "vhd", size, fixed.then_some("subformat=fixed"))
 }
 
 fn end_footer(path: &Path) -> Footer {
@@ -198,16 +182,7 @@ fn writes_into_a_differencing_vhd_fill_from_the_parent() {
 }
 
 fn resize(image: &Path, new_size: u64, shrink: Shrink) -> diskferry::Result<()> {
-    let gate = Gate::anywhere();
-    FORMAT.driver().resize(
-        image,
-        &ResizeRequest {
-            new_size,
-            shrink,
-            preallocation: GrowPreallocation::Off,
-        },
-        &ctx(&gate),
-    )
+    resize_with(FORMAT, image, new_size, shrink)
 }
 
 /// The footer after a resize, as Hyper-V and VirtualBox write it (VHD specification, "Hard
@@ -347,51 +322,13 @@ fn set_backing_points_a_child_at_a_copy_of_its_parent() {
 #[test]
 fn measure_predicts_the_converted_file_size() {
     let dir = tempfile::tempdir().unwrap();
-    let size = 50 * MIB + 512;
-    let raw = dir.path().join("m.raw");
-    let regions = [(0, 4096), (5 * MIB, 3 * MIB), (49 * MIB, 10)];
-    make_raw(&raw, size, &regions);
-    let allocated: Vec<std::ops::Range<u64>> = regions.iter().map(|&(o, l)| o..o + l).collect();
-    for opts in ["", "block_size=512K", "block_size=4M", "subformat=fixed"] {
-        let options = FormatOptions::parse(FORMAT, FORMAT.driver().create_options(), opts).unwrap();
-        let m = FORMAT
-            .driver()
-            .measure(&MeasureRequest {
-                virtual_size: size,
-                allocated: &allocated,
-                options: &options,
-            })
-            .unwrap();
-        let out = dir.path().join("m.vhd");
-        let _ = std::fs::remove_file(&out);
-        let mut args = vec!["convert", "-O", "vhd"];
-        if !opts.is_empty() {
-            args.extend(["-o", opts]);
-        }
-        args.extend([s(&raw), s(&out)]);
-        run_ok(&args);
-        assert_eq!(
-            m.required,
-            std::fs::metadata(&out).unwrap().len(),
-            "-o {opts}"
-        );
-        // Fully allocated: every block of a converted image of data everywhere.
-        let full = dir.path().join("full.raw");
-        make_raw(&full, size, &[(0, size)]);
-        let out_full = dir.path().join("full.vhd");
-        let _ = std::fs::remove_file(&out_full);
-        let mut args = vec!["convert", "-O", "vhd"];
-        if !opts.is_empty() {
-            args.extend(["-o", opts]);
-        }
-        args.extend([s(&full), s(&out_full)]);
-        run_ok(&args);
-        assert_eq!(
-            m.fully_allocated,
-            std::fs::metadata(&out_full).unwrap().len(),
-            "-o {opts}"
-        );
-    }
+    assert_measure_matches_conversion(
+        FORMAT,
+        dir.path(),
+        &["", "block_size=512K", "block_size=4M", "subformat=fixed"],
+        50 * MIB + 512,
+        &[(0, 4096), (5 * MIB, 3 * MIB), (49 * MIB, 10)],
+    );
 }
 
 /// The helper process of the kill tests (does nothing unless started as one).

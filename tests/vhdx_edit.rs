@@ -3,12 +3,12 @@
 //! diskferry does not do yet refused clearly.
 
 mod common;
+mod edit_support;
 
 use common::*;
 use diskferry::Capability;
-use diskferry::edit::MeasureRequest;
 use diskferry::formats::vhdx::FORMAT;
-use diskferry::options::FormatOptions;
+use edit_support::assert_measure_matches_conversion;
 use std::path::Path;
 
 const MIB: u64 = 1 << 20;
@@ -21,46 +21,19 @@ fn s(p: &Path) -> &str {
 fn measure_predicts_the_converted_file_size() {
     let test = "measure_predicts_the_converted_file_size";
     let dir = tempfile::tempdir().unwrap();
-    let size = 200 * MIB + 512;
-    let raw = dir.path().join("m.raw");
-    let regions = [(0, 4096), (5 * MIB, 3 * MIB), (199 * MIB, 10)];
-    make_raw(&raw, size, &regions);
-    let full = dir.path().join("full.raw");
-    make_raw(&full, size, &[(0, size)]);
-    let allocated: Vec<std::ops::Range<u64>> = regions.iter().map(|&(o, l)| o..o + l).collect();
-    for opts in [
-        "",
-        "block_size=1M",
-        "block_size=64M,log_size=4M",
-        "subformat=fixed",
-        "logical_sector_size=4096",
-    ] {
-        let options = FormatOptions::parse(FORMAT, FORMAT.driver().create_options(), opts).unwrap();
-        let m = FORMAT
-            .driver()
-            .measure(&MeasureRequest {
-                virtual_size: size,
-                allocated: &allocated,
-                options: &options,
-            })
-            .unwrap();
-        for (src, want) in [(&raw, m.required), (&full, m.fully_allocated)] {
-            let out = dir.path().join("m.vhdx");
-            let _ = std::fs::remove_file(&out);
-            let mut args = vec!["convert", "-O", "vhdx"];
-            if !opts.is_empty() {
-                args.extend(["-o", opts]);
-            }
-            args.extend([s(src), s(&out)]);
-            run_ok(&args);
-            assert_eq!(
-                want,
-                std::fs::metadata(&out).unwrap().len(),
-                "-o {opts} {}",
-                src.display()
-            );
-        }
-    }
+    assert_measure_matches_conversion(
+        FORMAT,
+        dir.path(),
+        &[
+            "",
+            "block_size=1M",
+            "block_size=64M,log_size=4M",
+            "subformat=fixed",
+            "logical_sector_size=4096",
+        ],
+        200 * MIB + 512,
+        &[(0, 4096), (5 * MIB, 3 * MIB), (199 * MIB, 10)],
+    );
     if have_qemu(test) {
         let (code, _, err) = qemu_img(&["measure", "-O", "vhdx", "--size", "10M"]);
         assert_ne!(

@@ -250,3 +250,98 @@ pub fn each_write_old_or_new(content: &[u8], old: &[u8], ops: &[Op]) -> Result<(
     }
     Ok(())
 }
+
+/// A `format` image of `size` bytes made by converting a raw file with data in a few places
+/// (with `-o opts` when given), and that raw file.
+pub fn image_with_data(
+    dir: &Path,
+    name: &str,
+    format: &str,
+    size: u64,
+    opts: Option<&str>,
+) -> (PathBuf, PathBuf) {
+    let raw = dir.join(format!("{name}.raw"));
+    crate::common::make_raw(
+        &raw,
+        size,
+        &[(0, 65536), (3 * MIB + 100, 9000), (7 * MIB, MIB)],
+    );
+    let image = dir.join(format!("{name}.{format}"));
+    convert_to(format, opts, &raw, &image);
+    (image, raw)
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Converts raw `src` to a new `format` image at `out` (with `-o opts` when given).
+fn convert_to(format: &str, opts: Option<&str>, src: &Path, out: &Path) {
+    let _ = std::fs::remove_file(out);
+    let mut args = vec!["convert", "-O", format];
+    if let Some(o) = opts.filter(|o| !o.is_empty()) {
+        args.extend(["-o", o]);
+    }
+    args.extend([src.to_str().unwrap(), out.to_str().unwrap()]);
+    run_ok(&args);
+}
+
+/// Resizes through `format`'s driver, growing space left unreserved.
+pub fn resize_with(
+    format: Format,
+    image: &Path,
+    new_size: u64,
+    shrink: diskferry::edit::Shrink,
+) -> diskferry::Result<()> {
+    let gate = Gate::anywhere();
+    format.driver().resize(
+        image,
+        &diskferry::edit::ResizeRequest {
+            new_size,
+            shrink,
+            preallocation: diskferry::edit::GrowPreallocation::Off,
+        },
+        &ctx(&gate),
+    )
+}
+
+/// For each `-o` of `opts_list`, `format`'s `measure` of a disk of `size` bytes with data in
+/// `regions` gives the size of the file the converter writes from such a raw file
+/// (`required`), and from one with data everywhere (`fully_allocated`).
+pub fn assert_measure_matches_conversion(
+    format: Format,
+    dir: &Path,
+    opts_list: &[&str],
+    size: u64,
+    regions: &[(u64, u64)],
+) {
+    let raw = dir.join("m.raw");
+    crate::common::make_raw(&raw, size, regions);
+    let full = dir.join("full.raw");
+    crate::common::make_raw(&full, size, &[(0, size)]);
+    let allocated: Vec<std::ops::Range<u64>> = regions.iter().map(|&(o, l)| o..o + l).collect();
+    let out = dir.join(format!("m.{}", format.name()));
+    for opts in opts_list {
+        let options = diskferry::options::FormatOptions::parse(
+            format,
+            format.driver().create_options(),
+            opts,
+        )
+        .unwrap();
+        let m = format
+            .driver()
+            .measure(&diskferry::edit::MeasureRequest {
+                virtual_size: size,
+                allocated: &allocated,
+                options: &options,
+            })
+            .unwrap();
+        for (src, want) in [(&raw, m.required), (&full, m.fully_allocated)] {
+            convert_to(format.name(), Some(opts), src, &out);
+            assert_eq!(
+                want,
+                std::fs::metadata(&out).unwrap().len(),
+                "-o {opts} from {}",
+                src.display()
+            );
+        }
+    }
+}
