@@ -15,9 +15,12 @@
 //! (a table entry, a header field) that makes it visible.
 
 use crate::error::Result;
+use crate::format::Format;
 use crate::gate::Gate;
+use crate::image::{BackingPolicy, Image, OpenOptions};
 use crate::options::FormatOptions;
 use std::ops::Range;
+use std::path::Path;
 
 /// An image opened for writing in place, with its backing chain (if any) open for reading so
 /// that a partial write into an unallocated unit copies the rest from the parent.
@@ -170,6 +173,70 @@ pub enum Force {
     No,
     /// The user insisted (`--force`).
     Yes,
+}
+
+/// The backing chain below the image at `path` (its parent first), opened through
+/// `ctx.gate` and verified against the image as a read would, or `None` when the image has no
+/// parent. A writer reads it to fill the part of a unit it does not write.
+pub fn open_backing_chain(
+    path: &Path,
+    format: Format,
+    ctx: &EditContext<'_>,
+) -> Result<Option<Image>> {
+    let options = OpenOptions {
+        format: Some(format),
+        backing: BackingPolicy::Follow,
+        gate: *ctx.gate,
+        ..OpenOptions::default()
+    };
+    // Opening the whole chain resolves and verifies the parent exactly as reading does; the
+    // chain is then reopened from the parent down, so that it holds no view of the top image
+    // (which the caller changes under it).
+    let image = Image::open(path, &options)?;
+    let Some(parent) = image.layers().get(1) else {
+        return Ok(None);
+    };
+    let parent_options = OpenOptions {
+        format: Some(parent.format()),
+        ..options
+    };
+    Ok(Some(Image::open(parent.path(), &parent_options)?))
+}
+
+/// The new parent `backing` names for the image at `path` of `format`, opened through
+/// `ctx.gate`, for a format whose differencing images cannot lose their parent and whose
+/// parent is of its own format: `None` and another format are refused, naming why.
+pub fn open_new_parent(
+    path: &Path,
+    format: Format,
+    backing: Option<&NewBacking>,
+    ctx: &EditContext<'_>,
+) -> Result<std::sync::Arc<crate::host_file::HostFile>> {
+    use crate::error::Error;
+    use crate::gate::{Lookup, Role};
+    let Some(backing) = backing else {
+        return Err(Error::unsupported(format!(
+            "a differencing {format} image cannot stand without its parent (what it does not hold is the parent's); use 'convert' to make a standalone image"
+        ))
+        .with_path(path));
+    };
+    if let Some(f) = backing.format
+        && f != format
+    {
+        return Err(Error::invalid(format!(
+            "the parent of a differencing {format} image must be {format}, not {f}"
+        ))
+        .with_path(path));
+    }
+    match ctx.gate.open(path, &backing.name, Role::Backing)? {
+        Lookup::Opened(file) => Ok(file),
+        Lookup::Missing(tried) => Err(Error::invalid(format!(
+            "the new parent '{}' does not exist (looked for {})",
+            backing.name,
+            tried.display()
+        ))
+        .with_path(path)),
+    }
 }
 
 #[cfg(test)]

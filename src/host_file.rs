@@ -95,6 +95,19 @@ impl HostFile {
         Ok(())
     }
 
+    /// Writes `len` zeros at `offset` (in place: a change that must read as zeros at once,
+    /// which a hole punched behind a cached page does not promise everywhere).
+    pub fn write_zeros(&mut self, offset: u64, len: u64) -> Result<()> {
+        let zeros = vec![0u8; len.min(1 << 20) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64);
+            self.write_all_at(&zeros[..n as usize], offset + done)?;
+            done += n;
+        }
+        Ok(())
+    }
+
     /// Sets the file's length (truncating or extending with a hole).
     pub fn set_len(&mut self, len: u64) -> Result<()> {
         self.file

@@ -1,8 +1,9 @@
 //! `check` for VDI: the header (checked as the reader checks it), every block map entry in
 //! bounds and used once, the allocated block count, space past the last stored block.
 //!
-//! `-r leaks` cuts the file after the last stored block. `-r all` also corrects the header's
-//! allocated block count and frees entries that point past the file or past the block count
+//! `-r leaks` cuts the file after the last stored block, and lowers an allocated block count
+//! that is ahead of the block map (an allocation cut short). `-r all` also corrects a count
+//! behind the map and frees entries that point past the file or past the block count
 //! (their data is not there to read; a differencing image then reads its parent there). Blocks
 //! sharing a place are reported, never repaired: which of them owns the data cannot be told.
 
@@ -36,7 +37,11 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
                 map_changed = true;
                 report.findings[finding].repaired = true;
             }
-            Fix::Count { value, finding } if mode == RepairMode::All => {
+            Fix::Count {
+                value,
+                finding,
+                leak,
+            } if mode == RepairMode::All || leak => {
                 count = Some(value);
                 report.findings[finding].repaired = true;
             }
@@ -61,9 +66,19 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
 }
 
 enum Fix {
-    Free { block: usize, finding: usize },
-    Count { value: u32, finding: usize },
-    Truncate { end: u64, finding: usize },
+    Free {
+        block: usize,
+        finding: usize,
+    },
+    Count {
+        value: u32,
+        finding: usize,
+        leak: bool,
+    },
+    Truncate {
+        end: u64,
+        finding: usize,
+    },
 }
 
 struct Inspection {
@@ -151,9 +166,19 @@ fn inspect(file: &dyn Storage, path: &Path) -> Result<Inspection> {
         0x184
     };
     let should_be = stored;
+    // A count ahead of dense places is what an allocation killed between its count and its map
+    // entry leaves (see `edit`): the counted places hold nothing anything points to, and the
+    // next block goes after them, so nothing is at risk. A count behind would place the next
+    // block over a stored one.
+    let dense = last_place.map_or(0, |p| p + 1) == stored;
+    let severity = if header.blocks_allocated > should_be && dense {
+        Severity::Leak
+    } else {
+        Severity::Corruption
+    };
     if header.blocks_allocated != should_be {
         report.add(
-            Severity::Corruption,
+            severity,
             format!(
                 "the header counts {} allocated blocks, the block map {should_be}",
                 header.blocks_allocated
@@ -163,6 +188,7 @@ fn inspect(file: &dyn Storage, path: &Path) -> Result<Inspection> {
         fixes.push(Fix::Count {
             value: should_be,
             finding: report.findings.len() - 1,
+            leak: severity == Severity::Leak,
         });
     }
     let end = header.data_offset + last_place.map_or(0, |p| p as u64 + 1) * header.block_stride();

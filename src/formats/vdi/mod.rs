@@ -7,19 +7,26 @@
 //! - `reader.rs`: the [`Layer`] ([`VdiLayer`]).
 //! - [`writer`]: static, dynamic (to a file or a stream) and differencing writers.
 //! - [`check`](mod@check): `check` and `check -r`.
+//! - [`edit`]: writing into an existing image ([`edit::VdiMut`]); [`resize`](mod@resize),
+//!   [`rebase`] and [`measure`](mod@measure).
 //!
 //! There is no published specification: the layout follows VirtualBox's VDICore.h and VDI.cpp.
 
 pub mod check;
+pub mod edit;
 pub mod header;
+pub mod measure;
 pub mod parent;
 mod reader;
+pub mod rebase;
+pub mod resize;
 pub mod writer;
 
 pub use reader::VdiLayer;
 
 use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
+use crate::edit::{EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest};
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
 use crate::gate::Gate;
@@ -53,6 +60,10 @@ impl Driver for VdiDriver {
             Capability::WriteStream,
             Capability::Check,
             Capability::Backing,
+            Capability::WriteInPlace,
+            Capability::Resize,
+            Capability::Rebase,
+            Capability::Measure,
         ])
     }
 
@@ -84,5 +95,26 @@ impl Driver for VdiDriver {
     fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
         let _ = gate;
         check::check(path, repair)
+    }
+
+    fn open_mut(&self, path: &Path, ctx: &EditContext<'_>) -> Result<Box<dyn ImageMut>> {
+        edit::open_mut(path, ctx)
+    }
+
+    fn resize(&self, path: &Path, request: &ResizeRequest, ctx: &EditContext<'_>) -> Result<()> {
+        resize::resize(path, request, ctx)
+    }
+
+    fn set_backing(
+        &self,
+        path: &Path,
+        backing: Option<&NewBacking>,
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        rebase::set_backing(path, backing, ctx)
+    }
+
+    fn measure(&self, request: &MeasureRequest<'_>) -> Result<Measurement> {
+        measure::measure(request)
     }
 }

@@ -107,28 +107,57 @@ impl DirectWrite for Placer {
     }
 }
 
-/// Makes a VDI writer for `spec` into `output`.
-pub fn create_writer<'a>(
-    mut output: Output<'a>,
-    spec: &CreateSpec,
-) -> Result<Box<dyn ImageWriter + 'a>> {
-    let fixed = spec.options.flag("static").unwrap_or(false);
-    let bs = spec
-        .options
-        .size("block_size")
-        .unwrap_or(DEFAULT_BLOCK_SIZE);
+/// The layout of a new VDI, from its `-o` options and size.
+pub(crate) struct Settings {
+    /// `static=on`.
+    pub(crate) fixed: bool,
+    /// The block size.
+    pub(crate) block_size: u64,
+    /// The disk size, whole sectors.
+    pub(crate) size: u64,
+    /// The number of blocks.
+    pub(crate) blocks: u64,
+    /// Where the first block goes.
+    pub(crate) data_offset: u64,
+}
+
+/// The layout of a VDI of `size` bytes made with `options`.
+pub(crate) fn settings_of(options: &crate::options::FormatOptions, size: u64) -> Result<Settings> {
+    let fixed = options.flag("static").unwrap_or(false);
+    let bs = options.size("block_size").unwrap_or(DEFAULT_BLOCK_SIZE);
     if !bs.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&bs) {
         return Err(Error::invalid(format!(
             "block_size={bs}: a VDI block size must be a power of two from 4K to 64M"
         )));
     }
-    let size = spec.size.next_multiple_of(512);
+    let size = size.next_multiple_of(512);
     let blocks = size.div_ceil(bs).max(1);
     if blocks > MAX_BLOCKS as u64 {
         return Err(Error::invalid(format!(
             "a VDI of {size} bytes would need {blocks} blocks of {bs} bytes, more than {MAX_BLOCKS}; use a larger block_size"
         )));
     }
+    Ok(Settings {
+        fixed,
+        block_size: bs,
+        size,
+        blocks,
+        data_offset: (BLOCKS_OFFSET + blocks * 4).next_multiple_of(ALIGN),
+    })
+}
+
+/// Makes a VDI writer for `spec` into `output`.
+pub fn create_writer<'a>(
+    mut output: Output<'a>,
+    spec: &CreateSpec,
+) -> Result<Box<dyn ImageWriter + 'a>> {
+    let Settings {
+        fixed,
+        block_size: bs,
+        size,
+        blocks,
+        data_offset,
+    } = settings_of(&spec.options, spec.size)?;
     let (image_type, linkage, parent_modify) = match &spec.backing {
         Some(b) => {
             if fixed {
@@ -150,7 +179,6 @@ pub fn create_writer<'a>(
         None if fixed => (ImageType::Static, Uuid::nil(), Uuid::nil()),
         None => (ImageType::Dynamic, Uuid::nil(), Uuid::nil()),
     };
-    let data_offset = (BLOCKS_OFFSET + blocks * 4).next_multiple_of(ALIGN);
     let mut sink = output.main()?;
     let streaming = sink.access() == Access::Sequential;
     if streaming && image_type == ImageType::Differencing {

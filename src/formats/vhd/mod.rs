@@ -9,14 +9,21 @@
 //! - [`reader`]: the [`Layer`] ([`VhdLayer`]).
 //! - [`writer`]: fixed, dynamic and differencing writers, to files or streams.
 //! - [`check`](mod@check): `check` and `check -r`.
+//! - [`edit`]: writing into an existing image ([`edit::VhdMut`]).
+//! - [`resize`](mod@resize), [`rebase`], [`measure`](mod@measure): the in-place operations and
+//!   the size prediction.
 
 pub mod bat;
 pub mod bitmap;
 pub mod check;
 pub mod dynamic_header;
+pub mod edit;
 pub mod footer;
+pub mod measure;
 pub mod parent;
 pub mod reader;
+pub mod rebase;
+pub mod resize;
 pub mod writer;
 
 pub use check::{check, check_storage};
@@ -25,6 +32,7 @@ pub use writer::create_writer;
 
 use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
+use crate::edit::{EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest};
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
 use crate::gate::Gate;
@@ -62,6 +70,10 @@ impl Driver for VhdDriver {
             Capability::WriteStream,
             Capability::Check,
             Capability::Backing,
+            Capability::WriteInPlace,
+            Capability::Resize,
+            Capability::Rebase,
+            Capability::Measure,
         ])
     }
 
@@ -87,6 +99,27 @@ impl Driver for VhdDriver {
 
     fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
         check(path, repair, gate)
+    }
+
+    fn open_mut(&self, path: &Path, ctx: &EditContext<'_>) -> Result<Box<dyn ImageMut>> {
+        edit::open_mut(path, ctx)
+    }
+
+    fn resize(&self, path: &Path, request: &ResizeRequest, ctx: &EditContext<'_>) -> Result<()> {
+        resize::resize(path, request, ctx)
+    }
+
+    fn set_backing(
+        &self,
+        path: &Path,
+        backing: Option<&NewBacking>,
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        rebase::set_backing(path, backing, ctx)
+    }
+
+    fn measure(&self, request: &MeasureRequest<'_>) -> Result<Measurement> {
+        measure::measure(request)
     }
 }
 

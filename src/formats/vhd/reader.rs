@@ -257,6 +257,18 @@ impl VhdLayer {
     pub fn size_rule(&self) -> SizeRule {
         self.rule
     }
+
+    /// The BAT entries covering the disk (dynamic and differencing disks), as stored.
+    pub fn bat_entries(&self) -> Option<Vec<u32>> {
+        match &self.body {
+            Body::Sparse(s) => Some(
+                (0..s.bat.len() as u64)
+                    .map(|i| s.bat.entry(i).unwrap_or(bat::UNUSED))
+                    .collect(),
+            ),
+            Body::Fixed(_) => None,
+        }
+    }
 }
 
 fn open_sparse(file: Arc<dyn Storage>, footer: &Footer, size: u64) -> Result<Sparse> {

@@ -62,27 +62,34 @@ impl DirectWrite for AtOffset {
 }
 
 /// The validated `-o` choices.
-struct Settings {
-    disk_type: DiskType,
-    block_size: u64,
+pub(crate) struct Settings {
+    /// Fixed, dynamic or differencing.
+    pub(crate) disk_type: DiskType,
+    /// The block size of a dynamic or differencing disk.
+    pub(crate) block_size: u64,
 }
 
 fn settings(spec: &CreateSpec) -> Result<Settings> {
-    let fixed = spec.options.text("subformat") == Some("fixed");
-    if fixed && spec.backing.is_some() {
+    settings_of(&spec.options, spec.backing.is_some())
+}
+
+/// The `-o` choices of an image made with `options`, with a backing image or not.
+pub(crate) fn settings_of(
+    options: &crate::options::FormatOptions,
+    has_backing: bool,
+) -> Result<Settings> {
+    let fixed = options.text("subformat") == Some("fixed");
+    if fixed && has_backing {
         return Err(Error::invalid(
             "a fixed VHD cannot have a backing file: differencing VHDs are dynamic (drop subformat=fixed)",
         ));
     }
-    if fixed && spec.options.contains("block_size") {
+    if fixed && options.contains("block_size") {
         return Err(Error::invalid(
             "block_size applies to dynamic and differencing VHDs only, not to subformat=fixed",
         ));
     }
-    let block_size = spec
-        .options
-        .size("block_size")
-        .unwrap_or(DEFAULT_BLOCK_SIZE);
+    let block_size = options.size("block_size").unwrap_or(DEFAULT_BLOCK_SIZE);
     if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
         return Err(Error::invalid(format!(
             "block_size {block_size} is not valid for VHD: give a power of two from 4K to 256M (2M, the default, is what Hyper-V, XenServer and Azure expect)"
@@ -90,7 +97,7 @@ fn settings(spec: &CreateSpec) -> Result<Settings> {
     }
     let disk_type = if fixed {
         DiskType::Fixed
-    } else if spec.backing.is_some() {
+    } else if has_backing {
         DiskType::Differencing
     } else {
         DiskType::Dynamic
@@ -197,11 +204,11 @@ impl ImageWriter for FixedWriter<'_> {
 }
 
 /// The parent fields of a differencing child's header.
-struct ParentFields {
-    uuid: [u8; 16],
-    timestamp: u32,
-    name: String,
-    locators: Vec<([u8; 4], Vec<u8>)>,
+pub(crate) struct ParentFields {
+    pub(crate) uuid: [u8; 16],
+    pub(crate) timestamp: u32,
+    pub(crate) name: String,
+    pub(crate) locators: Vec<([u8; 4], Vec<u8>)>,
 }
 
 fn parent_fields(spec: &CreateSpec, dest_dir: Option<&Path>) -> Result<Option<ParentFields>> {
@@ -216,8 +223,24 @@ fn parent_fields(spec: &CreateSpec, dest_dir: Option<&Path>) -> Result<Option<Pa
             top.format()
         )));
     };
-    let absolute = std::fs::canonicalize(&backing.path).unwrap_or_else(|_| backing.path.clone());
-    let stored = Path::new(&backing.stored_name);
+    Ok(Some(parent_fields_of(
+        vhd,
+        &backing.path,
+        &backing.stored_name,
+        dest_dir,
+    )))
+}
+
+/// The parent fields naming `vhd` (found at `path`, recorded as `stored_name`) in a child
+/// that lives in `dest_dir`.
+pub(crate) fn parent_fields_of(
+    vhd: &VhdLayer,
+    path: &Path,
+    stored_name: &str,
+    dest_dir: Option<&Path>,
+) -> ParentFields {
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let stored = Path::new(stored_name);
     let relative: PathBuf = if stored.is_relative() {
         stored
             .components()
@@ -242,14 +265,14 @@ fn parent_fields(spec: &CreateSpec, dest_dir: Option<&Path>) -> Result<Option<Pa
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(Some(ParentFields {
+    ParentFields {
         uuid: vhd.footer().uuid,
         // The parent's own creation stamp, which survives copying the file (its mtime would
         // not), so that the link can be checked later.
         timestamp: vhd.footer().timestamp,
         name,
         locators: parent::new_locator_data(&relative, &absolute),
-    }))
+    }
 }
 
 /// The block being assembled.
@@ -602,7 +625,7 @@ fn plan(spec: &CreateSpec, block_size: u64, disk_size: u64, blocks: u64) -> Resu
 
 /// Where the block after one ending at `end` starts: its data 4 KiB-aligned for large blocks
 /// (as Hyper-V aligns it).
-fn next_place(end: u64, block_size: u64, bitmap_len: u64) -> u64 {
+pub(crate) fn next_place(end: u64, block_size: u64, bitmap_len: u64) -> u64 {
     if block_size >= ALIGN_FROM_BLOCK_SIZE {
         round_up(end + bitmap_len, DATA_ALIGN) - bitmap_len
     } else {

@@ -13,6 +13,7 @@
 //! - [`reader`]: the [`Layer`] ([`VhdxLayer`]).
 //! - [`layout`]: where a new file's structures go, and their bytes.
 //! - [`writer`]: fixed, dynamic (to a file or a stream) and differencing writers.
+//! - [`measure`](mod@measure): the size of a file the writer makes.
 
 pub mod bat;
 pub mod check;
@@ -20,6 +21,7 @@ pub mod guid;
 pub mod header;
 pub mod layout;
 pub mod log;
+pub mod measure;
 pub mod metadata;
 pub mod parent;
 pub mod reader;
@@ -30,6 +32,7 @@ pub use reader::VhdxLayer;
 
 use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
+use crate::edit::{MeasureRequest, Measurement};
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
 use crate::gate::Gate;
@@ -63,6 +66,7 @@ impl Driver for VhdxDriver {
             Capability::WriteStream,
             Capability::Backing,
             Capability::Check,
+            Capability::Measure,
         ])
     }
 
@@ -80,6 +84,10 @@ impl Driver for VhdxDriver {
 
     fn create_options(&self) -> &'static [OptionSpec] {
         writer::CREATE_OPTIONS
+    }
+
+    fn measure(&self, request: &MeasureRequest<'_>) -> Result<Measurement> {
+        measure::measure(request)
     }
 
     fn create_writer<'a>(

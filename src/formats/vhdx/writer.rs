@@ -69,16 +69,23 @@ pub const CREATE_OPTIONS: &[OptionSpec] = &[
 ];
 
 /// The choices `-o` makes.
-struct Settings {
-    fixed: bool,
-    block_size: u64,
-    log_len: u64,
-    sector: u64,
+pub(crate) struct Settings {
+    pub(crate) fixed: bool,
+    pub(crate) block_size: u64,
+    pub(crate) log_len: u64,
+    pub(crate) sector: u64,
     zero_state: bool,
 }
 
 fn settings(spec: &CreateSpec) -> Result<Settings> {
-    let o = &spec.options;
+    settings_of(&spec.options, spec.backing.is_some())
+}
+
+/// The choices `-o` makes for an image with a parent or not.
+pub(crate) fn settings_of(
+    o: &crate::options::FormatOptions,
+    has_backing: bool,
+) -> Result<Settings> {
     let fixed = o.text("subformat") == Some("fixed");
     let block_size = o.size("block_size").unwrap_or(DEFAULT_BLOCK_SIZE);
     if !block_size.is_power_of_two() || !(MIB..=256 * MIB).contains(&block_size) {
@@ -96,13 +103,13 @@ fn settings(spec: &CreateSpec) -> Result<Settings> {
         Some("4096") => 4096,
         _ => 512,
     };
-    if fixed && spec.backing.is_some() {
+    if fixed && has_backing {
         return Err(Error::invalid(
             "a fixed VHDX cannot have a parent: differencing VHDX are dynamic (drop subformat=fixed)",
         ));
     }
     let zero_state = o.flag("block_state_zero").unwrap_or(false);
-    if zero_state && !fixed && spec.backing.is_none() {
+    if zero_state && !fixed && !has_backing {
         return Err(Error::invalid(
             "block_state_zero applies to fixed and differencing disks: a dynamic disk leaves blocks of zeros out",
         ));
@@ -118,15 +125,15 @@ fn settings(spec: &CreateSpec) -> Result<Settings> {
 
 /// The shape of the BAT.
 #[derive(Debug, Clone, Copy)]
-struct Shape {
+pub(crate) struct Shape {
     block_size: u64,
-    blocks: u64,
+    pub(crate) blocks: u64,
     chunk_ratio: u64,
-    entries: u64,
+    pub(crate) entries: u64,
 }
 
 impl Shape {
-    fn new(size: u64, block_size: u64, sector: u64, differencing: bool) -> Shape {
+    pub(crate) fn new(size: u64, block_size: u64, sector: u64, differencing: bool) -> Shape {
         let chunk_ratio = ((1u64 << 23) * sector) / block_size;
         let blocks = size.div_ceil(block_size);
         let entries = if differencing {

@@ -1,0 +1,391 @@
+//! VDI changed in place: writes through `open_mut` (dynamic, static, differencing with whole
+//! blocks filled from the parent), `resize` (grow into the block map's room; shrink and a map
+//! without room refused), `set_backing` and `measure`, checked against qemu-io/qemu-img where
+//! qemu can do the same (it cannot resize, measure or read differencing VDIs), the independent
+//! readers otherwise, and killed at random points.
+
+mod common;
+mod edit_support;
+
+use common::*;
+use diskferry::edit::{Clear, NewBacking, Shrink};
+use diskferry::formats::vdi::FORMAT;
+use diskferry::gate::Gate;
+use edit_support::*;
+use std::path::{Path, PathBuf};
+
+const MIB: u64 = 1 << 20;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn vdi_with_data(dir: &Path, name: &str, size: u64, fixed: bool) -> (PathBuf, PathBuf) {
+    image_with_data(dir, name, "vdi", size, fixed.then_some("static=on"))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).unwrap() == std::fs::read(b).unwrap()
+}
+
+fn all_read(test: &str, image: &Path, expected: &Path, qemu_reads: bool) {
+    let ours = edit_support::to_raw(image, "vdi");
+    assert!(
+        same_file(&ours, expected),
+        "{test}: diskferry reads other content"
+    );
+    if qemu_reads && have_qemu(test) {
+        assert!(
+            qemu_compare("vdi", image, "raw", expected),
+            "{test}: qemu-img differs"
+        );
+        let (code, out, err) = qemu_img(&["check", "-f", "vdi", s(image)]);
+        assert_eq!(code, 0, "{test}: qemu-img check: {out}{err}");
+    }
+    let want = (
+        std::fs::metadata(expected).unwrap().len(),
+        sha256_file(expected),
+    );
+    // A differencing VDI names its parent by UUID only: no independent reader follows it
+    // (qemu-img refuses it, dissect reads no parent, libyal has no VDI library), so only
+    // diskferry's reader and check see it.
+    if !qemu_reads {
+        return check_clean(test, image);
+    }
+    if let Some(readings) = oracle_read(test, "vdi", image) {
+        for r in readings {
+            if r.reader == "libyal" && r.result.is_err() {
+                continue;
+            }
+            assert_eq!(
+                r.result.as_ref().ok(),
+                Some(&want),
+                "{test}: {} reads otherwise",
+                r.reader
+            );
+        }
+    }
+    check_clean(test, image);
+}
+
+fn check_clean(test: &str, image: &Path) {
+    let (code, out, err) = run(&["check", "-f", "vdi", s(image)]);
+    assert_eq!(code, 0, "{test}: check: {out}{err}");
+}
+
+#[test]
+fn writes_into_dynamic_and_static_vdis_match_qemu_io() {
+    let test = "writes_into_dynamic_and_static_vdis_match_qemu_io";
+    let dir = tempfile::tempdir().unwrap();
+    for fixed in [false, true] {
+        let (ours, raw) = vdi_with_data(dir.path(), if fixed { "s" } else { "d" }, 12 * MIB, fixed);
+        let theirs = dir.path().join("theirs.vdi");
+        std::fs::copy(&ours, &theirs).unwrap();
+        let mut ops = writes(12 * MIB, 24, 7);
+        ops.push(Op::Clear {
+            offset: 3 * MIB + 77,
+            len: 2 * MIB,
+            how: Clear::Zero,
+        });
+        ops.push(Op::Clear {
+            offset: 9 * MIB,
+            len: 700_000,
+            how: Clear::Deallocate,
+        });
+        apply_mut(FORMAT, &ours, &ops);
+        apply_raw(&raw, &ops, None);
+        all_read(test, &ours, &raw, true);
+        if have_qemu(test) {
+            qemu_io("vdi", &theirs, &ops);
+            assert!(
+                qemu_compare("vdi", &ours, "vdi", &theirs),
+                "qemu-io wrote other content"
+            );
+        }
+    }
+}
+
+#[test]
+fn writes_into_a_differencing_vdi_fill_blocks_from_the_parent() {
+    let test = "writes_into_a_differencing_vdi_fill_blocks_from_the_parent";
+    let dir = tempfile::tempdir().unwrap();
+    let (base, raw) = vdi_with_data(dir.path(), "base", 12 * MIB, false);
+    let child = dir.path().join("child.vdi");
+    run_ok(&[
+        "create",
+        "-f",
+        "vdi",
+        "-b",
+        s(&base),
+        "-F",
+        "vdi",
+        s(&child),
+    ]);
+    let mut ops = writes(12 * MIB, 20, 3);
+    ops.push(Op::Clear {
+        offset: 100,
+        len: 3000,
+        how: Clear::Zero,
+    });
+    ops.push(Op::Clear {
+        offset: 10 * MIB,
+        len: MIB,
+        how: Clear::Zero,
+    });
+    ops.push(Op::Clear {
+        offset: 7 * MIB + 1,
+        len: 3 * MIB,
+        how: Clear::Deallocate,
+    });
+    apply_mut(FORMAT, &child, &ops);
+    let model = dir.path().join("model.raw");
+    std::fs::copy(&raw, &model).unwrap();
+    if have_qemu(test) {
+        qemu_io("raw", &model, &ops[..ops.len() - 3]);
+        apply_raw(&model, &ops[ops.len() - 3..], Some(&raw));
+    } else {
+        apply_raw(&model, &ops, Some(&raw));
+    }
+    all_read(test, &child, &model, false);
+    assert!(same_file(&edit_support::to_raw(&base, "vdi"), &raw));
+}
+
+fn resize(image: &Path, new_size: u64, shrink: Shrink) -> diskferry::Result<()> {
+    resize_with(FORMAT, image, new_size, shrink)
+}
+
+#[test]
+fn resize_grows_into_the_maps_room_and_refuses_the_rest() {
+    let test = "resize_grows_into_the_maps_room_and_refuses_the_rest";
+    let dir = tempfile::tempdir().unwrap();
+    for fixed in [false, true] {
+        let (vdi, raw) = vdi_with_data(dir.path(), if fixed { "s" } else { "d" }, 10 * MIB, fixed);
+        // qemu-img cannot resize VDI ("does not support resize"): the result is compared with
+        // qemu-img resizing the raw data, and read by every reader.
+        resize(&vdi, 300 * MIB + 4096, Shrink::Refuse).unwrap();
+        if have_qemu(test) {
+            qemu_img_ok(&[
+                "resize",
+                "-f",
+                "raw",
+                s(&raw),
+                &(300 * MIB + 4096).to_string(),
+            ]);
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&raw)
+                .unwrap()
+                .set_len(300 * MIB + 4096)
+                .unwrap();
+        }
+        all_read(test, &vdi, &raw, true);
+        // Writes after the resize land in the new range too.
+        let ops = writes(300 * MIB, 10, 17);
+        apply_mut(FORMAT, &vdi, &ops);
+        apply_raw(&raw, &ops, None);
+        all_read(test, &vdi, &raw, true);
+        let before = std::fs::read(&vdi).unwrap();
+        let err = resize(&vdi, MIB, Shrink::Allow).unwrap_err();
+        assert!(err.to_string().contains("cannot shrink"), "{err}");
+        let err = resize(&vdi, 5 << 30, Shrink::Refuse).unwrap_err();
+        assert!(err.to_string().contains("room for"), "{err}");
+        assert_eq!(before, std::fs::read(&vdi).unwrap());
+    }
+    if have_qemu(test) {
+        let (code, _, _) = qemu_img(&["resize", "-f", "vdi", s(&dir.path().join("d.vdi")), "+1M"]);
+        assert_ne!(
+            code, 0,
+            "qemu-img learnt to resize VDI: compare with it directly"
+        );
+    }
+}
+
+#[test]
+fn set_backing_links_a_child_to_another_parent() {
+    let test = "set_backing_links_a_child_to_another_parent";
+    let dir = tempfile::tempdir().unwrap();
+    let (base, raw) = vdi_with_data(dir.path(), "base", 12 * MIB, false);
+    let child = dir.path().join("child.vdi");
+    run_ok(&[
+        "create",
+        "-f",
+        "vdi",
+        "-b",
+        s(&base),
+        "-F",
+        "vdi",
+        s(&child),
+    ]);
+    let ops = writes(12 * MIB, 6, 5);
+    apply_mut(FORMAT, &child, &ops);
+    let base2 = dir.path().join("base2.vdi");
+    run_ok(&["convert", "-f", "vdi", "-O", "vdi", s(&base), s(&base2)]);
+    let gate = Gate::anywhere();
+    FORMAT
+        .driver()
+        .set_backing(
+            &child,
+            Some(&NewBacking {
+                name: "base2.vdi".into(),
+                format: Some(FORMAT),
+            }),
+            &ctx(&gate),
+        )
+        .unwrap();
+    std::fs::remove_file(&base).unwrap();
+    let info = run_ok(&["info", s(&child)]);
+    assert!(info.contains("base2.vdi"), "{info}");
+    let model = dir.path().join("model.raw");
+    std::fs::copy(&raw, &model).unwrap();
+    apply_raw(&model, &ops, None);
+    all_read(test, &child, &model, false);
+    let err = FORMAT
+        .driver()
+        .set_backing(&child, None, &ctx(&gate))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot stand without its parent"),
+        "{err}"
+    );
+}
+
+#[test]
+fn measure_predicts_the_converted_file_size() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_measure_matches_conversion(
+        FORMAT,
+        dir.path(),
+        &["", "block_size=64K", "static=on"],
+        50 * MIB + 512,
+        &[(0, 4096), (5 * MIB, 3 * MIB), (49 * MIB, 10)],
+    );
+}
+
+#[test]
+fn zz_kill_helper() {
+    let Some(job) = helper_job() else { return };
+    let parts: Vec<&str> = job.split('|').collect();
+    let image = Path::new(parts[1]);
+    let gate = Gate::anywhere();
+    match parts[0] {
+        "writes" => {
+            let mut m = FORMAT.driver().open_mut(image, &ctx(&gate)).unwrap();
+            for op in writes(16 * MIB, 40, 99) {
+                apply_one(m.as_mut(), &op);
+            }
+            m.flush().unwrap();
+        }
+        "resize" => {
+            for i in 1..=400u64 {
+                resize(image, 16 * MIB + i * MIB, Shrink::Refuse).unwrap();
+            }
+        }
+        "rebase" => {
+            for i in 0..1000u32 {
+                let name = if i.is_multiple_of(2) {
+                    "b2.vdi"
+                } else {
+                    "b1.vdi"
+                };
+                FORMAT
+                    .driver()
+                    .set_backing(
+                        image,
+                        Some(&NewBacking {
+                            name: name.into(),
+                            format: None,
+                        }),
+                        &ctx(&gate),
+                    )
+                    .unwrap();
+            }
+        }
+        other => panic!("unknown job {other}"),
+    }
+}
+
+fn content(image: &Path) -> Vec<u8> {
+    std::fs::read(edit_support::to_raw(image, "vdi")).unwrap()
+}
+
+fn killed_rounds(
+    test: &str,
+    job: &str,
+    template: &Path,
+    max_ms: u64,
+    verify: &dyn Fn(usize, &Path),
+) {
+    let dir = template.parent().unwrap();
+    let mut killed = 0;
+    for i in 0..20 {
+        let image = dir.join("victim.vdi");
+        std::fs::copy(template, &image).unwrap();
+        let child = spawn_helper("zz_kill_helper", &format!("{job}|{}", image.display()));
+        killed += usize::from(kill_after(child, delay(i as u64, max_ms)));
+        opens_and_checks(&image, "vdi").unwrap_or_else(|e| panic!("round {i}: {e}"));
+        if have_qemu(test) && job != "rebase" {
+            qemu_opens(&image, "vdi").unwrap_or_else(|e| panic!("round {i}: qemu-img: {e}"));
+        }
+        verify(i, &image);
+    }
+    assert!(
+        killed >= 5,
+        "{test}: only {killed} of 20 helpers were killed before finishing"
+    );
+}
+
+#[test]
+fn killed_writes_leave_old_or_new_content() {
+    let test = "killed_writes_leave_old_or_new_content";
+    let dir = tempfile::tempdir().unwrap();
+    let (template, raw) = vdi_with_data(dir.path(), "k", 16 * MIB, false);
+    let old = std::fs::read(&raw).unwrap();
+    let ops = writes(16 * MIB, 40, 99);
+    killed_rounds(test, "writes", &template, 400, &|i, image| {
+        each_write_old_or_new(&content(image), &old, &ops)
+            .unwrap_or_else(|e| panic!("round {i}: {e}"));
+    });
+}
+
+#[test]
+fn killed_resizes_leave_a_whole_size() {
+    let test = "killed_resizes_leave_a_whole_size";
+    let dir = tempfile::tempdir().unwrap();
+    let (template, raw) = vdi_with_data(dir.path(), "r", 16 * MIB, false);
+    let old = std::fs::read(&raw).unwrap();
+    killed_rounds(test, "resize", &template, 400, &|i, image| {
+        let c = content(image);
+        assert!(
+            (c.len() as u64).is_multiple_of(MIB) && c.len() >= old.len(),
+            "round {i}: {} bytes",
+            c.len()
+        );
+        assert_eq!(&c[..old.len()], &old[..], "round {i}");
+        assert!(c[old.len()..].iter().all(|&b| b == 0), "round {i}");
+    });
+}
+
+#[test]
+fn killed_rebase_leaves_one_parent_or_the_other() {
+    let test = "killed_rebase_leaves_one_parent_or_the_other";
+    let dir = tempfile::tempdir().unwrap();
+    let (b1, raw) = vdi_with_data(dir.path(), "b1", 12 * MIB, false);
+    let b2 = dir.path().join("b2.vdi");
+    run_ok(&["convert", "-f", "vdi", "-O", "vdi", s(&b1), s(&b2)]);
+    let template = dir.path().join("c.vdi");
+    run_ok(&[
+        "create",
+        "-f",
+        "vdi",
+        "-b",
+        "b1.vdi",
+        "-F",
+        "vdi",
+        s(&template),
+    ]);
+    let old = std::fs::read(&raw).unwrap();
+    killed_rounds(test, "rebase", &template, 300, &|i, image| {
+        assert_eq!(content(image), old, "round {i}");
+    });
+}
