@@ -398,7 +398,7 @@ pub fn open_mut(path: &Path, ctx: &EditContext<'_>) -> Result<VmdkMut> {
         let options = OpenOptions {
             format: Some(super::FORMAT),
             backing: BackingPolicy::Follow,
-            gate: ctx.gate.clone(),
+            gate: *ctx.gate,
             ..OpenOptions::default()
         };
         Some(Image::open(path, &options)?)
