@@ -6,14 +6,16 @@
 
 mod common;
 
-use common::{have_qemu, pseudo_random, qemu_compare, qemu_img, qemu_img_ok, run_ok};
+use common::{
+    have_qemu, kill_child_at_random, pseudo_random, qemu_compare, qemu_img, qemu_img_ok,
+    read_image_head, run_ok,
+};
+use diskferry::Gate;
 use diskferry::edit::{Clear, EditContext, Force, MeasureRequest, NewBacking};
 use diskferry::formats::qcow::FORMAT;
 use diskferry::options::FormatOptions;
-use diskferry::{Gate, Image, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
@@ -40,17 +42,6 @@ fn qemu_io(image: &Path, cmds: &[String]) {
         out.status.success() && !text.contains("failed"),
         "qemu-io {cmds:?}: {out:?}"
     );
-}
-
-fn read_head(image: &Path, limit: u64) -> (u64, Vec<u8>) {
-    let options = OpenOptions {
-        gate: Gate::anywhere(),
-        ..OpenOptions::default()
-    };
-    let img = Image::open(image, &options).unwrap();
-    let mut buf = vec![0u8; img.virtual_size().min(limit) as usize];
-    img.read_at(0, &mut buf).unwrap();
-    (img.virtual_size(), buf)
 }
 
 fn writes() -> Vec<(u64, Vec<u8>)> {
@@ -163,8 +154,8 @@ fn writes_in_place_match_qemu_io() {
             m.clear(2 * MIB - 1024, 2048, Clear::Deallocate).unwrap();
             m.flush().unwrap();
             drop(m);
-            let (_, got) = read_head(&ours, 8 * MIB);
-            let (_, base) = read_head(&a.join("base.qcow"), 8 * MIB);
+            let (_, got) = read_image_head(&ours, 8 * MIB);
+            let (_, base) = read_image_head(&a.join("base.qcow"), 8 * MIB);
             for r in [0..4096usize, (2 << 20) - 1024..(2 << 20) + 1024] {
                 assert!(
                     got[r.clone()] == base[r.clone()],
@@ -237,7 +228,7 @@ fn rebase_unsafe_points_at_the_new_backing_file() {
         .unwrap();
     let info = qemu_img_ok(&["info", "--output=json", "-f", "qcow", s(&child)]);
     assert!(!info.contains("backing-filename"), "{info}");
-    let (_, got) = read_head(&child, 8 * MIB);
+    let (_, got) = read_image_head(&child, 8 * MIB);
     assert!(got[4096..8192].iter().all(|&b| b == 0x99));
     assert!(got[..4096].iter().all(|&b| b == 0));
     let _ = base;
@@ -339,27 +330,15 @@ fn child_operation() -> bool {
 }
 
 fn kill_loop(test: &str, op: &str, compressed: bool) {
-    let exe = std::env::current_exe().unwrap();
     for round in 0..20u64 {
         let dir = tempfile::tempdir().unwrap();
         let (base, child) = images(dir.path(), compressed);
         std::fs::copy(&base, dir.path().join("other.qcow")).unwrap();
-        let mut proc = Command::new(&exe)
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env("QCOW_EDIT_CHILD", format!("{op}:{}", child.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let seed = pseudo_random(2, round * 17 + 3);
-        std::thread::sleep(Duration::from_micros(
-            u64::from(u16::from_le_bytes([seed[0], seed[1]])) % 40_000,
-        ));
-        let _ = proc.kill();
-        let _ = proc.wait();
+        let value = format!("{op}:{}", child.display());
+        kill_child_at_random(test, "QCOW_EDIT_CHILD", &value, round);
         let (code, out, err) = qemu_img(&["info", "-f", "qcow", s(&child)]);
         assert_eq!(code, 0, "{op} round {round}: {out}{err}");
-        let (_, content) = read_head(&child, 8 * MIB);
+        let (_, content) = read_image_head(&child, 8 * MIB);
         let ok = content.iter().enumerate().all(|(i, &b)| {
             let old = if (MIB as usize..2 * MIB as usize).contains(&i) {
                 0x11

@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{have_qemu, pseudo_random, qemu_compare, qemu_img, qemu_img_ok, run, run_ok};
+use common::{
+    have_qemu, kill_child_at_random, pseudo_random, qemu_compare, qemu_img, qemu_img_ok,
+    read_image_head, run, run_ok,
+};
 use diskferry::edit::{
     Clear, EditContext, Force, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink,
 };
@@ -15,7 +18,6 @@ use diskferry::options::FormatOptions;
 use diskferry::{Gate, Image, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
@@ -58,18 +60,6 @@ fn read_all(image: &Path) -> Vec<u8> {
     let mut buf = vec![0u8; img.virtual_size() as usize];
     img.read_at(0, &mut buf).unwrap();
     buf
-}
-
-/// The virtual size, and the first `limit` bytes, of the image through its chain.
-fn read_head(image: &Path, limit: u64) -> (u64, Vec<u8>) {
-    let options = OpenOptions {
-        gate: Gate::anywhere(),
-        ..OpenOptions::default()
-    };
-    let img = Image::open(image, &options).unwrap();
-    let mut buf = vec![0u8; img.virtual_size().min(limit) as usize];
-    img.read_at(0, &mut buf).unwrap();
-    (img.virtual_size(), buf)
 }
 
 /// Writes of every shape: whole grains, partial grains, across grains and tables.
@@ -647,31 +637,29 @@ fn kill_loop(
     prepare: impl Fn(&Path) -> PathBuf,
     allowed: impl Fn(u64, &[u8]) -> bool,
 ) {
-    let exe = std::env::current_exe().unwrap();
     for round in 0..20u64 {
         let dir = tempfile::tempdir().unwrap();
         let image = prepare(dir.path());
-        let mut child = Command::new(&exe)
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env("VMDK_EDIT_CHILD", format!("{op}:{}", image.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let seed = pseudo_random(2, round * 31 + 5);
-        let micros = u64::from(u16::from_le_bytes([seed[0], seed[1]])) % 40_000;
-        std::thread::sleep(Duration::from_micros(micros));
-        let _ = child.kill();
-        let _ = child.wait();
+        let value = format!("{op}:{}", image.display());
+        let micros = kill_child_at_random(test, "VMDK_EDIT_CHILD", &value, round);
         let (code, out, err) = qemu_img(&["info", "-f", "vmdk", s(&image)]);
         assert_eq!(code, 0, "{op} round {round}: qemu-img info: {out}{err}");
-        let (size, content) = read_head(&image, 16 * MIB);
+        let (size, content) = read_image_head(&image, 16 * MIB);
         assert!(
             allowed(size, &content),
             "{op} round {round}: neither old nor new content"
         );
         let (code, out, err) = qemu_img(&["check", "-f", "vmdk", s(&image)]);
         assert_eq!(code, 0, "{op} round {round}: qemu-img check: {out}{err}");
+        // Which state the kill left, for the log: the rounds should spread over the run.
+        let descriptor = StoredDescriptor::load(&image).unwrap().descriptor;
+        eprintln!(
+            "{op} round {round}: killed after {micros} us: size {size}, {} new bytes, CID {:08x}, parent {:?}, adapter {:?}",
+            content.iter().filter(|&&b| b == 0xab).count(),
+            descriptor.cid,
+            descriptor.parent_hint,
+            descriptor.ddb_value("ddb.adapterType")
+        );
     }
 }
 
