@@ -239,6 +239,51 @@ pub fn open_new_parent(
     }
 }
 
+/// Reads `buf.len()` bytes at virtual `offset` from the layers below the top of `image` (the
+/// backing chain of an image opened for writing in place): what a partial write into an
+/// unallocated unit keeps around the new bytes. Ranges no layer holds, or past a smaller
+/// parent's end, read as zeros.
+pub fn read_below_top(image: &crate::Image, offset: u64, buf: &mut [u8]) -> Result<()> {
+    use crate::image::Allocation;
+    let layers = image.layers();
+    let mut done = 0usize;
+    while done < buf.len() {
+        let pos = offset + done as u64;
+        let mut len = (buf.len() - done) as u64;
+        let mut found = None;
+        for layer in layers.iter().skip(1) {
+            let size = layer.virtual_size();
+            if pos >= size {
+                continue;
+            }
+            let m = layer
+                .map(pos, len.min(size - pos))
+                .map_err(|e| e.with_path(layer.path()))?;
+            if m.start != pos || m.length == 0 || m.length > len {
+                return Err(crate::Error::corrupt(format!(
+                    "internal mapping error: asked for {pos}+{len}, got {}+{}",
+                    m.start, m.length
+                ))
+                .with_path(layer.path()));
+            }
+            len = m.length;
+            if m.allocation != Allocation::Unallocated {
+                found = Some((layer, m.allocation));
+                break;
+            }
+        }
+        let chunk = &mut buf[done..done + len as usize];
+        match found {
+            Some((layer, Allocation::Data)) => layer
+                .read_data(pos, chunk)
+                .map_err(|e| e.with_path(layer.path()))?,
+            _ => chunk.fill(0),
+        }
+        done += len as usize;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,31 +10,42 @@
 //! - `extent.rs`: one extent; `reader.rs`: the layer (descriptor + extents).
 //! - `writer/`: every subformat; `stream_source.rs`: reading streamOptimized from a pipe;
 //!   `check.rs`: `check`.
+//! - In place: `edit.rs` (writing into an image: commit, safe rebase), `resize.rs`,
+//!   `amend.rs` (amend and rebase -u), `measure.rs`; `descriptor_io.rs` writes a changed
+//!   descriptor back crash-safely.
 
+mod amend;
 mod check;
 pub mod cowd;
 pub mod descriptor;
+pub mod descriptor_io;
+mod edit;
 pub mod extent;
 pub mod grain;
 pub mod grain_table;
+mod measure;
 mod reader;
+mod resize;
 pub mod sesparse;
 pub mod sparse_header;
 mod stream_source;
 mod writer;
 
+pub use amend::AMEND_OPTIONS;
 pub use check::{check, check_storage};
+pub use edit::VmdkMut;
 pub use reader::{Layout, VmdkLayer, parent_names};
 pub use stream_source::{StreamOptimizedSource, open_stream};
 pub use writer::{Subformat, create_writer};
 
 use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
+use crate::edit::{EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest};
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
 use crate::gate::Gate;
 use crate::image::Layer;
-use crate::options::{OptionKind, OptionSpec};
+use crate::options::{FormatOptions, OptionKind, OptionSpec};
 use crate::sink::Output;
 use crate::storage::Storage;
 use crate::stream::StreamSource;
@@ -67,6 +78,11 @@ impl Driver for VmdkDriver {
             Capability::Check,
             Capability::Compress,
             Capability::Backing,
+            Capability::WriteInPlace,
+            Capability::Resize,
+            Capability::Rebase,
+            Capability::Amend,
+            Capability::Measure,
         ])
     }
 
@@ -96,6 +112,35 @@ impl Driver for VmdkDriver {
 
     fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
         check(path, repair, gate)
+    }
+
+    fn open_mut(&self, path: &Path, ctx: &EditContext<'_>) -> Result<Box<dyn ImageMut>> {
+        Ok(Box::new(edit::open_mut(path, ctx)?))
+    }
+
+    fn resize(&self, path: &Path, request: &ResizeRequest, ctx: &EditContext<'_>) -> Result<()> {
+        resize::resize(path, request, ctx.gate)
+    }
+
+    fn set_backing(
+        &self,
+        path: &Path,
+        backing: Option<&NewBacking>,
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        amend::set_backing(path, backing, ctx)
+    }
+
+    fn amend_options(&self) -> &'static [OptionSpec] {
+        AMEND_OPTIONS
+    }
+
+    fn amend(&self, path: &Path, options: &FormatOptions, _ctx: &EditContext<'_>) -> Result<()> {
+        amend::amend(path, options)
+    }
+
+    fn measure(&self, request: &MeasureRequest<'_>) -> Result<Measurement> {
+        measure::measure(request)
     }
 }
 
