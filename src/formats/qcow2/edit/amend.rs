@@ -370,18 +370,18 @@ impl HeaderImage {
             out[104..header_len].copy_from_slice(&tail);
         }
         let mut ext = Vec::new();
-        let mut push = |kind: u32, data: &[u8]| {
+        fn push(ext: &mut Vec<u8>, kind: u32, data: &[u8]) {
             ext.extend_from_slice(&kind.to_be_bytes());
             ext.extend_from_slice(&(data.len() as u32).to_be_bytes());
             ext.extend_from_slice(data);
             ext.resize(ext.len().next_multiple_of(8), 0);
-        };
+        }
         if let (Some(_), Some(f)) = (&self.backing, &self.backing_format) {
-            push(EXT_BACKING_FORMAT, f.as_bytes());
+            push(&mut ext, EXT_BACKING_FORMAT, f.as_bytes());
         }
         for (kind, data) in &self.extensions {
             if *kind != EXT_FEATURE_TABLE {
-                push(*kind, data);
+                push(&mut ext, *kind, data);
             }
         }
         let name = self.backing.as_deref().unwrap_or("").as_bytes();
@@ -397,10 +397,10 @@ impl HeaderImage {
                 table.extend_from_slice(&e);
             }
             if header_len + ext.len() + 8 + table.len() + 8 + name.len() <= cluster {
-                push(EXT_FEATURE_TABLE, &table);
+                push(&mut ext, EXT_FEATURE_TABLE, &table);
             }
         }
-        push(EXT_END, &[]);
+        push(&mut ext, EXT_END, &[]);
         let name_at = header_len + ext.len();
         if name.len() > crate::formats::qcow2::header::MAX_BACKING_NAME as usize
             || name_at + name.len() > cluster
