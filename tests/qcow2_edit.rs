@@ -168,19 +168,13 @@ fn resize_matches_qemu_img() {
     }
     // A backing file longer than the old size must not show through the grown range.
     let long = make(d, "long.qcow2", "4M", "", &["write -P 0x77 0 4M"]);
-    let top = d.join("top.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "long.qcow2",
-        "-F",
-        "qcow2",
-        s(&top),
+    let top = make(
+        d,
+        "top.qcow2",
         "1M",
-    ]);
+        "backing_file=long.qcow2,backing_fmt=qcow2",
+        &[],
+    );
     qio(&top, &["write -P 0x33 4k 3k"]);
     let theirs = copy(&top, "top-theirs.qcow2");
     run_ok(&["resize", s(&top), "3M"]);
@@ -297,19 +291,13 @@ fn rebase_unsafe_matches_qemu_img() {
     make(d, "base1.qcow2", "2M", "", &["write -P 0x01 0 2M"]);
     let b2 = make(d, "base2.qcow2", "2M", "", &["write -P 0x02 0 2M"]);
     qemu_img_ok(&["convert", "-O", "raw", s(&b2), s(&d.join("base2.raw"))]);
-    let top = d.join("top.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base1.qcow2",
-        "-F",
-        "qcow2",
-        s(&top),
+    let top = make(
+        d,
+        "top.qcow2",
         "2M",
-    ]);
+        "backing_file=base1.qcow2,backing_fmt=qcow2",
+        &[],
+    );
     qio(&top, &["write -P 0x03 64k 64k"]);
     let gate = Gate::anywhere();
     let cases: Vec<Option<NewBacking>> = vec![
@@ -371,19 +359,13 @@ fn amend_matches_qemu_img() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make(d, "base.qcow2", "2M", "", &["write -P 0x01 0 2M"]);
-    let v3 = d.join("v3.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        s(&v3),
+    let v3 = make(
+        d,
+        "v3.qcow2",
         "2M",
-    ]);
+        "backing_file=base.qcow2,backing_fmt=qcow2",
+        &[],
+    );
     // Zero clusters over the backing file: a downgrade must keep them reading as zeros.
     qio(
         &v3,
@@ -482,7 +464,7 @@ fn series(seed: u64, size: u64, count: usize) -> Vec<(u64, u64, u8)> {
         .map(|_| {
             let kind = (next() % 4) as u8;
             let len = 1 + next() % (200 * KIB);
-            let len = (len + 511) / 512 * 512;
+            let len = len.next_multiple_of(512);
             let off = (next() % (size - len)) / 512 * 512;
             (off, len, kind)
         })
@@ -546,13 +528,17 @@ fn writes_through_open_mut_match_qemu_io() {
     .iter()
     .enumerate()
     {
-        let top = d.join(format!("top{i}.qcow2"));
         let mut o = String::from("backing_file=base.qcow2,backing_fmt=qcow2");
         if !opts.is_empty() {
             o = format!("{o},{opts}");
         }
-        qemu_img_ok(&["create", "-q", "-f", "qcow2", "-o", &o, s(&top), "4M"]);
-        qio(&top, &["write -P 0x09 100k 100k"]);
+        let top = make(
+            d,
+            &format!("top{i}.qcow2"),
+            "4M",
+            &o,
+            &["write -P 0x09 100k 100k"],
+        );
         let theirs = copy(&top, &format!("theirs{i}.qcow2"));
         // Writes and zeroing (deallocation is compared separately: qemu-io's discard of a
         // partial cluster leaves it alone, ours reads through to the backing file).
@@ -588,19 +574,13 @@ fn writes_through_open_mut_match_qemu_io() {
     assert!(qemu_compare("raw", &a, "raw", &b));
     // Deallocation of whole clusters: the backing file shows through again, as after
     // qemu-io's discard; of partial clusters, the backing file's bytes are written.
-    let top = d.join("dealloc.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        s(&top),
+    let top = make(
+        d,
+        "dealloc.qcow2",
         "4M",
-    ]);
+        "backing_file=base.qcow2,backing_fmt=qcow2",
+        &[],
+    );
     qio(&top, &["write -P 0x31 0 1M"]);
     let theirs = copy(&top, "dealloc-theirs.qcow2");
     let gate = Gate::anywhere();
@@ -812,17 +792,13 @@ fn operations_killed_at_any_point_leave_a_repairable_image() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make(d, "base.qcow2", "8M", "", &["write -P 0x01 0 8M"]);
-    let orig = d.join("orig.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "backing_file=base.qcow2,backing_fmt=qcow2,cluster_size=512",
-        s(&orig),
+    let orig = make(
+        d,
+        "orig.qcow2",
         "4M",
-    ]);
+        "backing_file=base.qcow2,backing_fmt=qcow2,cluster_size=512",
+        &[],
+    );
     qio(
         &orig,
         &[
@@ -893,17 +869,13 @@ fn writes_killed_at_any_point_leave_a_repairable_image() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make(d, "base.qcow2", "4M", "", &["write -P 0x01 0 4M"]);
-    let orig = d.join("orig.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "backing_file=base.qcow2,backing_fmt=qcow2,cluster_size=4k,lazy_refcounts=on",
-        s(&orig),
+    let orig = make(
+        d,
+        "orig.qcow2",
         "4M",
-    ]);
+        "backing_file=base.qcow2,backing_fmt=qcow2,cluster_size=4k,lazy_refcounts=on",
+        &[],
+    );
     qio(&orig, &["write -P 0x11 0 1M"]);
     qemu_img_ok(&["snapshot", "-c", "s0", s(&orig)]);
     let s0 = d.join("s0.raw");

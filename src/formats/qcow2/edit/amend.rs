@@ -20,6 +20,7 @@ use crate::formats::qcow2::header::{
 use crate::formats::qcow2::table::{
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO,
 };
+use crate::formats::qcow2::writer::header::{feature_names, push_extension};
 use crate::formats::qcow2::writer::options::qemu_format_name;
 use crate::options::{FormatOptions, OptionKind, OptionSpec};
 use std::collections::HashSet;
@@ -287,18 +288,6 @@ struct HeaderImage {
     backing_format: Option<String>,
 }
 
-/// The feature name table qemu writes in version 3 images.
-const FEATURE_NAMES: &[(u8, u8, &str)] = &[
-    (0, 0, "dirty bit"),
-    (0, 1, "corrupt bit"),
-    (0, 2, "external data file"),
-    (0, 3, "compression type"),
-    (0, 4, "extended L2 entries"),
-    (1, 0, "lazy refcounts"),
-    (2, 0, "bitmaps"),
-    (2, 1, "raw external data"),
-];
-
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -370,37 +359,24 @@ impl HeaderImage {
             out[104..header_len].copy_from_slice(&tail);
         }
         let mut ext = Vec::new();
-        fn push(ext: &mut Vec<u8>, kind: u32, data: &[u8]) {
-            ext.extend_from_slice(&kind.to_be_bytes());
-            ext.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            ext.extend_from_slice(data);
-            ext.resize(ext.len().next_multiple_of(8), 0);
-        }
         if let (Some(_), Some(f)) = (&self.backing, &self.backing_format) {
-            push(&mut ext, EXT_BACKING_FORMAT, f.as_bytes());
+            push_extension(&mut ext, EXT_BACKING_FORMAT, f.as_bytes());
         }
         for (kind, data) in &self.extensions {
             if *kind != EXT_FEATURE_TABLE {
-                push(&mut ext, *kind, data);
+                push_extension(&mut ext, *kind, data);
             }
         }
         let name = self.backing.as_deref().unwrap_or("").as_bytes();
         // The feature name table only helps readers that do not know a bit: it is written
         // (in version 3) when the backing file name leaves it room, as qemu-img's writer does.
         if v3 {
-            let mut table = Vec::new();
-            for &(kind, bit, name) in FEATURE_NAMES {
-                let mut e = [0u8; 48];
-                e[0] = kind;
-                e[1] = bit;
-                e[2..2 + name.len()].copy_from_slice(name.as_bytes());
-                table.extend_from_slice(&e);
-            }
+            let table = feature_names();
             if header_len + ext.len() + 8 + table.len() + 8 + name.len() <= cluster {
-                push(&mut ext, EXT_FEATURE_TABLE, &table);
+                push_extension(&mut ext, EXT_FEATURE_TABLE, &table);
             }
         }
-        push(&mut ext, EXT_END, &[]);
+        push_extension(&mut ext, EXT_END, &[]);
         let name_at = header_len + ext.len();
         if name.len() > crate::formats::qcow2::header::MAX_BACKING_NAME as usize
             || name_at + name.len() > cluster

@@ -1,5 +1,5 @@
 //! QCOW2 images changed in place: writes (`open_mut`), `resize`, `rebase -u`, `amend` and
-//! `snapshot -c|-a|-d`, all through one [`Editor`] that holds the image's metadata.
+//! `snapshot -c|-a|-d`, all through one `Editor` that holds the image's metadata.
 //!
 //! - `alloc.rs`: refcounts, cluster allocation (free space first, then the end of the file),
 //!   refcount blocks and a refcount table grown as needed.
@@ -229,7 +229,7 @@ impl Editor {
         }
         let options = crate::image::OpenOptions {
             format: Some(super::FORMAT),
-            gate: ctx.gate.clone(),
+            gate: *ctx.gate,
             ..Default::default()
         };
         let image = crate::image::Image::open(&self.path, &options)?;

@@ -198,7 +198,7 @@ fn shrink(ed: &mut Editor, new: u64) -> Result<()> {
             c = (l1i as u64 + 1) * per;
             continue;
         };
-        let whole_table = c % per == 0 && c * cs >= new;
+        let whole_table = c.is_multiple_of(per) && c * cs >= new;
         if whole_table {
             // Nothing of this table stays: the L1 entry goes, then everything it held.
             for k in 0..per {

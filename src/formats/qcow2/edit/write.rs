@@ -171,7 +171,8 @@ impl Writer<'_> {
             let cluster_end = (pos / cs + 1) * cs;
             let piece_end = cluster_end.min(end);
             // A cluster is cleared whole when the range covers it up to the disk's end.
-            let whole = pos % cs == 0 && (piece_end == cluster_end || piece_end == self.size);
+            let whole =
+                pos.is_multiple_of(cs) && (piece_end == cluster_end || piece_end == self.size);
             let zeros_without_flag = how == Clear::Zero && v2 && self.backing.is_some();
             if !whole || zeros_without_flag {
                 let n = (piece_end - pos) as usize;
