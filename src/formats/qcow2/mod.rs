@@ -10,6 +10,8 @@
 //! - `reader.rs`: the [`Layer`] ([`Qcow2Layer`]).
 //! - [`writer`]: every option qemu-img takes, front to back (to a pipe too).
 //! - [`check`](mod@check): `check` and `check -r`, counted and printed as qemu-img does.
+//! - [`edit`]: changes in place: writes, `resize`, `rebase -u`, `amend`, `snapshot -c|-a|-d`.
+//! - [`measure`]: `measure`, computed as qemu-img computes it.
 //!
 //! Encrypted images (AES, LUKS) are recognised and refused; an external data file is opened
 //! through the open gate; the backing file is named to the core, which opens the chain.
@@ -17,7 +19,9 @@
 pub mod bitmaps;
 pub mod check;
 pub mod compressed;
+pub mod edit;
 pub mod header;
+pub mod measure;
 mod reader;
 pub mod snapshot;
 pub mod table;
@@ -29,11 +33,14 @@ pub mod writer;
 
 use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
+use crate::edit::{
+    EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest, SnapshotEdit,
+};
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
 use crate::gate::Gate;
 use crate::image::Layer;
-use crate::options::OptionSpec;
+use crate::options::{FormatOptions, OptionSpec};
 use crate::sink::Output;
 use crate::storage::Storage;
 use crate::writer::{CreateSpec, ImageWriter};
@@ -80,6 +87,12 @@ impl Driver for Qcow2Driver {
             Capability::Compress,
             Capability::Backing,
             Capability::Check,
+            Capability::WriteInPlace,
+            Capability::Resize,
+            Capability::Rebase,
+            Capability::Amend,
+            Capability::EditSnapshots,
+            Capability::Measure,
         ])
     }
 
@@ -105,5 +118,38 @@ impl Driver for Qcow2Driver {
 
     fn check(&self, path: &Path, repair: Option<RepairMode>, gate: &Gate) -> Result<CheckReport> {
         check::check(path, repair, gate)
+    }
+
+    fn open_mut(&self, path: &Path, ctx: &EditContext<'_>) -> Result<Box<dyn ImageMut>> {
+        edit::open_mut(path, ctx)
+    }
+
+    fn resize(&self, path: &Path, request: &ResizeRequest, ctx: &EditContext<'_>) -> Result<()> {
+        edit::resize(path, request, ctx)
+    }
+
+    fn set_backing(
+        &self,
+        path: &Path,
+        backing: Option<&NewBacking>,
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        edit::set_backing(path, backing, ctx)
+    }
+
+    fn amend_options(&self) -> &'static [OptionSpec] {
+        edit::AMEND_OPTIONS
+    }
+
+    fn amend(&self, path: &Path, options: &FormatOptions, ctx: &EditContext<'_>) -> Result<()> {
+        edit::amend(path, options, ctx)
+    }
+
+    fn edit_snapshot(&self, path: &Path, edit: &SnapshotEdit, ctx: &EditContext<'_>) -> Result<()> {
+        edit::edit_snapshot(path, edit, ctx)
+    }
+
+    fn measure(&self, request: &MeasureRequest<'_>) -> Result<Measurement> {
+        measure::measure(request)
     }
 }

@@ -70,15 +70,7 @@ pub fn encode(settings: &Settings, size: u64, tables: &Tables) -> Result<Vec<u8>
         .map_or(&[][..], |b| b.name.as_bytes());
     let mut table = Vec::new();
     if v3 {
-        let mut entries = Vec::new();
-        for &(kind, bit, name) in FEATURE_NAMES {
-            let mut e = [0u8; 48];
-            e[0] = kind;
-            e[1] = bit;
-            e[2..2 + name.len()].copy_from_slice(name.as_bytes());
-            entries.extend_from_slice(&e);
-        }
-        push_extension(&mut table, EXT_FEATURE_TABLE, &entries);
+        push_extension(&mut table, EXT_FEATURE_TABLE, &feature_names());
     }
     // The feature name table is optional: left out when the backing name needs its room.
     let with_table = header_len + extensions.len() + table.len() + 8 + backing_name.len();
@@ -153,7 +145,21 @@ pub fn encode(settings: &Settings, size: u64, tables: &Tables) -> Result<Vec<u8>
     Ok(out)
 }
 
-fn push_extension(out: &mut Vec<u8>, kind: u32, data: &[u8]) {
+/// The feature name table's data: qemu's names of the feature bits, 48 bytes each.
+pub(crate) fn feature_names() -> Vec<u8> {
+    let mut entries = Vec::new();
+    for &(kind, bit, name) in FEATURE_NAMES {
+        let mut e = [0u8; 48];
+        e[0] = kind;
+        e[1] = bit;
+        e[2..2 + name.len()].copy_from_slice(name.as_bytes());
+        entries.extend_from_slice(&e);
+    }
+    entries
+}
+
+/// Appends a header extension (type, length, data padded to 8 bytes) to `out`.
+pub(crate) fn push_extension(out: &mut Vec<u8>, kind: u32, data: &[u8]) {
     out.extend_from_slice(&kind.to_be_bytes());
     out.extend_from_slice(&(data.len() as u32).to_be_bytes());
     out.extend_from_slice(data);

@@ -56,7 +56,7 @@
 
 pub(crate) mod compress;
 mod cutter;
-mod header;
+pub(crate) mod header;
 mod layout;
 pub mod options;
 mod plan;
