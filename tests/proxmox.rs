@@ -9,9 +9,10 @@
 mod common;
 
 use common::*;
+use diskferry::gate::Gate;
 use diskferry::vm::{ControllerKind, DiskSource, Firmware, NicModel, OsFamily, ScsiModel};
-use diskferry::vmconfig::VmConfig;
 use diskferry::vmconfig::proxmox::{self, Proxmox};
+use diskferry::vmconfig::{DiskLocation, VmConfig, locate_disks};
 use std::path::{Path, PathBuf};
 
 fn s(p: &Path) -> &str {
@@ -499,13 +500,60 @@ fn a_volume_not_beside_the_conf_says_how_to_fetch_it() {
     // A block volume exported beside the conf as .raw is found.
     make_raw(&dir.path().join("vm-111-disk-0.raw"), 1 << 20, &[(0, 4096)]);
     let back = Proxmox.read(&std::fs::read(&conf).unwrap(), &conf).unwrap();
-    assert_eq!(back.disk_files, ["vm-111-disk-0.raw"]);
+    assert_eq!(back.disk_files, ["lvmthin:vm-111-disk-0"]);
+    let found = locate_disks(&Proxmox, &back, &conf, &Gate::confined());
+    assert!(
+        matches!(&found[..], [DiskLocation::Found(p, _)] if p.ends_with("vm-111-disk-0.raw")),
+        "{found:?}"
+    );
     // A volume naming `..` cannot leave the folder: only its last part is looked for.
     std::fs::write(&conf, "scsi0: local:../../etc/passwd\nmemory: 1\n").unwrap();
-    let e = Proxmox
-        .read(&std::fs::read(&conf).unwrap(), &conf)
-        .unwrap_err();
-    assert!(e.to_string().contains("no passwd"), "{e}");
+    let (code, _, err) = run(&[
+        "migrate",
+        "--to",
+        "disks",
+        s(&conf),
+        s(&dir.path().join("o2")),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no passwd"), "{err}");
+}
+
+/// `info` shows a Proxmox VM whose volumes are not beside the configuration (the usual case:
+/// only the host resolves `local-lvm:vm-100-disk-0`), each disk listed as not found.
+#[test]
+fn info_shows_a_vm_whose_volumes_are_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("100.conf");
+    std::fs::write(
+        &conf,
+        "name: away\nmemory: 2048\ncores: 2\nscsihw: virtio-scsi-single\nscsi0: local-lvm:vm-100-disk-0,size=32G\nscsi1: local:100/vm-100-disk-1.qcow2,size=8G\nnet0: virtio=BC:24:11:00:00:01,bridge=vmbr0\n",
+    )
+    .unwrap();
+    let text = run_ok(&["info", s(&conf)]);
+    assert!(text.contains("name: away"), "{text}");
+    assert!(
+        text.contains(
+            "0: local-lvm:vm-100-disk-0 (on SCSI (virtio-scsi) 0, unit 0); not found (looked for "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("vm-100-disk-0.raw"), "{text}");
+    let json = info_json(&conf);
+    assert_eq!(json["vm"]["memory_bytes"], 2048u64 << 20);
+    let located = json["disk_locations"].as_array().unwrap();
+    assert_eq!(located.len(), 2);
+    assert!(located.iter().all(|l| l["found"].is_null()), "{json}");
+    // Once one is copied beside the configuration, it is found.
+    make_raw(&dir.path().join("vm-100-disk-1.qcow2"), 1 << 20, &[]);
+    let json = info_json(&conf);
+    assert!(
+        json["disk_locations"][1]["found"]
+            .as_str()
+            .unwrap()
+            .ends_with("vm-100-disk-1.qcow2"),
+        "{json}"
+    );
 }
 
 fn written(args: &[&str]) -> (String, String, String) {

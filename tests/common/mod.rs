@@ -2,6 +2,9 @@
 //! oracle readers, ../shared/corpus) and skipping loudly when one is missing.
 #![allow(dead_code)]
 
+mod vm;
+pub use vm::*;
+
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
