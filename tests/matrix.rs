@@ -737,6 +737,47 @@ fn every_source_kind_migrates_to_every_target() {
         let macs: Vec<_> = src.vm.nics.iter().map(|n| n.mac.as_deref()).collect();
         assert_eq!(macs, MACS.map(Some), "{}", b.kind);
     }
+    // `info` of every configuration shows its VM when the disks are elsewhere (a Proxmox
+    // conf names storage volumes only its host resolves), each disk listed as not found.
+    for b in sources.iter().filter(|b| !b.described) {
+        let file = &b.paths[0];
+        let Ok(SourceKind::Config(_)) = source_kind(file) else {
+            continue;
+        };
+        let alone = d.join("alone").join(b.kind.replace([' ', '(', ')'], "_"));
+        std::fs::create_dir_all(&alone).unwrap();
+        let copy = alone.join(file.file_name().unwrap());
+        std::fs::copy(file, &copy).unwrap();
+        let json = info_json(&copy);
+        assert_eq!(json["vm"]["name"], NAME, "{}", b.kind);
+        let located = json["disk_locations"].as_array().unwrap();
+        assert_eq!(located.len(), 2, "{}: {json}", b.kind);
+        assert!(
+            located
+                .iter()
+                .all(|l| l["found"].is_null() && !l["tried"].as_array().unwrap().is_empty()),
+            "{}: {json}",
+            b.kind
+        );
+        let text = run_ok(&["info", s(&copy)]);
+        assert_eq!(
+            text.matches("; not found (looked for ").count(),
+            2,
+            "{}: {text}",
+            b.kind
+        );
+        // Where they are, they are found.
+        let json = info_json(file);
+        assert!(
+            json["disk_locations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["found"].is_string()),
+            "{}: {json}",
+            b.kind
+        );
+    }
     assert_eq!(
         sources.iter().filter(|b| b.differencing).count(),
         7,

@@ -13,11 +13,7 @@ use diskferry::gate::Gate;
 use diskferry::vm::{ControllerKind, DiskSource, Firmware, NicModel, OsFamily, ScsiModel};
 use diskferry::vmconfig::proxmox::{self, Proxmox};
 use diskferry::vmconfig::{DiskLocation, VmConfig, locate_disks};
-use std::path::{Path, PathBuf};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::path::Path;
 
 /// (file, name, memory MiB, vCPUs, firmware, disks, CD-ROMs, NICs, OS family)
 type Row = (
@@ -235,19 +231,8 @@ fn corpus_proxmox_confs_read_with_the_values_they_hold() {
     assert_eq!(vm.cdroms[0].source, DiskSource::Blank);
 }
 
-/// Two disks: a qcow2 with data at both ends and a raw one with a little.
-fn disks(d: &Path) -> (PathBuf, PathBuf) {
-    let a = d.join("system.raw");
-    make_raw(&a, 64 << 20, &[(0, 3 << 20), (60 << 20, 1 << 20)]);
-    let q = d.join("system.qcow2");
-    run_ok(&["convert", "-O", "qcow2", s(&a), s(&q)]);
-    let b = d.join("data.raw");
-    make_raw(&b, 16 << 20, &[(5 << 20, 100_000)]);
-    (q, b)
-}
-
 fn migrate(d: &Path, target: &str, vm: &[&str], dest: &Path) -> String {
-    let (a, b) = disks(d);
+    let (a, b) = two_disks(d);
     let mut args = vec!["migrate", "--to", target];
     args.extend_from_slice(vm);
     args.extend([s(&a), s(&b), s(dest)]);
@@ -296,10 +281,15 @@ fn a_written_conf_reads_back_into_the_same_vm_and_migrates_on() {
     assert_eq!(vm.disks.len(), 2);
     assert_eq!(vm.disks[0].capacity_bytes, Some(64 << 20));
     assert_eq!(vm.disks[0].boot_order, Some(0));
-    assert_eq!(
-        back.disk_files,
-        ["vm-100-disk-0.qcow2", "vm-100-disk-1.qcow2"]
-    );
+    // The volumes as stored; found beside the conf by their file names.
+    let found: Vec<String> = locate_disks(&Proxmox, &back, &conf, &Gate::confined())
+        .into_iter()
+        .map(|l| match l {
+            DiskLocation::Found(p, _) => p.file_name().unwrap().to_string_lossy().into_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(found, ["vm-100-disk-0.qcow2", "vm-100-disk-1.qcow2"]);
     let nics: Vec<_> = vm
         .nics
         .iter()

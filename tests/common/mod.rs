@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 mod vm;
+// Not every test uses the VM helpers.
+#[allow(unused_imports)]
 pub use vm::*;
 
 use sha2::{Digest, Sha256};

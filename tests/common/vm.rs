@@ -1,8 +1,8 @@
 //! Helpers for the whole-VM tests (migrate, info of configurations): the path as text, a
 //! target's file read back as JSON, the one-line error check.
 
-use super::{run, run_ok};
-use std::path::Path;
+use super::{make_raw, run, run_ok};
+use std::path::{Path, PathBuf};
 
 /// A path as `&str` (the tests' paths are UTF-8).
 pub fn s(p: &Path) -> &str {
@@ -36,4 +36,21 @@ pub fn one_line_error(args: &[&str], wants: &[&str]) -> String {
         assert!(err.contains(w), "{args:?}: '{w}' not in: {err}");
     }
     err
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A VM's two disks in `d`: a qcow2 of 64 MiB with data at both ends (the system disk) and a
+/// raw one of 16 MiB with a little (the data disk).
+pub fn two_disks(d: &Path) -> (PathBuf, PathBuf) {
+    let a = d.join("system.raw");
+    make_raw(&a, 64 << 20, &[(0, 3 << 20), (60 << 20, 1 << 20)]);
+    let q = d.join("system.qcow2");
+    run_ok(&["convert", "-O", "qcow2", s(&a), s(&q)]);
+    let b = d.join("data.raw");
+    make_raw(&b, 16 << 20, &[(5 << 20, 100_000)]);
+    (q, b)
 }
