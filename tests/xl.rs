@@ -15,7 +15,7 @@ use diskferry::vm::{ControllerKind, Firmware, NicModel};
 use diskferry::vmconfig::VmConfig;
 use diskferry::vmconfig::libvirt;
 use diskferry::vmconfig::xl::{self, Xl, read::GuestType};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// (file, name, type, memory MiB, vCPUs, UEFI, disks, CD-ROMs, NICs)
 type Row = (
