@@ -13,10 +13,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 const MIB: u64 = 1 << 20;
 
 /// A qcow2 system disk of 64 MiB and a raw data disk that is not a whole number of MiB.

@@ -24,10 +24,6 @@ const OTHER_VMCX: &str = "dissect-test.vmcx";
 const HOST_DATA: &str = "dissect-target-child-data.vmcx";
 const VMRS: &str = "dissect-test.VMRS";
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn read(shared: &Path, file: &str) -> diskferry::vmconfig::ConfigVm {
     let bytes = std::fs::read(shared.join(DIR).join(file)).unwrap();
     assert!(hyperv::probe(&bytes[..bytes.len().min(4096)]), "{file}");

@@ -11,25 +11,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Two disks: a qcow2 with data at both ends and a raw one with a little.
-fn disks(d: &Path) -> (PathBuf, PathBuf) {
-    let a = d.join("system.raw");
-    make_raw(&a, 64 << 20, &[(0, 3 << 20), (60 << 20, 1 << 20)]);
-    let q = d.join("system.qcow2");
-    run_ok(&["convert", "-O", "qcow2", s(&a), s(&q)]);
-    let b = d.join("data.raw");
-    make_raw(&b, 16 << 20, &[(5 << 20, 100_000)]);
-    (q, b)
-}
-
 const VM_ARGS: &[&str] = &[
     "--name",
     "web01",
@@ -48,7 +29,7 @@ const VM_ARGS: &[&str] = &[
 ];
 
 fn migrate(d: &Path, target: &str, extra: &[&str], dest: &Path) -> String {
-    let (a, b) = disks(d);
+    let (a, b) = two_disks(d);
     let mut args = vec!["migrate", "--to", target];
     args.extend_from_slice(VM_ARGS);
     if extra.contains(&"--os") {
@@ -521,7 +502,7 @@ fn ovf_folder_and_disks_folder() {
 fn an_ova_streams_to_standard_output() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (a, b) = disks(d);
+    let (a, b) = two_disks(d);
     let mut args = vec!["migrate", "--to", "vsphere"];
     args.extend_from_slice(VM_ARGS);
     args.extend([s(&a), s(&b), "-"]);

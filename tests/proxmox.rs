@@ -9,14 +9,11 @@
 mod common;
 
 use common::*;
+use diskferry::gate::Gate;
 use diskferry::vm::{ControllerKind, DiskSource, Firmware, NicModel, OsFamily, ScsiModel};
-use diskferry::vmconfig::VmConfig;
 use diskferry::vmconfig::proxmox::{self, Proxmox};
-use std::path::{Path, PathBuf};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use diskferry::vmconfig::{DiskLocation, VmConfig, locate_disks};
+use std::path::Path;
 
 /// (file, name, memory MiB, vCPUs, firmware, disks, CD-ROMs, NICs, OS family)
 type Row = (
@@ -234,19 +231,8 @@ fn corpus_proxmox_confs_read_with_the_values_they_hold() {
     assert_eq!(vm.cdroms[0].source, DiskSource::Blank);
 }
 
-/// Two disks: a qcow2 with data at both ends and a raw one with a little.
-fn disks(d: &Path) -> (PathBuf, PathBuf) {
-    let a = d.join("system.raw");
-    make_raw(&a, 64 << 20, &[(0, 3 << 20), (60 << 20, 1 << 20)]);
-    let q = d.join("system.qcow2");
-    run_ok(&["convert", "-O", "qcow2", s(&a), s(&q)]);
-    let b = d.join("data.raw");
-    make_raw(&b, 16 << 20, &[(5 << 20, 100_000)]);
-    (q, b)
-}
-
 fn migrate(d: &Path, target: &str, vm: &[&str], dest: &Path) -> String {
-    let (a, b) = disks(d);
+    let (a, b) = two_disks(d);
     let mut args = vec!["migrate", "--to", target];
     args.extend_from_slice(vm);
     args.extend([s(&a), s(&b), s(dest)]);
@@ -295,10 +281,15 @@ fn a_written_conf_reads_back_into_the_same_vm_and_migrates_on() {
     assert_eq!(vm.disks.len(), 2);
     assert_eq!(vm.disks[0].capacity_bytes, Some(64 << 20));
     assert_eq!(vm.disks[0].boot_order, Some(0));
-    assert_eq!(
-        back.disk_files,
-        ["vm-100-disk-0.qcow2", "vm-100-disk-1.qcow2"]
-    );
+    // The volumes as stored; found beside the conf by their file names.
+    let found: Vec<String> = locate_disks(&Proxmox, &back, &conf, &Gate::confined())
+        .into_iter()
+        .map(|l| match l {
+            DiskLocation::Found(p, _) => p.file_name().unwrap().to_string_lossy().into_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(found, ["vm-100-disk-0.qcow2", "vm-100-disk-1.qcow2"]);
     let nics: Vec<_> = vm
         .nics
         .iter()
@@ -499,13 +490,60 @@ fn a_volume_not_beside_the_conf_says_how_to_fetch_it() {
     // A block volume exported beside the conf as .raw is found.
     make_raw(&dir.path().join("vm-111-disk-0.raw"), 1 << 20, &[(0, 4096)]);
     let back = Proxmox.read(&std::fs::read(&conf).unwrap(), &conf).unwrap();
-    assert_eq!(back.disk_files, ["vm-111-disk-0.raw"]);
+    assert_eq!(back.disk_files, ["lvmthin:vm-111-disk-0"]);
+    let found = locate_disks(&Proxmox, &back, &conf, &Gate::confined());
+    assert!(
+        matches!(&found[..], [DiskLocation::Found(p, _)] if p.ends_with("vm-111-disk-0.raw")),
+        "{found:?}"
+    );
     // A volume naming `..` cannot leave the folder: only its last part is looked for.
     std::fs::write(&conf, "scsi0: local:../../etc/passwd\nmemory: 1\n").unwrap();
-    let e = Proxmox
-        .read(&std::fs::read(&conf).unwrap(), &conf)
-        .unwrap_err();
-    assert!(e.to_string().contains("no passwd"), "{e}");
+    let (code, _, err) = run(&[
+        "migrate",
+        "--to",
+        "disks",
+        s(&conf),
+        s(&dir.path().join("o2")),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no passwd"), "{err}");
+}
+
+/// `info` shows a Proxmox VM whose volumes are not beside the configuration (the usual case:
+/// only the host resolves `local-lvm:vm-100-disk-0`), each disk listed as not found.
+#[test]
+fn info_shows_a_vm_whose_volumes_are_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("100.conf");
+    std::fs::write(
+        &conf,
+        "name: away\nmemory: 2048\ncores: 2\nscsihw: virtio-scsi-single\nscsi0: local-lvm:vm-100-disk-0,size=32G\nscsi1: local:100/vm-100-disk-1.qcow2,size=8G\nnet0: virtio=BC:24:11:00:00:01,bridge=vmbr0\n",
+    )
+    .unwrap();
+    let text = run_ok(&["info", s(&conf)]);
+    assert!(text.contains("name: away"), "{text}");
+    assert!(
+        text.contains(
+            "0: local-lvm:vm-100-disk-0 (on SCSI (virtio-scsi) 0, unit 0); not found (looked for "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("vm-100-disk-0.raw"), "{text}");
+    let json = info_json(&conf);
+    assert_eq!(json["vm"]["memory_bytes"], 2048u64 << 20);
+    let located = json["disk_locations"].as_array().unwrap();
+    assert_eq!(located.len(), 2);
+    assert!(located.iter().all(|l| l["found"].is_null()), "{json}");
+    // Once one is copied beside the configuration, it is found.
+    make_raw(&dir.path().join("vm-100-disk-1.qcow2"), 1 << 20, &[]);
+    let json = info_json(&conf);
+    assert!(
+        json["disk_locations"][1]["found"]
+            .as_str()
+            .unwrap()
+            .ends_with("vm-100-disk-1.qcow2"),
+        "{json}"
+    );
 }
 
 fn written(args: &[&str]) -> (String, String, String) {

@@ -21,10 +21,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn corpus(test: &str, name: &str) -> Option<Vec<u8>> {
     let shared = shared_dir(test)?;
     Some(std::fs::read(shared.join("corpus/configs/virtualbox").join(name)).unwrap())
@@ -537,15 +533,6 @@ fn disks(d: &Path) -> (PathBuf, PathBuf) {
     (a, b)
 }
 
-fn uuid_of(image: &Path) -> String {
-    let info: serde_json::Value =
-        serde_json::from_str(&run_ok(&["info", "--output", "json", s(image)])).unwrap();
-    info["format-specific"]["data"]["uuid"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn bare_disks_to_vbox_and_on_to_kvm_keep_their_content() {
     let test = "bare_disks_to_vbox_and_on_to_kvm_keep_their_content";
@@ -796,15 +783,6 @@ fn a_snapshot_chain_migrates_flattened() {
     if have_qemu(test) {
         let info = qemu_img_ok(&["info", s(&kvm.join("snappy-disk1.qcow2"))]);
         assert!(!info.contains("backing file"), "{info}");
-    }
-}
-
-fn one_line_error(args: &[&str], wants: &[&str]) {
-    let (code, _, err) = run(args);
-    assert_ne!(code, 0, "{args:?} succeeded");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    for w in wants {
-        assert!(err.contains(w), "'{w}' not in: {err}");
     }
 }
 

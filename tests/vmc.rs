@@ -12,10 +12,6 @@ use diskferry::vm::{ControllerKind, DiskSource, NicModel};
 use diskferry::vmconfig::vmc;
 use std::path::{Path, PathBuf};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn utf16(text: &str) -> Vec<u8> {
     let mut b = vec![0xff, 0xfe];
     for u in text.replace('\n', "\r\n").encode_utf16() {

@@ -17,14 +17,6 @@ use diskferry::vmconfig::vmx::{self, layout, parse, write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// The corpus's .vmx files (relative to corpus/configs), sorted.
 fn corpus_vmx(shared: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -823,16 +815,6 @@ fn rule_controllers_and_adapter_types_match() {
     );
 }
 
-fn make_disks(d: &Path) -> (PathBuf, PathBuf) {
-    let a = d.join("system.raw");
-    make_raw(&a, 64 << 20, &[(0, 3 << 20), (60 << 20, 1 << 20)]);
-    let q = d.join("system.qcow2");
-    run_ok(&["convert", "-O", "qcow2", s(&a), s(&q)]);
-    let b = d.join("data.raw");
-    make_raw(&b, 16 << 20, &[(5 << 20, 100_000)]);
-    (q, b)
-}
-
 const VM_ARGS: &[&str] = &[
     "--name",
     "web01",
@@ -869,7 +851,7 @@ fn migrate_round_trip_keeps_disks_and_machine() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let (a, b) = make_disks(d);
+    let (a, b) = two_disks(d);
     let ws = d.join("ws");
     let mut args = vec!["migrate", "--to", "vmx"];
     args.extend_from_slice(VM_ARGS);
@@ -969,7 +951,7 @@ fn an_ova_moves_to_vmx() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let (a, b) = make_disks(d);
+    let (a, b) = two_disks(d);
     let ova = d.join("web.ova");
     let mut args = vec!["migrate", "--to", "vsphere"];
     args.extend_from_slice(VM_ARGS);

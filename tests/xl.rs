@@ -15,11 +15,7 @@ use diskferry::vm::{ControllerKind, Firmware, NicModel};
 use diskferry::vmconfig::VmConfig;
 use diskferry::vmconfig::libvirt;
 use diskferry::vmconfig::xl::{self, Xl, read::GuestType};
-use std::path::{Path, PathBuf};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::path::PathBuf;
 
 /// (file, name, type, memory MiB, vCPUs, UEFI, disks, CD-ROMs, NICs)
 type Row = (
@@ -230,21 +226,10 @@ fn xl_and_libvirts_reading_of_the_same_vm_agree() {
     }
 }
 
-/// Two disks: a qcow2 with data at both ends and a raw one with a little.
-fn disks(d: &Path) -> (PathBuf, PathBuf) {
-    let a = d.join("system.raw");
-    make_raw(&a, 64 << 20, &[(0, 3 << 20), (60 << 20, 1 << 20)]);
-    let q = d.join("system.qcow2");
-    run_ok(&["convert", "-O", "qcow2", s(&a), s(&q)]);
-    let b = d.join("data.raw");
-    make_raw(&b, 16 << 20, &[(5 << 20, 100_000)]);
-    (q, b)
-}
-
 fn written(vm: &[&str]) -> (tempfile::TempDir, PathBuf, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (a, b) = disks(d);
+    let (a, b) = two_disks(d);
     let out = d.join("xen");
     let mut args = vec!["migrate", "--to", "xen"];
     args.extend_from_slice(vm);

@@ -188,11 +188,13 @@ fn package_info_human(i: &diskferry::ova::open::PackageInfo) -> String {
 }
 
 /// `info` of a hypervisor configuration (any of `vmconfig::CONFIGS`): the machine as read,
-/// without opening its disks (they may live on another host).
+/// and where each disk was found through `gate`; a disk that is not here (it may live on
+/// another host, or on Proxmox storage) is listed as not found, not an error.
 fn config_info(
     config: &dyn diskferry::vmconfig::VmConfig,
     path: &std::path::Path,
     output: OutputFormat,
+    gate: &diskferry::gate::Gate,
 ) -> Result<String, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", e).with_path(path))?;
     if bytes.len() as u64 > diskferry::vmconfig::MAX_CONFIG_BYTES {
@@ -204,13 +206,42 @@ fn config_info(
         .with_path(path));
     }
     let read = config.read(&bytes, path)?;
+    /// Where one disk is: `found` its path, else `tried` (and `refused`, the gate's reason).
+    #[derive(serde::Serialize)]
+    struct Located {
+        found: Option<String>,
+        tried: Vec<String>,
+        refused: Option<String>,
+    }
     #[derive(serde::Serialize)]
     struct ConfigInfo<'a> {
         filename: String,
         format: &'static str,
         vm: &'a diskferry::vm::Vm,
         disk_files: &'a [String],
+        disk_locations: &'a [Located],
     }
+    use diskferry::vmconfig::DiskLocation;
+    let located: Vec<Located> = diskferry::vmconfig::locate_disks(config, &read, path, gate)
+        .into_iter()
+        .map(|l| match l {
+            DiskLocation::Found(p, _) => Located {
+                found: Some(p.display().to_string()),
+                tried: Vec::new(),
+                refused: None,
+            },
+            DiskLocation::NotFound(tried) => Located {
+                found: None,
+                tried: tried.iter().map(|p| p.display().to_string()).collect(),
+                refused: None,
+            },
+            DiskLocation::Refused(e) => Located {
+                found: None,
+                tried: Vec::new(),
+                refused: Some(e.to_string()),
+            },
+        })
+        .collect();
     let vm = &read.vm;
     if output == OutputFormat::Json {
         return Ok(to_json(&ConfigInfo {
@@ -218,6 +249,7 @@ fn config_info(
             format: config.name(),
             vm,
             disk_files: &read.disk_files,
+            disk_locations: &located,
         }));
     }
     let mut t = format!(
@@ -252,9 +284,20 @@ fn config_info(
         vm.memory_bytes
     ));
     t.push_str("disks:\n");
-    for (i, (d, f)) in vm.disks.iter().zip(&read.disk_files).enumerate() {
+    for (i, ((d, f), l)) in vm
+        .disks
+        .iter()
+        .zip(&read.disk_files)
+        .zip(&located)
+        .enumerate()
+    {
+        let place = match (&l.found, &l.refused) {
+            (Some(p), _) => format!("found: {p}"),
+            (None, Some(why)) => format!("refused: {why}"),
+            (None, None) => format!("not found (looked for {})", l.tried.join(", ")),
+        };
         t.push_str(&format!(
-            "  {i}: {f} (on {} {}, unit {})\n",
+            "  {i}: {f} (on {} {}, unit {}); {place}\n",
             d.controller.kind, d.controller.index, d.unit
         ));
     }
@@ -313,7 +356,8 @@ pub fn info(args: InfoArgs) -> Outcome {
                 .info(&open_options(&args.gate, None))?,
         ),
         SourceKind::Config(config) => {
-            emit(&config_info(config, &args.image, args.output)?)?;
+            let gate = open_options(&args.gate, None).gate;
+            emit(&config_info(config, &args.image, args.output, &gate)?)?;
             return Ok(0);
         }
         SourceKind::Disk => None,

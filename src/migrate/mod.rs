@@ -25,7 +25,6 @@ pub use describe::Description;
 use crate::convert::{ConvertOptions, Event, convert_image};
 use crate::error::{Error, Result};
 use crate::format::Format;
-use crate::gate::{Lookup, Role};
 use crate::host_file::Durability;
 use crate::host_file::HostFile;
 use crate::image::{Image, OpenOptions};
@@ -251,24 +250,14 @@ impl Source {
             )));
         }
         let mut disks = Vec::new();
-        for (i, (d, text)) in vm.disks.iter_mut().zip(&read.disk_files).enumerate() {
-            let mut tried = Vec::new();
-            let mut found = None;
-            for name in config.disk_candidates(&read, i) {
-                match options.gate.open(path, &name, Role::PackageMember)? {
-                    Lookup::Opened(f) => {
-                        found = Some(f);
-                        break;
-                    }
-                    Lookup::Missing(p) => tried.push(p.display().to_string()),
+        let found = vmconfig::locate_disks(config, &read, path, &options.gate);
+        for (i, (d, location)) in vm.disks.iter_mut().zip(found).enumerate() {
+            let storage = match location {
+                vmconfig::DiskLocation::Found(_, f) => f,
+                vmconfig::DiskLocation::NotFound(tried) => {
+                    return Err(config.disk_not_found(&bytes, path, &read, i, &tried));
                 }
-            }
-            let Some(storage) = found else {
-                return Err(Error::invalid(format!(
-                    "the configuration's disk '{text}' is not there ({})",
-                    tried.join(", ")
-                ))
-                .with_path(path));
+                vmconfig::DiskLocation::Refused(e) => return Err(e),
             };
             let image = Image::open_storage(storage, options)?;
             d.capacity_bytes = Some(image.virtual_size());

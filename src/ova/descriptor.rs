@@ -168,7 +168,13 @@ fn nic_subtype(model: &NicModel, dialect: Dialect, warnings: &mut Vec<String>) -
             ));
             "E1000"
         }
-        (Dialect::XenServer, _) => "",
+        (Dialect::XenServer, _) => {
+            let w = "NIC models are not carried: XenCenter's OVF import gives every VIF XenServer's default emulated NIC";
+            if !warnings.iter().any(|x| x == w) {
+                warnings.push(w.to_string());
+            }
+            ""
+        }
     }
 }
 

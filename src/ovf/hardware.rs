@@ -100,6 +100,23 @@ impl Hardware<'_> {
             return Ok((vm, system_type));
         };
 
+        // XenCenter's export keeps the boot firmware in HVM_boot_params (`firmware=uefi`).
+        let xen_uefi = hw
+            .children
+            .iter()
+            .filter(|c| {
+                c.ns == Ns::Xenovf
+                    && c.name == "VirtualSystemOtherConfigurationData"
+                    && c.attr(Ns::None, "Name") == Some("HVM_boot_params")
+            })
+            .filter_map(|c| c.child_text(Ns::Xenovf, "Value"))
+            .any(|v| {
+                v.split(';')
+                    .any(|p| p.trim().eq_ignore_ascii_case("firmware=uefi"))
+            });
+        if xen_uefi {
+            vm.firmware = Firmware::Uefi { secure_boot: false };
+        }
         for (key, value) in vmw_configs(hw) {
             match key {
                 "firmware" => match value.trim().to_ascii_lowercase().as_str() {

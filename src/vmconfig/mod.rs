@@ -33,8 +33,11 @@ pub mod xenserver_vhd;
 pub mod xl;
 
 use crate::error::{Error, Result};
+use crate::gate::{Gate, Lookup, Role};
+use crate::host_file::HostFile;
 use crate::vm::Vm;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A configuration as read: the machine and, for each of `vm.disks`, the disk's file as the
 /// configuration names it (resolved against the configuration's folder through the gate).
@@ -115,6 +118,28 @@ pub trait VmConfig: Sync {
         read.disk_files.get(index).cloned().into_iter().collect()
     }
 
+    /// The error when no candidate of disk `index` exists (`tried`: the paths looked at);
+    /// `bytes` is the configuration, for formats whose message names its line.
+    fn disk_not_found(
+        &self,
+        _bytes: &[u8],
+        path: &Path,
+        read: &ConfigVm,
+        index: usize,
+        tried: &[PathBuf],
+    ) -> Error {
+        let stored = read.disk_files.get(index).map_or("", String::as_str);
+        Error::invalid(format!(
+            "the configuration's disk '{stored}' is not there ({})",
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .with_path(path)
+    }
+
     /// How to write each of `vm.disks` (in order); `stem` is a file-name-safe form of the VM's
     /// name.
     fn disk_plan(&self, vm: &Vm, stem: &str) -> Result<Vec<DiskPlan>>;
@@ -162,4 +187,42 @@ pub fn target_named(name: &str) -> Option<&'static dyn VmConfig> {
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     })
+}
+
+/// Where one disk of a configuration is, as [`locate_disks`] found it.
+#[derive(Debug)]
+pub enum DiskLocation {
+    /// The first candidate that exists: its path and the file, opened through the gate.
+    Found(PathBuf, Arc<HostFile>),
+    /// No candidate exists: the paths looked at.
+    NotFound(Vec<PathBuf>),
+    /// The gate refused a candidate (a FIFO, a name leaving the folder under `--confine`).
+    Refused(Error),
+}
+
+/// Looks for each disk of a configuration read from `path`, trying
+/// [`VmConfig::disk_candidates`] in order through `gate`. A disk that is not there is not an
+/// error here: `info` lists it as not found, `migrate` refuses it with
+/// [`VmConfig::disk_not_found`].
+pub fn locate_disks(
+    config: &dyn VmConfig,
+    read: &ConfigVm,
+    path: &Path,
+    gate: &Gate,
+) -> Vec<DiskLocation> {
+    (0..read.disk_files.len())
+        .map(|i| {
+            let mut tried = Vec::new();
+            for name in config.disk_candidates(read, i) {
+                match gate.open(path, &name, Role::PackageMember) {
+                    Ok(Lookup::Opened(f)) => {
+                        return DiskLocation::Found(Gate::resolve(path, &name), f);
+                    }
+                    Ok(Lookup::Missing(p)) => tried.push(p),
+                    Err(e) => return DiskLocation::Refused(e),
+                }
+            }
+            DiskLocation::NotFound(tried)
+        })
+        .collect()
 }

@@ -150,6 +150,16 @@ pub fn ova_xml(
     if let Some(c) = vm.cpus.cores_per_socket.filter(|&c| c > 0) {
         platform.push(("cores-per-socket", s(c)));
     }
+    // XAPI's platform:nic_type picks one emulated model for every VIF: e1000 when all the
+    // NICs are e1000, else QEMU's default (rtl8139), with a warning below when that changes one.
+    let all_e1000 = !vm.nics.is_empty()
+        && vm
+            .nics
+            .iter()
+            .all(|n| n.model == crate::vm::NicModel::E1000);
+    if all_e1000 {
+        platform.push(("nic_type", s("e1000")));
+    }
     if let Some(vram) = vm.video.as_ref().and_then(|v| v.vram_bytes) {
         platform.push(("videoram", s((vram >> 20).max(1))));
     }
@@ -465,12 +475,12 @@ pub fn ova_xml(
             ]),
         ));
     }
-    if vm.nics.iter().any(|n| {
-        !matches!(
-            n.model,
-            crate::vm::NicModel::Rtl8139 | crate::vm::NicModel::E1000
-        )
-    }) {
+    if !all_e1000
+        && vm
+            .nics
+            .iter()
+            .any(|n| n.model != crate::vm::NicModel::Rtl8139)
+    {
         warnings.push("NIC models are not carried: XAPI gives every VIF its own emulated NIC (and a PV netfront once the guest's Xen drivers load)".into());
     }
     let root = st(vec![

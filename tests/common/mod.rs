@@ -2,6 +2,11 @@
 //! oracle readers, ../shared/corpus) and skipping loudly when one is missing.
 #![allow(dead_code)]
 
+mod vm;
+// Not every test uses the VM helpers.
+#[allow(unused_imports)]
+pub use vm::*;
+
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -16,11 +16,10 @@ pub mod read;
 pub mod write;
 
 use crate::error::{Error, Result};
-use crate::gate::folder_of;
 use crate::vm::Vm;
 use crate::vmconfig::{ConfigFiles, ConfigVm, DiskPlan, PlacedDisk, VmConfig};
 use read::Volume;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use read::{PveConfig, parse, probe};
 
@@ -44,40 +43,35 @@ pub fn candidates(volume: &Volume) -> Vec<String> {
     }
 }
 
-/// The name (relative to the configuration's folder, or absolute) of the file holding
-/// `volume`, or an error saying where it was looked for.
-fn resolve(path: &Path, v: &read::DiskVolume) -> Result<String> {
-    let folder = folder_of(path);
-    let names = candidates(&v.volume);
-    if let Volume::Path(p) = &v.volume {
-        return Ok(p.clone());
+/// The volume a disk's stored text names (as [`read::parse`] split it: an absolute path, else
+/// `storage:volume`).
+fn volume_of(stored: &str) -> Volume {
+    match stored.split_once(':') {
+        Some((storage, volume)) if !stored.starts_with('/') => Volume::Storage {
+            storage: storage.to_string(),
+            volume: volume.to_string(),
+        },
+        _ => Volume::Path(stored.to_string()),
     }
-    for n in &names {
-        // Only plain names: a volume cannot lead out of the folder by `..`.
-        if n.is_empty() || n == ".." || n == "." {
-            continue;
-        }
-        if std::fs::symlink_metadata(folder.join(n)).is_ok() {
-            return Ok(n.clone());
-        }
-    }
-    let Volume::Storage { storage, volume } = &v.volume else {
-        unreachable!("paths returned above")
+}
+
+/// The names to look for a volume's file by, relative to the configuration's folder or
+/// absolute: the path of a path volume; the plain file names of [`candidates`] (a volume
+/// cannot lead out of the folder by `..`), then, for the `local` storage, its fixed path on
+/// a Proxmox host.
+fn lookup_names(stored: &str) -> Vec<String> {
+    let volume = volume_of(stored);
+    let Volume::Storage { storage, volume: v } = &volume else {
+        return candidates(&volume);
     };
-    if storage == "local" && volume.contains('/') {
-        let host = format!("/var/lib/vz/images/{volume}");
-        if !volume.split('/').any(|p| p == "..") && std::fs::symlink_metadata(&host).is_ok() {
-            return Ok(host);
-        }
+    let mut names: Vec<String> = candidates(&volume)
+        .into_iter()
+        .filter(|n| !n.is_empty() && n != ".." && n != ".")
+        .collect();
+    if storage == "local" && v.contains('/') && !v.split('/').any(|p| p == "..") {
+        names.push(format!("/var/lib/vz/images/{v}"));
     }
-    Err(Error::invalid(format!(
-        "line {}: {} is volume '{storage}:{volume}', which only the Proxmox host resolves, and no {} is beside the configuration; on the host, `pvesm path {storage}:{volume}` prints its file: copy it here as {}",
-        v.line,
-        v.key,
-        names.join(" or "),
-        names[0]
-    ))
-    .with_path(path))
+    names
 }
 
 impl VmConfig for Proxmox {
@@ -104,12 +98,59 @@ impl VmConfig for Proxmox {
         let disk_files = conf
             .volumes
             .iter()
-            .map(|v| resolve(path, v))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|v| match &v.volume {
+                Volume::Path(p) => p.clone(),
+                Volume::Storage { storage, volume } => format!("{storage}:{volume}"),
+            })
+            .collect();
         Ok(ConfigVm {
             vm: conf.vm,
             disk_files,
         })
+    }
+
+    fn disk_candidates(&self, read: &ConfigVm, index: usize) -> Vec<String> {
+        read.disk_files
+            .get(index)
+            .map(|s| lookup_names(s))
+            .unwrap_or_default()
+    }
+
+    fn disk_not_found(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+        read: &ConfigVm,
+        index: usize,
+        tried: &[PathBuf],
+    ) -> Error {
+        let stored = read.disk_files.get(index).map_or("", String::as_str);
+        let names = candidates(&volume_of(stored));
+        // The line and key, from the configuration as read.
+        let at = parse(bytes, &path.to_string_lossy())
+            .ok()
+            .and_then(|c| {
+                c.volumes
+                    .get(index)
+                    .map(|v| format!("line {}: {} is ", v.line, v.key))
+            })
+            .unwrap_or_default();
+        let message = match volume_of(stored) {
+            Volume::Storage { storage, volume } => format!(
+                "{at}volume '{storage}:{volume}', which only the Proxmox host resolves, and no {} is beside the configuration; on the host, `pvesm path {storage}:{volume}` prints its file: copy it here as {}",
+                names.join(" or "),
+                names.first().map_or("", String::as_str)
+            ),
+            Volume::Path(p) => format!(
+                "{at}'{p}', which is not on this host ({})",
+                tried
+                    .iter()
+                    .map(|t| t.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        Error::invalid(message).with_path(path)
     }
 
     fn disk_plan(&self, vm: &Vm, _stem: &str) -> Result<Vec<DiskPlan>> {
