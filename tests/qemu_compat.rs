@@ -451,3 +451,60 @@ fn convert_takes_image_opts_and_secret_objects_as_qemu_img_does() {
         assert_eq!(code, 1, "{who}: --target-image-opts without -n");
     }
 }
+
+#[test]
+fn create_u_records_a_backing_file_that_is_not_there_yet() {
+    if !have_qemu("create_u_records_a_backing_file_that_is_not_there_yet") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    // Image builders (kiwi, osbuild) prepare an overlay before its base is in place.
+    for (who, prog) in [("qemu-img", None), ("diskferry", Some(&fake))] {
+        let img = d.path().join(format!("{who}.qcow2"));
+        let args = [
+            "create",
+            "-q",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            "base-later.raw",
+            "-F",
+            "raw",
+            s(&img),
+            "8M",
+        ];
+        let (code, out, err) = match prog {
+            None => qemu_img(&args),
+            Some(p) => run_prog(p, &args),
+        };
+        assert_eq!((code, out.as_str()), (0, ""), "{who}: {err}");
+        let info = qemu_img_ok(&["info", "--output=json", "-U", s(&img)]);
+        let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(v["backing-filename"], "base-later.raw", "{who}");
+        assert_eq!(v["backing-filename-format"], "raw", "{who}");
+        assert_eq!(v["virtual-size"], 8 << 20, "{who}");
+        // Once the base arrives, the overlay reads through it.
+        let base = d.path().join("base-later.raw");
+        make_raw(&base, 8 << 20, &[(0, 4096)]);
+        assert!(qemu_compare("qcow2", &img, "raw", &base), "{who}");
+        std::fs::remove_file(&base).unwrap();
+    }
+    // Without a size there is nothing to take it from.
+    let (code, _, err) = run_prog(
+        &fake,
+        &[
+            "create",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            "nowhere.raw",
+            "-F",
+            "raw",
+            s(&d.path().join("x.qcow2")),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+}
