@@ -1,5 +1,5 @@
 //! `commit`: copies what an image (and every layer between it and its base) holds into the
-//! base, through the base's [`ImageMut`], then empties the image unless asked not to.
+//! base, through the base's [`ImageMut`](crate::edit::ImageMut), then empties the image unless asked not to.
 //!
 //! Crash consistency follows from the order: the base is written and flushed while the top
 //! still holds every range (so the top reads the same throughout), and only then are the top's
