@@ -4,7 +4,9 @@
 //! model. virt-v2v opens every disk it is given, so each file is copied with its disk paths
 //! pointing at small images of the format the `<driver type>` names. Where virt-v2v 2.2
 //! cannot read a file, or reads it differently, the test states why (from its
-//! input/parse_libvirt_xml.ml) and checks that it still does.
+//! input/parse_libvirt_xml.ml) and checks that it still does. Malformed domains (entities,
+//! unclosed elements and attributes, huge values, disk paths leading out under --confine) are
+//! one clear line naming the file.
 
 mod common;
 
@@ -293,4 +295,89 @@ fn virt_v2v_reads_the_domains_we_write_alike() {
         );
         assert_eq!(mine.nics[1].1.as_deref(), Some("52:54:00:01:02:03"), "{os}");
     }
+}
+
+/// Malformed domains (issue 14): each is one line naming the file, and `migrate` writes
+/// nothing. Entities are refused, not expanded, whether declared inline (billion laughs) or
+/// external (XXE); before the reader was given the DOCTYPE, such a file was not even taken
+/// for a domain and `info` called it a raw image.
+#[test]
+fn malformed_domains_are_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let dom = |memory: &str, vcpus: &str| {
+        format!(
+            "<domain type='kvm'><name>a</name><memory unit='KiB'>{memory}</memory><vcpu>{vcpus}</vcpu><os><type>hvm</type></os></domain>"
+        )
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "laughs.xml",
+            "<?xml version=\"1.0\"?><!DOCTYPE domain [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]><domain type='kvm'><name>&b;</name><memory>1024</memory><vcpu>1</vcpu></domain>".into(),
+            "declares entities in its DOCTYPE; refused",
+        ),
+        (
+            "xxe.xml",
+            "<?xml version=\"1.0\"?><!DOCTYPE domain [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><domain type='kvm'><name>&x;</name><memory>1024</memory><vcpu>1</vcpu></domain>".into(),
+            "declares entities in its DOCTYPE; refused",
+        ),
+        (
+            "element.xml",
+            "<domain type='kvm'><name>a</name><memory unit='KiB'>1024</memory><vcpu>1</vcpu><description>open</domain>".into(),
+            "expected `</description>`, but `</domain>` was found (offset 96",
+        ),
+        (
+            "attribute.xml",
+            "<domain type='kvm'><name>a</name><memory unit='KiB'>1024</memory><vcpu>1</vcpu><description lang='en></description></domain>".into(),
+            "attribute value not closed",
+        ),
+        (
+            "memory.xml",
+            dom("99999999999999999999999", "1"),
+            "<memory> '99999999999999999999999' is not a number",
+        ),
+        (
+            "memory-bytes.xml",
+            dom("18014398509481984", "1"),
+            "<memory> overflows",
+        ),
+        (
+            "vcpus.xml",
+            dom("1024", "99999999999"),
+            "<vcpu> '99999999999' is not a number",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        one_line_error(&["info", s(&p)], &[name, want]);
+        let out = d.join(format!("{name}.out"));
+        one_line_error(&["migrate", "--to", "vmx", s(&p), s(&out)], &[name, want]);
+        assert!(!out.exists(), "{name}: output left behind");
+    }
+}
+
+/// A disk path that leads out of the domain's folder is refused under --confine (the open
+/// gate), and read without it.
+#[test]
+fn a_disk_path_escaping_the_folder_is_refused_under_confine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    make_raw(&d.join("secret.raw"), 1 << 20, &[(0, 4096)]);
+    let vm = d.join("vm");
+    std::fs::create_dir(&vm).unwrap();
+    let xml = vm.join("escape.xml");
+    std::fs::write(
+        &xml,
+        "<domain type='kvm'><name>a</name><memory unit='KiB'>1024</memory><vcpu>1</vcpu><os><type>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='../secret.raw'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+    )
+    .unwrap();
+    let out = d.join("out");
+    one_line_error(
+        &["migrate", "--confine", "--to", "vmx", s(&xml), s(&out)],
+        &["escape.xml", "'../secret.raw' refused", "--confine"],
+    );
+    assert!(!out.exists());
+    let (code, _, err) = run(&["migrate", "--to", "vmx", s(&xml), s(&out)]);
+    assert_eq!(code, 0, "{err}");
 }
