@@ -15,7 +15,6 @@ use diskferry::vm::{ControllerKind, Firmware, NicModel, ScsiModel, Vm};
 use diskferry::vmconfig::vmx::hwversion::Product;
 use diskferry::vmconfig::vmx::{self, layout, parse, write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The corpus's .vmx files (relative to corpus/configs), sorted.
 fn corpus_vmx(shared: &Path) -> Vec<String> {
@@ -310,56 +309,6 @@ fn libvirt_vmx2xml_expectations_agree() {
     assert_eq!(checked, 8, "the eight libvirt vmx2xml pairs");
 }
 
-/// What virt-v2v --print-source reports.
-#[derive(Debug, Default, PartialEq)]
-struct V2v {
-    name: String,
-    memory: u64,
-    vcpus: u32,
-    firmware: String,
-    disks: Vec<String>,
-    cdroms: Vec<String>,
-    /// (network, mac, model)
-    nics: Vec<(String, Option<String>, Option<String>)>,
-}
-
-fn parse_print_source(out: &str) -> V2v {
-    let mut r = V2v::default();
-    let mut section = "";
-    for line in out.lines() {
-        let t = line.trim();
-        if let Some(v) = t.strip_prefix("source name:") {
-            r.name = v.trim().to_string();
-        } else if let Some(v) = t.strip_prefix("memory:") {
-            r.memory = v.split_whitespace().next().unwrap().parse().unwrap();
-        } else if let Some(v) = t.strip_prefix("nr vCPUs:") {
-            r.vcpus = v.trim().parse().unwrap();
-        } else if let Some(v) = t.strip_prefix("firmware:") {
-            r.firmware = v.trim().to_string();
-        } else if t == "disks:" || t == "removable media:" || t == "NICs:" {
-            section = t;
-        } else if line.starts_with('\t') {
-            let bracket = t
-                .split_once('[')
-                .and_then(|(_, rest)| rest.split_once(']'))
-                .map(|(b, _)| b.to_string());
-            match section {
-                "disks:" => r.disks.push(bracket.unwrap_or_default()),
-                "removable media:" => r.cdroms.push(bracket.unwrap_or_default()),
-                "NICs:" => {
-                    let net = t.split('"').nth(1).unwrap_or("").to_string();
-                    let mac = t
-                        .split_once("mac: ")
-                        .map(|(_, m)| m.split_whitespace().next().unwrap().to_string());
-                    r.nics.push((net, mac, bracket.map(|b| b.to_lowercase())));
-                }
-                _ => {}
-            }
-        }
-    }
-    r
-}
-
 fn bus(kind: ControllerKind) -> String {
     match kind {
         ControllerKind::Ide => "ide",
@@ -417,39 +366,6 @@ fn as_v2v(vm: &Vm, vmx_text: &str) -> V2v {
     }
 }
 
-fn v2v_binary(test: &str) -> Option<PathBuf> {
-    let v2v = repo().join("target/peers/virt-v2v/run");
-    if !v2v.exists() {
-        skip(
-            test,
-            "virt-v2v is not unpacked (run tests/ovf_support/install-peers)",
-        );
-        return None;
-    }
-    have_qemu(test).then_some(v2v)
-}
-
-/// Runs virt-v2v on `vmx` (its disks must exist); the parsed report, or the error text.
-fn v2v_read(v2v: &Path, vmx: &Path) -> Result<V2v, String> {
-    let out = Command::new(v2v)
-        .args(["-i", "vmx"])
-        .arg(vmx)
-        .arg("--print-source")
-        .env("LIBGUESTFS_BACKEND", "direct")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(parse_print_source(&text))
-    } else {
-        Err(text)
-    }
-}
-
 /// Copies a corpus .vmx into `dir` with a small real VMDK for each disk it names (virt-v2v
 /// opens every disk with qemu-nbd).
 fn stage_with_disks(shared: &Path, rel: &str, dir: &Path) -> PathBuf {
@@ -493,7 +409,7 @@ fn virt_v2v_reads_the_corpus_alike() {
         let vmx = stage_with_disks(&shared, &rel, &dir);
         let ours = read_corpus(&shared, &rel);
         let text = String::from_utf8_lossy(&std::fs::read(&vmx).unwrap()).into_owned();
-        let theirs = v2v_read(&v2v, &vmx).unwrap_or_else(|e| panic!("{rel}: virt-v2v: {e}"));
+        let theirs = v2v_read(&v2v, "vmx", &vmx).unwrap_or_else(|e| panic!("{rel}: virt-v2v: {e}"));
         let mine = as_v2v(&ours.vm, &text);
         match v2v_differs(&rel) {
             None => assert_eq!(mine, theirs, "{rel}"),
@@ -937,7 +853,7 @@ fn migrate_round_trip_keeps_disks_and_machine() {
     for vmx_file in [vmx_path, esx.join("web01.vmx")] {
         let text = std::fs::read_to_string(&vmx_file).unwrap();
         let ours = vmx::read_vmx(text.as_bytes(), &vmx_file).unwrap();
-        let theirs = v2v_read(&v2v, &vmx_file).unwrap();
+        let theirs = v2v_read(&v2v, "vmx", &vmx_file).unwrap();
         assert_eq!(as_v2v(&ours.vm, &text), theirs, "{}", vmx_file.display());
     }
 }

@@ -392,6 +392,10 @@ fn malformed_cfgs_are_one_error_naming_the_line() {
             "bad.cfg: line 2: 'memory' is too large",
         ),
         (
+            "name = \"a\"\nvcpus = 99999999999999999999\n",
+            "bad.cfg: line 2: 'vcpus' must be a number",
+        ),
+        (
             "name = \"a\" x\n",
             "bad.cfg: line 1: unexpected 'x' after the value of 'name'",
         ),
@@ -469,4 +473,28 @@ fn rule_vifs_carry_mac_bridge_and_model() {
         err.contains("'VM Network'") && err.contains("e1000"),
         "{err}"
     );
+}
+
+/// A disk target that leads out of the cfg's folder is refused under --confine (the open
+/// gate), with one line naming the file, and nothing is written.
+#[test]
+fn a_disk_path_escaping_the_folder_is_refused_under_confine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    make_raw(&d.join("secret.raw"), 1 << 20, &[(0, 4096)]);
+    std::fs::create_dir(d.join("vm")).unwrap();
+    let cfg = d.join("vm/escape.cfg");
+    std::fs::write(
+        &cfg,
+        "name = \"a\"\nbuilder = \"hvm\"\nmemory = 512\ndisk = [ 'format=raw,vdev=xvda,target=../secret.raw' ]\n",
+    )
+    .unwrap();
+    let out = d.join("out");
+    one_line_error(
+        &["migrate", "--confine", "--to", "vmx", s(&cfg), s(&out)],
+        &["escape.cfg", "'../secret.raw' refused", "--confine"],
+    );
+    assert!(!out.exists());
+    let (code, _, err) = run(&["migrate", "--to", "vmx", s(&cfg), s(&out)]);
+    assert_eq!(code, 0, "{err}");
 }

@@ -280,7 +280,8 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Element> {
                 let text = doctype.into_inner();
                 if text.contains("<!ENTITY") {
                     return Err(Error::refused(
-                        "OVF descriptor declares XML entities in its DOCTYPE; refused \
+                        // Shared by the OVF and libvirt readers: the message names neither.
+                        "the XML declares entities in its DOCTYPE; refused \
                          (entity expansion can make a small file take unbounded memory)",
                     )
                     .at_offset(pos)

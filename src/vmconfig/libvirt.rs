@@ -304,17 +304,7 @@ fn nic_model(name: &str) -> NicModel {
 /// True when `bytes` look like a libvirt domain (`<domain` root).
 pub fn probe(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
-    let mut t = text.trim_start_matches('\u{feff}').trim_start();
-    // Skip an XML declaration and comments.
-    loop {
-        if let Some(rest) = t.strip_prefix("<?") {
-            t = rest.split_once("?>").map_or("", |(_, r)| r).trim_start();
-        } else if let Some(rest) = t.strip_prefix("<!--") {
-            t = rest.split_once("-->").map_or("", |(_, r)| r).trim_start();
-        } else {
-            break;
-        }
-    }
+    let t = super::after_xml_prolog(&text);
     t.starts_with("<domain") && t[7..].starts_with([' ', '>', '\n', '\t', '\r'])
 }
 

@@ -175,6 +175,28 @@ pub static CONFIGS: &[&dyn VmConfig] = &[
     &xenserver_vhd::XenServerVhd,
 ];
 
+/// The text of an XML document's head from its root element on: a byte-order mark, the
+/// declaration, comments and a DOCTYPE (internal subset included) are skipped, so a probe
+/// claims a file whatever prolog it has; the readers then refuse any entity it declares.
+pub fn after_xml_prolog(text: &str) -> &str {
+    let mut t = text.trim_start_matches('\u{feff}').trim_start();
+    loop {
+        if let Some(rest) = t.strip_prefix("<?") {
+            t = rest.split_once("?>").map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = t.strip_prefix("<!--") {
+            t = rest.split_once("-->").map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = t.strip_prefix("<!DOCTYPE") {
+            let end = match (rest.find('['), rest.find('>')) {
+                (Some(open), Some(close)) if open < close => rest.find("]>").map(|i| i + 2),
+                (_, close) => close.map(|i| i + 1),
+            };
+            t = end.map_or("", |i| &rest[i..]).trim_start();
+        } else {
+            return t;
+        }
+    }
+}
+
 /// The configuration format whose probe accepts `head`.
 pub fn detect(head: &[u8], path: &Path) -> Option<&'static dyn VmConfig> {
     CONFIGS.iter().copied().find(|c| c.probe(head, path))

@@ -2,10 +2,14 @@
 //! oracle readers, ../shared/corpus) and skipping loudly when one is missing.
 #![allow(dead_code)]
 
+mod v2v;
 mod vm;
 // Not every test uses the VM helpers.
 #[allow(unused_imports)]
 pub use vm::*;
+// Only the VM tests use virt-v2v.
+#[allow(unused_imports)]
+pub use v2v::*;
 
 use sha2::{Digest, Sha256};
 use std::fs::File;

@@ -38,22 +38,8 @@ pub fn probe(head: &[u8]) -> bool {
     } else {
         String::from_utf8_lossy(head).into_owned()
     };
-    let t = skip_prolog(&text);
+    let t = super::after_xml_prolog(&text);
     t.starts_with("<configuration>") && (t.contains("type=\"") || t.contains("<_"))
-}
-
-/// `text` after a byte-order mark, an XML declaration and comments.
-pub fn skip_prolog(text: &str) -> &str {
-    let mut t = text.trim_start_matches('\u{feff}').trim_start();
-    loop {
-        if let Some(rest) = t.strip_prefix("<?") {
-            t = rest.split_once("?>").map_or("", |(_, r)| r).trim_start();
-        } else if let Some(rest) = t.strip_prefix("<!--") {
-            t = rest.split_once("-->").map_or("", |(_, r)| r).trim_start();
-        } else {
-            return t;
-        }
-    }
 }
 
 /// Reads a Hyper-V configuration, XML or .vmcx by its content. `name` names it in errors.

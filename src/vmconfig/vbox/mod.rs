@@ -90,25 +90,8 @@ pub const NET_ATTACHMENTS: &[(&str, &str)] = &[
 /// True when `head` starts (after a declaration and comments) with a `<VirtualBox` element.
 pub fn probe(head: &[u8]) -> bool {
     let text = String::from_utf8_lossy(&head[..head.len().min(4096)]);
-    let mut t = text.trim_start_matches('\u{feff}').trim_start();
-    loop {
-        if let Some(rest) = t.strip_prefix("<?") {
-            t = rest.split_once("?>").map_or("", |(_, r)| r).trim_start();
-        } else if let Some(rest) = t.strip_prefix("<!--") {
-            t = rest.split_once("-->").map_or("", |(_, r)| r).trim_start();
-        } else if let Some(rest) = t.strip_prefix("<!DOCTYPE") {
-            // A DOCTYPE is skipped (the reader then refuses any entities it declares), its
-            // internal subset included.
-            let end = match (rest.find('['), rest.find('>')) {
-                (Some(open), Some(close)) if open < close => rest.find("]>").map(|i| i + 2),
-                (_, close) => close.map(|i| i + 1),
-            };
-            t = end.map_or("", |i| &rest[i..]).trim_start();
-        } else {
-            break;
-        }
-    }
-    t.strip_prefix("<VirtualBox")
+    super::after_xml_prolog(&text)
+        .strip_prefix("<VirtualBox")
         .is_some_and(|r| r.starts_with([' ', '>', '\n', '\t', '\r']))
 }
 

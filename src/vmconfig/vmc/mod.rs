@@ -27,7 +27,7 @@ pub fn probe(head: &[u8]) -> bool {
     } else {
         String::from_utf8_lossy(head).into_owned()
     };
-    let t = super::hyperv::skip_prolog(&text);
+    let t = super::after_xml_prolog(&text);
     t.starts_with("<preferences>") || t.starts_with("<preferences ")
 }
 
