@@ -830,3 +830,41 @@ fn qcow2_rebase_matches_qemu_img_where_qcow2_can_be_changed_in_place() {
         assert!(check.contains("No errors"), "{check}");
     }
 }
+
+#[test]
+fn measure_into_qcow2_reports_bitmaps_as_qemu_img_does() {
+    if !have_qemu("measure_into_qcow2_reports_bitmaps_as_qemu_img_does") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(dir.path());
+    let raw = dir.path().join("src.raw");
+    make_raw(&raw, 16 << 20, &[(0, 65536), (5 << 20, 3 << 20)]);
+    let q = dir.path().join("src.qcow2");
+    qemu_img_ok(&["convert", "-O", "qcow2", s(&raw), s(&q)]);
+    // OpenStack glance's image conversion and cinder's upload size checks run
+    // `qemu-img measure --output=json -O qcow2 SRC` and read every key.
+    for src in [&raw, &q] {
+        for opts in ["compat=1.1", "compat=0.10", "cluster_size=4k"] {
+            for output in ["human", "json"] {
+                let args = [
+                    "measure",
+                    "--output",
+                    output,
+                    "-O",
+                    "qcow2",
+                    "-o",
+                    opts,
+                    s(src),
+                ];
+                let (qc, qout, qerr) = qemu_img(&args);
+                let (dc, dout, derr) = run_prog(&fake, &args);
+                assert_eq!(
+                    (dc, dout.as_str()),
+                    (qc, qout.as_str()),
+                    "{args:?}: {qerr} / {derr}"
+                );
+            }
+        }
+    }
+}

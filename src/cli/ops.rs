@@ -185,7 +185,24 @@ pub fn measure(args: MeasureArgs) -> Outcome {
             qemu_driver_name(target.name())
         )));
     }
-    let m = ops::measure::measure(target, &target_options, source)?;
+    let mut m = ops::measure::measure(target, &target_options, source)?;
+    // qemu-img reports the persistent bitmaps a v3 qcow2 output would carry whenever the
+    // source could hold them (a qcow2 source): "bitmaps size: 0" for one that holds none.
+    // A source with bitmaps is left unreported rather than reported wrong.
+    if m.bitmaps.is_none()
+        && target.name() == "qcow2"
+        && target_options.text("compat") != Some("0.10")
+        && let Some(image) = &image
+        && image.top().format().name() == "qcow2"
+        && image
+            .top()
+            .details()
+            .format_specific
+            .get("bitmaps")
+            .is_none_or(|b| b.as_array().is_none_or(|a| a.is_empty()))
+    {
+        m.bitmaps = Some(0);
+    }
     let text = match args.output {
         OutputFormat::Human => {
             let mut t = format!(
