@@ -382,22 +382,17 @@ fn killed_writes_leave_old_or_new_content() {
     let (template, raw) = vhd_with_data(dir.path(), "k", 16 * MIB, false);
     let old = std::fs::read(&raw).unwrap();
     let ops = writes(16 * MIB, 40, 99);
-    let mut killed = 0;
-    for i in 0..20 {
-        let image = dir.path().join("victim.vhd");
-        std::fs::copy(&template, &image).unwrap();
-        let child = spawn_helper("zz_kill_helper", &format!("writes|{}", image.display()));
-        killed += usize::from(kill_after(child, delay(i, 400)));
-        opens_and_checks(&image, "vhd").unwrap_or_else(|e| panic!("round {i}: {e}"));
-        if have_qemu(test) {
-            qemu_opens(&image, "vpc").unwrap_or_else(|e| panic!("round {i}: qemu-img: {e}"));
-        }
-        each_write_old_or_new(&content(&image), &old, &ops)
-            .unwrap_or_else(|e| panic!("round {i}: {e}"));
-    }
-    assert!(
-        killed >= 5,
-        "only {killed} of 20 helpers were killed before finishing"
+    killed_rounds(
+        test,
+        &template,
+        "vhd",
+        QemuOpens::As("vpc"),
+        400,
+        &|image| helper_on("writes", image),
+        &|i, image| {
+            each_write_old_or_new(&content(image), &old, &ops)
+                .unwrap_or_else(|e| panic!("round {i}: {e}"))
+        },
     );
 }
 
@@ -421,46 +416,44 @@ fn killed_resize_leaves_old_or_new_disk() {
     ]);
     let old = std::fs::read(&raw).unwrap();
     let new_size: u64 = 512 << 30;
-    let mut killed = 0;
-    for i in 0..20 {
-        let image = dir.path().join("victim.vhd");
-        std::fs::copy(&template, &image).unwrap();
-        let child = diskferry()
-            .args(["resize", "-f", "vhd", s(&image), &new_size.to_string()])
+    let start = |image: &Path| {
+        diskferry()
+            .args(["resize", "-f", "vhd", s(image), &new_size.to_string()])
             .stdout(std::process::Stdio::null())
             .spawn()
-            .unwrap();
-        killed += usize::from(kill_after(child, delay(i, 1500)));
-        opens_and_checks(&image, "vhd").unwrap_or_else(|e| panic!("round {i}: {e}"));
-        if have_qemu(test) {
-            qemu_opens(&image, "vpc").unwrap_or_else(|e| panic!("round {i}: qemu-img: {e}"));
-        }
-        let f = end_footer(&image);
-        assert!(
-            f.current_size == 200 * MIB || f.current_size == new_size,
-            "round {i}"
-        );
-        // The data is intact whatever the size; compare its first 200 MiB (the rest reads
-        // as zeros, checked by reading a sample past the old end).
-        if f.current_size == 200 * MIB {
-            assert_eq!(content(&image), old, "round {i}");
-        } else {
-            let options = diskferry::OpenOptions {
-                gate: Gate::anywhere(),
-                ..Default::default()
-            };
-            let img = diskferry::Image::open(&image, &options).unwrap();
-            let mut buf = vec![0u8; old.len()];
-            img.read_at(0, &mut buf).unwrap();
-            assert_eq!(buf, old, "round {i}");
-            let mut tail = vec![1u8; 4 * MIB as usize];
-            img.read_at(200 * MIB, &mut tail).unwrap();
-            assert!(tail.iter().all(|&b| b == 0), "round {i}");
-        }
-    }
-    assert!(
-        killed >= 5,
-        "only {killed} of 20 resizes were killed before finishing"
+            .unwrap()
+    };
+    killed_rounds(
+        test,
+        &template,
+        "vhd",
+        QemuOpens::As("vpc"),
+        1500,
+        &start,
+        &|i, image| {
+            let f = end_footer(image);
+            assert!(
+                f.current_size == 200 * MIB || f.current_size == new_size,
+                "round {i}"
+            );
+            // The data is intact whatever the size; compare its first 200 MiB (the rest reads
+            // as zeros, checked by reading a sample past the old end).
+            if f.current_size == 200 * MIB {
+                assert_eq!(content(image), old, "round {i}");
+            } else {
+                let options = diskferry::OpenOptions {
+                    gate: Gate::anywhere(),
+                    ..Default::default()
+                };
+                let img = diskferry::Image::open(image, &options).unwrap();
+                let mut buf = vec![0u8; old.len()];
+                img.read_at(0, &mut buf).unwrap();
+                assert_eq!(buf, old, "round {i}");
+                let mut tail = vec![1u8; 4 * MIB as usize];
+                img.read_at(200 * MIB, &mut tail).unwrap();
+                assert!(tail.iter().all(|&b| b == 0), "round {i}");
+            }
+        },
     );
 }
 
@@ -483,20 +476,13 @@ fn killed_rebase_leaves_one_parent_or_the_other() {
         s(&template),
     ]);
     let old = std::fs::read(&raw).unwrap();
-    let mut killed = 0;
-    for i in 0..20 {
-        let image = dir.path().join("victim.vhd");
-        std::fs::copy(&template, &image).unwrap();
-        let child = spawn_helper("zz_kill_helper", &format!("rebase|{}", image.display()));
-        killed += usize::from(kill_after(child, delay(i, 300)));
-        opens_and_checks(&image, "vhd").unwrap_or_else(|e| panic!("round {i}: {e}"));
-        if have_qemu(test) {
-            qemu_opens(&image, "vpc").unwrap_or_else(|e| panic!("round {i}: qemu-img: {e}"));
-        }
-        assert_eq!(content(&image), old, "round {i}");
-    }
-    assert!(
-        killed >= 5,
-        "only {killed} of 20 helpers were killed before finishing"
+    killed_rounds(
+        test,
+        &template,
+        "vhd",
+        QemuOpens::As("vpc"),
+        300,
+        &|image| helper_on("rebase", image),
+        &|i, image| assert_eq!(content(image), old, "round {i}"),
     );
 }

@@ -191,6 +191,55 @@ pub fn kill_after(mut child: Child, delay: Duration) -> bool {
     killed
 }
 
+/// How a kill test's rounds treat qemu-img: open each survivor with it as this format, or not.
+#[derive(Clone, Copy)]
+pub enum QemuOpens {
+    /// `qemu-img info -f FMT` must open every survivor.
+    As(&'static str),
+    /// qemu-img cannot open these images (a differencing VDI, say): not asked.
+    No,
+}
+
+/// Twenty kill rounds: each copies `template` to `victim.EXT` beside it, starts `start` on the
+/// copy, kills it after a delay of up to `max_ms`, then requires the survivor to open and
+/// check clean with diskferry (as `format`), to open with qemu-img as `qemu` says, and to pass
+/// `verify`. At least five rounds must have killed the process before it finished, so the
+/// test cannot pass by never interrupting anything.
+#[allow(clippy::too_many_arguments)]
+pub fn killed_rounds(
+    test: &str,
+    template: &Path,
+    format: &str,
+    qemu: QemuOpens,
+    max_ms: u64,
+    start: &dyn Fn(&Path) -> Child,
+    verify: &dyn Fn(u64, &Path),
+) {
+    let dir = template.parent().unwrap();
+    let mut killed = 0;
+    for i in 0..20 {
+        let image = dir.join(format!("victim.{format}"));
+        std::fs::copy(template, &image).unwrap();
+        killed += usize::from(kill_after(start(&image), delay(i, max_ms)));
+        opens_and_checks(&image, format).unwrap_or_else(|e| panic!("round {i}: {e}"));
+        if let QemuOpens::As(f) = qemu
+            && crate::common::have_qemu(test)
+        {
+            qemu_opens(&image, f).unwrap_or_else(|e| panic!("round {i}: qemu-img: {e}"));
+        }
+        verify(i, &image);
+    }
+    assert!(
+        killed >= 5,
+        "{test}: only {killed} of 20 runs were killed before finishing"
+    );
+}
+
+/// A helper process started on `image` for `job` (see [`spawn_helper`]).
+pub fn helper_on(job: &str, image: &Path) -> Child {
+    spawn_helper("zz_kill_helper", &format!("{job}|{}", image.display()))
+}
+
 /// A delay between 0 and `max_ms` milliseconds chosen by `i`.
 pub fn delay(i: u64, max_ms: u64) -> Duration {
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
