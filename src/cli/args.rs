@@ -480,9 +480,18 @@ pub struct MigrateArgs {
     /// Worker threads (default: one per core)
     #[arg(short = 'm', value_name = "N")]
     pub threads: Option<usize>,
+    /// Print the device mapping from the --from source kind to the --to target (what each
+    /// controller, NIC model and firmware setting becomes, and the warnings given, as
+    /// docs/device-mapping.md has it) instead of migrating
+    #[arg(long, requires = "from", conflicts_with = "paths")]
+    pub show_mapping: bool,
+    /// With --show-mapping: the source kind (disks, vmx, vbox, vmc, hyperv, libvirt, xl,
+    /// proxmox, ovf, xva)
+    #[arg(long, value_name = "SOURCE", requires = "show_mapping")]
+    pub from: Option<String>,
     /// The source (an OVA or OVF, or disk images) followed by the destination (an OVA file, or
     /// a new folder; "-" streams an OVA or an XVA to standard output)
-    #[arg(required = true, num_args = 2.., value_name = "SRC... DEST")]
+    #[arg(required_unless_present = "show_mapping", num_args = 2.., value_name = "SRC... DEST")]
     pub paths: Vec<PathBuf>,
 }
 

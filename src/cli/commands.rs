@@ -926,8 +926,38 @@ pub fn map(args: MapArgs) -> Outcome {
     Ok(0)
 }
 
+/// `migrate --show-mapping --from SOURCE --to TARGET`: one pair's table.
+fn show_mapping(args: &MigrateArgs) -> Outcome {
+    use diskferry::migrate::mapping;
+    let (sources, targets) = mapping::names();
+    let from = args.from.as_deref().unwrap_or_default();
+    let source = mapping::source_named(from).ok_or_else(|| {
+        Error::invalid(format!(
+            "unknown source kind '{from}'; known: {}",
+            sources.join(", ")
+        ))
+    })?;
+    let target = mapping::target_named(&args.target).ok_or_else(|| {
+        Error::invalid(format!(
+            "unknown target '{}'; known: {}",
+            args.target,
+            targets.join(", ")
+        ))
+    })?;
+    emit(&format!(
+        "# {} -> {}\n\n{}",
+        source.names[0],
+        target.names[0],
+        mapping::pair_markdown(source, target)
+    ))?;
+    Ok(0)
+}
+
 pub fn migrate(args: MigrateArgs) -> Outcome {
     use diskferry::migrate::{self, Description, MigrateOptions, Source, Target};
+    if args.show_mapping {
+        return show_mapping(&args);
+    }
     let target = Target::parse(&args.target)?;
     let (dest, sources) = args.paths.split_last().expect("clap requires two paths");
     let threads = match args.threads {

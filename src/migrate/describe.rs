@@ -2,6 +2,7 @@
 //! --firmware --os --nic --disk-bus`), for sources that carry no description of their own.
 
 use super::Source;
+use super::mapping::{Boot, ReadRow, SourceMapping, read};
 use crate::error::{Error, Result};
 use crate::image::{Image, OpenOptions};
 use crate::vm::{
@@ -91,39 +92,24 @@ pub fn parse_guest_os(id: &str) -> Result<GuestOs> {
     })
 }
 
-/// Parses a disk bus name.
+/// Parses a disk bus name (by [`MAPPING`]).
 pub fn parse_bus(name: &str) -> Result<ControllerKind> {
-    match name.to_ascii_lowercase().as_str() {
-        "sata" | "ahci" => Ok(ControllerKind::Sata),
-        "scsi" | "lsilogic" => Ok(ControllerKind::Scsi(ScsiModel::LsiLogic)),
-        "lsisas" | "sas" => Ok(ControllerKind::Scsi(ScsiModel::LsiSas)),
-        "pvscsi" => Ok(ControllerKind::Scsi(ScsiModel::Pvscsi)),
-        "virtio-scsi" => Ok(ControllerKind::Scsi(ScsiModel::VirtioScsi)),
-        "ide" => Ok(ControllerKind::Ide),
-        "nvme" => Ok(ControllerKind::Nvme),
-        "virtio" | "virtio-blk" => Ok(ControllerKind::VirtioBlk),
-        other => Err(Error::invalid(format!(
-            "unknown disk bus '{other}'; use sata, scsi, lsisas, pvscsi, virtio-scsi, ide, nvme or virtio"
-        ))),
-    }
+    let name = name.to_ascii_lowercase();
+    MAPPING.controller_named(&name).ok_or_else(|| {
+        Error::invalid(format!(
+            "unknown disk bus '{name}'; use sata, scsi, lsisas, pvscsi, virtio-scsi, ide, nvme or virtio"
+        ))
+    })
 }
 
-/// Parses `MODEL[,mac=MAC][,network=NAME]`.
+/// Parses `MODEL[,mac=MAC][,network=NAME]` (the model by [`MAPPING`]).
 pub fn parse_nic(spec: &str) -> Result<Nic> {
     let mut parts = spec.split(',');
-    let model = match parts.next().unwrap_or("").to_ascii_lowercase().as_str() {
-        "e1000" => NicModel::E1000,
-        "e1000e" => NicModel::E1000e,
-        "vmxnet3" => NicModel::Vmxnet3,
-        "virtio" | "virtio-net" => NicModel::Virtio,
-        "rtl8139" => NicModel::Rtl8139,
-        "pcnet" | "pcnet32" | "vlance" => NicModel::PcNet,
-        "netvsc" | "hyperv" => NicModel::Netvsc,
-        other => {
-            return Err(Error::invalid(format!(
-                "unknown NIC model '{other}' in --nic {spec}; use e1000, e1000e, vmxnet3, virtio, rtl8139, pcnet or netvsc"
-            )));
-        }
+    let name = parts.next().unwrap_or("").to_ascii_lowercase();
+    let Some(model) = MAPPING.nic_named(&name) else {
+        return Err(Error::invalid(format!(
+            "unknown NIC model '{name}' in --nic {spec}; use e1000, e1000e, vmxnet3, virtio, rtl8139, pcnet or netvsc"
+        )));
     };
     let mut nic = Nic {
         model,
@@ -240,6 +226,78 @@ impl Source {
         Ok(Source { vm, disks })
     }
 }
+
+const CLI: &str = "docs: diskferry migrate --help (--disk-bus, --nic, --firmware)";
+
+static BUSES: [ReadRow<ControllerKind>; 12] = [
+    read("--disk-bus `sata` (the default)", ControllerKind::Sata, CLI),
+    read("--disk-bus `ahci`", ControllerKind::Sata, CLI),
+    read(
+        "--disk-bus `scsi`",
+        ControllerKind::Scsi(ScsiModel::LsiLogic),
+        CLI,
+    ),
+    read(
+        "--disk-bus `lsilogic`",
+        ControllerKind::Scsi(ScsiModel::LsiLogic),
+        CLI,
+    ),
+    read(
+        "--disk-bus `lsisas`",
+        ControllerKind::Scsi(ScsiModel::LsiSas),
+        CLI,
+    ),
+    read(
+        "--disk-bus `sas`",
+        ControllerKind::Scsi(ScsiModel::LsiSas),
+        CLI,
+    ),
+    read(
+        "--disk-bus `pvscsi`",
+        ControllerKind::Scsi(ScsiModel::Pvscsi),
+        CLI,
+    ),
+    read(
+        "--disk-bus `virtio-scsi`",
+        ControllerKind::Scsi(ScsiModel::VirtioScsi),
+        CLI,
+    ),
+    read("--disk-bus `ide`", ControllerKind::Ide, CLI),
+    read("--disk-bus `nvme`", ControllerKind::Nvme, CLI),
+    read("--disk-bus `virtio`", ControllerKind::VirtioBlk, CLI),
+    read("--disk-bus `virtio-blk`", ControllerKind::VirtioBlk, CLI),
+];
+
+static NICS: [ReadRow<NicModel>; 11] = [
+    read("--nic `e1000` (the default)", NicModel::E1000, CLI),
+    read("--nic `e1000e`", NicModel::E1000e, CLI),
+    read("--nic `vmxnet3`", NicModel::Vmxnet3, CLI),
+    read("--nic `virtio`", NicModel::Virtio, CLI),
+    read("--nic `virtio-net`", NicModel::Virtio, CLI),
+    read("--nic `rtl8139`", NicModel::Rtl8139, CLI),
+    read("--nic `pcnet`", NicModel::PcNet, CLI),
+    read("--nic `pcnet32`", NicModel::PcNet, CLI),
+    read("--nic `vlance`", NicModel::PcNet, CLI),
+    read("--nic `netvsc`", NicModel::Netvsc, CLI),
+    read("--nic `hyperv`", NicModel::Netvsc, CLI),
+];
+
+static FIRMWARE: [ReadRow<Boot>; 3] = [
+    read("--firmware bios (the default)", Boot::Bios, CLI),
+    read("--firmware uefi", Boot::Uefi, CLI),
+    read("--firmware uefi-secure", Boot::SecureBoot, CLI),
+];
+
+/// What the command line's description of bare disks makes of each option.
+pub static MAPPING: SourceMapping = SourceMapping {
+    names: &["disks"],
+    kinds: "bare disks",
+    controllers: &BUSES,
+    nics: &NICS,
+    other_nics: &[],
+    firmware: &FIRMWARE,
+    os: "--os: a VMware, VirtualBox, libosinfo or CIM id, through src/vm/guest_os.rs",
+};
 
 #[cfg(test)]
 mod tests {

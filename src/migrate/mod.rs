@@ -19,6 +19,7 @@
 //! own warnings.
 
 pub mod describe;
+pub mod mapping;
 
 pub use describe::Description;
 
@@ -75,6 +76,17 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("ovf", Target::Ovf),
     ("disks", Target::Disks),
 ];
+
+/// `--to disks` writes the disks alone: no device is described.
+pub static DISKS: mapping::TargetMapping = mapping::TargetMapping {
+    names: &["disks"],
+    controllers: &[],
+    nics: &[],
+    firmware: &[],
+    guest: &[],
+    os: "(not written)",
+    notes: "Only the disks are written, in the -O format: no controller, NIC or firmware setting travels.",
+};
 
 impl PartialEq for Target {
     fn eq(&self, other: &Target) -> bool {

@@ -19,9 +19,10 @@
 //! order), VirtualBox's ovfreader.cpp, XenCenter's OVF exports, ../shared/notes/packages.md.
 //! What a dialect cannot express is returned as warnings, never dropped silently.
 
+use super::mapping;
 use super::write::WrittenDisk;
 use crate::error::{Error, Result};
-use crate::vm::{ControllerKind, Firmware, NicModel, ScsiModel, Vm};
+use crate::vm::{ControllerKind, Firmware, NicModel, Vm};
 use crate::vmconfig::vbox;
 use quick_xml::escape::escape;
 use std::fmt::Write as _;
@@ -109,72 +110,46 @@ fn vmware_hardware_version(vm: &Vm) -> u32 {
     }
 }
 
-/// A controller's RASD (ResourceType, ResourceSubType) in `dialect`, and the kind actually
-/// written (a kind the dialect lacks becomes the closest it has, with a warning).
+/// A controller's RASD (ResourceType, ResourceSubType) in `dialect` (by the dialect's table
+/// in [`super::mapping`]), and the kind actually written (a kind the dialect lacks becomes the
+/// closest it has, with a warning).
 fn controller_rasd(
     kind: ControllerKind,
     dialect: Dialect,
     warnings: &mut Vec<String>,
 ) -> (u32, Option<&'static str>) {
-    use ControllerKind as K;
-    match (dialect, kind) {
-        (Dialect::Vmware, K::Ide) => (5, None),
-        (Dialect::Vmware, K::Sata) => (20, Some("vmware.sata.ahci")),
-        (Dialect::Vmware, K::Nvme) => (20, Some("vmware.nvme.controller")),
-        (Dialect::Vmware, K::Scsi(ScsiModel::LsiLogic)) => (6, Some("lsilogic")),
-        (Dialect::Vmware, K::Scsi(ScsiModel::LsiSas)) => (6, Some("lsilogicsas")),
-        (Dialect::Vmware, K::Scsi(ScsiModel::Pvscsi)) => (6, Some("VirtualSCSI")),
-        (Dialect::Vmware, K::Scsi(ScsiModel::BusLogic)) => (6, Some("buslogic")),
-        (Dialect::Vmware, K::Scsi(ScsiModel::VirtioScsi) | K::VirtioBlk) => {
-            warnings.push(format!(
-                "VMware has no {kind} controller: its disks go on an LSI Logic SAS controller (the guest needs its driver, which Windows and Linux have)"
-            ));
-            (6, Some("lsilogicsas"))
-        }
-        (Dialect::VirtualBox, K::Ide) => (5, Some("PIIX4")),
-        (Dialect::VirtualBox, K::Sata) => (20, Some("AHCI")),
-        (Dialect::VirtualBox, K::Scsi(ScsiModel::LsiLogic)) => (6, Some("lsilogic")),
-        (Dialect::VirtualBox, K::Scsi(ScsiModel::LsiSas)) => (6, Some("lsilogicsas")),
-        (Dialect::VirtualBox, K::Scsi(ScsiModel::BusLogic)) => (6, Some("buslogic")),
-        (Dialect::VirtualBox, other) => {
-            warnings.push(format!(
-                "VirtualBox's OVF import has no {other} controller: its disks go on SATA (AHCI)"
-            ));
-            (20, Some("AHCI"))
-        }
-        (Dialect::XenServer, _) => (5, None),
+    let Some(r) = mapping::of(dialect).controller_for(kind, None) else {
+        return (5, None);
+    };
+    if let Some(w) = r.warning {
+        warnings.push(match dialect {
+            Dialect::Vmware => format!("VMware has no {kind} controller: {w}"),
+            _ => format!("VirtualBox's OVF import has no {kind} controller: {w}"),
+        });
     }
+    mapping::rasd(r.target)
 }
 
-/// A NIC's ResourceSubType in `dialect`.
+/// A NIC's ResourceSubType in `dialect` (by the dialect's table in [`super::mapping`]).
 fn nic_subtype(model: &NicModel, dialect: Dialect, warnings: &mut Vec<String>) -> &'static str {
-    match (dialect, model) {
-        (Dialect::Vmware, NicModel::E1000) => "E1000",
-        (Dialect::Vmware, NicModel::E1000e) => "E1000e",
-        (Dialect::Vmware, NicModel::Vmxnet3) => "VmxNet3",
-        (Dialect::Vmware, NicModel::PcNet) => "PCNet32",
-        (Dialect::Vmware, other) => {
-            warnings.push(format!(
-                "VMware has no {other} adapter: written as vmxnet3 (VMware Tools or a recent Linux kernel drives it)"
-            ));
-            "VmxNet3"
+    let Some(r) = mapping::of(dialect).nic_for(model, None) else {
+        return "";
+    };
+    if let Some(w) = r.warning {
+        let w = match dialect {
+            Dialect::Vmware => format!("VMware has no {model} adapter: {w}"),
+            Dialect::VirtualBox => format!("VirtualBox has no {model} adapter: {w}"),
+            Dialect::XenServer => w.to_string(),
+        };
+        // The XenServer warning is about every NIC at once: said once.
+        if dialect != Dialect::XenServer || !warnings.contains(&w) {
+            warnings.push(w);
         }
-        (Dialect::VirtualBox, NicModel::PcNet) => "PCNet32",
-        (Dialect::VirtualBox, NicModel::Virtio) => "virtio",
-        (Dialect::VirtualBox, NicModel::E1000) => "E1000",
-        (Dialect::VirtualBox, other) => {
-            warnings.push(format!(
-                "VirtualBox has no {other} adapter: written as an Intel PRO/1000 (E1000)"
-            ));
-            "E1000"
-        }
-        (Dialect::XenServer, _) => {
-            let w = "NIC models are not carried: XenCenter's OVF import gives every VIF XenServer's default emulated NIC";
-            if !warnings.iter().any(|x| x == w) {
-                warnings.push(w.to_string());
-            }
-            ""
-        }
+    }
+    if r.target.starts_with('(') {
+        ""
+    } else {
+        r.target
     }
 }
 
@@ -543,13 +518,9 @@ pub fn descriptor(
         }
         _ => {}
     }
-    if vm.tpm && dialect == Dialect::XenServer {
-        warnings.push("the virtual TPM is not carried by this OVF dialect".to_string());
-    } else if vm.tpm && dialect == Dialect::Vmware {
-        warnings.push(
-            "the virtual TPM is not carried (vSphere adds a vTPM only after import, with a key provider)"
-                .to_string(),
-        );
+    // VirtualBox's machine section carries the TPM; the other dialects say what is lost.
+    if let Some(w) = mapping::of(dialect).tpm(vm).and_then(|r| r.warning) {
+        warnings.push(w.to_string());
     }
     x.push_str("    </VirtualHardwareSection>\n");
     if dialect == Dialect::VirtualBox {

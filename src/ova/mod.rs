@@ -3,5 +3,6 @@
 //! The `write` module makes one in a single pass over each disk.
 
 pub mod descriptor;
+pub mod mapping;
 pub mod open;
 pub mod write;

@@ -687,27 +687,14 @@ fn controller_kind(item: &Item<'_>, vm: &mut Vm) -> Option<ControllerKind> {
 }
 
 fn nic_model(m: &str) -> Option<NicModel> {
-    Some(match m.to_ascii_lowercase().as_str() {
-        "e1000" => NicModel::E1000,
-        "e1000e" => NicModel::E1000e,
-        "vmxnet3" => NicModel::Vmxnet3,
-        "virtio" | "virtio-net" | "virtionet" => NicModel::Virtio,
-        "rtl8139" => NicModel::Rtl8139,
-        "pcnet32" | "pcnet" | "vlance" | "am79c970a" | "am79c973" => NicModel::PcNet,
-        "netvsc" | "hv_netvsc" => NicModel::Netvsc,
-        _ => return None,
-    })
+    super::mapping::READ.nic_named(&m.to_ascii_lowercase())
 }
 
 fn scsi_model(m: &str) -> Option<ScsiModel> {
-    Some(match m {
-        "lsilogic" => ScsiModel::LsiLogic,
-        "lsilogicsas" | "lsisas1068" | "lsisas" => ScsiModel::LsiSas,
-        "virtualscsi" | "pvscsi" => ScsiModel::Pvscsi,
-        "buslogic" => ScsiModel::BusLogic,
-        "virtio-scsi" | "virtioscsi" | "virtio" => ScsiModel::VirtioScsi,
-        _ => return None,
-    })
+    match super::mapping::READ.controller_named(m) {
+        Some(ControllerKind::Scsi(m)) => Some(m),
+        _ => None,
+    }
 }
 
 /// `00:50:56:AB:CD:EF`, `00-50-56-ab-cd-ef` or `005056ABCDEF` as `00:50:56:ab:cd:ef`.

@@ -42,6 +42,7 @@
 //! ```
 
 mod hardware;
+pub mod mapping;
 pub mod xml;
 
 pub use xml::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_ELEMENTS, MAX_SIZE};

@@ -95,6 +95,12 @@ pub trait VmConfig: Sync {
     /// `--to help`; empty when the format is only read.
     fn targets(&self) -> &'static [(&'static str, &'static str)];
 
+    /// The writer's device mapping (what each model controller, NIC model and firmware
+    /// becomes), when the format is written.
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        None
+    }
+
     /// True when `head` (the file's first 4 KiB at most) is this format. `path` is given for
     /// formats whose content alone is ambiguous (a `.conf` of key: value lines).
     fn probe(&self, _head: &[u8], _path: &Path) -> bool {

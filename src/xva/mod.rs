@@ -14,6 +14,7 @@
 //! ```
 
 pub mod disk;
+pub mod mapping;
 pub mod ova_xml;
 pub mod ova_xml_write;
 pub mod write;

@@ -10,9 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::ovf::xml::{self, Element, Ns};
-use crate::vm::{
-    Cdrom, Controller, ControllerKind, Cpus, Disk, DiskSource, Firmware, Nic, NicModel, Video, Vm,
-};
+use crate::vm::{Cdrom, Controller, Cpus, Disk, DiskSource, Firmware, Nic, Video, Vm};
 use std::collections::HashMap;
 
 /// One XML-RPC value.
@@ -458,16 +456,9 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Description> {
         // primary and secondary master and slave: that is the faithful place for them, and the
         // one every target can boot from. Disks from userdevice 4 exist only as PV devices;
         // they go on SATA (AHCI), which every current guest has a driver for.
-        let controller = if ud < 4 {
-            Controller {
-                kind: ControllerKind::Ide,
-                index: ud / 2,
-            }
-        } else {
-            Controller {
-                kind: ControllerKind::Sata,
-                index: 0,
-            }
+        let controller = Controller {
+            kind: super::mapping::controller(ud),
+            index: if ud < 4 { ud / 2 } else { 0 },
         };
         let unit = if ud < 4 { ud % 2 } else { ud - 4 };
         let kind = text(vbd, "type").unwrap_or_else(|| "Disk".into());
@@ -552,11 +543,9 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Description> {
     }
 
     // VIFs, in device order, each on its network's name.
-    let nic_model = match map_text(rec, "platform", "nic_type").as_deref() {
-        Some("e1000") => NicModel::E1000,
-        // QEMU's default emulated NIC under XAPI, what a guest sees before netfront loads.
-        _ => NicModel::Rtl8139,
-    };
+    // QEMU's default emulated NIC under XAPI (rtl8139) is what a guest sees before netfront
+    // loads, unless nic_type says.
+    let nic_model = super::mapping::nic_model(map_text(rec, "platform", "nic_type").as_deref());
     let mut vifs: Vec<(u32, String, &Value)> = attached("VIF", "VIFs")
         .into_iter()
         .map(|(id, v)| {

@@ -163,8 +163,8 @@ pub fn ova_xml(
     if let Some(vram) = vm.video.as_ref().and_then(|v| v.vram_bytes) {
         platform.push(("videoram", s((vram >> 20).max(1))));
     }
-    if vm.tpm {
-        warnings.push("the VM's TPM is not carried: an XVA holds no vTPM; add one with xe vtpm-create (its contents, such as BitLocker keys, are lost)".into());
+    if let Some(w) = super::mapping::WRITE.tpm(vm).and_then(|r| r.warning) {
+        warnings.push(w.into());
     }
     if !vm.serial_ports.is_empty() {
         warnings.push(format!(
@@ -475,13 +475,14 @@ pub fn ova_xml(
             ]),
         ));
     }
+    // The e1000 row holds only when every NIC is e1000; otherwise any NIC not rtl8139 changes.
     if !all_e1000
         && vm
             .nics
             .iter()
             .any(|n| n.model != crate::vm::NicModel::Rtl8139)
     {
-        warnings.push("NIC models are not carried: XAPI gives every VIF its own emulated NIC (and a PV netfront once the guest's Xen drivers load)".into());
+        warnings.push(super::mapping::NICS_LOST.into());
     }
     let root = st(vec![
         (

@@ -12,7 +12,7 @@
 
 use super::{boot_first, common_warnings, os_type, sh};
 use crate::error::Result;
-use crate::vm::{ControllerKind, Firmware, ScsiModel, Vm};
+use crate::vm::{Firmware, Vm};
 use crate::vmconfig::{ConfigFiles, DiskPlan, PlacedDisk, VmConfig};
 use std::path::Path;
 
@@ -45,6 +45,10 @@ impl VmConfig for Aws {
         "aws"
     }
 
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&super::mapping::AWS)
+    }
+
     fn targets(&self) -> &'static [(&'static str, &'static str)] {
         &[(
             "aws",
@@ -62,11 +66,10 @@ impl VmConfig for Aws {
                 format: "vmdk",
                 options: format!(
                     "subformat=streamOptimized,adapter_type={}",
-                    match d.controller.kind {
-                        ControllerKind::Scsi(ScsiModel::BusLogic) => "buslogic",
-                        ControllerKind::Ide | ControllerKind::Sata | ControllerKind::Nvme => "ide",
-                        _ => "lsilogic",
-                    }
+                    super::mapping::AWS
+                        .controller(d.controller.kind, vm)
+                        .and_then(|r| r.target.strip_prefix("VMDK adapter_type="))
+                        .unwrap_or("lsilogic")
                 ),
             })
             .collect())
@@ -82,14 +85,11 @@ impl VmConfig for Aws {
         let mut warnings = common_warnings(vm, "EC2", "the instance type");
         let (os, unknown) = os_type(vm);
         warnings.extend(unknown);
-        if matches!(vm.firmware, Firmware::Uefi { secure_boot: true }) {
-            warnings.push("Secure Boot is not carried by VM Import: the AMI boots UEFI without it (register UEFI variables with the AMI afterwards to turn it on)".into());
-        }
-        if vm.tpm {
-            warnings.push("the TPM is not carried: NitroTPM is an AMI setting (--tpm-support v2.0 when registering)".into());
-        }
+        let table = &super::mapping::AWS;
+        warnings.extend(table.boot(vm).and_then(|r| r.warning).map(str::to_string));
+        warnings.extend(table.tpm(vm).and_then(|r| r.warning).map(str::to_string));
         if os == "Windows" {
-            warnings.push("Windows guest: VM Import installs the AWS drivers (ENA, NVMe) itself and needs a license choice: add --license-type BYOL or AWS to import-image".into());
+            warnings.extend(table.needs(vm).and_then(|r| r.warning).map(str::to_string));
         }
         let order = boot_first(vm);
         let files: Vec<&str> = order

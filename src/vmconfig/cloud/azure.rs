@@ -66,6 +66,10 @@ impl VmConfig for Azure {
         "azure"
     }
 
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&super::mapping::AZURE)
+    }
+
     fn targets(&self) -> &'static [(&'static str, &'static str)] {
         &[(
             "azure",
@@ -107,12 +111,14 @@ impl VmConfig for Azure {
             }
             file_sizes.push(whole + 512);
         }
+        // The commands say Linux for an unknown guest too: it gets the Linux row's warning.
         if os == "Linux" {
-            warnings.push("Linux guest: Azure needs the Hyper-V drivers (hv_vmbus, hv_storvsc, hv_netvsc) in its initramfs and the Azure Linux agent or cloud-init installed before it boots there".into());
+            let row = super::mapping::AZURE.needs_for(Some(crate::vm::OsFamily::Linux));
+            warnings.extend(row.and_then(|r| r.warning).map(str::to_string));
         }
-        if matches!(vm.firmware, crate::vm::Firmware::Uefi { secure_boot: true }) || vm.tpm {
-            warnings.push("Secure Boot and the TPM are Azure's Trusted Launch: add --security-type TrustedLaunch --enable-secure-boot true --enable-vtpm true to az vm create".into());
-        }
+        warnings.extend(
+            super::mapping::security_warning(&super::mapping::AZURE, vm).map(str::to_string),
+        );
         let vm_name = resource_name(&vm.name);
         let gen2 = if uefi(vm) {
             " --hyper-v-generation V2"

@@ -74,6 +74,10 @@ impl VmConfig for Gcp {
         "gcp"
     }
 
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&super::mapping::GCP)
+    }
+
     fn targets(&self) -> &'static [(&'static str, &'static str)] {
         &[(
             "gcp",
@@ -121,12 +125,9 @@ impl VmConfig for Gcp {
             }
             raw_to_tar_gz(&d.staged, mtime)?;
         }
-        if vm.guest_os.os.map(|o| o.family()) == Some(crate::vm::OsFamily::Linux) {
-            warnings.push("Linux guest: Compute Engine needs the virtio-scsi and gVNIC/virtio-net drivers and the guest environment (google-guest-agent) installed, and a serial console helps debugging".into());
-        }
-        if matches!(vm.firmware, crate::vm::Firmware::Uefi { secure_boot: true }) || vm.tpm {
-            warnings.push("Secure Boot and the vTPM are Shielded VM settings: add --shielded-secure-boot --shielded-vtpm to gcloud compute instances create".into());
-        }
+        let table = &super::mapping::GCP;
+        warnings.extend(table.needs(vm).and_then(|r| r.warning).map(str::to_string));
+        warnings.extend(super::mapping::security_warning(table, vm).map(str::to_string));
         let order = boot_first(vm);
         let features = if uefi(vm) {
             " --guest-os-features UEFI_COMPATIBLE"

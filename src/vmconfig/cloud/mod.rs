@@ -14,6 +14,7 @@
 mod aws;
 mod azure;
 mod gcp;
+pub mod mapping;
 
 pub use aws::Aws;
 pub use azure::Azure;

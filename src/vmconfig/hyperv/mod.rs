@@ -7,6 +7,7 @@
 //! - `read.rs`: the tree into the VM model;
 //! - `write.rs`: the PowerShell script.
 
+pub mod mapping;
 pub mod read;
 pub mod tree;
 pub mod vmcx;
@@ -55,6 +56,10 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<ConfigVm> {
 impl VmConfig for HyperV {
     fn name(&self) -> &'static str {
         "hyperv"
+    }
+
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&mapping::WRITE)
     }
 
     fn targets(&self) -> &'static [(&'static str, &'static str)] {

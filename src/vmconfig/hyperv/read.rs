@@ -21,9 +21,7 @@
 
 use super::tree::Node;
 use crate::error::{Error, Result};
-use crate::vm::{
-    Cdrom, Controller, ControllerKind, Disk, DiskSource, Firmware, Nic, NicModel, ScsiModel, Vm,
-};
+use crate::vm::{Cdrom, Controller, ControllerKind, Disk, DiskSource, Firmware, Nic, NicModel, Vm};
 use crate::vmconfig::ConfigVm;
 use std::path::{Path, PathBuf};
 
@@ -46,9 +44,8 @@ pub enum Generation {
     Two,
 }
 
-/// Which bus a SCSI disk of Hyper-V is read as. The model has no entry for Hyper-V's synthetic
-/// SCSI controller (storvsc); SAS is the nearest: what Windows guests drive elsewhere.
-const HYPERV_SCSI: ControllerKind = ControllerKind::Scsi(ScsiModel::LsiSas);
+/// Which bus a SCSI disk of Hyper-V is read as (by [`super::mapping::READ`]).
+const HYPERV_SCSI: ControllerKind = super::mapping::READ.controllers[1].model;
 
 fn device_guid(name: &str) -> Option<String> {
     let g = name.strip_prefix('_')?.strip_suffix('_')?;
@@ -240,7 +237,7 @@ pub fn read(root: &Node, path: &Path) -> Result<ConfigVm> {
                 });
             vm.nics.push(Nic {
                 model: if legacy {
-                    NicModel::Other("dec21140".into())
+                    NicModel::Other(super::mapping::READ.other_nics[0].model.into())
                 } else {
                     NicModel::Netvsc
                 },

@@ -19,8 +19,9 @@
 //! quotes doubled (PowerShell counts the typographic quotes U+2018..U+201B as single quotes
 //! too); disk paths are built from `$PSScriptRoot`, so the folder can be copied anywhere.
 
+use super::mapping::WRITE;
 use crate::error::Result;
-use crate::vm::{ControllerKind, Firmware, OsFamily, Vm};
+use crate::vm::{ControllerKind, Firmware, Vm};
 use crate::vmconfig::{ConfigFiles, DiskPlan, PlacedDisk};
 use std::fmt::Write as _;
 
@@ -138,10 +139,6 @@ pub fn write(vm: &Vm, stem: &str, disks: &[PlacedDisk]) -> Result<ConfigFiles> {
     let mut warnings = Vec::new();
     let gen2 = matches!(vm.firmware, Firmware::Uefi { .. });
     let slots = slots(disks.len(), gen2)?;
-    let windows = vm
-        .guest_os
-        .os
-        .is_some_and(|o| o.family() == OsFamily::Windows);
     let mut memory = vm.memory_bytes;
     if memory == 0 {
         memory = 1 << 30;
@@ -184,16 +181,13 @@ pub fn write(vm: &Vm, stem: &str, disks: &[PlacedDisk]) -> Result<ConfigFiles> {
             first.controller.kind
         ));
     }
-    if vm.tpm && gen2 {
-        warnings.push("the VM had a TPM: enable a virtual TPM with Set-VMKeyProtector -NewLocalKeyProtector and Enable-VMTPM before starting it".to_string());
-    } else if vm.tpm {
-        warnings.push(
-            "the VM had a TPM, which a Generation 1 (BIOS) VM cannot have: not carried".to_string(),
-        );
-    }
-    if !windows {
-        warnings.push("Hyper-V's synthetic disks and NICs need the guest's Hyper-V drivers (Linux: hv_storvsc, hv_netvsc, in the kernel since 3.x; other systems: check before migrating)".to_string());
-    }
+    warnings.extend(WRITE.tpm(vm).and_then(|r| r.warning).map(str::to_string));
+    warnings.extend(
+        WRITE
+            .controller(ControllerKind::Ide, vm)
+            .and_then(|r| r.warning)
+            .map(str::to_string),
+    );
     let mut s = String::with_capacity(4096);
     let _ = writeln!(
         s,
@@ -235,18 +229,9 @@ pub fn write(vm: &Vm, stem: &str, disks: &[PlacedDisk]) -> Result<ConfigFiles> {
             beside(&d.plan.file_name)
         );
     }
-    if let Firmware::Uefi { secure_boot } = vm.firmware {
-        if secure_boot && !windows {
-            let _ = writeln!(
-                s,
-                "Set-VMFirmware -VM $vm -EnableSecureBoot On -SecureBootTemplate MicrosoftUEFICertificateAuthority"
-            );
-        } else {
-            let _ = writeln!(
-                s,
-                "Set-VMFirmware -VM $vm -EnableSecureBoot {}",
-                if secure_boot { "On" } else { "Off" }
-            );
+    if let Firmware::Uefi { .. } = vm.firmware {
+        if let Some(r) = WRITE.boot(vm) {
+            let _ = writeln!(s, "Set-VMFirmware -VM $vm {}", r.target);
         }
         if !disks.is_empty() {
             let _ = writeln!(
@@ -309,7 +294,7 @@ pub fn write(vm: &Vm, stem: &str, disks: &[PlacedDisk]) -> Result<ConfigFiles> {
     let models: Vec<String> = vm
         .nics
         .iter()
-        .filter(|n| n.model != crate::vm::NicModel::Netvsc)
+        .filter(|n| WRITE.nic(&n.model, vm).is_some_and(|r| r.warning.is_some()))
         .map(|n| n.model.to_string())
         .collect();
     if !models.is_empty() {

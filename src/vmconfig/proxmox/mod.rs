@@ -79,6 +79,10 @@ impl VmConfig for Proxmox {
         "proxmox"
     }
 
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&mapping::WRITE)
+    }
+
     fn targets(&self) -> &'static [(&'static str, &'static str)] {
         &[
             (

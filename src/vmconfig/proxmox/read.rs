@@ -418,9 +418,9 @@ fn parse_net(value: &str) -> std::result::Result<Nic, String> {
             "macaddr" => mac = Some(v.to_string()),
             "bridge" => network = Some(v.to_string()),
             // `virtio,bridge=vmbr0`: the model alone, Proxmox makes up a MAC.
-            "" if mapping::NIC_MODELS.iter().any(|(m, _)| *m == v) => model = Some(v.to_string()),
+            "" if mapping::NIC_MODELS.contains(&v) => model = Some(v.to_string()),
             "" => return Err(format!("'{}' is not key=value", clip(v))),
-            k if mapping::NIC_MODELS.iter().any(|(m, _)| *m == k) => {
+            k if mapping::NIC_MODELS.contains(&k) => {
                 model = Some(k.to_string());
                 mac = Some(v.to_string());
             }

@@ -172,8 +172,8 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
     let mut moved = Vec::new();
     let mut changed = Vec::new();
     for (i, nic) in vm.nics.iter().enumerate() {
-        let (model, fallback) = mapping::pve_nic(&nic.model, paravirt);
-        if fallback || model != nic.model.to_string() {
+        let (model, warning) = mapping::pve_nic(&nic.model, vm);
+        if warning.is_some() || model != nic.model.to_string() {
             changed.push(format!("{} -> {model}", nic.model));
         }
         let bridge = match &nic.network {
@@ -195,19 +195,22 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
             "NIC models changed ({}): {}",
             changed.join(", "),
             if paravirt {
-                "the guest drives virtio; its interface names may change (ens192 becomes ens18): check its network configuration"
+                mapping::NIC_TO_VIRTIO
             } else {
-                "Proxmox does not emulate the source's model"
+                mapping::NIC_NOT_EMULATED
             }
         ));
     }
-    if vm
+    // The kept vmxnet3 row's warning, once.
+    if let Some(kept) = vm
         .nics
         .iter()
-        .any(|n| n.model == crate::vm::NicModel::Vmxnet3)
-        && !paravirt
+        .filter(|n| n.model == crate::vm::NicModel::Vmxnet3)
+        .filter_map(|n| mapping::WRITE.nic(&n.model, vm))
+        .find(|r| r.target == "vmxnet3")
+        .and_then(|r| r.warning)
     {
-        w.push("vmxnet3 NICs kept (Proxmox emulates vmxnet3; VMware Tools' driver drives it): after installing virtio-win, switch them to virtio".into());
+        w.push(kept.into());
     }
     if !moved.is_empty() {
         w.push(format!(
@@ -251,11 +254,8 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
     if !order.is_empty() {
         keys.insert("boot".into(), format!("order={}", order.join(";")));
     }
-    if vm.tpm && !matches!(vm.firmware, Firmware::Uefi { .. }) {
-        w.push(
-            "a TPM with BIOS firmware: Proxmox's TPM works with either, the guest may expect UEFI"
-                .into(),
-        );
+    if let Some(warning) = mapping::WRITE.tpm(vm).and_then(|r| r.warning) {
+        w.push(warning.into());
     }
 
     let mut conf = String::new();

@@ -9,12 +9,13 @@
 //! The vocabulary below (controller types, adapter types, attachment kinds) is VirtualBox's,
 //! as its settings schema (VirtualBox-settings.xsd) and Settings.cpp spell it.
 
+pub mod mapping;
 pub mod read;
 pub mod write;
 
 use crate::error::{Error, Result};
 use crate::host_file::HostFile;
-use crate::vm::{ControllerKind, NicModel, ScsiModel, Vm};
+use crate::vm::{ControllerKind, NicModel, Vm};
 use crate::vmconfig::{ConfigFiles, ConfigVm, DiskPlan, PlacedDisk, VmConfig};
 use std::path::Path;
 
@@ -33,27 +34,17 @@ pub enum Bus {
 /// have.
 pub fn bus_from_type(ty: &str) -> Option<Bus> {
     Some(match ty {
-        "PIIX3" | "PIIX4" | "ICH6" => Bus::Storage(ControllerKind::Ide),
-        "AHCI" => Bus::Storage(ControllerKind::Sata),
-        "LsiLogic" => Bus::Storage(ControllerKind::Scsi(ScsiModel::LsiLogic)),
-        "BusLogic" => Bus::Storage(ControllerKind::Scsi(ScsiModel::BusLogic)),
-        "LsiLogicSas" => Bus::Storage(ControllerKind::Scsi(ScsiModel::LsiSas)),
-        "NVMe" => Bus::Storage(ControllerKind::Nvme),
-        "VirtioSCSI" => Bus::Storage(ControllerKind::Scsi(ScsiModel::VirtioScsi)),
         "I82078" => Bus::Floppy,
         "USB" => Bus::Usb,
-        _ => return None,
+        t => Bus::Storage(mapping::READ.controller_named(t)?),
     })
 }
 
 /// An `Adapter type` as the model sees it.
 pub fn nic_model_from_type(ty: &str) -> NicModel {
-    match ty {
-        "Am79C970A" | "Am79C973" | "Am79C960" => NicModel::PcNet,
-        "82540EM" | "82543GC" | "82545EM" => NicModel::E1000,
-        "virtio" => NicModel::Virtio,
-        other => NicModel::Other(other.to_string()),
-    }
+    mapping::READ
+        .nic_named(ty)
+        .unwrap_or_else(|| NicModel::Other(ty.to_string()))
 }
 
 /// The adapter types VirtualBox has (VirtualBox-settings.xsd `TNetworkAdapterType`).
@@ -101,6 +92,10 @@ pub struct Vbox;
 impl VmConfig for Vbox {
     fn name(&self) -> &'static str {
         "vbox"
+    }
+
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&mapping::WRITE)
     }
 
     fn targets(&self) -> &'static [(&'static str, &'static str)] {

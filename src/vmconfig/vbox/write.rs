@@ -17,6 +17,7 @@
 //!   `PortCount` covering them (IDE exactly 2, SCSI exactly 16).
 
 use super::NET_ATTACHMENTS;
+use super::mapping;
 use crate::error::{Error, Result};
 use crate::vm::{ControllerKind, DiskSource, Firmware, NicModel, OsFamily, ScsiModel, Vm};
 use quick_xml::escape::escape;
@@ -90,56 +91,50 @@ impl VBus {
     }
 }
 
-/// The bus and controller type for a model controller, and a warning when it had to change.
+/// The bus and controller type for a model controller (by [`mapping::WRITE`]), and a warning
+/// when it had to change.
 fn controller_type(kind: ControllerKind, layout: Layout) -> (VBus, &'static str, Option<String>) {
-    use ControllerKind as K;
-    match (kind, layout) {
-        (K::Ide, _) => (VBus::Ide, "PIIX4", None),
-        (K::Sata, _) => (VBus::Sata, "AHCI", None),
-        (K::Scsi(ScsiModel::LsiLogic), _) => (VBus::Scsi, "LsiLogic", None),
-        (K::Scsi(ScsiModel::BusLogic), _) => (VBus::Scsi, "BusLogic", None),
-        (K::Scsi(ScsiModel::LsiSas), _) => (VBus::Sas, "LsiLogicSas", None),
-        // The OVF items put these on SATA (and say so): the machine section agrees with them.
-        (_, Layout::Ovf) => (VBus::Sata, "AHCI", None),
-        (K::Nvme, _) => (VBus::Pcie, "NVMe", None),
-        (K::Scsi(ScsiModel::VirtioScsi), _) => (VBus::VirtioScsi, "VirtioSCSI", None),
-        (K::VirtioBlk, _) => (
-            VBus::VirtioScsi,
-            "VirtioSCSI",
-            Some("VirtualBox has no virtio-blk: the disks go on virtio-scsi (a Linux guest drives it; Windows needs the vioscsi driver)".into()),
-        ),
-        (K::Scsi(ScsiModel::Pvscsi), _) => (
-            VBus::Sas,
-            "LsiLogicSas",
-            Some("VirtualBox has no VMware paravirtual SCSI: the disks go on an LSI Logic SAS controller (Windows and Linux drive it)".into()),
-        ),
-    }
+    // VirtualBox's OVF import knows only these; the OVF items put the others on SATA (and
+    // say so): the machine section agrees with them.
+    let in_ovf = matches!(
+        kind,
+        ControllerKind::Ide
+            | ControllerKind::Sata
+            | ControllerKind::Scsi(ScsiModel::LsiLogic | ScsiModel::BusLogic | ScsiModel::LsiSas)
+    );
+    let (ty, warning) = match mapping::WRITE.controller_for(kind, None) {
+        _ if layout == Layout::Ovf && !in_ovf => ("AHCI", None),
+        Some(r) => (r.target, r.warning),
+        None => ("AHCI", None),
+    };
+    // Each controller type lives on one VirtualBox bus (VirtualBox-settings.xsd).
+    let bus = match ty {
+        "PIIX4" => VBus::Ide,
+        "LsiLogic" | "BusLogic" => VBus::Scsi,
+        "LsiLogicSas" => VBus::Sas,
+        "NVMe" => VBus::Pcie,
+        "VirtioSCSI" => VBus::VirtioScsi,
+        _ => VBus::Sata,
+    };
+    (bus, ty, warning.map(str::to_string))
 }
 
-/// The adapter type for a NIC model, and a warning when it changed.
+/// The adapter type for a NIC model (by [`mapping::WRITE`]), and a warning when it changed.
 fn adapter_type(model: &NicModel) -> (&'static str, Option<String>) {
-    match model {
-        NicModel::PcNet => ("Am79C973", None),
-        NicModel::E1000 => ("82540EM", None),
-        NicModel::Virtio => ("virtio", None),
-        NicModel::Other(s) => match super::ADAPTER_TYPES
+    if let NicModel::Other(s) = model
+        && let Some(t) = super::ADAPTER_TYPES
             .iter()
             .find(|t| t.eq_ignore_ascii_case(s))
-        {
-            Some(t) => (t, None),
-            None => (
-                "82540EM",
-                Some(format!(
-                    "VirtualBox has no {s} adapter: written as an Intel PRO/1000 MT Desktop (82540EM)"
-                )),
-            ),
-        },
-        other => (
-            "82540EM",
-            Some(format!(
-                "VirtualBox has no {other} adapter: written as an Intel PRO/1000 MT Desktop (82540EM), which every guest drives"
-            )),
+    {
+        return (t, None);
+    }
+    match mapping::WRITE.nic_for(model, None) {
+        Some(r) => (
+            r.target,
+            r.warning
+                .map(|w| format!("VirtualBox has no {model} adapter: {w}")),
         ),
+        None => ("82540EM", None),
     }
 }
 
@@ -369,10 +364,10 @@ pub fn machine_xml(
         mib = 4;
     }
     let _ = writeln!(x, "{i2}<Memory RAMSize=\"{mib}\"/>");
-    if let Firmware::Uefi { secure_boot } = vm.firmware {
+    if let Firmware::Uefi { .. } = vm.firmware {
         let _ = writeln!(x, "{i2}<Firmware type=\"EFI\"/>");
-        if secure_boot {
-            w.push("Secure Boot lives in VirtualBox's NVRAM, not its settings: enable it after registering (Settings > System > Enable Secure Boot)".into());
+        if let Some(warning) = mapping::WRITE.boot(vm).and_then(|r| r.warning) {
+            w.push(warning.into());
         }
     }
     let _ = writeln!(

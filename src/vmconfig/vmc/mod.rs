@@ -4,6 +4,7 @@
 //! - `read.rs`: the .vmc into the VM model;
 //! - `write.rs`: the VM model into a .vmc, within what those products take.
 
+pub mod mapping;
 pub mod read;
 pub mod write;
 
@@ -39,6 +40,10 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<ConfigVm> {
 impl VmConfig for Vmc {
     fn name(&self) -> &'static str {
         "vmc"
+    }
+
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&mapping::WRITE)
     }
 
     fn targets(&self) -> &'static [(&'static str, &'static str)] {

@@ -19,17 +19,15 @@
 
 use crate::error::{Error, Result};
 use crate::ovf::xml::Element;
-use crate::vm::{
-    Cdrom, Controller, ControllerKind, Disk, DiskSource, Nic, NicModel, ScsiModel, Vm,
-};
+use crate::vm::{Cdrom, Controller, ControllerKind, Disk, DiskSource, Nic, NicModel, Vm};
 use crate::vmconfig::ConfigVm;
 use std::path::{Path, PathBuf};
 
-/// The NIC model Virtual PC and Virtual Server emulate.
-pub const NIC_MODEL: &str = "dec21140";
+/// The NIC model Virtual PC and Virtual Server emulate (by [`super::mapping::READ`]).
+pub const NIC_MODEL: &str = super::mapping::READ.other_nics[0].model;
 /// The SCSI controller Virtual Server emulates (Adaptec AIC-7870), read as the nearest model
-/// the VM model has.
-const VS_SCSI: ControllerKind = ControllerKind::Scsi(ScsiModel::BusLogic);
+/// the VM model has (by [`super::mapping::READ`]).
+const VS_SCSI: ControllerKind = super::mapping::READ.controllers[1].model;
 
 fn child<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
     e.children.iter().find(|c| c.name == name)

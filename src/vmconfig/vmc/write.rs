@@ -12,8 +12,9 @@
 //! - one processor, BIOS firmware, up to 4 NICs (emulated DEC 21140);
 //! - disks as dynamic VHDs ("subformat=dynamic"), named relative to the .vmc (`.\x.vhd`).
 
+use super::mapping::WRITE;
 use crate::error::{Error, Result};
-use crate::vm::{Firmware, Vm};
+use crate::vm::Vm;
 use crate::vmconfig::{ConfigFiles, DiskPlan, PlacedDisk};
 use quick_xml::escape::escape;
 use std::fmt::Write as _;
@@ -83,18 +84,14 @@ pub fn vmc_text(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> 
         ));
         mib = MEMORY_MAX_MIB;
     }
-    if let Firmware::Uefi { .. } = vm.firmware {
-        warnings.push("the VM boots with UEFI, and Virtual PC has only a BIOS: the guest will not boot unless it also has a BIOS boot loader".to_string());
-    }
+    warnings.extend(WRITE.boot(vm).and_then(|r| r.warning).map(str::to_string));
     if vm.cpus.count > 1 {
         warnings.push(format!(
             "{} processors become 1: Virtual PC and Virtual Server give a VM one processor",
             vm.cpus.count
         ));
     }
-    if vm.tpm {
-        warnings.push("the VM's TPM is not carried: Virtual PC has none".to_string());
-    }
+    warnings.extend(WRITE.tpm(vm).and_then(|r| r.warning).map(str::to_string));
     for (i, d) in disks.iter().enumerate() {
         if d.capacity > IDE_MAX_BYTES {
             warnings.push(format!(
@@ -104,14 +101,14 @@ pub fn vmc_text(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> 
             ));
         }
     }
-    if vm
-        .disks
-        .first()
-        .is_some_and(|d| d.controller.kind != crate::vm::ControllerKind::Ide)
+    if let Some(d) = vm.disks.first()
+        && let Some(w) = WRITE
+            .controller(d.controller.kind, vm)
+            .and_then(|r| r.warning)
     {
         warnings.push(format!(
-            "the boot disk was on {} and goes to IDE 0:0: the guest needs its IDE (ATA) driver enabled",
-            vm.disks[0].controller.kind
+            "the boot disk was on {} and goes to IDE 0:0: {w}",
+            d.controller.kind
         ));
     }
     if vm.cdroms.len() > 1 {

@@ -6,9 +6,10 @@
 //! allows them, and says in a warning what it changed. One function decides, so that the
 //! disk plan (the VMDK's adapter type) and the .vmx agree.
 
+use super::mapping;
 use super::read::Bus;
 use crate::error::{Error, Result};
-use crate::vm::{ControllerKind, NicModel, OsFamily, ScsiModel, Vm};
+use crate::vm::{ControllerKind, ScsiModel, Vm};
 use std::collections::BTreeMap;
 
 /// A device's address in the .vmx.
@@ -59,26 +60,11 @@ fn usable(bus: Bus, unit: u32) -> bool {
     unit < units(bus) && !(bus == Bus::Scsi && unit == 7)
 }
 
-/// The SCSI model VMware runs for a guest whose own controller VMware lacks (virtio): the
-/// paravirtual one for Linux (driver in the kernel since 2.6.33), LSI Logic SAS for the rest
-/// (Windows has its driver in the box since Vista).
-fn scsi_for_guest(vm: &Vm) -> ScsiModel {
-    match vm.guest_os.os.map(|o| o.family()) {
-        Some(OsFamily::Linux) => ScsiModel::Pvscsi,
-        _ => ScsiModel::LsiSas,
-    }
-}
-
-/// The `virtualDev` of a SCSI model.
+/// The `virtualDev` of a SCSI model (the target of its row in [`mapping::WRITE_HOSTED`]).
 pub fn scsi_dev(m: ScsiModel) -> &'static str {
-    match m {
-        ScsiModel::LsiLogic => "lsilogic",
-        ScsiModel::LsiSas => "lsisas1068",
-        ScsiModel::Pvscsi => "pvscsi",
-        ScsiModel::BusLogic => "buslogic",
-        // Not reached: virtio-scsi is mapped before (kept total for safety).
-        ScsiModel::VirtioScsi => "lsisas1068",
-    }
+    mapping::WRITE_HOSTED
+        .controller_for(ControllerKind::Scsi(m), None)
+        .map_or("lsisas1068", |r| r.target)
 }
 
 /// The VMDK `adapter_type` of a disk at `slot` (ddb.adapterType must match the controller:
@@ -99,79 +85,74 @@ pub fn adapter_type(layout: &Layout, slot: Slot) -> &'static str {
 pub fn layout(vm: &Vm) -> Result<Layout> {
     let mut l = Layout::default();
     let mut taken: Vec<Slot> = Vec::new();
-    let fallback = scsi_for_guest(vm);
-    let mut place = |kind: ControllerKind,
-                     index: u32,
-                     unit: u32,
-                     what: &str,
-                     l: &mut Layout|
-     -> Option<Slot> {
-        let (bus, model) = match kind {
-            ControllerKind::Ide => (Bus::Ide, None),
-            ControllerKind::Sata => (Bus::Sata, None),
-            ControllerKind::Nvme => (Bus::Nvme, None),
-            ControllerKind::Scsi(ScsiModel::VirtioScsi) | ControllerKind::VirtioBlk => {
+    let mut place =
+        |kind: ControllerKind, index: u32, unit: u32, what: &str, l: &mut Layout| -> Option<Slot> {
+            let row = mapping::WRITE_HOSTED.controller(kind, vm)?;
+            let (bus, model) = match mapping::controller_named(row.target)? {
+                ControllerKind::Ide => (Bus::Ide, None),
+                ControllerKind::Sata => (Bus::Sata, None),
+                ControllerKind::Nvme => (Bus::Nvme, None),
+                ControllerKind::Scsi(m) => (Bus::Scsi, Some(m)),
+                ControllerKind::VirtioBlk => return None,
+            };
+            if let Some(w) = row.warning {
                 l.warnings.push(format!(
-                    "{what}: {kind} has no VMware equivalent: put on SCSI ({}); the guest needs its driver ({})",
-                    scsi_dev(fallback),
-                    if fallback == ScsiModel::Pvscsi { "vmw_pvscsi, in Linux since 2.6.33" } else { "lsi_sas, in Windows since Vista" }
+                    "{what}: {kind} has no VMware equivalent: put on SCSI ({}); {w}",
+                    row.target
                 ));
-                (Bus::Scsi, Some(fallback))
             }
-            ControllerKind::Scsi(m) => (Bus::Scsi, Some(m)),
-        };
-        let wanted = Slot {
-            bus,
-            controller: index,
-            unit,
-        };
-        let fits = |s: Slot, l: &Layout| {
-            s.controller < bus.max_controllers()
-                && usable(bus, s.unit)
-                && !taken.contains(&s)
-                && match (bus, model) {
-                    (Bus::Scsi, Some(m)) => l.scsi.get(&s.controller).is_none_or(|x| *x == m),
-                    _ => true,
-                }
-        };
-        let slot = if fits(wanted, l) {
-            wanted
-        } else {
-            let found = (0..bus.max_controllers())
-                .flat_map(|c| {
-                    (0..units(bus)).map(move |u| Slot {
-                        bus,
-                        controller: c,
-                        unit: u,
-                    })
-                })
-                .find(|s| fits(*s, l));
-            let slot = match found {
-                Some(s) => s,
-                // A full bus (more than 4 IDE devices, say): SATA has room for 120.
-                None => (0..4)
+            let wanted = Slot {
+                bus,
+                controller: index,
+                unit,
+            };
+            let fits = |s: Slot, l: &Layout| {
+                s.controller < bus.max_controllers()
+                    && usable(bus, s.unit)
+                    && !taken.contains(&s)
+                    && match (bus, model) {
+                        (Bus::Scsi, Some(m)) => l.scsi.get(&s.controller).is_none_or(|x| *x == m),
+                        _ => true,
+                    }
+            };
+            let slot = if fits(wanted, l) {
+                wanted
+            } else {
+                let found = (0..bus.max_controllers())
                     .flat_map(|c| {
-                        (0..30).map(move |u| Slot {
-                            bus: Bus::Sata,
+                        (0..units(bus)).map(move |u| Slot {
+                            bus,
                             controller: c,
                             unit: u,
                         })
                     })
-                    .find(|s| !taken.contains(s))?,
+                    .find(|s| fits(*s, l));
+                let slot = match found {
+                    Some(s) => s,
+                    // A full bus (more than 4 IDE devices, say): SATA has room for 120.
+                    None => (0..4)
+                        .flat_map(|c| {
+                            (0..30).map(move |u| Slot {
+                                bus: Bus::Sata,
+                                controller: c,
+                                unit: u,
+                            })
+                        })
+                        .find(|s| !taken.contains(s))?,
+                };
+                l.warnings.push(format!(
+                    "{what}: {} {index}:{unit} is not free or not a VMware address: written at {}",
+                    kind,
+                    slot.key()
+                ));
+                slot
             };
-            l.warnings.push(format!(
-                "{what}: {} {index}:{unit} is not free or not a VMware address: written at {}",
-                kind,
-                slot.key()
-            ));
-            slot
+            if let (Bus::Scsi, Some(m)) = (slot.bus, model) {
+                l.scsi.entry(slot.controller).or_insert(m);
+            }
+            taken.push(slot);
+            Some(slot)
         };
-        if let (Bus::Scsi, Some(m)) = (slot.bus, model) {
-            l.scsi.entry(slot.controller).or_insert(m);
-        }
-        taken.push(slot);
-        Some(slot)
-    };
     let full = || {
         Error::unsupported(format!(
             "{} disks and {} CD drives: more than a VMware machine has room for",
@@ -201,23 +182,16 @@ pub fn layout(vm: &Vm) -> Result<Layout> {
         .ok_or_else(full)?;
         l.cdroms.push(s);
     }
-    let linux = matches!(vm.guest_os.os.map(|o| o.family()), Some(OsFamily::Linux));
     for (i, n) in vm.nics.iter().enumerate() {
-        let dev = match &n.model {
-            NicModel::E1000 => "e1000",
-            NicModel::E1000e => "e1000e",
-            NicModel::Vmxnet3 => "vmxnet3",
-            NicModel::PcNet => "vlance",
-            other => {
-                // vmxnet3 needs a driver Windows does not have in the box; e1000e it has.
-                let dev = if linux { "vmxnet3" } else { "e1000e" };
-                l.warnings.push(format!(
-                    "NIC {}: VMware has no {other} adapter: written as {dev}",
-                    i + 1
-                ));
-                dev
-            }
-        };
+        let row = mapping::WRITE_HOSTED.nic(&n.model, vm);
+        let dev = row.map_or("e1000e", |r| r.target);
+        if row.is_none_or(|r| r.warning.is_some()) {
+            l.warnings.push(format!(
+                "NIC {}: VMware has no {} adapter: written as {dev}",
+                i + 1,
+                n.model
+            ));
+        }
         l.nics.push(dev);
     }
     Ok(l)

@@ -15,6 +15,7 @@
 
 pub mod hwversion;
 pub mod layout;
+pub mod mapping;
 pub mod parse;
 pub mod read;
 pub mod write;
@@ -46,6 +47,13 @@ impl VmConfig for Vmx {
             Product::Hosted => "vmx",
             Product::Esxi => "esxi-vmx",
         }
+    }
+
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(match self.0 {
+            Product::Hosted => &mapping::WRITE_HOSTED,
+            Product::Esxi => &mapping::WRITE_ESXI,
+        })
     }
 
     fn targets(&self) -> &'static [(&'static str, &'static str)] {

@@ -104,26 +104,19 @@ fn device_kind(device_type: Option<&str>) -> DeviceKind {
     }
 }
 
-/// The SCSI model of a `scsiN.virtualDev` value.
+/// The SCSI model of a `scsiN.virtualDev` value (by [`super::mapping::READ`]).
 pub fn scsi_model(virtual_dev: &str) -> Option<ScsiModel> {
-    Some(match virtual_dev.to_ascii_lowercase().as_str() {
-        "lsilogic" => ScsiModel::LsiLogic,
-        "lsisas1068" => ScsiModel::LsiSas,
-        "pvscsi" => ScsiModel::Pvscsi,
-        "buslogic" => ScsiModel::BusLogic,
-        _ => return None,
-    })
+    match super::mapping::controller_named(&virtual_dev.to_ascii_lowercase()) {
+        Some(ControllerKind::Scsi(m)) => Some(m),
+        _ => None,
+    }
 }
 
-/// The NIC model of an `ethernetN.virtualDev` value.
+/// The NIC model of an `ethernetN.virtualDev` value (by [`super::mapping::READ`]).
 pub fn nic_model(virtual_dev: &str) -> NicModel {
-    match virtual_dev.to_ascii_lowercase().as_str() {
-        "e1000" => NicModel::E1000,
-        "e1000e" => NicModel::E1000e,
-        "vmxnet3" => NicModel::Vmxnet3,
-        "vlance" => NicModel::PcNet,
-        other => NicModel::Other(other.to_string()),
-    }
+    super::mapping::READ
+        .nic_named(&virtual_dev.to_ascii_lowercase())
+        .unwrap_or_else(|| NicModel::Other(virtual_dev.to_ascii_lowercase()))
 }
 
 /// True when a disk file name is an ESXi datastore path (`[datastore1] dir/x.vmdk`), which

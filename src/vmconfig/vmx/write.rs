@@ -10,6 +10,7 @@ use super::hwversion::{self, Product};
 use super::layout::{Layout, Slot, scsi_dev};
 use super::parse::escape;
 use super::read::Bus;
+use crate::migrate::mapping::Boot;
 use crate::vm::{DiskSource, Firmware, Vm};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -124,15 +125,16 @@ pub fn vmx_text(
             kv("uefi.secureBoot.enabled", "TRUE");
         }
     }
-    if vm.tpm && vm.firmware == Firmware::Bios {
-        // vSphere Security, "Virtual Trusted Platform Module Overview": a vTPM needs EFI firmware.
-        warnings.push("the virtual TPM is left out: VMware gives a vTPM only to UEFI machines and this one boots BIOS".into());
-    } else if vm.tpm {
-        kv("vtpm.present", "TRUE");
-        warnings.push(match product {
-            Product::Hosted => "virtual TPM written: Workstation and Fusion power it on only once the VM is encrypted (VM Settings > Options > Access Control)".into(),
-            Product::Esxi => "virtual TPM written: ESXi powers it on only with a key provider configured in vCenter (Native Key Provider or KMS)".into(),
-        });
+    let table = match product {
+        Product::Hosted => &super::mapping::WRITE_HOSTED,
+        Product::Esxi => &super::mapping::WRITE_ESXI,
+    };
+    // vSphere Security, "Virtual Trusted Platform Module Overview": a vTPM needs EFI firmware.
+    if let Some(r) = table.tpm(vm) {
+        if r.model == Boot::TpmUefi {
+            kv("vtpm.present", "TRUE");
+        }
+        warnings.extend(r.warning.map(str::to_string));
     }
     if let Some(v) = &vm.video {
         kv("svga.present", "TRUE");

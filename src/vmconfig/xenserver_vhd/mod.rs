@@ -5,6 +5,7 @@
 //! Writer-only: there is no XenServer configuration file to read (a VM's description lives in
 //! XAPI's database; its export is an XVA, read by [`crate::xva`]).
 
+pub mod mapping;
 pub mod write;
 
 use super::{ConfigFiles, DiskPlan, PlacedDisk, VmConfig};
@@ -21,6 +22,10 @@ pub struct XenServerVhd;
 impl VmConfig for XenServerVhd {
     fn name(&self) -> &'static str {
         "xenserver-vhd"
+    }
+
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&mapping::WRITE)
     }
 
     fn targets(&self) -> &'static [(&'static str, &'static str)] {

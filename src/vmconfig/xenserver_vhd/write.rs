@@ -67,9 +67,12 @@ pub fn commands(vm: &Vm, stem: &str, folder: &Path, disks: &[PlacedDisk]) -> Res
             ));
         }
     }
-    if vm.tpm {
-        warnings.push("the VM's TPM is not carried: add one with xe vtpm-create vm-uuid=$VM (its contents are lost)".into());
-    }
+    warnings.extend(
+        super::mapping::WRITE
+            .tpm(vm)
+            .and_then(|r| r.warning)
+            .map(str::to_string),
+    );
     // The boot disk takes userdevice 0, where the BIOS looks first.
     let boot = vm
         .disks

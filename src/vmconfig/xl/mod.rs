@@ -5,6 +5,7 @@
 //! folder, so a target that does not exist is looked for beside the cfg by its file name
 //! (with a warning); every name goes through the open gate.
 
+pub mod mapping;
 pub mod read;
 pub mod syntax;
 pub mod write;
@@ -23,6 +24,10 @@ pub struct Xl;
 impl VmConfig for Xl {
     fn name(&self) -> &'static str {
         "xl"
+    }
+
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&mapping::WRITE)
     }
 
     fn targets(&self) -> &'static [(&'static str, &'static str)] {

@@ -6,8 +6,7 @@
 use super::syntax::{Setting, Value, parse as parse_syntax};
 use crate::error::{Error, Result};
 use crate::vm::{
-    Cdrom, Controller, ControllerKind, Disk, DiskSource, Firmware, Nic, NicModel, ScsiModel,
-    SerialPort, Video, Vm,
+    Cdrom, Controller, Disk, DiskSource, Firmware, Nic, NicModel, SerialPort, Video, Vm,
 };
 use std::path::PathBuf;
 
@@ -112,21 +111,22 @@ fn drive_number(letters: &str) -> Option<u32> {
 /// rest PV only: SATA in the model). xl-disk-configuration(5), "vdev".
 pub fn vdev_place(vdev: &str) -> Option<(Controller, u32)> {
     let c = |kind, index| Controller { kind, index };
+    let kind = |token| super::mapping::READ.controller_named(token);
     if let Some(l) = vdev.strip_prefix("xvd") {
         let n = drive_number(l)?;
         return Some(if n < 4 {
-            (c(ControllerKind::Ide, n / 2), n % 2)
+            (c(kind("xvda-xvdd")?, n / 2), n % 2)
         } else {
-            (c(ControllerKind::Sata, 0), n)
+            (c(kind("xvde+")?, 0), n)
         });
     }
     if let Some(l) = vdev.strip_prefix("hd") {
         let n = drive_number(l)?;
-        return Some((c(ControllerKind::Ide, n / 2), n % 2));
+        return Some((c(kind("hd")?, n / 2), n % 2));
     }
     if let Some(l) = vdev.strip_prefix("sd") {
         let n = drive_number(l)?;
-        return Some((c(ControllerKind::Scsi(ScsiModel::LsiLogic), 0), n));
+        return Some((c(kind("sd")?, 0), n));
     }
     None
 }
@@ -259,15 +259,16 @@ pub fn parse_vif(spec: &str, guest: GuestType) -> std::result::Result<Nic, Strin
         }
     }
     let model = match model.as_deref() {
-        _ if pv_only || guest != GuestType::Hvm => NicModel::Other("xen-netfront".into()),
+        _ if pv_only || guest != GuestType::Hvm => {
+            NicModel::Other(super::mapping::READ.other_nics[0].model.into())
+        }
         // xl.cfg(5): an HVM guest's emulated NIC is an rtl8139 unless model= says.
-        None | Some("rtl8139") => NicModel::Rtl8139,
-        Some("e1000") => NicModel::E1000,
-        Some("e1000e") => NicModel::E1000e,
-        Some("virtio-net" | "virtio") => NicModel::Virtio,
-        Some("vmxnet3") => NicModel::Vmxnet3,
-        Some("pcnet") => NicModel::PcNet,
-        Some(other) => NicModel::Other(other.to_string()),
+        m => {
+            let m = m.unwrap_or("rtl8139");
+            super::mapping::READ
+                .nic_named(m)
+                .unwrap_or_else(|| NicModel::Other(m.to_string()))
+        }
     };
     Ok(Nic {
         model,

@@ -5,8 +5,10 @@
 //! disk specs xl-disk-configuration(5) (key=value form, `target=` last because it takes the
 //! rest of the spec), NICs xl-network-configuration(5).
 
+use super::mapping::{NIC_EMULATED, WRITE};
 use crate::error::{Error, Result};
-use crate::vm::{Firmware, NicModel, OsFamily, Vm};
+use crate::migrate::mapping::Guest;
+use crate::vm::{ControllerKind, Firmware, Vm};
 use crate::vmconfig::PlacedDisk;
 use std::fmt::Write as _;
 
@@ -68,29 +70,17 @@ pub fn xl_cfg(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> {
                 .into(),
         );
     }
-    match vm.firmware {
-        Firmware::Bios => {}
-        Firmware::Uefi { secure_boot } => {
-            // bios= is understood by every xl since 4.2; firmware="uefi" only by newer ones.
-            x.push_str("bios = \"ovmf\"\n");
-            if secure_boot {
-                w.push("Secure Boot is not carried: Xen's OVMF has no Secure Boot; the guest boots with it off".into());
-            }
-        }
+    if let Firmware::Uefi { .. } = vm.firmware {
+        x.push_str("bios = \"ovmf\"\n");
     }
-    if vm.tpm {
-        w.push(
-            "the TPM is not carried: a Xen vTPM needs a vTPM stub domain set up on the host".into(),
-        );
-    }
-    if vm
-        .guest_os
-        .os
-        .is_some_and(|o| o.family() == OsFamily::Windows)
+    w.extend(WRITE.boot(vm).and_then(|r| r.warning).map(str::to_string));
+    w.extend(WRITE.tpm(vm).and_then(|r| r.warning).map(str::to_string));
+    // The Windows row: Hyper-V enlightenments, and the drivers the guest needs.
+    if let Some(r) = WRITE.controller(ControllerKind::Ide, vm)
+        && r.guest == Guest::Windows
     {
-        // Hyper-V enlightenments: xl.cfg(5) recommends them for Windows guests.
         x.push_str("viridian = 1\n");
-        w.push("Windows guest: disks and NICs are emulated (IDE, e1000) until the Xen PV drivers (XenServer/XCP-ng VM Tools or the Xen Project's win-pv drivers) are installed".into());
+        w.extend(r.warning.map(str::to_string));
     }
     x.push_str("boot = \"c\"\n");
     let mut specs = Vec::new();
@@ -120,14 +110,11 @@ pub fn xl_cfg(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> {
     let mut changed = Vec::new();
     let mut moved = Vec::new();
     for nic in &vm.nics {
-        let model = match nic.model {
-            NicModel::Rtl8139 => "rtl8139",
-            NicModel::E1000 => "e1000",
-            _ => {
-                changed.push(nic.model.to_string());
-                "e1000"
-            }
-        };
+        let row = WRITE.nic(&nic.model, vm);
+        let model = row.map_or("e1000", |r| r.target);
+        if row.is_none_or(|r| r.warning.is_some()) {
+            changed.push(nic.model.to_string());
+        }
         let mut spec = String::new();
         if let Some(mac) = &nic.mac {
             let _ = write!(spec, "mac={mac},");
@@ -148,7 +135,7 @@ pub fn xl_cfg(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> {
     }
     if !changed.is_empty() {
         w.push(format!(
-            "NICs emulated as e1000 (from {}): Xen HVM emulates e1000 and rtl8139; guests with Xen PV drivers use the paravirtual NIC instead",
+            "NICs emulated as e1000 (from {}): {NIC_EMULATED}",
             changed.join(", ")
         ));
     }

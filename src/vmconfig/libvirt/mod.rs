@@ -12,6 +12,8 @@
 //! `os firmware='efi'` with the secure-boot firmware feature (libvirt 7.2+) and SMM for secure
 //! boot, q35 machines, `tpm-crb` with the emulator backend for a TPM.
 
+pub mod mapping;
+
 use crate::error::{Error, Result};
 use crate::ovf::xml::{Element, Ns};
 use crate::vm::{
@@ -32,23 +34,14 @@ pub enum Buses {
     Emulated,
 }
 
-/// The buses for `vm`'s guest and, for emulated ones, why.
+/// The buses for `vm`'s guest and, for emulated ones, why (the controller row of
+/// [`mapping::WRITE`]: one bus for every disk).
 pub fn buses_for(vm: &Vm) -> (Buses, Option<String>) {
-    match vm.guest_os.os.map(|o| o.family()) {
-        Some(OsFamily::Linux | OsFamily::Bsd) => (Buses::Virtio, None),
-        Some(OsFamily::Windows) => (
+    match mapping::WRITE.controller(ControllerKind::Sata, vm) {
+        Some(r) if r.target == "virtio" => (Buses::Virtio, r.warning.map(str::to_string)),
+        r => (
             Buses::Emulated,
-            Some(
-                "Windows guest: disks on SATA and NICs as e1000e, which Windows drives without help; install the virtio-win drivers (viostor, vioscsi, NetKVM) in the guest, then switch the disks to bus='virtio' and the NICs to model type='virtio' for KVM's speed"
-                    .to_string(),
-            ),
-        ),
-        _ => (
-            Buses::Emulated,
-            Some(
-                "the guest operating system is not known: disks on SATA and NICs as e1000e, which most guests drive; if the guest has virtio drivers (virtio_blk, virtio_net), switch to virtio for speed"
-                    .to_string(),
-            ),
+            r.and_then(|r| r.warning).map(str::to_string),
         ),
     }
 }
@@ -158,11 +151,12 @@ pub fn domain_xml(vm: &Vm, disk_paths: &[&Path], buses: Buses) -> (String, Vec<S
     }
     let mut networks = Vec::new();
     for nic in &vm.nics {
-        let model = match (buses, &nic.model) {
-            (Buses::Virtio, _) => "virtio",
-            (Buses::Emulated, NicModel::E1000) => "e1000",
-            (Buses::Emulated, NicModel::Rtl8139) => "rtl8139",
-            (Buses::Emulated, _) => "e1000e",
+        // The NIC rows follow the guest as the controller row did.
+        let model = match buses {
+            Buses::Virtio => "virtio",
+            Buses::Emulated => mapping::WRITE
+                .nic_for(&nic.model, Some(OsFamily::Windows))
+                .map_or("e1000e", |r| r.target),
         };
         x.push_str("    <interface type='network'>\n");
         if let Some(mac) = &nic.mac {
@@ -289,16 +283,9 @@ fn controller_from_token(token: &str) -> Option<ControllerKind> {
 }
 
 fn nic_model(name: &str) -> NicModel {
-    match name.to_ascii_lowercase().as_str() {
-        "e1000" => NicModel::E1000,
-        "e1000e" => NicModel::E1000e,
-        "vmxnet3" => NicModel::Vmxnet3,
-        "virtio" | "virtio-net" => NicModel::Virtio,
-        "rtl8139" => NicModel::Rtl8139,
-        "pcnet" | "pcnet32" => NicModel::PcNet,
-        "netvsc" => NicModel::Netvsc,
-        other => NicModel::Other(other.to_string()),
-    }
+    mapping::READ
+        .nic_named(&name.to_ascii_lowercase())
+        .unwrap_or_else(|| NicModel::Other(name.to_ascii_lowercase()))
 }
 
 /// True when `bytes` look like a libvirt domain (`<domain` root).
@@ -415,14 +402,10 @@ pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
                 "virtio" => ControllerKind::VirtioBlk,
                 "sata" => ControllerKind::Sata,
                 "nvme" => ControllerKind::Nvme,
-                "scsi" => ControllerKind::Scsi(match scsi_model.as_deref() {
-                    Some("lsilogic") => ScsiModel::LsiLogic,
-                    Some("lsisas1068" | "lsisas1078") => ScsiModel::LsiSas,
-                    Some("vmpvscsi") => ScsiModel::Pvscsi,
-                    Some("buslogic") => ScsiModel::BusLogic,
-                    _ => ScsiModel::VirtioScsi,
-                }),
-                _ => ControllerKind::Ide,
+                "scsi" => ControllerKind::Scsi(mapping::scsi_model(scsi_model.as_deref())),
+                b => mapping::READ
+                    .controller_named(b)
+                    .unwrap_or(ControllerKind::Ide),
             };
             // sda, vdb, hdc: the letters after the two-letter prefix give the unit.
             let unit = dev
@@ -617,6 +600,10 @@ pub struct Libvirt;
 impl super::VmConfig for Libvirt {
     fn name(&self) -> &'static str {
         "libvirt"
+    }
+
+    fn mapping(&self) -> Option<&'static crate::migrate::mapping::TargetMapping> {
+        Some(&mapping::WRITE)
     }
 
     fn targets(&self) -> &'static [(&'static str, &'static str)] {
