@@ -581,14 +581,13 @@ pub fn targets() -> Vec<&'static TargetMapping> {
         &crate::ova::mapping::VIRTUALBOX,
         &crate::xva::mapping::WRITE,
         &crate::ova::mapping::XENSERVER,
-        &crate::ova::mapping::OVF_FOLDER,
         &super::DISKS,
     ];
     for c in crate::vmconfig::CONFIGS {
-        if let Some(m) = c.mapping() {
-            if !out.iter().any(|t| std::ptr::eq(*t, m)) {
-                out.push(m);
-            }
+        if let Some(m) = c.mapping()
+            && !out.iter().any(|t| std::ptr::eq(*t, m))
+        {
+            out.push(m);
         }
     }
     out

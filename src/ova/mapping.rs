@@ -117,20 +117,9 @@ static VMWARE_FIRMWARE: [Row<Boot>; 5] = [
 
 const VMWARE_NOTES: &str = "Targets are RASD ResourceSubTypes (ResourceType 5 IDE, 6 SCSI, 20 SATA and NVMe, 10 NIC); VirtualSystemType is the oldest vmx-NN with every feature used.";
 
-/// VMware's dialect: an OVA for vSphere, ESXi and Workstation.
+/// VMware's dialect: an OVA for vSphere, ESXi and Workstation, and a plain OVF folder.
 pub static VMWARE: TargetMapping = TargetMapping {
-    names: &["vsphere", "esxi", "workstation"],
-    controllers: &VMWARE_CONTROLLERS,
-    nics: &VMWARE_NICS,
-    firmware: &VMWARE_FIRMWARE,
-    guest: &[],
-    os: "OperatingSystemSection: CIM id and vmw:osType of src/vm/guest_os.rs",
-    notes: VMWARE_NOTES,
-};
-
-/// VMware's dialect in a plain OVF folder.
-pub static OVF_FOLDER: TargetMapping = TargetMapping {
-    names: &["ovf"],
+    names: &["vsphere", "esxi", "workstation", "ovf"],
     controllers: &VMWARE_CONTROLLERS,
     nics: &VMWARE_NICS,
     firmware: &VMWARE_FIRMWARE,

@@ -701,7 +701,7 @@ mod tests {
         assert_eq!(d.disks[0].userdevice, 0);
         assert_eq!(d.disks[1].virtual_size, 4 << 20);
         assert_eq!(vm.disks[0].boot_order, Some(0));
-        assert_eq!(vm.disks[1].controller.kind, ControllerKind::Ide);
+        assert_eq!(vm.disks[1].controller.kind, crate::vm::ControllerKind::Ide);
         assert_eq!(vm.disks[1].unit, 1);
         assert_eq!(vm.nics.len(), 1);
         assert_eq!(vm.nics[0].mac.as_deref(), Some("aa:bb:cc:00:11:22"));

@@ -1,10 +1,7 @@
 //! A libvirt domain (KVM/QEMU) from the VM model.
 //!
-//! virtio is what KVM runs fastest, but a guest boots from a virtio disk only if it has the
-//! driver: Linux has had it for fifteen years, Windows needs the virtio-win drivers installed
-//! first, and an unknown guest is not guessed at. So Linux and BSD guests get virtio-blk
-//! disks and virtio-net NICs, every other guest SATA disks and e1000e NICs, with a warning
-//! that names the drivers to install before switching to virtio. What libvirt needs but the
+//! Which bus and NIC model each guest gets (virtio where the guest has the drivers, SATA and
+//! e1000e with a warning elsewhere) is in [`mapping::WRITE`]. What libvirt needs but the
 //! source does not say (the host network to attach to) takes libvirt's defaults, said in a
 //! warning.
 //!
@@ -151,11 +148,11 @@ pub fn domain_xml(vm: &Vm, disk_paths: &[&Path], buses: Buses) -> (String, Vec<S
     }
     let mut networks = Vec::new();
     for nic in &vm.nics {
-        // The NIC rows follow the guest as the controller row did.
+        // The NIC rows follow the buses: virtio, or the rows of a guest not known to drive it.
         let model = match buses {
             Buses::Virtio => "virtio",
             Buses::Emulated => mapping::WRITE
-                .nic_for(&nic.model, Some(OsFamily::Windows))
+                .nic_for(&nic.model, None)
                 .map_or("e1000e", |r| r.target),
         };
         x.push_str("    <interface type='network'>\n");
