@@ -53,6 +53,12 @@ fn check_clean(image: &Path) {
     assert_eq!(code, 0, "diskferry check {}: {out}{err}", image.display());
 }
 
+/// `qemu-img create -f vmdk -o subformat=SUB` of `size` at `p`.
+fn qemu_create(sub: &str, p: &Path, size: &str) {
+    let sub = format!("subformat={sub}");
+    qemu_img_ok(&["create", "-q", "-f", "vmdk", "-o", &sub, s(p), size]);
+}
+
 fn read_all(image: &Path) -> Vec<u8> {
     let options = OpenOptions {
         gate: Gate::anywhere(),
@@ -111,16 +117,7 @@ fn writes_in_place_match_qemu_io_for_each_subformat() {
         let ours = ours_dir.join("d.vmdk");
         let theirs = theirs_dir.join("d.vmdk");
         for p in [&ours, &theirs] {
-            qemu_img_ok(&[
-                "create",
-                "-q",
-                "-f",
-                "vmdk",
-                "-o",
-                &format!("subformat={sub}"),
-                s(p),
-                "40M",
-            ]);
+            qemu_create(sub, p, "40M");
         }
         let w = writes();
         let mut m = FORMAT.driver().open_mut(&ours, &ctx(&gate)).unwrap();
@@ -389,16 +386,7 @@ fn resize_grows_sparse_and_flat_and_shrinks_flat() {
 /// its content as raw beside it.
 fn split_with_data(dir: &Path, sub: &str) -> (PathBuf, PathBuf) {
     let p = dir.join("d.vmdk");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "vmdk",
-        "-o",
-        &format!("subformat={sub}"),
-        s(&p),
-        "100M",
-    ]);
+    qemu_create(sub, &p, "100M");
     qemu_io(
         &p,
         &["write -P 0x11 0 8M".into(), "write -P 0x22 99M 64k".into()],
@@ -620,16 +608,7 @@ fn amend_writes_the_fields_qemu_img_create_writes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.vmdk");
         let r = dir.path().join("r.vmdk");
-        qemu_img_ok(&[
-            "create",
-            "-q",
-            "-f",
-            "vmdk",
-            "-o",
-            &format!("subformat={sub}"),
-            s(&p),
-            "3G",
-        ]);
+        qemu_create(sub, &p, "3G");
         qemu_img_ok(&[
             "create",
             "-q",

@@ -125,6 +125,8 @@ fn grow(
     let biggest = d.extents.iter().map(|e| e.sectors).max().unwrap_or(0);
     let limit = (SPLIT_EXTENT_BYTES / 512).max(biggest);
     let last = d.extents.len() - 1;
+    // The last sparse extent's header, which new sparse extents copy.
+    let mut template = None;
     let last_name = d.extents[last].file.clone().unwrap_or_default();
     let last_path = extent_path(path, &last_name, gate)?;
     let fill = (limit - d.extents[last].sectors).min(sectors - old);
@@ -139,6 +141,10 @@ fn grow(
         .with_path(path));
     }
     let new_last = d.extents[last].sectors + fill;
+    let letter = match split {
+        Split::Sparse => 's',
+        Split::Flat => 'f',
+    };
     match split {
         Split::Sparse => {
             let file = HostFile::open(&last_path)?;
@@ -150,49 +156,43 @@ fn grow(
             if header.capacity < new_last {
                 grow_sparse_extent(&last_path, header, new_last)?;
             }
-            let mut staging = Staging::new();
-            let mut index = d.extents.len();
-            while rest > 0 {
-                let n = rest.min(limit);
-                index += 1;
-                let name = new_name(path, &d, index, 's')?;
-                let file = staging.create(&extent_path_beside(path, &last_path, &name))?;
-                write_sparse_extent(&file, &header, n)
-                    .map_err(|e| e.with_path(path.with_file_name(&name)))?;
-                d.extents.push(line_like(&d.extents[last], n, name));
-                rest -= n;
-            }
-            staging.commit()?;
+            template = Some(header);
         }
         Split::Flat => {
-            let start = d.extents[last].offset * 512;
             let mut file = HostFile::open_rw(&last_path)?;
-            let end = start + new_last * 512;
+            let end = d.extents[last].offset * 512 + new_last * 512;
             if file.len() < end {
                 let from = file.len();
                 reserve(&mut file, from, end, preallocation)?;
             }
             file.sync()?;
-            let mut staging = Staging::new();
-            let mut index = d.extents.len();
-            while rest > 0 {
-                let n = rest.min(limit);
-                index += 1;
-                let name = new_name(path, &d, index, 'f')?;
-                let target = extent_path_beside(path, &last_path, &name);
-                let f = staging.create(&target)?;
-                let clone = f.try_clone().map_err(|e| {
+        }
+    }
+    let mut staging = Staging::new();
+    let mut index = d.extents.len();
+    while rest > 0 {
+        let n = rest.min(limit);
+        index += 1;
+        let name = new_name(path, &d, index, letter)?;
+        let target = extent_path_beside(path, &last_path, &name);
+        let file = staging.create(&target)?;
+        match &template {
+            Some(header) => {
+                write_sparse_extent(&file, header, n).map_err(|e| e.with_path(&target))?
+            }
+            None => {
+                let clone = file.try_clone().map_err(|e| {
                     Error::io("cannot write the new extent file", e).with_path(&target)
                 })?;
                 let mut host = HostFile::from_file(clone, &target)?;
                 reserve(&mut host, 0, n * 512, preallocation)?;
                 host.sync()?;
-                d.extents.push(line_like(&d.extents[last], n, name));
-                rest -= n;
             }
-            staging.commit()?;
         }
+        d.extents.push(line_like(&d.extents[last], n, name));
+        rest -= n;
     }
+    staging.commit()?;
     d.extents[last].sectors = new_last;
     update_geometry(&mut d, sectors);
     stored.store(d)
