@@ -214,7 +214,11 @@ fn resize_grows_into_the_maps_room_and_past_it() {
         let err = resize(&vdi, MIB, Shrink::Allow).unwrap_err();
         assert!(err.to_string().contains("cannot shrink"), "{err}");
         assert_eq!(before, std::fs::read(&vdi).unwrap());
-        // diskferry's map has room for 1024 blocks of 1 MiB: past it the map moves.
+        // diskferry's map has room for 1024 blocks of 1 MiB: past it the map moves (for a
+        // dynamic image here; a static one past the room is qemu-img's in the next test).
+        if fixed {
+            continue;
+        }
         let big = 1100 * MIB + 512;
         resize(&vdi, big, Shrink::Refuse).unwrap();
         grow_raw(test, &raw, big);

@@ -382,15 +382,20 @@ fn resize_grows_sparse_and_flat_and_shrinks_flat() {
     assert!(err.contains("not shrink"), "{err}");
 }
 
-/// A twoGbMaxExtent disk of 100 MiB made by qemu-img, with data at its start and end, and
-/// its content as raw beside it.
-fn split_with_data(dir: &Path, sub: &str) -> (PathBuf, PathBuf) {
+/// A twoGbMaxExtent disk of 100 MiB made by qemu-img, with data at its start and end.
+fn split_disk(dir: &Path, sub: &str) -> PathBuf {
     let p = dir.join("d.vmdk");
     qemu_create(sub, &p, "100M");
     qemu_io(
         &p,
         &["write -P 0x11 0 8M".into(), "write -P 0x22 99M 64k".into()],
     );
+    p
+}
+
+/// [`split_disk`] and its content as raw beside it.
+fn split_with_data(dir: &Path, sub: &str) -> (PathBuf, PathBuf) {
+    let p = split_disk(dir, sub);
     let raw = dir.join("d.raw");
     qemu_img_ok(&["convert", "-f", "vmdk", "-O", "raw", s(&p), s(&raw)]);
     (p, raw)
@@ -831,9 +836,25 @@ fn zz_kill_helper() {
                 }
             }
         }
-        "resize" => resize(path, 9 << 30, Shrink::Refuse, GrowPreallocation::Off).unwrap(),
-        "resize_split" => resize(path, 5 << 30, Shrink::Refuse, GrowPreallocation::Off).unwrap(),
-        "shrink_split" => resize(path, 60 * MIB, Shrink::Allow, GrowPreallocation::Off).unwrap(),
+        // Many resizes in a row, so that the kills land in the middle of one.
+        "resize" => {
+            for i in 1..=100 {
+                let size = 8 * MIB + i * 100 * MIB;
+                resize(path, size, Shrink::Refuse, GrowPreallocation::Off).unwrap();
+            }
+        }
+        "resize_split" => {
+            for i in 1..=20 {
+                let size = 100 * MIB + i * 512 * MIB;
+                resize(path, size, Shrink::Refuse, GrowPreallocation::Off).unwrap();
+            }
+        }
+        "shrink_split" => {
+            for i in 1..=40 {
+                let size = (5 << 30) - i * 100 * MIB;
+                resize(path, size, Shrink::Allow, GrowPreallocation::Off).unwrap();
+            }
+        }
         _ => panic!("unknown operation {op}"),
     }
 }
@@ -917,14 +938,14 @@ fn kill_9_during_resize_leaves_the_old_or_new_size() {
     if !have_qemu(test) {
         return;
     }
-    kill_rounds(test, "resize", 40, &sparse_with_data, &|size, content| {
-        (size == 8 * MIB || size == 9 << 30)
+    kill_rounds(test, "resize", 150, &sparse_with_data, &|size, content| {
+        (size - 8 * MIB) % (100 * MIB) == 0
             && content[..8 * MIB as usize].iter().all(|&b| b == 0x11)
             && content[8 * MIB as usize..].iter().all(|&b| b == 0)
     });
 }
 
-/// What a split disk of [`split_with_data`] reads in its first 16 MiB.
+/// What a split disk of [`split_disk`] reads in its first 16 MiB.
 fn split_head_ok(content: &[u8]) -> bool {
     content[..8 * MIB as usize].iter().all(|&b| b == 0x11)
         && content[8 * MIB as usize..].iter().all(|&b| b == 0)
@@ -940,20 +961,20 @@ fn kill_9_during_split_resizes_leaves_the_old_or_new_disk() {
         kill_rounds(
             test,
             "resize_split",
-            60,
-            &|dir| split_with_data(dir, sub).0,
-            &|size, content| (size == 100 * MIB || size == 5 << 30) && split_head_ok(content),
+            150,
+            &|dir| split_disk(dir, sub),
+            &|size, content| (size - 100 * MIB) % (512 * MIB) == 0 && split_head_ok(content),
         );
     }
     kill_rounds(
         test,
         "shrink_split",
-        60,
+        150,
         &|dir| {
-            let (p, _) = split_with_data(dir, "twoGbMaxExtentFlat");
+            let p = split_disk(dir, "twoGbMaxExtentFlat");
             resize(&p, 5 << 30, Shrink::Refuse, GrowPreallocation::Off).unwrap();
             p
         },
-        &|size, content| (size == 60 * MIB || size == 5 << 30) && split_head_ok(content),
+        &|size, content| ((5 << 30) - size) % (100 * MIB) == 0 && split_head_ok(content),
     );
 }
