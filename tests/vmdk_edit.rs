@@ -939,7 +939,7 @@ fn kill_9_during_resize_leaves_the_old_or_new_size() {
         return;
     }
     kill_rounds(test, "resize", 150, &sparse_with_data, &|size, content| {
-        (size - 8 * MIB) % (100 * MIB) == 0
+        (size - 8 * MIB).is_multiple_of(100 * MIB)
             && content[..8 * MIB as usize].iter().all(|&b| b == 0x11)
             && content[8 * MIB as usize..].iter().all(|&b| b == 0)
     });
@@ -963,7 +963,7 @@ fn kill_9_during_split_resizes_leaves_the_old_or_new_disk() {
             "resize_split",
             150,
             &|dir| split_disk(dir, sub),
-            &|size, content| (size - 100 * MIB) % (512 * MIB) == 0 && split_head_ok(content),
+            &|size, content| (size - 100 * MIB).is_multiple_of(512 * MIB) && split_head_ok(content),
         );
     }
     kill_rounds(
@@ -975,6 +975,6 @@ fn kill_9_during_split_resizes_leaves_the_old_or_new_disk() {
             resize(&p, 5 << 30, Shrink::Refuse, GrowPreallocation::Off).unwrap();
             p
         },
-        &|size, content| ((5 << 30) - size) % (100 * MIB) == 0 && split_head_ok(content),
+        &|size, content| ((5 << 30) - size).is_multiple_of(100 * MIB) && split_head_ok(content),
     );
 }
