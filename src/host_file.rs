@@ -108,6 +108,20 @@ impl HostFile {
         Ok(())
     }
 
+    /// Copies `len` bytes from `from` to `to` in this file, a bounded piece at a time (the
+    /// ranges must not overlap): how in-place changes move a block out of a table's way.
+    pub fn copy_within(&mut self, from: u64, to: u64, len: u64) -> Result<()> {
+        let mut buf = vec![0u8; len.min(1 << 20) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            self.read_exact_at(&mut buf[..n], from + done)?;
+            self.write_all_at(&buf[..n], to + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
     /// Sets the file's length (truncating or extending with a hole).
     pub fn set_len(&mut self, len: u64) -> Result<()> {
         self.file

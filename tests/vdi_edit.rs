@@ -1,6 +1,6 @@
 //! VDI changed in place: writes through `open_mut` (dynamic, static, differencing with whole
-//! blocks filled from the parent), `resize` (grow into the block map's room; shrink and a map
-//! without room refused), `set_backing` and `measure`, checked against qemu-io/qemu-img where
+//! blocks filled from the parent), `resize` (grow into the block map's room and past it, on
+//! images diskferry and qemu-img made; shrink refused), `set_backing` and `measure`, checked against qemu-io/qemu-img where
 //! qemu can do the same (it cannot resize, measure or read differencing VDIs), the independent
 //! readers otherwise, and killed at random points.
 
@@ -154,31 +154,56 @@ fn resize(image: &Path, new_size: u64, shrink: Shrink) -> diskferry::Result<()> 
     resize_with(FORMAT, image, new_size, shrink)
 }
 
+/// Resizes the raw model `raw` as qemu-img resizes a raw file (a plain cut or extension
+/// when qemu-img is missing).
+fn grow_raw(test: &str, raw: &Path, size: u64) {
+    if have_qemu(test) {
+        qemu_img_ok(&["resize", "-f", "raw", s(raw), &size.to_string()]);
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(raw)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+    }
+}
+
+/// The header fields a resize must keep: the UUIDs (create, modify, linkage, parent) and
+/// what precedes the map offsets (signature, version, type, flags, comment).
+fn identity(image: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(image).unwrap();
+    [&bytes[..0x154], &bytes[0x188..0x1C8]].concat()
+}
+
+/// The cheaper half of `all_read`, for images too large for every reader to hash (and for
+/// the steps between two full reads): qemu-img compares it with the model, both checks pass,
+/// and diskferry's `compare` agrees.
+fn large_reads_as(test: &str, image: &Path, raw: &Path) {
+    let (code, out, err) = run(&["compare", "-f", "vdi", "-F", "raw", s(image), s(raw)]);
+    assert_eq!(code, 0, "{test}: compare: {out}{err}");
+    check_clean(test, image);
+    if have_qemu(test) {
+        assert!(
+            qemu_compare("vdi", image, "raw", raw),
+            "{test}: qemu-img differs"
+        );
+        let (code, out, err) = qemu_img(&["check", "-f", "vdi", s(image)]);
+        assert_eq!(code, 0, "{test}: qemu-img check: {out}{err}");
+    }
+}
+
 #[test]
-fn resize_grows_into_the_maps_room_and_refuses_the_rest() {
-    let test = "resize_grows_into_the_maps_room_and_refuses_the_rest";
+fn resize_grows_into_the_maps_room_and_past_it() {
+    let test = "resize_grows_into_the_maps_room_and_past_it";
     let dir = tempfile::tempdir().unwrap();
     for fixed in [false, true] {
         let (vdi, raw) = vdi_with_data(dir.path(), if fixed { "s" } else { "d" }, 10 * MIB, fixed);
+        let kept = identity(&vdi);
         // qemu-img cannot resize VDI ("does not support resize"): the result is compared with
         // qemu-img resizing the raw data, and read by every reader.
         resize(&vdi, 300 * MIB + 4096, Shrink::Refuse).unwrap();
-        if have_qemu(test) {
-            qemu_img_ok(&[
-                "resize",
-                "-f",
-                "raw",
-                s(&raw),
-                &(300 * MIB + 4096).to_string(),
-            ]);
-        } else {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&raw)
-                .unwrap()
-                .set_len(300 * MIB + 4096)
-                .unwrap();
-        }
+        grow_raw(test, &raw, 300 * MIB + 4096);
         all_read(test, &vdi, &raw, true);
         // Writes after the resize land in the new range too.
         let ops = writes(300 * MIB, 10, 17);
@@ -188,9 +213,36 @@ fn resize_grows_into_the_maps_room_and_refuses_the_rest() {
         let before = std::fs::read(&vdi).unwrap();
         let err = resize(&vdi, MIB, Shrink::Allow).unwrap_err();
         assert!(err.to_string().contains("cannot shrink"), "{err}");
-        let err = resize(&vdi, 5 << 30, Shrink::Refuse).unwrap_err();
-        assert!(err.to_string().contains("room for"), "{err}");
         assert_eq!(before, std::fs::read(&vdi).unwrap());
+        // diskferry's map has room for 1024 blocks of 1 MiB: past it the map moves (for a
+        // dynamic image here; a static one past the room is qemu-img's in the next test).
+        if fixed {
+            continue;
+        }
+        let big = 1100 * MIB + 512;
+        resize(&vdi, big, Shrink::Refuse).unwrap();
+        grow_raw(test, &raw, big);
+        large_reads_as(test, &vdi, &raw);
+        let ops = [
+            Op::Write {
+                offset: 0,
+                len: 3 * MIB + 5,
+                byte: 0x61,
+            },
+            Op::Write {
+                offset: big - 2 * MIB - 7,
+                len: 2 * MIB + 7,
+                byte: 0x62,
+            },
+        ];
+        apply_mut(FORMAT, &vdi, &ops);
+        apply_raw(&raw, &ops, None);
+        large_reads_as(test, &vdi, &raw);
+        assert_eq!(
+            identity(&vdi),
+            kept,
+            "{test}: the header's identity changed"
+        );
     }
     if have_qemu(test) {
         let (code, _, _) = qemu_img(&["resize", "-f", "vdi", s(&dir.path().join("d.vdi")), "+1M"]);
@@ -198,6 +250,42 @@ fn resize_grows_into_the_maps_room_and_refuses_the_rest() {
             code, 0,
             "qemu-img learnt to resize VDI: compare with it directly"
         );
+    }
+}
+
+#[test]
+fn resize_past_the_room_qemu_img_leaves() {
+    let test = "resize_past_the_room_qemu_img_leaves";
+    if !have_qemu(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for fixed in [false, true] {
+        let raw = dir.path().join("q.raw");
+        make_raw(&raw, 10 * MIB, &[(0, 3 * MIB + 17), (8 * MIB, 100)]);
+        let vdi = dir.path().join(if fixed { "qs.vdi" } else { "qd.vdi" });
+        let opts = if fixed { "static=on" } else { "static=off" };
+        qemu_img_ok(&["convert", "-O", "vdi", "-o", opts, s(&raw), s(&vdi)]);
+        let kept = identity(&vdi);
+        // qemu-img's map ends at the next sector: room for 128 blocks (128 MiB) only.
+        resize(&vdi, 150 * MIB, Shrink::Refuse).unwrap();
+        grow_raw(test, &raw, 150 * MIB);
+        large_reads_as(test, &vdi, &raw);
+        assert_eq!(
+            identity(&vdi),
+            kept,
+            "{test}: the header's identity changed"
+        );
+        let ops = writes(150 * MIB, 8, 23);
+        apply_mut(FORMAT, &vdi, &ops);
+        apply_raw(&raw, &ops, None);
+        large_reads_as(test, &vdi, &raw);
+        // qemu-io writes into the moved map's image as into any other; every reader reads
+        // the result.
+        let more = writes(150 * MIB, 3, 31);
+        edit_support::qemu_io("vdi", &vdi, &more);
+        apply_raw(&raw, &more, None);
+        all_read(test, &vdi, &raw, true);
     }
 }
 
@@ -281,6 +369,7 @@ fn zz_kill_helper() {
                 resize(image, 16 * MIB + i * MIB, Shrink::Refuse).unwrap();
             }
         }
+        "resize_past_room" => resize(image, 1 << 30, Shrink::Refuse).unwrap(),
         "rebase" => {
             for i in 0..1000u32 {
                 let name = if i.is_multiple_of(2) {
@@ -310,9 +399,10 @@ fn content(image: &Path) -> Vec<u8> {
 }
 
 /// The kill rounds of a VDI `job`: qemu-img opens every survivor but a rebased child
-/// (qemu-img does not read differencing VDIs).
+/// (qemu-img does not read differencing VDIs) and an image of 4 KiB blocks (it reads
+/// 1 MiB blocks only).
 fn killed_rounds(test: &str, job: &str, template: &Path, max_ms: u64, verify: &dyn Fn(u64, &Path)) {
-    let qemu = if job == "rebase" {
+    let qemu = if job == "rebase" || job == "resize_past_room" {
         QemuOpens::No
     } else {
         QemuOpens::As("vdi")
@@ -353,6 +443,27 @@ fn killed_resizes_leave_a_whole_size() {
             (c.len() as u64).is_multiple_of(MIB) && c.len() >= old.len(),
             "round {i}: {} bytes",
             c.len()
+        );
+        assert_eq!(&c[..old.len()], &old[..], "round {i}");
+        assert!(c[old.len()..].iter().all(|&b| b == 0), "round {i}");
+    });
+}
+
+#[test]
+fn killed_resizes_moving_the_map_leave_the_old_or_new_size() {
+    let test = "killed_resizes_moving_the_map_leave_the_old_or_new_size";
+    let dir = tempfile::tempdir().unwrap();
+    // Blocks of 4 KiB: growing 16 MiB to 1 GiB moves the first 256 blocks one at a time to
+    // make room for a map of 1 MiB, which gives the kills time to land in the middle.
+    let (template, raw) =
+        image_with_data(dir.path(), "m", "vdi", 16 * MIB, Some("block_size=4096"));
+    let old = std::fs::read(&raw).unwrap();
+    killed_rounds(test, "resize_past_room", &template, 1500, &|i, image| {
+        // The moved blocks all lie in the old 16 MiB; past them the disk reads as zeros.
+        let (size, c) = read_image_head(image, 32 * MIB);
+        assert!(
+            size == 16 * MIB || size == 1 << 30,
+            "round {i}: {size} bytes"
         );
         assert_eq!(&c[..old.len()], &old[..], "round {i}");
         assert!(c[old.len()..].iter().all(|&b| b == 0), "round {i}");

@@ -4,10 +4,11 @@
 //! writes, and a kill -9 at random points of each in-place operation.
 
 mod common;
+mod edit_support;
 
 use common::{
-    have_qemu, kill_child_at_random, pseudo_random, qemu_compare, qemu_img, qemu_img_ok,
-    read_image_head, run, run_ok,
+    have_qemu, oracle_read, pseudo_random, qemu_compare, qemu_img, qemu_img_ok, read_image_head,
+    run, run_ok, sha256_file,
 };
 use diskferry::edit::{
     Clear, EditContext, Force, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink,
@@ -16,6 +17,7 @@ use diskferry::formats::vmdk::FORMAT;
 use diskferry::formats::vmdk::descriptor_io::StoredDescriptor;
 use diskferry::options::FormatOptions;
 use diskferry::{Gate, Image, OpenOptions};
+use edit_support::{QemuOpens, helper_job, helper_on, killed_rounds_with};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -49,6 +51,12 @@ fn check_clean(image: &Path) {
     assert_eq!(code, 0, "qemu-img check {}: {out}{err}", image.display());
     let (code, out, err) = run(&["check", s(image)]);
     assert_eq!(code, 0, "diskferry check {}: {out}{err}", image.display());
+}
+
+/// `qemu-img create -f vmdk -o subformat=SUB` of `size` at `p`.
+fn qemu_create(sub: &str, p: &Path, size: &str) {
+    let sub = format!("subformat={sub}");
+    qemu_img_ok(&["create", "-q", "-f", "vmdk", "-o", &sub, s(p), size]);
 }
 
 fn read_all(image: &Path) -> Vec<u8> {
@@ -109,16 +117,7 @@ fn writes_in_place_match_qemu_io_for_each_subformat() {
         let ours = ours_dir.join("d.vmdk");
         let theirs = theirs_dir.join("d.vmdk");
         for p in [&ours, &theirs] {
-            qemu_img_ok(&[
-                "create",
-                "-q",
-                "-f",
-                "vmdk",
-                "-o",
-                &format!("subformat={sub}"),
-                s(p),
-                "40M",
-            ]);
+            qemu_create(sub, p, "40M");
         }
         let w = writes();
         let mut m = FORMAT.driver().open_mut(&ours, &ctx(&gate)).unwrap();
@@ -383,6 +382,147 @@ fn resize_grows_sparse_and_flat_and_shrinks_flat() {
     assert!(err.contains("not shrink"), "{err}");
 }
 
+/// A twoGbMaxExtent disk of 100 MiB made by qemu-img, with data at its start and end.
+fn split_disk(dir: &Path, sub: &str) -> PathBuf {
+    let p = dir.join("d.vmdk");
+    qemu_create(sub, &p, "100M");
+    qemu_io(
+        &p,
+        &["write -P 0x11 0 8M".into(), "write -P 0x22 99M 64k".into()],
+    );
+    p
+}
+
+/// [`split_disk`] and its content as raw beside it.
+fn split_with_data(dir: &Path, sub: &str) -> (PathBuf, PathBuf) {
+    let p = split_disk(dir, sub);
+    let raw = dir.join("d.raw");
+    qemu_img_ok(&["convert", "-f", "vmdk", "-O", "raw", s(&p), s(&raw)]);
+    (p, raw)
+}
+
+/// The raw model cut or grown to `size` by qemu-img, as the VMDK should read.
+fn raw_resized(raw: &Path, size: u64) {
+    qemu_img_ok(&[
+        "resize",
+        "-q",
+        "-f",
+        "raw",
+        "--shrink",
+        s(raw),
+        &size.to_string(),
+    ]);
+}
+
+fn file_len(dir: &Path, name: &str) -> u64 {
+    std::fs::metadata(dir.join(name)).unwrap().len()
+}
+
+#[test]
+fn resize_grows_split_disks_and_shrinks_split_flat() {
+    let test = "resize_grows_split_disks_and_shrinks_split_flat";
+    if !have_qemu(test) {
+        return;
+    }
+    const SPLIT: u64 = 2047 * MIB;
+    let big = 5u64 << 30;
+    for (sub, letter) in [("twoGbMaxExtentSparse", 's'), ("twoGbMaxExtentFlat", 'f')] {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, raw) = split_with_data(dir.path(), sub);
+        // An extent file left by a grow killed before its descriptor was replaced: reused.
+        std::fs::write(dir.path().join(format!("d-{letter}002.vmdk")), b"orphan").unwrap();
+        resize(&p, big, Shrink::Refuse, GrowPreallocation::Off).unwrap();
+        raw_resized(&raw, big);
+        assert_eq!(virtual_size_by_qemu(&p), big, "{sub}");
+        check_clean(&p);
+        assert!(qemu_compare("vmdk", &p, "raw", &raw), "{sub}: content");
+        // The last extent filled to VMware's 2047 MiB, then new extents named as VMware names
+        // them, the last one short.
+        let d = StoredDescriptor::load(&p).unwrap().descriptor;
+        let lines: Vec<(u64, String)> = d
+            .extents
+            .iter()
+            .map(|e| (e.sectors * 512, e.file.clone().unwrap()))
+            .collect();
+        let want: Vec<(u64, String)> = [SPLIT, SPLIT, big - 2 * SPLIT]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (len, format!("d-{letter}{:03}.vmdk", i + 1)))
+            .collect();
+        assert_eq!(lines, want, "{sub}");
+        assert_eq!(d.create_type, sub);
+        if letter == 'f' {
+            for (len, name) in &want {
+                assert_eq!(file_len(dir.path(), name), *len, "{sub} {name}");
+            }
+        }
+        // qemu writes and reads across the extents' seams and at the new end.
+        let cmds = [
+            format!("write -P 0x33 {} 1M", SPLIT - 512 * 1024),
+            format!("write -P 0x44 {} 64k", big - 64 * 1024),
+        ];
+        qemu_io(&p, &cmds);
+        edit_support::qemu_io(
+            "raw",
+            &raw,
+            &[
+                edit_support::Op::Write {
+                    offset: SPLIT - 512 * 1024,
+                    len: MIB,
+                    byte: 0x33,
+                },
+                edit_support::Op::Write {
+                    offset: big - 64 * 1024,
+                    len: 64 * 1024,
+                    byte: 0x44,
+                },
+            ],
+        );
+        check_clean(&p);
+        assert!(
+            qemu_compare("vmdk", &p, "raw", &raw),
+            "{sub}: content after writes"
+        );
+        let info = run_ok(&["info", "--output=json", s(&p)]);
+        assert!(info.contains(&format!("\"virtual-size\": {big}")), "{info}");
+        if letter == 's' {
+            let err = resize(&p, 3 << 30, Shrink::Allow, GrowPreallocation::Off)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not shrink"), "{err}");
+            continue;
+        }
+        // Shrinking a split flat disk cuts the extent the new end falls in and removes the
+        // ones past it. (A whole number of MiB: dissect misreads flat disks of other sizes,
+        // qemu-img's own among them.)
+        let small = 60 * MIB;
+        assert!(resize(&p, small, Shrink::Refuse, GrowPreallocation::Off).is_err());
+        resize(&p, small, Shrink::Allow, GrowPreallocation::Off).unwrap();
+        raw_resized(&raw, small);
+        assert_eq!(virtual_size_by_qemu(&p), small);
+        assert_eq!(file_len(dir.path(), "d-f001.vmdk"), small);
+        assert!(!dir.path().join("d-f002.vmdk").exists());
+        assert!(!dir.path().join("d-f003.vmdk").exists());
+        check_clean(&p);
+        assert!(
+            qemu_compare("vmdk", &p, "raw", &raw),
+            "{sub}: content after shrink"
+        );
+        // Small again: every reader reads it (the grown disk is too large to hash thrice).
+        let want = (small, sha256_file(&raw));
+        if let Some(readings) = oracle_read(test, "vmdk", &p) {
+            for r in readings {
+                assert_eq!(
+                    r.result.as_ref().ok(),
+                    Some(&want),
+                    "{sub}: {} reads otherwise",
+                    r.reader
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn rebase_unsafe_records_the_parent_as_qemu_img_create_does() {
     if !have_qemu("rebase_unsafe_records_the_parent_as_qemu_img_create_does") {
@@ -473,16 +613,7 @@ fn amend_writes_the_fields_qemu_img_create_writes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.vmdk");
         let r = dir.path().join("r.vmdk");
-        qemu_img_ok(&[
-            "create",
-            "-q",
-            "-f",
-            "vmdk",
-            "-o",
-            &format!("subformat={sub}"),
-            s(&p),
-            "3G",
-        ]);
+        qemu_create(sub, &p, "3G");
         qemu_img_ok(&[
             "create",
             "-q",
@@ -628,47 +759,47 @@ fn measure_predicts_the_files_diskferry_writes() {
 
 // --- kill -9 at random points -------------------------------------------------------------
 
-/// Runs the in-place operation `op` in a child process (this test binary, re-run with
-/// `VMDK_EDIT_CHILD` set), kills it after a random delay, and checks that the image opens
-/// (with qemu-img and diskferry) and reads either the old or the new content.
-fn kill_loop(
+/// Runs the in-place operation `job` in a helper process (see `zz_kill_helper`) on the image
+/// `prepare` makes in a fresh folder each round, kills it at a random point, and requires the
+/// survivor to open (diskferry and qemu-img), to check clean with qemu-img, and to read as
+/// `allowed` says (its virtual size and first 16 MiB).
+fn kill_rounds(
     test: &str,
-    op: &str,
-    prepare: impl Fn(&Path) -> PathBuf,
-    allowed: impl Fn(u64, &[u8]) -> bool,
+    job: &str,
+    max_ms: u64,
+    prepare: &dyn Fn(&Path) -> PathBuf,
+    allowed: &dyn Fn(u64, &[u8]) -> bool,
 ) {
-    for round in 0..20u64 {
-        let dir = tempfile::tempdir().unwrap();
-        let image = prepare(dir.path());
-        let value = format!("{op}:{}", image.display());
-        let micros = kill_child_at_random(test, "VMDK_EDIT_CHILD", &value, round);
-        let (code, out, err) = qemu_img(&["info", "-f", "vmdk", s(&image)]);
-        assert_eq!(code, 0, "{op} round {round}: qemu-img info: {out}{err}");
-        let (size, content) = read_image_head(&image, 16 * MIB);
-        assert!(
-            allowed(size, &content),
-            "{op} round {round}: neither old nor new content"
-        );
-        let (code, out, err) = qemu_img(&["check", "-f", "vmdk", s(&image)]);
-        assert_eq!(code, 0, "{op} round {round}: qemu-img check: {out}{err}");
-        // Which state the kill left, for the log: the rounds should spread over the run.
-        let descriptor = StoredDescriptor::load(&image).unwrap().descriptor;
-        eprintln!(
-            "{op} round {round}: killed after {micros} us: size {size}, {} new bytes, CID {:08x}, parent {:?}, adapter {:?}",
-            content.iter().filter(|&&b| b == 0xab).count(),
-            descriptor.cid,
-            descriptor.parent_hint,
-            descriptor.ddb_value("ddb.adapterType")
-        );
-    }
+    let dir = tempfile::tempdir().unwrap();
+    let in_own_folder = |i: u64| {
+        let round = dir.path().join(format!("r{i}"));
+        std::fs::create_dir_all(&round).unwrap();
+        prepare(&round)
+    };
+    killed_rounds_with(
+        test,
+        "vmdk",
+        QemuOpens::As("vmdk"),
+        max_ms,
+        &in_own_folder,
+        &|image| helper_on(job, image),
+        &|round, image| {
+            let (size, content) = read_image_head(image, 16 * MIB);
+            assert!(
+                allowed(size, &content),
+                "{job} round {round}: neither old nor new content (size {size})"
+            );
+            let (code, out, err) = qemu_img(&["check", "-f", "vmdk", s(image)]);
+            assert_eq!(code, 0, "{job} round {round}: qemu-img check: {out}{err}");
+        },
+    );
 }
 
-/// The operations the kill test runs in the child process.
-fn child_operation() -> bool {
-    let Ok(spec) = std::env::var("VMDK_EDIT_CHILD") else {
-        return false;
-    };
-    let (op, path) = spec.split_once(':').unwrap();
+/// The operations the kill tests run in a helper process.
+#[test]
+fn zz_kill_helper() {
+    let Some(spec) = helper_job() else { return };
+    let (op, path) = spec.split_once('|').unwrap();
     let path = Path::new(path);
     let gate = Gate::anywhere();
     match op {
@@ -705,10 +836,27 @@ fn child_operation() -> bool {
                 }
             }
         }
-        "resize" => resize(path, 9 << 30, Shrink::Refuse, GrowPreallocation::Off).unwrap(),
+        // Many resizes in a row, so that the kills land in the middle of one.
+        "resize" => {
+            for i in 1..=100 {
+                let size = 8 * MIB + i * 100 * MIB;
+                resize(path, size, Shrink::Refuse, GrowPreallocation::Off).unwrap();
+            }
+        }
+        "resize_split" => {
+            for i in 1..=20 {
+                let size = 100 * MIB + i * 512 * MIB;
+                resize(path, size, Shrink::Refuse, GrowPreallocation::Off).unwrap();
+            }
+        }
+        "shrink_split" => {
+            for i in 1..=40 {
+                let size = (5 << 30) - i * 100 * MIB;
+                resize(path, size, Shrink::Allow, GrowPreallocation::Off).unwrap();
+            }
+        }
         _ => panic!("unknown operation {op}"),
     }
-    true
 }
 
 fn sparse_with_data(dir: &Path) -> PathBuf {
@@ -720,21 +868,16 @@ fn sparse_with_data(dir: &Path) -> PathBuf {
 
 #[test]
 fn kill_9_during_writes_leaves_old_or_new_content() {
-    if child_operation() {
+    let test = "kill_9_during_writes_leaves_old_or_new_content";
+    if !have_qemu(test) {
         return;
     }
-    if !have_qemu("kill_9_during_writes_leaves_old_or_new_content") {
-        return;
-    }
-    let prepare = |dir: &Path| {
-        let (_, child) = base_and_child(dir, false);
-        child
-    };
-    kill_loop(
-        "kill_9_during_writes_leaves_old_or_new_content",
+    kill_rounds(
+        test,
         "write",
-        prepare,
-        |_, content| {
+        40,
+        &|dir| base_and_child(dir, false).1,
+        &|_, content| {
             // Per byte: the parent's (0x5a, 0x11 in its second MiB) or the new 0xab.
             content.iter().enumerate().all(|(i, &b)| {
                 let old = if (MIB as usize..2 * MIB as usize).contains(&i) {
@@ -750,22 +893,20 @@ fn kill_9_during_writes_leaves_old_or_new_content() {
 
 #[test]
 fn kill_9_during_rebase_leaves_a_working_chain() {
-    if child_operation() {
+    let test = "kill_9_during_rebase_leaves_a_working_chain";
+    if !have_qemu(test) {
         return;
     }
-    if !have_qemu("kill_9_during_rebase_leaves_a_working_chain") {
-        return;
-    }
-    kill_loop(
-        "kill_9_during_rebase_leaves_a_working_chain",
+    kill_rounds(
+        test,
         "rebase",
-        |dir| {
+        40,
+        &|dir| {
             let (base, child) = base_and_child(dir, false);
             std::fs::copy(&base, dir.join("other.vmdk")).unwrap();
-            // A separate descriptor too: twoGbMaxExtentSparse delta.
             child
         },
-        |_, content| read_ok_as_base(content),
+        &|_, content| read_ok_as_base(content),
     );
 }
 
@@ -782,36 +923,58 @@ fn read_ok_as_base(content: &[u8]) -> bool {
 
 #[test]
 fn kill_9_during_amend_leaves_an_image_that_opens() {
-    if child_operation() {
+    let test = "kill_9_during_amend_leaves_an_image_that_opens";
+    if !have_qemu(test) {
         return;
     }
-    if !have_qemu("kill_9_during_amend_leaves_an_image_that_opens") {
-        return;
-    }
-    kill_loop(
-        "kill_9_during_amend_leaves_an_image_that_opens",
-        "amend",
-        sparse_with_data,
-        |size, content| size == 8 * MIB && content.iter().all(|&b| b == 0x11),
-    );
+    kill_rounds(test, "amend", 40, &sparse_with_data, &|size, content| {
+        size == 8 * MIB && content.iter().all(|&b| b == 0x11)
+    });
 }
 
 #[test]
 fn kill_9_during_resize_leaves_the_old_or_new_size() {
-    if child_operation() {
+    let test = "kill_9_during_resize_leaves_the_old_or_new_size";
+    if !have_qemu(test) {
         return;
     }
-    if !have_qemu("kill_9_during_resize_leaves_the_old_or_new_size") {
+    kill_rounds(test, "resize", 150, &sparse_with_data, &|size, content| {
+        (size - 8 * MIB).is_multiple_of(100 * MIB)
+            && content[..8 * MIB as usize].iter().all(|&b| b == 0x11)
+            && content[8 * MIB as usize..].iter().all(|&b| b == 0)
+    });
+}
+
+/// What a split disk of [`split_disk`] reads in its first 16 MiB.
+fn split_head_ok(content: &[u8]) -> bool {
+    content[..8 * MIB as usize].iter().all(|&b| b == 0x11)
+        && content[8 * MIB as usize..].iter().all(|&b| b == 0)
+}
+
+#[test]
+fn kill_9_during_split_resizes_leaves_the_old_or_new_disk() {
+    let test = "kill_9_during_split_resizes_leaves_the_old_or_new_disk";
+    if !have_qemu(test) {
         return;
     }
-    kill_loop(
-        "kill_9_during_resize_leaves_the_old_or_new_size",
-        "resize",
-        sparse_with_data,
-        |size, content| {
-            (size == 8 * MIB || size == 9 << 30)
-                && content[..8 * MIB as usize].iter().all(|&b| b == 0x11)
-                && content[8 * MIB as usize..].iter().all(|&b| b == 0)
+    for sub in ["twoGbMaxExtentSparse", "twoGbMaxExtentFlat"] {
+        kill_rounds(
+            test,
+            "resize_split",
+            150,
+            &|dir| split_disk(dir, sub),
+            &|size, content| (size - 100 * MIB).is_multiple_of(512 * MIB) && split_head_ok(content),
+        );
+    }
+    kill_rounds(
+        test,
+        "shrink_split",
+        150,
+        &|dir| {
+            let p = split_disk(dir, "twoGbMaxExtentFlat");
+            resize(&p, 5 << 30, Shrink::Refuse, GrowPreallocation::Off).unwrap();
+            p
         },
+        &|size, content| ((5 << 30) - size).is_multiple_of(100 * MIB) && split_head_ok(content),
     );
 }

@@ -1,4 +1,4 @@
-//! Helpers the in-place edit tests of VHD, VHDX and VDI share: a list of writes with partial
+//! Helpers the in-place edit tests of VHD, VHDX, VDI and VMDK share: a list of writes with partial
 //! sectors and blocks, applying it through a driver's `open_mut` or to a raw model, a helper
 //! process to kill at random points, and reading an image's content back.
 #![allow(dead_code)]
@@ -216,10 +216,29 @@ pub fn killed_rounds(
     verify: &dyn Fn(u64, &Path),
 ) {
     let dir = template.parent().unwrap();
-    let mut killed = 0;
-    for i in 0..20 {
+    let prepare = |_| {
         let image = dir.join(format!("victim.{format}"));
         std::fs::copy(template, &image).unwrap();
+        image
+    };
+    killed_rounds_with(test, format, qemu, max_ms, &prepare, start, verify);
+}
+
+/// [`killed_rounds`] for images of several files: `prepare` makes round `i`'s image afresh
+/// (in a folder of its own, say) and returns the path to start on.
+#[allow(clippy::too_many_arguments)]
+pub fn killed_rounds_with(
+    test: &str,
+    format: &str,
+    qemu: QemuOpens,
+    max_ms: u64,
+    prepare: &dyn Fn(u64) -> PathBuf,
+    start: &dyn Fn(&Path) -> Child,
+    verify: &dyn Fn(u64, &Path),
+) {
+    let mut killed = 0;
+    for i in 0..20 {
+        let image = prepare(i);
         killed += usize::from(kill_after(start(&image), delay(i, max_ms)));
         opens_and_checks(&image, format).unwrap_or_else(|e| panic!("round {i}: {e}"));
         if let QemuOpens::As(f) = qemu

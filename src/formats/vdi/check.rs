@@ -1,8 +1,10 @@
 //! `check` for VDI: the header (checked as the reader checks it), every block map entry in
-//! bounds and used once, the allocated block count, space past the last stored block.
+//! bounds and used once, the allocated block count, places no block uses before the last
+//! stored one and space past it.
 //!
-//! `-r leaks` cuts the file after the last stored block, and lowers an allocated block count
-//! that is ahead of the block map (an allocation cut short). `-r all` also corrects a count
+//! `-r leaks` cuts the file after the last stored block, lowers an allocated block count
+//! that is ahead of the block map's last stored place (an allocation cut short) to it, and
+//! closes places no block uses by moving the last blocks into them. `-r all` also corrects a count
 //! behind the map and frees entries that point past the file or past the block count
 //! (their data is not there to read; a differencing image then reads its parent there). Blocks
 //! sharing a place are reported, never repaired: which of them owns the data cannot be told.
@@ -52,6 +54,28 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
             _ => {}
         }
     }
+    // Places no block uses below the last stored one (left by a killed resize, or by entries
+    // freed just above) are closed by moving the last blocks into them, so that the count can
+    // equal the stored blocks, as qemu-img's check wants, without the next block landing on a
+    // stored one. `-r leaks` does it only when that is what it found and no entry it leaves
+    // alone points where no block is.
+    let bad_entries_stay = found.fixes.iter().any(|f| matches!(f, Fix::Free { .. }));
+    if mode == RepairMode::All || (found.holes.is_some() && !bad_entries_stay) {
+        let moved = compact(&mut file, h, &mut map)?;
+        if let Some(used) = moved {
+            map_changed = true;
+            count = Some(used);
+            file.set_len(h.data_offset + u64::from(used) * h.block_stride())?;
+            if let Some(finding) = found.holes {
+                report.findings[finding].repaired = true;
+            }
+            for fix in &found.fixes {
+                if let Fix::Count { finding, .. } = *fix {
+                    report.findings[finding].repaired = true;
+                }
+            }
+        }
+    }
     if map_changed {
         let bytes: Vec<u8> = map.iter().flat_map(|e| e.to_le_bytes()).collect();
         file.write_all_at(&bytes, h.blocks_offset)?;
@@ -63,6 +87,47 @@ pub fn check(path: &Path, repair: Option<RepairMode>) -> Result<CheckReport> {
     }
     file.sync()?;
     Ok(report)
+}
+
+/// Moves the blocks stored last into the places below them that no block uses, until the
+/// stored places are dense; returns how many there are, or `None` when nothing moved (or
+/// blocks share a place, which must stay reported). Each copy is flushed before `map` (which
+/// the caller writes) points at it.
+fn compact(file: &mut HostFile, h: &Header, map: &mut [u32]) -> Result<Option<u32>> {
+    let mut by_place = std::collections::BTreeMap::new();
+    for (block, &entry) in map.iter().enumerate() {
+        if entry < BLOCK_ZERO && by_place.insert(entry, block).is_some() {
+            return Ok(None);
+        }
+    }
+    let stride = h.block_stride();
+    let mut hole = 0u32;
+    let mut moved = false;
+    loop {
+        while by_place.contains_key(&hole) {
+            hole += 1;
+        }
+        let Some((&last, &block)) = by_place.last_key_value() else {
+            break;
+        };
+        if last < hole {
+            break;
+        }
+        file.copy_within(
+            h.data_offset + u64::from(last) * stride,
+            h.data_offset + u64::from(hole) * stride,
+            stride,
+        )?;
+        by_place.remove(&last);
+        by_place.insert(hole, block);
+        map[block] = hole;
+        moved = true;
+    }
+    if !moved {
+        return Ok(None);
+    }
+    file.sync()?;
+    Ok(Some(by_place.len() as u32))
 }
 
 enum Fix {
@@ -86,6 +151,8 @@ struct Inspection {
     map: Vec<u32>,
     report: CheckReport,
     fixes: Vec<Fix>,
+    /// The finding of places no block uses below the last stored one, if any.
+    holes: Option<usize>,
 }
 
 /// Checks the VDI in `file` without changing it.
@@ -165,31 +232,48 @@ fn inspect(file: &dyn Storage, path: &Path) -> Result<Inspection> {
     } else {
         0x184
     };
-    let should_be = stored;
-    // A count ahead of dense places is what an allocation killed between its count and its map
-    // entry leaves (see `edit`): the counted places hold nothing anything points to, and the
-    // next block goes after them, so nothing is at risk. A count behind would place the next
-    // block over a stored one.
-    let dense = last_place.map_or(0, |p| p + 1) == stored;
-    let severity = if header.blocks_allocated > should_be && dense {
+    // The count the map needs: one past the last stored place, where the next block goes.
+    let needed = last_place.map_or(0, |p| p + 1);
+    // A count ahead of it is what an allocation killed between its count and its map entry
+    // leaves (see `edit`): the counted places hold nothing anything points to, and the next
+    // block goes after them, so nothing is at risk. A count behind would place the next block
+    // over a stored one.
+    let severity = if header.blocks_allocated > needed {
         Severity::Leak
     } else {
         Severity::Corruption
     };
-    if header.blocks_allocated != should_be {
+    if header.blocks_allocated != needed {
         report.add(
             severity,
             format!(
-                "the header counts {} allocated blocks, the block map {should_be}",
+                "the header counts {} allocated blocks, the block map {needed}",
                 header.blocks_allocated
             ),
             Some(count_at),
         );
         fixes.push(Fix::Count {
-            value: should_be,
+            value: needed,
             finding: report.findings.len() - 1,
             leak: severity == Severity::Leak,
         });
+    }
+    // Places below the last stored one that no block uses: what a resize killed while moving
+    // blocks out of the map's way leaves (see `resize`), until the next resize finishes the
+    // move. Space only, which compacting (converting) the image reclaims.
+    let used = owner.iter().filter(|&&o| o != u32::MAX).count() as u64;
+    let mut holes = None;
+    if u64::from(needed) > used {
+        let unused = u64::from(needed) - used;
+        report.add(
+            Severity::Leak,
+            format!(
+                "{unused} place(s) before the last stored block hold no block ({} bytes of unused space)",
+                unused * header.block_stride()
+            ),
+            Some(header.data_offset),
+        );
+        holes = Some(report.findings.len() - 1);
     }
     let end = header.data_offset + last_place.map_or(0, |p| p as u64 + 1) * header.block_stride();
     if len > end {
@@ -215,5 +299,6 @@ fn inspect(file: &dyn Storage, path: &Path) -> Result<Inspection> {
         map,
         report,
         fixes,
+        holes,
     })
 }

@@ -71,6 +71,23 @@ pub(crate) fn open_for_change(path: &Path) -> Result<Opened> {
     })
 }
 
+impl Opened {
+    /// Makes block `index` the one stored at `next`, whose bytes are already written and
+    /// flushed: the count first (so that no later allocation takes the place), then the map
+    /// entry, one 4-byte write.
+    pub(crate) fn point_at_next(&mut self, index: u64) -> Result<()> {
+        let place = self.next;
+        self.next = place + 1;
+        self.file
+            .write_all_at(&self.next.to_le_bytes(), ALLOCATED_AT)?;
+        self.file.sync()?;
+        self.file
+            .write_all_at(&place.to_le_bytes(), self.header.blocks_offset + index * 4)?;
+        self.map[index as usize] = place;
+        Ok(())
+    }
+}
+
 /// A VDI open for writing in place.
 pub struct VdiMut {
     opened: Opened,
@@ -144,13 +161,7 @@ impl VdiMut {
         }
         o.file.write_all_at(data, at)?;
         o.file.sync()?;
-        o.next = place + 1;
-        o.file.write_all_at(&o.next.to_le_bytes(), ALLOCATED_AT)?;
-        o.file.sync()?;
-        o.file
-            .write_all_at(&place.to_le_bytes(), o.header.blocks_offset + index * 4)?;
-        o.map[index as usize] = place;
-        Ok(())
+        o.point_at_next(index)
     }
 
     /// Writes `data` at `in_block` of block `index`.

@@ -10,7 +10,8 @@
 //! - `extent.rs`: one extent; `reader.rs`: the layer (descriptor + extents).
 //! - `writer/`: every subformat; `stream_source.rs`: reading streamOptimized from a pipe;
 //!   `check.rs`: `check`.
-//! - In place: `edit.rs` (writing into an image: commit, safe rebase), `resize.rs`,
+//! - In place: `edit.rs` (writing into an image: commit, safe rebase), `resize.rs` (with
+//!   `resize_split.rs` for twoGbMaxExtent disks),
 //!   `amend.rs` (amend and rebase -u), `measure.rs`; `descriptor_io.rs` writes a changed
 //!   descriptor back crash-safely.
 
@@ -26,6 +27,7 @@ pub mod grain_table;
 mod measure;
 mod reader;
 mod resize;
+mod resize_split;
 pub mod sesparse;
 pub mod sparse_header;
 mod stream_source;

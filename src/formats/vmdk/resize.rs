@@ -11,7 +11,8 @@
 //!   descriptor its extent size and geometry. Grain tables for the new range are made when a
 //!   grain is first written there. Shrinking a sparse disk is refused: its tables would keep
 //!   grains past the new end that a later grow would bring back.
-//! - twoGbMaxExtent*, streamOptimized, ESXi deltas: refused, saying so.
+//! - twoGbMaxExtentSparse and twoGbMaxExtentFlat: see `resize_split.rs`.
+//! - streamOptimized, ESXi deltas: refused, saying so.
 
 use super::descriptor::ExtentKind;
 use super::descriptor_io::{Home, StoredDescriptor, update_geometry};
@@ -57,6 +58,9 @@ pub fn resize(path: &Path, request: &ResizeRequest, gate: &crate::gate::Gate) ->
             }
             grow_sparse(path, stored.clone(), *header, sectors, request)
         }
+        Home::File if super::resize_split::is_split(&d.create_type) => {
+            super::resize_split::resize(path, stored.clone(), sectors, request, gate)
+        }
         Home::File => {
             let single_flat = d.extents.len() == 1
                 && matches!(d.extents[0].kind, ExtentKind::Flat | ExtentKind::Vmfs);
@@ -64,7 +68,7 @@ pub fn resize(path: &Path, request: &ResizeRequest, gate: &crate::gate::Gate) ->
                 return Err(refuse(
                     path,
                     &d.create_type,
-                    "only monolithicFlat, vmfs and monolithicSparse disks can be resized in place",
+                    "only monolithicFlat, vmfs, twoGbMaxExtent* and monolithicSparse disks can be resized in place",
                 ));
             }
             resize_flat(path, stored.clone(), sectors, request, gate)
@@ -107,31 +111,8 @@ fn resize_flat(
     update_geometry(&mut d, sectors);
     if new_end >= old_end {
         if file.len() < new_end {
-            let from = file.len().max(old_end.min(file.len()));
-            match request.preallocation {
-                GrowPreallocation::Off | GrowPreallocation::Metadata => file.set_len(new_end)?,
-                GrowPreallocation::Falloc => {
-                    file.set_len(new_end)?;
-                    rustix::fs::fallocate(
-                        file.file(),
-                        rustix::fs::FallocateFlags::empty(),
-                        from,
-                        new_end - from,
-                    )
-                    .map_err(|e| {
-                        Error::io("cannot reserve space (fallocate)", e.into()).with_path(&flat)
-                    })?;
-                }
-                GrowPreallocation::Full => {
-                    let zeros = vec![0u8; 1 << 20];
-                    let mut at = from;
-                    while at < new_end {
-                        let n = (new_end - at).min(zeros.len() as u64);
-                        file.write_all_at(&zeros[..n as usize], at)?;
-                        at += n;
-                    }
-                }
-            }
+            let from = file.len();
+            reserve(&mut file, from, new_end, request.preallocation)?;
         }
         file.sync()?;
         stored.store(d)?;
@@ -144,6 +125,30 @@ fn resize_flat(
         }
     }
     Ok(())
+}
+
+/// Makes the flat file `file` `to` bytes long, the bytes from `from` (its old end) reserved as
+/// `preallocation` says.
+pub(super) fn reserve(
+    file: &mut HostFile,
+    from: u64,
+    to: u64,
+    preallocation: GrowPreallocation,
+) -> Result<()> {
+    file.set_len(to)?;
+    match preallocation {
+        GrowPreallocation::Off | GrowPreallocation::Metadata => Ok(()),
+        GrowPreallocation::Falloc => rustix::fs::fallocate(
+            file.file(),
+            rustix::fs::FallocateFlags::empty(),
+            from,
+            to - from,
+        )
+        .map_err(|e| {
+            Error::io("cannot reserve space (fallocate)", e.into()).with_path(file.path())
+        }),
+        GrowPreallocation::Full => file.write_zeros(from, to - from),
+    }
 }
 
 fn grow_sparse(
@@ -166,6 +171,19 @@ fn grow_sparse(
         )
         .with_path(path));
     }
+    grow_sparse_extent(path, header, sectors)?;
+    let mut d = stored.descriptor.clone();
+    if let Some(e) = d.extents.first_mut() {
+        e.sectors = sectors;
+    }
+    update_geometry(&mut d, sectors);
+    stored.store(d)
+}
+
+/// Grows the sparse extent at `path` (whose header is `header`) to `sectors`: grain tables for
+/// the new range and, where the directory's sectors lack room, new directories past the end,
+/// all flushed before the header (one sector) switches to them.
+pub(super) fn grow_sparse_extent(path: &Path, header: SparseHeader, sectors: u64) -> Result<()> {
     let DirectoryAt::Sector(gd_sector) = header.directory_at() else {
         return Err(Error::corrupt("sparse extent has no grain directory").with_path(path));
     };
@@ -240,11 +258,5 @@ fn grow_sparse(
     }
     file.sync()?;
     file.write_all_at(&new_header.to_bytes(), 0)?;
-    file.sync()?;
-    let mut d = stored.descriptor.clone();
-    if let Some(e) = d.extents.first_mut() {
-        e.sectors = sectors;
-    }
-    update_geometry(&mut d, sectors);
-    stored.store(d)
+    file.sync()
 }

@@ -120,7 +120,7 @@ fn split_extents(subformat: Subformat, bytes: u64) -> Result<u64> {
 }
 
 /// The main file's name without its `.vmdk` suffix, for naming extents beside it.
-fn stem(path: &Path) -> String {
+pub(crate) fn stem(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
