@@ -18,6 +18,7 @@ mod in_place;
 mod pipeline;
 mod plan;
 mod stream_plan;
+mod target_zero;
 mod zero;
 
 pub use destination::{Destination, WriteMode};
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::format::{Capability, Format};
 use crate::host_file::Durability;
 use crate::image::{Image, OpenOptions};
+use crate::ops::Rate;
 use crate::options::FormatOptions;
 use crate::registry::Registry;
 use crate::sink::{Output, PipeSink};
@@ -77,6 +79,34 @@ pub struct ConvertOptions {
     pub mode: WriteMode,
     /// `-W`: whether workers may write data out of order themselves.
     pub order: WriteOrder,
+    /// `-r`: at most this many bytes of the virtual disk a second.
+    pub rate: Rate,
+    /// `--target-is-zero` (with `-n`): what the existing destination reads before it is written.
+    pub target_content: TargetContent,
+    /// `-C`: how data ranges are copied.
+    pub copy: CopyMode,
+}
+
+/// What an existing destination (`-n`) holds before the conversion writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetContent {
+    /// Anything: every byte is written, zeros included.
+    #[default]
+    Unknown,
+    /// `--target-is-zero`: it reads as zeros everywhere, so zero ranges are not written.
+    Zeros,
+}
+
+/// How the data ranges of the source's map are copied (`-C`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CopyMode {
+    /// Read, look for zeros at the `-S` granularity, write what is not zero.
+    #[default]
+    Detect,
+    /// `-C`: copy offloading, as qemu-img's. Data ranges are copied as they are, zeros
+    /// included (no detection, so `-S` and `-c` are refused), where both sides allow with
+    /// `copy_file_range` so that the file system may share or offload the copy.
+    Offload,
 }
 
 /// Who writes the data of a target that places it at offsets known in advance (raw, fixed and
@@ -110,6 +140,9 @@ impl Default for ConvertOptions {
             durability: Durability::Flush,
             mode: WriteMode::Create,
             order: WriteOrder::InOrder,
+            rate: Rate::Unlimited,
+            target_content: TargetContent::Unknown,
+            copy: CopyMode::Detect,
         }
     }
 }
@@ -509,6 +542,21 @@ fn validate(options: &ConvertOptions) -> Result<(FormatOptions, Sparseness)> {
     if options.target_backing.is_some() {
         registry.require(options.target_format, Capability::Backing)?;
     }
+    if options.target_content == TargetContent::Zeros {
+        if options.mode != WriteMode::Existing {
+            return Err(Error::invalid("--target-is-zero requires use of -n flag"));
+        }
+        if options.target_backing.is_some() {
+            return Err(Error::invalid(
+                "Cannot use --target-is-zero when the destination image has a backing file",
+            ));
+        }
+    }
+    if options.copy == CopyMode::Offload && options.compress {
+        return Err(Error::invalid(
+            "Cannot enable copy offloading when -c is used",
+        ));
+    }
     let sparseness = if options.sparse_size == 0 {
         Sparseness::Dense
     } else {
@@ -548,6 +596,8 @@ fn drive(
         },
         encoder,
         direct,
+        copy: options.copy,
+        rate: options.rate,
     };
     let stats = pipeline::run(source, backing, writer.as_mut(), &settings, &mut |done| {
         on_event(Event::Progress { done, total: size })
@@ -587,7 +637,11 @@ fn make_writer<'a>(
                 .create_writer(Output::single(Box::new(sink)), spec)
         }
         Destination::Existing(path) => {
-            in_place::writer(path, format, spec, &options.source, options.durability)
+            let writer = in_place::writer(path, format, spec, &options.source, options.durability)?;
+            Ok(match options.target_content {
+                TargetContent::Zeros => Box::new(target_zero::SkipZeros::new(writer)),
+                TargetContent::Unknown => writer,
+            })
         }
     }
 }
