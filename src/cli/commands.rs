@@ -566,6 +566,11 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
         } else {
             convert::CopyMode::Detect
         },
+        bitmaps: if args.bitmaps {
+            convert::Bitmaps::Copy
+        } else {
+            convert::Bitmaps::Leave
+        },
     };
     let mut progress = Progress::new(args.progress && !args.quiet);
     let quiet = args.quiet;

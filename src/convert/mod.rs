@@ -13,6 +13,7 @@
 //! data buffers with two workers, whatever the size of the image. The target's own tables (a
 //! VHD's BAT, a VMDK's grain directory) come on top and scale with the virtual size.
 
+mod bitmaps;
 pub mod destination;
 mod in_place;
 mod pipeline;
@@ -21,6 +22,7 @@ mod stream_plan;
 mod target_zero;
 mod zero;
 
+pub use bitmaps::Bitmaps;
 pub use destination::{Destination, WriteMode};
 pub use pipeline::Stats;
 pub use plan::{Sparseness, range_has_data};
@@ -85,6 +87,8 @@ pub struct ConvertOptions {
     pub target_content: TargetContent,
     /// `-C`: how data ranges are copied.
     pub copy: CopyMode,
+    /// `--bitmaps`: whether the source's persistent dirty bitmaps go with it.
+    pub bitmaps: Bitmaps,
 }
 
 /// What an existing destination (`-n`) holds before the conversion writes it.
@@ -143,6 +147,7 @@ impl Default for ConvertOptions {
             rate: Rate::Unlimited,
             target_content: TargetContent::Unknown,
             copy: CopyMode::Detect,
+            bitmaps: Bitmaps::Leave,
         }
     }
 }
@@ -349,6 +354,9 @@ pub fn convert(
     let (target_options, sparseness) = validate(options)?;
     let destination = Destination::resolve(dest, options.mode)?;
     let (image, stream) = if is_stdio(source) {
+        if options.bitmaps == Bitmaps::Copy {
+            return Err(Error::unsupported("Source lacks bitmap support"));
+        }
         if options.target_backing.is_some() {
             return Err(Error::unsupported(
                 "-B cannot be used with a source read from standard input",
@@ -362,6 +370,9 @@ pub fn convert(
         let image = Image::open(source, &options.source)?;
         for w in image.warnings() {
             on_event(Event::Warning(w));
+        }
+        if options.bitmaps == Bitmaps::Copy {
+            bitmaps::check(&image, options.target_format, &target_options)?;
         }
         destination.refuse_overwriting(&image)?;
         (Some(Arc::new(image)), None)
