@@ -170,7 +170,7 @@ pub struct ConvertArgs {
     #[arg(short = 'C')]
     pub copy_offload: bool,
     /// At most this many bytes read a second (suffixes k, M, G, T, P, E; 0: no limit)
-    #[arg(short = 'r', value_name = "RATE")]
+    #[arg(short = 'r', value_name = "RATE", allow_hyphen_values = true)]
     pub rate: Option<String>,
     /// With -n: the existing destination reads as zeros already, so zeros are not written
     #[arg(long)]

@@ -35,7 +35,10 @@ pub fn check(image: &Image, target: Format, options: &FormatOptions) -> Result<(
     if source.name() != "qcow2" {
         return Err(Error::unsupported("Source lacks bitmap support"));
     }
-    if target.name() != "qcow2" || options.text("compat").is_some_and(|c| c == "0.10" || c == "v2")
+    if target.name() != "qcow2"
+        || options
+            .text("compat")
+            .is_some_and(|c| c == "0.10" || c == "v2")
     {
         // qemu names formats by block driver; VHD's is the only one spelled differently.
         let driver = match target.name() {
