@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn s(p: &Path) -> &str {
@@ -15,13 +14,23 @@ fn s(p: &Path) -> &str {
 }
 
 fn qemu_io(fmt: &str, img: &Path, cmds: &[&str]) {
-    let mut c = Command::new("qemu-io");
+    let mut c = std::process::Command::new("qemu-io");
     c.args(["-f", fmt]);
     for cmd in cmds {
         c.args(["-c", cmd]);
     }
     let out = c.arg(img).output().expect("qemu-io runs");
     assert!(out.status.success(), "qemu-io {cmds:?}: {out:?}");
+}
+
+/// A scratch folder and diskferry linked as `qemu-img` in it, when qemu-img is installed.
+fn setup(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    if !have_qemu(test) {
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    Some((d, fake))
 }
 
 /// Runs `args` with qemu-img and with `fake`, each with `{}` in an argument replaced by its
@@ -58,12 +67,10 @@ fn raw_with_written_zeros(dir: &Path) -> PathBuf {
 
 #[test]
 fn refusals_and_their_messages_are_qemu_imgs() {
-    if !have_qemu("refusals_and_their_messages_are_qemu_imgs") {
+    let Some((d, fake)) = setup("refusals_and_their_messages_are_qemu_imgs") else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
+    };
     let dir = d.path();
-    let fake = as_qemu_img(dir);
     let raw = dir.join("a.raw");
     make_raw(&raw, 1 << 20, &[(0, 4096)]);
     let q = dir.join("a.qcow2");
@@ -143,12 +150,10 @@ fn refusals_and_their_messages_are_qemu_imgs() {
 
 #[test]
 fn copy_offloading_copies_data_ranges_whole_as_qemu_img() {
-    if !have_qemu("copy_offloading_copies_data_ranges_whole_as_qemu_img") {
+    let Some((d, fake)) = setup("copy_offloading_copies_data_ranges_whole_as_qemu_img") else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
+    };
     let dir = d.path();
-    let fake = as_qemu_img(dir);
     let src = raw_with_written_zeros(dir);
     for fmt in ["raw", "qcow2"] {
         let (c, theirs, ours) = same_outcome(
@@ -181,12 +186,11 @@ fn copy_offloading_copies_data_ranges_whole_as_qemu_img() {
 
 #[test]
 fn target_is_zero_leaves_the_existing_targets_zeros_unwritten() {
-    if !have_qemu("target_is_zero_leaves_the_existing_targets_zeros_unwritten") {
+    let Some((d, fake)) = setup("target_is_zero_leaves_the_existing_targets_zeros_unwritten")
+    else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
+    };
     let dir = d.path();
-    let fake = as_qemu_img(dir);
     let src = dir.join("src.qcow2");
     qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&src), "4M"]);
     qemu_io(
@@ -244,12 +248,10 @@ fn target_is_zero_leaves_the_existing_targets_zeros_unwritten() {
 
 #[test]
 fn rate_limits_hold_reads_back_as_qemu_imgs() {
-    if !have_qemu("rate_limits_hold_reads_back_as_qemu_imgs") {
+    let Some((d, fake)) = setup("rate_limits_hold_reads_back_as_qemu_imgs") else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
+    };
     let dir = d.path();
-    let fake = as_qemu_img(dir);
     // 4 MiB of data in a 16 MiB disk: at 4 MiB/s the first 2 MiB go at once, as qemu's
     // first request does, and the rest takes half a second; the holes cost nothing.
     let src = dir.join("src.raw");
@@ -308,12 +310,10 @@ fn qcow2_with_bitmaps(dir: &Path) -> PathBuf {
 
 #[test]
 fn measure_reports_qemu_imgs_bitmaps_size() {
-    if !have_qemu("measure_reports_qemu_imgs_bitmaps_size") {
+    let Some((d, fake)) = setup("measure_reports_qemu_imgs_bitmaps_size") else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
+    };
     let dir = d.path();
-    let fake = as_qemu_img(dir);
     let img = qcow2_with_bitmaps(dir);
     let img = s(&img);
     for extra in [
@@ -341,12 +341,10 @@ fn measure_reports_qemu_imgs_bitmaps_size() {
 
 #[test]
 fn bitmaps_of_a_qcow2_source_are_not_lost_silently() {
-    if !have_qemu("bitmaps_of_a_qcow2_source_are_not_lost_silently") {
+    let Some((d, fake)) = setup("bitmaps_of_a_qcow2_source_are_not_lost_silently") else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
+    };
     let dir = d.path();
-    let fake = as_qemu_img(dir);
     // Without bitmaps, --bitmaps converts as qemu-img does.
     let plain = dir.join("plain.qcow2");
     qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&plain), "4M"]);
@@ -375,12 +373,11 @@ fn bitmaps_of_a_qcow2_source_are_not_lost_silently() {
 
 #[test]
 fn rebase_without_backing_format_as_qemu_img_and_as_diskferry() {
-    if !have_qemu("rebase_without_backing_format_as_qemu_img_and_as_diskferry") {
+    let Some((d, fake)) = setup("rebase_without_backing_format_as_qemu_img_and_as_diskferry")
+    else {
         return;
-    }
-    let d = tempfile::tempdir().unwrap();
+    };
     let dir = d.path();
-    let fake = as_qemu_img(dir);
     let base = dir.join("base.qcow2");
     let new = dir.join("new.qcow2");
     qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&base), "4M"]);

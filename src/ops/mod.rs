@@ -106,9 +106,9 @@ impl Rate {
             ))
         };
         let t = text.trim_start();
-        if t.starts_with('-') {
+        if let Some(magnitude) = t.strip_prefix('-') {
             // qemu reads the number first and finds it out of range before the suffix.
-            return if t[1..].starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+            return if magnitude.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
                 Err(range())
             } else {
                 Err(invalid())
@@ -118,16 +118,7 @@ impl Rate {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(t.len());
         let (number, suffix) = t.split_at(end);
-        let shift = match suffix {
-            "" | "b" | "B" => 0,
-            "k" | "K" => 10,
-            "m" | "M" => 20,
-            "g" | "G" => 30,
-            "t" | "T" => 40,
-            "p" | "P" => 50,
-            "e" | "E" => 60,
-            _ => return Err(invalid()),
-        };
+        let shift = crate::size::suffix_shift(suffix).ok_or_else(invalid)?;
         let (whole, fraction) = match number.split_once('.') {
             Some((w, f)) if !f.contains('.') => (w, Some(f)),
             Some(_) => return Err(invalid()),
