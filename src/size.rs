@@ -30,16 +30,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
             }
         })
         .unwrap_or(suffix);
-    let shift = match suffix {
-        "" | "b" | "B" => 0,
-        "k" | "K" => 10,
-        "m" | "M" => 20,
-        "g" | "G" => 30,
-        "t" | "T" => 40,
-        "p" | "P" => 50,
-        "e" | "E" => 60,
-        _ => return Err(bad()),
-    };
+    let shift = suffix_shift(suffix).ok_or_else(bad)?;
     let unit: u128 = 1u128 << shift;
     let bytes: u128 = match number.split_once('.') {
         None => number.parse::<u128>().map_err(|_| bad())? * unit,
@@ -60,6 +51,21 @@ pub fn parse_size(text: &str) -> Result<u64> {
         }
     };
     u64::try_from(bytes).map_err(|_| Error::invalid(format!("size '{text}' is too large")))
+}
+
+/// The power of two a size suffix stands for: none or `b` bytes, `k`, `M`, `G`, `T`, `P`,
+/// `E` (either case) 10 to 60; `None` for anything else.
+pub fn suffix_shift(suffix: &str) -> Option<u32> {
+    Some(match suffix {
+        "" | "b" | "B" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        "t" | "T" => 40,
+        "p" | "P" => 50,
+        "e" | "E" => 60,
+        _ => return None,
+    })
 }
 
 /// Formats a byte count as qemu-img does in human output: `10 GiB`, `1.5 MiB`, `512 B`.

@@ -162,8 +162,22 @@ pub struct ConvertArgs {
     #[arg(short = 'q')]
     pub quiet: bool,
     /// Runs of zeros at least this long become holes; 0 writes a fully allocated output
-    #[arg(short = 'S', value_name = "SIZE", default_value = "4k")]
-    pub sparse_size: String,
+    /// (default 4k)
+    #[arg(short = 'S', value_name = "SIZE")]
+    pub sparse_size: Option<String>,
+    /// Copy offloading: data is copied as it is, zeros included (no -S, no -c), with
+    /// copy_file_range where source and destination allow, so the file system may share it
+    #[arg(short = 'C')]
+    pub copy_offload: bool,
+    /// At most this many bytes read a second (suffixes k, M, G, T, P, E; 0: no limit)
+    #[arg(short = 'r', value_name = "RATE", allow_hyphen_values = true)]
+    pub rate: Option<String>,
+    /// With -n: the existing destination reads as zeros already, so zeros are not written
+    #[arg(long)]
+    pub target_is_zero: bool,
+    /// Copy the source's persistent dirty bitmaps (qcow2 to qcow2)
+    #[arg(long)]
+    pub bitmaps: bool,
     /// Worker threads (default: one per core)
     #[arg(short = 'm', value_name = "N")]
     pub threads: Option<usize>,
@@ -539,9 +553,12 @@ pub struct RebaseArgs {
     /// The image's format (default: detected from the content)
     #[arg(short = 'f', value_name = "FMT")]
     pub format: Option<String>,
-    /// The new backing image's format (default: detected)
+    /// The new backing image's format (default: detected; qemu-img requires it)
     #[arg(short = 'F', value_name = "BACKING_FMT")]
     pub backing_format: Option<String>,
+    /// Compress the clusters rebase writes (qcow2)
+    #[arg(short = 'c')]
+    pub compress: bool,
     /// Unsafe: change the recorded name only, copy nothing (the new backing image must read
     /// as the old one)
     #[arg(short = 'u')]

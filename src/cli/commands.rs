@@ -460,6 +460,43 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
         }
         args.destination = path;
     }
+    // qemu-img's refusals, in its order, before anything is opened.
+    if args.copy_offload {
+        if args.compress {
+            return Err(Error::invalid(
+                "Cannot enable copy offloading when -c is used",
+            ));
+        }
+        if args.sparse_size.is_some() {
+            return Err(Error::invalid(
+                "Cannot enable copy offloading when -S is used",
+            ));
+        }
+        if args.salvage {
+            return Err(Error::invalid(
+                "Cannot use copy offloading in salvaging mode",
+            ));
+        }
+    }
+    if args.target_is_zero && !args.no_create {
+        return Err(Error::invalid("--target-is-zero requires use of -n flag"));
+    }
+    if args.target_is_zero && args.backing.is_some() {
+        let message = "Cannot use --target-is-zero when the destination image has a backing file";
+        if compat::Personality::current() == compat::Personality::QemuImg {
+            // qemu-img 10 says so and stops, writing nothing, but exits with 0; scripts that
+            // run it see success, so the personality keeps the exit code.
+            eprintln!("qemu-img: {message}");
+            return Ok(0);
+        }
+        return Err(Error::invalid(message));
+    }
+    let rate = args
+        .rate
+        .as_deref()
+        .map(diskferry::ops::Rate::parse)
+        .transpose()?
+        .unwrap_or_default();
     if let Some(id) = args.old_snapshot.take() {
         if args.snapshot.is_some() {
             return Err(Error::invalid("-s and -l cannot be used together"));
@@ -511,10 +548,29 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
         target_format,
         target_options: compat::library_options(target_format.name(), &target_options),
         compress: args.compress,
-        sparse_size: parse_size(&args.sparse_size)?,
+        sparse_size: match &args.sparse_size {
+            Some(text) => parse_size(text)?,
+            None => convert::DEFAULT_SPARSE_SIZE,
+        },
         threads,
         target_backing: args.backing.clone(),
         target_backing_format: parse_format(args.backing_format.as_deref())?,
+        rate,
+        target_content: if args.target_is_zero {
+            convert::TargetContent::Zeros
+        } else {
+            convert::TargetContent::Unknown
+        },
+        copy: if args.copy_offload {
+            convert::CopyMode::Offload
+        } else {
+            convert::CopyMode::Detect
+        },
+        bitmaps: if args.bitmaps {
+            convert::Bitmaps::Copy
+        } else {
+            convert::Bitmaps::Leave
+        },
     };
     let mut progress = Progress::new(args.progress && !args.quiet);
     let quiet = args.quiet;

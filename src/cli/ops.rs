@@ -47,17 +47,7 @@ fn warn(progress: &Progress, text: &str) {
 /// `commit [-f FMT] [-t CACHE] [-b BASE] [-d] [-p] [-q] [-r RATE] IMAGE`.
 pub fn commit(args: CommitArgs) -> Outcome {
     check_cache("-t", args.cache.as_deref())?;
-    let rate = match args.rate.as_deref() {
-        None => Rate::Unlimited,
-        Some(text) => match parse_size(text)? {
-            0 => {
-                return Err(Error::invalid(format!(
-                    "Invalid rate limit specified: '{text}'"
-                )));
-            }
-            n => Rate::Limit(n),
-        },
-    };
+    let rate = args.rate.as_deref().map(Rate::parse).transpose()?;
     let options = CommitOptions {
         open: open_options(&args.gate, parse_format(args.format.as_deref())?),
         base: args.base.clone(),
@@ -66,7 +56,7 @@ pub fn commit(args: CommitArgs) -> Outcome {
         } else {
             AfterCommit::Empty
         },
-        rate,
+        rate: rate.unwrap_or_default(),
     };
     let mut progress = Progress::new(args.progress && !args.quiet);
     let result = ops::commit::commit(&args.image, &options, &mut |done, total| {
@@ -109,6 +99,26 @@ pub fn rebase(args: RebaseArgs) -> Outcome {
     if args.backing.is_none() && mode == RebaseMode::Safe {
         return Err(Error::invalid(
             "Must specify backing file (-b) or use unsafe mode (-u)",
+        ));
+    }
+    let new_backing = args.backing.as_deref().filter(|b| !b.is_empty());
+    if let Some(name) = new_backing
+        && args.backing_format.is_none()
+        && Personality::current() == Personality::QemuImg
+    {
+        // qemu-img 10 refuses to record a backing file without its format (probing one is how
+        // a guest could make the host read any file). diskferry itself detects the format
+        // through the open gate, which refuses such files, so only the personality refuses.
+        return Err(Error::invalid(format!(
+            "Could not change the backing file to '{name}': backing format must be specified"
+        )));
+    }
+    if args.compress && mode == RebaseMode::Safe {
+        // qemu-img 10 writes the clusters a safe rebase copies compressed (qcow2); the
+        // in-place writers here do not compress yet, and an uncompressed result would not be
+        // what was asked for.
+        return Err(Error::unsupported(
+            "rebase -c (compressing the clusters rebase copies) is not supported yet; rebase without -c, then convert -c if the image is to be compressed",
         ));
     }
     let options = RebaseOptions {
@@ -187,21 +197,38 @@ pub fn measure(args: MeasureArgs) -> Outcome {
     }
     let mut m = ops::measure::measure(target, &target_options, source)?;
     // qemu-img reports the persistent bitmaps a v3 qcow2 output would carry whenever the
-    // source could hold them (a qcow2 source): "bitmaps size: 0" for one that holds none.
-    // A source with bitmaps is left unreported rather than reported wrong.
+    // source could hold them (a qcow2 source), "bitmaps size: 0" for one that holds none,
+    // sized by its own estimate of copying them all (`convert --bitmaps`).
     if m.bitmaps.is_none()
         && target.name() == "qcow2"
         && target_options.text("compat") != Some("0.10")
         && let Some(image) = &image
         && image.top().format().name() == "qcow2"
-        && image
+    {
+        let listed = image
             .top()
             .details()
             .format_specific
             .get("bitmaps")
-            .is_none_or(|b| b.as_array().is_none_or(|a| a.is_empty()))
-    {
-        m.bitmaps = Some(0);
+            .cloned();
+        let bitmaps: Vec<(usize, u64)> = listed
+            .as_ref()
+            .and_then(|b| b.as_array())
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                (
+                    b["name"].as_str().map_or(0, str::len),
+                    b["granularity"].as_u64().unwrap_or(65536),
+                )
+            })
+            .collect();
+        let cluster = target_options.size("cluster_size").unwrap_or(64 << 10);
+        m.bitmaps = Some(diskferry::formats::qcow2::bitmaps::measured_size(
+            &bitmaps,
+            image.virtual_size(),
+            cluster,
+        ));
     }
     let text = match args.output {
         OutputFormat::Human => {

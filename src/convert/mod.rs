@@ -13,13 +13,16 @@
 //! data buffers with two workers, whatever the size of the image. The target's own tables (a
 //! VHD's BAT, a VMDK's grain directory) come on top and scale with the virtual size.
 
+mod bitmaps;
 pub mod destination;
 mod in_place;
 mod pipeline;
 mod plan;
 mod stream_plan;
+mod target_zero;
 mod zero;
 
+pub use bitmaps::Bitmaps;
 pub use destination::{Destination, WriteMode};
 pub use pipeline::Stats;
 pub use plan::{Sparseness, range_has_data};
@@ -30,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::format::{Capability, Format};
 use crate::host_file::Durability;
 use crate::image::{Image, OpenOptions};
+use crate::ops::Rate;
 use crate::options::FormatOptions;
 use crate::registry::Registry;
 use crate::sink::{Output, PipeSink};
@@ -77,6 +81,36 @@ pub struct ConvertOptions {
     pub mode: WriteMode,
     /// `-W`: whether workers may write data out of order themselves.
     pub order: WriteOrder,
+    /// `-r`: at most this many bytes of the virtual disk a second.
+    pub rate: Rate,
+    /// `--target-is-zero` (with `-n`): what the existing destination reads before it is written.
+    pub target_content: TargetContent,
+    /// `-C`: how data ranges are copied.
+    pub copy: CopyMode,
+    /// `--bitmaps`: whether the source's persistent dirty bitmaps go with it.
+    pub bitmaps: Bitmaps,
+}
+
+/// What an existing destination (`-n`) holds before the conversion writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetContent {
+    /// Anything: every byte is written, zeros included.
+    #[default]
+    Unknown,
+    /// `--target-is-zero`: it reads as zeros everywhere, so zero ranges are not written.
+    Zeros,
+}
+
+/// How the data ranges of the source's map are copied (`-C`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CopyMode {
+    /// Read, look for zeros at the `-S` granularity, write what is not zero.
+    #[default]
+    Detect,
+    /// `-C`: copy offloading, as qemu-img's. Data ranges are copied as they are, zeros
+    /// included (no detection, so `-S` and `-c` are refused), where both sides allow with
+    /// `copy_file_range` so that the file system may share or offload the copy.
+    Offload,
 }
 
 /// Who writes the data of a target that places it at offsets known in advance (raw, fixed and
@@ -110,6 +144,10 @@ impl Default for ConvertOptions {
             durability: Durability::Flush,
             mode: WriteMode::Create,
             order: WriteOrder::InOrder,
+            rate: Rate::Unlimited,
+            target_content: TargetContent::Unknown,
+            copy: CopyMode::Detect,
+            bitmaps: Bitmaps::Leave,
         }
     }
 }
@@ -316,6 +354,9 @@ pub fn convert(
     let (target_options, sparseness) = validate(options)?;
     let destination = Destination::resolve(dest, options.mode)?;
     let (image, stream) = if is_stdio(source) {
+        if options.bitmaps == Bitmaps::Copy {
+            return Err(Error::unsupported("Source lacks bitmap support"));
+        }
         if options.target_backing.is_some() {
             return Err(Error::unsupported(
                 "-B cannot be used with a source read from standard input",
@@ -329,6 +370,9 @@ pub fn convert(
         let image = Image::open(source, &options.source)?;
         for w in image.warnings() {
             on_event(Event::Warning(w));
+        }
+        if options.bitmaps == Bitmaps::Copy {
+            bitmaps::check(&image, options.target_format, &target_options)?;
         }
         destination.refuse_overwriting(&image)?;
         (Some(Arc::new(image)), None)
@@ -509,6 +553,21 @@ fn validate(options: &ConvertOptions) -> Result<(FormatOptions, Sparseness)> {
     if options.target_backing.is_some() {
         registry.require(options.target_format, Capability::Backing)?;
     }
+    if options.target_content == TargetContent::Zeros {
+        if options.mode != WriteMode::Existing {
+            return Err(Error::invalid("--target-is-zero requires use of -n flag"));
+        }
+        if options.target_backing.is_some() {
+            return Err(Error::invalid(
+                "Cannot use --target-is-zero when the destination image has a backing file",
+            ));
+        }
+    }
+    if options.copy == CopyMode::Offload && options.compress {
+        return Err(Error::invalid(
+            "Cannot enable copy offloading when -c is used",
+        ));
+    }
     let sparseness = if options.sparse_size == 0 {
         Sparseness::Dense
     } else {
@@ -548,6 +607,8 @@ fn drive(
         },
         encoder,
         direct,
+        copy: options.copy,
+        rate: options.rate,
     };
     let stats = pipeline::run(source, backing, writer.as_mut(), &settings, &mut |done| {
         on_event(Event::Progress { done, total: size })
@@ -587,7 +648,11 @@ fn make_writer<'a>(
                 .create_writer(Output::single(Box::new(sink)), spec)
         }
         Destination::Existing(path) => {
-            in_place::writer(path, format, spec, &options.source, options.durability)
+            let writer = in_place::writer(path, format, spec, &options.source, options.durability)?;
+            Ok(match options.target_content {
+                TargetContent::Zeros => Box::new(target_zero::SkipZeros::new(writer)),
+                TargetContent::Unknown => writer,
+            })
         }
     }
 }

@@ -8,11 +8,13 @@
 //! any time, each holding at most one chunk of data (plus its encoding, plus the backing's
 //! bytes with `-B`), whatever the size of the image.
 
+use super::CopyMode;
 use super::plan::{Cutting, ItemKind, Planner, Sparseness};
 use super::stream_plan::StreamPlanner;
 use super::zero::is_zero;
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::ops::{Rate, Throttle};
 use crate::stream::{StreamPayload, StreamRun, StreamSource};
 use crate::writer::{ChunkEncoder, DirectWrite, ImageWriter, Piece};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -30,6 +32,10 @@ pub struct Settings {
     /// Where workers write data themselves, for targets that place it at known offsets
     /// (`-W`: out-of-order writes).
     pub direct: Option<Arc<dyn DirectWrite>>,
+    /// `-C`: data ranges are copied whole, without looking for zeros in them.
+    pub copy: CopyMode,
+    /// `-r`: the most bytes read from the source a second.
+    pub rate: Rate,
 }
 
 impl Settings {
@@ -158,6 +164,7 @@ pub fn run(
     std::thread::scope(|scope| {
         let planner_done_tx = done_tx.clone();
         let planner_cutting = settings.cutting;
+        let planner_rate = settings.rate;
         scope.spawn(move || {
             let mut next_work: Box<dyn FnMut() -> Result<Option<Work>> + Send> = match source {
                 Source::Image(image) => {
@@ -193,9 +200,15 @@ pub fn run(
                 }
             };
             let mut seq = 0u64;
+            // -r: the planner holds back each range to be read until the rate allows it, as
+            // qemu-img holds back each request (ranges of zeros cost no reads and pass).
+            let mut throttle = Throttle::new(planner_rate);
             while token_rx.recv().is_ok() {
                 match next_work() {
                     Ok(Some(item)) => {
+                        if !matches!(item.content, Content::Zero) {
+                            throttle.wait_then_account(item.len);
+                        }
                         if work_tx.send((seq, item)).is_err() {
                             return;
                         }
@@ -322,7 +335,10 @@ fn process(
         let granule = &buf[pos..end];
         let class = match &backing_buf {
             Some(b) if &b[pos..end] == granule => Class::Unallocated,
-            _ if settings.cutting.sparseness == Sparseness::Sparse && is_zero(granule) => {
+            _ if settings.cutting.sparseness == Sparseness::Sparse
+                && settings.copy == CopyMode::Detect
+                && is_zero(granule) =>
+            {
                 Class::Zero
             }
             _ => Class::Data,
@@ -567,6 +583,8 @@ mod tests {
                 sparseness: crate::convert::Sparseness::Sparse,
             },
             encoder: None,
+            copy: CopyMode::Detect,
+            rate: Rate::Unlimited,
         };
         let stats = run(
             Source::Stream(Box::new(Fake { size, runs })),

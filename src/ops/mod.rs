@@ -92,15 +92,76 @@ pub enum Rate {
     Limit(u64),
 }
 
+impl Rate {
+    /// Parses `-r RATE` by qemu-img's rules (its `cvtnum`): bytes, or a number with one
+    /// suffix `b`, `k`, `M`, `G`, `T`, `P`, `E` (powers of 1024, either case; a fraction only
+    /// with a suffix other than `b`), at most `i64::MAX`; 0 means no limit. The messages are
+    /// qemu-img's, which scripts may match.
+    pub fn parse(text: &str) -> Result<Rate> {
+        let invalid = || Error::invalid(format!("Invalid rate limit specified: '{text}'."));
+        let range = || {
+            Error::invalid(format!(
+                "Invalid rate limit specified. Must be between 0 and {}.",
+                i64::MAX
+            ))
+        };
+        let t = text.trim_start();
+        if let Some(magnitude) = t.strip_prefix('-') {
+            // qemu reads the number first and finds it out of range before the suffix.
+            return if magnitude.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+                Err(range())
+            } else {
+                Err(invalid())
+            };
+        }
+        let end = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, suffix) = t.split_at(end);
+        let shift = crate::size::suffix_shift(suffix).ok_or_else(invalid)?;
+        let (whole, fraction) = match number.split_once('.') {
+            Some((w, f)) if !f.contains('.') => (w, Some(f)),
+            Some(_) => return Err(invalid()),
+            None => (number, None),
+        };
+        if whole.is_empty() && fraction.is_none_or(str::is_empty) {
+            return Err(invalid());
+        }
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| range())?
+        };
+        let fraction: f64 = match fraction {
+            None | Some("") => 0.0,
+            Some(f) => format!("0.{f}").parse().map_err(|_| invalid())?,
+        };
+        // As qemu_strtosz: a fraction of a byte is refused, a fraction of a unit truncated.
+        if shift == 0 && fraction != 0.0 {
+            return Err(invalid());
+        }
+        let unit = 1u128 << shift;
+        let bytes = whole
+            .checked_mul(unit)
+            .map(|b| b + (fraction * unit as f64) as u128)
+            .ok_or_else(range)?;
+        match u64::try_from(bytes) {
+            Ok(0) => Ok(Rate::Unlimited),
+            Ok(n) if n <= i64::MAX as u64 => Ok(Rate::Limit(n)),
+            _ => Err(range()),
+        }
+    }
+}
+
 /// Keeps a copy under its [`Rate`] by sleeping between steps.
-struct Throttle {
+pub(crate) struct Throttle {
     rate: Rate,
     started: Instant,
     bytes: u64,
 }
 
 impl Throttle {
-    fn new(rate: Rate) -> Throttle {
+    pub(crate) fn new(rate: Rate) -> Throttle {
         Throttle {
             rate,
             started: Instant::now(),
@@ -108,8 +169,15 @@ impl Throttle {
         }
     }
 
+    /// Waits until the bytes counted so far are due at the rate, then counts `n` more: the
+    /// first step goes at once, as qemu's rate limit lets the first request through.
+    pub(crate) fn wait_then_account(&mut self, n: u64) {
+        self.account(0);
+        self.bytes += n;
+    }
+
     /// Counts `n` bytes copied and waits until the rate allows more.
-    fn account(&mut self, n: u64) {
+    pub(crate) fn account(&mut self, n: u64) {
         self.bytes += n;
         if let Rate::Limit(limit) = self.rate
             && limit > 0
@@ -138,5 +206,34 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(120));
         let mut free = Throttle::new(Rate::Unlimited);
         free.account(u64::MAX / 2);
+    }
+
+    #[test]
+    fn rates_parse_as_qemu_img_parses_them() {
+        for (text, rate) in [
+            ("1M", Rate::Limit(1 << 20)),
+            ("1b", Rate::Limit(1)),
+            ("1.5k", Rate::Limit(1536)),
+            (" 5", Rate::Limit(5)),
+            ("1.0", Rate::Limit(1)),
+            ("7E", Rate::Limit(7 << 60)),
+            ("0", Rate::Unlimited),
+        ] {
+            assert_eq!(Rate::parse(text).unwrap(), rate, "{text}");
+        }
+        for text in ["1X", "1e3", "0.5", "", "1kB", "1KiB", "5k5", "1 k", "."] {
+            let e = Rate::parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("Invalid rate limit specified: '{text}'.")),
+                "{e}"
+            );
+        }
+        for text in ["8E", "-1", "-0", "99999999999999999999999"] {
+            let e = Rate::parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains("Must be between 0 and 9223372036854775807."),
+                "{e}"
+            );
+        }
     }
 }
