@@ -384,11 +384,7 @@ pub fn info(args: InfoArgs) -> Outcome {
             };
             let mut info = layer_info(&image, i, &name);
             if Personality::current() == Personality::QemuImg {
-                // qemu-img's driver names, which CDI, oslo.utils and vdsm compare against.
-                info.format = compat::qemu_driver_name(&info.format).to_string();
-                if let Some(f) = &info.backing_filename_format {
-                    info.backing_filename_format = Some(compat::qemu_driver_name(f).to_string());
-                }
+                compat::qemu_info(&mut info);
             }
             info
         })

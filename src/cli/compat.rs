@@ -80,6 +80,29 @@ pub fn qemu_driver_name(format: &str) -> &str {
     }
 }
 
+/// `info` as qemu-img reports it: its driver names, and only the format-specific facts it
+/// prints (oslo.utils' QemuImgInfo hands the whole `format-specific` object to glance, cinder
+/// and nova, which compare it): none for VHD, VHDX, VDI, QCOW and raw; for VMDK its four keys.
+/// diskferry's own keys (`opened-files`, `format-guessed`) stay: parsers ignore keys they
+/// do not know, and the human lines they are printed on come after qemu-img's.
+pub fn qemu_info(info: &mut diskferry::info::ImageInfo) {
+    let qemu_keys: Option<&[&str]> = match info.format.as_str() {
+        "qcow2" => None,
+        "vmdk" => Some(&["cid", "parent-cid", "create-type", "extents"]),
+        _ => Some(&[]),
+    };
+    if let (Some(keys), Some(fs)) = (qemu_keys, info.format_specific.as_mut()) {
+        fs.data.retain(|k, _| keys.contains(&k.as_str()));
+        if fs.data.is_empty() {
+            info.format_specific = None;
+        }
+    }
+    info.format = qemu_driver_name(&info.format).to_string();
+    if let Some(f) = &info.backing_filename_format {
+        info.backing_filename_format = Some(qemu_driver_name(f).to_string());
+    }
+}
+
 /// `--object` definitions: accepted when they are of a kind qemu-img scripts pass for
 /// encrypted images (`secret`, `secret_keyring`), which diskferry refuses anyway, so that the
 /// refusal names the image rather than the option; anything else is refused.
