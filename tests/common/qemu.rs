@@ -59,6 +59,10 @@ pub enum Stdout {
     /// Parsed as JSON: every key qemu-img prints has qemu-img's value (recursively);
     /// diskferry may add only its documented keys ([`DISKFERRY_JSON_KEYS`]).
     Json,
+    /// As [`Stdout::Json`], but the keys named are left out on both sides at every depth:
+    /// for `info` of an image each tool wrote, whose `actual-size` (the blocks the file
+    /// system gave it) is the writer's own business.
+    JsonExcept(&'static [&'static str]),
     /// Byte for byte.
     Exact,
     /// Human `info`: qemu-img's lines, line for line, then only lines of diskferry's own.
@@ -94,7 +98,10 @@ impl Twin {
         setup(&src);
         for side in [&q, &d] {
             let ok = Command::new("cp")
-                .args(["-r", "--sparse=always"])
+                // Holes as the source has them, no more: qemu's qcow2 driver takes an image
+                // with holes inside its clusters for a preallocated one and maps it
+                // differently.
+                .args(["-r"])
                 .arg(&src)
                 .arg(side)
                 .status()
@@ -145,13 +152,17 @@ impl Twin {
                 q.1,
                 d.1
             ),
-            Stdout::Json => {
+            Stdout::Json | Stdout::JsonExcept(_) => {
                 let parse = |who: &str, text: &str| -> serde_json::Value {
                     serde_json::from_str(text).unwrap_or_else(|e| {
                         panic!("{cite}: {who}'s output of {args:?} is not JSON ({e}): {text}")
                     })
                 };
-                let (qv, dv) = (parse("qemu-img", &q.1), parse("diskferry", &d.1));
+                let (mut qv, mut dv) = (parse("qemu-img", &q.1), parse("diskferry", &d.1));
+                if let Stdout::JsonExcept(keys) = how {
+                    drop_keys(&mut qv, keys);
+                    drop_keys(&mut dv, keys);
+                }
                 json_covers(&qv, &dv, &format!("{cite}: qemu-img {args:?}"), "");
             }
             Stdout::Progress => {
@@ -218,5 +229,17 @@ pub fn json_covers(theirs: &serde_json::Value, ours: &serde_json::Value, what: &
             }
         }
         _ => assert_eq!(ours, theirs, "{what}: {at}"),
+    }
+}
+
+/// `value` without the keys `keys`, at every depth.
+fn drop_keys(value: &mut serde_json::Value, keys: &[&str]) {
+    match value {
+        serde_json::Value::Object(m) => {
+            m.retain(|k, _| !keys.contains(&k.as_str()));
+            m.values_mut().for_each(|v| drop_keys(v, keys));
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| drop_keys(v, keys)),
+        _ => {}
     }
 }
