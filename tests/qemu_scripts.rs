@@ -252,7 +252,7 @@ fn ovirt_vdsm_invocations_match_qemu_img() {
             "-U",
             "snap.qcow2",
         ],
-        Stdout::Json,
+        WRITTEN,
     );
     // convert(): `convert -p -t none -T none -f FMT -O qcow2 -o compat=1.1 SRC DST`.
     let cite = format!("{VDSM} convert");

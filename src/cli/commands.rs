@@ -761,7 +761,17 @@ pub fn compare(args: CompareArgs) -> Outcome {
     print_warnings(&a, args.quiet);
     print_warnings(&b, args.quiet);
     let sizes_differ = a.virtual_size() != b.virtual_size();
-    let verdict = compare_images(&a, &b, args.strict)?;
+    // vdsm runs `compare -p` and parses the records; this one comparison reports its start
+    // and its end (no records in between yet).
+    let mut progress = Progress::new(args.progress && !args.quiet);
+    progress.set(0, 1);
+    let verdict = match compare_images(&a, &b, args.strict) {
+        Ok(v) => v,
+        Err(e) => {
+            progress.abandon();
+            return Err(e);
+        }
+    };
     // A package member's digest, checked while it was compared.
     a.finish_checks()?;
     b.finish_checks()?;
@@ -789,9 +799,12 @@ pub fn compare(args: CompareArgs) -> Outcome {
             1
         }
     };
+    progress.set(1, 1);
+    // qemu-img prints the verdict after the last record and ends the progress line after it.
     if !args.quiet {
         emit(&text)?;
     }
+    progress.finish(None);
     Ok(code)
 }
 
