@@ -124,10 +124,12 @@ impl Gate {
     /// `image`: absolute names as they are, relative ones against the image's folder.
     pub fn resolve(image: &Path, name: &str) -> PathBuf {
         let as_path = Path::new(name);
-        if as_path.is_absolute() {
-            as_path.to_path_buf()
-        } else {
-            folder_of(image).join(as_path)
+        match image.parent() {
+            // An image named without a folder: the name is already relative to the current
+            // folder, and is shown as qemu-img shows it (no added `./`, which scripts compare).
+            Some(p) if p.as_os_str().is_empty() && !as_path.is_absolute() => as_path.to_path_buf(),
+            _ if as_path.is_absolute() => as_path.to_path_buf(),
+            _ => folder_of(image).join(as_path),
         }
     }
 

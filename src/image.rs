@@ -119,8 +119,13 @@ pub struct LayerDetails {
     pub dirty: bool,
     /// Format-specific facts, shown as qemu-img's `format-specific.data` in JSON.
     pub format_specific: serde_json::Map<String, serde_json::Value>,
-    /// The same facts as human-readable lines ("create type", "streamOptimized").
+    /// The facts qemu-img prints, as human-readable lines ("create type", "streamOptimized"),
+    /// in qemu-img's order and nesting. A key ending in `:` heads a nested block (its value
+    /// is not printed); the keys inside carry their own indentation.
     pub human: Vec<(String, String)>,
+    /// diskferry's further facts, printed after everything qemu-img prints, so that scripts
+    /// reading qemu-img's layout line by line are not misled.
+    pub human_extra: Vec<(String, String)>,
 }
 
 /// One format's reader of one image.

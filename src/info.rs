@@ -107,9 +107,13 @@ pub struct ImageInfo {
     /// Problems found while opening (our key).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// Format-specific facts as (label, value) lines for human output.
+    /// Format-specific facts as (label, value) lines for human output: those qemu-img prints,
+    /// in its layout (see [`crate::image::LayerDetails::human`]).
     #[serde(skip)]
     pub human_details: Vec<(String, String)>,
+    /// diskferry's further facts, printed after all of qemu-img's lines.
+    #[serde(skip)]
+    pub human_extra: Vec<(String, String)>,
 }
 
 /// The info of layer `index` of `image`; `filename` is how to name it (the user's spelling for
@@ -191,6 +195,7 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
         },
         warnings,
         human_details: details.human,
+        human_extra: details.human_extra,
     }
 }
 
@@ -302,15 +307,7 @@ impl ImageInfo {
         }
         if !self.human_details.is_empty() {
             out.push_str("Format specific information:\n");
-            // A key with an empty value heads a nested block, whose keys carry their own
-            // indentation (qemu-img prints lists such as qcow2's bitmaps so).
-            for (k, v) in &self.human_details {
-                if v.is_empty() {
-                    out.push_str(&format!("    {}:\n", p(k)));
-                } else {
-                    out.push_str(&format!("    {}: {}\n", p(k), p(v)));
-                }
-            }
+            push_details(&mut out, &self.human_details);
         }
         for child in &self.children {
             // qemu-img's block for each child node, line for line.
@@ -326,6 +323,11 @@ impl ImageInfo {
                 "    disk size: {}\n",
                 human_size(child.info.actual_size)
             ));
+        }
+        // Everything below is diskferry's, after qemu-img's last line.
+        if !self.human_extra.is_empty() {
+            out.push_str("Further information:\n");
+            push_details(&mut out, &self.human_extra);
         }
         if !self.files.is_empty() {
             out.push_str("Files:\n");
@@ -344,5 +346,18 @@ impl ImageInfo {
             out.push_str(&format!("warning: {}\n", p(w)));
         }
         out
+    }
+}
+
+/// Appends `details` as indented `key: value` lines. A key ending in `:` heads a nested block
+/// (qemu-img prints lists such as qcow2's bitmaps and VMDK's extents so) and the keys inside
+/// carry their own indentation; an empty value still prints `key: `, as qemu-img's does.
+fn push_details(out: &mut String, details: &[(String, String)]) {
+    for (k, v) in details {
+        if k.ends_with(':') {
+            out.push_str(&format!("    {}\n", printable(k)));
+        } else {
+            out.push_str(&format!("    {}: {}\n", printable(k), printable(v)));
+        }
     }
 }

@@ -8,44 +8,10 @@ mod common;
 use common::*;
 use diskferry::Capability;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-type Ran = (i32, String, String);
-
-/// Runs `args` with qemu-img on image `q` and with diskferry linked as qemu-img (`fake`) on
-/// image `d`, each in place of `{}`.
-fn twin(fake: &Path, args: &[&str], q: &Path, d: &Path) -> (Ran, Ran) {
-    let with = |p: &Path| -> Vec<String> {
-        args.iter()
-            .map(|a| {
-                if *a == "{}" {
-                    s(p).to_string()
-                } else {
-                    a.to_string()
-                }
-            })
-            .collect()
-    };
-    let (qa, da) = (with(q), with(d));
-    (
-        qemu_img(&qa.iter().map(String::as_str).collect::<Vec<_>>()),
-        run_prog(fake, &da.iter().map(String::as_str).collect::<Vec<_>>()),
-    )
-}
-
-fn qemu_io(fmt: &str, img: &Path, cmds: &[&str]) {
-    let mut c = Command::new("qemu-io");
-    c.args(["-f", fmt]);
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    let out = c.arg(img).output().expect("qemu-io runs");
-    assert!(out.status.success(), "qemu-io {cmds:?}: {out:?}");
 }
 
 fn copy(from: &Path, to: &Path) {

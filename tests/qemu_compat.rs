@@ -110,16 +110,6 @@ fn create_with_a_backing_file_prints_it_as_qemu_img_does() {
     assert_eq!(ours, theirs);
 }
 
-/// The percentages a progress output holds, in order.
-fn percentages(out: &str) -> Vec<f64> {
-    out.split('\r')
-        .filter_map(|l| {
-            let l = l.trim();
-            l.strip_prefix('(')?.strip_suffix("/100%)")?.parse().ok()
-        })
-        .collect()
-}
-
 #[test]
 fn progress_on_a_pipe_is_qemu_imgs_lines_on_standard_output() {
     if !have_qemu("progress_on_a_pipe_is_qemu_imgs_lines_on_standard_output") {

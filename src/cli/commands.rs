@@ -384,11 +384,7 @@ pub fn info(args: InfoArgs) -> Outcome {
             };
             let mut info = layer_info(&image, i, &name);
             if Personality::current() == Personality::QemuImg {
-                // qemu-img's driver names, which CDI, oslo.utils and vdsm compare against.
-                info.format = compat::qemu_driver_name(&info.format).to_string();
-                if let Some(f) = &info.backing_filename_format {
-                    info.backing_filename_format = Some(compat::qemu_driver_name(f).to_string());
-                }
+                compat::qemu_info(&mut info);
             }
             info
         })
@@ -821,7 +817,17 @@ pub fn compare(args: CompareArgs) -> Outcome {
     print_warnings(&a, args.quiet);
     print_warnings(&b, args.quiet);
     let sizes_differ = a.virtual_size() != b.virtual_size();
-    let verdict = compare_images(&a, &b, args.strict)?;
+    // vdsm runs `compare -p` and parses the records; this one comparison reports its start
+    // and its end (no records in between yet).
+    let mut progress = Progress::new(args.progress && !args.quiet);
+    progress.set(0, 1);
+    let verdict = match compare_images(&a, &b, args.strict) {
+        Ok(v) => v,
+        Err(e) => {
+            progress.abandon();
+            return Err(e);
+        }
+    };
     // A package member's digest, checked while it was compared.
     a.finish_checks()?;
     b.finish_checks()?;
@@ -849,9 +855,12 @@ pub fn compare(args: CompareArgs) -> Outcome {
             1
         }
     };
+    progress.set(1, 1);
+    // qemu-img prints the verdict after the last record and ends the progress line after it.
     if !args.quiet {
         emit(&text)?;
     }
+    progress.finish(None);
     Ok(code)
 }
 

@@ -80,6 +80,29 @@ pub fn qemu_driver_name(format: &str) -> &str {
     }
 }
 
+/// `info` as qemu-img reports it: its driver names, and only the format-specific facts it
+/// prints (oslo.utils' QemuImgInfo hands the whole `format-specific` object to glance, cinder
+/// and nova, which compare it): none for VHD, VHDX, VDI, QCOW and raw; for VMDK its four keys.
+/// diskferry's own keys (`opened-files`, `format-guessed`) stay: parsers ignore keys they
+/// do not know, and the human lines they are printed on come after qemu-img's.
+pub fn qemu_info(info: &mut diskferry::info::ImageInfo) {
+    let qemu_keys: Option<&[&str]> = match info.format.as_str() {
+        "qcow2" => None,
+        "vmdk" => Some(&["cid", "parent-cid", "create-type", "extents"]),
+        _ => Some(&[]),
+    };
+    if let (Some(keys), Some(fs)) = (qemu_keys, info.format_specific.as_mut()) {
+        fs.data.retain(|k, _| keys.contains(&k.as_str()));
+        if fs.data.is_empty() {
+            info.format_specific = None;
+        }
+    }
+    info.format = qemu_driver_name(&info.format).to_string();
+    if let Some(f) = &info.backing_filename_format {
+        info.backing_filename_format = Some(qemu_driver_name(f).to_string());
+    }
+}
+
 /// `--object` definitions: accepted when they are of a kind qemu-img scripts pass for
 /// encrypted images (`secret`, `secret_keyring`), which diskferry refuses anyway, so that the
 /// refusal names the image rather than the option; anything else is refused.
@@ -101,13 +124,62 @@ pub fn accept_objects(objects: &[String]) -> Result<(), diskferry::Error> {
 /// the protocol drivers `file` and `host_device`, which mean raw bytes of a file: detection
 /// decides) and the path.
 pub fn image_opts(text: &str) -> Result<(Option<String>, PathBuf), diskferry::Error> {
-    let mut driver = None;
-    let mut path = None;
+    let mut pairs = Vec::new();
     for part in split_opts(text) {
         let (key, value) = part.split_once('=').ok_or_else(|| {
             diskferry::Error::invalid(format!("--image-opts: '{part}' is not key=value"))
         })?;
-        match key.trim() {
+        pairs.push((key.trim().to_string(), value.to_string()));
+    }
+    opts_image(&pairs, text)
+}
+
+/// An image named by qemu's `json:` pseudo-protocol, as vdsm's `measure` and CDI name them:
+/// `json:{"driver": FMT, "file": {"driver": "file", "filename": PATH}}` (nested objects or
+/// dotted keys). None when `name` is an ordinary file name. The same options as
+/// [`image_opts`] are understood.
+pub fn json_image(
+    name: &std::path::Path,
+) -> Option<Result<(Option<String>, PathBuf), diskferry::Error>> {
+    let text = name.to_str()?.strip_prefix("json:")?;
+    let parsed = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => {
+            return Some(Err(diskferry::Error::invalid(format!(
+                "json: image name is not a JSON object: {text}"
+            ))));
+        }
+    };
+    fn flatten(
+        prefix: &str,
+        m: &serde_json::Map<String, serde_json::Value>,
+        out: &mut Vec<(String, String)>,
+    ) {
+        for (k, v) in m {
+            let key = format!("{prefix}{k}");
+            match v {
+                serde_json::Value::Object(inner) => flatten(&format!("{key}."), inner, out),
+                serde_json::Value::String(s) => out.push((key, s.clone())),
+                other => out.push((key, other.to_string())),
+            }
+        }
+    }
+    let mut pairs = Vec::new();
+    flatten("", &parsed, &mut pairs);
+    Some(opts_image(&pairs, text))
+}
+
+/// The format and path that qemu's block options `pairs` name (see [`image_opts`]); `text`
+/// is how the user wrote them, for messages.
+fn opts_image(
+    pairs: &[(String, String)],
+    text: &str,
+) -> Result<(Option<String>, PathBuf), diskferry::Error> {
+    let mut driver = None;
+    let mut path = None;
+    for (key, value) in pairs {
+        let value = value.as_str();
+        match key.as_str() {
             "driver" => driver = Some(value.to_string()),
             "file.filename" | "filename" => path = Some(PathBuf::from(value)),
             "file.driver" if matches!(value, "file" | "host_device") => {}

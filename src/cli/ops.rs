@@ -174,7 +174,16 @@ pub fn measure(args: MeasureArgs) -> Outcome {
         }
         (Some(_), None) => None,
         (None, Some(path)) => {
-            let mut open = open_options(&args.gate, parse_format(args.format.as_deref())?);
+            // vdsm names the image as `json:{...}` with its driver (qemuimg.measure).
+            let (format, path) = match super::compat::json_image(path) {
+                Some(named) => {
+                    let (driver, file) = named?;
+                    (driver.or_else(|| args.format.clone()), file)
+                }
+                None => (args.format.clone(), path.clone()),
+            };
+            let path = &path;
+            let mut open = open_options(&args.gate, parse_format(format.as_deref())?);
             if let Some(spec) = &args.snapshot {
                 open.snapshot = Some(diskferry::snapshot::Selector::parse(spec)?);
             }

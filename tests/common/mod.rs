@@ -2,8 +2,12 @@
 //! oracle readers, ../shared/corpus) and skipping loudly when one is missing.
 #![allow(dead_code)]
 
+mod qemu;
 mod v2v;
 mod vm;
+// Only the qemu-img comparison tests use these.
+#[allow(unused_imports)]
+pub use qemu::*;
 // Not every test uses the VM helpers.
 #[allow(unused_imports)]
 pub use vm::*;

@@ -452,10 +452,10 @@ impl Layer for Qcow2Layer {
                 Value::Array(self.bitmaps.iter().map(super::bitmaps::to_json).collect()),
             );
             // Nested as qemu-img prints its bitmap list.
-            human.push(("bitmaps".into(), String::new()));
+            human.push(("bitmaps:".into(), String::new()));
             for (i, b) in self.bitmaps.iter().enumerate() {
-                human.push((format!("    [{i}]"), String::new()));
-                human.push(("        flags".into(), String::new()));
+                human.push((format!("    [{i}]:"), String::new()));
+                human.push(("        flags:".into(), String::new()));
                 let flags = [(b.in_use, "in-use"), (b.auto, "auto")];
                 for (n, (_, flag)) in flags.iter().filter(|(set, _)| *set).enumerate() {
                     human.push((format!("            [{n}]"), (*flag).into()));

@@ -227,7 +227,8 @@ impl Layer for VdiLayer {
             ..LayerDetails::default()
         };
         let fs = &mut d.format_specific;
-        let human = &mut d.human;
+        // qemu-img prints no format-specific block for VDI: all of these are ours.
+        let human = &mut d.human_extra;
         let mut both = |key: &str, human_key: &str, value: serde_json::Value, text: String| {
             fs.insert(key.into(), value);
             human.push((human_key.into(), text));

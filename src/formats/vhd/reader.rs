@@ -626,7 +626,9 @@ impl Layer for VhdLayer {
             cluster_size,
             dirty: false,
             format_specific: data,
-            human,
+            // qemu-img prints no format-specific block for VHD: all of these are ours.
+            human: Vec::new(),
+            human_extra: human,
         }
     }
 

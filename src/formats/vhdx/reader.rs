@@ -413,7 +413,9 @@ impl Layer for VhdxLayer {
             cluster_size: Some(m.block_size),
             dirty: self.replay.is_some(),
             format_specific: data,
-            human,
+            // qemu-img prints no format-specific block for VHDX: all of these are ours.
+            human: Vec::new(),
+            human_extra: human,
         }
     }
 

@@ -449,19 +449,86 @@ impl Layer for VmdkLayer {
             }),
             ..LayerDetails::default()
         };
+        // qemu-img's keys first, in its order (cid, parent cid, create type, extents), so
+        // that JSON readers comparing the block and people diffing the human lines see
+        // qemu-img's; diskferry's further facts follow.
         let create_type = self.create_type();
         let fs = &mut d.format_specific;
-        fs.insert("create-type".into(), json!(create_type));
-        d.human.push(("create type".into(), create_type));
         if let Some(desc) = &self.descriptor {
             fs.insert("cid".into(), json!(desc.cid));
             fs.insert("parent-cid".into(), json!(desc.parent_cid));
-            d.human.push(("cid".into(), format!("{:08x}", desc.cid)));
+            // Decimal, as qemu-img prints them (the descriptor spells them in hex).
+            d.human.push(("cid".into(), desc.cid.to_string()));
             d.human
-                .push(("parent cid".into(), format!("{:08x}", desc.parent_cid)));
+                .push(("parent cid".into(), desc.parent_cid.to_string()));
+        }
+        fs.insert("create-type".into(), json!(create_type));
+        d.human.push(("create type".into(), create_type));
+        let mut extents = Vec::new();
+        d.human.push(("extents:".into(), String::new()));
+        for (i, e) in self.extents.iter().enumerate() {
+            let file = e
+                .file_index
+                .and_then(|i| self.files.get(i))
+                .map(|p| p.display().to_string());
+            let sparse = match &e.data {
+                ExtentData::Sparse(s) => Some(s),
+                _ => None,
+            };
+            // qemu-img names the extent's type as a separate descriptor spells it, and
+            // leaves it empty when the descriptor is embedded in the sparse extent itself.
+            let word = if self.descriptor_file.is_some() {
+                e.kind.word()
+            } else {
+                ""
+            };
+            let mut obj = serde_json::Map::new();
+            d.human.push((format!("    [{i}]:"), String::new()));
+            let mut line = |obj: &mut serde_json::Map<String, Value>, key: &str, v: Value| {
+                let text = match &v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                d.human
+                    .push((format!("        {}", key.replace('-', " ")), text));
+                obj.insert(key.into(), v);
+            };
+            if sparse.is_some_and(|s| s.compressed()) {
+                line(&mut obj, "compressed", json!(true));
+            }
+            line(&mut obj, "virtual-size", json!(e.len));
+            if let Some(f) = &file {
+                line(&mut obj, "filename", json!(f));
+            }
+            if let Some(s) = sparse {
+                line(&mut obj, "cluster-size", json!(s.grain_bytes));
+            }
+            line(&mut obj, "format", json!(word));
+            extents.push(Value::Object(obj));
+            let mut extra = format!(
+                "{} {} bytes{}",
+                e.kind.word(),
+                e.len,
+                file.as_deref()
+                    .map(|f| format!(" in {f}"))
+                    .unwrap_or_default()
+            );
+            if let Some(s) = sparse {
+                if let SparseKind::Hosted(h) = s.kind {
+                    extra.push_str(&format!(", sparse version {}", h.version));
+                }
+                extra.push_str(&format!(", grain {} bytes", s.grain_bytes));
+                if s.compressed() {
+                    extra.push_str(", compressed");
+                }
+            }
+            d.human_extra.push((format!("extent {i}"), extra));
+        }
+        fs.insert("extents".into(), Value::Array(extents));
+        if let Some(desc) = &self.descriptor {
             if let Some(hint) = &desc.parent_hint {
                 fs.insert("parent-file-name-hint".into(), json!(hint));
-                d.human.push(("parent".into(), hint.clone()));
+                d.human_extra.push(("parent".into(), hint.clone()));
             }
             for (key, label, json_key) in [
                 ("ddb.adapterType", "adapter type", "adapter-type"),
@@ -470,48 +537,12 @@ impl Layer for VmdkLayer {
             ] {
                 if let Some(v) = desc.ddb_value(key) {
                     fs.insert(json_key.into(), json!(v));
-                    d.human.push((label.into(), v.to_string()));
+                    d.human_extra.push((label.into(), v.to_string()));
                 }
             }
-        }
-        let mut extents = Vec::new();
-        for (i, e) in self.extents.iter().enumerate() {
-            let file = e
-                .file_index
-                .and_then(|i| self.files.get(i))
-                .map(|p| p.display().to_string());
-            let mut obj = serde_json::Map::new();
-            if let Some(f) = &file {
-                obj.insert("filename".into(), json!(f));
-            }
-            obj.insert("format".into(), json!(e.kind.word()));
-            obj.insert("virtual-size".into(), json!(e.len));
-            let mut human = format!(
-                "{} {} bytes{}",
-                e.kind.word(),
-                e.len,
-                file.as_deref()
-                    .map(|f| format!(" in {f}"))
-                    .unwrap_or_default()
-            );
-            if let ExtentData::Sparse(s) = &e.data {
-                obj.insert("cluster-size".into(), json!(s.grain_bytes));
-                obj.insert("compressed".into(), json!(s.compressed()));
-                if let SparseKind::Hosted(h) = s.kind {
-                    obj.insert("version".into(), json!(h.version));
-                    human.push_str(&format!(", sparse version {}", h.version));
-                }
-                human.push_str(&format!(", grain {} bytes", s.grain_bytes));
-                if s.compressed() {
-                    human.push_str(", compressed");
-                }
-            }
-            extents.push(Value::Object(obj));
-            d.human.push((format!("extent {i}"), human));
         }
         let compressed = self.first_sparse().is_some_and(|s| s.compressed());
         fs.insert("compressed".into(), json!(compressed));
-        fs.insert("extents".into(), Value::Array(extents));
         d
     }
 
