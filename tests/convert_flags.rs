@@ -13,16 +13,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn qemu_io(fmt: &str, img: &Path, cmds: &[&str]) {
-    let mut c = std::process::Command::new("qemu-io");
-    c.args(["-f", fmt]);
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    let out = c.arg(img).output().expect("qemu-io runs");
-    assert!(out.status.success(), "qemu-io {cmds:?}: {out:?}");
-}
-
 /// A scratch folder and diskferry linked as `qemu-img` in it, when qemu-img is installed.
 fn setup(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
     if !have_qemu(test) {

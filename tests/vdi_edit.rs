@@ -12,6 +12,8 @@ use diskferry::edit::{Clear, NewBacking, Shrink};
 use diskferry::formats::vdi::FORMAT;
 use diskferry::gate::Gate;
 use edit_support::*;
+// qemu-io with typed operations (the glob from common takes command strings).
+use edit_support::qemu_io;
 use std::path::{Path, PathBuf};
 
 const MIB: u64 = 1 << 20;

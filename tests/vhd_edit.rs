@@ -13,6 +13,8 @@ use diskferry::formats::vhd::FORMAT;
 use diskferry::formats::vhd::footer::{Footer, Geometry};
 use diskferry::gate::Gate;
 use edit_support::*;
+// qemu-io with typed operations (the glob from common takes command strings).
+use edit_support::qemu_io;
 use std::path::{Path, PathBuf};
 
 const MIB: u64 = 1 << 20;
