@@ -12,7 +12,9 @@
 //! its final name (`<stem>-disk1.tar.gz`), leaving holes where the disk reads as zeros;
 //! [`VmConfig::write`] then grows it to whole GiB (a hole), writes the tar.gz beside it from
 //! it, and renames the tar.gz over the raw file. So the folder lists exactly the files it
-//! ends with and no trait change was needed. The member is an old-GNU sparse file (see
+//! ends with and no trait change was needed. The member is an old-GNU sparse file (type `S`,
+//! GNU tar manual, "Old GNU Format",
+//! <https://www.gnu.org/software/tar/manual/html_node/Old-GNU-Format.html>; see
 //! [`super::sparse_tar`]), as `tar -S` makes it: its map comes from the raw file's holes and
 //! only the data is read and gzipped, so a mostly empty 100 GiB disk costs what its data
 //! costs, not minutes of gzip over zeros.
