@@ -347,6 +347,11 @@ fn malformed_configurations_are_one_clear_error() {
         "memory out of range".into(),
         utf16("<configuration><properties><name type=\"string\">x</name></properties><settings><memory><bank><size type=\"integer\">99999999999999999999</size></bank></memory></settings></configuration>"),
     ));
+    // Read, but more memory than any hypervisor gives a VM (40000000 MiB): the model's bounds.
+    cases.push((
+        "memory beyond any hypervisor".into(),
+        utf16("<configuration><properties><name type=\"string\">x</name></properties><settings><memory><bank><size type=\"integer\">40000000</size></bank></memory></settings></configuration>"),
+    ));
     cases.push((
         "not an integer".into(),
         utf16("<configuration><properties><subtype type=\"integer\">two</subtype></properties><settings/></configuration>"),
@@ -366,10 +371,13 @@ fn malformed_configurations_are_one_clear_error() {
     ));
     for (what, bytes) in cases {
         let e = hyperv::parse(&bytes, "bad.vmcx")
-            .map(|c| format!("read as {:?}", c.vm.name))
+            .map(|_| refused_by_info_and_migrate("bad.vmcx", &bytes))
             .unwrap_or_else(|e| e.to_string());
         assert!(e.starts_with("bad.vmcx"), "{what}: {e}");
         assert_eq!(e.lines().count(), 1, "{what}: {e}");
+        if what == "memory beyond any hypervisor" {
+            assert!(e.contains("the VM's memory (41943040000000 bytes)"), "{e}");
+        }
     }
 }
 

@@ -346,6 +346,12 @@ fn malformed_domains_are_one_clear_error() {
             dom("1024", "99999999999"),
             "<vcpu> '99999999999' is not a number",
         ),
+        // A number, but more vCPUs than any hypervisor runs: the VM model's bounds.
+        (
+            "vcpus-max.xml",
+            dom("1024", "4294967295"),
+            "the VM's virtual CPU count (4294967295) is more than any hypervisor runs (at most 4096)",
+        ),
     ];
     for (name, text, want) in cases {
         let p = d.join(name);

@@ -1093,6 +1093,32 @@ fn absurd_capacities_fail() {
     }
 }
 
+/// A processor count the parser reads but no hypervisor runs is refused where the VM enters
+/// `info` and `migrate` (the VM model's bounds), naming the descriptor.
+#[test]
+fn absurd_processor_counts_fail_where_the_vm_enters() {
+    let xml = format!(
+        r#"{HEAD}
+  <VirtualSystem ovf:id="vm"><Info/><VirtualHardwareSection><Info/>
+    <Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>4294967295</rasd:VirtualQuantity></Item>
+  </VirtualHardwareSection></VirtualSystem>
+</Envelope>"#
+    );
+    assert_eq!(
+        ovf::parse(xml.as_bytes(), "cpus.ovf")
+            .unwrap()
+            .vm
+            .cpus
+            .count,
+        u32::MAX
+    );
+    let e = common::refused_by_info_and_migrate("cpus.ovf", xml.as_bytes());
+    assert!(
+        e.starts_with("cpus.ovf: the VM's virtual CPU count (4294967295) is more than"),
+        "{e}"
+    );
+}
+
 #[test]
 fn hrefs_outside_the_package_are_refused() {
     for href in [

@@ -398,10 +398,12 @@ fn vmware_to_proxmox_keeps_what_a_windows_guest_drives() {
     assert!(err.contains("virtio-win"), "{err}");
 }
 
+/// The parser's error, or, for a conf it reads, the one `info` and `migrate` give.
 fn parse_err(text: &str) -> String {
-    proxmox::parse(text.as_bytes(), "bad.conf")
-        .unwrap_err()
-        .to_string()
+    match proxmox::parse(text.as_bytes(), "bad.conf") {
+        Err(e) => e.to_string(),
+        Ok(_) => refused_by_info_and_migrate("bad.conf", text.as_bytes()),
+    }
 }
 
 #[test]
@@ -454,6 +456,11 @@ fn malformed_confs_are_one_error_naming_the_line() {
         (
             "scsi0: none\n",
             "bad.conf: line 1: scsi0: 'none' is a volume only for a CD-ROM",
+        ),
+        // Each in range, but sockets times cores is more vCPUs than any hypervisor runs.
+        (
+            "name: a\ncores: 4096\nsockets: 4096\n",
+            "bad.conf: the VM's virtual CPU count (16777216) is more than any hypervisor runs (at most 4096)",
         ),
     ];
     for (text, want) in cases {

@@ -858,7 +858,8 @@ fn malformed_settings_fail_with_one_clear_line() {
         &["migrate", "--to", "kvm", s(&p), s(&out)],
         &["VirtualBox.xml", "no <Machine>"],
     );
-    // Unterminated XML, a bad number, a bad UUID: each names the file and where.
+    // Unterminated XML, a bad number, a CPU count beyond any hypervisor (the VM model's
+    // bounds), a bad UUID: each names the file (and, for the parser's, where).
     for (name, text, want) in [
         (
             "cut.vbox",
@@ -869,6 +870,11 @@ fn malformed_settings_fail_with_one_clear_line() {
             "ram.vbox",
             machine("<Memory RAMSize=\"lots\"/>", ""),
             "RAMSize",
+        ),
+        (
+            "cpus.vbox",
+            machine("<CPU count=\"4294967295\"/>", ""),
+            "the VM's virtual CPU count (4294967295) is more than any hypervisor runs",
         ),
         (
             "uuid.vbox",

@@ -213,6 +213,21 @@ fn malformed_vmc_files_are_one_clear_error() {
             "ram not a number",
             utf16(&vpc2007(r".\a.vhd", "", "lots", 1)),
         ),
+        // Read (the ids repeat), but more NICs than any hypervisor gives a VM: the model's
+        // bounds refuse it.
+        (
+            "nics beyond any hypervisor",
+            utf16(
+                &vpc2007(r".\a.vhd", "", "256", 64).replacen(
+                    "<ethernet_controller id=\"0\">",
+                    &((1..130)
+                        .map(|i| format!("<ethernet_controller id=\"{}\"/>", i % 64))
+                        .collect::<String>()
+                        + "<ethernet_controller id=\"0\">"),
+                    1,
+                ),
+            ),
+        ),
         (
             "bad id",
             utf16(&good.replace(
@@ -233,10 +248,13 @@ fn malformed_vmc_files_are_one_clear_error() {
     ));
     for (what, bytes) in cases {
         let e = vmc::parse(&bytes, "bad.vmc")
-            .map(|_| "read".to_string())
+            .map(|_| refused_by_info_and_migrate("bad.vmc", &bytes))
             .unwrap_or_else(|e| e.to_string());
         assert!(e.starts_with("bad.vmc"), "{what}: {e}");
         assert_eq!(e.lines().count(), 1, "{what}: {e}");
+        if what == "nics beyond any hypervisor" {
+            assert!(e.contains("the VM's network adapter count (130)"), "{e}");
+        }
     }
 }
 

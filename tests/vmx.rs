@@ -906,6 +906,8 @@ fn malformed_vmx_is_one_clear_error_with_the_line() {
         ("duplicate.vmx", ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nmemsize = \"1024\"\nMemSize = \"2048\"\n".into(), "line 4: the key 'MemSize' is given twice (first on line 3)"),
         ("escape.vmx", ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nannotation = \"50|% off\"\n".into(), "line 3: 'annotation': bad escape '|% '"),
         ("number.vmx", ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nnumvcpus = \"many\"\n".into(), "line 3: 'numvcpus': 'many' is not a number"),
+        // Read (MiB), but more memory than any hypervisor gives a VM: the VM model's bounds.
+        ("memsize.vmx", ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nmemsize = \"40000000\"\n".into(), "the VM's memory (41943040000000 bytes) is more than any hypervisor runs (at most 32 TiB)"),
         ("datastore.vmx", ".encoding = \"UTF-8\"\nconfig.version = \"8\"\nscsi0.present = \"TRUE\"\nscsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"[datastore1] web/web.vmdk\"\n".into(), "line 5: 'scsi0:0.fileName': '[datastore1] web/web.vmdk' is an ESXi datastore path"),
     ];
     for (name, text, want) in cases {

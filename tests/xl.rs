@@ -341,10 +341,12 @@ fn a_written_cfg_reads_back_into_the_same_vm_and_migrates_on() {
     }
 }
 
+/// The parser's error, or, for a file it reads, the one `info` and `migrate` give.
 fn err_of(text: &str) -> String {
-    xl::parse(text.as_bytes(), "bad.cfg")
-        .unwrap_err()
-        .to_string()
+    match xl::parse(text.as_bytes(), "bad.cfg") {
+        Err(e) => e.to_string(),
+        Ok(_) => refused_by_info_and_migrate("bad.cfg", text.as_bytes()),
+    }
 }
 
 #[test]
@@ -398,6 +400,11 @@ fn malformed_cfgs_are_one_error_naming_the_line() {
         (
             "name = \"a\" x\n",
             "bad.cfg: line 1: unexpected 'x' after the value of 'name'",
+        ),
+        // Read, but more memory (MiB) than any hypervisor gives a VM: the model's bounds.
+        (
+            "name = \"a\"\nmemory = 40000000\n",
+            "bad.cfg: the VM's memory (41943040000000 bytes) is more than any hypervisor runs (at most 32 TiB)",
         ),
     ];
     for (text, want) in cases {

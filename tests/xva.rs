@@ -542,6 +542,20 @@ fn malformed_xvas_fail_with_one_clear_line() {
         .replace(&v(&(3 * MIB).to_string()), &v(&(1u64 << 50).to_string()))
         .into_bytes();
     try_members("lie.xva", &lie, &["short of its virtual size"]);
+    // An ova.xml that reads, with more vCPUs than any hypervisor runs: the VM model's bounds,
+    // checked where the VM enters info and migrate.
+    let mut vcpus = good.clone();
+    vcpus[0].1 = xml
+        .replace(
+            &member("VCPUs_at_startup", &v("4")),
+            &member("VCPUs_at_startup", &v("4294967295")),
+        )
+        .into_bytes();
+    let e = refused_by_info_and_migrate("vcpus.xva", &tar_of(&vcpus));
+    assert!(
+        e.starts_with("vcpus.xva: the VM's virtual CPU count (4294967295) is more than"),
+        "{e}"
+    );
     // A chunk without its checksum.
     let mut nosum = good.clone();
     nosum.remove(2);

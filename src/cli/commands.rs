@@ -206,6 +206,7 @@ fn config_info(
         .with_path(path));
     }
     let read = config.read(&bytes, path)?;
+    diskferry::migrate::check_source_vm(&read.vm, path)?;
     /// Where one disk is: `found` its path, else `tried` (and `refused`, the gate's reason).
     #[derive(serde::Serialize)]
     struct Located {
@@ -350,11 +351,16 @@ pub fn info(args: InfoArgs) -> Outcome {
         SourceKind::Disk
     };
     let package = match kind {
-        SourceKind::Xva => Some(diskferry::xva::XvaPackage::open(&args.image)?.info()),
-        SourceKind::Package => Some(
-            diskferry::ova::open::Package::open(&args.image)?
-                .info(&open_options(&args.gate, None))?,
-        ),
+        SourceKind::Xva => {
+            let xva = diskferry::xva::XvaPackage::open(&args.image)?;
+            diskferry::migrate::check_source_vm(xva.vm(), &args.image)?;
+            Some(xva.info())
+        }
+        SourceKind::Package => {
+            let package = diskferry::ova::open::Package::open(&args.image)?;
+            diskferry::migrate::check_source_vm(&package.descriptor().vm, &args.image)?;
+            Some(package.info(&open_options(&args.gate, None))?)
+        }
         SourceKind::Config(config) => {
             let gate = open_options(&args.gate, None).gate;
             emit(&config_info(config, &args.image, args.output, &gate)?)?;

@@ -225,12 +225,17 @@ impl Source {
             )
             .with_path(&paths[0]));
         }
-        match kind {
+        let source = match kind {
             SourceKind::Xva => Source::from_xva(&paths[0], options),
             SourceKind::Package => Source::from_package(&paths[0], options),
             SourceKind::Config(c) => Source::from_config(&paths[0], c, options),
             SourceKind::Disk => Source::from_disks(paths, description, options),
+        }?;
+        if kind == SourceKind::Disk {
+            // The command line's description, bounded as a file's is.
+            source.vm.check_limits()?;
         }
+        Ok(source)
     }
 
     /// The VM a hypervisor's configuration file describes (read as `config`), its disk files
@@ -252,6 +257,7 @@ impl Source {
         let mut bytes = vec![0u8; file.len() as usize];
         file.read_exact_at(&mut bytes, 0)?;
         let read = config.read(&bytes, path)?;
+        check_source_vm(&read.vm, path)?;
         let mut vm = read.vm.clone();
         if vm.disks.len() != read.disk_files.len() {
             return Err(Error::invalid(format!(
@@ -283,6 +289,7 @@ impl Source {
     /// content in the export is left out with a warning.
     pub fn from_xva(path: &Path, options: &OpenOptions) -> Result<Source> {
         let package = crate::xva::XvaPackage::open(path)?;
+        check_source_vm(package.vm(), path)?;
         let mut vm = package.vm().clone();
         let entries = package.disks();
         let mut disks = Vec::new();
@@ -308,6 +315,7 @@ impl Source {
     /// template's empty disk) is left out with a warning.
     pub fn from_package(path: &Path, options: &OpenOptions) -> Result<Source> {
         let package = Package::open(path)?;
+        check_source_vm(&package.descriptor().vm, path)?;
         let mut vm = package.descriptor().vm.clone();
         let entries = package.disks();
         let mut disks = Vec::new();
@@ -330,6 +338,13 @@ impl Source {
         vm.disks = kept;
         Ok(Source { vm, disks })
     }
+}
+
+/// Refuses the VM a description at `path` gives when it is beyond the model's bounds
+/// ([`Vm::check_limits`]), naming the file: checked as the VM enters `migrate` or `info`,
+/// whichever reader made it, before any disk it names is opened.
+pub fn check_source_vm(vm: &Vm, path: &Path) -> Result<()> {
+    vm.check_limits().map_err(|e| e.with_path(path))
 }
 
 /// How to migrate.

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod guest_os;
+pub mod limits;
 
 pub use guest_os::{GuestOs, Os, OsFamily};
 

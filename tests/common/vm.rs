@@ -38,6 +38,39 @@ pub fn one_line_error(args: &[&str], wants: &[&str]) -> String {
     err
 }
 
+/// What `info` and `migrate` say of a file `name` holding `bytes` that its reader parses but
+/// that must still be refused (the VM model's bounds, checked where every source enters):
+/// both fail with the same one line, and `migrate` leaves no output. Run in a fresh folder
+/// with the bare name, so the line reads `NAME: ...` as a parser's errors do (the program's
+/// `diskferry: ` prefix dropped).
+pub fn refused_by_info_and_migrate(name: &str, bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), bytes).unwrap();
+    let in_dir = |args: &[&str]| {
+        let out = super::diskferry()
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let (code, stdout, err) = super::decode(out);
+        assert_ne!(code, 0, "{args:?} succeeded: {stdout}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        err.trim().trim_start_matches("diskferry: ").to_string()
+    };
+    let info = in_dir(&["info", name]);
+    let migrate = in_dir(&["migrate", "--to", "kvm", name, "out"]);
+    assert_eq!(info, migrate, "info and migrate disagree");
+    assert!(
+        !dir.path().join("out").exists(),
+        "{name}: output left behind"
+    );
+    info
+}
+
 /// The repository's root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

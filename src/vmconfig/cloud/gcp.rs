@@ -9,17 +9,24 @@
 //! registers it; `--guest-os-features UEFI_COMPATIBLE` marks a UEFI guest.
 //!
 //! How the files are made: the engine writes each disk as raw into the staged folder under
-//! its final name (`<stem>-disk1.tar.gz`); [`VmConfig::write`] then grows it to whole GiB (a
-//! hole), writes the tar.gz beside it from it, and renames the tar.gz over the raw file. So
-//! the folder lists exactly the files it ends with and no trait change was needed; the cost
-//! is one more pass over the disk's bytes, which gzip needs anyway.
+//! its final name (`<stem>-disk1.tar.gz`), leaving holes where the disk reads as zeros;
+//! [`VmConfig::write`] then grows it to whole GiB (a hole), writes the tar.gz beside it from
+//! it, and renames the tar.gz over the raw file. So the folder lists exactly the files it
+//! ends with and no trait change was needed. The member is an old-GNU sparse file (type `S`,
+//! GNU tar manual, "Old GNU Format",
+//! <https://www.gnu.org/software/tar/manual/html_node/Old-GNU-Format.html>; see
+//! [`super::sparse_tar`]), as `tar -S` makes it: its map comes from the raw file's holes and
+//! only the data is read and gzipped, so a mostly empty 100 GiB disk costs what its data
+//! costs, not minutes of gzip over zeros.
 
+use super::sparse_tar::write_sparse_archive;
 use super::{boot_first, common_warnings, resource_name, uefi};
 use crate::error::{Error, Result};
+use crate::host_file::HostFile;
 use crate::vm::Vm;
 use crate::vmconfig::{ConfigFiles, DiskPlan, PlacedDisk, VmConfig};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 const GIB: u64 = 1 << 30;
@@ -27,46 +34,32 @@ const GIB: u64 = 1 << 30;
 /// Google Compute Engine as a [`VmConfig`] target.
 pub struct Gcp;
 
-/// Replaces the raw disk at `path` by a gzip'd GNU tar holding it as `disk.raw`.
+/// Replaces the raw disk at `path` by a gzip'd GNU tar holding it as the sparse member
+/// `disk.raw`: written beside it under another name, then renamed over it, so the folder
+/// never holds half an archive under the final name.
 pub fn raw_to_tar_gz(path: &Path, mtime: u64) -> Result<()> {
-    let io = |what: &str| {
-        let what = what.to_string();
-        move |e: std::io::Error| Error::io(what, e).with_path(path)
-    };
-    let mut raw = std::fs::File::open(path).map_err(io("cannot open"))?;
-    let size = raw.metadata().map_err(io("cannot stat"))?.len();
+    let raw = HostFile::open(path)?;
     let temp = path.with_extension("partial");
     let out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&temp)
-        .map_err(io("cannot create the archive"))?;
-    let result = (|| -> std::io::Result<()> {
-        let gz = flate2::write::GzEncoder::new(
+        .map_err(|e| Error::io("cannot create the archive", e).with_path(&temp))?;
+    let result = (|| -> Result<()> {
+        let mut gz = flate2::write::GzEncoder::new(
             std::io::BufWriter::with_capacity(1 << 20, out),
             flate2::Compression::default(),
         );
-        let mut tar = tar::Builder::new(gz);
-        // GNU header (magic "ustar  "), as `tar --format=oldgnu` writes; base-256 sizes past
-        // 8 GiB.
-        let mut header = tar::Header::new_gnu();
-        header.set_path("disk.raw")?;
-        header.set_size(size);
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        tar.append(&header, (&mut raw).take(size))?;
-        let gz = tar.into_inner()?;
-        let mut buf = gz.finish()?;
-        buf.flush()?;
-        Ok(())
+        write_sparse_archive(&mut gz, &raw, "disk.raw", mtime)?;
+        let write = |e| Error::io("cannot write the archive", e).with_path(&temp);
+        gz.finish().map_err(write)?.flush().map_err(write)
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&temp);
-        return Err(Error::io("cannot write the archive", e).with_path(path));
+        return Err(e);
     }
-    std::fs::rename(&temp, path).map_err(io("cannot rename the archive into place"))
+    std::fs::rename(&temp, path)
+        .map_err(|e| Error::io("cannot rename the archive into place", e).with_path(path))
 }
 
 impl VmConfig for Gcp {

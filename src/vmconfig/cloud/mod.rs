@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `azure` | fixed VHD, virtual size a whole number of MiB, file = size + 512 | `az disk create --upload-type Upload`, `azcopy`, `az vm create --attach-os-disk` |
 //! | `aws` | stream-optimized VMDK | `containers.json` (Format, UserBucket{S3Bucket, S3Key}), `aws ec2 import-image` |
-//! | `gcp` | `disk.raw` (whole GiB) in a gzip'd GNU tar | `gcloud compute images create --source-uri` |
+//! | `gcp` | `disk.raw` (whole GiB) as a sparse member of a gzip'd GNU tar | `gcloud compute images create --source-uri` |
 //!
 //! A cloud chooses the VM's size, network and devices itself: what the VM had of those is
 //! said in warnings for the user to choose alike.
@@ -15,6 +15,7 @@ mod aws;
 mod azure;
 mod gcp;
 pub mod mapping;
+mod sparse_tar;
 
 pub use aws::Aws;
 pub use azure::Azure;

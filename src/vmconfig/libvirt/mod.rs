@@ -359,7 +359,7 @@ pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
         let threads: u32 = attr(&t, "threads")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        vm.cpus.cores_per_socket = cores.map(|c| c * threads.max(1));
+        vm.cpus.cores_per_socket = cores.map(|c| c.saturating_mul(threads.max(1)));
     }
     if let Some(os) = child(&root, "os") {
         let efi = attr(&os, "firmware").as_deref() == Some("efi")
