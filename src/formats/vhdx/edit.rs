@@ -267,37 +267,50 @@ impl VhdxMut {
         Ok(b[0] >> (sector % 8) & 1 != 0)
     }
 
-    /// The disk's current content of the logical sector at `offset` of partially present
+    /// The disk's current content of whole logical sectors at `offset` of partially present
     /// block `block` stored at `host`.
-    fn read_sector(&self, block: u64, host: u64, offset: u64, buf: &mut [u8]) -> Result<()> {
+    fn read_sectors(&self, block: u64, host: u64, offset: u64, buf: &mut [u8]) -> Result<()> {
         let g = self.s.geometry;
-        let in_block = offset - block * g.block_size;
-        if self.stored(block, in_block / g.sector_size)? {
-            self.s.file.read_exact_at(buf, host + in_block)
-        } else {
-            read_parent(self.parent.as_ref(), offset, buf)
+        let ss = g.sector_size as usize;
+        for (i, sector) in buf.chunks_mut(ss).enumerate() {
+            let at = offset + (i * ss) as u64;
+            let in_block = at - block * g.block_size;
+            if self.stored(block, in_block / g.sector_size)? {
+                self.s.file.read_exact_at(sector, host + in_block)?;
+            } else {
+                read_parent(self.parent.as_ref(), at, sector)?;
+            }
         }
+        Ok(())
+    }
+
+    /// The unit bits are set and cleared in: one byte of the bitmap (eight logical sectors).
+    /// libyal reads a bitmap byte with any bit set as eight stored sectors, so a byte that
+    /// mixed set and clear bits would read otherwise there.
+    fn unit(&self) -> u64 {
+        self.s.geometry.sector_size * 8
     }
 
     /// Writes `data` at `offset` of partially present block `block` stored at `host`: whole
-    /// logical sectors, the rest of the first and last taken from what they read now, then
-    /// their bits set.
+    /// units (bitmap bytes), the rest of the first and last taken from what they read now,
+    /// then their bits set.
     fn write_partial(&mut self, block: u64, host: u64, offset: u64, data: &[u8]) -> Result<()> {
         let g = self.s.geometry;
         let ss = g.sector_size;
+        let unit = self.unit();
         let block_start = block * g.block_size;
-        let start = offset / ss * ss;
-        let end = (offset + data.len() as u64).div_ceil(ss) * ss;
+        let start = offset / unit * unit;
+        let end = (offset + data.len() as u64).div_ceil(unit) * unit;
         let mut buf;
         let bytes = if start == offset && end == offset + data.len() as u64 {
             data
         } else {
             buf = vec![0u8; (end - start) as usize];
-            let s = ss as usize;
-            self.read_sector(block, host, start, &mut buf[..s])?;
-            if end - start > ss {
-                let tail = buf.len() - s;
-                self.read_sector(block, host, end - ss, &mut buf[tail..])?;
+            let u = unit as usize;
+            self.read_sectors(block, host, start, &mut buf[..u])?;
+            if end - start > unit {
+                let tail = buf.len() - u;
+                self.read_sectors(block, host, end - unit, &mut buf[tail..])?;
             }
             let head = (offset - start) as usize;
             buf[head..head + data.len()].copy_from_slice(data);
@@ -400,12 +413,13 @@ impl VhdxMut {
         match (how, state) {
             (Clear::Deallocate, NOT_PRESENT) => Ok(()),
             (Clear::Deallocate, PARTIALLY_PRESENT) => {
-                // Whole sectors go back to the parent (their bits cleared); the parts of
-                // sectors at the ends are the parent's bytes written.
+                // Whole units go back to the parent (their bits cleared); the parts of units
+                // at the ends are the parent's bytes written.
                 let ss = g.sector_size;
+                let unit = self.unit();
                 let end = offset + len;
-                let first = offset.div_ceil(ss) * ss;
-                let last = end / ss * ss;
+                let first = offset.div_ceil(unit) * unit;
+                let last = end / unit * unit;
                 if first >= last {
                     return self.write_parent(offset, len);
                 }
