@@ -125,6 +125,20 @@ impl Session {
         self.file.sync()
     }
 
+    /// Clears the sector bitmap bits of block `block` of a differencing disk, where its chunk
+    /// has a bitmap block: libyal reads the bits of a block whose entry says not present too,
+    /// so a block handed back to the parent must leave none set.
+    pub(crate) fn clear_block_bits(&mut self, block: u64) -> Result<()> {
+        let g = self.geometry;
+        let (state, base) = decode(self.entry(g.bitmap_index(block / g.chunk_ratio))?);
+        if state != FULLY_PRESENT {
+            return Ok(());
+        }
+        let (at, sectors) = bits_of(&g, base, block);
+        let zeros = vec![0u8; (sectors / 8) as usize];
+        self.pending.write(&self.file, at, &zeros)
+    }
+
     /// The file offset of metadata item `id`.
     pub(crate) fn item_offset(&self, id: &super::guid::Guid) -> Result<u64> {
         let table = super::metadata::table_entries(&self.file, self.regions.metadata)?;
@@ -408,7 +422,7 @@ impl VhdxMut {
             if raw != NOT_PRESENT {
                 self.s.set_entry(index, NOT_PRESENT)?;
             }
-            return Ok(());
+            return self.s.clear_block_bits(block);
         }
         match (how, state) {
             (Clear::Deallocate, NOT_PRESENT) => Ok(()),

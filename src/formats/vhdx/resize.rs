@@ -73,6 +73,16 @@ pub fn resize(path: &Path, request: &ResizeRequest, ctx: &EditContext<'_>) -> Re
             s.pending.write(&s.file, size_at, &new_size.to_le_bytes())?;
             s.commit()?;
             clear_entries(s, new_geometry.total_entries, s.geometry.total_entries)?;
+            if s.metadata.has_parent {
+                // Blocks past the end leave no bits that a later grow would show (libyal
+                // reads the bits of blocks not present).
+                for block in new_geometry.data_blocks..s.geometry.data_blocks {
+                    s.clear_block_bits(block)?;
+                    if s.pending.len() + 20 > s.log.capacity() {
+                        s.commit()?;
+                    }
+                }
+            }
             s.commit()?;
         }
         s.finish()
