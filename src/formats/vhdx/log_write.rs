@@ -49,17 +49,19 @@ impl Pending {
 
     /// The sector at `at` (4 KiB-aligned) as it will be: pending, or read from `file`.
     fn sector(&mut self, file: &HostFile, at: u64) -> Result<&mut Vec<u8>> {
-        if !self.sectors.contains_key(&at) {
-            let mut b = vec![0u8; SECTOR as usize];
-            // A sector past the end of the file reads as zeros (a region just allocated).
-            let len = file.len();
-            if at < len {
-                let n = (len - at).min(SECTOR) as usize;
-                file.read_exact_at(&mut b[..n], at)?;
+        match self.sectors.entry(at) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut b = vec![0u8; SECTOR as usize];
+                // A sector past the end of the file reads as zeros (a region just allocated).
+                let len = file.len();
+                if at < len {
+                    let n = (len - at).min(SECTOR) as usize;
+                    file.read_exact_at(&mut b[..n], at)?;
+                }
+                Ok(e.insert(b))
             }
-            self.sectors.insert(at, b);
         }
-        Ok(self.sectors.get_mut(&at).expect("just inserted"))
     }
 
     /// Reads `buf.len()` bytes at file offset `at` as they will be once applied.
