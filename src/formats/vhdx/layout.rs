@@ -177,7 +177,7 @@ const IS_VIRTUAL_DISK: u32 = 2;
 const IS_REQUIRED: u32 = 4;
 
 /// The parent locator item: a header and UTF-16 keys and values.
-fn locator(pairs: &[(String, String)]) -> Vec<u8> {
+pub(crate) fn locator(pairs: &[(String, String)]) -> Vec<u8> {
     let head = 20 + pairs.len() * 12;
     let mut b = vec![0u8; head];
     put_guid(&mut b, 0, &LOCATOR_TYPE_VHDX);

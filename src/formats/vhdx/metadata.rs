@@ -75,6 +75,37 @@ struct Item {
     entry_at: u64,
 }
 
+/// One entry of the metadata table, as stored (MS-VHDX 2.6.1.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableEntry {
+    /// The item's GUID.
+    pub id: Guid,
+    /// Where the item starts, from the start of the region.
+    pub offset: u32,
+    /// Bytes of the item.
+    pub length: u32,
+    /// IsUser (1), IsVirtualDisk (2), IsRequired (4).
+    pub flags: u32,
+}
+
+/// The entries of the metadata table in `region`, in table order, for a table [`read`] has
+/// accepted (a writer rebuilding the region keeps every item, known or not).
+pub fn table_entries(file: &dyn Storage, region: Region) -> Result<Vec<TableEntry>> {
+    let table = file.read_vec(region.offset, TABLE_SIZE, "metadata table")?;
+    let count = usize::from(le16(&table, 10).min(MAX_ENTRIES));
+    Ok((0..count)
+        .map(|i| {
+            let e = 32 + 32 * i;
+            TableEntry {
+                id: read_guid(&table, e),
+                offset: le32(&table, e + 16),
+                length: le32(&table, e + 20),
+                flags: le32(&table, e + 24),
+            }
+        })
+        .collect())
+}
+
 /// Reads and validates the metadata in `region`.
 pub fn read(file: &dyn Storage, region: Region) -> Result<Metadata> {
     let name = file.name().to_path_buf();

@@ -9,6 +9,10 @@
 //! - [`bat`]: the block allocation table and every payload block state.
 //! - [`check`]: `check` and `check -r` (the log replayed in place, crash-consistently).
 //! - [`log`]: the metadata log, found and replayed over an in-memory overlay.
+//! - [`log_write`]: the metadata log written: every table change of an edit goes through it.
+//! - [`edit`]: writes in place ([`edit::VhdxMut`]) and the session resize and rebase share.
+//! - [`resize`](mod@resize): the virtual size changed in place (the BAT moved when it must grow).
+//! - [`rebase`]: `rebase -u`: a differencing disk's parent locator rewritten.
 //! - [`parent`]: a differencing disk's parent locator and parent linkage.
 //! - [`reader`]: the [`Layer`] ([`VhdxLayer`]).
 //! - [`layout`]: where a new file's structures go, and their bytes.
@@ -17,22 +21,26 @@
 
 pub mod bat;
 pub mod check;
+pub mod edit;
 pub mod guid;
 pub mod header;
 pub mod layout;
 pub mod log;
+pub mod log_write;
 pub mod measure;
 pub mod metadata;
 pub mod parent;
 pub mod reader;
+pub mod rebase;
 pub mod region;
+pub mod resize;
 pub mod writer;
 
 pub use reader::VhdxLayer;
 
 use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
-use crate::edit::{MeasureRequest, Measurement};
+use crate::edit::{EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest};
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
 use crate::gate::Gate;
@@ -56,7 +64,7 @@ impl Driver for VhdxDriver {
     }
 
     fn description(&self) -> &'static str {
-        "Microsoft VHDX (Hyper-V): fixed, dynamic, differencing (.avhdx) read, a pending log replayed in memory, written fixed, dynamic and differencing"
+        "Microsoft VHDX (Hyper-V): fixed, dynamic, differencing (.avhdx) read, a pending log replayed in memory, written fixed, dynamic and differencing, changed in place through its log (writes, resize, rebase -u)"
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -67,6 +75,9 @@ impl Driver for VhdxDriver {
             Capability::Backing,
             Capability::Check,
             Capability::Measure,
+            Capability::WriteInPlace,
+            Capability::Resize,
+            Capability::Rebase,
         ])
     }
 
@@ -84,6 +95,23 @@ impl Driver for VhdxDriver {
 
     fn create_options(&self) -> &'static [OptionSpec] {
         writer::CREATE_OPTIONS
+    }
+
+    fn open_mut(&self, path: &Path, ctx: &EditContext<'_>) -> Result<Box<dyn ImageMut>> {
+        edit::open_mut(path, ctx)
+    }
+
+    fn resize(&self, path: &Path, request: &ResizeRequest, ctx: &EditContext<'_>) -> Result<()> {
+        resize::resize(path, request, ctx)
+    }
+
+    fn set_backing(
+        &self,
+        path: &Path,
+        backing: Option<&NewBacking>,
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        rebase::set_backing(path, backing, ctx)
     }
 
     fn measure(&self, request: &MeasureRequest<'_>) -> Result<Measurement> {

@@ -163,6 +163,16 @@ impl VhdxLayer {
         &self.metadata
     }
 
+    /// Where the BAT and the metadata are.
+    pub fn regions(&self) -> &Regions {
+        &self.regions
+    }
+
+    /// The block allocation table as read.
+    pub fn bat(&self) -> &Bat {
+        &self.bat
+    }
+
     /// What replaying the log did, when it had entries.
     pub fn replay(&self) -> Option<&Replay> {
         self.replay.as_ref()

@@ -175,7 +175,7 @@ impl Shape {
 /// path and, for a VM folder moved whole, as the file name beside the child; a host absolute
 /// name (`/srv/base.vhdx`) means nothing to Windows, so only its file name is stored, beside
 /// the child.
-fn locator_pairs(stored_name: &str, linkage: &Guid) -> Vec<(String, String)> {
+pub(crate) fn locator_pairs(stored_name: &str, linkage: &Guid) -> Vec<(String, String)> {
     let windows = stored_name.replace('/', "\\");
     let mut pairs = vec![("parent_linkage".to_string(), braced(linkage))];
     let file_name = || {
