@@ -6,7 +6,9 @@
 //! units deallocated, each of which then reads the base's identical copy.
 
 use super::{OnProgress, Rate, STEP, Throttle, read_status, status_above};
-use crate::edit::{Clear, EditContext, Force, GrowPreallocation, ResizeRequest, Shrink};
+use crate::edit::{
+    Clear, EditContext, Force, GrowPreallocation, NewBacking, ResizeRequest, Shrink,
+};
 use crate::error::{Error, Result};
 use crate::format::Capability;
 use crate::image::{Allocation, Image, OpenOptions, file_identity};
@@ -145,6 +147,9 @@ pub fn commit(
     }
     base.flush()?;
     drop(base);
+    if base_depth == 1 {
+        relink_top(&image, options, &ctx)?;
+    }
     let emptied = match after {
         AfterCommit::Keep => Emptied::Kept,
         AfterCommit::Empty => empty(&image, &ctx)?,
@@ -154,6 +159,39 @@ pub fn commit(
         base: base_path,
         emptied,
     })
+}
+
+/// Records the top's link to its base again when the commit changed what the link checks.
+///
+/// Formats that tie a child to its parent's content identity (VHDX's parent_linkage is the
+/// parent's DataWriteGuid, which every write to the parent must change, MS-VHDX 2.2.2.1)
+/// refuse the chain once the base was written, although the top still reads the same over it
+/// (the base now holds the top's data below it). Hyper-V's own merge leaves no child behind;
+/// here the top stays, so it is re-linked to the same name, the way `rebase -u` would.
+fn relink_top(image: &Image, options: &CommitOptions, ctx: &EditContext<'_>) -> Result<()> {
+    let top = image.top();
+    if Image::open(top.path(), &options.open).is_ok() {
+        return Ok(());
+    }
+    let (Some(link), true) = (top.backing(), top.format().can(Capability::Rebase)) else {
+        return Ok(());
+    };
+    // The name the base was found by (the link's stored form may be a Windows path).
+    let base = image.layers()[1].path();
+    let Some(name) = link.names.iter().find(|n| {
+        let found = crate::gate::Gate::resolve(top.path(), n);
+        file_identity(&found).is_some() && file_identity(&found) == file_identity(base)
+    }) else {
+        return Ok(());
+    };
+    top.format().driver().set_backing(
+        top.path(),
+        Some(&NewBacking {
+            name: name.clone(),
+            format: link.format,
+        }),
+        ctx,
+    )
 }
 
 /// Deallocates everything the top holds, where its format can.
