@@ -1,5 +1,5 @@
 //! Writing into an existing VHDX in place ([`VhdxMut`]), and the session resize and rebase
-//! share with it ([`Session`]): the file open for writing, its log, and the table changes
+//! share with it (`Session`): the file open for writing, its log, and the table changes
 //! waiting to go through the log.
 //!
 //! Crash consistency (MS-VHDX 2.3.3): data goes where nothing points yet (a block allocated at
