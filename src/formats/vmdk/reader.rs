@@ -465,6 +465,7 @@ impl Layer for VmdkLayer {
         fs.insert("create-type".into(), json!(create_type));
         d.human.push(("create type".into(), create_type));
         let mut extents = Vec::new();
+        let mut details = Vec::new();
         d.human.push(("extents:".into(), String::new()));
         for (i, e) in self.extents.iter().enumerate() {
             let file = e
@@ -523,8 +524,20 @@ impl Layer for VmdkLayer {
                 }
             }
             d.human_extra.push((format!("extent {i}"), extra));
+            // qemu-img's extent objects leave the type empty for an embedded descriptor;
+            // diskferry's own list names it (dropped when invoked as qemu-img).
+            let mut detail = serde_json::Map::new();
+            detail.insert("type".into(), json!(e.kind.word()));
+            if let Some(s) = sparse {
+                if let SparseKind::Hosted(h) = s.kind {
+                    detail.insert("version".into(), json!(h.version));
+                }
+                detail.insert("compressed".into(), json!(s.compressed()));
+            }
+            details.push(Value::Object(detail));
         }
         fs.insert("extents".into(), Value::Array(extents));
+        fs.insert("extent-details".into(), Value::Array(details));
         if let Some(desc) = &self.descriptor {
             if let Some(hint) = &desc.parent_hint {
                 fs.insert("parent-file-name-hint".into(), json!(hint));
