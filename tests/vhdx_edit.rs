@@ -529,9 +529,16 @@ fn vhdx_killed_rounds(
     verify: &dyn Fn(u64, &Path),
 ) {
     let dir = template.parent().unwrap();
+    // One run to the end first: the kills land within its duration, so that they fall mid-job
+    // whether the machine is idle (a job of a few tens of milliseconds) or loaded.
+    let image = dir.join("victim.vhdx");
+    std::fs::copy(template, &image).unwrap();
+    let began = std::time::Instant::now();
+    let status = start(&image).wait().unwrap();
+    assert!(status.success(), "{test}: the job run to its end failed");
+    let max_ms = max_ms.min((began.elapsed().as_millis() as u64 * 9 / 10).max(1));
     let mut killed = 0;
     for i in 0..20 {
-        let image = dir.join("victim.vhdx");
         std::fs::copy(template, &image).unwrap();
         killed += usize::from(kill_after(start(&image), delay(i, max_ms)));
         run_ok(&["info", "-f", "vhdx", s(&image)]);
@@ -691,9 +698,11 @@ fn zz_kill_helper() {
             }
         }
         "rebase" => {
-            for name in ["other.vhdx", "base.vhdx", "other.vhdx", "base.vhdx"] {
+            // Many in a row, so that the kills (up to 150 ms in) land mid-rebase even on a
+            // fast, idle machine where four rebases ended before most of them.
+            for name in ["other.vhdx", "base.vhdx"].iter().cycle().take(24) {
                 let backing = NewBacking {
-                    name: name.into(),
+                    name: name.to_string(),
                     format: Some(FORMAT),
                 };
                 FORMAT
