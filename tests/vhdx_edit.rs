@@ -714,3 +714,42 @@ fn zz_kill_helper() {
         other => panic!("unknown job {other}"),
     }
 }
+
+/// A shrink hands the blocks past the new end back: where they were the last in the file,
+/// the file is cut after them, so `check` finds no leak (it reported the space before).
+#[test]
+fn shrink_cuts_the_space_it_hands_back_at_the_end() {
+    let test = "shrink_cuts_the_space_it_hands_back_at_the_end";
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("cut.vhdx");
+    let raw = dir.path().join("cut.raw");
+    // Written in order, so that the last blocks are the last in the file.
+    let full = dir.path().join("full.raw");
+    std::fs::write(&full, vec![0x5a; (24 * MIB) as usize]).unwrap();
+    run_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vhdx",
+        "-o",
+        "block_size=1M",
+        s(&full),
+        s(&img),
+    ]);
+    std::fs::copy(&full, &raw).unwrap();
+    let before = std::fs::metadata(&img).unwrap().len();
+    run_ok(&["resize", "-f", "vhdx", "--shrink", s(&img), "8M"]);
+    run_ok(&["resize", "-f", "raw", "--shrink", s(&raw), "8M"]);
+    let after = std::fs::metadata(&img).unwrap().len();
+    assert!(
+        after + 16 * MIB <= before,
+        "{test}: the file kept the space of the blocks past the end ({before} -> {after} bytes)"
+    );
+    let (code, out, err) = run(&["check", "-f", "vhdx", "--output=json", s(&img)]);
+    assert_eq!(
+        code, 0,
+        "{test}: diskferry check after the shrink: {out}{err}"
+    );
+    all_read(test, &img, &raw);
+}
