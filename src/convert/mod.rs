@@ -16,6 +16,7 @@
 mod bitmaps;
 pub mod destination;
 mod in_place;
+mod in_place_edit;
 mod pipeline;
 mod plan;
 mod stream_plan;
