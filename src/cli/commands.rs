@@ -604,6 +604,8 @@ pub fn create(args: CreateArgs) -> Outcome {
         return Ok(0);
     }
     let size = args.size.as_deref().map(parse_size).transpose()?;
+    compat::require_backing_format(args.backing.as_deref(), args.backing_format.as_deref())
+        .map_err(|e| e.with_path(&args.image))?;
     let backing_format = parse_format(args.backing_format.as_deref())?;
     let open = open_options(&args.gate, None);
     let library_options = compat::library_options(format.name(), &options);

@@ -248,6 +248,24 @@ pub fn library_options(format: &str, options: &str) -> String {
     options.to_string()
 }
 
+/// qemu-img 10's refusal of `create -b` without `-F`: it no longer guesses the backing file's
+/// format for a new image (a guessed raw backing file is a security hole). Invoked as
+/// diskferry, the format is detected as before.
+pub fn require_backing_format(
+    backing: Option<&std::path::Path>,
+    backing_format: Option<&str>,
+) -> Result<(), diskferry::Error> {
+    if Personality::current() == Personality::QemuImg
+        && backing.is_some()
+        && backing_format.is_none()
+    {
+        return Err(diskferry::Error::invalid(
+            "Backing file specified without backing format",
+        ));
+    }
+    Ok(())
+}
+
 /// The line qemu-img's `create` prints: `Formatting 'NAME', fmt=FMT key=value ...`, with the
 /// keys qemu-img lists for the format in its order, the user's values where given (sizes in
 /// bytes) and qemu-img's defaults otherwise. `options` includes `backing_file` and
