@@ -549,7 +549,7 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
         },
         target_format,
         target_options: compat::library_options(target_format.name(), &target_options),
-        compress: args.compress,
+        compress: compat::convert_compresses(target_format.name(), &target_options, args.compress),
         sparse_size: match &args.sparse_size {
             Some(text) => parse_size(text)?,
             None => convert::DEFAULT_SPARSE_SIZE,

@@ -229,23 +229,56 @@ pub fn qemu_checks(format: &str) -> bool {
     matches!(format, "qcow2" | "vmdk" | "vhdx" | "vdi")
 }
 
+/// Whether the `-o` options `options` name `key` (as `key=value` or a bare `key`).
+fn option_given(options: &str, key: &str) -> bool {
+    options
+        .split(',')
+        .any(|o| o.split('=').next().is_some_and(|k| k.trim() == key))
+}
+
 /// The `-o` options diskferry's library gets for a new image of `format`: the user's, plus,
-/// when invoked as qemu-img, qemu-img's defaults where diskferry's differ. A VHD is the one
-/// case: qemu-img rounds its size up to whole CHS geometry unless `force_size` is given,
-/// while diskferry keeps the exact size (what Hyper-V and Azure want).
+/// when invoked as qemu-img, qemu-img's defaults where diskferry's differ:
+/// - VHD: qemu-img rounds its size up to whole CHS geometry unless `force_size` is given,
+///   while diskferry keeps the exact size (what Hyper-V and Azure want);
+/// - VMDK: qemu-img's descriptor names the `ide` adapter unless `adapter_type` is given,
+///   while diskferry names `lsilogic` (what ESXi and vSphere expect). Tools that do not pass
+///   `adapter_type` (osbuild's vmdk stage without one) get the descriptor they got before.
 pub fn library_options(format: &str, options: &str) -> String {
-    let given = |key: &str| {
-        options
-            .split(',')
-            .any(|o| o.split('=').next().is_some_and(|k| k.trim() == key))
-    };
-    if Personality::current() == Personality::QemuImg && format == "vhd" && !given("force_size") {
-        if options.trim().is_empty() {
-            return "force_size=off".to_string();
-        }
-        return format!("{options},force_size=off");
+    if Personality::current() != Personality::QemuImg {
+        return options.to_string();
     }
-    options.to_string()
+    let default = match format {
+        "vhd" if !option_given(options, "force_size") => Some("force_size=off"),
+        "vmdk" if !option_given(options, "adapter_type") => Some("adapter_type=ide"),
+        _ => None,
+    };
+    match default {
+        Some(d) if options.trim().is_empty() => d.to_string(),
+        Some(d) => format!("{options},{d}"),
+        None => options.to_string(),
+    }
+}
+
+/// Whether `convert -c` into `format` with `-o` `options` compresses what it writes. Invoked
+/// as diskferry, `-c` means compressed output, and a VMDK is streamOptimized unless another
+/// subformat is named (which is then refused). qemu-img 10 accepts `-c` for any sparse VMDK
+/// and writes monolithicSparse and twoGbMaxExtentSparse grains uncompressed (only a
+/// streamOptimized extent stores compressed grains); osbuild's vmdk stage passes `-c` by
+/// default, so the qemu-img personality does the same rather than change the subformat.
+pub fn convert_compresses(format: &str, options: &str, compress: bool) -> bool {
+    if !compress || format != "vmdk" || Personality::current() != Personality::QemuImg {
+        return compress;
+    }
+    let subformat = options
+        .split(',')
+        .filter_map(|o| o.split_once('='))
+        .find(|(k, _)| k.trim() == "subformat")
+        .map(|(_, v)| v.trim().to_ascii_lowercase());
+    // Flat subformats keep -c, and so its refusal, as qemu-img refuses them too.
+    !matches!(
+        subformat.as_deref(),
+        None | Some("monolithicsparse" | "twogbmaxextentsparse")
+    )
 }
 
 /// qemu-img 10's refusal of `create -b` without `-F`: it no longer guesses the backing file's
