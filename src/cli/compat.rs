@@ -236,26 +236,55 @@ fn option_given(options: &str, key: &str) -> bool {
         .any(|o| o.split('=').next().is_some_and(|k| k.trim() == key))
 }
 
-/// The `-o` options diskferry's library gets for a new image of `format`: the user's, plus,
-/// when invoked as qemu-img, qemu-img's defaults where diskferry's differ:
+/// The `-o` options diskferry's library gets for a new image of `format` and virtual size
+/// `size` (when known): the user's, plus, when invoked as qemu-img, qemu-img's defaults where
+/// diskferry's differ:
 /// - VHD: qemu-img rounds its size up to whole CHS geometry unless `force_size` is given,
 ///   while diskferry keeps the exact size (what Hyper-V and Azure want);
 /// - VMDK: qemu-img's descriptor names the `ide` adapter unless `adapter_type` is given,
 ///   while diskferry names `lsilogic` (what ESXi and vSphere expect). Tools that do not pass
-///   `adapter_type` (osbuild's vmdk stage without one) get the descriptor they got before.
-pub fn library_options(format: &str, options: &str) -> String {
+///   `adapter_type` (osbuild's vmdk stage without one) get the descriptor they got before;
+/// - VHDX: qemu-img's block size grows with the disk (8 MiB up to 1 GiB), while diskferry
+///   uses Hyper-V's 32 MiB; `info` shows it as the cluster size, which scripts read.
+pub fn library_options(format: &str, options: &str, size: Option<u64>) -> String {
     if Personality::current() != Personality::QemuImg {
         return options.to_string();
     }
-    let default = match format {
-        "vhd" if !option_given(options, "force_size") => Some("force_size=off"),
-        "vmdk" if !option_given(options, "adapter_type") => Some("adapter_type=ide"),
+    let default = match (format, size) {
+        ("vhd", _) if !option_given(options, "force_size") => Some("force_size=off".to_string()),
+        ("vmdk", _) if !option_given(options, "adapter_type") => {
+            Some("adapter_type=ide".to_string())
+        }
+        ("vhdx", Some(size)) if wants_size(format, options) => {
+            Some(format!("block_size={}", qemu_vhdx_block_size(size)))
+        }
         _ => None,
     };
     match default {
-        Some(d) if options.trim().is_empty() => d.to_string(),
+        Some(d) if options.trim().is_empty() => d,
         Some(d) => format!("{options},{d}"),
         None => options.to_string(),
+    }
+}
+
+/// Whether [`library_options`] needs the new image's virtual size for `format` and `options`
+/// (so `convert` opens its source for the size only then).
+pub fn wants_size(format: &str, options: &str) -> bool {
+    Personality::current() == Personality::QemuImg
+        && format == "vhdx"
+        && !option_given(options, "block_size")
+}
+
+/// qemu-img 10's VHDX block size for a new disk of `size` bytes when none is given (its
+/// vhdx driver's choice by size).
+fn qemu_vhdx_block_size(size: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match size {
+        s if s > 32 * 1024 * GIB => 64 * MIB,
+        s if s > 100 * GIB => 32 * MIB,
+        s if s > GIB => 16 * MIB,
+        _ => 8 * MIB,
     }
 }
 
