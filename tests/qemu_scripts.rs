@@ -151,6 +151,14 @@ fn qemu_img_in(dir: &Path, line: &str) {
     assert!(out.status.success(), "qemu-img {line}: {out:?}");
 }
 
+/// The qcow2 v2 image `old.qcow2` amended to v3 (`amend -o compat=1.1 old.qcow2`, as vdsm and
+/// multipass both run it), then read back with the tool's `info` command line (`info`).
+fn amends_to_v3(t: &Twin, cite: &str, info: &str) {
+    let line = "amend -o compat=1.1 old.qcow2";
+    writes(t, cite, line, Stdout::Exact, "qcow2", "old.qcow2");
+    t.same(cite, &words(&format!("{info} old.qcow2")), WRITTEN);
+}
+
 /// A qcow2 with data in two places.
 fn qcow2_with_data(dir: &Path, name: &str) {
     qemu_img_in(dir, &format!("create -q -f qcow2 {name} 16M"));
@@ -330,16 +338,7 @@ fn ovirt_vdsm_invocations_match_qemu_img() {
         Stdout::Exact,
     );
     // amend(): `amend -o compat=1.1 IMAGE`.
-    let cite = format!("{VDSM} amend");
-    writes(
-        &t,
-        &cite,
-        "amend -o compat=1.1 old.qcow2",
-        Stdout::Exact,
-        "qcow2",
-        "old.qcow2",
-    );
-    t.same(&cite, &words("info --output json old.qcow2"), WRITTEN);
+    amends_to_v3(&t, &format!("{VDSM} amend"), "info --output json");
     // resize(): `resize -f FMT IMAGE SIZE`.
     writes(
         &t,
@@ -855,13 +854,9 @@ fn lima_invocations_match_qemu_img() {
     const QEMU: &str = "lima-vm/lima pkg/qemu/qemu.go EnsureDisk";
     // GetInfo: `info --output=json --force-share FILE`, unmarshalled into Info (format,
     // virtual-size, backing-filename, format-specific, children) for AcceptableAsBasedisk.
-    let cite = format!("{IMGUTIL} GetInfo");
-    same_info(
-        &t,
-        &cite,
-        "info --output=json --force-share",
-        ["basedisk", "raw-basedisk"],
-    );
+    let images = ["basedisk", "raw-basedisk"];
+    let get_info = "info --output=json --force-share";
+    same_info(&t, &format!("{IMGUTIL} GetInfo"), get_info, images);
     // EnsureDisk: `create -f qcow2 -F FMT -b BASEDISK DIFFDISK SIZE` (the size in bytes).
     for (base, fmt) in [("basedisk", "qcow2"), ("raw-basedisk", "raw")] {
         let diff = format!("diffdisk-{fmt}");
@@ -920,12 +915,12 @@ fn multipass_invocations_match_qemu_img() {
     const UTILS: &str = "canonical/multipass src/platform/backends/qemu/qemu_img_utils.cpp";
     const SNAP: &str = "canonical/multipass src/platform/backends/qemu/qemu_snapshot.cpp";
     // get_image_format: `info --output=json IMAGE`, reading "format".
-    let cite = format!("{UTILS} get_image_format");
+    let images = ["ubuntu.img", "instance.qcow2"];
     same_info(
         &t,
-        &cite,
+        &format!("{UTILS} get_image_format"),
         "info --output=json",
-        ["ubuntu.img", "instance.qcow2"],
+        images,
     );
     // convert_to_qcow_if_necessary (a raw image): `convert -p -O qcow2 IMAGE IMAGE.qcow2`.
     writes(
@@ -946,16 +941,11 @@ fn multipass_invocations_match_qemu_img() {
         "ubuntu.img.qcow2",
     );
     // amend_to_qcow2_v3: `amend -o compat=1.1 IMAGE`.
-    let cite = format!("{UTILS} amend_to_qcow2_v3");
-    writes(
+    amends_to_v3(
         &t,
-        &cite,
-        "amend -o compat=1.1 old.qcow2",
-        Stdout::Exact,
-        "qcow2",
-        "old.qcow2",
+        &format!("{UTILS} amend_to_qcow2_v3"),
+        "info --output=json",
     );
-    t.same(&cite, &words("info --output=json old.qcow2"), WRITTEN);
     // convert_to_raw: `convert -p -O raw IMAGE IMAGE.raw`.
     writes(
         &t,
