@@ -409,15 +409,14 @@ fn killed_rounds(test: &str, job: &str, template: &Path, max_ms: u64, verify: &d
     } else {
         QemuOpens::As("vdi")
     };
-    edit_support::killed_rounds(
+    KillRounds {
         test,
-        template,
-        "vdi",
-        qemu,
+        format: "vdi",
+        survivor: Survivor::ChecksClean(qemu),
+        job,
         max_ms,
-        &|image| helper_on(job, image),
-        verify,
-    );
+    }
+    .on_copies_of(template, verify);
 }
 
 #[test]

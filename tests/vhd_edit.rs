@@ -348,6 +348,7 @@ fn zz_kill_helper() {
             }
             m.flush().unwrap();
         }
+        "resize" => resize_with(FORMAT, image, KILLED_RESIZE_TO, Shrink::Refuse).unwrap(),
         "rebase" => {
             let gate = Gate::anywhere();
             for i in 0..1000u32 {
@@ -377,6 +378,20 @@ fn content(image: &Path) -> Vec<u8> {
     std::fs::read(edit_support::to_raw(image, "vhd")).unwrap()
 }
 
+/// The kill rounds of a VHD `job`: every survivor opens with qemu-img (as vpc).
+fn kill_rounds<'a>(test: &'a str, job: &'a str, max_ms: u64) -> KillRounds<'a> {
+    KillRounds {
+        test,
+        format: "vhd",
+        survivor: Survivor::ChecksClean(QemuOpens::As("vpc")),
+        job,
+        max_ms,
+    }
+}
+
+/// The size the killed resize grows a 200 MiB VHD to.
+const KILLED_RESIZE_TO: u64 = 512 << 30;
+
 #[test]
 fn killed_writes_leave_old_or_new_content() {
     let test = "killed_writes_leave_old_or_new_content";
@@ -384,18 +399,10 @@ fn killed_writes_leave_old_or_new_content() {
     let (template, raw) = vhd_with_data(dir.path(), "k", 16 * MIB, false);
     let old = std::fs::read(&raw).unwrap();
     let ops = writes(16 * MIB, 40, 99);
-    killed_rounds(
-        test,
-        &template,
-        "vhd",
-        QemuOpens::As("vpc"),
-        400,
-        &|image| helper_on("writes", image),
-        &|i, image| {
-            each_write_old_or_new(&content(image), &old, &ops)
-                .unwrap_or_else(|e| panic!("round {i}: {e}"))
-        },
-    );
+    kill_rounds(test, "writes", 400).on_copies_of(&template, &|i, image| {
+        each_write_old_or_new(&content(image), &old, &ops)
+            .unwrap_or_else(|e| panic!("round {i}: {e}"))
+    });
 }
 
 #[test]
@@ -417,46 +424,31 @@ fn killed_resize_leaves_old_or_new_disk() {
         s(&template),
     ]);
     let old = std::fs::read(&raw).unwrap();
-    let new_size: u64 = 512 << 30;
-    let start = |image: &Path| {
-        diskferry()
-            .args(["resize", "-f", "vhd", s(image), &new_size.to_string()])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    killed_rounds(
-        test,
-        &template,
-        "vhd",
-        QemuOpens::As("vpc"),
-        1500,
-        &start,
-        &|i, image| {
-            let f = end_footer(image);
-            assert!(
-                f.current_size == 200 * MIB || f.current_size == new_size,
-                "round {i}"
-            );
-            // The data is intact whatever the size; compare its first 200 MiB (the rest reads
-            // as zeros, checked by reading a sample past the old end).
-            if f.current_size == 200 * MIB {
-                assert_eq!(content(image), old, "round {i}");
-            } else {
-                let options = diskferry::OpenOptions {
-                    gate: Gate::anywhere(),
-                    ..Default::default()
-                };
-                let img = diskferry::Image::open(image, &options).unwrap();
-                let mut buf = vec![0u8; old.len()];
-                img.read_at(0, &mut buf).unwrap();
-                assert_eq!(buf, old, "round {i}");
-                let mut tail = vec![1u8; 4 * MIB as usize];
-                img.read_at(200 * MIB, &mut tail).unwrap();
-                assert!(tail.iter().all(|&b| b == 0), "round {i}");
-            }
-        },
-    );
+    let new_size = KILLED_RESIZE_TO;
+    kill_rounds(test, "resize", 1500).on_copies_of(&template, &|i, image| {
+        let f = end_footer(image);
+        assert!(
+            f.current_size == 200 * MIB || f.current_size == new_size,
+            "round {i}"
+        );
+        // The data is intact whatever the size; compare its first 200 MiB (the rest reads
+        // as zeros, checked by reading a sample past the old end).
+        if f.current_size == 200 * MIB {
+            assert_eq!(content(image), old, "round {i}");
+        } else {
+            let options = diskferry::OpenOptions {
+                gate: Gate::anywhere(),
+                ..Default::default()
+            };
+            let img = diskferry::Image::open(image, &options).unwrap();
+            let mut buf = vec![0u8; old.len()];
+            img.read_at(0, &mut buf).unwrap();
+            assert_eq!(buf, old, "round {i}");
+            let mut tail = vec![1u8; 4 * MIB as usize];
+            img.read_at(200 * MIB, &mut tail).unwrap();
+            assert!(tail.iter().all(|&b| b == 0), "round {i}");
+        }
+    });
 }
 
 #[test]
@@ -478,13 +470,7 @@ fn killed_rebase_leaves_one_parent_or_the_other() {
         s(&template),
     ]);
     let old = std::fs::read(&raw).unwrap();
-    killed_rounds(
-        test,
-        &template,
-        "vhd",
-        QemuOpens::As("vpc"),
-        300,
-        &|image| helper_on("rebase", image),
-        &|i, image| assert_eq!(content(image), old, "round {i}"),
-    );
+    kill_rounds(test, "rebase", 300).on_copies_of(&template, &|i, image| {
+        assert_eq!(content(image), old, "round {i}")
+    });
 }

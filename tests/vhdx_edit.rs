@@ -512,45 +512,39 @@ fn measure_predicts_the_converted_file_size() {
     }
 }
 
-/// Twenty kill rounds as edit_support's `killed_rounds` runs them, for survivors that may hold
-/// a log (a session in progress, MS-VHDX 2.3.3): such a file is a crash state the format
-/// expects, not corruption, but `check` reports a pending log (as qemu-img does, which opens
-/// it read-write only). So each survivor must open with diskferry as it is (the log replayed
-/// in memory), then a copy replayed in place by diskferry's `check -r all` must check clean,
-/// and (every fourth round) another replayed by qemu-img's must read as diskferry reads
-/// the survivor; `verify`
-/// judges the content. At least five rounds must have been killed before finishing.
-fn vhdx_killed_rounds(
+/// The kill rounds of a VHDX `job`. A survivor may hold a log (a session in progress,
+/// MS-VHDX 2.3.3): such a file is a crash state the format expects, not corruption, but
+/// `check` reports a pending log (as qemu-img does, which opens it read-write only). So each
+/// survivor must open with diskferry as it is (the log replayed in memory), then a copy
+/// replayed in place by diskferry's `check -r all` must check clean, and (every fourth round,
+/// when `qemu` opens it) another replayed by qemu-img's must read as diskferry reads the
+/// survivor; `verify` judges the content.
+fn vhdx_kill_rounds(
     test: &str,
+    job: &str,
     template: &Path,
     qemu: QemuOpens,
     max_ms: u64,
-    start: &dyn Fn(&Path) -> std::process::Child,
     verify: &dyn Fn(u64, &Path),
 ) {
-    let dir = template.parent().unwrap();
-    // One run to the end first: the kills land within its duration, so that they fall mid-job
-    // whether the machine is idle (a job of a few tens of milliseconds) or loaded.
-    let image = dir.join("victim.vhdx");
-    std::fs::copy(template, &image).unwrap();
-    let began = std::time::Instant::now();
-    let status = start(&image).wait().unwrap();
-    assert!(status.success(), "{test}: the job run to its end failed");
-    let max_ms = max_ms.min((began.elapsed().as_millis() as u64 * 9 / 10).max(1));
-    let mut killed = 0;
-    for i in 0..20 {
-        std::fs::copy(template, &image).unwrap();
-        killed += usize::from(kill_after(start(&image), delay(i, max_ms)));
-        run_ok(&["info", "-f", "vhdx", s(&image)]);
+    let rounds = KillRounds {
+        test,
+        format: "vhdx",
+        survivor: Survivor::JudgedByVerify,
+        job,
+        max_ms,
+    };
+    rounds.on_copies_of(template, &|i, image| {
+        run_ok(&["info", "-f", "vhdx", s(image)]);
         let ours = image.with_extension("ours.vhdx");
-        std::fs::copy(&image, &ours).unwrap();
+        std::fs::copy(image, &ours).unwrap();
         let (code, out, err) = run(&["check", "-r", "all", "-f", "vhdx", s(&ours)]);
         assert!(
             code == 0 || code == 3,
             "round {i}: check -r all: {out}{err}"
         );
         opens_and_checks(&ours, "vhdx").unwrap_or_else(|e| panic!("round {i}: {e}"));
-        verify(i, &image);
+        verify(i, image);
         // qemu-img every fourth round: its replay is the same code each time, and the
         // rounds' budget is the test suite's.
         if let QemuOpens::As(_) = qemu
@@ -558,20 +552,16 @@ fn vhdx_killed_rounds(
             && have_qemu(test)
         {
             let theirs = image.with_extension("theirs.vhdx");
-            std::fs::copy(&image, &theirs).unwrap();
+            std::fs::copy(image, &theirs).unwrap();
             let (code, out, err) = qemu_img(&["check", "-r", "all", "-f", "vhdx", s(&theirs)]);
             assert_eq!(code, 0, "round {i}: qemu-img check -r all: {out}{err}");
-            let read = to_raw(&image, "vhdx");
+            let read = to_raw(image, "vhdx");
             assert!(
                 qemu_compare("vhdx", &theirs, "raw", &read),
                 "round {i}: qemu-img reads otherwise after its replay"
             );
         }
-    }
-    assert!(
-        killed >= 5,
-        "{test}: only {killed} of 20 runs were killed before finishing"
-    );
+    });
 }
 
 #[test]
@@ -581,12 +571,12 @@ fn killed_writes_leave_each_write_old_or_new() {
     let (template, raw) = vhdx_with_data(dir.path(), "t", 16 * MIB, "");
     let old = std::fs::read(&raw).unwrap();
     let ops = writes(16 * MIB, 40, 99);
-    vhdx_killed_rounds(
+    vhdx_kill_rounds(
         test,
+        "writes",
         &template,
         QemuOpens::As("vhdx"),
         400,
-        &|image| helper_on("writes", image),
         &|i, image| {
             let content = std::fs::read(to_raw(image, "vhdx")).unwrap();
             each_write_old_or_new(&content, &old, &ops)
@@ -601,12 +591,12 @@ fn killed_resizes_leave_one_of_the_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let (template, raw) = vhdx_with_data(dir.path(), "t", 10 * MIB, "");
     let old = std::fs::read(&raw).unwrap();
-    vhdx_killed_rounds(
+    vhdx_kill_rounds(
         test,
+        "resize",
         &template,
         QemuOpens::As("vhdx"),
         120,
-        &|image| helper_on("resize", image),
         &|i, image| {
             let (size, head) = read_image_head(image, 10 * MIB);
             assert!(
@@ -655,13 +645,13 @@ fn killed_rebases_leave_a_parent() {
         s(&template),
     ]);
     let old = std::fs::read(&base_raw).unwrap();
-    vhdx_killed_rounds(
+    vhdx_kill_rounds(
         test,
+        "rebase",
         &template,
         // qemu-img does not open differencing VHDX.
         QemuOpens::No,
         150,
-        &|image| helper_on("rebase", image),
         &|i, image| {
             let content = std::fs::read(to_raw(image, "vhdx")).unwrap();
             assert!(content == old, "round {i}: the content changed");

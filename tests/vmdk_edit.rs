@@ -17,7 +17,7 @@ use diskferry::formats::vmdk::FORMAT;
 use diskferry::formats::vmdk::descriptor_io::StoredDescriptor;
 use diskferry::options::FormatOptions;
 use diskferry::{Gate, Image, OpenOptions};
-use edit_support::{QemuOpens, helper_job, helper_on, killed_rounds_with};
+use edit_support::{KillRounds, QemuOpens, Survivor, helper_job};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -776,23 +776,22 @@ fn kill_rounds(
         std::fs::create_dir_all(&round).unwrap();
         prepare(&round)
     };
-    killed_rounds_with(
+    let rounds = KillRounds {
         test,
-        "vmdk",
-        QemuOpens::As("vmdk"),
+        format: "vmdk",
+        survivor: Survivor::ChecksClean(QemuOpens::As("vmdk")),
+        job,
         max_ms,
-        &in_own_folder,
-        &|image| helper_on(job, image),
-        &|round, image| {
-            let (size, content) = read_image_head(image, 16 * MIB);
-            assert!(
-                allowed(size, &content),
-                "{job} round {round}: neither old nor new content (size {size})"
-            );
-            let (code, out, err) = qemu_img(&["check", "-f", "vmdk", s(image)]);
-            assert_eq!(code, 0, "{job} round {round}: qemu-img check: {out}{err}");
-        },
-    );
+    };
+    rounds.on(&in_own_folder, &|round, image| {
+        let (size, content) = read_image_head(image, 16 * MIB);
+        assert!(
+            allowed(size, &content),
+            "{job} round {round}: neither old nor new content (size {size})"
+        );
+        let (code, out, err) = qemu_img(&["check", "-f", "vmdk", s(image)]);
+        assert_eq!(code, 0, "{job} round {round}: qemu-img check: {out}{err}");
+    });
 }
 
 /// The operations the kill tests run in a helper process.
