@@ -14,7 +14,9 @@ use diskferry::Gate;
 use diskferry::edit::{Clear, MeasureRequest, NewBacking};
 use diskferry::formats::qcow::FORMAT;
 use diskferry::options::FormatOptions;
-use edit_support::{KillRounds, Survivor, ctx, helper_job};
+use edit_support::{
+    KillRounds, Survivor, apply_mut, ctx, helper_job, rebase_in_turn, strided_writes,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -295,29 +297,9 @@ fn zz_kill_helper() {
     let Some(job) = helper_job() else { return };
     let (op, path) = job.split_once('|').unwrap();
     let path = Path::new(path);
-    let gate = Gate::anywhere();
     match op {
-        "write" => {
-            let mut m = FORMAT.driver().open_mut(path, &ctx(&gate)).unwrap();
-            for i in 0..256u64 {
-                m.write_at(i * 8192 + 512, &[0xab; 5000]).unwrap();
-            }
-            m.flush().unwrap();
-        }
-        "rebase" => {
-            for _ in 0..50 {
-                for name in ["base.qcow", "other.qcow"] {
-                    let b = NewBacking {
-                        name: name.into(),
-                        format: None,
-                    };
-                    FORMAT
-                        .driver()
-                        .set_backing(path, Some(&b), &ctx(&gate))
-                        .unwrap();
-                }
-            }
-        }
+        "write" => apply_mut(FORMAT, path, &strided_writes(256, 8192, 5000)),
+        "rebase" => rebase_in_turn(FORMAT, path, ["base.qcow", "other.qcow"], 100, None),
         _ => panic!("unknown operation {op}"),
     }
 }

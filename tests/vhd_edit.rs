@@ -13,8 +13,6 @@ use diskferry::formats::vhd::FORMAT;
 use diskferry::formats::vhd::footer::{Footer, Geometry};
 use diskferry::gate::Gate;
 use edit_support::*;
-// qemu-io with typed operations (the glob from common takes command strings).
-use edit_support::qemu_io;
 use std::path::{Path, PathBuf};
 
 const MIB: u64 = 1 << 20;
@@ -103,13 +101,7 @@ fn writes_into_a_dynamic_vhd_match_qemu_io() {
     apply_mut(FORMAT, &ours, &ops);
     apply_raw(&raw, &ops, None);
     all_read(test, &ours, &raw, &[]);
-    if have_qemu(test) {
-        qemu_io("vpc", &theirs, &ops);
-        assert!(
-            qemu_compare("vpc", &ours, "vpc", &theirs),
-            "qemu-io wrote other content"
-        );
-    }
+    qemu_io_agrees(test, "vpc", &ours, &theirs, &ops);
 }
 
 #[test]
@@ -128,10 +120,7 @@ fn writes_into_a_fixed_vhd_match_qemu_io() {
     apply_mut(FORMAT, &ours, &ops);
     apply_raw(&raw, &ops, None);
     all_read(test, &ours, &raw, &[]);
-    if have_qemu(test) {
-        qemu_io("vpc", &theirs, &ops);
-        assert!(qemu_compare("vpc", &ours, "vpc", &theirs));
-    }
+    qemu_io_agrees(test, "vpc", &ours, &theirs, &ops);
 }
 
 /// A child of a base with data: writes cut sectors (so parts come from the parent), clears
@@ -170,14 +159,7 @@ fn writes_into_a_differencing_vhd_fill_from_the_parent() {
         byte: 0xEE,
     });
     apply_mut(FORMAT, &child, &ops);
-    let model = dir.path().join("model.raw");
-    std::fs::copy(&raw, &model).unwrap();
-    if have_qemu(test) {
-        qemu_io("raw", &model, &ops[..ops.len() - 3]);
-        apply_raw(&model, &ops[ops.len() - 3..], Some(&raw));
-    } else {
-        apply_raw(&model, &ops, Some(&raw));
-    }
+    let model = child_model(test, &raw, &ops, 3);
     all_read(test, &child, &model, &[&base]);
     // The base is untouched.
     assert!(same_file(&edit_support::to_raw(&base, "vhd"), &raw));
@@ -340,36 +322,9 @@ fn zz_kill_helper() {
     let parts: Vec<&str> = job.split('|').collect();
     let image = Path::new(parts[1]);
     match parts[0] {
-        "writes" => {
-            let gate = Gate::anywhere();
-            let mut m = FORMAT.driver().open_mut(image, &ctx(&gate)).unwrap();
-            for op in writes(16 * MIB, 40, 99) {
-                apply_one(m.as_mut(), &op);
-            }
-            m.flush().unwrap();
-        }
+        "writes" => apply_mut(FORMAT, image, &killed_writes()),
         "resize" => resize_with(FORMAT, image, KILLED_RESIZE_TO, Shrink::Refuse).unwrap(),
-        "rebase" => {
-            let gate = Gate::anywhere();
-            for i in 0..1000u32 {
-                let name = if i.is_multiple_of(2) {
-                    "b2.vhd"
-                } else {
-                    "b1.vhd"
-                };
-                FORMAT
-                    .driver()
-                    .set_backing(
-                        image,
-                        Some(&NewBacking {
-                            name: name.into(),
-                            format: None,
-                        }),
-                        &ctx(&gate),
-                    )
-                    .unwrap();
-            }
-        }
+        "rebase" => rebase_in_turn(FORMAT, image, ["b2.vhd", "b1.vhd"], 1000, None),
         other => panic!("unknown job {other}"),
     }
 }
@@ -398,7 +353,7 @@ fn killed_writes_leave_old_or_new_content() {
     let dir = tempfile::tempdir().unwrap();
     let (template, raw) = vhd_with_data(dir.path(), "k", 16 * MIB, false);
     let old = std::fs::read(&raw).unwrap();
-    let ops = writes(16 * MIB, 40, 99);
+    let ops = killed_writes();
     kill_rounds(test, "writes", 400).on_copies_of(&template, &|i, image| {
         each_write_old_or_new(&content(image), &old, &ops)
             .unwrap_or_else(|e| panic!("round {i}: {e}"))

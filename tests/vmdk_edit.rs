@@ -11,24 +11,19 @@ use common::{
     run, run_ok, sha256_file,
 };
 use diskferry::edit::{
-    Clear, EditContext, Force, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink,
+    Clear, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink,
 };
 use diskferry::formats::vmdk::FORMAT;
 use diskferry::formats::vmdk::descriptor_io::StoredDescriptor;
 use diskferry::options::FormatOptions;
 use diskferry::{Gate, Image, OpenOptions};
-use edit_support::{KillRounds, QemuOpens, Survivor, helper_job};
+use edit_support::{
+    KillRounds, QemuOpens, Survivor, apply_mut, ctx, helper_job, rebase_in_turn, strided_writes,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const MIB: u64 = 1 << 20;
-
-fn ctx(gate: &Gate) -> EditContext<'_> {
-    EditContext {
-        gate,
-        force: Force::No,
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -802,27 +797,8 @@ fn zz_kill_helper() {
     let path = Path::new(path);
     let gate = Gate::anywhere();
     match op {
-        "write" => {
-            let mut m = FORMAT.driver().open_mut(path, &ctx(&gate)).unwrap();
-            for i in 0..64u64 {
-                m.write_at(i * 65536 + 512, &[0xab; 70000]).unwrap();
-            }
-            m.flush().unwrap();
-        }
-        "rebase" => {
-            for _ in 0..50 {
-                for name in ["base.vmdk", "other.vmdk"] {
-                    let b = NewBacking {
-                        name: name.into(),
-                        format: None,
-                    };
-                    FORMAT
-                        .driver()
-                        .set_backing(path, Some(&b), &ctx(&gate))
-                        .unwrap();
-                }
-            }
-        }
+        "write" => apply_mut(FORMAT, path, &strided_writes(64, 65536, 70000)),
+        "rebase" => rebase_in_turn(FORMAT, path, ["base.vmdk", "other.vmdk"], 100, None),
         "amend" => {
             for _ in 0..50 {
                 for o in [

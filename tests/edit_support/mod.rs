@@ -5,7 +5,7 @@
 
 use crate::common::{qemu_img, run, run_ok};
 use diskferry::Format;
-use diskferry::edit::{Clear, EditContext, Force, ImageMut};
+use diskferry::edit::{Clear, EditContext, Force, ImageMut, NewBacking};
 use diskferry::gate::Gate;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -125,6 +125,37 @@ pub fn qemu_io(format: &str, image: &Path, ops: &[Op]) {
     );
 }
 
+/// With qemu: qemu-io's writes of `ops` into `theirs` (a copy of `ours` from before `ops`
+/// changed it) leave it reading as `ours`, both as the qemu format `qemu_fmt`.
+pub fn qemu_io_agrees(test: &str, qemu_fmt: &str, ours: &Path, theirs: &Path, ops: &[Op]) {
+    if crate::common::have_qemu(test) {
+        qemu_io(qemu_fmt, theirs, ops);
+        assert!(
+            crate::common::qemu_compare(qemu_fmt, ours, qemu_fmt, theirs),
+            "{test}: qemu-io's writes read otherwise"
+        );
+    }
+}
+
+/// The raw model (`model.raw` beside `raw`) of a child of the disk `raw` after `ops`: with
+/// qemu, qemu-io writes all but the last `by_model` of them into a raw copy, so that the
+/// model does not rest on diskferry's own [`apply_raw`] alone; those last (clears giving
+/// ranges back to the parent, which a raw file has none of) and all without qemu go through
+/// `apply_raw`.
+pub fn child_model(test: &str, raw: &Path, ops: &[Op], by_model: usize) -> PathBuf {
+    let model = raw.with_file_name("model.raw");
+    std::fs::copy(raw, &model).unwrap();
+    let split = if crate::common::have_qemu(test) {
+        let split = ops.len() - by_model;
+        qemu_io("raw", &model, &ops[..split]);
+        split
+    } else {
+        0
+    };
+    apply_raw(&model, &ops[split..], Some(raw));
+    model
+}
+
 /// The image's content as diskferry reads it, converted to a raw file beside it.
 pub fn to_raw(image: &Path, format: &str) -> PathBuf {
     let out = image.with_extension("read.raw");
@@ -187,7 +218,17 @@ const MID_RUN_FLOOR: usize = 10;
 /// test that does the work when [`helper_job`] names one) as the only test, on `image`. Its
 /// stdout is piped for [`JOB_BEGINS`].
 pub fn helper_on(job: &str, image: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+    helper_command(job, image)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("helper starts")
+}
+
+/// The command [`helper_on`] runs (its output thrown away), for a test that sets more of
+/// its environment.
+pub fn helper_command(job: &str, image: &Path) -> Command {
+    let mut helper = Command::new(std::env::current_exe().unwrap());
+    helper
         .args([
             "--exact",
             "zz_kill_helper",
@@ -195,10 +236,9 @@ pub fn helper_on(job: &str, image: &Path) -> Child {
             "--test-threads=1",
         ])
         .env(HELPER_ENV, format!("{job}|{}", image.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("helper starts")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    helper
 }
 
 /// The job a helper process was started for, if this process is one; it announces
@@ -221,23 +261,33 @@ struct Begun {
     at: Instant,
 }
 
+/// Never leaves a helper behind, whatever panics first.
+impl Drop for Begun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `job` on `image` and waits until its helper says the job begins.
 fn begin(test: &str, job: &str, image: &Path) -> Begun {
     let mut child = helper_on(job, image);
-    let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let out = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut run = Begun {
+        child,
+        out,
+        at: Instant::now(),
+    };
     let mut line = String::new();
     loop {
         line.clear();
-        if out.read_line(&mut line).unwrap_or(0) == 0 {
-            let status = child.wait();
+        if run.out.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = run.child.wait();
             panic!("{test}: the helper of {job} ended before its job began ({status:?})");
         }
         if line.trim_end() == JOB_BEGINS {
-            return Begun {
-                child,
-                out,
-                at: Instant::now(),
-            };
+            run.at = Instant::now();
+            return run;
         }
     }
 }
@@ -268,8 +318,8 @@ fn kill_after(mut run: Begun, after: Duration) -> Kill {
         Ok(None) => Kill::MidRun,
         _ => Kill::TooLate,
     };
-    let _ = run.child.kill();
-    let _ = run.child.wait();
+    // SIGKILL, and reaped, as dropping a `Begun` does.
+    drop(run);
     kill
 }
 
@@ -367,6 +417,47 @@ impl KillRounds<'_> {
             }
         }
         verify(i, image);
+    }
+}
+
+/// The writes of the kill tests' `writes` job: 40 over a 16 MiB disk (the test judges each
+/// survivor by the same list).
+pub fn killed_writes() -> Vec<Op> {
+    writes(16 * MIB, 40, 99)
+}
+
+/// `count` writes of `len` bytes of 0xab, `stride` bytes apart from offset 512 (so that
+/// each cuts sectors).
+pub fn strided_writes(count: u64, stride: u64, len: u64) -> Vec<Op> {
+    (0..count)
+        .map(|i| Op::Write {
+            offset: i * stride + 512,
+            len,
+            byte: 0xab,
+        })
+        .collect()
+}
+
+/// Re-links `image` through `format`'s `set_backing` to each of `names` in turn, `times` in
+/// all (with `backing_format` recorded): the rebase job of the kill tests, many in a row so
+/// that the kills land mid-rebase.
+pub fn rebase_in_turn(
+    format: Format,
+    image: &Path,
+    names: [&str; 2],
+    times: usize,
+    backing_format: Option<Format>,
+) {
+    let gate = Gate::anywhere();
+    for name in names.iter().cycle().take(times) {
+        let backing = NewBacking {
+            name: name.to_string(),
+            format: backing_format,
+        };
+        format
+            .driver()
+            .set_backing(image, Some(&backing), &ctx(&gate))
+            .expect("set_backing");
     }
 }
 
