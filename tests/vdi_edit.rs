@@ -79,8 +79,6 @@ fn writes_into_dynamic_and_static_vdis_match_qemu_io() {
     let dir = tempfile::tempdir().unwrap();
     for fixed in [false, true] {
         let (ours, raw) = vdi_with_data(dir.path(), if fixed { "s" } else { "d" }, 12 * MIB, fixed);
-        let theirs = dir.path().join("theirs.vdi");
-        std::fs::copy(&ours, &theirs).unwrap();
         let mut ops = writes(12 * MIB, 24, 7);
         ops.push(Op::Clear {
             offset: 3 * MIB + 77,
@@ -92,8 +90,7 @@ fn writes_into_dynamic_and_static_vdis_match_qemu_io() {
             len: 700_000,
             how: Clear::Deallocate,
         });
-        apply_mut(FORMAT, &ours, &ops);
-        apply_raw(&raw, &ops, None);
+        let theirs = apply_keeping_copy(FORMAT, &ours, &raw, &ops);
         all_read(test, &ours, &raw, true);
         qemu_io_agrees(test, "vdi", &ours, &theirs, &ops);
     }
@@ -105,16 +102,7 @@ fn writes_into_a_differencing_vdi_fill_blocks_from_the_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vdi_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vdi");
-    run_ok(&[
-        "create",
-        "-f",
-        "vdi",
-        "-b",
-        s(&base),
-        "-F",
-        "vdi",
-        s(&child),
-    ]);
+    create_child("vdi", &child, s(&base), None);
     let mut ops = writes(12 * MIB, 20, 3);
     ops.push(Op::Clear {
         offset: 100,
@@ -282,16 +270,7 @@ fn set_backing_links_a_child_to_another_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vdi_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vdi");
-    run_ok(&[
-        "create",
-        "-f",
-        "vdi",
-        "-b",
-        s(&base),
-        "-F",
-        "vdi",
-        s(&child),
-    ]);
+    create_child("vdi", &child, s(&base), None);
     let ops = writes(12 * MIB, 6, 5);
     apply_mut(FORMAT, &child, &ops);
     let base2 = dir.path().join("base2.vdi");
@@ -438,16 +417,7 @@ fn killed_rebase_leaves_one_parent_or_the_other() {
     let b2 = dir.path().join("b2.vdi");
     run_ok(&["convert", "-f", "vdi", "-O", "vdi", s(&b1), s(&b2)]);
     let template = dir.path().join("c.vdi");
-    run_ok(&[
-        "create",
-        "-f",
-        "vdi",
-        "-b",
-        "b1.vdi",
-        "-F",
-        "vdi",
-        s(&template),
-    ]);
+    create_child("vdi", &template, "b1.vdi", None);
     let old = std::fs::read(&raw).unwrap();
     killed_rounds(test, "rebase", &template, 300, &|i, image| {
         assert_eq!(content(image), old, "round {i}");

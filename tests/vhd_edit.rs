@@ -85,8 +85,6 @@ fn writes_into_a_dynamic_vhd_match_qemu_io() {
     let test = "writes_into_a_dynamic_vhd_match_qemu_io";
     let dir = tempfile::tempdir().unwrap();
     let (ours, raw) = vhd_with_data(dir.path(), "d", 12 * MIB, false);
-    let theirs = dir.path().join("theirs.vhd");
-    std::fs::copy(&ours, &theirs).unwrap();
     let mut ops = writes(12 * MIB, 24, 7);
     ops.push(Op::Clear {
         offset: 3 * MIB + 77,
@@ -98,8 +96,7 @@ fn writes_into_a_dynamic_vhd_match_qemu_io() {
         len: 700_000,
         how: Clear::Deallocate,
     });
-    apply_mut(FORMAT, &ours, &ops);
-    apply_raw(&raw, &ops, None);
+    let theirs = apply_keeping_copy(FORMAT, &ours, &raw, &ops);
     all_read(test, &ours, &raw, &[]);
     qemu_io_agrees(test, "vpc", &ours, &theirs, &ops);
 }
@@ -109,16 +106,13 @@ fn writes_into_a_fixed_vhd_match_qemu_io() {
     let test = "writes_into_a_fixed_vhd_match_qemu_io";
     let dir = tempfile::tempdir().unwrap();
     let (ours, raw) = vhd_with_data(dir.path(), "f", 10 * MIB, true);
-    let theirs = dir.path().join("theirs.vhd");
-    std::fs::copy(&ours, &theirs).unwrap();
     let mut ops = writes(10 * MIB, 12, 11);
     ops.push(Op::Clear {
         offset: 5,
         len: MIB,
         how: Clear::Deallocate,
     });
-    apply_mut(FORMAT, &ours, &ops);
-    apply_raw(&raw, &ops, None);
+    let theirs = apply_keeping_copy(FORMAT, &ours, &raw, &ops);
     all_read(test, &ours, &raw, &[]);
     qemu_io_agrees(test, "vpc", &ours, &theirs, &ops);
 }
@@ -132,16 +126,7 @@ fn writes_into_a_differencing_vhd_fill_from_the_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vhd_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vhd");
-    run_ok(&[
-        "create",
-        "-f",
-        "vhd",
-        "-b",
-        s(&base),
-        "-F",
-        "vhd",
-        s(&child),
-    ]);
+    create_child("vhd", &child, s(&base), None);
     let mut ops = writes(12 * MIB, 20, 3);
     ops.push(Op::Clear {
         offset: 100,
@@ -240,16 +225,7 @@ fn set_backing_points_a_child_at_a_copy_of_its_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vhd_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vhd");
-    run_ok(&[
-        "create",
-        "-f",
-        "vhd",
-        "-b",
-        "base.vhd",
-        "-F",
-        "vhd",
-        s(&child),
-    ]);
+    create_child("vhd", &child, "base.vhd", None);
     let ops = writes(12 * MIB, 6, 5);
     apply_mut(FORMAT, &child, &ops);
     // The new parent: the same content in a file of its own (a new UUID).
@@ -414,16 +390,7 @@ fn killed_rebase_leaves_one_parent_or_the_other() {
     let b2 = dir.path().join("b2.vhd");
     run_ok(&["convert", "-f", "vhd", "-O", "vhd", s(&b1), s(&b2)]);
     let template = dir.path().join("c.vhd");
-    run_ok(&[
-        "create",
-        "-f",
-        "vhd",
-        "-b",
-        "b1.vhd",
-        "-F",
-        "vhd",
-        s(&template),
-    ]);
+    create_child("vhd", &template, "b1.vhd", None);
     let old = std::fs::read(&raw).unwrap();
     kill_rounds(test, "rebase", 300).on_copies_of(&template, &|i, image| {
         assert_eq!(content(image), old, "round {i}")

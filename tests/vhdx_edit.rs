@@ -84,15 +84,10 @@ fn all_read(test: &str, image: &Path, expected: &Path) {
     assert_eq!(code, 0, "{test}: check: {out}{err}");
 }
 
-/// A differencing VHDX `name` in `dir` over the `base.vhdx` there (`-o opts` when not empty).
-fn child_of_base(dir: &Path, name: &str, opts: &str) -> PathBuf {
+/// A differencing VHDX `name` in `dir` over the `base.vhdx` there (`-o opts` when given).
+fn child_of_base(dir: &Path, name: &str, opts: Option<&str>) -> PathBuf {
     let child = dir.join(name);
-    let mut args = vec!["create", "-f", "vhdx"];
-    if !opts.is_empty() {
-        args.extend(["-o", opts]);
-    }
-    args.extend(["-b", "base.vhdx", "-F", "vhdx", s(&child)]);
-    run_ok(&args);
+    create_child("vhdx", &child, "base.vhdx", opts);
     child
 }
 
@@ -102,7 +97,7 @@ fn base_other_and_child(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf, P
     let (base, base_raw) = vhdx_with_data(dir, "base", 8 * MIB, "");
     let other = dir.join("other.vhdx");
     run_ok(&["convert", "-O", "vhdx", s(&base), s(&other)]);
-    (base, base_raw, other, child_of_base(dir, name, ""))
+    (base, base_raw, other, child_of_base(dir, name, None))
 }
 
 /// Writes `ops` into the differencing `child` through `open_mut`, and returns a raw model of
@@ -148,17 +143,14 @@ fn writes_into_a_dynamic_vhdx_match_qemu_io() {
         len: 2 * MIB,
         how: Clear::Deallocate,
     });
-    let qemu_copy = dir.path().join("q.vhdx");
-    std::fs::copy(&img, &qemu_copy).unwrap();
-    apply_mut(FORMAT, &img, &ops);
-    apply_raw(&raw, &ops, None);
+    let theirs = apply_keeping_copy(FORMAT, &img, &raw, &ops);
     all_read(test, &img, &raw);
     // MS-VHDX 2.2.2.1: the DataWriteGuid changes before the first change of the disk's data,
     // and a header update writes the other copy with a higher sequence number.
     let after = header_of(&img);
     assert_ne!(after.0, before.0, "{test}: DataWriteGuid kept");
     assert!(after.1 > before.1, "{test}: header sequence not advanced");
-    qemu_io_agrees(test, "vhdx", &img, &qemu_copy, &ops);
+    qemu_io_agrees(test, "vhdx", &img, &theirs, &ops);
 }
 
 #[test]
@@ -183,7 +175,7 @@ fn writes_into_a_differencing_vhdx_follow_its_sector_bitmaps() {
     let test = "writes_into_a_differencing_vhdx_follow_its_sector_bitmaps";
     let dir = tempfile::tempdir().unwrap();
     let (base, base_raw) = vhdx_with_data(dir.path(), "base", 8 * MIB, "");
-    let child = child_of_base(dir.path(), "child.vhdx", "block_size=1M");
+    let child = child_of_base(dir.path(), "child.vhdx", Some("block_size=1M"));
     let mut ops = writes(8 * MIB, 8, 5);
     // A partial sector in a block not present (the rest of the sector is the parent's), a
     // whole block zeroed, parts given back to the parent.
@@ -227,7 +219,7 @@ fn commit_into_a_vhdx_base_keeps_the_chain_linked() {
     for keep in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let (base, base_raw) = vhdx_with_data(dir.path(), "base", 8 * MIB, "");
-        let child = child_of_base(dir.path(), "child.vhdx", "block_size=1M");
+        let child = child_of_base(dir.path(), "child.vhdx", Some("block_size=1M"));
         let model = write_child(&child, &base_raw, &writes(8 * MIB, 6, 11));
         let mut args = vec!["commit", "-f", "vhdx"];
         if keep {

@@ -125,6 +125,27 @@ pub fn qemu_io(format: &str, image: &Path, ops: &[Op]) {
     );
 }
 
+/// Creates `child`, a differencing `format` image over `backing` (named as the child records
+/// it), with `-o opts` when given.
+pub fn create_child(format: &str, child: &Path, backing: &str, opts: Option<&str>) {
+    let mut args = vec!["create", "-f", format];
+    if let Some(o) = opts {
+        args.extend(["-o", o]);
+    }
+    args.extend(["-b", backing, "-F", format, child.to_str().unwrap()]);
+    run_ok(&args);
+}
+
+/// Applies `ops` to `ours` through `format`'s `open_mut` and to its raw model `raw`, first
+/// copying `ours` to `theirs.EXT` beside it for [`qemu_io_agrees`]; returns that copy.
+pub fn apply_keeping_copy(format: Format, ours: &Path, raw: &Path, ops: &[Op]) -> PathBuf {
+    let theirs = ours.with_file_name(format!("theirs.{}", format.name()));
+    std::fs::copy(ours, &theirs).unwrap();
+    apply_mut(format, ours, ops);
+    apply_raw(raw, ops, None);
+    theirs
+}
+
 /// With qemu: qemu-io's writes of `ops` into `theirs` (a copy of `ours` from before `ops`
 /// changed it) leave it reading as `ours`, both as the qemu format `qemu_fmt`.
 pub fn qemu_io_agrees(test: &str, qemu_fmt: &str, ours: &Path, theirs: &Path, ops: &[Op]) {
