@@ -236,11 +236,19 @@ fn patch(img: &Path, offset: u64, bytes: &[u8]) {
     f.write_all_at(bytes, offset).unwrap();
 }
 
+/// Makes the qcow2 `img` of `size` with qemu-img create's `options`.
+fn create(img: &Path, options: &[&str], size: &str) {
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    args.extend(options);
+    args.extend([s(img), size]);
+    qemu_img_ok(&args);
+}
+
 /// A 64 MiB qcow2 with bitmaps of 64 KiB (b0, the default), 4 KiB (fine) and 1 MiB (coarse)
 /// granularity, one disabled between two writes (frozen), one added after them (empty).
 fn several(dir: &Path) -> PathBuf {
     let img = dir.join("several.qcow2");
-    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&img), "64M"]);
+    create(&img, &[], "64M");
     qemu_img_ok(&["bitmap", "--add", s(&img), "b0"]);
     qemu_img_ok(&["bitmap", "--add", "-g", "4k", s(&img), "fine"]);
     qemu_img_ok(&["bitmap", "--add", "-g", "1M", s(&img), "coarse"]);
@@ -314,16 +322,7 @@ fn a_multi_cluster_table_and_all_ones_clusters_are_copied() {
     }
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("fine.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "cluster_size=512",
-        s(&src),
-        "1G",
-    ]);
+    create(&src, &["-o", "cluster_size=512"], "1G");
     qemu_img_ok(&["bitmap", "--add", "-g", "512", s(&src), "tiny"]);
     qemu_io("qcow2", &src, &["write -P 9 4M 2M", "write -P 8 700M 1536"]);
     let entry = entry_offset(&src, "tiny");
@@ -362,19 +361,9 @@ fn bitmaps_of_an_image_with_a_backing_file_are_copied() {
     let d = tempfile::tempdir().unwrap();
     let base = d.path().join("base.qcow2");
     let top = d.path().join("top.qcow2");
-    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&base), "32M"]);
+    create(&base, &[], "32M");
     qemu_io("qcow2", &base, &["write -P 5 0 8M"]);
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        s(&top),
-    ]);
+    create(&top, &["-b", "base.qcow2", "-F", "qcow2"], "32M");
     qemu_img_ok(&["bitmap", "--add", "-g", "128k", s(&top), "since-base"]);
     qemu_io("qcow2", &top, &["write -P 6 1M 1M", "write -z 20M 1M"]);
     let source = loaded_bitmaps(&top);
@@ -448,16 +437,7 @@ fn bitmaps_into_an_existing_image_are_refused_before_writing() {
     let d = tempfile::tempdir().unwrap();
     let src = several(d.path());
     let existing = d.path().join("existing.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        "preallocation=metadata",
-        s(&existing),
-        "64M",
-    ]);
+    create(&existing, &["-o", "preallocation=metadata"], "64M");
     let before = std::fs::read(&existing).unwrap();
     let (c, _, e) = run(&[
         "convert",
