@@ -574,10 +574,15 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
         } else {
             convert::CopyMode::Detect
         },
-        bitmaps: if args.bitmaps {
-            convert::Bitmaps::Copy
-        } else {
-            convert::Bitmaps::Leave
+        bitmaps: match (args.bitmaps, args.skip_broken_bitmaps) {
+            (true, false) => convert::Bitmaps::Copy,
+            (true, true) => convert::Bitmaps::CopySkippingBroken,
+            (false, false) => convert::Bitmaps::Leave,
+            (false, true) => {
+                return Err(Error::invalid(
+                    "Use of --skip-broken-bitmaps requires --bitmaps",
+                ));
+            }
         },
     };
     let mut progress = Progress::new(args.progress && !args.quiet);
