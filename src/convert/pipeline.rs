@@ -9,6 +9,7 @@
 //! bytes with `-B`), whatever the size of the image.
 
 use super::CopyMode;
+use super::offload::Offload;
 use super::plan::{Cutting, ItemKind, Planner, Sparseness};
 use super::stream_plan::StreamPlanner;
 use super::zero::is_zero;
@@ -34,6 +35,9 @@ pub struct Settings {
     pub direct: Option<Arc<dyn DirectWrite>>,
     /// `-C`: data ranges are copied whole, without looking for zeros in them.
     pub copy: CopyMode,
+    /// `-C` into a target that writes regular files by position (and has no backing image):
+    /// host-file data is copied by the kernel.
+    pub offload: Option<Offload>,
     /// `-r`: the most bytes read from the source a second.
     pub rate: Rate,
 }
@@ -79,8 +83,10 @@ pub struct Stats {
     pub zero_bytes: u64,
     /// Bytes left to the target's backing image.
     pub unallocated_bytes: u64,
-    /// Bytes read from the source (data items only).
+    /// Bytes read from the source (data items only), the kernel's copies included.
     pub read_bytes: u64,
+    /// Bytes of data the kernel copied from file to file (`-C`, `copy_file_range`).
+    pub offloaded_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +113,8 @@ struct Done {
     len: u64,
     /// True when the item's bytes were read from the source.
     read: bool,
+    /// Bytes of the item the kernel copied (`-C`).
+    offloaded: u64,
     buf: Option<Vec<u8>>,
     encoded: Vec<u8>,
     segments: Vec<Segment>,
@@ -292,6 +300,7 @@ fn process(
             offset: item.offset,
             len: item.len,
             read: false,
+            offloaded: 0,
             buf: None,
             encoded: Vec::new(),
             segments: vec![Segment {
@@ -303,6 +312,31 @@ fn process(
         });
     }
     let len = item.len as usize;
+    if let (Content::Read, Some(offload), Some(image), None) =
+        (&item.content, &settings.offload, source, target_backing)
+    {
+        let mut buf = take_buffer(pool, len);
+        let copied = offload.copy_range(image, item.offset, item.len, &mut buf);
+        give_buffer(pool, buf);
+        if let Some(offloaded) = copied? {
+            // -C copies data whole, so the whole item is data, now in place.
+            return Ok(Done {
+                seq,
+                offset: item.offset,
+                len: item.len,
+                read: true,
+                offloaded,
+                buf: None,
+                encoded: Vec::new(),
+                segments: vec![Segment {
+                    start: 0,
+                    len: item.len,
+                    class: Class::Placed,
+                    encoded: None,
+                }],
+            });
+        }
+    }
     let mut buf = take_buffer(pool, len);
     match item.content {
         Content::Runs(runs) => {
@@ -387,6 +421,7 @@ fn process(
         offset: item.offset,
         len: item.len,
         read: true,
+        offloaded: 0,
         buf,
         encoded,
         segments,
@@ -485,6 +520,7 @@ fn write_in_order(
             if done.read {
                 stats.read_bytes += done.len;
             }
+            stats.offloaded_bytes += done.offloaded;
             if let Some(buf) = done.buf {
                 give_buffer(pool, buf);
             }
@@ -584,6 +620,7 @@ mod tests {
             },
             encoder: None,
             copy: CopyMode::Detect,
+            offload: None,
             rate: Rate::Unlimited,
         };
         let stats = run(
