@@ -16,6 +16,7 @@ use crate::image::{Allocation, Image};
 use crate::writer::DirectWrite;
 use rustix::io::Errno;
 use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,14 +40,52 @@ pub struct Offload {
     declined: AtomicBool,
 }
 
-/// How a range of the virtual disk is copied.
+/// Where a range of the source's virtual disk comes from.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// Stored plainly in this host file (named so in messages) at this offset.
+    HostFile(&'a File, &'a Path, u64),
+    /// It reads as zeros (a hole, a zero cluster, nothing allocated).
+    Zeros,
+    /// Anything else (compressed, in memory): read through the image.
+    Read,
+}
+
+/// A range of the source with one origin.
 struct Run<'a> {
     /// First virtual byte.
     offset: u64,
     /// Bytes.
     len: u64,
-    /// The host file and offset holding the range plainly, if it is stored so.
-    source: Option<(&'a File, u64)>,
+    origin: Origin<'a>,
+}
+
+/// What became of a piece of a range [`Offload::copy_range`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its data is in place in the target (copied by the kernel, or read and written).
+    Placed,
+    /// It reads as zeros in the source: left to the target's writer as zeros, as qemu-img's
+    /// `-C` leaves the zero ranges of the source's map (a hole in a new file).
+    Zero,
+}
+
+/// What [`Offload::copy_range`] did: the range cut into pieces, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Copied {
+    /// Bytes the kernel copied.
+    pub offloaded: u64,
+    /// (length, outcome) of each piece, in order, covering the range.
+    pub pieces: Vec<(u64, Outcome)>,
+}
+
+impl Copied {
+    fn push(&mut self, len: u64, outcome: Outcome) {
+        match self.pieces.last_mut() {
+            Some((n, last)) if *last == outcome => *n += len,
+            _ => self.pieces.push((len, outcome)),
+        }
+    }
 }
 
 impl Offload {
@@ -67,46 +106,61 @@ impl Offload {
     }
 
     /// Copies `[offset, offset + len)` of `image` into the target: host-file ranges by the
-    /// kernel where it will, the rest read and written by position with `buf` (at least `len`
-    /// bytes). Returns the bytes the kernel copied, or `None`, having written nothing, when the
-    /// range holds no host-file data or the target takes none there: the caller then copies
-    /// the range its usual way.
+    /// kernel where it will, zero ranges left to the target's writer, the rest read and
+    /// written by position with `buf` (at least `len` bytes); once the kernel has declined,
+    /// host-file ranges are read and written too, so that the output is the same. Returns
+    /// `None`, having written nothing, when the range holds no host-file data or the target
+    /// takes none there: the caller then copies the range its usual way.
     pub fn copy_range(
         &self,
         image: &Image,
         offset: u64,
         len: u64,
         buf: &mut [u8],
-    ) -> Result<Option<u64>> {
-        if self.state() == KernelCopy::Declined || self.target.host_target(offset, len).is_none() {
+    ) -> Result<Option<Copied>> {
+        if self.target.host_target(offset, len).is_none() {
             return Ok(None);
         }
         let runs = source_runs(image, offset, len)?;
-        if runs.iter().all(|r| r.source.is_none()) {
+        if !runs
+            .iter()
+            .any(|r| matches!(r.origin, Origin::HostFile(..)))
+        {
             return Ok(None);
         }
-        let mut offloaded = 0;
+        let mut copied = Copied::default();
         for run in &runs {
-            let by_kernel = match run.source {
-                Some((file, at)) if self.state() == KernelCopy::Try => {
-                    self.copy_by_kernel(file, at, run.offset, run.len)?
+            let by_kernel = match run.origin {
+                Origin::Zeros => {
+                    copied.push(run.len, Outcome::Zero);
+                    continue;
                 }
-                _ => 0,
+                Origin::HostFile(file, name, at) if self.state() == KernelCopy::Try => {
+                    self.copy_by_kernel((file, name), at, run.offset, run.len)?
+                }
+                Origin::HostFile(..) | Origin::Read => 0,
             };
-            offloaded += by_kernel;
+            copied.offloaded += by_kernel;
             let (rest_at, rest) = (run.offset + by_kernel, run.len - by_kernel);
             if rest > 0 {
                 let part = &mut buf[..rest as usize];
                 image.read_at(rest_at, part)?;
                 self.target.write_data(rest_at, part)?;
             }
+            copied.push(run.len, Outcome::Placed);
         }
-        Ok(Some(offloaded))
+        Ok(Some(copied))
     }
 
     /// Lets the kernel copy `len` bytes at `source_at` of `source` to the target's place of
     /// virtual `offset`, as far as it will; returns how many bytes it copied.
-    fn copy_by_kernel(&self, source: &File, source_at: u64, offset: u64, len: u64) -> Result<u64> {
+    fn copy_by_kernel(
+        &self,
+        source: (&File, &Path),
+        source_at: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64> {
         let mut done = 0;
         while done < len {
             let Some(target) = self.target.host_target(offset + done, len - done) else {
@@ -116,10 +170,10 @@ impl Offload {
             let copied =
                 copy_file_range(source, source_at + done, target.file, target.offset, want)?;
             done += copied.bytes;
-            match copied.outcome {
-                Outcome::Complete => {}
-                Outcome::Short => break,
-                Outcome::Declined => {
+            match copied.end {
+                End::Complete => {}
+                End::Short => break,
+                End::Declined => {
                     self.declined.store(true, Ordering::Relaxed);
                     break;
                 }
@@ -129,8 +183,19 @@ impl Offload {
     }
 }
 
-/// Cuts `[offset, offset + len)` of `image` by where its bytes are: data stored plainly in a
-/// host file carries that file and offset.
+/// The ranges of `[offset, offset + len)` of `image` that read as zeros by its map (holes,
+/// zero clusters, nothing allocated), as (start, end) relative to `offset`, in order: `-C`
+/// copies data ranges whole, zeros included, but leaves these to the target's writer as zeros,
+/// as qemu-img does.
+pub fn zero_ranges(image: &Image, offset: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+    Ok(source_runs(image, offset, len)?
+        .iter()
+        .filter(|r| matches!(r.origin, Origin::Zeros))
+        .map(|r| (r.offset - offset, r.offset - offset + r.len))
+        .collect())
+}
+
+/// Cuts `[offset, offset + len)` of `image` by where its bytes come from.
 fn source_runs(image: &Image, offset: u64, len: u64) -> Result<Vec<Run<'_>>> {
     let end = offset + len;
     let mut runs: Vec<Run<'_>> = Vec::new();
@@ -138,7 +203,7 @@ fn source_runs(image: &Image, offset: u64, len: u64) -> Result<Vec<Run<'_>>> {
     while pos < end {
         let status = image.block_status(pos, end - pos)?;
         let m = status.mapping;
-        let source = match (m.allocation, m.host, m.compressed) {
+        let host_file = match (m.allocation, m.host, m.compressed) {
             (Allocation::Data, Some(host), false) => image.layers()[status.depth]
                 .storage(host.file)
                 .filter(|s| {
@@ -146,16 +211,28 @@ fn source_runs(image: &Image, offset: u64, len: u64) -> Result<Vec<Run<'_>>> {
                         .checked_add(m.length)
                         .is_some_and(|e| e <= s.len())
                 })
-                .and_then(|s| s.host_file())
-                .and_then(|(file, base)| Some((file, base.checked_add(host.offset)?))),
+                .and_then(|s| {
+                    let (file, base) = s.host_file()?;
+                    Some((file, s.name(), base.checked_add(host.offset)?))
+                }),
             _ => None,
         };
-        match runs.last_mut() {
-            Some(last) if last.source.is_none() && source.is_none() => last.len += m.length,
+        let origin = match host_file {
+            Some((file, name, at)) => Origin::HostFile(file, name, at),
+            None if status.zero() => Origin::Zeros,
+            None => Origin::Read,
+        };
+        match (runs.last_mut(), origin) {
+            (Some(last), Origin::Zeros) if matches!(last.origin, Origin::Zeros) => {
+                last.len += m.length
+            }
+            (Some(last), Origin::Read) if matches!(last.origin, Origin::Read) => {
+                last.len += m.length
+            }
             _ => runs.push(Run {
                 offset: pos,
                 len: m.length,
-                source,
+                origin,
             }),
         }
         pos = m.end();
@@ -165,7 +242,7 @@ fn source_runs(image: &Image, offset: u64, len: u64) -> Result<Vec<Run<'_>>> {
 
 /// How a kernel copy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+enum End {
     /// Every byte asked for was copied.
     Complete,
     /// The kernel stopped early (the source's end, a signal): the rest is copied otherwise.
@@ -177,16 +254,22 @@ enum Outcome {
 
 /// What [`copy_file_range`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Copied {
+struct KernelCopied {
     bytes: u64,
-    outcome: Outcome,
+    end: End,
 }
 
-/// Copies `len` bytes at `from` of `source` to `to` of `target` with `copy_file_range`, as
-/// far as the kernel will. The errors that mean "not here" (`EXDEV`, `EOPNOTSUPP`, `EINVAL`,
+/// Copies `len` bytes at `from` of `source` (a file and its name for messages) to `to` of
+/// `target` with `copy_file_range`, as far as the kernel will. The errors that mean "not here" (`EXDEV`, `EOPNOTSUPP`, `EINVAL`,
 /// `ENOSYS`, and `EBADF`/`EPERM` for files it cannot copy between) end as
-/// [`Outcome::Declined`]; others (an I/O error, a full disk) are errors.
-fn copy_file_range(source: &File, from: u64, target: &File, to: u64, len: u64) -> Result<Copied> {
+/// [`End::Declined`]; others (an I/O error, a full disk) are errors.
+fn copy_file_range(
+    (source, name): (&File, &Path),
+    from: u64,
+    target: &File,
+    to: u64,
+    len: u64,
+) -> Result<KernelCopied> {
     let mut done = 0;
     while done < len {
         let mut off_in = from + done;
@@ -210,30 +293,35 @@ fn copy_file_range(source: &File, from: u64, target: &File, to: u64, len: u64) -
                 | Errno::BADF
                 | Errno::PERM,
             ) => {
-                return Ok(Copied {
+                return Ok(KernelCopied {
                     bytes: done,
-                    outcome: Outcome::Declined,
+                    end: End::Declined,
                 });
             }
             Err(e) => {
+                // The error is the output's (its path is added by the caller, with this offset,
+                // which is the output's): the source is named in the text.
                 return Err(Error::io(
-                    format!("cannot copy {want} bytes from offset {off_in} of the source (copy_file_range)"),
+                    format!(
+                        "cannot copy {want} bytes from '{}' at offset {off_in} (copy_file_range)",
+                        name.display()
+                    ),
                     e.into(),
                 )
                 .at_offset(off_out));
             }
         }
     }
-    Ok(Copied {
+    Ok(KernelCopied {
         bytes: done,
-        outcome: Outcome::Complete,
+        end: End::Complete,
     })
 }
 
-fn short(bytes: u64) -> Copied {
-    Copied {
+fn short(bytes: u64) -> KernelCopied {
+    KernelCopied {
         bytes,
-        outcome: Outcome::Short,
+        end: End::Short,
     }
 }
 
@@ -254,13 +342,19 @@ mod tests {
         let data: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
         let source = file_with(&data);
         let target = tempfile::NamedTempFile::new().unwrap();
-        let copied =
-            copy_file_range(source.as_file(), 4096, target.as_file(), 8192, 65536).unwrap();
+        let copied = copy_file_range(
+            (source.as_file(), source.path()),
+            4096,
+            target.as_file(),
+            8192,
+            65536,
+        )
+        .unwrap();
         assert_eq!(
             copied,
-            Copied {
+            KernelCopied {
                 bytes: 65536,
-                outcome: Outcome::Complete
+                end: End::Complete
             }
         );
         let mut back = vec![0u8; 65536];
@@ -272,12 +366,19 @@ mod tests {
     fn a_copy_past_the_source_end_is_short() {
         let source = file_with(&[7u8; 10000]);
         let target = tempfile::NamedTempFile::new().unwrap();
-        let copied = copy_file_range(source.as_file(), 8192, target.as_file(), 0, 4096).unwrap();
+        let copied = copy_file_range(
+            (source.as_file(), source.path()),
+            8192,
+            target.as_file(),
+            0,
+            4096,
+        )
+        .unwrap();
         assert_eq!(
             copied,
-            Copied {
+            KernelCopied {
                 bytes: 10000 - 8192,
-                outcome: Outcome::Short
+                end: End::Short
             }
         );
     }
@@ -288,8 +389,15 @@ mod tests {
         // kernel, which is the fallback path taken for real, not simulated.
         let zero = File::open("/dev/zero").unwrap();
         let target = tempfile::NamedTempFile::new().unwrap();
-        let copied = copy_file_range(&zero, 0, target.as_file(), 0, 4096).unwrap();
-        assert_eq!(copied.outcome, Outcome::Declined);
+        let copied = copy_file_range(
+            (&zero, Path::new("/dev/zero")),
+            0,
+            target.as_file(),
+            0,
+            4096,
+        )
+        .unwrap();
+        assert_eq!(copied.end, End::Declined);
         assert_eq!(copied.bytes, 0);
     }
 }

@@ -9,7 +9,7 @@
 //! bytes with `-B`), whatever the size of the image.
 
 use super::CopyMode;
-use super::offload::Offload;
+use super::offload::{self, Offload};
 use super::plan::{Cutting, ItemKind, Planner, Sparseness};
 use super::stream_plan::StreamPlanner;
 use super::zero::is_zero;
@@ -318,22 +318,34 @@ fn process(
         let mut buf = take_buffer(pool, len);
         let copied = offload.copy_range(image, item.offset, item.len, &mut buf);
         give_buffer(pool, buf);
-        if let Some(offloaded) = copied? {
-            // -C copies data whole, so the whole item is data, now in place.
+        if let Some(copied) = copied? {
+            let mut start = 0usize;
+            let segments = copied
+                .pieces
+                .iter()
+                .map(|&(len, outcome)| {
+                    let segment = Segment {
+                        start,
+                        len,
+                        class: match outcome {
+                            offload::Outcome::Placed => Class::Placed,
+                            offload::Outcome::Zero => Class::Zero,
+                        },
+                        encoded: None,
+                    };
+                    start += len as usize;
+                    segment
+                })
+                .collect();
             return Ok(Done {
                 seq,
                 offset: item.offset,
                 len: item.len,
                 read: true,
-                offloaded,
+                offloaded: copied.offloaded,
                 buf: None,
                 encoded: Vec::new(),
-                segments: vec![Segment {
-                    start: 0,
-                    len: item.len,
-                    class: Class::Placed,
-                    encoded: None,
-                }],
+                segments,
             });
         }
     }
@@ -359,6 +371,13 @@ fn process(
     };
 
     let granularity = settings.cutting.granularity as usize;
+    // -C looks for no zeros in the data, but the ranges the source's map calls zero stay
+    // zeros (holes in a new file), as qemu-img's -C leaves them.
+    let map_zeros = match (settings.copy, source) {
+        (CopyMode::Offload, Some(image)) => offload::zero_ranges(image, item.offset, item.len)?,
+        _ => Vec::new(),
+    };
+    let mut map_zeros = map_zeros.iter().peekable();
     let mut segments: Vec<Segment> = Vec::new();
     let mut encoded = Vec::new();
     let mut scratch = Vec::new();
@@ -367,8 +386,13 @@ fn process(
         // Granules are aligned to absolute offsets; items start on granule boundaries.
         let end = (pos + granularity).min(len);
         let granule = &buf[pos..end];
+        while map_zeros.next_if(|&&(_, e)| e <= pos as u64).is_some() {}
+        let in_map_zeros = map_zeros
+            .peek()
+            .is_some_and(|&&(s, e)| s <= pos as u64 && end as u64 <= e);
         let class = match &backing_buf {
             Some(b) if &b[pos..end] == granule => Class::Unallocated,
+            _ if in_map_zeros => Class::Zero,
             _ if settings.cutting.sparseness == Sparseness::Sparse
                 && settings.copy == CopyMode::Detect
                 && is_zero(granule) =>
