@@ -142,46 +142,70 @@ fn source_raw(dir: &Path) -> PathBuf {
     path
 }
 
+/// A scratch folder (when qemu-img and strace are usable) holding [`source_raw`].
+fn start(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    let d = setup(test)?;
+    let raw = source_raw(d.path());
+    Some((d, raw))
+}
+
+/// Runs `convert -C FLAGS -f FMT -O raw SOURCE ours.raw` with diskferry under strace (failing
+/// calls as `inject` says) and the same into `theirs.raw` with qemu-img, in `dir`; asserts that
+/// both succeed, that ours reads as the source (`qemu-img compare`) and holds qemu-img's bytes,
+/// with holes in the same places (for `-n`, the caller makes both outputs beforehand).
+/// Returns diskferry's calls.
+fn like_qemu_img(
+    dir: &Path,
+    flags: &[&str],
+    (fmt, source): (&str, &Path),
+    inject: Option<&str>,
+) -> Calls {
+    let (ours, theirs) = (dir.join("ours.raw"), dir.join("theirs.raw"));
+    let args = |out: &Path| -> Vec<String> {
+        [
+            &["convert", "-C"],
+            flags,
+            &["-f", fmt, "-O", "raw", s(source), s(out)],
+        ]
+        .concat()
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let what = format!("{fmt} {flags:?} {inject:?}");
+    let ours_args = args(&ours);
+    let ours_args: Vec<&str> = ours_args.iter().map(String::as_str).collect();
+    let (code, err, calls) = traced(dir, &ours_args, inject);
+    assert_eq!(code, 0, "{what}: {err}");
+    qemu_img_ok(&args(&theirs).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(qemu_compare(fmt, source, "raw", &ours), "{what}: content");
+    assert!(
+        std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+        "{what}: not qemu-img's bytes"
+    );
+    // Holes where qemu-img leaves holes (the 32 KiB between two data runs too), data where it
+    // writes data.
+    assert_eq!(raw_map(&ours), raw_map(&theirs), "{what}: allocation");
+    for p in [&ours, &theirs] {
+        std::fs::remove_file(p).unwrap();
+    }
+    calls
+}
+
 #[test]
 fn the_kernel_copies_raw_fixed_vhd_and_qcow2_data_as_qemu_img_does() {
-    let test = "the_kernel_copies_raw_fixed_vhd_and_qcow2_data_as_qemu_img_does";
-    let Some(d) = setup(test) else {
+    let Some((d, raw)) = start("the_kernel_copies_raw_fixed_vhd_and_qcow2_data_as_qemu_img_does")
+    else {
         return;
     };
     let dir = d.path();
-    let raw = source_raw(dir);
     let vhd = dir.join("src.vhd");
-    qemu_img_ok(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "vpc",
-        "-o",
-        "subformat=fixed,force_size=on",
-        s(&raw),
-        s(&vhd),
-    ]);
+    let opts = "subformat=fixed,force_size=on";
+    qemu_img_ok(&["convert", "-O", "vpc", "-o", opts, s(&raw), s(&vhd)]);
     let qcow2 = dir.join("src.qcow2");
     qemu_img_ok(&["convert", "-f", "raw", "-O", "qcow2", s(&raw), s(&qcow2)]);
     for (fmt, src) in [("raw", &raw), ("vpc", &vhd), ("qcow2", &qcow2)] {
-        let ours = dir.join(format!("ours-{fmt}.raw"));
-        let theirs = dir.join(format!("theirs-{fmt}.raw"));
-        let (code, err, calls) = traced(
-            dir,
-            &["convert", "-C", "-f", fmt, "-O", "raw", s(src), s(&ours)],
-            None,
-        );
-        assert_eq!(code, 0, "{fmt}: {err}");
-        qemu_img_ok(&["convert", "-C", "-f", fmt, "-O", "raw", s(src), s(&theirs)]);
-        assert!(qemu_compare(fmt, src, "raw", &ours), "{fmt}: content");
-        assert!(
-            std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
-            "{fmt}: not qemu-img's bytes"
-        );
-        // Holes where qemu-img leaves holes (the 32 KiB between two data runs too), data
-        // where it writes data.
-        assert_eq!(raw_map(&ours), raw_map(&theirs), "{fmt}: allocation");
+        let calls = like_qemu_img(dir, &[], (fmt, src), None);
         // Every byte of data stored at a host offset, and nothing else, went through the
         // kernel's copy. qemu-img made the fixed VHD with holes where the raw image has them,
         // which its vpc driver maps as data all the same: its data is the raw image's.
@@ -197,24 +221,10 @@ fn the_kernel_copies_raw_fixed_vhd_and_qcow2_data_as_qemu_img_does() {
 
 #[test]
 fn declined_and_short_kernel_copies_fall_back_to_read_and_write() {
-    let test = "declined_and_short_kernel_copies_fall_back_to_read_and_write";
-    let Some(d) = setup(test) else {
+    let Some((d, raw)) = start("declined_and_short_kernel_copies_fall_back_to_read_and_write")
+    else {
         return;
     };
-    let dir = d.path();
-    let raw = source_raw(dir);
-    let theirs = dir.join("theirs.raw");
-    qemu_img_ok(&[
-        "convert",
-        "-C",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        s(&raw),
-        s(&theirs),
-    ]);
-    let expected = std::fs::read(&theirs).unwrap();
     // What the kernel answers where it cannot copy between two files (another file system,
     // a file system or kernel without the call), and a copy that stops at once (retval=0:
     // the call returns 0 bytes, as at the source's end).
@@ -225,44 +235,31 @@ fn declined_and_short_kernel_copies_fall_back_to_read_and_write() {
         "error=ENOSYS",
         "retval=0",
     ] {
-        let ours = dir.join("ours.raw");
-        let (code, err, calls) = traced(
-            dir,
-            &["convert", "-C", "-f", "raw", "-O", "raw", s(&raw), s(&ours)],
-            Some(inject),
-        );
-        assert_eq!(code, 0, "{inject}: {err}");
+        let calls = like_qemu_img(d.path(), &[], ("raw", &raw), Some(inject));
         assert!(
             calls.injected >= 1,
             "{inject}: the kernel was not asked: {calls:?}"
         );
         assert_eq!(calls.copied, 0, "{inject}");
-        assert!(
-            std::fs::read(&ours).unwrap() == expected,
-            "{inject}: the fallback's output is not qemu-img's"
-        );
-        assert_eq!(raw_map(&ours), raw_map(&theirs), "{inject}: allocation");
         if inject.starts_with("error") {
             // The kernel said no for good: it is not asked again for every range.
             assert!(calls.injected <= 2, "{inject}: {calls:?}");
         }
-        std::fs::remove_file(&ours).unwrap();
     }
 }
 
 #[test]
 fn a_failing_kernel_copy_is_one_error_naming_the_output_and_leaves_nothing() {
     let test = "a_failing_kernel_copy_is_one_error_naming_the_output_and_leaves_nothing";
-    let Some(d) = setup(test) else {
+    let Some((d, raw)) = start(test) else {
         return;
     };
     let dir = d.path();
-    let raw = source_raw(dir);
     let out = dir.join("out.raw");
     let before = dir_names(dir);
     let (code, err, calls) = traced(
         dir,
-        &["convert", "-C", "-f", "raw", "-O", "raw", s(&raw), s(&out)],
+        &["convert", "-C", "-O", "raw", s(&raw), s(&out)],
         Some("error=EIO"),
     );
     assert_eq!(code, 1, "{err}");
@@ -279,11 +276,10 @@ fn a_failing_kernel_copy_is_one_error_naming_the_output_and_leaves_nothing() {
 #[test]
 fn in_place_fixed_vhd_flat_vmdk_and_backing_files_are_copied_by_the_kernel() {
     let test = "in_place_fixed_vhd_flat_vmdk_and_backing_files_are_copied_by_the_kernel";
-    let Some(d) = setup(test) else {
+    let Some((d, raw)) = start(test) else {
         return;
     };
     let dir = d.path();
-    let raw = source_raw(dir);
     let data = host_data_bytes("raw", &raw);
 
     // New fixed VHD and monolithicFlat VMDK targets: data at known offsets of their files.
@@ -292,22 +288,8 @@ fn in_place_fixed_vhd_flat_vmdk_and_backing_files_are_copied_by_the_kernel() {
         ("vmdk", "subformat=monolithicFlat", "out.vmdk"),
     ] {
         let out = dir.join(name);
-        let (code, err, calls) = traced(
-            dir,
-            &[
-                "convert",
-                "-C",
-                "-f",
-                "raw",
-                "-O",
-                fmt,
-                "-o",
-                opts,
-                s(&raw),
-                s(&out),
-            ],
-            None,
-        );
+        let args = ["convert", "-C", "-O", fmt, "-o", opts, s(&raw), s(&out)];
+        let (code, err, calls) = traced(dir, &args, None);
         assert_eq!(code, 0, "{fmt}: {err}");
         assert!(qemu_compare("raw", &raw, fmt, &out), "{fmt}: content");
         assert_eq!(calls.copied, data, "{fmt}: {calls:?}");
@@ -315,95 +297,20 @@ fn in_place_fixed_vhd_flat_vmdk_and_backing_files_are_copied_by_the_kernel() {
 
     // -n into an existing raw file full of 0xff: data copied by the kernel, the source's
     // zeros written over the old bytes, as qemu-img does.
-    let (ours, theirs) = (dir.join("ours-n.raw"), dir.join("theirs-n.raw"));
-    for p in [&ours, &theirs] {
-        std::fs::write(p, vec![0xffu8; 24 << 20]).unwrap();
+    for name in ["ours.raw", "theirs.raw"] {
+        std::fs::write(dir.join(name), vec![0xffu8; 24 << 20]).unwrap();
     }
-    let (code, err, calls) = traced(
-        dir,
-        &[
-            "convert",
-            "-n",
-            "-C",
-            "-f",
-            "raw",
-            "-O",
-            "raw",
-            s(&raw),
-            s(&ours),
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "-n: {err}");
-    qemu_img_ok(&[
-        "convert",
-        "-n",
-        "-C",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        s(&raw),
-        s(&theirs),
-    ]);
-    assert!(
-        std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
-        "-n"
-    );
-    assert!(qemu_compare("raw", &raw, "raw", &ours), "-n: content");
+    let calls = like_qemu_img(dir, &["-n"], ("raw", &raw), None);
     assert_eq!(calls.copied, data, "-n: {calls:?}");
 
     // A qcow2 overlay whose clusters are partly its own, partly its raw backing file's: both
     // files' data go through the kernel.
     let top = dir.join("top.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "src.raw",
-        "-F",
-        "raw",
-        s(&top),
-    ]);
-    qemu_io(
-        "qcow2",
-        &top,
-        &["write -P 0x5a 1M 1M", "write -P 0x6b 21M 512k"],
-    );
-    let (ours, theirs) = (dir.join("ours-chain.raw"), dir.join("theirs-chain.raw"));
-    let (code, err, calls) = traced(
-        dir,
-        &[
-            "convert",
-            "-C",
-            "-f",
-            "qcow2",
-            "-O",
-            "raw",
-            s(&top),
-            s(&ours),
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "chain: {err}");
-    qemu_img_ok(&[
-        "convert",
-        "-C",
-        "-f",
-        "qcow2",
-        "-O",
-        "raw",
-        s(&top),
-        s(&theirs),
-    ]);
-    assert!(qemu_compare("qcow2", &top, "raw", &ours), "chain: content");
-    assert!(
-        std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
-        "chain"
-    );
-    assert_eq!(raw_map(&ours), raw_map(&theirs), "chain: allocation");
+    let backing = ["-b", "src.raw", "-F", "raw"];
+    qemu_img_ok(&[&["create", "-q", "-f", "qcow2"], &backing[..], &[s(&top)]].concat());
+    let writes = ["write -P 0x5a 1M 1M", "write -P 0x6b 21M 512k"];
+    qemu_io("qcow2", &top, &writes);
+    let calls = like_qemu_img(dir, &[], ("qcow2", &top), None);
     assert_eq!(
         calls.copied,
         host_data_bytes("qcow2", &top),
