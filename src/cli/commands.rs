@@ -865,19 +865,16 @@ pub fn compare(args: CompareArgs) -> Outcome {
             1
         }
     };
-    // qemu-img prints the verdict after the last record (100% only when the images are the
-    // same: a difference stops the comparison where it is) and ends the progress line after it.
-    if code == 0 {
-        progress.set(1, 1);
-    }
+    // qemu-img prints the verdict after the last record, which is where the comparison ended
+    // (100% when the images are the same and not empty; none of its own after a difference),
+    // and then ends the progress line.
     if !args.quiet {
-        emit(&text)?;
+        // On a terminal the bar (on standard error) steps aside for the verdict.
+        let mut printed = Ok(());
+        progress.suspend(|| printed = emit(&text));
+        printed?;
     }
-    if code == 0 {
-        progress.finish(None);
-    } else {
-        progress.abandon();
-    }
+    progress.abandon();
     Ok(code)
 }
 

@@ -463,7 +463,8 @@ impl Progress {
         }
     }
 
-    /// Ends the progress display after a failure: nothing more is printed but a clean line.
+    /// Ends the progress display where it stands (after a failure, or where the last record
+    /// already says where the command ended): nothing more is printed but a clean line.
     pub fn abandon(self) {
         match self {
             Progress::Bar(bar, _) => bar.finish_and_clear(),
