@@ -55,6 +55,9 @@ fn images(dir: &Path) {
     // Zeros written (data) past 32 MiB: the rest of the larger image is read, in records.
     make("zero-tail.raw", "raw", "64M", &["write -P 0 32M 16M"]);
     make("empty.qcow2", "qcow2", "64M", &[]);
+    // Zero bytes: qemu-img prints its first record and the verdict, no 100% record.
+    make("nothing.raw", "raw", "0", &[]);
+    make("nothing2.raw", "raw", "0", &[]);
     make("zeroed.qcow2", "qcow2", "64M", &["write -z 0 64M"]);
 }
 
@@ -78,6 +81,7 @@ fn compare_progress_records_are_qemu_imgs_byte_for_byte() {
         &["mixed.raw", "half.raw"],
         &["-s", "mixed.raw", "half.raw"],
         &["-s", "empty.qcow2", "zeroed.qcow2"],
+        &["-f", "raw", "-F", "raw", "nothing.raw", "nothing2.raw"],
     ];
     for case in cases {
         let mut args = vec!["compare", "-p"];
