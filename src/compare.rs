@@ -20,14 +20,44 @@ pub enum Comparison {
     AllocationMismatch(u64),
 }
 
+/// What a comparison reports while it works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareEvent {
+    /// `done` bytes of `total` compared; `total` is the larger image's size, as qemu-img
+    /// counts. Reported after each range both images leave unallocated or zero, and after
+    /// each piece of at most 2 MiB read.
+    Progress {
+        /// Bytes compared so far.
+        done: u64,
+        /// Bytes to compare in all.
+        total: u64,
+    },
+    /// The images' sizes differ (not in strict mode) and their common part is the same: the
+    /// larger image's rest is checked for zeros next. qemu-img warns of the mismatch here.
+    SizeMismatch,
+}
+
 /// Compares `a` and `b`. Without `strict`, an image larger than the other must read as zeros
 /// past the smaller one's end (qemu-img's rule); with it, sizes and allocation must match too.
 pub fn compare_images(a: &Image, b: &Image, strict: bool) -> Result<Comparison> {
+    compare_images_reporting(a, b, strict, &mut |_| {})
+}
+
+/// [`compare_images`], reporting its progress (and the moment a size mismatch is found to
+/// matter) to `on_event` as it goes.
+pub fn compare_images_reporting(
+    a: &Image,
+    b: &Image,
+    strict: bool,
+    on_event: &mut dyn FnMut(CompareEvent),
+) -> Result<Comparison> {
     let (size_a, size_b) = (a.virtual_size(), b.virtual_size());
     if strict && size_a != size_b {
         return Ok(Comparison::SizeMismatch);
     }
     let common = size_a.min(size_b);
+    let total = size_a.max(size_b);
+    let mut progress = |done: u64| on_event(CompareEvent::Progress { done, total });
     let mut buf_a = Vec::new();
     let mut buf_b = Vec::new();
     let mut pos = 0;
@@ -55,12 +85,20 @@ pub fn compare_images(a: &Image, b: &Image, strict: bool) -> Result<Comparison> 
                     return Ok(Comparison::ContentMismatch(at + i as u64));
                 }
                 at += n as u64;
+                progress(at);
             }
+        } else {
+            progress(pos + len);
         }
         pos += len;
     }
+    if size_a == size_b {
+        return Ok(Comparison::Identical);
+    }
+    on_event(CompareEvent::SizeMismatch);
     let longer = if size_a > size_b { a } else { b };
-    if let Some(offset) = first_non_zero(longer, common)? {
+    let mut progress = |done: u64| on_event(CompareEvent::Progress { done, total });
+    if let Some(offset) = scan_non_zero(longer, common, &mut progress)? {
         return Ok(Comparison::ContentMismatch(offset));
     }
     Ok(Comparison::Identical)
@@ -68,6 +106,12 @@ pub fn compare_images(a: &Image, b: &Image, strict: bool) -> Result<Comparison> 
 
 /// The first non-zero byte of `image` at or after `from`, if any.
 pub fn first_non_zero(image: &Image, from: u64) -> Result<Option<u64>> {
+    scan_non_zero(image, from, &mut |_| {})
+}
+
+/// [`first_non_zero`], calling `progress` with the offset reached after each range skipped
+/// and each piece read.
+fn scan_non_zero(image: &Image, from: u64, progress: &mut dyn FnMut(u64)) -> Result<Option<u64>> {
     let size = image.virtual_size();
     let mut buf = Vec::new();
     let mut pos = from;
@@ -85,7 +129,10 @@ pub fn first_non_zero(image: &Image, from: u64) -> Result<Option<u64>> {
                     return Ok(Some(at + i as u64));
                 }
                 at += n as u64;
+                progress(at);
             }
+        } else {
+            progress(end);
         }
         pos = end;
     }

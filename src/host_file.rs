@@ -210,6 +210,10 @@ impl Storage for HostFile {
             ino: m.ino(),
         })
     }
+
+    fn host_file(&self) -> Option<(&File, u64)> {
+        Some((&self.file, 0))
+    }
 }
 
 #[cfg(test)]

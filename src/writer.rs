@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::format::Format;
 use crate::image::Image;
 use crate::options::FormatOptions;
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -69,6 +70,27 @@ pub trait DirectWrite: Send + Sync {
     /// Writes `bytes`, the virtual disk's data at `offset` (a data piece the writer will get as
     /// placed), where it belongs in the output.
     fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()>;
+
+    /// Where the data of `[offset, offset + len)` goes when it goes into a regular host file
+    /// by position: the file and the place of `offset` in it, with how many bytes from there
+    /// lie in that file contiguously (at most `len`). The engine then lets the kernel copy
+    /// host-file data there (`convert -C`, `copy_file_range`). `None` (the default) where the
+    /// output is not such a file (a device, a block placed as it arrives).
+    fn host_target(&self, offset: u64, len: u64) -> Option<HostTarget<'_>> {
+        let _ = (offset, len);
+        None
+    }
+}
+
+/// A range of a regular host file that a [`DirectWrite`] writes by position.
+#[derive(Debug, Clone, Copy)]
+pub struct HostTarget<'a> {
+    /// The output file, open for writing.
+    pub file: &'a File,
+    /// Where the range starts in it.
+    pub offset: u64,
+    /// The bytes that lie there contiguously (never 0).
+    pub len: u64,
 }
 
 /// Receives a virtual disk in order and writes it in a target format.

@@ -311,8 +311,8 @@ pub struct CompareArgs {
     /// Quiet: report through the exit code only
     #[arg(short = 'q')]
     pub quiet: bool,
-    /// Accepted for qemu-img compatibility
-    #[arg(short = 'p', hide = true)]
+    /// Show progress while comparing (a bar on a terminal, qemu-img's records otherwise)
+    #[arg(short = 'p')]
     pub progress: bool,
     /// Accepted for qemu-img compatibility (diskferry never locks images)
     #[arg(short = 'U', long = "force-share", hide = true)]

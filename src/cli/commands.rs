@@ -5,9 +5,9 @@ use super::args::{
     CheckArgs, CompareArgs, ConvertArgs, CreateArgs, GateArgs, InfoArgs, MapArgs, MigrateArgs,
     OutputFormat, RepairArg,
 };
-use super::compat::{self, Personality, Progress};
+use super::compat::{self, Personality, Progress, Step};
 use diskferry::check::{CheckReport, RepairMode, ReportStyle, Severity};
-use diskferry::compare::{Comparison, compare_images};
+use diskferry::compare::{CompareEvent, Comparison, compare_images_reporting};
 use diskferry::convert::{self, ConvertOptions, WriteMode};
 use diskferry::format::{Capability, Salvage};
 use diskferry::gate::{DeviceAccess, Gate};
@@ -835,12 +835,19 @@ pub fn compare(args: CompareArgs) -> Outcome {
     )?;
     print_warnings(&a, args.quiet);
     print_warnings(&b, args.quiet);
-    let sizes_differ = a.virtual_size() != b.virtual_size();
-    // vdsm runs `compare -p` and parses the records; this one comparison reports its start
-    // and its end (no records in between yet).
-    let mut progress = Progress::new(args.progress && !args.quiet);
-    progress.set(0, 1);
-    let verdict = match compare_images(&a, &b, args.strict) {
+    // vdsm runs `compare -p` and parses the records: they come as qemu-img's do, after each
+    // range compared, and the size warning between the common part and the larger image's
+    // rest (where qemu-img prints it, and only when the common part is the same).
+    let mut progress = Progress::with_step(args.progress && !args.quiet, Step::MoreThanTwoPercent);
+    let mut warning: Result<(), Error> = Ok(());
+    let compared = compare_images_reporting(&a, &b, args.strict, &mut |event| match event {
+        CompareEvent::Progress { done, total } => progress.set(done, total),
+        CompareEvent::SizeMismatch if !args.quiet && warning.is_ok() => {
+            progress.suspend(|| warning = emit("Warning: Image size mismatch!\n"));
+        }
+        CompareEvent::SizeMismatch => {}
+    });
+    let verdict = match compared.and_then(|v| warning.map(|()| v)) {
         Ok(v) => v,
         Err(e) => {
             progress.abandon();
@@ -851,9 +858,6 @@ pub fn compare(args: CompareArgs) -> Outcome {
     a.finish_checks()?;
     b.finish_checks()?;
     let mut text = String::new();
-    if sizes_differ && !args.strict {
-        text.push_str("Warning: Image size mismatch!\n");
-    }
     let code = match verdict {
         Comparison::Identical => {
             text.push_str("Images are identical.\n");
@@ -874,12 +878,16 @@ pub fn compare(args: CompareArgs) -> Outcome {
             1
         }
     };
-    progress.set(1, 1);
-    // qemu-img prints the verdict after the last record and ends the progress line after it.
+    // qemu-img prints the verdict after the last record, which is where the comparison ended
+    // (100% when the images are the same and not empty; none of its own after a difference),
+    // and then ends the progress line.
     if !args.quiet {
-        emit(&text)?;
+        // On a terminal the bar (on standard error) steps aside for the verdict.
+        let mut printed = Ok(());
+        progress.suspend(|| printed = emit(&text));
+        printed?;
     }
-    progress.finish(None);
+    progress.abandon();
     Ok(code)
 }
 

@@ -434,18 +434,46 @@ pub enum Progress {
     Hidden,
     /// indicatif's bar on standard error.
     Bar(indicatif::ProgressBar, Instant),
-    /// qemu-img's lines on standard output; the last percentage printed.
-    Lines(f64),
+    /// qemu-img's lines on standard output: the last percentage printed, and when to print
+    /// the next.
+    Lines(f64, Step),
+}
+
+/// How far progress moves before qemu-img prints its next record (each command gives its
+/// progress printer its own minimum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// convert and most commands: after a move of at least 1%.
+    OnePercent,
+    /// compare: after a move of more than 2% (qemu-img's `img_compare` asks for 2.0, and its
+    /// printer waits until progress is strictly beyond the last record plus that).
+    MoreThanTwoPercent,
+}
+
+impl Step {
+    /// True when progress that moved `moved` percentage points since the last record earns
+    /// a new one.
+    fn due(self, moved: f64) -> bool {
+        match self {
+            Step::OnePercent => moved >= 1.0,
+            Step::MoreThanTwoPercent => moved > 2.0,
+        }
+    }
 }
 
 impl Progress {
     /// Progress for a command run with `-p` (`enabled`) and without `-q`.
     pub fn new(enabled: bool) -> Progress {
+        Progress::with_step(enabled, Step::OnePercent)
+    }
+
+    /// [`Progress::new`], with qemu-img's records printed at `step`.
+    pub fn with_step(enabled: bool, step: Step) -> Progress {
         if !enabled {
             return Progress::Hidden;
         }
         if !std::io::stdout().is_terminal() {
-            let p = Progress::Lines(0.0);
+            let p = Progress::Lines(0.0, step);
             print_line(0.0);
             return p;
         }
@@ -471,14 +499,13 @@ impl Progress {
                 bar.set_length(total);
                 bar.set_position(done);
             }
-            Progress::Lines(last) => {
+            Progress::Lines(last, step) => {
                 let pct = if total == 0 {
                     100.0
                 } else {
                     (done as f64 * 100.0 / total as f64).min(100.0)
                 };
-                // qemu-img prints a line each time progress moves by at least 1%.
-                if pct - *last >= 1.0 || (pct >= 100.0 && *last < 100.0) {
+                if step.due(pct - *last) || (pct >= 100.0 && *last < 100.0) {
                     *last = pct;
                     print_line(pct);
                 }
@@ -507,7 +534,7 @@ impl Progress {
                     eprintln!("{}", summary_line(bytes, started.elapsed().as_secs_f64()));
                 }
             }
-            Progress::Lines(last) => {
+            Progress::Lines(last, _) => {
                 if last < 100.0 {
                     print_line(100.0);
                 }
@@ -516,11 +543,12 @@ impl Progress {
         }
     }
 
-    /// Ends the progress display after a failure: nothing more is printed but a clean line.
+    /// Ends the progress display where it stands (after a failure, or where the last record
+    /// already says where the command ended): nothing more is printed but a clean line.
     pub fn abandon(self) {
         match self {
             Progress::Bar(bar, _) => bar.finish_and_clear(),
-            Progress::Lines(_) => println!(),
+            Progress::Lines(..) => println!(),
             Progress::Hidden => {}
         }
     }

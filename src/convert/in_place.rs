@@ -14,7 +14,7 @@ use crate::format::{Capability, Format};
 use crate::host_file::Durability;
 use crate::image::{Allocation, BackingPolicy, Image, Layer, OpenOptions};
 use crate::sink::{FileSink, Output, SharedSink, Sink};
-use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
+use crate::writer::{CreateSpec, DirectWrite, HostTarget, ImageWriter, Piece};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -159,6 +159,18 @@ impl DirectWrite for Placed {
                 })?;
             let at = (pos - offset) as usize;
             sink.write_at(&bytes[at..at + n as usize], host)
+        })
+    }
+
+    fn host_target(&self, offset: u64, len: u64) -> Option<HostTarget<'_>> {
+        // An error here is found again, and reported, by the write that replaces the copy.
+        let m = self.layer.map(offset, len).ok()?;
+        let host = m.host?;
+        let file = self.shared.get(host.file)?.as_ref()?.regular_file()?;
+        Some(HostTarget {
+            file,
+            offset: host.offset,
+            len: m.length,
         })
     }
 }

@@ -17,6 +17,7 @@ mod bitmaps;
 pub mod destination;
 mod in_place;
 mod in_place_edit;
+mod offload;
 mod pipeline;
 mod plan;
 mod stream_plan;
@@ -609,6 +610,12 @@ fn drive(
         (WriteOrder::OutOfOrder, None) => writer.direct(),
         _ => None,
     };
+    // -C: the kernel copies where the target writes regular files by position; a target with
+    // a backing image (-B) needs every range compared, so it reads as usual.
+    let offload = match (options.copy, &encoder, backing) {
+        (CopyMode::Offload, None, None) => writer.direct().map(offload::Offload::new),
+        _ => None,
+    };
     let settings = pipeline::Settings {
         threads: options.threads.unwrap_or_else(default_threads).max(1),
         cutting: plan::Cutting {
@@ -619,6 +626,7 @@ fn drive(
         encoder,
         direct,
         copy: options.copy,
+        offload,
         rate: options.rate,
     };
     let stats = pipeline::run(source, backing, writer.as_mut(), &settings, &mut |done| {

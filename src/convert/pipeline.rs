@@ -9,6 +9,7 @@
 //! bytes with `-B`), whatever the size of the image.
 
 use super::CopyMode;
+use super::offload::{self, Offload};
 use super::plan::{Cutting, ItemKind, Planner, Sparseness};
 use super::stream_plan::StreamPlanner;
 use super::zero::is_zero;
@@ -34,6 +35,9 @@ pub struct Settings {
     pub direct: Option<Arc<dyn DirectWrite>>,
     /// `-C`: data ranges are copied whole, without looking for zeros in them.
     pub copy: CopyMode,
+    /// `-C` into a target that writes regular files by position (and has no backing image):
+    /// host-file data is copied by the kernel.
+    pub offload: Option<Offload>,
     /// `-r`: the most bytes read from the source a second.
     pub rate: Rate,
 }
@@ -79,8 +83,10 @@ pub struct Stats {
     pub zero_bytes: u64,
     /// Bytes left to the target's backing image.
     pub unallocated_bytes: u64,
-    /// Bytes read from the source (data items only).
+    /// Bytes read from the source (data items only), the kernel's copies included.
     pub read_bytes: u64,
+    /// Bytes of data the kernel copied from file to file (`-C`, `copy_file_range`).
+    pub offloaded_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +113,8 @@ struct Done {
     len: u64,
     /// True when the item's bytes were read from the source.
     read: bool,
+    /// Bytes of the item the kernel copied (`-C`).
+    offloaded: u64,
     buf: Option<Vec<u8>>,
     encoded: Vec<u8>,
     segments: Vec<Segment>,
@@ -292,6 +300,7 @@ fn process(
             offset: item.offset,
             len: item.len,
             read: false,
+            offloaded: 0,
             buf: None,
             encoded: Vec::new(),
             segments: vec![Segment {
@@ -303,6 +312,43 @@ fn process(
         });
     }
     let len = item.len as usize;
+    if let (Content::Read, Some(offload), Some(image), None) =
+        (&item.content, &settings.offload, source, target_backing)
+    {
+        let mut buf = take_buffer(pool, len);
+        let copied = offload.copy_range(image, item.offset, item.len, &mut buf);
+        give_buffer(pool, buf);
+        if let Some(copied) = copied? {
+            let mut start = 0usize;
+            let segments = copied
+                .pieces
+                .iter()
+                .map(|&(len, outcome)| {
+                    let segment = Segment {
+                        start,
+                        len,
+                        class: match outcome {
+                            offload::Outcome::Placed => Class::Placed,
+                            offload::Outcome::Zero => Class::Zero,
+                        },
+                        encoded: None,
+                    };
+                    start += len as usize;
+                    segment
+                })
+                .collect();
+            return Ok(Done {
+                seq,
+                offset: item.offset,
+                len: item.len,
+                read: true,
+                offloaded: copied.offloaded,
+                buf: None,
+                encoded: Vec::new(),
+                segments,
+            });
+        }
+    }
     let mut buf = take_buffer(pool, len);
     match item.content {
         Content::Runs(runs) => {
@@ -325,6 +371,13 @@ fn process(
     };
 
     let granularity = settings.cutting.granularity as usize;
+    // -C looks for no zeros in the data, but the ranges the source's map calls zero stay
+    // zeros (holes in a new file), as qemu-img's -C leaves them.
+    let map_zeros = match (settings.copy, source) {
+        (CopyMode::Offload, Some(image)) => offload::zero_ranges(image, item.offset, item.len)?,
+        _ => Vec::new(),
+    };
+    let mut map_zeros = map_zeros.iter().peekable();
     let mut segments: Vec<Segment> = Vec::new();
     let mut encoded = Vec::new();
     let mut scratch = Vec::new();
@@ -333,8 +386,13 @@ fn process(
         // Granules are aligned to absolute offsets; items start on granule boundaries.
         let end = (pos + granularity).min(len);
         let granule = &buf[pos..end];
+        while map_zeros.next_if(|&&(_, e)| e <= pos as u64).is_some() {}
+        let in_map_zeros = map_zeros
+            .peek()
+            .is_some_and(|&&(s, e)| s <= pos as u64 && end as u64 <= e);
         let class = match &backing_buf {
             Some(b) if &b[pos..end] == granule => Class::Unallocated,
+            _ if in_map_zeros => Class::Zero,
             _ if settings.cutting.sparseness == Sparseness::Sparse
                 && settings.copy == CopyMode::Detect
                 && is_zero(granule) =>
@@ -387,6 +445,7 @@ fn process(
         offset: item.offset,
         len: item.len,
         read: true,
+        offloaded: 0,
         buf,
         encoded,
         segments,
@@ -485,6 +544,7 @@ fn write_in_order(
             if done.read {
                 stats.read_bytes += done.len;
             }
+            stats.offloaded_bytes += done.offloaded;
             if let Some(buf) = done.buf {
                 give_buffer(pool, buf);
             }
@@ -584,6 +644,7 @@ mod tests {
             },
             encoder: None,
             copy: CopyMode::Detect,
+            offload: None,
             rate: Rate::Unlimited,
         };
         let stats = run(

@@ -210,6 +210,7 @@ impl Sink for FileSink {
                 Placement::BlockDevice => self.capacity,
                 _ => None,
             },
+            regular: matches!(self.placement, Placement::New | Placement::ExistingFile),
         }))
     }
 
@@ -228,6 +229,8 @@ struct SharedFile {
     file: Arc<File>,
     name: PathBuf,
     capacity: Option<u64>,
+    /// A regular file (not a device), which `copy_file_range` may write.
+    regular: bool,
 }
 
 impl SharedSink for SharedFile {
@@ -242,6 +245,10 @@ impl SharedSink for SharedFile {
             .with_path(&self.name));
         }
         write_all_at(&self.file, &self.name, buf, offset)
+    }
+
+    fn regular_file(&self) -> Option<&File> {
+        self.regular.then_some(&*self.file)
     }
 }
 

@@ -82,6 +82,12 @@ pub trait Sink: Send {
 pub trait SharedSink: Send + Sync {
     /// Writes all of `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()>;
+
+    /// The file written, when it is a regular file that [`SharedSink::write_at`] writes at
+    /// the offsets given, unchanged (so the kernel may copy into it: `copy_file_range`).
+    fn regular_file(&self) -> Option<&std::fs::File> {
+        None
+    }
 }
 
 enum OutputKind<'a> {

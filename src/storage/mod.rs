@@ -19,6 +19,7 @@ pub use overlay::Overlay;
 pub use window::Window;
 
 use crate::error::{Error, Result};
+use std::fs::File;
 use std::path::Path;
 
 /// The identity of a file on a host (device and inode), for loop detection and for refusing a
@@ -74,6 +75,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// The host file's identity, for storages that are (or lie in) one.
     fn identity(&self) -> Option<FileId> {
+        None
+    }
+
+    /// The host file whose bytes these are, unchanged, and where byte 0 of the storage lies in
+    /// it: for copies the kernel makes from file to file (`convert -C`, `copy_file_range`).
+    /// `None` (the default) where the bytes are not simply a host file's (memory, a log
+    /// replayed over a file, chunks joined or decompressed).
+    fn host_file(&self) -> Option<(&File, u64)> {
         None
     }
 }
@@ -146,6 +155,9 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
     }
     fn identity(&self) -> Option<FileId> {
         (**self).identity()
+    }
+    fn host_file(&self) -> Option<(&File, u64)> {
+        (**self).host_file()
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::{Storage, fits, past_end};
 use crate::error::{Error, Result};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -99,5 +100,10 @@ impl Storage for Window {
 
     fn allocated_bytes(&self) -> u64 {
         self.len
+    }
+
+    fn host_file(&self) -> Option<(&File, u64)> {
+        let (file, base) = self.inner.host_file()?;
+        Some((file, base.checked_add(self.start)?))
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::sink::{Access, Output, SharedSink, Sink};
-use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
+use crate::writer::{CreateSpec, DirectWrite, HostTarget, ImageWriter, Piece};
 use std::sync::Arc;
 
 /// How much of a raw output's space is reserved up front.
@@ -30,6 +30,11 @@ struct AtOffset(Arc<dyn SharedSink>);
 impl DirectWrite for AtOffset {
     fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         self.0.write_at(bytes, offset)
+    }
+
+    fn host_target(&self, offset: u64, len: u64) -> Option<HostTarget<'_>> {
+        let file = self.0.regular_file()?;
+        (len > 0).then_some(HostTarget { file, offset, len })
     }
 }
 

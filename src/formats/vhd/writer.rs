@@ -20,7 +20,7 @@ use super::reader::VhdLayer;
 use crate::convert::range_has_data;
 use crate::error::{Error, Result};
 use crate::sink::{Access, Output, SharedSink, Sink};
-use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
+use crate::writer::{CreateSpec, DirectWrite, HostTarget, ImageWriter, Piece};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -58,6 +58,11 @@ struct AtOffset(Arc<dyn SharedSink>);
 impl DirectWrite for AtOffset {
     fn write_data(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         self.0.write_at(bytes, offset)
+    }
+
+    fn host_target(&self, offset: u64, len: u64) -> Option<HostTarget<'_>> {
+        let file = self.0.regular_file()?;
+        (len > 0).then_some(HostTarget { file, offset, len })
     }
 }
 

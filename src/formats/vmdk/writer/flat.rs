@@ -7,7 +7,7 @@ use super::{SPLIT_EXTENT_BYTES, Subformat, split_extents, stem};
 use crate::error::{Error, Result};
 use crate::formats::vmdk::descriptor::ExtentKind;
 use crate::sink::{Output, SharedSink, Sink};
-use crate::writer::{CreateSpec, DirectWrite, ImageWriter, Piece};
+use crate::writer::{CreateSpec, DirectWrite, HostTarget, ImageWriter, Piece};
 use std::sync::Arc;
 
 /// Writes flat VMDKs.
@@ -30,6 +30,24 @@ impl DirectWrite for Extents {
             bytes,
             |s, b, at| s.write_at(b, at),
         )
+    }
+
+    fn host_target(&self, offset: u64, len: u64) -> Option<HostTarget<'_>> {
+        let mut start = 0u64;
+        for (sink, size) in &self.0 {
+            let end = start + size;
+            if offset < end {
+                let len = len.min(end - offset);
+                let file = sink.regular_file()?;
+                return (len > 0).then_some(HostTarget {
+                    file,
+                    offset: offset - start,
+                    len,
+                });
+            }
+            start = end;
+        }
+        None
     }
 }
 
