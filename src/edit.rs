@@ -47,7 +47,7 @@ pub trait ImageMut: Send {
     /// whose compressed units are not written in place).
     fn can_write_compressed(&self) -> Result<()> {
         Err(crate::error::Error::unsupported(
-            "this image cannot store compressed clusters in place",
+            "compressed clusters are not written into existing images of this kind",
         ))
     }
 
