@@ -372,7 +372,7 @@ fn qcow_clusters_are_compressed() {
     qio(
         "qcow",
         &old,
-        &["write -P 1 0 1M", "write -P 3 1536k 1000", &random_write],
+        &["write -P 1 0 512k", "write -P 3 1536k 1000", &random_write],
     );
     qemu_img_ok(&["create", "-q", "-f", "qcow", s(&new), "3M"]);
     qio("qcow", &new, &["write -P 1 0 256k"]);
@@ -397,6 +397,7 @@ fn qcow_clusters_are_compressed() {
     let compressed = compressed_ranges(&top, "qcow");
     let cluster = 512; // qemu-img's QCOW clusters
     assert!(covers(&compressed, 256 * KIB, 40 * KIB), "{compressed:?}");
+    assert!(covers(&compressed, 302 * KIB, 210 * KIB), "{compressed:?}");
     assert!(
         covers(&compressed, 1536 * KIB, cluster * 2),
         "{compressed:?}"
@@ -554,11 +555,11 @@ fn killed_at_random_the_image_is_repairable_and_reads_the_same() {
         "-o",
         "cluster_size=16k",
         s(&old),
-        "32M",
+        "8M",
     ]);
-    qio("qcow2", &old, &["write -P 1 0 24M", "write -P 9 30M 2M"]);
-    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&new), "32M"]);
-    qio("qcow2", &new, &["write -P 4 8M 4M"]);
+    qio("qcow2", &old, &["write -P 1 0 6M", "write -P 9 7M 1M"]);
+    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&new), "8M"]);
+    qio("qcow2", &new, &["write -P 4 2M 1M"]);
     qemu_img_ok(&[
         "create",
         "-q",
@@ -572,7 +573,7 @@ fn killed_at_random_the_image_is_repairable_and_reads_the_same() {
         "qcow2",
         s(&top),
     ]);
-    qio("qcow2", &top, &["write -P 2 1M 100k", "write -z 5M 1M"]);
+    qio("qcow2", &top, &["write -P 2 1M 100k", "write -z 4M 1M"]);
     let reference = content(&top, "qcow2");
     let start = |image: &Path| -> Child {
         common::diskferry()
