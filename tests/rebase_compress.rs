@@ -358,7 +358,7 @@ fn qcow_clusters_are_compressed() {
     // qemu-img 10 compresses into QCOW too, but cannot change a QCOW image's backing file
     // ("Operation not supported") after copying; diskferry rebases it, compressed.
     let test = "qcow_clusters_are_compressed";
-    let Some((dir, fake)) = setup(test) else {
+    let Some((dir, _fake)) = setup(test) else {
         return;
     };
     let d = dir.path();
@@ -389,6 +389,14 @@ fn qcow_clusters_are_compressed() {
     ]);
     qio("qcow", &top, &["write -P 2 300k 1000"]);
     let reference = content(&top, "qcow");
+    let theirs = d.join("theirs.qcow");
+    std::fs::copy(&top, &theirs).unwrap();
+    let (c, _, e) = qemu_img(&["rebase", "-c", "-b", "new.qcow", "-F", "qcow", s(&theirs)]);
+    assert_eq!(c, 1);
+    assert!(
+        e.contains("Could not change the backing file to 'new.qcow': Operation not supported"),
+        "{e}"
+    );
     let (c, _, e) = run(&["rebase", "-c", "-b", "new.qcow", "-F", "qcow", s(&top)]);
     assert_eq!(c, 0, "{e}");
     let info = qemu_img_ok(&["info", "-f", "qcow", s(&top)]);
