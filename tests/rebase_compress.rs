@@ -40,17 +40,29 @@ fn setup(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
     Some((d, fake))
 }
 
-/// What a chain is made of: the qcow2 `-o` options of every image and the disk's size.
+/// What a chain is made of: the qcow2 `-o` options of every image, the disk's size and the
+/// top's own writes (qemu-io commands).
 struct Chain<'a> {
     opts: &'a str,
     size: u64,
+    top: &'a [&'a str],
 }
+
+/// The top's own writes: part of a cluster, a whole cluster, a cluster of zeros.
+const TOP: &[&str] = &[
+    "write -P 2 64k 4k",
+    "write -P 2 1M 64k",
+    "write -z 2112k 64k",
+];
+
+/// The rebase both tools run.
+const REBASE: [&str; 6] = ["rebase", "-c", "-b", "new.qcow2", "-F", "qcow2"];
 
 impl Chain<'_> {
     /// Makes `old.qcow2` and `new.qcow2` in `d` (once), and a top `name` over `old.qcow2`:
     /// clusters of compressible data, one of incompressible data, data covering part of a
     /// cluster, the disk's short last cluster, zeros in the old chain where the new one has
-    /// data, and ranges the top holds itself (part of a cluster, a whole cluster, zeros).
+    /// data; and the top's own writes.
     fn make(&self, d: &Path, name: &str) -> PathBuf {
         let old = d.join("old.qcow2");
         if !old.exists() {
@@ -79,15 +91,7 @@ impl Chain<'_> {
         }
         let top = d.join(name);
         self.create(&top, Some("old.qcow2"));
-        qio(
-            "qcow2",
-            &top,
-            &[
-                "write -P 2 64k 4k",
-                "write -P 2 1M 64k",
-                "write -z 2112k 64k",
-            ],
-        );
+        qio("qcow2", &top, self.top);
         top
     }
 
@@ -169,16 +173,15 @@ fn overlaps(ranges: &[(u64, u64)], at: u64, len: u64) -> bool {
 
 /// Rebases copies of one chain with qemu-img and with diskferry as qemu-img and compares them;
 /// returns diskferry's image.
-fn rebase_both(test: &str, opts: &str, size: u64) -> Option<(tempfile::TempDir, PathBuf)> {
+fn rebase_both(test: &str, chain: &Chain<'_>) -> Option<(tempfile::TempDir, PathBuf)> {
     let (dir, fake) = setup(test)?;
     let d = dir.path();
-    let chain = Chain { opts, size };
+    let opts = chain.opts;
     let theirs = chain.make(d, "theirs.qcow2");
     let ours = chain.make(d, "ours.qcow2");
     let reference = content(&ours, "qcow2");
-    let args = ["rebase", "-c", "-b", "new.qcow2", "-F", "qcow2"];
-    let (qc, qo, qe) = qemu_img(&[&args[..], &[s(&theirs)]].concat());
-    let (dc, doo, de) = run_prog(&fake, &[&args[..], &[s(&ours)]].concat());
+    let (qc, qo, qe) = qemu_img(&[&REBASE[..], &[s(&theirs)]].concat());
+    let (dc, doo, de) = run_prog(&fake, &[&REBASE[..], &[s(&ours)]].concat());
     assert_eq!((qc, qo, qe.trim()), (dc, doo, de.trim()), "-o {opts}");
     assert_eq!(qc, 0, "{qe}");
     for top in [&theirs, &ours] {
@@ -240,8 +243,11 @@ fn zlib_clusters_are_compressed_as_qemu_img_does() {
     let size = 4 * MIB + 20 * KIB;
     let Some((_d, ours)) = rebase_both(
         "zlib_clusters_are_compressed_as_qemu_img_does",
-        "cluster_size=64k",
-        size,
+        &Chain {
+            opts: "cluster_size=64k",
+            size,
+            top: TOP,
+        },
     ) else {
         return;
     };
@@ -253,8 +259,11 @@ fn zstd_clusters_are_compressed_as_qemu_img_does() {
     let size = 4 * MIB + 20 * KIB;
     let Some((_d, ours)) = rebase_both(
         "zstd_clusters_are_compressed_as_qemu_img_does",
-        "cluster_size=64k,compression_type=zstd",
-        size,
+        &Chain {
+            opts: "cluster_size=64k,compression_type=zstd",
+            size,
+            top: TOP,
+        },
     ) else {
         return;
     };
@@ -268,8 +277,11 @@ fn compat_0_10_and_small_clusters_as_qemu_img() {
     // No zero flag in version 2, and 4 KiB clusters (many per L2 table).
     let Some((_d, ours)) = rebase_both(
         "compat_0_10_and_small_clusters_as_qemu_img",
-        "compat=0.10,cluster_size=4k",
-        4 * MIB,
+        &Chain {
+            opts: "compat=0.10,cluster_size=4k",
+            size: 4 * MIB,
+            top: TOP,
+        },
     ) else {
         return;
     };
@@ -283,38 +295,18 @@ fn compat_0_10_and_small_clusters_as_qemu_img() {
 fn extended_l2_clusters_are_compressed_as_qemu_img_does() {
     // qemu-img 10 compresses into extended-L2 images too, where the top holds no cluster in
     // part (with 4 KiB of a cluster it fails an assertion: see the next test).
-    let test = "extended_l2_clusters_are_compressed_as_qemu_img_does";
-    let Some((dir, fake)) = setup(test) else {
+    let Some((_d, ours)) = rebase_both(
+        "extended_l2_clusters_are_compressed_as_qemu_img_does",
+        &Chain {
+            opts: "extended_l2=on,cluster_size=64k",
+            size: 4 * MIB,
+            top: &["write -P 2 1M 64k", "write -z 2112k 64k"],
+        },
+    ) else {
         return;
     };
-    let d = dir.path();
-    let chain = Chain {
-        opts: "extended_l2=on,cluster_size=64k",
-        size: 4 * MIB,
-    };
-    let mut tops = Vec::new();
-    for name in ["theirs.qcow2", "ours.qcow2"] {
-        let top = d.join(name);
-        chain.make(d, "scratch.qcow2");
-        chain.create(&top, Some("old.qcow2"));
-        qio("qcow2", &top, &["write -P 2 1M 64k", "write -z 2112k 64k"]);
-        tops.push(top);
-    }
-    let reference = content(&tops[1], "qcow2");
-    let args = ["rebase", "-c", "-b", "new.qcow2", "-F", "qcow2"];
-    let (qc, _, qe) = qemu_img(&[&args[..], &[s(&tops[0])]].concat());
-    let (dc, _, de) = run_prog(&fake, &[&args[..], &[s(&tops[1])]].concat());
-    assert_eq!((qc, dc), (0, 0), "{qe}{de}");
-    for top in &tops {
-        assert!(qemu_compare("raw", &reference, "qcow2", top));
-        check_clean(top);
-    }
-    assert_eq!(own_map(&tops[1], "qcow2"), own_map(&tops[0], "qcow2"));
-    assert!(covers(
-        &compressed_ranges(&tops[1], "qcow2"),
-        512 * KIB,
-        512 * KIB
-    ));
+    let c = compressed_ranges(&ours, "qcow2");
+    assert!(covers(&c, 512 * KIB, 512 * KIB), "{c:?}");
 }
 
 #[test]
@@ -330,14 +322,11 @@ fn extended_l2_cluster_held_in_part_is_completed_plainly() {
     let chain = Chain {
         opts: "extended_l2=on,cluster_size=64k",
         size: 4 * MIB,
+        top: &["write -P 2 64k 4k", "write -P 2 1M 64k", "write -z 600k 8k"],
     };
     let ours = chain.make(d, "ours.qcow2");
-    qio("qcow2", &ours, &["write -z 600k 8k"]);
     let reference = content(&ours, "qcow2");
-    let (c, _, e) = run_prog(
-        &fake,
-        &["rebase", "-c", "-b", "new.qcow2", "-F", "qcow2", s(&ours)],
-    );
+    let (c, _, e) = run_prog(&fake, &[&REBASE[..], &[s(&ours)]].concat());
     assert_eq!(c, 0, "{e}");
     assert!(qemu_compare("raw", &reference, "qcow2", &ours));
     check_clean(&ours);
@@ -504,6 +493,7 @@ fn aborted_after_any_write_the_image_is_repairable_and_reads_the_same() {
     let chain = Chain {
         opts: "cluster_size=64k,lazy_refcounts=on",
         size: 4 * MIB + 20 * KIB,
+        top: TOP,
     };
     let orig = chain.make(d, "orig.qcow2");
     let reference = content(&orig, "qcow2");
@@ -513,7 +503,8 @@ fn aborted_after_any_write_the_image_is_repairable_and_reads_the_same() {
         let img = d.join("crash.qcow2");
         std::fs::copy(&orig, &img).unwrap();
         let out = common::diskferry()
-            .args(["rebase", "-c", "-b", "new.qcow2", "-F", "qcow2", s(&img)])
+            .args(REBASE)
+            .arg(&img)
             .env("DISKFERRY_TEST_EDIT_ABORT_AFTER", n.to_string())
             .output()
             .unwrap();
@@ -585,7 +576,8 @@ fn killed_at_random_the_image_is_repairable_and_reads_the_same() {
     let reference = content(&top, "qcow2");
     let start = |image: &Path| -> Child {
         common::diskferry()
-            .args(["rebase", "-c", "-b", "new.qcow2", "-F", "qcow2", s(image)])
+            .args(REBASE)
+            .arg(image)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -302,30 +302,17 @@ impl ImageMut for QcowMut {
     }
 
     fn write_compressed(&mut self, offset: u64, data: &[u8]) -> Result<Stored> {
-        use crate::formats::qcow2::writer::compress::{compress_cluster, default_level};
+        use crate::formats::qcow2::writer::compress::compress_whole_cluster;
         use crate::formats::qcow2::writer::options::Compression;
         self.check_range(offset, data.len() as u64)?;
-        let cs = self.cs();
-        let len = data.len() as u64;
-        let whole = len == cs || (len < cs && offset + len == self.header.size);
-        if !offset.is_multiple_of(cs) || !whole {
-            return Err(Error::invalid(format!(
-                "internal error: a compressed write must be one whole cluster ({cs} bytes), not {len} bytes at {offset}"
-            ))
-            .with_path(self.path()));
-        }
-        let mut packed = Vec::new();
-        let method = Compression::Zlib;
-        if !compress_cluster(
-            method,
-            default_level(method),
-            data,
-            cs as usize,
-            &mut packed,
-        )? {
+        let packed =
+            compress_whole_cluster(Compression::Zlib, data, self.cs(), offset, self.header.size)
+                .map_err(|e| e.with_path(self.path()))?;
+        let Some(packed) = packed else {
             self.write_at(offset, data)?;
             return Ok(Stored::Plain);
-        }
+        };
+        let cs = self.cs();
         let shift = 63 - self.header.cluster_bits;
         let at = self.end;
         if at >= 1 << shift {

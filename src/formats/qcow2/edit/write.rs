@@ -110,33 +110,19 @@ impl Qcow2Mut {
     }
 
     fn write_compressed_inner(&mut self, offset: u64, data: &[u8]) -> Result<Stored> {
-        let cs = self.ed.cs;
-        let len = data.len() as u64;
-        let whole = len == cs || (len < cs && offset + len == self.size);
-        if !offset.is_multiple_of(cs) || !whole {
-            return Err(Error::invalid(format!(
-                "internal error: a compressed write must be one whole cluster ({cs} bytes), not {len} bytes at {offset}"
-            )));
-        }
         use crate::formats::qcow2::header::Compression as Stream;
-        use crate::formats::qcow2::writer::compress::{compress_cluster, default_level};
+        use crate::formats::qcow2::writer::compress::compress_whole_cluster;
         use crate::formats::qcow2::writer::options::Compression as Method;
         let method = match self.ed.header().compression {
             Stream::Deflate => Method::Zlib,
             Stream::Zstd => Method::Zstd,
         };
-        let mut packed = Vec::new();
-        if !compress_cluster(
-            method,
-            default_level(method),
-            data,
-            cs as usize,
-            &mut packed,
-        )? {
+        let cs = self.ed.cs;
+        let Some(packed) = compress_whole_cluster(method, data, cs, offset, self.size)? else {
             self.pack = None;
             self.writer().write_inner(offset, data)?;
             return Ok(Stored::Plain);
-        }
+        };
         let bits = self.ed.header().cluster_bits;
         let shift = 62 - (bits - 8);
         let per = self.ed.header().l2_entries();
