@@ -441,10 +441,11 @@ fn formats_that_cannot_compress_are_refused_as_qemu_img_refuses_them() {
                 "qemu-img: Compression not supported for this file format"
             );
             assert_eq!(std::fs::read(&top).unwrap(), before, "{args:?}");
-            // As diskferry: the same words.
+            // As diskferry: the same words, naming the file.
             let (c, _, e) = run(&args);
             assert_eq!(c, 1);
             assert!(e.contains("Compression not supported"), "{e}");
+            assert!(e.contains(s(&top)), "{e}");
         }
     }
 }

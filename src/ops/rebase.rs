@@ -51,6 +51,10 @@ pub struct RebaseOptions {
     pub compress: Compress,
 }
 
+/// The refusal of `-c` for a format that cannot compress, in qemu-img's words (which name no
+/// file: the error carries the path, which the qemu-img personality leaves out).
+pub const COMPRESSION_UNSUPPORTED: &str = "Compression not supported for this file format";
+
 /// Whether the clusters a safe rebase copies are stored compressed (`-c`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compress {
@@ -82,9 +86,7 @@ pub fn rebase(
     let format = Image::open(path, &top_only)?.top().format();
     if options.compress == Compress::Yes && !format.can(Capability::Compress) {
         // qemu-img's check and words, made before anything else (with -u too).
-        return Err(Error::unsupported(
-            "Compression not supported for this file format",
-        ));
+        return Err(Error::unsupported(COMPRESSION_UNSUPPORTED).with_path(path));
     }
     registry
         .require(format, Capability::Rebase)
