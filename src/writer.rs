@@ -143,6 +143,9 @@ pub struct CreateSpec {
     pub compress: bool,
     /// The source's allocation, when converting (absent for `create`, where all is zero).
     pub source_map: Option<Arc<dyn SourceMap>>,
+    /// `convert --bitmaps`: the source's persistent dirty bitmaps, for a qcow2 target to hold
+    /// (empty otherwise; only qcow2 writes them).
+    pub bitmaps: Vec<Arc<crate::formats::qcow2::bitmaps::StoredBitmap>>,
 }
 
 impl CreateSpec {
@@ -154,6 +157,7 @@ impl CreateSpec {
             backing: None,
             compress: false,
             source_map: None,
+            bitmaps: Vec::new(),
         }
     }
 

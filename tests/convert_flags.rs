@@ -44,6 +44,48 @@ fn same_outcome(dir: &Path, fake: &Path, args: &[&str], suffix: &str) -> (i32, P
     (qc, theirs, ours)
 }
 
+/// The words of `line`, each that `files` names (`("RAW", path)`) replaced by its path.
+fn command<'a>(line: &'a str, files: &[(&str, &'a str)]) -> Vec<&'a str> {
+    line.split(' ')
+        .map(|w| {
+            files
+                .iter()
+                .find(|(name, _)| *name == w)
+                .map_or(w, |&(_, path)| path)
+        })
+        .collect()
+}
+
+/// diskferry under its own name (not linked as `qemu-img`).
+fn as_diskferry() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_diskferry"))
+}
+
+/// Runs `args` with `prog` and asserts one of diskferry's own refusals: exit code 1, a message
+/// with `says`, and each of `keeps` as it was (a file that was not there still is not).
+fn refused(prog: &Path, args: &[&str], says: &str, keeps: &[&Path]) {
+    let before: Vec<Option<Vec<u8>>> = keeps.iter().map(|p| std::fs::read(p).ok()).collect();
+    let (c, _, e) = run_prog(prog, args);
+    assert_eq!(c, 1, "{args:?}: {e}");
+    assert!(e.contains(says), "{args:?}: {e}");
+    for (path, was) in keeps.iter().zip(before) {
+        assert!(
+            std::fs::read(path).ok() == was,
+            "{args:?} changed {}",
+            path.display()
+        );
+    }
+}
+
+/// A qcow2 `name` in `dir` over the qcow2 `backing` (named relative to it).
+fn qcow2_over(dir: &Path, name: &str, backing: &str) -> PathBuf {
+    let top = dir.join(name);
+    let files = [("BACKING", backing), ("TOP", s(&top))];
+    let args = command("create -q -f qcow2 -b BACKING -F qcow2 TOP", &files);
+    qemu_img_ok(&args);
+    top
+}
+
 /// A 4 MiB raw image: 64 KiB of data, then 2 MiB of zeros that are allocated (written), then
 /// a hole; and 1 MiB of data at 3 MiB.
 fn raw_with_written_zeros(dir: &Path) -> PathBuf {
@@ -67,52 +109,27 @@ fn refusals_and_their_messages_are_qemu_imgs() {
     qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&q), "1M"]);
     let existing = dir.join("existing.raw");
     make_raw(&existing, 1 << 20, &[]);
-    let (raw, q, ex) = (s(&raw), s(&q), s(&existing));
-    for (args, code) in [
-        (vec!["convert", "-C", "-c", "-O", "qcow2", raw, "{}"], 1),
-        (vec!["convert", "-C", "-S", "4k", raw, "{}"], 1),
-        (vec!["convert", "-C", "-S", "0", raw, "{}"], 1),
-        (vec!["convert", "-C", "--salvage", raw, "{}"], 1),
-        (vec!["convert", "--target-is-zero", raw, "{}"], 1),
-        (vec!["convert", "-r", "1X", raw, "{}"], 1),
-        (vec!["convert", "-r", "0.5", raw, "{}"], 1),
-        (vec!["convert", "-r", "1kB", raw, "{}"], 1),
-        (vec!["convert", "-r", "8E", raw, "{}"], 1),
-        (vec!["convert", "-r", "-1", raw, "{}"], 1),
-        (vec!["commit", "-r", "1X", q], 1),
-        (vec!["convert", "--bitmaps", "-O", "qcow2", raw, "{}"], 1),
-        (vec!["convert", "--bitmaps", "-O", "vmdk", q, "{}"], 1),
-        (
-            vec![
-                "convert",
-                "--bitmaps",
-                "-O",
-                "qcow2",
-                "-o",
-                "compat=0.10",
-                q,
-                "{}",
-            ],
-            1,
-        ),
+    let files = [("RAW", s(&raw)), ("Q", s(&q)), ("EX", s(&existing))];
+    // One case a row: the words of the command, RAW, Q and EX standing for the files above.
+    for (words, code) in [
+        ("convert -C -c -O qcow2 RAW {}", 1),
+        ("convert -C -S 4k RAW {}", 1),
+        ("convert -C -S 0 RAW {}", 1),
+        ("convert -C --salvage RAW {}", 1),
+        ("convert --target-is-zero RAW {}", 1),
+        ("convert -r 1X RAW {}", 1),
+        ("convert -r 0.5 RAW {}", 1),
+        ("convert -r 1kB RAW {}", 1),
+        ("convert -r 8E RAW {}", 1),
+        ("convert -r -1 RAW {}", 1),
+        ("commit -r 1X Q", 1),
+        ("convert --bitmaps -O qcow2 RAW {}", 1),
+        ("convert --bitmaps -O vmdk Q {}", 1),
+        ("convert --bitmaps -O qcow2 -o compat=0.10 Q {}", 1),
         // qemu-img 10 says so, writes nothing, and exits with 0.
-        (
-            vec![
-                "convert",
-                "-n",
-                "--target-is-zero",
-                "-B",
-                q,
-                "-F",
-                "qcow2",
-                "-O",
-                "raw",
-                raw,
-                ex,
-            ],
-            0,
-        ),
+        ("convert -n --target-is-zero -B Q -F qcow2 -O raw RAW EX", 0),
     ] {
+        let args = command(words, &files);
         let before = std::fs::read(&existing).unwrap();
         let (c, theirs, ours) = same_outcome(dir, &fake, &args, ".out");
         assert_eq!(c, code, "{args:?}");
@@ -123,19 +140,8 @@ fn refusals_and_their_messages_are_qemu_imgs() {
         assert_eq!(std::fs::read(&existing).unwrap(), before, "{args:?}");
     }
     // As diskferry, the refusal that qemu-img reports with 0 fails.
-    let (c, _, e) = run(&[
-        "convert",
-        "-n",
-        "--target-is-zero",
-        "-B",
-        q,
-        "-O",
-        "raw",
-        raw,
-        ex,
-    ]);
-    assert_eq!(c, 1, "{e}");
-    assert!(e.contains("--target-is-zero"), "{e}");
+    let args = command("convert -n --target-is-zero -B Q -O raw RAW EX", &files);
+    refused(as_diskferry(), &args, "--target-is-zero", &[&existing]);
 }
 
 #[test]
@@ -270,18 +276,7 @@ fn rate_limits_hold_reads_back_as_qemu_imgs() {
     assert!(t.elapsed() < Duration::from_millis(450));
     let base = dir.join("base.qcow2");
     qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&base), "1M"]);
-    let top = dir.join("top.qcow2");
-    qemu_img_ok(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        "base.qcow2",
-        "-F",
-        "qcow2",
-        s(&top),
-    ]);
+    let top = qcow2_over(dir, "top.qcow2", "base.qcow2");
     let (c, out, e) = run_prog(&fake, &["commit", "-r", "0", s(&top)]);
     assert_eq!((c, out.as_str()), (0, "Image committed.\n"), "{e}");
 }
@@ -348,17 +343,6 @@ fn bitmaps_of_a_qcow2_source_are_not_lost_silently() {
     assert_eq!(c, 0);
     assert!(qemu_compare("qcow2", &theirs, "qcow2", &ours));
     qemu_img_ok(&["check", s(&ours)]);
-    // With bitmaps diskferry cannot write yet, it refuses before writing anything rather than
-    // leave them behind.
-    let img = qcow2_with_bitmaps(dir);
-    let out = dir.join("out.qcow2");
-    let (c, _, e) = run_prog(
-        &fake,
-        &["convert", "--bitmaps", "-O", "qcow2", s(&img), s(&out)],
-    );
-    assert_eq!(c, 1, "{e}");
-    assert!(e.contains("3 persistent bitmap(s)"), "{e}");
-    assert!(!out.exists());
 }
 
 #[test]
@@ -375,18 +359,7 @@ fn rebase_without_backing_format_as_qemu_img_and_as_diskferry() {
     qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&new), "4M"]);
     qemu_io("qcow2", &new, &["write -P 7 512k 1M"]);
     let make_top = |name: &str| {
-        let top = dir.join(name);
-        qemu_img_ok(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            s(&top),
-        ]);
+        let top = qcow2_over(dir, name, "base.qcow2");
         qemu_io("qcow2", &top, &["write -P 2 3M 64k"]);
         top
     };

@@ -357,6 +357,129 @@ fn convert_n_into_an_existing_fixed_vhd() {
     }
 }
 
+/// `-n` into images that allocate as they are written (qemu-img writes them through its block
+/// layer; diskferry through each format's in-place editor): the content is the source's by
+/// qemu-img compare and by the independent readers, `qemu-img check` finds the image clean,
+/// the file is not replaced, and runs of zeros the destination already reads as zeros are not
+/// written (the image stays no larger than qemu-img's). Over a backing file, the source's
+/// holes must hide the backing file's data.
+#[test]
+fn convert_n_into_existing_images_that_allocate_as_they_go() {
+    const TEST: &str = "convert_n_into_existing_images_that_allocate_as_they_go";
+    if !common::have_qemu(TEST) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, want) = source(dir.path(), "src.raw", N_SIZE);
+    let size = N_SIZE.to_string();
+    // (qemu driver, create options, oracle-read format, checked by qemu-img check)
+    for (fmt, opts, oracle) in [
+        ("qcow2", "", Some("qcow2")),
+        ("qcow2", "extended_l2=on", None),
+        ("vpc", "force_size=on", Some("vhd")),
+        ("vhdx", "", Some("vhdx")),
+        ("vmdk", "", Some("vmdk")),
+        ("vmdk", "subformat=twoGbMaxExtentSparse", None),
+        ("vdi", "", Some("vdi")),
+        ("qcow", "", None),
+    ] {
+        let what = format!("{fmt} {opts}");
+        let ours = dir.path().join(format!("ours-{fmt}"));
+        let theirs = dir.path().join(format!("theirs-{fmt}"));
+        for p in [&ours, &theirs] {
+            let mut args = vec!["create", "-q", "-f", fmt];
+            if !opts.is_empty() {
+                args.extend(["-o", opts]);
+            }
+            args.extend([s(p), &size]);
+            common::qemu_img_ok(&args);
+        }
+        let inode = ino(&ours);
+        run(&["convert", "-n", "-O", fmt, s(&src), s(&ours)]).ok();
+        common::qemu_img_ok(&["convert", "-n", "-O", fmt, s(&src), s(&theirs)]);
+        if !opts.contains("twoGb") {
+            // (A split VMDK's descriptor is a small file of its own, which its editor
+            // replaces atomically when the content id changes.)
+            assert_eq!(
+                ino(&ours),
+                inode,
+                "{what}: -n replaced the destination file"
+            );
+        }
+        assert!(
+            common::qemu_compare("raw", &src, fmt, &ours),
+            "{what}: qemu-img compare: the destination differs from the source"
+        );
+        if !matches!(fmt, "vpc" | "qcow") {
+            let (code, out, err) = common::qemu_img(&["check", "-f", fmt, s(&ours)]);
+            assert_eq!(code, 0, "{what}: qemu-img check: {out}{err}");
+        }
+        let used = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
+        assert!(
+            used(&ours) <= used(&theirs) + 2 * MIB,
+            "{what}: diskferry's image uses {} bytes, qemu-img's {}",
+            used(&ours),
+            used(&theirs)
+        );
+        if let Some(format) = oracle {
+            let Some(readings) = common::oracle_read(TEST, format, &ours) else {
+                return;
+            };
+            let expected = (want.len() as u64, common::sha256_file(&src));
+            // (libyal has no VDI reader: it answers n/a.)
+            for r in readings.iter().filter(|r| r.result != Err("n/a".into())) {
+                assert_eq!(
+                    r.result.as_ref().ok(),
+                    Some(&expected),
+                    "{what}: {} reads otherwise",
+                    r.reader
+                );
+            }
+        }
+    }
+    // Over a backing file full of data: the source's holes read as zeros afterwards.
+    let base = dir.path().join("base.raw");
+    filled(&base, N_SIZE, 0xEE);
+    let top = dir.path().join("top.qcow2");
+    common::qemu_img_ok(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        s(&top),
+    ]);
+    run(&["convert", "-n", "-O", "qcow2", s(&src), s(&top)]).ok();
+    assert!(
+        common::qemu_compare("raw", &src, "qcow2", &top),
+        "over a backing file: the destination differs from the source"
+    );
+    let (code, out, err) = common::qemu_img(&["check", "-f", "qcow2", s(&top)]);
+    assert_eq!(code, 0, "over a backing file: qemu-img check: {out}{err}");
+    // With --target-is-zero (true of a new image) the holes are passed over.
+    let trusting = dir.path().join("trusting.qcow2");
+    common::qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&trusting), &size]);
+    run(&[
+        "convert",
+        "-n",
+        "--target-is-zero",
+        "-O",
+        "qcow2",
+        s(&src),
+        s(&trusting),
+    ])
+    .ok();
+    assert!(
+        common::qemu_compare("raw", &src, "qcow2", &trusting),
+        "--target-is-zero: the destination differs from the source"
+    );
+    let (code, out, err) = common::qemu_img(&["check", "-f", "qcow2", s(&trusting)]);
+    assert_eq!(code, 0, "--target-is-zero: qemu-img check: {out}{err}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Symlinks, owner and mode
 

@@ -5,26 +5,22 @@
 //! random points of each in-place operation. qemu-img cannot resize qcow, nor does diskferry.
 
 mod common;
+mod edit_support;
 
 use common::{
-    have_qemu, kill_child_at_random, pseudo_random, qemu_compare, qemu_img, qemu_img_ok,
-    read_image_head, run_ok,
+    have_qemu, pseudo_random, qemu_compare, qemu_img, qemu_img_ok, read_image_head, run_ok,
 };
 use diskferry::Gate;
-use diskferry::edit::{Clear, EditContext, Force, MeasureRequest, NewBacking};
+use diskferry::edit::{Clear, MeasureRequest, NewBacking};
 use diskferry::formats::qcow::FORMAT;
 use diskferry::options::FormatOptions;
+use edit_support::{
+    KillRounds, Survivor, apply_mut, ctx, helper_job, rebase_in_turn, strided_writes,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const MIB: u64 = 1 << 20;
-
-fn ctx(gate: &Gate) -> EditContext<'_> {
-    EditContext {
-        gate,
-        force: Force::No,
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -295,50 +291,42 @@ fn measure_predicts_the_files_diskferry_writes() {
 
 // --- kill -9 at random points -------------------------------------------------------------
 
-fn child_operation() -> bool {
-    let Ok(spec) = std::env::var("QCOW_EDIT_CHILD") else {
-        return false;
-    };
-    let (op, path) = spec.split_once(':').unwrap();
+/// The work of the kill tests' helper processes (a no-op as an ordinary test).
+#[test]
+fn zz_kill_helper() {
+    let Some(job) = helper_job() else { return };
+    let (op, path) = job.split_once('|').unwrap();
     let path = Path::new(path);
-    let gate = Gate::anywhere();
     match op {
-        "write" => {
-            let mut m = FORMAT.driver().open_mut(path, &ctx(&gate)).unwrap();
-            for i in 0..256u64 {
-                m.write_at(i * 8192 + 512, &[0xab; 5000]).unwrap();
-            }
-            m.flush().unwrap();
-        }
-        "rebase" => {
-            for _ in 0..50 {
-                for name in ["base.qcow", "other.qcow"] {
-                    let b = NewBacking {
-                        name: name.into(),
-                        format: None,
-                    };
-                    FORMAT
-                        .driver()
-                        .set_backing(path, Some(&b), &ctx(&gate))
-                        .unwrap();
-                }
-            }
-        }
+        "write" => apply_mut(FORMAT, path, &strided_writes(256, 8192, 5000)),
+        "rebase" => rebase_in_turn(FORMAT, path, ["base.qcow", "other.qcow"], 100, None),
         _ => panic!("unknown operation {op}"),
     }
-    true
 }
 
+/// Kills `op` (a job of `zz_kill_helper`) on a child of a fresh chain each round. diskferry
+/// cannot check qcow, so each survivor must open with qemu-img and read (with diskferry) the
+/// old content or, for writes, the new.
 fn kill_loop(test: &str, op: &str, compressed: bool) {
-    for round in 0..20u64 {
-        let dir = tempfile::tempdir().unwrap();
-        let (base, child) = images(dir.path(), compressed);
-        std::fs::copy(&base, dir.path().join("other.qcow")).unwrap();
-        let value = format!("{op}:{}", child.display());
-        kill_child_at_random(test, "QCOW_EDIT_CHILD", &value, round);
-        let (code, out, err) = qemu_img(&["info", "-f", "qcow", s(&child)]);
+    let dir = tempfile::tempdir().unwrap();
+    let prepare = |round: u64| {
+        let d = dir.path().join(format!("r{round}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let (base, child) = images(&d, compressed);
+        std::fs::copy(&base, d.join("other.qcow")).unwrap();
+        child
+    };
+    let rounds = KillRounds {
+        test,
+        format: "qcow",
+        survivor: Survivor::JudgedByVerify,
+        job: op,
+        max_ms: 40,
+    };
+    rounds.on(&prepare, &|round, child| {
+        let (code, out, err) = qemu_img(&["info", "-f", "qcow", s(child)]);
         assert_eq!(code, 0, "{op} round {round}: {out}{err}");
-        let (_, content) = read_image_head(&child, 8 * MIB);
+        let (_, content) = read_image_head(child, 8 * MIB);
         let ok = content.iter().enumerate().all(|(i, &b)| {
             let old = if (MIB as usize..2 * MIB as usize).contains(&i) {
                 0x11
@@ -348,35 +336,21 @@ fn kill_loop(test: &str, op: &str, compressed: bool) {
             b == old || (op == "write" && b == 0xab)
         });
         assert!(ok, "{op} round {round}: neither old nor new content");
-    }
+    });
 }
 
 #[test]
 fn kill_9_during_writes_leaves_old_or_new_content() {
-    if child_operation() {
-        return;
+    let test = "kill_9_during_writes_leaves_old_or_new_content";
+    if have_qemu(test) {
+        kill_loop(test, "write", true);
     }
-    if !have_qemu("kill_9_during_writes_leaves_old_or_new_content") {
-        return;
-    }
-    kill_loop(
-        "kill_9_during_writes_leaves_old_or_new_content",
-        "write",
-        true,
-    );
 }
 
 #[test]
 fn kill_9_during_rebase_leaves_a_working_chain() {
-    if child_operation() {
-        return;
+    let test = "kill_9_during_rebase_leaves_a_working_chain";
+    if have_qemu(test) {
+        kill_loop(test, "rebase", false);
     }
-    if !have_qemu("kill_9_during_rebase_leaves_a_working_chain") {
-        return;
-    }
-    kill_loop(
-        "kill_9_during_rebase_leaves_a_working_chain",
-        "rebase",
-        false,
-    );
 }

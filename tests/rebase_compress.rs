@@ -13,10 +13,12 @@ mod edit_support;
 use common::{
     as_qemu_img, have_qemu, pseudo_random, qemu_compare, qemu_img, qemu_img_ok, run, run_prog,
 };
-use edit_support::{QemuOpens, killed_rounds};
+use diskferry::gate::Gate;
+use diskferry::image::OpenOptions;
+use diskferry::ops::rebase::{Compress, RebaseMode, RebaseOptions, rebase};
+use edit_support::{KillRounds, QemuOpens, Survivor, helper_job};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -534,12 +536,12 @@ fn aborted_after_any_write_the_image_is_repairable_and_reads_the_same() {
     assert!(points > 30, "only {points} abort points");
 }
 
-/// Twenty rounds of edit_support's kill -9 at a random moment of `rebase -c` over a larger
+/// edit_support's kill -9 rounds (`KillRounds`) over the run of `rebase -c` on a larger
 /// chain; each survivor must open (diskferry and qemu-img), check without corruption, be
 /// repaired by `qemu-img check -r all` and read as before.
 #[test]
-fn killed_at_random_the_image_is_repairable_and_reads_the_same() {
-    let test = "killed_at_random_the_image_is_repairable_and_reads_the_same";
+fn killed_mid_run_the_image_is_repairable_and_reads_the_same() {
+    let test = "killed_mid_run_the_image_is_repairable_and_reads_the_same";
     let Some((dir, _fake)) = setup(test) else {
         return;
     };
@@ -575,37 +577,46 @@ fn killed_at_random_the_image_is_repairable_and_reads_the_same() {
     ]);
     qio("qcow2", &top, &["write -P 2 1M 100k", "write -z 4M 1M"]);
     let reference = content(&top, "qcow2");
-    let start = |image: &Path| -> Child {
-        common::diskferry()
-            .args(REBASE)
-            .arg(image)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    // Kill within the time one whole run takes.
+    // The command line's rebase -c compresses this chain.
     let probe = d.join("probe.qcow2");
     std::fs::copy(&top, &probe).unwrap();
-    let began = std::time::Instant::now();
-    assert!(start(&probe).wait().unwrap().success());
-    let max_ms = (began.elapsed().as_millis() as u64 * 9 / 10).max(1);
+    let (c, _, e) = run(&[&REBASE[..], &[s(&probe)]].concat());
+    assert_eq!(c, 0, "{e}");
     assert!(covers(&compressed_ranges(&probe, "qcow2"), 0, MIB));
-    killed_rounds(
+    KillRounds {
         test,
-        &top,
-        "qcow2",
-        QemuOpens::As("qcow2"),
-        max_ms,
-        &start,
-        &|i, image| {
-            let (code, o, e) = qemu_img(&["check", "-r", "all", s(image)]);
-            assert_eq!(code, 0, "round {i}: check -r all: {o}{e}");
-            check_clean(image);
-            assert!(
-                qemu_compare("raw", &reference, "qcow2", image),
-                "round {i}: the image reads differently"
-            );
+        format: "qcow2",
+        survivor: Survivor::ChecksClean(QemuOpens::As("qcow2")),
+        job: "rebase_c",
+        max_ms: 10_000,
+    }
+    .on_copies_of(&top, &|i, image| {
+        let (code, o, e) = qemu_img(&["check", "-r", "all", s(image)]);
+        assert_eq!(code, 0, "round {i}: check -r all: {o}{e}");
+        check_clean(image);
+        assert!(
+            qemu_compare("raw", &reference, "qcow2", image),
+            "round {i}: the image reads differently"
+        );
+    });
+}
+
+/// The helper process of the kill rounds: `rebase -c` onto `new.qcow2`, through the library
+/// as the command line calls it (does nothing when run by itself).
+#[test]
+fn zz_kill_helper() {
+    let Some(job) = helper_job() else { return };
+    let (name, image) = job.split_once('|').unwrap();
+    assert_eq!(name, "rebase_c");
+    let options = RebaseOptions {
+        open: OpenOptions {
+            gate: Gate::anywhere(),
+            ..OpenOptions::default()
         },
-    );
+        backing: Some("new.qcow2".into()),
+        backing_format: Some(diskferry::formats::qcow2::FORMAT),
+        mode: RebaseMode::Safe,
+        compress: Compress::Yes,
+    };
+    rebase(Path::new(image), &options, &mut |_, _| {}).unwrap();
 }

@@ -12,8 +12,6 @@ use diskferry::edit::{Clear, NewBacking, Shrink};
 use diskferry::formats::vdi::FORMAT;
 use diskferry::gate::Gate;
 use edit_support::*;
-// qemu-io with typed operations (the glob from common takes command strings).
-use edit_support::qemu_io;
 use std::path::{Path, PathBuf};
 
 const MIB: u64 = 1 << 20;
@@ -81,8 +79,6 @@ fn writes_into_dynamic_and_static_vdis_match_qemu_io() {
     let dir = tempfile::tempdir().unwrap();
     for fixed in [false, true] {
         let (ours, raw) = vdi_with_data(dir.path(), if fixed { "s" } else { "d" }, 12 * MIB, fixed);
-        let theirs = dir.path().join("theirs.vdi");
-        std::fs::copy(&ours, &theirs).unwrap();
         let mut ops = writes(12 * MIB, 24, 7);
         ops.push(Op::Clear {
             offset: 3 * MIB + 77,
@@ -94,16 +90,9 @@ fn writes_into_dynamic_and_static_vdis_match_qemu_io() {
             len: 700_000,
             how: Clear::Deallocate,
         });
-        apply_mut(FORMAT, &ours, &ops);
-        apply_raw(&raw, &ops, None);
+        let theirs = apply_keeping_copy(FORMAT, &ours, &raw, &ops);
         all_read(test, &ours, &raw, true);
-        if have_qemu(test) {
-            qemu_io("vdi", &theirs, &ops);
-            assert!(
-                qemu_compare("vdi", &ours, "vdi", &theirs),
-                "qemu-io wrote other content"
-            );
-        }
+        qemu_io_agrees(test, "vdi", &ours, &theirs, &ops);
     }
 }
 
@@ -113,16 +102,7 @@ fn writes_into_a_differencing_vdi_fill_blocks_from_the_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vdi_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vdi");
-    run_ok(&[
-        "create",
-        "-f",
-        "vdi",
-        "-b",
-        s(&base),
-        "-F",
-        "vdi",
-        s(&child),
-    ]);
+    create_child("vdi", &child, s(&base), None);
     let mut ops = writes(12 * MIB, 20, 3);
     ops.push(Op::Clear {
         offset: 100,
@@ -140,14 +120,7 @@ fn writes_into_a_differencing_vdi_fill_blocks_from_the_parent() {
         how: Clear::Deallocate,
     });
     apply_mut(FORMAT, &child, &ops);
-    let model = dir.path().join("model.raw");
-    std::fs::copy(&raw, &model).unwrap();
-    if have_qemu(test) {
-        qemu_io("raw", &model, &ops[..ops.len() - 3]);
-        apply_raw(&model, &ops[ops.len() - 3..], Some(&raw));
-    } else {
-        apply_raw(&model, &ops, Some(&raw));
-    }
+    let model = child_model(test, &raw, &ops, 3);
     all_read(test, &child, &model, false);
     assert!(same_file(&edit_support::to_raw(&base, "vdi"), &raw));
 }
@@ -297,16 +270,7 @@ fn set_backing_links_a_child_to_another_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vdi_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vdi");
-    run_ok(&[
-        "create",
-        "-f",
-        "vdi",
-        "-b",
-        s(&base),
-        "-F",
-        "vdi",
-        s(&child),
-    ]);
+    create_child("vdi", &child, s(&base), None);
     let ops = writes(12 * MIB, 6, 5);
     apply_mut(FORMAT, &child, &ops);
     let base2 = dir.path().join("base2.vdi");
@@ -357,41 +321,15 @@ fn zz_kill_helper() {
     let Some(job) = helper_job() else { return };
     let parts: Vec<&str> = job.split('|').collect();
     let image = Path::new(parts[1]);
-    let gate = Gate::anywhere();
     match parts[0] {
-        "writes" => {
-            let mut m = FORMAT.driver().open_mut(image, &ctx(&gate)).unwrap();
-            for op in writes(16 * MIB, 40, 99) {
-                apply_one(m.as_mut(), &op);
-            }
-            m.flush().unwrap();
-        }
+        "writes" => apply_mut(FORMAT, image, &killed_writes()),
         "resize" => {
             for i in 1..=400u64 {
                 resize(image, 16 * MIB + i * MIB, Shrink::Refuse).unwrap();
             }
         }
         "resize_past_room" => resize(image, 1 << 30, Shrink::Refuse).unwrap(),
-        "rebase" => {
-            for i in 0..1000u32 {
-                let name = if i.is_multiple_of(2) {
-                    "b2.vdi"
-                } else {
-                    "b1.vdi"
-                };
-                FORMAT
-                    .driver()
-                    .set_backing(
-                        image,
-                        Some(&NewBacking {
-                            name: name.into(),
-                            format: None,
-                        }),
-                        &ctx(&gate),
-                    )
-                    .unwrap();
-            }
-        }
+        "rebase" => rebase_in_turn(FORMAT, image, ["b2.vdi", "b1.vdi"], 1000, None),
         other => panic!("unknown job {other}"),
     }
 }
@@ -409,15 +347,14 @@ fn killed_rounds(test: &str, job: &str, template: &Path, max_ms: u64, verify: &d
     } else {
         QemuOpens::As("vdi")
     };
-    edit_support::killed_rounds(
+    KillRounds {
         test,
-        template,
-        "vdi",
-        qemu,
+        format: "vdi",
+        survivor: Survivor::ChecksClean(qemu),
+        job,
         max_ms,
-        &|image| helper_on(job, image),
-        verify,
-    );
+    }
+    .on_copies_of(template, verify);
 }
 
 #[test]
@@ -426,7 +363,7 @@ fn killed_writes_leave_old_or_new_content() {
     let dir = tempfile::tempdir().unwrap();
     let (template, raw) = vdi_with_data(dir.path(), "k", 16 * MIB, false);
     let old = std::fs::read(&raw).unwrap();
-    let ops = writes(16 * MIB, 40, 99);
+    let ops = killed_writes();
     killed_rounds(test, "writes", &template, 400, &|i, image| {
         each_write_old_or_new(&content(image), &old, &ops)
             .unwrap_or_else(|e| panic!("round {i}: {e}"));
@@ -480,16 +417,7 @@ fn killed_rebase_leaves_one_parent_or_the_other() {
     let b2 = dir.path().join("b2.vdi");
     run_ok(&["convert", "-f", "vdi", "-O", "vdi", s(&b1), s(&b2)]);
     let template = dir.path().join("c.vdi");
-    run_ok(&[
-        "create",
-        "-f",
-        "vdi",
-        "-b",
-        "b1.vdi",
-        "-F",
-        "vdi",
-        s(&template),
-    ]);
+    create_child("vdi", &template, "b1.vdi", None);
     let old = std::fs::read(&raw).unwrap();
     killed_rounds(test, "rebase", &template, 300, &|i, image| {
         assert_eq!(content(image), old, "round {i}");

@@ -13,8 +13,6 @@ use diskferry::formats::vhd::FORMAT;
 use diskferry::formats::vhd::footer::{Footer, Geometry};
 use diskferry::gate::Gate;
 use edit_support::*;
-// qemu-io with typed operations (the glob from common takes command strings).
-use edit_support::qemu_io;
 use std::path::{Path, PathBuf};
 
 const MIB: u64 = 1 << 20;
@@ -87,8 +85,6 @@ fn writes_into_a_dynamic_vhd_match_qemu_io() {
     let test = "writes_into_a_dynamic_vhd_match_qemu_io";
     let dir = tempfile::tempdir().unwrap();
     let (ours, raw) = vhd_with_data(dir.path(), "d", 12 * MIB, false);
-    let theirs = dir.path().join("theirs.vhd");
-    std::fs::copy(&ours, &theirs).unwrap();
     let mut ops = writes(12 * MIB, 24, 7);
     ops.push(Op::Clear {
         offset: 3 * MIB + 77,
@@ -100,16 +96,9 @@ fn writes_into_a_dynamic_vhd_match_qemu_io() {
         len: 700_000,
         how: Clear::Deallocate,
     });
-    apply_mut(FORMAT, &ours, &ops);
-    apply_raw(&raw, &ops, None);
+    let theirs = apply_keeping_copy(FORMAT, &ours, &raw, &ops);
     all_read(test, &ours, &raw, &[]);
-    if have_qemu(test) {
-        qemu_io("vpc", &theirs, &ops);
-        assert!(
-            qemu_compare("vpc", &ours, "vpc", &theirs),
-            "qemu-io wrote other content"
-        );
-    }
+    qemu_io_agrees(test, "vpc", &ours, &theirs, &ops);
 }
 
 #[test]
@@ -117,21 +106,15 @@ fn writes_into_a_fixed_vhd_match_qemu_io() {
     let test = "writes_into_a_fixed_vhd_match_qemu_io";
     let dir = tempfile::tempdir().unwrap();
     let (ours, raw) = vhd_with_data(dir.path(), "f", 10 * MIB, true);
-    let theirs = dir.path().join("theirs.vhd");
-    std::fs::copy(&ours, &theirs).unwrap();
     let mut ops = writes(10 * MIB, 12, 11);
     ops.push(Op::Clear {
         offset: 5,
         len: MIB,
         how: Clear::Deallocate,
     });
-    apply_mut(FORMAT, &ours, &ops);
-    apply_raw(&raw, &ops, None);
+    let theirs = apply_keeping_copy(FORMAT, &ours, &raw, &ops);
     all_read(test, &ours, &raw, &[]);
-    if have_qemu(test) {
-        qemu_io("vpc", &theirs, &ops);
-        assert!(qemu_compare("vpc", &ours, "vpc", &theirs));
-    }
+    qemu_io_agrees(test, "vpc", &ours, &theirs, &ops);
 }
 
 /// A child of a base with data: writes cut sectors (so parts come from the parent), clears
@@ -143,16 +126,7 @@ fn writes_into_a_differencing_vhd_fill_from_the_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vhd_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vhd");
-    run_ok(&[
-        "create",
-        "-f",
-        "vhd",
-        "-b",
-        s(&base),
-        "-F",
-        "vhd",
-        s(&child),
-    ]);
+    create_child("vhd", &child, s(&base), None);
     let mut ops = writes(12 * MIB, 20, 3);
     ops.push(Op::Clear {
         offset: 100,
@@ -170,14 +144,7 @@ fn writes_into_a_differencing_vhd_fill_from_the_parent() {
         byte: 0xEE,
     });
     apply_mut(FORMAT, &child, &ops);
-    let model = dir.path().join("model.raw");
-    std::fs::copy(&raw, &model).unwrap();
-    if have_qemu(test) {
-        qemu_io("raw", &model, &ops[..ops.len() - 3]);
-        apply_raw(&model, &ops[ops.len() - 3..], Some(&raw));
-    } else {
-        apply_raw(&model, &ops, Some(&raw));
-    }
+    let model = child_model(test, &raw, &ops, 3);
     all_read(test, &child, &model, &[&base]);
     // The base is untouched.
     assert!(same_file(&edit_support::to_raw(&base, "vhd"), &raw));
@@ -258,16 +225,7 @@ fn set_backing_points_a_child_at_a_copy_of_its_parent() {
     let dir = tempfile::tempdir().unwrap();
     let (base, raw) = vhd_with_data(dir.path(), "base", 12 * MIB, false);
     let child = dir.path().join("child.vhd");
-    run_ok(&[
-        "create",
-        "-f",
-        "vhd",
-        "-b",
-        "base.vhd",
-        "-F",
-        "vhd",
-        s(&child),
-    ]);
+    create_child("vhd", &child, "base.vhd", None);
     let ops = writes(12 * MIB, 6, 5);
     apply_mut(FORMAT, &child, &ops);
     // The new parent: the same content in a file of its own (a new UUID).
@@ -340,35 +298,9 @@ fn zz_kill_helper() {
     let parts: Vec<&str> = job.split('|').collect();
     let image = Path::new(parts[1]);
     match parts[0] {
-        "writes" => {
-            let gate = Gate::anywhere();
-            let mut m = FORMAT.driver().open_mut(image, &ctx(&gate)).unwrap();
-            for op in writes(16 * MIB, 40, 99) {
-                apply_one(m.as_mut(), &op);
-            }
-            m.flush().unwrap();
-        }
-        "rebase" => {
-            let gate = Gate::anywhere();
-            for i in 0..1000u32 {
-                let name = if i.is_multiple_of(2) {
-                    "b2.vhd"
-                } else {
-                    "b1.vhd"
-                };
-                FORMAT
-                    .driver()
-                    .set_backing(
-                        image,
-                        Some(&NewBacking {
-                            name: name.into(),
-                            format: None,
-                        }),
-                        &ctx(&gate),
-                    )
-                    .unwrap();
-            }
-        }
+        "writes" => apply_mut(FORMAT, image, &killed_writes()),
+        "resize" => resize_with(FORMAT, image, KILLED_RESIZE_TO, Shrink::Refuse).unwrap(),
+        "rebase" => rebase_in_turn(FORMAT, image, ["b2.vhd", "b1.vhd"], 1000, None),
         other => panic!("unknown job {other}"),
     }
 }
@@ -377,25 +309,31 @@ fn content(image: &Path) -> Vec<u8> {
     std::fs::read(edit_support::to_raw(image, "vhd")).unwrap()
 }
 
+/// The kill rounds of a VHD `job`: every survivor opens with qemu-img (as vpc).
+fn kill_rounds<'a>(test: &'a str, job: &'a str, max_ms: u64) -> KillRounds<'a> {
+    KillRounds {
+        test,
+        format: "vhd",
+        survivor: Survivor::ChecksClean(QemuOpens::As("vpc")),
+        job,
+        max_ms,
+    }
+}
+
+/// The size the killed resize grows a 200 MiB VHD to.
+const KILLED_RESIZE_TO: u64 = 512 << 30;
+
 #[test]
 fn killed_writes_leave_old_or_new_content() {
     let test = "killed_writes_leave_old_or_new_content";
     let dir = tempfile::tempdir().unwrap();
     let (template, raw) = vhd_with_data(dir.path(), "k", 16 * MIB, false);
     let old = std::fs::read(&raw).unwrap();
-    let ops = writes(16 * MIB, 40, 99);
-    killed_rounds(
-        test,
-        &template,
-        "vhd",
-        QemuOpens::As("vpc"),
-        400,
-        &|image| helper_on("writes", image),
-        &|i, image| {
-            each_write_old_or_new(&content(image), &old, &ops)
-                .unwrap_or_else(|e| panic!("round {i}: {e}"))
-        },
-    );
+    let ops = killed_writes();
+    kill_rounds(test, "writes", 400).on_copies_of(&template, &|i, image| {
+        each_write_old_or_new(&content(image), &old, &ops)
+            .unwrap_or_else(|e| panic!("round {i}: {e}"))
+    });
 }
 
 #[test]
@@ -417,46 +355,31 @@ fn killed_resize_leaves_old_or_new_disk() {
         s(&template),
     ]);
     let old = std::fs::read(&raw).unwrap();
-    let new_size: u64 = 512 << 30;
-    let start = |image: &Path| {
-        diskferry()
-            .args(["resize", "-f", "vhd", s(image), &new_size.to_string()])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    killed_rounds(
-        test,
-        &template,
-        "vhd",
-        QemuOpens::As("vpc"),
-        1500,
-        &start,
-        &|i, image| {
-            let f = end_footer(image);
-            assert!(
-                f.current_size == 200 * MIB || f.current_size == new_size,
-                "round {i}"
-            );
-            // The data is intact whatever the size; compare its first 200 MiB (the rest reads
-            // as zeros, checked by reading a sample past the old end).
-            if f.current_size == 200 * MIB {
-                assert_eq!(content(image), old, "round {i}");
-            } else {
-                let options = diskferry::OpenOptions {
-                    gate: Gate::anywhere(),
-                    ..Default::default()
-                };
-                let img = diskferry::Image::open(image, &options).unwrap();
-                let mut buf = vec![0u8; old.len()];
-                img.read_at(0, &mut buf).unwrap();
-                assert_eq!(buf, old, "round {i}");
-                let mut tail = vec![1u8; 4 * MIB as usize];
-                img.read_at(200 * MIB, &mut tail).unwrap();
-                assert!(tail.iter().all(|&b| b == 0), "round {i}");
-            }
-        },
-    );
+    let new_size = KILLED_RESIZE_TO;
+    kill_rounds(test, "resize", 1500).on_copies_of(&template, &|i, image| {
+        let f = end_footer(image);
+        assert!(
+            f.current_size == 200 * MIB || f.current_size == new_size,
+            "round {i}"
+        );
+        // The data is intact whatever the size; compare its first 200 MiB (the rest reads
+        // as zeros, checked by reading a sample past the old end).
+        if f.current_size == 200 * MIB {
+            assert_eq!(content(image), old, "round {i}");
+        } else {
+            let options = diskferry::OpenOptions {
+                gate: Gate::anywhere(),
+                ..Default::default()
+            };
+            let img = diskferry::Image::open(image, &options).unwrap();
+            let mut buf = vec![0u8; old.len()];
+            img.read_at(0, &mut buf).unwrap();
+            assert_eq!(buf, old, "round {i}");
+            let mut tail = vec![1u8; 4 * MIB as usize];
+            img.read_at(200 * MIB, &mut tail).unwrap();
+            assert!(tail.iter().all(|&b| b == 0), "round {i}");
+        }
+    });
 }
 
 #[test]
@@ -467,24 +390,9 @@ fn killed_rebase_leaves_one_parent_or_the_other() {
     let b2 = dir.path().join("b2.vhd");
     run_ok(&["convert", "-f", "vhd", "-O", "vhd", s(&b1), s(&b2)]);
     let template = dir.path().join("c.vhd");
-    run_ok(&[
-        "create",
-        "-f",
-        "vhd",
-        "-b",
-        "b1.vhd",
-        "-F",
-        "vhd",
-        s(&template),
-    ]);
+    create_child("vhd", &template, "b1.vhd", None);
     let old = std::fs::read(&raw).unwrap();
-    killed_rounds(
-        test,
-        &template,
-        "vhd",
-        QemuOpens::As("vpc"),
-        300,
-        &|image| helper_on("rebase", image),
-        &|i, image| assert_eq!(content(image), old, "round {i}"),
-    );
+    kill_rounds(test, "rebase", 300).on_copies_of(&template, &|i, image| {
+        assert_eq!(content(image), old, "round {i}")
+    });
 }

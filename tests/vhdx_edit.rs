@@ -12,15 +12,11 @@ mod vhd_support;
 
 use common::*;
 use diskferry::Capability;
-use diskferry::edit::{Clear, NewBacking, Shrink};
+use diskferry::edit::{Clear, Shrink};
 use diskferry::formats::vhdx::FORMAT;
 use diskferry::formats::vhdx::log_write::STOP_BEFORE_APPLY_ENV;
-use diskferry::gate::Gate;
 use edit_support::*;
-// qemu-io with typed operations (the glob from common takes command strings).
-use edit_support::qemu_io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const MIB: u64 = 1 << 20;
 
@@ -88,6 +84,32 @@ fn all_read(test: &str, image: &Path, expected: &Path) {
     assert_eq!(code, 0, "{test}: check: {out}{err}");
 }
 
+/// A differencing VHDX `name` in `dir` over the `base.vhdx` there (`-o opts` when given).
+fn child_of_base(dir: &Path, name: &str, opts: Option<&str>) -> PathBuf {
+    let child = dir.join(name);
+    create_child("vhdx", &child, "base.vhdx", opts);
+    child
+}
+
+/// In `dir`: `base.vhdx` of 8 MiB with data, the raw file it was made from, `other.vhdx`
+/// converted from it, and a child `name` over the base.
+fn base_other_and_child(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let (base, base_raw) = vhdx_with_data(dir, "base", 8 * MIB, "");
+    let other = dir.join("other.vhdx");
+    run_ok(&["convert", "-O", "vhdx", s(&base), s(&other)]);
+    (base, base_raw, other, child_of_base(dir, name, None))
+}
+
+/// Writes `ops` into the differencing `child` through `open_mut`, and returns a raw model of
+/// what it then reads (`model.raw` beside it): `base_raw` with `ops` applied.
+fn write_child(child: &Path, base_raw: &Path, ops: &[Op]) -> PathBuf {
+    apply_mut(FORMAT, child, ops);
+    let model = child.with_file_name("model.raw");
+    std::fs::copy(base_raw, &model).unwrap();
+    apply_raw(&model, ops, Some(base_raw));
+    model
+}
+
 /// libyal, given the chain (child first), reads `expected` (raw).
 fn libyal_reads_chain(test: &str, chain: &[&Path], expected: &Path) {
     let want = (
@@ -121,23 +143,14 @@ fn writes_into_a_dynamic_vhdx_match_qemu_io() {
         len: 2 * MIB,
         how: Clear::Deallocate,
     });
-    let qemu_copy = dir.path().join("q.vhdx");
-    std::fs::copy(&img, &qemu_copy).unwrap();
-    apply_mut(FORMAT, &img, &ops);
-    apply_raw(&raw, &ops, None);
+    let theirs = apply_keeping_copy(FORMAT, &img, &raw, &ops);
     all_read(test, &img, &raw);
     // MS-VHDX 2.2.2.1: the DataWriteGuid changes before the first change of the disk's data,
     // and a header update writes the other copy with a higher sequence number.
     let after = header_of(&img);
     assert_ne!(after.0, before.0, "{test}: DataWriteGuid kept");
     assert!(after.1 > before.1, "{test}: header sequence not advanced");
-    if have_qemu(test) {
-        qemu_io("vhdx", &qemu_copy, &ops);
-        assert!(
-            qemu_compare("vhdx", &qemu_copy, "vhdx", &img),
-            "{test}: qemu-io's writes read otherwise"
-        );
-    }
+    qemu_io_agrees(test, "vhdx", &img, &theirs, &ops);
 }
 
 #[test]
@@ -162,19 +175,7 @@ fn writes_into_a_differencing_vhdx_follow_its_sector_bitmaps() {
     let test = "writes_into_a_differencing_vhdx_follow_its_sector_bitmaps";
     let dir = tempfile::tempdir().unwrap();
     let (base, base_raw) = vhdx_with_data(dir.path(), "base", 8 * MIB, "");
-    let child = dir.path().join("child.vhdx");
-    run_ok(&[
-        "create",
-        "-f",
-        "vhdx",
-        "-o",
-        "block_size=1M",
-        "-b",
-        "base.vhdx",
-        "-F",
-        "vhdx",
-        s(&child),
-    ]);
+    let child = child_of_base(dir.path(), "child.vhdx", Some("block_size=1M"));
     let mut ops = writes(8 * MIB, 8, 5);
     // A partial sector in a block not present (the rest of the sector is the parent's), a
     // whole block zeroed, parts given back to the parent.
@@ -198,10 +199,7 @@ fn writes_into_a_differencing_vhdx_follow_its_sector_bitmaps() {
         len: MIB,
         how: Clear::Deallocate,
     });
-    let model = dir.path().join("model.raw");
-    std::fs::copy(&base_raw, &model).unwrap();
-    apply_mut(FORMAT, &child, &ops);
-    apply_raw(&model, &ops, Some(&base_raw));
+    let model = write_child(&child, &base_raw, &ops);
     let ours = to_raw(&child, "vhdx");
     assert!(
         same_file(&ours, &model),
@@ -221,24 +219,8 @@ fn commit_into_a_vhdx_base_keeps_the_chain_linked() {
     for keep in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let (base, base_raw) = vhdx_with_data(dir.path(), "base", 8 * MIB, "");
-        let child = dir.path().join("child.vhdx");
-        run_ok(&[
-            "create",
-            "-f",
-            "vhdx",
-            "-o",
-            "block_size=1M",
-            "-b",
-            "base.vhdx",
-            "-F",
-            "vhdx",
-            s(&child),
-        ]);
-        let ops = writes(8 * MIB, 6, 11);
-        let model = dir.path().join("model.raw");
-        std::fs::copy(&base_raw, &model).unwrap();
-        apply_mut(FORMAT, &child, &ops);
-        apply_raw(&model, &ops, Some(&base_raw));
+        let child = child_of_base(dir.path(), "child.vhdx", Some("block_size=1M"));
+        let model = write_child(&child, &base_raw, &writes(8 * MIB, 6, 11));
         let mut args = vec!["commit", "-f", "vhdx"];
         if keep {
             args.push("-d");
@@ -345,37 +327,24 @@ fn resize_of_a_fixed_vhdx_preallocates() {
 fn rebase_unsafe_rewrites_the_parent_locator() {
     let test = "rebase_unsafe_rewrites_the_parent_locator";
     let dir = tempfile::tempdir().unwrap();
-    let (base, base_raw) = vhdx_with_data(dir.path(), "base", 8 * MIB, "");
-    let other = dir.path().join("other.vhdx");
-    run_ok(&["convert", "-O", "vhdx", s(&base), s(&other)]);
-    let child = dir.path().join("c.vhdx");
-    run_ok(&[
-        "create",
-        "-f",
-        "vhdx",
-        "-b",
-        "base.vhdx",
-        "-F",
-        "vhdx",
-        s(&child),
-    ]);
-    let ops = writes(8 * MIB, 4, 3);
-    apply_mut(FORMAT, &child, &ops);
-    let model = dir.path().join("model.raw");
-    std::fs::copy(&base_raw, &model).unwrap();
-    apply_raw(&model, &ops, None);
+    let (base, base_raw, other, child) = base_other_and_child(dir.path(), "c.vhdx");
+    let model = write_child(&child, &base_raw, &writes(8 * MIB, 4, 3));
     let before = header_of(&child);
-    run_ok(&[
-        "rebase",
-        "-u",
-        "-f",
-        "vhdx",
-        "-b",
-        "other.vhdx",
-        "-F",
-        "vhdx",
-        s(&child),
-    ]);
+    let rebase_to_other = |image: &Path| {
+        run(&[
+            "rebase",
+            "-u",
+            "-f",
+            "vhdx",
+            "-b",
+            "other.vhdx",
+            "-F",
+            "vhdx",
+            s(image),
+        ])
+    };
+    let (code, _, err) = rebase_to_other(&child);
+    assert_eq!(code, 0, "{test}: {err}");
     let out = run_ok(&["info", "--output=json", "-f", "vhdx", s(&child)]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let locator = &v["format-specific"]["data"]["parent-locator"];
@@ -390,20 +359,18 @@ fn rebase_unsafe_rewrites_the_parent_locator() {
     let (code, out, err) = run(&["check", "-f", "vhdx", s(&child)]);
     assert_eq!(code, 0, "{test}: check: {out}{err}");
     // A standalone disk records no parent.
-    let (code, _, err) = run(&[
-        "rebase",
-        "-u",
-        "-f",
-        "vhdx",
-        "-b",
-        "other.vhdx",
-        "-F",
-        "vhdx",
-        s(&other),
-    ]);
+    let (code, _, err) = rebase_to_other(&other);
     assert_ne!(code, 0);
     assert!(err.contains("not differencing"), "{err}");
 }
+
+/// The write of `a_log_left_unapplied_is_replayed_by_every_reader`, into a block not present:
+/// its data lands, its BAT entry only in the log.
+const LOGGED_WRITE: Op = Op::Write {
+    offset: 5 * MIB + 4096,
+    len: 3 * 4096 + 7,
+    byte: 0x5A,
+};
 
 /// MS-VHDX 2.3.3: a log entry written and flushed but not applied is replayed by whoever opens
 /// the file next. The helper stops (abort, as a kill -9) right after the flush.
@@ -412,23 +379,9 @@ fn a_log_left_unapplied_is_replayed_by_every_reader() {
     let test = "a_log_left_unapplied_is_replayed_by_every_reader";
     let dir = tempfile::tempdir().unwrap();
     let (img, raw) = vhdx_with_data(dir.path(), "l", 8 * MIB, "");
-    // A write into a block not present: its data lands, its BAT entry only in the log.
-    let ops = [Op::Write {
-        offset: 5 * MIB + 4096,
-        len: 3 * 4096 + 7,
-        byte: 0x5A,
-    }];
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "zz_kill_helper",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("DISKFERRY_EDIT_HELPER", format!("one|{}", img.display()))
+    let ops = [LOGGED_WRITE];
+    let status = helper_command("one", &img)
         .env(STOP_BEFORE_APPLY_ENV, "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(!status.success(), "{test}: the helper was not stopped");
@@ -512,45 +465,39 @@ fn measure_predicts_the_converted_file_size() {
     }
 }
 
-/// Twenty kill rounds as edit_support's `killed_rounds` runs them, for survivors that may hold
-/// a log (a session in progress, MS-VHDX 2.3.3): such a file is a crash state the format
-/// expects, not corruption, but `check` reports a pending log (as qemu-img does, which opens
-/// it read-write only). So each survivor must open with diskferry as it is (the log replayed
-/// in memory), then a copy replayed in place by diskferry's `check -r all` must check clean,
-/// and (every fourth round) another replayed by qemu-img's must read as diskferry reads
-/// the survivor; `verify`
-/// judges the content. At least five rounds must have been killed before finishing.
-fn vhdx_killed_rounds(
+/// The kill rounds of a VHDX `job`. A survivor may hold a log (a session in progress,
+/// MS-VHDX 2.3.3): such a file is a crash state the format expects, not corruption, but
+/// `check` reports a pending log (as qemu-img does, which opens it read-write only). So each
+/// survivor must open with diskferry as it is (the log replayed in memory), then a copy
+/// replayed in place by diskferry's `check -r all` must check clean, and (every fourth round,
+/// when `qemu` opens it) another replayed by qemu-img's must read as diskferry reads the
+/// survivor; `verify` judges the content.
+fn vhdx_kill_rounds(
     test: &str,
+    job: &str,
     template: &Path,
     qemu: QemuOpens,
     max_ms: u64,
-    start: &dyn Fn(&Path) -> std::process::Child,
     verify: &dyn Fn(u64, &Path),
 ) {
-    let dir = template.parent().unwrap();
-    // One run to the end first: the kills land within its duration, so that they fall mid-job
-    // whether the machine is idle (a job of a few tens of milliseconds) or loaded.
-    let image = dir.join("victim.vhdx");
-    std::fs::copy(template, &image).unwrap();
-    let began = std::time::Instant::now();
-    let status = start(&image).wait().unwrap();
-    assert!(status.success(), "{test}: the job run to its end failed");
-    let max_ms = max_ms.min((began.elapsed().as_millis() as u64 * 9 / 10).max(1));
-    let mut killed = 0;
-    for i in 0..20 {
-        std::fs::copy(template, &image).unwrap();
-        killed += usize::from(kill_after(start(&image), delay(i, max_ms)));
-        run_ok(&["info", "-f", "vhdx", s(&image)]);
+    let rounds = KillRounds {
+        test,
+        format: "vhdx",
+        survivor: Survivor::JudgedByVerify,
+        job,
+        max_ms,
+    };
+    rounds.on_copies_of(template, &|i, image| {
+        run_ok(&["info", "-f", "vhdx", s(image)]);
         let ours = image.with_extension("ours.vhdx");
-        std::fs::copy(&image, &ours).unwrap();
+        std::fs::copy(image, &ours).unwrap();
         let (code, out, err) = run(&["check", "-r", "all", "-f", "vhdx", s(&ours)]);
         assert!(
             code == 0 || code == 3,
             "round {i}: check -r all: {out}{err}"
         );
         opens_and_checks(&ours, "vhdx").unwrap_or_else(|e| panic!("round {i}: {e}"));
-        verify(i, &image);
+        verify(i, image);
         // qemu-img every fourth round: its replay is the same code each time, and the
         // rounds' budget is the test suite's.
         if let QemuOpens::As(_) = qemu
@@ -558,20 +505,16 @@ fn vhdx_killed_rounds(
             && have_qemu(test)
         {
             let theirs = image.with_extension("theirs.vhdx");
-            std::fs::copy(&image, &theirs).unwrap();
+            std::fs::copy(image, &theirs).unwrap();
             let (code, out, err) = qemu_img(&["check", "-r", "all", "-f", "vhdx", s(&theirs)]);
             assert_eq!(code, 0, "round {i}: qemu-img check -r all: {out}{err}");
-            let read = to_raw(&image, "vhdx");
+            let read = to_raw(image, "vhdx");
             assert!(
                 qemu_compare("vhdx", &theirs, "raw", &read),
                 "round {i}: qemu-img reads otherwise after its replay"
             );
         }
-    }
-    assert!(
-        killed >= 5,
-        "{test}: only {killed} of 20 runs were killed before finishing"
-    );
+    });
 }
 
 #[test]
@@ -580,13 +523,13 @@ fn killed_writes_leave_each_write_old_or_new() {
     let dir = tempfile::tempdir().unwrap();
     let (template, raw) = vhdx_with_data(dir.path(), "t", 16 * MIB, "");
     let old = std::fs::read(&raw).unwrap();
-    let ops = writes(16 * MIB, 40, 99);
-    vhdx_killed_rounds(
+    let ops = killed_writes();
+    vhdx_kill_rounds(
         test,
+        "writes",
         &template,
         QemuOpens::As("vhdx"),
         400,
-        &|image| helper_on("writes", image),
         &|i, image| {
             let content = std::fs::read(to_raw(image, "vhdx")).unwrap();
             each_write_old_or_new(&content, &old, &ops)
@@ -601,12 +544,12 @@ fn killed_resizes_leave_one_of_the_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let (template, raw) = vhdx_with_data(dir.path(), "t", 10 * MIB, "");
     let old = std::fs::read(&raw).unwrap();
-    vhdx_killed_rounds(
+    vhdx_kill_rounds(
         test,
+        "resize",
         &template,
         QemuOpens::As("vhdx"),
         120,
-        &|image| helper_on("resize", image),
         &|i, image| {
             let (size, head) = read_image_head(image, 10 * MIB);
             assert!(
@@ -635,33 +578,15 @@ fn killed_resizes_leave_one_of_the_sizes() {
 fn killed_rebases_leave_a_parent() {
     let test = "killed_rebases_leave_a_parent";
     let dir = tempfile::tempdir().unwrap();
-    let (base, base_raw) = vhdx_with_data(dir.path(), "base", 8 * MIB, "");
-    run_ok(&[
-        "convert",
-        "-O",
-        "vhdx",
-        s(&base),
-        s(&dir.path().join("other.vhdx")),
-    ]);
-    let template = dir.path().join("t.vhdx");
-    run_ok(&[
-        "create",
-        "-f",
-        "vhdx",
-        "-b",
-        "base.vhdx",
-        "-F",
-        "vhdx",
-        s(&template),
-    ]);
+    let (_, base_raw, _, template) = base_other_and_child(dir.path(), "t.vhdx");
     let old = std::fs::read(&base_raw).unwrap();
-    vhdx_killed_rounds(
+    vhdx_kill_rounds(
         test,
+        "rebase",
         &template,
         // qemu-img does not open differencing VHDX.
         QemuOpens::No,
         150,
-        &|image| helper_on("rebase", image),
         &|i, image| {
             let content = std::fs::read(to_raw(image, "vhdx")).unwrap();
             assert!(content == old, "round {i}: the content changed");
@@ -675,18 +600,9 @@ fn zz_kill_helper() {
     let Some(job) = helper_job() else { return };
     let parts: Vec<&str> = job.split('|').collect();
     let image = Path::new(parts[1]);
-    let gate = Gate::anywhere();
     match parts[0] {
-        "writes" => apply_mut(FORMAT, image, &writes(16 * MIB, 40, 99)),
-        "one" => apply_mut(
-            FORMAT,
-            image,
-            &[Op::Write {
-                offset: 5 * MIB + 4096,
-                len: 3 * 4096 + 7,
-                byte: 0x5A,
-            }],
-        ),
+        "writes" => apply_mut(FORMAT, image, &killed_writes()),
+        "one" => apply_mut(FORMAT, image, &[LOGGED_WRITE]),
         "resize" => {
             for (size, shrink) in [
                 (30 * MIB, Shrink::Refuse),
@@ -698,19 +614,47 @@ fn zz_kill_helper() {
             }
         }
         "rebase" => {
-            // Many in a row, so that the kills (up to 150 ms in) land mid-rebase even on a
-            // fast, idle machine where four rebases ended before most of them.
-            for name in ["other.vhdx", "base.vhdx"].iter().cycle().take(24) {
-                let backing = NewBacking {
-                    name: name.to_string(),
-                    format: Some(FORMAT),
-                };
-                FORMAT
-                    .driver()
-                    .set_backing(image, Some(&backing), &ctx(&gate))
-                    .unwrap();
-            }
+            rebase_in_turn(FORMAT, image, ["other.vhdx", "base.vhdx"], 24, Some(FORMAT));
         }
         other => panic!("unknown job {other}"),
     }
+}
+
+/// A shrink hands the blocks past the new end back: where they were the last in the file,
+/// the file is cut after them, so `check` finds no leak (it reported the space before).
+#[test]
+fn shrink_cuts_the_space_it_hands_back_at_the_end() {
+    let test = "shrink_cuts_the_space_it_hands_back_at_the_end";
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("cut.vhdx");
+    let raw = dir.path().join("cut.raw");
+    // Written in order, so that the last blocks are the last in the file.
+    let full = dir.path().join("full.raw");
+    std::fs::write(&full, vec![0x5a; (24 * MIB) as usize]).unwrap();
+    run_ok(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vhdx",
+        "-o",
+        "block_size=1M",
+        s(&full),
+        s(&img),
+    ]);
+    std::fs::copy(&full, &raw).unwrap();
+    let before = std::fs::metadata(&img).unwrap().len();
+    run_ok(&["resize", "-f", "vhdx", "--shrink", s(&img), "8M"]);
+    run_ok(&["resize", "-f", "raw", "--shrink", s(&raw), "8M"]);
+    let after = std::fs::metadata(&img).unwrap().len();
+    assert!(
+        after + 16 * MIB <= before,
+        "{test}: the file kept the space of the blocks past the end ({before} -> {after} bytes)"
+    );
+    let (code, out, err) = run(&["check", "-f", "vhdx", "--output=json", s(&img)]);
+    assert_eq!(
+        code, 0,
+        "{test}: diskferry check after the shrink: {out}{err}"
+    );
+    all_read(test, &img, &raw);
 }

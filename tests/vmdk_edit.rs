@@ -11,24 +11,19 @@ use common::{
     run, run_ok, sha256_file,
 };
 use diskferry::edit::{
-    Clear, EditContext, Force, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink,
+    Clear, GrowPreallocation, MeasureRequest, NewBacking, ResizeRequest, Shrink,
 };
 use diskferry::formats::vmdk::FORMAT;
 use diskferry::formats::vmdk::descriptor_io::StoredDescriptor;
 use diskferry::options::FormatOptions;
 use diskferry::{Gate, Image, OpenOptions};
-use edit_support::{QemuOpens, helper_job, helper_on, killed_rounds_with};
+use edit_support::{
+    KillRounds, QemuOpens, Survivor, apply_mut, ctx, helper_job, rebase_in_turn, strided_writes,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const MIB: u64 = 1 << 20;
-
-fn ctx(gate: &Gate) -> EditContext<'_> {
-    EditContext {
-        gate,
-        force: Force::No,
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -776,23 +771,22 @@ fn kill_rounds(
         std::fs::create_dir_all(&round).unwrap();
         prepare(&round)
     };
-    killed_rounds_with(
+    let rounds = KillRounds {
         test,
-        "vmdk",
-        QemuOpens::As("vmdk"),
+        format: "vmdk",
+        survivor: Survivor::ChecksClean(QemuOpens::As("vmdk")),
+        job,
         max_ms,
-        &in_own_folder,
-        &|image| helper_on(job, image),
-        &|round, image| {
-            let (size, content) = read_image_head(image, 16 * MIB);
-            assert!(
-                allowed(size, &content),
-                "{job} round {round}: neither old nor new content (size {size})"
-            );
-            let (code, out, err) = qemu_img(&["check", "-f", "vmdk", s(image)]);
-            assert_eq!(code, 0, "{job} round {round}: qemu-img check: {out}{err}");
-        },
-    );
+    };
+    rounds.on(&in_own_folder, &|round, image| {
+        let (size, content) = read_image_head(image, 16 * MIB);
+        assert!(
+            allowed(size, &content),
+            "{job} round {round}: neither old nor new content (size {size})"
+        );
+        let (code, out, err) = qemu_img(&["check", "-f", "vmdk", s(image)]);
+        assert_eq!(code, 0, "{job} round {round}: qemu-img check: {out}{err}");
+    });
 }
 
 /// The operations the kill tests run in a helper process.
@@ -803,27 +797,8 @@ fn zz_kill_helper() {
     let path = Path::new(path);
     let gate = Gate::anywhere();
     match op {
-        "write" => {
-            let mut m = FORMAT.driver().open_mut(path, &ctx(&gate)).unwrap();
-            for i in 0..64u64 {
-                m.write_at(i * 65536 + 512, &[0xab; 70000]).unwrap();
-            }
-            m.flush().unwrap();
-        }
-        "rebase" => {
-            for _ in 0..50 {
-                for name in ["base.vmdk", "other.vmdk"] {
-                    let b = NewBacking {
-                        name: name.into(),
-                        format: None,
-                    };
-                    FORMAT
-                        .driver()
-                        .set_backing(path, Some(&b), &ctx(&gate))
-                        .unwrap();
-                }
-            }
-        }
+        "write" => apply_mut(FORMAT, path, &strided_writes(64, 65536, 70000)),
+        "rebase" => rebase_in_turn(FORMAT, path, ["base.vmdk", "other.vmdk"], 100, None),
         "amend" => {
             for _ in 0..50 {
                 for o in [

@@ -178,6 +178,9 @@ pub struct ConvertArgs {
     /// Copy the source's persistent dirty bitmaps (qcow2 to qcow2)
     #[arg(long)]
     pub bitmaps: bool,
+    /// With --bitmaps: leave inconsistent bitmaps behind (with a warning) instead of refusing
+    #[arg(long)]
+    pub skip_broken_bitmaps: bool,
     /// Worker threads (default: one per core)
     #[arg(short = 'm', value_name = "N")]
     pub threads: Option<usize>,

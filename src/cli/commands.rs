@@ -534,6 +534,12 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
     if args.salvage {
         source.salvage = Salvage::ReadWhatIsThere;
     }
+    // The source's size, only where qemu-img's default for the target depends on it.
+    let source_size = if compat::wants_size(target_format.name(), &target_options) {
+        Some(Image::open(&args.source, &source)?.virtual_size())
+    } else {
+        None
+    };
     let options = ConvertOptions {
         durability,
         source,
@@ -548,8 +554,8 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
             WriteMode::Create
         },
         target_format,
-        target_options: compat::library_options(target_format.name(), &target_options),
-        compress: args.compress,
+        target_options: compat::library_options(target_format.name(), &target_options, source_size),
+        compress: compat::convert_compresses(target_format.name(), &target_options, args.compress),
         sparse_size: match &args.sparse_size {
             Some(text) => parse_size(text)?,
             None => convert::DEFAULT_SPARSE_SIZE,
@@ -568,10 +574,15 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
         } else {
             convert::CopyMode::Detect
         },
-        bitmaps: if args.bitmaps {
-            convert::Bitmaps::Copy
-        } else {
-            convert::Bitmaps::Leave
+        bitmaps: match (args.bitmaps, args.skip_broken_bitmaps) {
+            (true, false) => convert::Bitmaps::Copy,
+            (true, true) => convert::Bitmaps::CopySkippingBroken,
+            (false, false) => convert::Bitmaps::Leave,
+            (false, true) => {
+                return Err(Error::invalid(
+                    "Use of --skip-broken-bitmaps requires --bitmaps",
+                ));
+            }
         },
     };
     let mut progress = Progress::new(args.progress && !args.quiet);
@@ -604,9 +615,11 @@ pub fn create(args: CreateArgs) -> Outcome {
         return Ok(0);
     }
     let size = args.size.as_deref().map(parse_size).transpose()?;
+    compat::require_backing_format(args.backing.as_deref(), args.backing_format.as_deref())
+        .map_err(|e| e.with_path(&args.image))?;
     let backing_format = parse_format(args.backing_format.as_deref())?;
     let open = open_options(&args.gate, None);
-    let library_options = compat::library_options(format.name(), &options);
+    let library_options = compat::library_options(format.name(), &options, size);
     let unreachable_backing = args.unsafe_backing
         && args.backing.as_ref().is_some_and(|b| {
             !diskferry::gate::Gate::resolve(&args.image, &b.to_string_lossy()).exists()

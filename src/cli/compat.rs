@@ -229,23 +229,103 @@ pub fn qemu_checks(format: &str) -> bool {
     matches!(format, "qcow2" | "vmdk" | "vhdx" | "vdi")
 }
 
-/// The `-o` options diskferry's library gets for a new image of `format`: the user's, plus,
-/// when invoked as qemu-img, qemu-img's defaults where diskferry's differ. A VHD is the one
-/// case: qemu-img rounds its size up to whole CHS geometry unless `force_size` is given,
-/// while diskferry keeps the exact size (what Hyper-V and Azure want).
-pub fn library_options(format: &str, options: &str) -> String {
-    let given = |key: &str| {
-        options
-            .split(',')
-            .any(|o| o.split('=').next().is_some_and(|k| k.trim() == key))
-    };
-    if Personality::current() == Personality::QemuImg && format == "vhd" && !given("force_size") {
-        if options.trim().is_empty() {
-            return "force_size=off".to_string();
-        }
-        return format!("{options},force_size=off");
+/// Whether the `-o` options `options` name `key` (as `key=value` or a bare `key`).
+fn option_given(options: &str, key: &str) -> bool {
+    options
+        .split(',')
+        .any(|o| o.split('=').next().is_some_and(|k| k.trim() == key))
+}
+
+/// The `-o` options diskferry's library gets for a new image of `format` and virtual size
+/// `size` (when known): the user's, plus, when invoked as qemu-img, qemu-img's defaults where
+/// diskferry's differ:
+/// - VHD: qemu-img rounds its size up to whole CHS geometry unless `force_size` is given,
+///   while diskferry keeps the exact size (what Hyper-V and Azure want);
+/// - VMDK: qemu-img's descriptor names the `ide` adapter unless `adapter_type` is given,
+///   while diskferry names `lsilogic` (what ESXi and vSphere expect). Tools that do not pass
+///   `adapter_type` (osbuild's vmdk stage without one) get the descriptor they got before;
+/// - VHDX: qemu-img's block size grows with the disk (8 MiB up to 1 GiB), while diskferry
+///   uses Hyper-V's 32 MiB; `info` shows it as the cluster size, which scripts read.
+pub fn library_options(format: &str, options: &str, size: Option<u64>) -> String {
+    if Personality::current() != Personality::QemuImg {
+        return options.to_string();
     }
-    options.to_string()
+    let default = match (format, size) {
+        ("vhd", _) if !option_given(options, "force_size") => Some("force_size=off".to_string()),
+        ("vmdk", _) if !option_given(options, "adapter_type") => {
+            Some("adapter_type=ide".to_string())
+        }
+        ("vhdx", Some(size)) if wants_size(format, options) => {
+            Some(format!("block_size={}", qemu_vhdx_block_size(size)))
+        }
+        _ => None,
+    };
+    match default {
+        Some(d) if options.trim().is_empty() => d,
+        Some(d) => format!("{options},{d}"),
+        None => options.to_string(),
+    }
+}
+
+/// Whether [`library_options`] needs the new image's virtual size for `format` and `options`
+/// (so `convert` opens its source for the size only then).
+pub fn wants_size(format: &str, options: &str) -> bool {
+    Personality::current() == Personality::QemuImg
+        && format == "vhdx"
+        && !option_given(options, "block_size")
+}
+
+/// qemu-img 10's VHDX block size for a new disk of `size` bytes when none is given (its
+/// vhdx driver's choice by size).
+fn qemu_vhdx_block_size(size: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match size {
+        s if s > 32 * 1024 * GIB => 64 * MIB,
+        s if s > 100 * GIB => 32 * MIB,
+        s if s > GIB => 16 * MIB,
+        _ => 8 * MIB,
+    }
+}
+
+/// Whether `convert -c` into `format` with `-o` `options` compresses what it writes. Invoked
+/// as diskferry, `-c` means compressed output, and a VMDK is streamOptimized unless another
+/// subformat is named (which is then refused). qemu-img 10 accepts `-c` for any sparse VMDK
+/// and writes monolithicSparse and twoGbMaxExtentSparse grains uncompressed (only a
+/// streamOptimized extent stores compressed grains); osbuild's vmdk stage passes `-c` by
+/// default, so the qemu-img personality does the same rather than change the subformat.
+pub fn convert_compresses(format: &str, options: &str, compress: bool) -> bool {
+    if !compress || format != "vmdk" || Personality::current() != Personality::QemuImg {
+        return compress;
+    }
+    let subformat = options
+        .split(',')
+        .filter_map(|o| o.split_once('='))
+        .find(|(k, _)| k.trim() == "subformat")
+        .map(|(_, v)| v.trim().to_ascii_lowercase());
+    // Flat subformats keep -c, and so its refusal, as qemu-img refuses them too.
+    !matches!(
+        subformat.as_deref(),
+        None | Some("monolithicsparse" | "twogbmaxextentsparse")
+    )
+}
+
+/// qemu-img 10's refusal of `create -b` without `-F`: it no longer guesses the backing file's
+/// format for a new image (a guessed raw backing file is a security hole). Invoked as
+/// diskferry, the format is detected as before.
+pub fn require_backing_format(
+    backing: Option<&std::path::Path>,
+    backing_format: Option<&str>,
+) -> Result<(), diskferry::Error> {
+    if Personality::current() == Personality::QemuImg
+        && backing.is_some()
+        && backing_format.is_none()
+    {
+        return Err(diskferry::Error::invalid(
+            "Backing file specified without backing format",
+        ));
+    }
+    Ok(())
 }
 
 /// The line qemu-img's `create` prints: `Formatting 'NAME', fmt=FMT key=value ...`, with the

@@ -1,10 +1,14 @@
 //! `--bitmaps`: the source's persistent dirty bitmaps go with the conversion (qcow2 to qcow2,
 //! as qemu-img allows it), with qemu-img's refusals for the other formats.
 
+use super::WriteMode;
 use crate::error::{Error, Result};
 use crate::format::Format;
+use crate::formats::qcow2::Qcow2Layer;
+use crate::formats::qcow2::bitmaps::StoredBitmap;
 use crate::image::Image;
 use crate::options::FormatOptions;
+use std::sync::Arc;
 
 /// Whether the source's persistent dirty bitmaps are copied (`--bitmaps`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -12,28 +16,47 @@ pub enum Bitmaps {
     /// Left behind, as by default.
     #[default]
     Leave,
-    /// `--bitmaps`: copied into the output.
+    /// `--bitmaps`: copied into the output; an inconsistent one (saved uncleanly, flagged in
+    /// use) refuses the conversion, as qemu-img refuses it.
     Copy,
+    /// `--bitmaps --skip-broken-bitmaps`: the consistent ones copied, the others left behind
+    /// with a warning.
+    CopySkippingBroken,
 }
 
-/// The source's bitmaps, as its `info` lists them (qcow2 only; none for other formats).
-fn listed(image: &Image) -> usize {
-    image
-        .top()
-        .details()
-        .format_specific
-        .get("bitmaps")
-        .and_then(|b| b.as_array().map(Vec::len))
-        .unwrap_or(0)
-}
-
-/// Refuses `--bitmaps` where qemu-img does, in its order: a source that cannot hold bitmaps,
-/// then a target that cannot. A qcow2 source holding bitmaps is refused too, until they can
-/// be written: leaving them behind silently would lose what the user asked to keep.
-pub fn check(image: &Image, target: Format, options: &FormatOptions) -> Result<()> {
-    let source = image.top().format();
-    if source.name() != "qcow2" {
+/// Checks `--bitmaps` where qemu-img does, in its order (a source that cannot hold bitmaps,
+/// an inconsistent bitmap, a target that cannot hold them), and reads the tables of the
+/// bitmaps to copy. `warn` hears of the inconsistent bitmaps skipped.
+pub fn check(
+    image: &Image,
+    policy: Bitmaps,
+    target: Format,
+    options: &FormatOptions,
+    mode: WriteMode,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Vec<Arc<StoredBitmap>>> {
+    let top = image.top();
+    let Some(qcow2) = top.as_any().downcast_ref::<Qcow2Layer>() else {
         return Err(Error::unsupported("Source lacks bitmap support"));
+    };
+    let mut copied = Vec::new();
+    for b in qcow2.bitmaps() {
+        if !b.in_use {
+            copied.push(b);
+            continue;
+        }
+        match policy {
+            Bitmaps::CopySkippingBroken => {
+                warn(&format!("Skipping inconsistent bitmap '{}'", b.name));
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "Cannot copy inconsistent bitmap '{}': try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it",
+                    b.name
+                ))
+                .with_path(top.path()));
+            }
+        }
     }
     if target.name() != "qcow2"
         || options
@@ -49,10 +72,19 @@ pub fn check(image: &Image, target: Format, options: &FormatOptions) -> Result<(
             "Format driver '{driver}' does not support bitmaps"
         )));
     }
-    match listed(image) {
-        0 => Ok(()),
-        n => Err(Error::unsupported(format!(
-            "--bitmaps: copying the source's {n} persistent bitmap(s) is not supported yet; nothing was written (convert without --bitmaps and re-create them with qemu-img bitmap --add)"
-        ))),
+    if mode == WriteMode::Existing && !copied.is_empty() {
+        return Err(Error::unsupported(format!(
+            "-n --bitmaps: adding the source's {} bitmap(s) to an existing qcow2 image is not supported; nothing was written (convert to a new file instead)",
+            copied.len()
+        )));
     }
+    copied
+        .into_iter()
+        .map(|b| {
+            qcow2
+                .load_bitmap(b)
+                .map(Arc::new)
+                .map_err(|e| e.with_path(top.path()))
+        })
+        .collect()
 }

@@ -4,10 +4,13 @@
 //! sink. Any other format is opened with its own reader, and its map says where each byte of
 //! the virtual disk lives in its files: an image whose every byte has a fixed place (a fixed
 //! VHD, a flat or vmfs VMDK) is written there, metadata untouched. An image that allocates as
-//! it goes (a dynamic VHD, a sparse VMDK) is refused before anything is written.
+//! it goes (a dynamic VHD, a sparse VMDK, qcow2) is written through its format's in-place
+//! editor (see `in_place_edit`), as qemu-img writes it through its block layer.
 
+use super::in_place_edit::{EditWriter, Unallocated};
+use crate::edit::{EditContext, Force};
 use crate::error::{Error, Result};
-use crate::format::Format;
+use crate::format::{Capability, Format};
 use crate::host_file::Durability;
 use crate::image::{Allocation, BackingPolicy, Image, Layer, OpenOptions};
 use crate::sink::{FileSink, Output, SharedSink, Sink};
@@ -46,15 +49,13 @@ pub fn writer<'a>(
         ))
         .with_path(path));
     }
-    // Every byte must have its place before anything is written.
+    // An image whose every byte has its place is written there, metadata untouched; one that
+    // allocates as it goes is written through its editor.
     let mut pos = 0;
     while pos < spec.size {
         let m = layer.map(pos, spec.size - pos)?;
         if m.host.is_none() || m.compressed || m.allocation == Allocation::Unallocated {
-            return Err(Error::unsupported(format!(
-                "-n: this {format} image allocates its data as it is written (byte {pos} has no place yet), and -n writes only into images whose every byte has a fixed place (raw, fixed VHD, flat or vmfs VMDK); convert to a new file instead"
-            ))
-            .with_path(path));
+            return through_editor(path, format, spec, open, layer, pos);
         }
         pos = m.end();
     }
@@ -78,6 +79,40 @@ pub fn writer<'a>(
         shared,
     });
     Ok(Box::new(InPlaceWriter { direct, sinks }))
+}
+
+/// The writer for `-n` into an image that allocates as it is written (byte `unplaced` has no
+/// place yet), through the format's editor.
+fn through_editor<'a>(
+    path: &Path,
+    format: Format,
+    spec: &CreateSpec,
+    open: &OpenOptions,
+    before: Box<dyn Layer>,
+    unplaced: u64,
+) -> Result<Box<dyn ImageWriter + 'a>> {
+    if !format.can(Capability::WriteInPlace) {
+        return Err(Error::unsupported(format!(
+            "-n: this {format} image allocates its data as it is written (byte {unplaced} has no place yet), and diskferry cannot write a {format} image in place; convert to a new file instead"
+        ))
+        .with_path(path));
+    }
+    if spec.compress {
+        return Err(Error::unsupported(
+            "-n with -c: compressed writes into an existing image are not supported; convert to a new file instead",
+        )
+        .with_path(path));
+    }
+    let ctx = EditContext {
+        gate: &open.gate,
+        force: Force::No,
+    };
+    let image = format.driver().open_mut(path, &ctx)?;
+    let unallocated = match spec.backing {
+        Some(_) => Unallocated::Backing,
+        None => Unallocated::Zeros,
+    };
+    Ok(Box::new(EditWriter::new(image, before, unallocated)))
 }
 
 /// Data goes where the existing image's map says.

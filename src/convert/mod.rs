@@ -16,6 +16,7 @@
 mod bitmaps;
 pub mod destination;
 mod in_place;
+mod in_place_edit;
 mod pipeline;
 mod plan;
 mod stream_plan;
@@ -353,8 +354,9 @@ pub fn convert(
     let registry = &options.source.registry;
     let (target_options, sparseness) = validate(options)?;
     let destination = Destination::resolve(dest, options.mode)?;
+    let mut copied_bitmaps = Vec::new();
     let (image, stream) = if is_stdio(source) {
-        if options.bitmaps == Bitmaps::Copy {
+        if options.bitmaps != Bitmaps::Leave {
             return Err(Error::unsupported("Source lacks bitmap support"));
         }
         if options.target_backing.is_some() {
@@ -371,8 +373,15 @@ pub fn convert(
         for w in image.warnings() {
             on_event(Event::Warning(w));
         }
-        if options.bitmaps == Bitmaps::Copy {
-            bitmaps::check(&image, options.target_format, &target_options)?;
+        if options.bitmaps != Bitmaps::Leave {
+            copied_bitmaps = bitmaps::check(
+                &image,
+                options.bitmaps,
+                options.target_format,
+                &target_options,
+                options.mode,
+                &mut |w| on_event(Event::Warning(w)),
+            )?;
         }
         destination.refuse_overwriting(&image)?;
         (Some(Arc::new(image)), None)
@@ -411,6 +420,7 @@ pub fn convert(
         backing,
         compress: options.compress,
         source_map: Some(source_map),
+        bitmaps: copied_bitmaps,
     };
 
     let mut staging = Staging::with_durability(options.durability);
@@ -457,6 +467,7 @@ fn whole_image_spec(image: &Arc<Image>, options: &ConvertOptions) -> Result<Crea
             image: Arc::clone(image),
             sparseness,
         })),
+        bitmaps: Vec::new(),
     })
 }
 

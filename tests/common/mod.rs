@@ -411,25 +411,6 @@ pub fn content_sha256(image: &Path, format: Option<&str>, dir: &Path) -> (u64, S
     (size, sha)
 }
 
-/// Re-runs the test `test` of this test binary with `env=value` set (the test then performs
-/// an in-place operation instead of testing), kills it with SIGKILL after a pseudo-random
-/// delay of up to 40 ms chosen by `round`, and returns the delay in microseconds.
-pub fn kill_child_at_random(test: &str, env: &str, value: &str, round: u64) -> u64 {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(env, value)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let seed = pseudo_random(2, round * 31 + 5);
-    let micros = u64::from(u16::from_le_bytes([seed[0], seed[1]])) % 40_000;
-    std::thread::sleep(std::time::Duration::from_micros(micros));
-    let _ = child.kill();
-    let _ = child.wait();
-    micros
-}
-
 /// The virtual size of the image (through its chain, any folder) and its first `limit` bytes.
 pub fn read_image_head(image: &Path, limit: u64) -> (u64, Vec<u8>) {
     let options = diskferry::OpenOptions {

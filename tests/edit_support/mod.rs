@@ -1,16 +1,17 @@
-//! Helpers the in-place edit tests of VHD, VHDX, VDI and VMDK share: a list of writes with partial
-//! sectors and blocks, applying it through a driver's `open_mut` or to a raw model, a helper
-//! process to kill at random points, and reading an image's content back.
+//! Helpers the in-place edit tests of QCOW, VHD, VHDX, VDI and VMDK share: a list of writes with partial
+//! sectors and blocks, applying it through a driver's `open_mut` or to a raw model, kill -9
+//! rounds of a helper process timed to land mid-job, and reading an image's content back.
 #![allow(dead_code)]
 
 use crate::common::{qemu_img, run, run_ok};
 use diskferry::Format;
-use diskferry::edit::{Clear, EditContext, Force, ImageMut};
+use diskferry::edit::{Clear, EditContext, Force, ImageMut, NewBacking};
 use diskferry::gate::Gate;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::Duration;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// One change: bytes of one value written, or a range cleared.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +125,58 @@ pub fn qemu_io(format: &str, image: &Path, ops: &[Op]) {
     );
 }
 
+/// Creates `child`, a differencing `format` image over `backing` (named as the child records
+/// it), with `-o opts` when given.
+pub fn create_child(format: &str, child: &Path, backing: &str, opts: Option<&str>) {
+    let mut args = vec!["create", "-f", format];
+    if let Some(o) = opts {
+        args.extend(["-o", o]);
+    }
+    args.extend(["-b", backing, "-F", format, child.to_str().unwrap()]);
+    run_ok(&args);
+}
+
+/// Applies `ops` to `ours` through `format`'s `open_mut` and to its raw model `raw`, first
+/// copying `ours` to `theirs.EXT` beside it for [`qemu_io_agrees`]; returns that copy.
+pub fn apply_keeping_copy(format: Format, ours: &Path, raw: &Path, ops: &[Op]) -> PathBuf {
+    let theirs = ours.with_file_name(format!("theirs.{}", format.name()));
+    std::fs::copy(ours, &theirs).unwrap();
+    apply_mut(format, ours, ops);
+    apply_raw(raw, ops, None);
+    theirs
+}
+
+/// With qemu: qemu-io's writes of `ops` into `theirs` (a copy of `ours` from before `ops`
+/// changed it) leave it reading as `ours`, both as the qemu format `qemu_fmt`.
+pub fn qemu_io_agrees(test: &str, qemu_fmt: &str, ours: &Path, theirs: &Path, ops: &[Op]) {
+    if crate::common::have_qemu(test) {
+        qemu_io(qemu_fmt, theirs, ops);
+        assert!(
+            crate::common::qemu_compare(qemu_fmt, ours, qemu_fmt, theirs),
+            "{test}: qemu-io's writes read otherwise"
+        );
+    }
+}
+
+/// The raw model (`model.raw` beside `raw`) of a child of the disk `raw` after `ops`: with
+/// qemu, qemu-io writes all but the last `by_model` of them into a raw copy, so that the
+/// model does not rest on diskferry's own [`apply_raw`] alone; those last (clears giving
+/// ranges back to the parent, which a raw file has none of) and all without qemu go through
+/// `apply_raw`.
+pub fn child_model(test: &str, raw: &Path, ops: &[Op], by_model: usize) -> PathBuf {
+    let model = raw.with_file_name("model.raw");
+    std::fs::copy(raw, &model).unwrap();
+    let split = if crate::common::have_qemu(test) {
+        let split = ops.len() - by_model;
+        qemu_io("raw", &model, &ops[..split]);
+        split
+    } else {
+        0
+    };
+    apply_raw(&model, &ops[split..], Some(raw));
+    model
+}
+
 /// The image's content as diskferry reads it, converted to a raw file beside it.
 pub fn to_raw(image: &Path, format: &str) -> PathBuf {
     let out = image.with_extension("read.raw");
@@ -164,31 +217,131 @@ pub fn qemu_opens(image: &Path, format: &str) -> Result<(), String> {
     if code == 0 { Ok(()) } else { Err(err) }
 }
 
-/// The helper process of a kill test: this test binary run again with `test` (a test that
-/// does the work when `DISKFERRY_EDIT_HELPER` names a job) as the only test.
-pub fn spawn_helper(test: &str, job: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env("DISKFERRY_EDIT_HELPER", job)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+/// The environment variable that makes a test binary a kill test's helper process: its value
+/// is the job (`NAME|IMAGE`).
+const HELPER_ENV: &str = "DISKFERRY_EDIT_HELPER";
+
+/// The line a helper process prints when its job begins. The rounds time and kill from it,
+/// so that the test harness starting up in the helper (often longer than the job on an idle
+/// machine) is neither counted as the job nor where the kills land.
+const JOB_BEGINS: &str = "diskferry-edit-helper: the job begins";
+
+/// How many rounds a kill test runs (each kills one run of the job at its own point).
+const ROUNDS: u64 = 20;
+
+/// How many rounds must have killed the job between its start and its end. The kills are
+/// spread over 9/10 of a run timed first, so on a steady machine about all of them land;
+/// half tolerates a loaded machine running some rounds much faster than the timed one, while
+/// a job too short to interrupt (or one that ends before the kills) still fails.
+const MID_RUN_FLOOR: usize = 10;
+
+/// The helper process of a kill test: this test binary run again with `zz_kill_helper` (the
+/// test that does the work when [`helper_job`] names one) as the only test, on `image`. Its
+/// stdout is piped for [`JOB_BEGINS`].
+pub fn helper_on(job: &str, image: &Path) -> Child {
+    helper_command(job, image)
+        .stdout(Stdio::piped())
         .spawn()
         .expect("helper starts")
 }
 
-/// The job a helper process was started for, if this process is one.
-pub fn helper_job() -> Option<String> {
-    std::env::var("DISKFERRY_EDIT_HELPER").ok()
+/// The command [`helper_on`] runs (its output thrown away), for a test that sets more of
+/// its environment.
+pub fn helper_command(job: &str, image: &Path) -> Command {
+    let mut helper = Command::new(std::env::current_exe().unwrap());
+    helper
+        .args([
+            "--exact",
+            "zz_kill_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER_ENV, format!("{job}|{}", image.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    helper
 }
 
-/// Runs `child` for `delay`, then kills it with SIGKILL (if still running); true when it was
-/// killed rather than finished.
-pub fn kill_after(mut child: Child, delay: Duration) -> bool {
-    std::thread::sleep(delay);
-    let killed = matches!(child.try_wait(), Ok(None));
-    let _ = child.kill();
-    let _ = child.wait();
-    killed
+/// The job a helper process was started for, if this process is one; it announces
+/// [`JOB_BEGINS`] to the parent, so call it right before the work.
+pub fn helper_job() -> Option<String> {
+    let job = std::env::var(HELPER_ENV).ok()?;
+    let mut out = std::io::stdout().lock();
+    // On a line of its own: the harness has written `test zz_kill_helper ... ` without one.
+    writeln!(out, "\n{JOB_BEGINS}")
+        .and_then(|()| out.flush())
+        .expect("the helper tells its parent the job begins");
+    Some(job)
+}
+
+/// A helper process whose job has begun.
+struct Begun {
+    child: Child,
+    /// Kept open until the helper ends: with it closed, the harness's last lines would fail.
+    out: BufReader<ChildStdout>,
+    at: Instant,
+}
+
+/// Never leaves a helper behind, whatever panics first.
+impl Drop for Begun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `job` on `image` and waits until its helper says the job begins.
+fn begin(test: &str, job: &str, image: &Path) -> Begun {
+    let mut child = helper_on(job, image);
+    let out = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut run = Begun {
+        child,
+        out,
+        at: Instant::now(),
+    };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if run.out.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = run.child.wait();
+            panic!("{test}: the helper of {job} ended before its job began ({status:?})");
+        }
+        if line.trim_end() == JOB_BEGINS {
+            run.at = Instant::now();
+            return run;
+        }
+    }
+}
+
+/// Runs `job` on `image` to its end and returns how long the job took.
+fn run_to_end(test: &str, job: &str, image: &Path) -> Duration {
+    let mut run = begin(test, job, image);
+    let _ = run.out.read_to_end(&mut Vec::new());
+    let status = run.child.wait().expect("helper waited for");
+    let took = run.at.elapsed();
+    assert!(status.success(), "{test}: {job} run to its end failed");
+    took
+}
+
+/// How a round's kill fell.
+#[derive(Debug, PartialEq)]
+enum Kill {
+    /// The job was still running: it was killed mid-run.
+    MidRun,
+    /// The job had ended already.
+    TooLate,
+}
+
+/// Kills the job `after` its start with SIGKILL, if it is still running then.
+fn kill_after(mut run: Begun, after: Duration) -> Kill {
+    std::thread::sleep(after.saturating_sub(run.at.elapsed()));
+    let kill = match run.child.try_wait() {
+        Ok(None) => Kill::MidRun,
+        _ => Kill::TooLate,
+    };
+    // SIGKILL, and reaped, as dropping a `Begun` does.
+    drop(run);
+    kill
 }
 
 /// How a kill test's rounds treat qemu-img: open each survivor with it as this format, or not.
@@ -200,70 +353,133 @@ pub enum QemuOpens {
     No,
 }
 
-/// Twenty kill rounds: each copies `template` to `victim.EXT` beside it, starts `start` on the
-/// copy, kills it after a delay of up to `max_ms`, then requires the survivor to open and
-/// check clean with diskferry (as `format`), to open with qemu-img as `qemu` says, and to pass
-/// `verify`. At least five rounds must have killed the process before it finished, so the
-/// test cannot pass by never interrupting anything.
-#[allow(clippy::too_many_arguments)]
-pub fn killed_rounds(
-    test: &str,
-    template: &Path,
-    format: &str,
-    qemu: QemuOpens,
-    max_ms: u64,
-    start: &dyn Fn(&Path) -> Child,
-    verify: &dyn Fn(u64, &Path),
-) {
-    let dir = template.parent().unwrap();
-    let prepare = |_| {
-        let image = dir.join(format!("victim.{format}"));
-        std::fs::copy(template, &image).unwrap();
-        image
-    };
-    killed_rounds_with(test, format, qemu, max_ms, &prepare, start, verify);
+/// What the rounds require of every survivor before the test's own `verify`.
+#[derive(Clone, Copy)]
+pub enum Survivor {
+    /// It opens and checks clean with diskferry, and opens with qemu-img as said.
+    ChecksClean(QemuOpens),
+    /// It may be in a state the format expects after a crash but `check` reports (a VHDX
+    /// log still to replay): `verify` judges it wholly.
+    JudgedByVerify,
 }
 
-/// [`killed_rounds`] for images of several files: `prepare` makes round `i`'s image afresh
-/// (in a folder of its own, say) and returns the path to start on.
-#[allow(clippy::too_many_arguments)]
-pub fn killed_rounds_with(
-    test: &str,
-    format: &str,
-    qemu: QemuOpens,
-    max_ms: u64,
-    prepare: &dyn Fn(u64) -> PathBuf,
-    start: &dyn Fn(&Path) -> Child,
-    verify: &dyn Fn(u64, &Path),
-) {
-    let mut killed = 0;
-    for i in 0..20 {
-        let image = prepare(i);
-        killed += usize::from(kill_after(start(&image), delay(i, max_ms)));
-        opens_and_checks(&image, format).unwrap_or_else(|e| panic!("round {i}: {e}"));
-        if let QemuOpens::As(f) = qemu
-            && crate::common::have_qemu(test)
-        {
-            qemu_opens(&image, f).unwrap_or_else(|e| panic!("round {i}: qemu-img: {e}"));
-        }
-        verify(i, &image);
+/// A kill -9 test: the in-place operation `job` runs in a helper process (see [`helper_on`])
+/// and is killed at points spread over its duration, timed by one run to the end first, so
+/// that the kills fall mid-job whether the machine is idle or loaded.
+pub struct KillRounds<'a> {
+    /// The test's name, for messages and for skipping what a missing qemu-img cannot check.
+    pub test: &'a str,
+    /// The format diskferry opens and checks the survivors as.
+    pub format: &'a str,
+    /// What every survivor must pass before `verify`.
+    pub survivor: Survivor,
+    /// The job `zz_kill_helper` runs.
+    pub job: &'a str,
+    /// The latest a kill lands into the job, in milliseconds, however long the job runs (so
+    /// that long jobs are killed where their interesting part is, and the rounds stay short).
+    pub max_ms: u64,
+}
+
+impl KillRounds<'_> {
+    /// The rounds on a copy of `template` (`victim.FORMAT` beside it) each.
+    pub fn on_copies_of(&self, template: &Path, verify: &dyn Fn(u64, &Path)) {
+        let image = template
+            .parent()
+            .unwrap()
+            .join(format!("victim.{}", self.format));
+        self.on(
+            &|_| {
+                std::fs::copy(template, &image).unwrap();
+                image.clone()
+            },
+            verify,
+        );
     }
-    assert!(
-        killed >= 5,
-        "{test}: only {killed} of 20 runs were killed before finishing"
-    );
+
+    /// The rounds on images of several files: `prepare` makes round `i`'s image afresh (in a
+    /// folder of its own, say) and returns the path to start on. Round [`ROUNDS`] is the run
+    /// to the end that times the job; its result must pass as any survivor's.
+    pub fn on(&self, prepare: &dyn Fn(u64) -> PathBuf, verify: &dyn Fn(u64, &Path)) {
+        let test = self.test;
+        let image = prepare(ROUNDS);
+        let took = run_to_end(test, self.job, &image);
+        self.judge(ROUNDS, &image, verify);
+        // Within 9/10 of the timed run, lowered whenever a kill comes too late, so that a
+        // timed run slowed by a loaded machine does not put the later kills past the end.
+        let mut window = (took * 9 / 10).min(Duration::from_millis(self.max_ms));
+        let mut mid_run = 0;
+        for i in 0..ROUNDS {
+            let image = prepare(i);
+            // Spread evenly: from 1/40 to 39/40 of the window.
+            let after = window * (2 * i as u32 + 1) / (2 * ROUNDS as u32);
+            match kill_after(begin(test, self.job, &image), after) {
+                Kill::MidRun => mid_run += 1,
+                Kill::TooLate => window = window.min(after * 9 / 10),
+            }
+            self.judge(i, &image, verify);
+        }
+        // Shown by `--nocapture`: how well the kills fell on this machine.
+        eprintln!("{test}: {mid_run} of {ROUNDS} kills mid-run; the job ran {took:?}");
+        assert!(
+            mid_run >= MID_RUN_FLOOR,
+            "{test}: only {mid_run} of {ROUNDS} kills landed before the job ended (it ran \
+             {took:?} uninterrupted)"
+        );
+    }
+
+    /// Requires round `i`'s survivor to pass [`Self::survivor`] and `verify`.
+    fn judge(&self, i: u64, image: &Path, verify: &dyn Fn(u64, &Path)) {
+        if let Survivor::ChecksClean(qemu) = self.survivor {
+            opens_and_checks(image, self.format).unwrap_or_else(|e| panic!("round {i}: {e}"));
+            if let QemuOpens::As(f) = qemu
+                && crate::common::have_qemu(self.test)
+            {
+                qemu_opens(image, f).unwrap_or_else(|e| panic!("round {i}: qemu-img: {e}"));
+            }
+        }
+        verify(i, image);
+    }
 }
 
-/// A helper process started on `image` for `job` (see [`spawn_helper`]).
-pub fn helper_on(job: &str, image: &Path) -> Child {
-    spawn_helper("zz_kill_helper", &format!("{job}|{}", image.display()))
+/// The writes of the kill tests' `writes` job: 40 over a 16 MiB disk (the test judges each
+/// survivor by the same list).
+pub fn killed_writes() -> Vec<Op> {
+    writes(16 * MIB, 40, 99)
 }
 
-/// A delay between 0 and `max_ms` milliseconds chosen by `i`.
-pub fn delay(i: u64, max_ms: u64) -> Duration {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    x ^= x >> 29;
-    Duration::from_millis(x % (max_ms + 1))
+/// `count` writes of `len` bytes of 0xab, `stride` bytes apart from offset 512 (so that
+/// each cuts sectors).
+pub fn strided_writes(count: u64, stride: u64, len: u64) -> Vec<Op> {
+    (0..count)
+        .map(|i| Op::Write {
+            offset: i * stride + 512,
+            len,
+            byte: 0xab,
+        })
+        .collect()
+}
+
+/// Re-links `image` through `format`'s `set_backing` to each of `names` in turn, `times` in
+/// all (with `backing_format` recorded): the rebase job of the kill tests, many in a row so
+/// that the kills land mid-rebase.
+pub fn rebase_in_turn(
+    format: Format,
+    image: &Path,
+    names: [&str; 2],
+    times: usize,
+    backing_format: Option<Format>,
+) {
+    let gate = Gate::anywhere();
+    for name in names.iter().cycle().take(times) {
+        let backing = NewBacking {
+            name: name.to_string(),
+            format: backing_format,
+        };
+        format
+            .driver()
+            .set_backing(image, Some(&backing), &ctx(&gate))
+            .expect("set_backing");
+    }
 }
 
 /// True when each write of `ops` reads either wholly as before (`old`) or wholly as written,

@@ -186,6 +186,24 @@ impl Qcow2Layer {
         &self.snapshots
     }
 
+    /// The persistent dirty bitmaps the directory lists, in its order.
+    pub fn bitmaps(&self) -> &[super::bitmaps::Bitmap] {
+        &self.bitmaps
+    }
+
+    /// Reads and checks the table of `bitmap` (one of [`Self::bitmaps`]) for copying it.
+    pub fn load_bitmap(
+        &self,
+        bitmap: &super::bitmaps::Bitmap,
+    ) -> Result<super::bitmaps::StoredBitmap> {
+        super::bitmaps::StoredBitmap::load(
+            Arc::clone(&self.file),
+            bitmap,
+            self.cluster(),
+            self.header.size,
+        )
+    }
+
     /// The snapshot being read, if not the active state.
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.map(|i| &self.snapshots[i])

@@ -172,6 +172,26 @@ pub fn check_storage(file: Arc<dyn Storage>, path: &Path) -> Result<CheckReport>
     Ok(inspect(file, path, None)?.report)
 }
 
+/// Cuts the space past the last used byte, as `check -r leaks` would, when that is all the
+/// inspection finds to repair. For an in-place change that hands space back at the end of the
+/// file (a shrink), once its log is empty: the cut space is then garbage no replay needs, and
+/// leaving it would make every later `check` report a leak. A file with anything else to
+/// repair is left as it is, for `check` to report.
+pub(crate) fn cut_unused_tail(path: &Path) -> Result<()> {
+    let file: Arc<dyn Storage> = Arc::new(HostFile::open(path)?);
+    let found = inspect(file, path, None)?;
+    let only_tail = !found.fixes.is_empty()
+        && !found.log_broken
+        && found
+            .fixes
+            .iter()
+            .all(|f| matches!(f, Fix::Truncate { .. }));
+    if only_tail {
+        apply(found, path, RepairMode::Leaks)?;
+    }
+    Ok(())
+}
+
 /// The two headers: findings for each, and the current one.
 fn check_headers(
     file: &dyn Storage,

@@ -11,7 +11,8 @@
 //! size changes, entries past the disk's end being ignored until then.
 //!
 //! Shrinking (`--shrink`): the size changes first, then the entries past the new end are
-//! cleared (their blocks' space is left unused in the file).
+//! cleared; once the log is empty, unused space at the end of the file is cut (space of
+//! blocks elsewhere in the file stays unused; `check` does not count it).
 
 use super::edit::{FULLY_PRESENT, PARTIALLY_PRESENT, Session, decode, open_session};
 use super::guid::{REGION_BAT, VIRTUAL_DISK_SIZE, read_guid};
@@ -87,7 +88,14 @@ pub fn resize(path: &Path, request: &ResizeRequest, ctx: &EditContext<'_>) -> Re
         }
         s.finish()
     };
-    run(&mut s).map_err(|e| e.with_path(path))
+    run(&mut s).map_err(|e| e.with_path(path))?;
+    drop(s);
+    if new_size < old_size {
+        // The blocks past the new end lie at the end of the file when they were the last
+        // written (as in a disk filled in order); their space goes back to the file system.
+        super::check::cut_unused_tail(path).map_err(|e| e.with_path(path))?;
+    }
+    Ok(())
 }
 
 /// Clears (through the log) the entries `[from, to)` that are not zero.

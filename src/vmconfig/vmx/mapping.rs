@@ -89,97 +89,71 @@ static NICS: [Row<Adapter>; 6] = [
 /// A TPM on a BIOS machine.
 pub const TPM_BIOS: &str = "the virtual TPM is left out: VMware gives a vTPM only to UEFI machines and this one boots BIOS";
 
-static FIRMWARE_HOSTED: [Row<Boot>; 5] = [
-    row(
-        Guest::Any,
-        Boot::Bios,
-        "(firmware not written: BIOS)",
-        None,
-        VMX,
-    ),
-    row(Guest::Any, Boot::Uefi, "firmware = \"efi\"", None, VMX),
-    row(
-        Guest::Any,
-        Boot::SecureBoot,
-        "firmware = \"efi\", uefi.secureBoot.enabled = \"TRUE\"",
-        None,
-        EFI,
-    ),
-    row(
-        Guest::Any,
-        Boot::TpmUefi,
-        "vtpm.present = \"TRUE\"",
-        Some(
-            "virtual TPM written: Workstation and Fusion power it on only once the VM is encrypted (VM Settings > Options > Access Control)",
+/// The firmware rows of a .vmx writer, the same for Workstation/Fusion and ESXi but for what
+/// it takes to power a vTPM on there (`vtpm_note`).
+const fn firmware(vtpm_note: &'static str) -> [Row<Boot>; 5] {
+    [
+        row(
+            Guest::Any,
+            Boot::Bios,
+            "(firmware not written: BIOS)",
+            None,
+            VMX,
         ),
-        VTPM,
-    ),
-    row(
-        Guest::Any,
-        Boot::TpmBios,
-        "(not written)",
-        Some(TPM_BIOS),
-        VTPM,
-    ),
-];
+        row(Guest::Any, Boot::Uefi, "firmware = \"efi\"", None, VMX),
+        row(
+            Guest::Any,
+            Boot::SecureBoot,
+            "firmware = \"efi\", uefi.secureBoot.enabled = \"TRUE\"",
+            None,
+            EFI,
+        ),
+        row(
+            Guest::Any,
+            Boot::TpmUefi,
+            "vtpm.present = \"TRUE\"",
+            Some(vtpm_note),
+            VTPM,
+        ),
+        row(
+            Guest::Any,
+            Boot::TpmBios,
+            "(not written)",
+            Some(TPM_BIOS),
+            VTPM,
+        ),
+    ]
+}
 
-static FIRMWARE_ESXI: [Row<Boot>; 5] = [
-    row(
-        Guest::Any,
-        Boot::Bios,
-        "(firmware not written: BIOS)",
-        None,
-        VMX,
-    ),
-    row(Guest::Any, Boot::Uefi, "firmware = \"efi\"", None, VMX),
-    row(
-        Guest::Any,
-        Boot::SecureBoot,
-        "firmware = \"efi\", uefi.secureBoot.enabled = \"TRUE\"",
-        None,
-        EFI,
-    ),
-    row(
-        Guest::Any,
-        Boot::TpmUefi,
-        "vtpm.present = \"TRUE\"",
-        Some(
-            "virtual TPM written: ESXi powers it on only with a key provider configured in vCenter (Native Key Provider or KMS)",
-        ),
-        VTPM,
-    ),
-    row(
-        Guest::Any,
-        Boot::TpmBios,
-        "(not written)",
-        Some(TPM_BIOS),
-        VTPM,
-    ),
-];
+static FIRMWARE_HOSTED: [Row<Boot>; 5] = firmware(
+    "virtual TPM written: Workstation and Fusion power it on only once the VM is encrypted (VM Settings > Options > Access Control)",
+);
+
+static FIRMWARE_ESXI: [Row<Boot>; 5] = firmware(
+    "virtual TPM written: ESXi powers it on only with a key provider configured in vCenter (Native Key Provider or KMS)",
+);
 
 const NOTES: &str = "Targets are scsiN.virtualDev values for SCSI; every device keeps its controller and unit when VMware has that address, else takes the next free one (a full bus moves to SATA, with a warning). virtualHW.version is the oldest that has every feature used.";
 
+/// A .vmx writer's mapping: the same devices for Workstation/Fusion and ESXi, written under
+/// `names`, with the `firmware` rows of that product.
+const fn writer(names: &'static [&'static str], firmware: &'static [Row<Boot>]) -> TargetMapping {
+    TargetMapping {
+        names,
+        controllers: &CONTROLLERS,
+        nics: &NICS,
+        firmware,
+        guest: &[],
+        os: "guestOS: VMware id of src/vm/guest_os.rs",
+        notes: NOTES,
+    }
+}
+
 /// What the Workstation/Fusion writer does with each model device.
-pub static WRITE_HOSTED: TargetMapping = TargetMapping {
-    names: &["vmx"],
-    controllers: &CONTROLLERS,
-    nics: &NICS,
-    firmware: &FIRMWARE_HOSTED,
-    guest: &[],
-    os: "guestOS: VMware id of src/vm/guest_os.rs",
-    notes: NOTES,
-};
+pub static WRITE_HOSTED: TargetMapping = writer(&["vmx"], &FIRMWARE_HOSTED);
 
 /// What the ESXi writer does with each model device.
-pub static WRITE_ESXI: TargetMapping = TargetMapping {
-    names: &["esxi-vmx"],
-    controllers: &CONTROLLERS,
-    nics: &NICS,
-    firmware: &FIRMWARE_ESXI,
-    guest: &[],
-    os: "guestOS: VMware id of src/vm/guest_os.rs",
-    notes: NOTES,
-};
+pub static WRITE_ESXI: TargetMapping = writer(&["esxi-vmx"], &FIRMWARE_ESXI);
 
 static READ_CONTROLLERS: [ReadRow<K>; 7] = [
     read("`ide`N:M", K::Ide, VMX),

@@ -2,6 +2,7 @@
 
 use super::options::{Compression, Settings};
 use crate::error::{Error, Result};
+use crate::formats::qcow2::header::{AUTOCLEAR_BITMAPS, BitmapsExtension, EXT_BITMAPS};
 
 /// Header extension: the backing file's format.
 const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
@@ -49,6 +50,8 @@ pub struct Tables {
     pub refcount_table_offset: u64,
     /// Clusters of the refcount table.
     pub refcount_table_clusters: u32,
+    /// The bitmap directory (`convert --bitmaps`), named by the bitmaps extension.
+    pub bitmaps: Option<BitmapsExtension>,
 }
 
 /// Encodes cluster 0 for an image of `size` bytes with `settings` and `tables`.
@@ -63,6 +66,19 @@ pub fn encode(settings: &Settings, size: u64, tables: &Tables) -> Result<Vec<u8>
     }
     if let Some(name) = &settings.data_file {
         push_extension(&mut extensions, EXT_DATA_FILE, name.as_bytes());
+    }
+    if let Some(b) = &tables.bitmaps {
+        if !v3 {
+            return Err(Error::invalid(
+                "persistent bitmaps need a version 3 image (compat=1.1)",
+            ));
+        }
+        let mut data = Vec::with_capacity(24);
+        data.extend_from_slice(&b.count.to_be_bytes());
+        data.extend_from_slice(&[0u8; 4]);
+        data.extend_from_slice(&b.directory_size.to_be_bytes());
+        data.extend_from_slice(&b.directory_offset.to_be_bytes());
+        push_extension(&mut extensions, EXT_BITMAPS, &data);
     }
     let backing_name = settings
         .backing
@@ -124,15 +140,16 @@ pub fn encode(settings: &Settings, size: u64, tables: &Tables) -> Result<Vec<u8>
                 0
             },
         );
-        put64(
-            &mut out,
-            88,
-            if settings.data_file_raw {
-                AUTOCLEAR_DATA_FILE_RAW
-            } else {
-                0
-            },
-        );
+        let mut autoclear = 0;
+        if settings.data_file_raw {
+            autoclear |= AUTOCLEAR_DATA_FILE_RAW;
+        }
+        if tables.bitmaps.is_some() {
+            // Without it, a reader would take the extension for one left by a program that
+            // did not keep it up to date, and drop the bitmaps.
+            autoclear |= AUTOCLEAR_BITMAPS;
+        }
+        put64(&mut out, 88, autoclear);
         put32(&mut out, 96, settings.refcount_order);
         put32(&mut out, 100, header_len as u32);
         out[104] = match settings.compression {

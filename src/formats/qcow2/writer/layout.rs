@@ -655,6 +655,31 @@ impl<'a> Layout<'a> {
         Ok(())
     }
 
+    /// Appends `bytes` in whole clusters (the last padded with zeros) after everything
+    /// placed so far, counted: metadata made once all the data is in (persistent bitmaps).
+    /// Returns where they start.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<u64> {
+        if self.plan.is_some() {
+            return Err(Error::invalid(
+                "internal error: clusters appended to a planned layout",
+            ));
+        }
+        self.close_table()?;
+        self.flush_partial()?;
+        let cs = self.cs();
+        let clusters = (bytes.len() as u64).div_ceil(cs).max(1);
+        let at = self.alloc(clusters)?;
+        if bytes.len() as u64 == clusters * cs {
+            self.write_main(at, bytes)?;
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize((clusters * cs) as usize, 0);
+            self.write_main(at, &padded)?;
+        }
+        self.close_windows()?;
+        Ok(at)
+    }
+
     /// Clusters `[first, first + count)` hold no new data; `stores` says (for dry runs) that
     /// they are planned slots to hand out as data.
     pub fn run(&mut self, first: u64, count: u64, kind: RunKind, stores: bool) -> Result<()> {
@@ -817,6 +842,7 @@ impl<'a> Layout<'a> {
                 l1_offset,
                 refcount_table_offset: table_at,
                 refcount_table_clusters: table as u32,
+                bitmaps: None,
             },
             self.next_free,
         ))

@@ -11,6 +11,8 @@
 //!               byte, several to a host cluster, as qemu packs them)
 //!               the range's L2 table
 //!               a refcount block whenever a block's clusters are all handed out
+//! then          with `convert --bitmaps`, each bitmap's data clusters and table, and the
+//!               bitmap directory (see `bitmaps.rs`)
 //! at the end    the L1 table, the last refcount blocks, the refcount table
 //! ```
 //!
@@ -31,7 +33,8 @@
 //! the same order; a slot whose cluster turns out to hold zeros stays a free cluster (zeros in
 //! the stream, refcount 0). Compressed clusters cannot be planned (their sizes are known only
 //! once compressed), so with `-c` the image is made in an unnamed temporary file and copied to
-//! the stream when complete (see `spool.rs`).
+//! the stream when complete (see `spool.rs`); so is an image with persistent bitmaps, whose
+//! clusters are known only once their bits are read.
 //!
 //! # Compression
 //!
@@ -54,6 +57,7 @@
 //! metadata. As qemu-img, a relative data file name is stored as given and the file made in the
 //! current folder, where qemu looks for it.
 
+mod bitmaps;
 pub(crate) mod compress;
 mod cutter;
 pub(crate) mod header;
@@ -73,6 +77,8 @@ use self::layout::{Geometry, Layout, Rules, RunKind};
 use self::options::{Preallocation, Settings};
 use self::spool::Spool;
 use crate::error::{Error, Result};
+use crate::formats::qcow2::bitmaps::StoredBitmap;
+use crate::formats::qcow2::header::BitmapsExtension;
 use crate::sink::{Access, Output};
 use crate::writer::{ChunkEncoder, CreateSpec, ImageWriter, Piece};
 use std::sync::Arc;
@@ -88,10 +94,21 @@ pub fn create_writer<'a>(
     let size = spec.size.next_multiple_of(512);
     let g = Geometry::new(&settings, size)?;
     let rules = Rules::of(&settings);
-    // Refuse a header that cannot fit before anything is written.
-    header::encode(&settings, size, &Tables::default())?;
-    // A compressed image for a stream is made in a temporary file, then copied (spool.rs).
-    let spooled = output.access() == Access::Sequential && settings.compress;
+    // Refuse a header that cannot fit before anything is written (with the bitmaps
+    // extension, when there will be one).
+    let placeholder = Tables {
+        bitmaps: (!spec.bitmaps.is_empty()).then_some(BitmapsExtension {
+            count: 0,
+            directory_size: 0,
+            directory_offset: 0,
+        }),
+        ..Tables::default()
+    };
+    header::encode(&settings, size, &placeholder)?;
+    // A compressed image for a stream is made in a temporary file, then copied (spool.rs);
+    // so is one with bitmaps, which a planned layout has no places for.
+    let spooled =
+        output.access() == Access::Sequential && (settings.compress || !spec.bitmaps.is_empty());
     let streaming = output.access() == Access::Sequential && !spooled;
     if streaming && settings.preallocation == Preallocation::Falloc {
         return Err(Error::unsupported(
@@ -168,6 +185,7 @@ pub fn create_writer<'a>(
         size,
         planned,
         spool,
+        bitmaps: spec.bitmaps.clone(),
     }))
 }
 
@@ -182,6 +200,8 @@ struct Qcow2Writer<'a> {
     planned: Option<Tables>,
     /// For a compressed image to a stream: the temporary file it is made in.
     spool: Option<Spool<'a>>,
+    /// `convert --bitmaps`: the persistent bitmaps to store after the data.
+    bitmaps: Vec<Arc<StoredBitmap>>,
 }
 
 /// What receives the clusters.
@@ -273,13 +293,23 @@ impl ImageWriter for Qcow2Writer<'_> {
             c.finish()?;
         }
         let (settings, size, planned, spool) = (this.settings, this.size, this.planned, this.spool);
-        this.inner.layout.finish(
+        let mut layout = this.inner.layout;
+        let directory = bitmaps::write(&mut layout, &this.bitmaps, settings.cluster_size())?;
+        layout.finish(
             |tables| match planned {
                 Some(p) if p == *tables => Ok(None),
                 Some(p) => Err(Error::invalid(format!(
                     "internal error: the stream's tables ended up at {tables:?}, not where its header (already written) says: {p:?}"
                 ))),
-                None => header::encode(&settings, size, tables).map(Some),
+                None => header::encode(
+                    &settings,
+                    size,
+                    &Tables {
+                        bitmaps: directory,
+                        ..*tables
+                    },
+                )
+                .map(Some),
             },
             size,
         )?;

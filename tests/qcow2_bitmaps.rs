@@ -1,0 +1,454 @@
+//! `convert --bitmaps` (issue 15): a qcow2 source's persistent dirty bitmaps copied into the
+//! qcow2 output, judged against qemu-img 10 converting the same source. Both outputs must list
+//! the same bitmaps (`qemu-img info`), and qemu itself must find the same bits in them: the
+//! bitmaps are loaded by qemu-storage-daemon (qemu-utils), whose QMP `query-named-block-nodes`
+//! gives each bitmap's dirty byte count and `x-debug-block-dirty-bitmap-sha256` a digest of
+//! its bits. Ours must also be clean by `qemu-img check` and hold the same disk content.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The bitmaps extension's type.
+const EXT_BITMAPS: u32 = 0x2385_2875;
+
+/// True when qemu-img, qemu-io and qemu-storage-daemon are all there (else a skip line).
+fn peers(test: &str) -> bool {
+    if !have_qemu(test) {
+        return false;
+    }
+    for tool in ["qemu-io", "qemu-storage-daemon"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            skip(
+                test,
+                &format!("{tool} is not installed (apt-get install qemu-utils)"),
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// One bitmap as qemu loads it: name, granularity, recording (enabled), dirty bytes and the
+/// digest of its bits.
+#[derive(Debug, PartialEq, Eq)]
+struct Loaded {
+    name: String,
+    granularity: u64,
+    recording: bool,
+    count: u64,
+    sha256: String,
+}
+
+/// The bitmaps of the qcow2 `img` as qemu-storage-daemon loads them, sorted by name.
+fn loaded_bitmaps(img: &Path) -> Vec<Loaded> {
+    let file = format!(
+        "driver=file,filename={},node-name=f,read-only=on",
+        img.display()
+    );
+    let mut child = Command::new("qemu-storage-daemon")
+        .args([
+            "--blockdev",
+            &file,
+            "--blockdev",
+            "driver=qcow2,file=f,node-name=n,read-only=on",
+            "--chardev",
+            "stdio,id=m",
+            "--monitor",
+            "chardev=m",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-storage-daemon runs");
+    let query = |out: &mut dyn Write, cmd: &str| writeln!(out, "{cmd}").unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    query(&mut stdin, r#"{"execute":"qmp_capabilities"}"#);
+    query(
+        &mut stdin,
+        r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
+    );
+    // The names come from qemu-img info, which reads the same directory.
+    let info: Value =
+        serde_json::from_str(&qemu_img_ok(&["info", "--output=json", s(img)])).unwrap();
+    let names: Vec<String> = info["format-specific"]["data"]["bitmaps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| b["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &names {
+        query(
+            &mut stdin,
+            &serde_json::json!({"execute": "x-debug-block-dirty-bitmap-sha256",
+                "arguments": {"node": "n", "name": name}})
+            .to_string(),
+        );
+    }
+    query(&mut stdin, r#"{"execute":"quit"}"#);
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let replies: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("return").is_some() || v.get("error").is_some())
+        .collect();
+    assert!(
+        replies.iter().all(|r| r.get("error").is_none()),
+        "qemu-storage-daemon on {}: {replies:?} {}",
+        img.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // qmp_capabilities, query-named-block-nodes, one digest per name, quit.
+    assert_eq!(replies.len(), names.len() + 3, "{replies:?}");
+    let nodes = replies[1]["return"].as_array().unwrap();
+    let node = nodes.iter().find(|n| n["node-name"] == "n").unwrap();
+    let dirty = node["dirty-bitmaps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut loaded: Vec<Loaded> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let d = dirty
+                .iter()
+                .find(|d| d["name"] == name.as_str())
+                .unwrap_or_else(|| panic!("{name} not loaded: {dirty:?}"));
+            assert_eq!(d["persistent"], true, "{d}");
+            assert_eq!(d["inconsistent"], Value::Null, "{d}");
+            Loaded {
+                name: name.clone(),
+                granularity: d["granularity"].as_u64().unwrap(),
+                recording: d["recording"].as_bool().unwrap(),
+                count: d["count"].as_u64().unwrap(),
+                sha256: replies[2 + i]["return"]["sha256"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            }
+        })
+        .collect();
+    loaded.sort_by(|a, b| a.name.cmp(&b.name));
+    loaded
+}
+
+fn info_bitmaps(img: &Path) -> Value {
+    let info: Value =
+        serde_json::from_str(&qemu_img_ok(&["info", "--output=json", s(img)])).unwrap();
+    info["format-specific"]["data"]["bitmaps"].clone()
+}
+
+/// Converts `src` with `--bitmaps` and `extra` options by qemu-img and by diskferry; checks
+/// ours as the module says and returns both outputs' bitmaps as qemu loads them.
+fn convert_both(dir: &Path, src: &Path, tag: &str, extra: &[&str]) -> Vec<Loaded> {
+    let theirs = dir.join(format!("{tag}.qemu.qcow2"));
+    let ours = dir.join(format!("{tag}.ours.qcow2"));
+    let args = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = ["convert", "--bitmaps", "-O", "qcow2"]
+            .iter()
+            .chain(extra)
+            .map(|x| x.to_string())
+            .collect();
+        a.push(s(src).into());
+        a.push(s(out).into());
+        a
+    };
+    let q = args(&theirs);
+    qemu_img_ok(&q.iter().map(String::as_str).collect::<Vec<_>>());
+    let d = args(&ours);
+    run_ok(&d.iter().map(String::as_str).collect::<Vec<_>>());
+    let check = qemu_img_ok(&["check", s(&ours)]);
+    assert!(check.contains("No errors were found"), "{tag}: {check}");
+    assert!(
+        qemu_compare("qcow2", &theirs, "qcow2", &ours),
+        "{tag}: content"
+    );
+    let head = std::fs::read(&ours).unwrap();
+    let autoclear = u64::from_be_bytes(head[88..96].try_into().unwrap());
+    assert_eq!(autoclear & 1, 1, "{tag}: autoclear bit 0");
+    assert!(directory(&ours).is_some(), "{tag}: no bitmaps extension");
+    assert_eq!(info_bitmaps(&theirs), info_bitmaps(&ours), "{tag}: info");
+    let (a, b) = (loaded_bitmaps(&theirs), loaded_bitmaps(&ours));
+    assert_eq!(a, b, "{tag}: bits");
+    b
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Where the bitmaps extension says the directory is, and its size.
+fn directory(img: &Path) -> Option<(u64, u64)> {
+    let head = std::fs::read(img).unwrap();
+    let mut at = be32(&head, 100) as usize;
+    loop {
+        let (kind, len) = (be32(&head, at), be32(&head, at + 4) as usize);
+        if kind == 0 {
+            return None;
+        }
+        if kind == EXT_BITMAPS {
+            return Some((be64(&head, at + 24), be64(&head, at + 16)));
+        }
+        at += 8 + len.next_multiple_of(8);
+    }
+}
+
+/// The file offset of bitmap `name`'s directory entry.
+fn entry_offset(img: &Path, name: &str) -> u64 {
+    let (offset, size) = directory(img).expect("a bitmaps extension");
+    let bytes = std::fs::read(img).unwrap();
+    let dir = &bytes[offset as usize..(offset + size) as usize];
+    let mut at = 0usize;
+    while at < dir.len() {
+        let name_len = usize::from(u16::from_be_bytes([dir[at + 18], dir[at + 19]]));
+        let extra = be32(dir, at + 20) as usize;
+        let start = at + 24 + extra;
+        if &dir[start..start + name_len] == name.as_bytes() {
+            return offset + at as u64;
+        }
+        at = (start + name_len).next_multiple_of(8);
+    }
+    panic!("no bitmap {name} in {}", img.display());
+}
+
+/// Overwrites bytes of `img` at `offset`.
+fn patch(img: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// Makes the qcow2 `img` of `size` with qemu-img create's `options`.
+fn create(img: &Path, options: &[&str], size: &str) {
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    args.extend(options);
+    args.extend([s(img), size]);
+    qemu_img_ok(&args);
+}
+
+/// A 64 MiB qcow2 with bitmaps of 64 KiB (b0, the default), 4 KiB (fine) and 1 MiB (coarse)
+/// granularity, one disabled between two writes (frozen), one added after them (empty).
+fn several(dir: &Path) -> PathBuf {
+    let img = dir.join("several.qcow2");
+    create(&img, &[], "64M");
+    qemu_img_ok(&["bitmap", "--add", s(&img), "b0"]);
+    qemu_img_ok(&["bitmap", "--add", "-g", "4k", s(&img), "fine"]);
+    qemu_img_ok(&["bitmap", "--add", "-g", "1M", s(&img), "coarse"]);
+    qemu_img_ok(&["bitmap", "--add", s(&img), "frozen"]);
+    qemu_io("qcow2", &img, &["write -P 1 0 1M", "write -P 2 10M 4k"]);
+    qemu_img_ok(&["bitmap", "--disable", s(&img), "frozen"]);
+    qemu_io("qcow2", &img, &["write -P 3 33M 3M", "write -P 4 63M 512"]);
+    qemu_img_ok(&["bitmap", "--add", s(&img), "empty"]);
+    img
+}
+
+#[test]
+fn several_bitmaps_are_copied_as_qemu_img_copies_them() {
+    let test = "several_bitmaps_are_copied_as_qemu_img_copies_them";
+    if !peers(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = several(d.path());
+    let source = loaded_bitmaps(&src);
+    for (tag, extra) in [
+        ("default", &[][..]),
+        ("small-clusters", &["-o", "cluster_size=4k"][..]),
+        ("compressed", &["-c"][..]),
+    ] {
+        let got = convert_both(d.path(), &src, tag, extra);
+        // The same bits as the source's, whatever the output's cluster size.
+        assert_eq!(got, source, "{tag}");
+    }
+    // What qemu-img measure predicts for the data and for the bitmaps bounds what we wrote.
+    let m: Value = serde_json::from_str(&qemu_img_ok(&[
+        "measure",
+        "--output=json",
+        "-O",
+        "qcow2",
+        s(&src),
+    ]))
+    .unwrap();
+    let predicted = m["required"].as_u64().unwrap() + m["bitmaps"].as_u64().unwrap();
+    let written = std::fs::metadata(d.path().join("default.ours.qcow2"))
+        .unwrap()
+        .len();
+    assert!(written <= predicted, "{written} > {predicted}");
+    // The figures qemu finds are the writes' (a check that the comparison sees bits at all).
+    let count = |name: &str| source.iter().find(|b| b.name == name).unwrap().count;
+    assert_eq!(count("b0"), (1 << 20) + (64 << 10) + (3 << 20) + (64 << 10));
+    assert_eq!(count("fine"), (1 << 20) + (4 << 10) + (3 << 20) + (4 << 10));
+    assert_eq!(count("frozen"), (1 << 20) + (64 << 10));
+    assert_eq!(count("empty"), 0);
+    let frozen = source.iter().find(|b| b.name == "frozen").unwrap();
+    assert!(!frozen.recording);
+    assert_eq!(
+        source
+            .iter()
+            .find(|b| b.name == "coarse")
+            .unwrap()
+            .granularity,
+        1 << 20
+    );
+}
+
+/// A 1 GiB qcow2 of 512-byte clusters with a bitmap of 512-byte granularity: 256 KiB of bits
+/// in 512 bitmap clusters, so its table takes eight clusters. One cluster of bits (2 MiB of
+/// disk) is written whole (all ones, stored as data by qemu), and one entry that held zeros
+/// is made the all-ones entry (1), which qemu reads but never writes.
+#[test]
+fn a_multi_cluster_table_and_all_ones_clusters_are_copied() {
+    let test = "a_multi_cluster_table_and_all_ones_clusters_are_copied";
+    if !peers(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("fine.qcow2");
+    create(&src, &["-o", "cluster_size=512"], "1G");
+    qemu_img_ok(&["bitmap", "--add", "-g", "512", s(&src), "tiny"]);
+    qemu_io("qcow2", &src, &["write -P 9 4M 2M", "write -P 8 700M 1536"]);
+    let entry = entry_offset(&src, "tiny");
+    let bytes = std::fs::read(&src).unwrap();
+    let table = be64(&bytes, entry as usize);
+    let entries = be32(&bytes, entry as usize + 8);
+    assert_eq!(entries, 512);
+    // Entry 100 covers disk bytes 200 MiB to 202 MiB, which nothing wrote.
+    assert_eq!(be64(&bytes, (table + 100 * 8) as usize), 0);
+    patch(&src, table + 100 * 8, &1u64.to_be_bytes());
+    drop(bytes);
+    let source = loaded_bitmaps(&src);
+    assert_eq!(source[0].count, (2 << 20) + 1536 + (2 << 20));
+    let got = convert_both(d.path(), &src, "default", &[]);
+    assert_eq!(got, source);
+    let got = convert_both(d.path(), &src, "512", &["-o", "cluster_size=512"]);
+    assert_eq!(got, source);
+    // Ours stores the all-zero clusters as entry 0: 3 clusters of bits hold anything.
+    let ours = d.path().join("512.ours.qcow2");
+    let bytes = std::fs::read(&ours).unwrap();
+    let entry = entry_offset(&ours, "tiny") as usize;
+    let table = be64(&bytes, entry) as usize;
+    assert_eq!(be32(&bytes, entry + 8), 512);
+    let stored = (0..512)
+        .filter(|i| be64(&bytes, table + i * 8) != 0)
+        .count();
+    assert_eq!(stored, 3);
+}
+
+#[test]
+fn bitmaps_of_an_image_with_a_backing_file_are_copied() {
+    let test = "bitmaps_of_an_image_with_a_backing_file_are_copied";
+    if !peers(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base.qcow2");
+    let top = d.path().join("top.qcow2");
+    create(&base, &[], "32M");
+    qemu_io("qcow2", &base, &["write -P 5 0 8M"]);
+    create(&top, &["-b", "base.qcow2", "-F", "qcow2"], "32M");
+    qemu_img_ok(&["bitmap", "--add", "-g", "128k", s(&top), "since-base"]);
+    qemu_io("qcow2", &top, &["write -P 6 1M 1M", "write -z 20M 1M"]);
+    let source = loaded_bitmaps(&top);
+    assert_eq!(source[0].count, 2 << 20);
+    assert_eq!(convert_both(d.path(), &top, "flat", &[]), source);
+}
+
+#[test]
+fn inconsistent_bitmaps_are_refused_or_skipped_as_by_qemu_img() {
+    let test = "inconsistent_bitmaps_are_refused_or_skipped_as_by_qemu_img";
+    if !peers(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = several(d.path());
+    // The in-use flag: the bitmap was not saved when its image was last closed.
+    patch(&src, entry_offset(&src, "fine") + 12, &3u32.to_be_bytes());
+    let out = d.path().join("out.qcow2");
+    let (c, _, e) = qemu_img(&["convert", "--bitmaps", "-O", "qcow2", s(&src), s(&out)]);
+    assert_eq!(c, 1);
+    assert!(e.contains("Cannot copy inconsistent bitmap 'fine'"), "{e}");
+    assert!(!out.exists());
+    let (c, _, e) = run(&["convert", "--bitmaps", "-O", "qcow2", s(&src), s(&out)]);
+    assert_eq!(c, 1);
+    assert!(e.contains("Cannot copy inconsistent bitmap 'fine'"), "{e}");
+    assert!(e.contains("several.qcow2"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(!out.exists());
+    // --skip-broken-bitmaps leaves it behind with a warning, and copies the others.
+    let got = convert_both(d.path(), &src, "skip", &["--skip-broken-bitmaps"]);
+    let names: Vec<&str> = got.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["b0", "coarse", "empty", "frozen"]);
+    let (c, _, e) = run(&["convert", "--skip-broken-bitmaps", s(&src), s(&out)]);
+    assert_eq!(c, 1);
+    assert!(e.contains("requires --bitmaps"), "{e}");
+}
+
+#[test]
+fn a_bitmap_table_past_the_end_is_one_clear_error() {
+    let test = "a_bitmap_table_past_the_end_is_one_clear_error";
+    if !peers(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = several(d.path());
+    let entry = entry_offset(&src, "coarse");
+    let len = std::fs::metadata(&src).unwrap().len();
+    let past = (len + (1 << 30)).next_multiple_of(65536);
+    patch(&src, entry, &past.to_be_bytes());
+    let out = d.path().join("out.qcow2");
+    let (c, _, e) = run(&["convert", "--bitmaps", "-O", "qcow2", s(&src), s(&out)]);
+    assert_eq!(c, 1, "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("several.qcow2"), "{e}");
+    assert!(e.contains("bitmap table"), "{e}");
+    assert!(
+        e.contains(&past.to_string()) || e.contains(&format!("{past:#x}")),
+        "{e}"
+    );
+    assert!(!out.exists());
+    // Without --bitmaps the disk converts: the bitmaps are not needed to read it.
+    run_ok(&["convert", "-O", "qcow2", s(&src), s(&out)]);
+}
+
+#[test]
+fn bitmaps_into_an_existing_image_are_refused_before_writing() {
+    let test = "bitmaps_into_an_existing_image_are_refused_before_writing";
+    if !peers(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = several(d.path());
+    let existing = d.path().join("existing.qcow2");
+    create(&existing, &["-o", "preallocation=metadata"], "64M");
+    let before = std::fs::read(&existing).unwrap();
+    let (c, _, e) = run(&[
+        "convert",
+        "-n",
+        "--bitmaps",
+        "-O",
+        "qcow2",
+        s(&src),
+        s(&existing),
+    ]);
+    assert_eq!(c, 1);
+    assert!(e.contains("existing qcow2 image is not supported"), "{e}");
+    assert_eq!(std::fs::read(&existing).unwrap(), before);
+}
