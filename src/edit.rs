@@ -41,6 +41,36 @@ pub trait ImageMut: Send {
 
     /// Makes every change durable and the metadata consistent (tables, footers, headers).
     fn flush(&mut self) -> Result<()>;
+
+    /// Whether [`write_compressed`](ImageMut::write_compressed) can store units compressed in
+    /// this image: `Err` says why not (the default: a format without compressed units, or
+    /// whose compressed units are not written in place).
+    fn can_write_compressed(&self) -> Result<()> {
+        Err(crate::error::Error::unsupported(
+            "compressed clusters are not written into existing images of this kind",
+        ))
+    }
+
+    /// Writes `data`, one whole allocation unit at the unit-aligned virtual `offset` (shorter
+    /// only where the disk ends), compressed when that makes it smaller and as
+    /// [`write_at`](ImageMut::write_at) writes otherwise; says which. The default refuses as
+    /// [`can_write_compressed`](ImageMut::can_write_compressed) does.
+    fn write_compressed(&mut self, offset: u64, data: &[u8]) -> Result<Stored> {
+        let _ = (offset, data);
+        self.can_write_compressed()?;
+        Err(crate::error::Error::invalid(
+            "internal error: the driver says it writes compressed clusters but does not implement write_compressed",
+        ))
+    }
+}
+
+/// How [`ImageMut::write_compressed`] stored a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Compressed.
+    Compressed,
+    /// As it is: compressing did not make it smaller.
+    Plain,
 }
 
 /// What a cleared range reads as afterwards.

@@ -490,6 +490,7 @@ fn rebase_options(backing: Option<&str>, mode: RebaseMode) -> RebaseOptions {
         backing: backing.map(str::to_string),
         backing_format: None,
         mode,
+        compress: Default::default(),
     }
 }
 

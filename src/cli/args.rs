@@ -559,7 +559,7 @@ pub struct RebaseArgs {
     /// The new backing image's format (default: detected; qemu-img requires it)
     #[arg(short = 'F', value_name = "BACKING_FMT")]
     pub backing_format: Option<String>,
-    /// Compress the clusters rebase writes (qcow2)
+    /// Compress the clusters a safe rebase copies (qcow2, qcow)
     #[arg(short = 'c')]
     pub compress: bool,
     /// Unsafe: change the recorded name only, copy nothing (the new backing image must read

@@ -9,11 +9,16 @@
 //! inflated, changed, and written as a new plain cluster. A crash leaves at most unreferenced
 //! clusters at the end (QCOW has no refcounts, so nothing else counts them).
 //!
+//! A compressed write (`rebase -c`) deflates one whole cluster as the writer does (raw
+//! deflate, 4 KiB window) and appends it byte after byte at the end of the file, as qemu packs
+//! them; plain clusters and L2 tables that follow start at the next cluster boundary. The
+//! same order holds: the bytes, flush, then the L2 entry.
+//!
 //! A new backing name is written past the end of the file, flushed, and then the header's
 //! name offset and length (12 bytes of one sector) point to it: the old name or the new one.
 
 use super::header::{HEADER_BYTES, Header, MAX_BACKING_NAME};
-use crate::edit::{Clear, EditContext, Force, ImageMut, NewBacking, read_below_top};
+use crate::edit::{Clear, EditContext, Force, ImageMut, NewBacking, Stored, read_below_top};
 use crate::error::{Error, Result};
 use crate::gate::Lookup;
 use crate::host_file::HostFile;
@@ -30,7 +35,8 @@ pub struct QcowMut {
     l1: Vec<u64>,
     /// The last L2 table read: (L1 index, entries).
     l2: Option<(u64, Vec<u64>)>,
-    /// Where the next cluster goes (the end of the file, cluster-aligned).
+    /// The end of what the file holds or was given out (cluster-aligned except after
+    /// compressed data): plain clusters go at the next cluster boundary.
     end: u64,
     /// The image with its chain: the top reads compressed clusters, the rest fills partial
     /// clusters.
@@ -82,7 +88,7 @@ pub fn open_mut(path: &Path, ctx: &EditContext<'_>) -> Result<QcowMut> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cluster {
     Unallocated,
-    Compressed,
+    Compressed { offset: u64, size: u64 },
     At(u64),
 }
 
@@ -120,7 +126,13 @@ impl QcowMut {
         let e = self.l2_table(c / per)?[(c % per) as usize];
         Ok(match e {
             0 => Cluster::Unallocated,
-            e if e & OFLAG_COMPRESSED != 0 => Cluster::Compressed,
+            e if e & OFLAG_COMPRESSED != 0 => {
+                let shift = 63 - self.header.cluster_bits;
+                Cluster::Compressed {
+                    offset: e & ((1u64 << shift) - 1),
+                    size: (e >> shift) & (cs - 1),
+                }
+            }
             at => {
                 if at
                     .checked_add(cs)
@@ -137,8 +149,8 @@ impl QcowMut {
     }
 
     fn allocate(&mut self) -> u64 {
-        let at = self.end;
-        self.end += self.cs();
+        let at = self.end.next_multiple_of(self.cs());
+        self.end = at + self.cs();
         at
     }
 
@@ -153,8 +165,8 @@ impl QcowMut {
             // An L2 table is 2^l2_bits entries of 8 bytes: qemu's own images have 512-byte
             // clusters and 32 KiB tables.
             let bytes = (per * 8).next_multiple_of(self.cs());
-            let at = self.end;
-            self.end += bytes;
+            let at = self.end.next_multiple_of(self.cs());
+            self.end = at + bytes;
             self.file.write_all_at(&vec![0u8; bytes as usize], at)?;
             self.file.sync()?;
             self.file
@@ -174,9 +186,21 @@ impl QcowMut {
         let at = c * self.cs();
         match state {
             Cluster::Unallocated => read_below_top(&self.image, at, buf),
-            // Untouched since the image was opened (a rewritten cluster is plain), so the
-            // reader's view of it is current.
-            Cluster::Compressed => self.image.layers()[0].read_data(at, buf),
+            // Inflated from where the entry says (it may have been written since the reader
+            // opened the image).
+            Cluster::Compressed { offset, size } => {
+                let mut full = vec![0u8; self.cs() as usize];
+                crate::formats::qcow2::compressed::read_cluster(
+                    &self.file,
+                    offset,
+                    size,
+                    crate::formats::qcow2::header::Compression::Deflate,
+                    &mut full,
+                )
+                .map_err(|e| e.with_path(self.path()))?;
+                buf.copy_from_slice(&full[..buf.len()]);
+                Ok(())
+            }
             Cluster::At(host) => self.file.read_exact_at(buf, host),
         }
     }
@@ -271,6 +295,40 @@ impl ImageMut for QcowMut {
 
     fn flush(&mut self) -> Result<()> {
         self.file.sync()
+    }
+
+    fn can_write_compressed(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn write_compressed(&mut self, offset: u64, data: &[u8]) -> Result<Stored> {
+        use crate::formats::qcow2::writer::compress::compress_whole_cluster;
+        use crate::formats::qcow2::writer::options::Compression;
+        self.check_range(offset, data.len() as u64)?;
+        let packed =
+            compress_whole_cluster(Compression::Zlib, data, self.cs(), offset, self.header.size)
+                .map_err(|e| e.with_path(self.path()))?;
+        let Some(packed) = packed else {
+            self.write_at(offset, data)?;
+            return Ok(Stored::Plain);
+        };
+        let cs = self.cs();
+        let shift = 63 - self.header.cluster_bits;
+        let at = self.end;
+        if at >= 1 << shift {
+            return Err(Error::unsupported(format!(
+                "compressed data at byte {at} lies past what a compressed cluster's entry can address"
+            ))
+            .with_path(self.path()));
+        }
+        self.file.write_all_at(&packed, at)?;
+        self.end = at + packed.len() as u64;
+        self.file.sync()?;
+        self.set_entry(
+            offset / cs,
+            OFLAG_COMPRESSED | ((packed.len() as u64) << shift) | at,
+        )?;
+        Ok(Stored::Compressed)
     }
 }
 

@@ -6,10 +6,16 @@
 //! flush. A cluster shared with a snapshot (no COPIED flag), compressed, or zero is never
 //! written in place: its new content goes to a new cluster, a partial write copying the rest
 //! from the image or its backing chain first.
+//!
+//! A compressed write (`rebase -c`) stores one whole guest cluster deflated (or zstd) as the
+//! header's compression type says, packed byte after byte into a host cluster this session
+//! allocated for compressed data (a new one when the next does not fit: compressed data never
+//! crosses a host cluster here), in the same order: the bytes where nothing points, the host
+//! cluster's refcount up by one, flush, then the L2 entry with the compressed descriptor.
 
 use super::tables::{host_bytes, zero_entry};
 use super::{Backing, Editor};
-use crate::edit::{Clear, EditContext, ImageMut};
+use crate::edit::{Clear, EditContext, ImageMut, Stored};
 use crate::error::{Error, Result};
 use crate::formats::qcow2::table::{L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO};
 use std::path::Path;
@@ -19,6 +25,15 @@ pub(crate) struct Qcow2Mut {
     ed: Editor,
     backing: Option<Backing>,
     size: u64,
+    /// The host cluster compressed clusters are packed into, while it has room.
+    pack: Option<Pack>,
+}
+
+/// The free tail of a host cluster allocated for compressed data: `[next, end)`.
+#[derive(Debug, Clone, Copy)]
+struct Pack {
+    next: u64,
+    end: u64,
 }
 
 /// Opens the image at `path` for writes, its backing chain for partial clusters.
@@ -26,7 +41,12 @@ pub(crate) fn open_mut(path: &Path, ctx: &EditContext<'_>) -> Result<Box<dyn Ima
     let ed = Editor::open(path, "write into the image")?;
     let backing = ed.open_backing(ctx).map_err(|e| e.with_path(path))?;
     let size = ed.header().size;
-    Ok(Box::new(Qcow2Mut { ed, backing, size }))
+    Ok(Box::new(Qcow2Mut {
+        ed,
+        backing,
+        size,
+        pack: None,
+    }))
 }
 
 /// A change to one L2 entry, made once the data it points at is durable.
@@ -61,6 +81,76 @@ impl Qcow2Mut {
             .with_path(self.path()));
         }
         Ok(())
+    }
+
+    /// Host bytes for `len` bytes of compressed data (less than a cluster), counted: the tail
+    /// of the pack cluster when it fits, the data written there first and its count raised
+    /// after (so a crash between leaves a leak, not a reference to nothing), else a new
+    /// cluster. Returns where `data` now lies.
+    fn place_compressed(&mut self, data: &[u8]) -> Result<u64> {
+        let len = data.len() as u64;
+        if let Some(p) = self.pack
+            && p.next + len <= p.end
+        {
+            self.ed.write(data, p.next)?;
+            self.ed.add_ref(p.next / self.ed.cs, 1)?;
+            self.pack = Some(Pack {
+                next: p.next + len,
+                end: p.end,
+            });
+            return Ok(p.next);
+        }
+        let at = self.ed.alloc(1)?;
+        self.ed.write(data, at)?;
+        self.pack = Some(Pack {
+            next: at + len,
+            end: at + self.ed.cs,
+        });
+        Ok(at)
+    }
+
+    fn write_compressed_inner(&mut self, offset: u64, data: &[u8]) -> Result<Stored> {
+        use crate::formats::qcow2::header::Compression as Stream;
+        use crate::formats::qcow2::writer::compress::compress_whole_cluster;
+        use crate::formats::qcow2::writer::options::Compression as Method;
+        let method = match self.ed.header().compression {
+            Stream::Deflate => Method::Zlib,
+            Stream::Zstd => Method::Zstd,
+        };
+        let cs = self.ed.cs;
+        let Some(packed) = compress_whole_cluster(method, data, cs, offset, self.size)? else {
+            self.pack = None;
+            self.writer().write_inner(offset, data)?;
+            return Ok(Stored::Plain);
+        };
+        let bits = self.ed.header().cluster_bits;
+        let shift = 62 - (bits - 8);
+        let per = self.ed.header().l2_entries();
+        let l2 = self
+            .ed
+            .l2_for_write((offset / self.ed.l1_span()) as usize)?;
+        let k = (offset / cs) % per;
+        let (entry, _) = self.ed.l2_entry(l2, k)?;
+        let at = self.place_compressed(&packed)?;
+        if at >= 1 << shift {
+            return Err(Error::unsupported(format!(
+                "compressed data at host offset {at} lies past what a compressed cluster's descriptor can address with {cs}-byte clusters"
+            )));
+        }
+        let sectors = ((at + packed.len() as u64 - 1) >> 9) - (at >> 9);
+        let old = host_bytes(&self.ed.decoder(), entry);
+        if old.is_some() {
+            // What the entry held is freed after the switch, and may be the pack cluster.
+            self.pack = None;
+        }
+        self.writer().commit(vec![Pending {
+            l2,
+            index: k,
+            entry: OFLAG_COMPRESSED | (sectors << shift) | at,
+            bitmap: 0,
+            old,
+        }])?;
+        Ok(Stored::Compressed)
     }
 
     fn writer(&mut self) -> Writer<'_> {
@@ -227,6 +317,9 @@ impl ImageMut for Qcow2Mut {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len() as u64)?;
         self.begin()?;
+        // A plain write may free what the pack cluster holds; new compressed data goes to a
+        // new cluster after it.
+        self.pack = None;
         let path = self.path().to_path_buf();
         self.writer()
             .write_inner(offset, data)
@@ -236,6 +329,7 @@ impl ImageMut for Qcow2Mut {
     fn clear(&mut self, offset: u64, len: u64, how: Clear) -> Result<()> {
         self.check_range(offset, len)?;
         self.begin()?;
+        self.pack = None;
         let path = self.path().to_path_buf();
         self.writer()
             .clear_inner(offset, len, how)
@@ -245,6 +339,20 @@ impl ImageMut for Qcow2Mut {
     fn flush(&mut self) -> Result<()> {
         self.ed.flush()?;
         self.ed.set_dirty(false)
+    }
+
+    fn can_write_compressed(&self) -> Result<()> {
+        // The editor refuses external data files (which cannot hold compressed clusters) and
+        // encryption at open; every other qcow2 image can.
+        Ok(())
+    }
+
+    fn write_compressed(&mut self, offset: u64, data: &[u8]) -> Result<Stored> {
+        self.check_range(offset, data.len() as u64)?;
+        self.begin()?;
+        let path = self.path().to_path_buf();
+        self.write_compressed_inner(offset, data)
+            .map_err(|e| e.with_path(path))
     }
 }
 

@@ -122,6 +122,32 @@ fn compress_whole(method: Compression, level: i32, data: &[u8], out: &mut Vec<u8
     }
 }
 
+/// Compresses `data`, the one whole cluster at virtual `offset` of a disk of `disk_size` bytes
+/// (shorter only where the disk ends) that an in-place compressed write stores, at `method`'s
+/// default level: `None` when it does not shrink. Anything but one whole cluster is an internal
+/// error (callers write partial clusters plainly).
+pub(crate) fn compress_whole_cluster(
+    method: Compression,
+    data: &[u8],
+    cluster_size: u64,
+    offset: u64,
+    disk_size: u64,
+) -> Result<Option<Vec<u8>>> {
+    let len = data.len() as u64;
+    let whole = len == cluster_size || (len < cluster_size && offset + len == disk_size);
+    if !offset.is_multiple_of(cluster_size) || !whole {
+        return Err(Error::invalid(format!(
+            "internal error: a compressed write must be one whole cluster ({cluster_size} bytes), not {len} bytes at {offset}"
+        )));
+    }
+    let mut packed = Vec::new();
+    let level = default_level(method);
+    Ok(
+        compress_cluster(method, level, data, cluster_size as usize, &mut packed)?
+            .then_some(packed),
+    )
+}
+
 /// The level `method` compresses at.
 pub fn default_level(method: Compression) -> i32 {
     match method {
