@@ -39,8 +39,8 @@ fn images(dir: &Path) {
         "64M",
         &["write -P 0x22 0 16M", "write -P 0x33 48M 4M"],
     );
-    // Differs from mixed.raw at 9 MiB (a sector's start: qemu-img names the sector a
-    // difference is in, diskferry the byte).
+    // Differs from mixed.raw at 9 MiB, and within a sector further on (invoked as
+    // qemu-img, diskferry names the sector a difference is in, as qemu-img does).
     make(
         "differs.raw",
         "raw",
@@ -49,6 +49,16 @@ fn images(dir: &Path) {
             "write -P 0x22 0 16M",
             "write -P 0x33 48M 4M",
             "write -P 0x44 9M 512",
+        ],
+    );
+    make(
+        "differs-mid-sector.raw",
+        "raw",
+        "64M",
+        &[
+            "write -P 0x22 0 16M",
+            "write -P 0x33 48M 4M",
+            "write -P 0x44 9437189 3",
         ],
     );
     make("half.raw", "raw", "32M", &[]);
@@ -73,6 +83,7 @@ fn compare_progress_records_are_qemu_imgs_byte_for_byte() {
         &["full.raw", "full2.raw"],
         &["mixed.raw", "mixed.qcow2"],
         &["mixed.raw", "differs.raw"],
+        &["mixed.raw", "differs-mid-sector.raw"],
         // Sizes differ: the warning between the records, then the rest of the larger image.
         &["zero-tail.raw", "half.raw"],
         &["half.raw", "zero-tail.raw"],

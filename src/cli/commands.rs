@@ -864,6 +864,12 @@ pub fn compare(args: CompareArgs) -> Outcome {
             0
         }
         Comparison::ContentMismatch(offset) => {
+            // qemu-img compares by 512-byte sectors and names the sector the difference is
+            // in; diskferry names the byte.
+            let offset = match Personality::current() {
+                Personality::QemuImg => offset / 512 * 512,
+                Personality::Diskferry => offset,
+            };
             text.push_str(&format!("Content mismatch at offset {offset}!\n"));
             1
         }
