@@ -117,12 +117,28 @@ impl FileSink {
     }
 }
 
+/// The most one `pwrite` call writes.
+///
+/// The page cache sizes the folio it allocates for a buffered write by the write's length and
+/// alignment: a 2 MiB write at a 2 MiB offset gets one 2 MiB folio, which must come from a
+/// whole free 2 MiB block. On a VM whose balloon hands free memory back to its host (free
+/// page reporting, on by default in Firecracker and common in clouds), whole free blocks are
+/// exactly the memory handed back, and each of its pages faults in from the host as the copy
+/// first touches it. Measured on such a VM with the page cache dropped (raw to raw, 659 MiB
+/// of data): 2 MiB writes made 640 huge folios and took 4-5 s of system time; qemu-img, whose
+/// writes are smaller, made about 300 (the input's) and took 0.5 s. Writes of this size take
+/// order-6 folios, which the allocator finds in memory the VM still holds, and on any machine
+/// cost a few more system calls per MiB.
+const WRITE_PIECE: usize = 256 << 10;
+
 fn write_all_at(file: &File, name: &Path, buf: &[u8], offset: u64) -> Result<()> {
-    file.write_all_at(buf, offset).map_err(|e| {
-        Error::io("write failed", e)
-            .at_offset(offset)
-            .with_path(name)
-    })
+    let mut at = offset;
+    for piece in buf.chunks(WRITE_PIECE) {
+        file.write_all_at(piece, at)
+            .map_err(|e| Error::io("write failed", e).at_offset(at).with_path(name))?;
+        at += piece.len() as u64;
+    }
+    Ok(())
 }
 
 impl Sink for FileSink {
