@@ -366,7 +366,7 @@ def human(n):
         n /= 1024
 
 
-def run_case(name, workdir, ours, runs, quick_runs, cold):
+def run_case(name, workdir, ours, runs, quick_runs, cold, settle=0.0):
     src, ours_args, qemu_args = CASES[name]
     tools = {
         "diskferry": [ours] + ours_args,
@@ -406,6 +406,11 @@ def run_case(name, workdir, ours, runs, quick_runs, cold):
                 # and loading them is not what is measured.
                 for tool in (ours, "qemu-img"):
                     subprocess.run([tool, "--version"], capture_output=True)
+                # On a VM whose balloon reports free pages to the host, the memory the drop
+                # just freed is handed back a few seconds later, and a run that starts
+                # meanwhile races that hand-back for it; a real migration starts long after.
+                if settle > 0:
+                    time.sleep(settle)
             secs, peak, code, err = timed(argv, workdir)
             if code != 0:
                 failed[t] = err.strip().splitlines()[-1] if err.strip() else f"exit {code}"
@@ -443,6 +448,9 @@ def main():
                     help="folder copied into the realistic disk (default: the largest of "
                          "/usr/lib/x86_64-linux-gnu, /usr/lib, /usr/bin that exists)")
     ap.add_argument("--fs-size", default="2G")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="with --cold, seconds to wait after dropping the page cache before "
+                         "each run (lets a ballooned VM finish reporting the freed memory)")
     ap.add_argument("--cold", action="store_true",
                     help="drop the page cache before every run (needs root), so inputs are "
                          "read from the storage")
@@ -476,7 +484,8 @@ def main():
     print(f"- realistic disk: ext4 of {args.fs_size} made with mke2fs -d {source_dir}")
     print(f"- {args.runs} timed runs per tool ({args.quick_runs} where a run takes under a "
           "second) after one warm-up, alternating order; medians; "
-          f"{'page cache dropped (cold input)' if args.cold else 'input in the page cache'}, "
+          f"{'page cache dropped (cold input)' if args.cold else 'input in the page cache'}"
+          f"{f', then {args.settle:g} s of settling' if args.cold and args.settle else ''}, "
           "dirty pages flushed (sync) before every run, outputs not "
           "flushed by either tool (their default)")
     print()
@@ -487,7 +496,7 @@ def main():
     for name in cases:
         log(f"running {name}")
         times, rss, sizes, failed, same = run_case(name, args.workdir, args.diskferry, args.runs,
-                                                      args.quick_runs, args.cold)
+                                                      args.quick_runs, args.cold, args.settle)
         cells = []
         for t in ["diskferry", "qemu-img"]:
             cells.append(f"failed: {failed[t]}" if t in failed
