@@ -13,16 +13,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A scratch folder and diskferry linked as `qemu-img` in it, when qemu-img is installed.
-fn setup(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
-    if !have_qemu(test) {
-        return None;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let fake = as_qemu_img(d.path());
-    Some((d, fake))
-}
-
 /// Runs `args` with qemu-img and with `fake`, each with `{}` in an argument replaced by its
 /// own output name (`theirs`/`ours` + the suffix), and asserts the same exit code and the same
 /// standard error. Returns both outputs' paths.
@@ -99,7 +89,7 @@ fn raw_with_written_zeros(dir: &Path) -> PathBuf {
 
 #[test]
 fn refusals_and_their_messages_are_qemu_imgs() {
-    let Some((d, fake)) = setup("refusals_and_their_messages_are_qemu_imgs") else {
+    let Some((d, fake)) = qemu_img_scratch("refusals_and_their_messages_are_qemu_imgs") else {
         return;
     };
     let dir = d.path();
@@ -146,7 +136,8 @@ fn refusals_and_their_messages_are_qemu_imgs() {
 
 #[test]
 fn copy_offloading_copies_data_ranges_whole_as_qemu_img() {
-    let Some((d, fake)) = setup("copy_offloading_copies_data_ranges_whole_as_qemu_img") else {
+    let Some((d, fake)) = qemu_img_scratch("copy_offloading_copies_data_ranges_whole_as_qemu_img")
+    else {
         return;
     };
     let dir = d.path();
@@ -182,7 +173,8 @@ fn copy_offloading_copies_data_ranges_whole_as_qemu_img() {
 
 #[test]
 fn target_is_zero_leaves_the_existing_targets_zeros_unwritten() {
-    let Some((d, fake)) = setup("target_is_zero_leaves_the_existing_targets_zeros_unwritten")
+    let Some((d, fake)) =
+        qemu_img_scratch("target_is_zero_leaves_the_existing_targets_zeros_unwritten")
     else {
         return;
     };
@@ -244,7 +236,7 @@ fn target_is_zero_leaves_the_existing_targets_zeros_unwritten() {
 
 #[test]
 fn rate_limits_hold_reads_back_as_qemu_imgs() {
-    let Some((d, fake)) = setup("rate_limits_hold_reads_back_as_qemu_imgs") else {
+    let Some((d, fake)) = qemu_img_scratch("rate_limits_hold_reads_back_as_qemu_imgs") else {
         return;
     };
     let dir = d.path();
@@ -295,7 +287,7 @@ fn qcow2_with_bitmaps(dir: &Path) -> PathBuf {
 
 #[test]
 fn measure_reports_qemu_imgs_bitmaps_size() {
-    let Some((d, fake)) = setup("measure_reports_qemu_imgs_bitmaps_size") else {
+    let Some((d, fake)) = qemu_img_scratch("measure_reports_qemu_imgs_bitmaps_size") else {
         return;
     };
     let dir = d.path();
@@ -326,7 +318,8 @@ fn measure_reports_qemu_imgs_bitmaps_size() {
 
 #[test]
 fn bitmaps_of_a_qcow2_source_are_not_lost_silently() {
-    let Some((d, fake)) = setup("bitmaps_of_a_qcow2_source_are_not_lost_silently") else {
+    let Some((d, fake)) = qemu_img_scratch("bitmaps_of_a_qcow2_source_are_not_lost_silently")
+    else {
         return;
     };
     let dir = d.path();
@@ -347,7 +340,8 @@ fn bitmaps_of_a_qcow2_source_are_not_lost_silently() {
 
 #[test]
 fn rebase_without_backing_format_as_qemu_img_and_as_diskferry() {
-    let Some((d, fake)) = setup("rebase_without_backing_format_as_qemu_img_and_as_diskferry")
+    let Some((d, fake)) =
+        qemu_img_scratch("rebase_without_backing_format_as_qemu_img_and_as_diskferry")
     else {
         return;
     };

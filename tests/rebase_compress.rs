@@ -10,9 +10,7 @@
 mod common;
 mod edit_support;
 
-use common::{
-    as_qemu_img, have_qemu, pseudo_random, qemu_compare, qemu_img, qemu_img_ok, run, run_prog,
-};
+use common::{pseudo_random, qemu_compare, qemu_img, qemu_img_ok, qemu_img_scratch, run, run_prog};
 use diskferry::gate::Gate;
 use diskferry::image::OpenOptions;
 use diskferry::ops::rebase::{Compress, RebaseMode, RebaseOptions, rebase};
@@ -25,21 +23,6 @@ const MIB: u64 = 1 << 20;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// qemu-io's `cmds` on `img` (of format `fmt`), failing the test if one fails.
-fn qio(fmt: &str, img: &Path, cmds: &[&str]) {
-    common::qemu_io(fmt, img, cmds);
-}
-
-/// A scratch folder and diskferry linked as `qemu-img` in it, when qemu-img is installed.
-fn setup(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
-    if !have_qemu(test) {
-        return None;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let fake = as_qemu_img(d.path());
-    Some((d, fake))
 }
 
 /// What a chain is made of: the qcow2 `-o` options of every image, the disk's size and the
@@ -73,7 +56,7 @@ impl Chain<'_> {
             self.create(&old, None);
             let tail = format!("write -P 5 {} 4k", self.size - 4 * KIB);
             let random_write = format!("write -s {} 3M 192k", s(&random));
-            qio(
+            common::qemu_io(
                 "qcow2",
                 &old,
                 &[
@@ -85,7 +68,7 @@ impl Chain<'_> {
             );
             let new = d.join("new.qcow2");
             self.create(&new, None);
-            qio(
+            common::qemu_io(
                 "qcow2",
                 &new,
                 &["write -P 1 0 512k", "write -P 7 1536k 256k"],
@@ -93,7 +76,7 @@ impl Chain<'_> {
         }
         let top = d.join(name);
         self.create(&top, Some("old.qcow2"));
-        qio("qcow2", &top, self.top);
+        common::qemu_io("qcow2", &top, self.top);
         top
     }
 
@@ -176,7 +159,7 @@ fn overlaps(ranges: &[(u64, u64)], at: u64, len: u64) -> bool {
 /// Rebases copies of one chain with qemu-img and with diskferry as qemu-img and compares them;
 /// returns diskferry's image.
 fn rebase_both(test: &str, chain: &Chain<'_>) -> Option<(tempfile::TempDir, PathBuf)> {
-    let (dir, fake) = setup(test)?;
+    let (dir, fake) = qemu_img_scratch(test)?;
     let d = dir.path();
     let opts = chain.opts;
     let theirs = chain.make(d, "theirs.qcow2");
@@ -317,7 +300,7 @@ fn extended_l2_cluster_held_in_part_is_completed_plainly() {
     // cluster is wholly unallocated); diskferry completes such a cluster uncompressed, as
     // without -c, and compresses the rest.
     let test = "extended_l2_cluster_held_in_part_is_completed_plainly";
-    let Some((dir, fake)) = setup(test) else {
+    let Some((dir, fake)) = qemu_img_scratch(test) else {
         return;
     };
     let d = dir.path();
@@ -349,7 +332,7 @@ fn qcow_clusters_are_compressed() {
     // qemu-img 10 compresses into QCOW too, but cannot change a QCOW image's backing file
     // ("Operation not supported") after copying; diskferry rebases it, compressed.
     let test = "qcow_clusters_are_compressed";
-    let Some((dir, _fake)) = setup(test) else {
+    let Some((dir, _fake)) = qemu_img_scratch(test) else {
         return;
     };
     let d = dir.path();
@@ -360,13 +343,13 @@ fn qcow_clusters_are_compressed() {
     let random = d.join("random.bin");
     std::fs::write(&random, pseudo_random(8 * KIB as usize, 3)).unwrap();
     let random_write = format!("write -s {} 2M 8k", s(&random));
-    qio(
+    common::qemu_io(
         "qcow",
         &old,
         &["write -P 1 0 512k", "write -P 3 1536k 1000", &random_write],
     );
     qemu_img_ok(&["create", "-q", "-f", "qcow", s(&new), "3M"]);
-    qio("qcow", &new, &["write -P 1 0 256k"]);
+    common::qemu_io("qcow", &new, &["write -P 1 0 256k"]);
     qemu_img_ok(&[
         "create",
         "-q",
@@ -378,7 +361,7 @@ fn qcow_clusters_are_compressed() {
         "qcow",
         s(&top),
     ]);
-    qio("qcow", &top, &["write -P 2 300k 1000"]);
+    common::qemu_io("qcow", &top, &["write -P 2 300k 1000"]);
     let reference = content(&top, "qcow");
     let theirs = d.join("theirs.qcow");
     std::fs::copy(&top, &theirs).unwrap();
@@ -415,7 +398,7 @@ fn qcow_clusters_are_compressed() {
 #[test]
 fn formats_that_cannot_compress_are_refused_as_qemu_img_refuses_them() {
     let test = "formats_that_cannot_compress_are_refused_as_qemu_img_refuses_them";
-    let Some((dir, fake)) = setup(test) else {
+    let Some((dir, fake)) = qemu_img_scratch(test) else {
         return;
     };
     let d = dir.path();
@@ -457,14 +440,14 @@ fn vmdk_is_refused_before_anything_is_written() {
     // VMDK compresses only streamOptimized grains, which are not written in place: refused
     // before a byte is copied, in one line naming the file.
     let test = "vmdk_is_refused_before_anything_is_written";
-    let Some((dir, _fake)) = setup(test) else {
+    let Some((dir, _fake)) = qemu_img_scratch(test) else {
         return;
     };
     let d = dir.path();
     let base = d.join("base.vmdk");
     let top = d.join("top.vmdk");
     qemu_img_ok(&["create", "-q", "-f", "vmdk", s(&base), "4M"]);
-    qio("vmdk", &base, &["write -P 1 0 1M"]);
+    common::qemu_io("vmdk", &base, &["write -P 1 0 1M"]);
     qemu_img_ok(&[
         "create",
         "-q",
@@ -489,7 +472,7 @@ fn vmdk_is_refused_before_anything_is_written() {
 #[test]
 fn aborted_after_any_write_the_image_is_repairable_and_reads_the_same() {
     let test = "aborted_after_any_write_the_image_is_repairable_and_reads_the_same";
-    let Some((dir, _fake)) = setup(test) else {
+    let Some((dir, _fake)) = qemu_img_scratch(test) else {
         return;
     };
     let d = dir.path();
@@ -542,7 +525,7 @@ fn aborted_after_any_write_the_image_is_repairable_and_reads_the_same() {
 #[test]
 fn killed_mid_run_the_image_is_repairable_and_reads_the_same() {
     let test = "killed_mid_run_the_image_is_repairable_and_reads_the_same";
-    let Some((dir, _fake)) = setup(test) else {
+    let Some((dir, _fake)) = qemu_img_scratch(test) else {
         return;
     };
     let d = dir.path();
@@ -559,9 +542,9 @@ fn killed_mid_run_the_image_is_repairable_and_reads_the_same() {
         s(&old),
         "8M",
     ]);
-    qio("qcow2", &old, &["write -P 1 0 6M", "write -P 9 7M 1M"]);
+    common::qemu_io("qcow2", &old, &["write -P 1 0 6M", "write -P 9 7M 1M"]);
     qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&new), "8M"]);
-    qio("qcow2", &new, &["write -P 4 2M 1M"]);
+    common::qemu_io("qcow2", &new, &["write -P 4 2M 1M"]);
     qemu_img_ok(&[
         "create",
         "-q",
@@ -575,7 +558,7 @@ fn killed_mid_run_the_image_is_repairable_and_reads_the_same() {
         "qcow2",
         s(&top),
     ]);
-    qio("qcow2", &top, &["write -P 2 1M 100k", "write -z 4M 1M"]);
+    common::qemu_io("qcow2", &top, &["write -P 2 1M 100k", "write -z 4M 1M"]);
     let reference = content(&top, "qcow2");
     // The command line's rebase -c compresses this chain.
     let probe = d.join("probe.qcow2");

@@ -58,6 +58,17 @@ pub fn as_qemu_img(dir: &Path) -> PathBuf {
     link
 }
 
+/// A scratch folder with diskferry linked as `qemu-img` in it ([`as_qemu_img`]), or `None`
+/// (with a skip line) when qemu-img itself is not installed to compare with.
+pub fn qemu_img_scratch(test: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    if !have_qemu(test) {
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    Some((d, fake))
+}
+
 /// Runs the program `prog` (such as [`as_qemu_img`]'s link) with `args`; returns (exit code,
 /// stdout, stderr).
 pub fn run_prog(prog: &Path, args: &[&str]) -> (i32, String, String) {
