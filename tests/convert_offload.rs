@@ -19,39 +19,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// True when strace is installed and may trace here; otherwise a skip line (or a failure when
-/// peers are required: CI installs strace, see .ci/run).
-#[must_use = "false means strace cannot be used: return"]
-fn have_strace(test: &str) -> bool {
-    match Command::new("strace")
-        .args([
-            "-f",
-            "-o",
-            "/dev/null",
-            "-e",
-            "trace=copy_file_range",
-            "true",
-        ])
-        .output()
-    {
-        Err(_) => {
-            skip(test, "strace is not installed (apt-get install strace)");
-            false
-        }
-        Ok(out) if !out.status.success() => {
-            skip(
-                test,
-                &format!(
-                    "strace cannot trace here (is ptrace forbidden?): {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            );
-            false
-        }
-        Ok(_) => true,
-    }
-}
-
 /// A scratch folder, when qemu-img and strace are both usable.
 fn setup(test: &str) -> Option<tempfile::TempDir> {
     if !have_qemu(test) || !have_strace(test) {

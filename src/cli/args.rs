@@ -195,8 +195,11 @@ pub struct ConvertArgs {
     /// stable storage before it is renamed into place, so it survives a crash
     #[arg(short = 't', value_name = "CACHE")]
     pub cache: Option<String>,
-    /// Accepted for qemu-img compatibility and ignored (cache mode of the source)
-    #[arg(short = 'T', value_name = "SRC_CACHE", hide = true)]
+    /// Source cache mode. By default large reads of what the page cache does not hold go
+    /// around it (direct I/O), and what it holds is read from it; "writeback", "writethrough"
+    /// or "unsafe" read everything through the page cache, "none" or "directsync" read
+    /// directly wherever the file system allows
+    #[arg(short = 'T', value_name = "SRC_CACHE")]
     pub source_cache: Option<String>,
     /// Accepted for qemu-img compatibility (diskferry never locks images)
     #[arg(short = 'U', long = "force-share", hide = true)]

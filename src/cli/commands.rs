@@ -11,7 +11,7 @@ use diskferry::compare::{CompareEvent, Comparison, compare_images_reporting};
 use diskferry::convert::{self, ConvertOptions, WriteMode};
 use diskferry::format::{Capability, Salvage};
 use diskferry::gate::{DeviceAccess, Gate};
-use diskferry::host_file::{Durability, HostFile};
+use diskferry::host_file::{Durability, HostFile, SourceReads};
 use diskferry::image::{BackingPolicy, OpenOptions};
 use diskferry::info::{ImageInfo, layer_info, printable};
 use diskferry::map::{MapEntry, map_image};
@@ -527,6 +527,18 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
             )));
         }
     };
+    // -T: how the source is read. Without it, large reads of what the page cache does not
+    // hold go around it (host_file/direct.rs).
+    diskferry::host_file::set_source_reads(match args.source_cache.as_deref() {
+        None => SourceReads::Auto,
+        Some("writeback" | "writethrough" | "unsafe") => SourceReads::Cached,
+        Some("none" | "directsync") => SourceReads::Direct,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "unknown cache mode '{other}' for -T; valid: writeback, unsafe, none, directsync, writethrough"
+            )));
+        }
+    });
     let mut source = open_options(&args.gate, parse_format(args.format.as_deref())?);
     if let Some(spec) = &args.snapshot {
         source.snapshot = Some(diskferry::snapshot::Selector::parse(spec)?);

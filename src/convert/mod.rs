@@ -14,6 +14,7 @@
 //! VHD's BAT, a VMDK's grain directory) come on top and scale with the virtual size.
 
 mod bitmaps;
+mod buffer;
 pub mod destination;
 mod in_place;
 mod in_place_edit;

@@ -9,6 +9,7 @@
 //! bytes with `-B`), whatever the size of the image.
 
 use super::CopyMode;
+use super::buffer::AlignedBuf;
 use super::offload::{self, Offload};
 use super::plan::{Cutting, ItemKind, Planner, Sparseness};
 use super::stream_plan::StreamPlanner;
@@ -115,25 +116,25 @@ struct Done {
     read: bool,
     /// Bytes of the item the kernel copied (`-C`).
     offloaded: u64,
-    buf: Option<Vec<u8>>,
+    buf: Option<AlignedBuf>,
     encoded: Vec<u8>,
     segments: Vec<Segment>,
 }
 
-type BufferPool = Mutex<Vec<Vec<u8>>>;
+type BufferPool = Mutex<Vec<AlignedBuf>>;
 
-fn take_buffer(pool: &BufferPool, len: usize) -> Vec<u8> {
+fn take_buffer(pool: &BufferPool, len: usize) -> AlignedBuf {
     let mut buf = pool
         .lock()
         .map(|mut p| p.pop())
         .ok()
         .flatten()
         .unwrap_or_default();
-    buf.resize(len, 0);
+    buf.resize(len);
     buf
 }
 
-fn give_buffer(pool: &BufferPool, buf: Vec<u8>) {
+fn give_buffer(pool: &BufferPool, buf: AlignedBuf) {
     if let Ok(mut p) = pool.lock() {
         p.push(buf);
     }

@@ -106,6 +106,32 @@ fn on_path(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// True when strace is installed and may trace here; otherwise a skip line (or a failure when
+/// peers are required: CI installs strace, see .ci/run).
+#[must_use = "false means strace cannot be used: return"]
+pub fn have_strace(test: &str) -> bool {
+    match Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-e", "trace=openat", "true"])
+        .output()
+    {
+        Err(_) => {
+            skip(test, "strace is not installed (apt-get install strace)");
+            false
+        }
+        Ok(out) if !out.status.success() => {
+            skip(
+                test,
+                &format!(
+                    "strace cannot trace here (is ptrace forbidden?): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            );
+            false
+        }
+        Ok(_) => true,
+    }
+}
+
 /// True when qemu-img is installed; otherwise prints a skip line for `test` (or fails it, see
 /// [`skip`]). The caller must drop qemu-img's part of the test when this is false.
 #[must_use = "a false result means qemu-img is missing: return or skip qemu-img's part"]

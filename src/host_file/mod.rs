@@ -4,13 +4,19 @@
 //! All image I/O goes through positional reads and writes (`pread`/`pwrite`), never the shared
 //! file cursor, so one open file serves many worker threads at once without locks.
 
+mod direct;
+
+pub use direct::{SourceReads, set_source_reads, source_reads};
+
 use crate::error::{Error, Result};
 use crate::storage::{FileId, Storage, fits, past_end};
+use direct::DirectReader;
 use rustix::io::Errno;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Whether finished outputs are flushed to stable storage before they are renamed into place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +32,17 @@ pub struct HostFile {
     file: File,
     path: PathBuf,
     len: u64,
+    /// How the file was opened: only files opened read-only are read around the page
+    /// cache, so that nothing reads directly what the same process writes through it.
+    access: Access,
+    /// The file reopened for direct reads, on the first read large enough for one.
+    direct: OnceLock<Option<DirectReader>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadOnly,
+    ReadWrite,
 }
 
 impl std::fmt::Debug for HostFile {
@@ -41,7 +58,9 @@ impl HostFile {
     /// Opens `path` read-only. Directories are refused with a clear message (Linux lets one
     /// open them for reading and fails only at the first read).
     pub fn open(path: &Path) -> Result<HostFile> {
-        Self::open_with(path, OpenOptions::new().read(true))
+        let mut file = Self::open_with(path, OpenOptions::new().read(true))?;
+        file.access = Access::ReadOnly;
+        Ok(file)
     }
 
     /// Opens `path` for reading and writing (repairs, in-place updates).
@@ -71,6 +90,8 @@ impl HostFile {
             file,
             path: path.to_path_buf(),
             len,
+            access: Access::ReadWrite,
+            direct: OnceLock::new(),
         })
     }
 
@@ -151,6 +172,14 @@ impl Storage for HostFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         if !fits(offset, buf.len(), self.len) {
             return Err(past_end(self, buf.len(), offset));
+        }
+        if self.access == Access::ReadOnly
+            && direct::worth_trying(buf.len())
+            && let Some(direct) = self.direct.get_or_init(|| DirectReader::open(&self.file))
+            && direct.wanted(&self.file, buf, offset)
+            && direct.read(buf, offset)
+        {
+            return Ok(());
         }
         self.file.read_exact_at(buf, offset).map_err(|e| {
             let err = if e.kind() == io::ErrorKind::UnexpectedEof {
