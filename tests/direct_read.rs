@@ -225,3 +225,33 @@ fn formats_read_directly_give_the_same_disk() {
         }
     }
 }
+
+#[test]
+fn a_package_disk_checked_while_read_shares_the_page_cache() {
+    // A disk whose manifest digest a thread of its own checks while the disk is converted:
+    // both read through the page cache, so the cold package is read from the device once,
+    // not once directly and once more for the digest.
+    let Some(dir) = scratch("a_package_disk_checked_while_read_shares_the_page_cache") else {
+        return;
+    };
+    let src = source(dir.path());
+    let ova = dir.path().join("vm.ova");
+    run_ok(&[
+        "migrate",
+        "--to",
+        "xenserver",
+        "--name",
+        "t",
+        "--cpus",
+        "1",
+        "--memory",
+        "1G",
+        s(&src),
+        s(&ova),
+    ]);
+    let out = dir.path().join("out.raw");
+    make_cold(&ova);
+    let (_, direct) = traced(dir.path(), &["convert", "-O", "raw", s(&ova), s(&out)]);
+    assert!(!direct.reopened, "{direct:?}");
+    assert!(qemu_compare("raw", &src, "raw", &out));
+}

@@ -160,6 +160,20 @@ impl HostFile {
     }
 }
 
+impl HostFile {
+    /// A bounds-checked read through the page cache.
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            let err = if e.kind() == io::ErrorKind::UnexpectedEof {
+                Error::corrupt("file is shorter than expected (truncated while reading?)")
+            } else {
+                Error::io("read failed", e)
+            };
+            err.at_offset(offset).with_path(&self.path)
+        })
+    }
+}
+
 impl Storage for HostFile {
     fn name(&self) -> &Path {
         &self.path
@@ -181,14 +195,14 @@ impl Storage for HostFile {
         {
             return Ok(());
         }
-        self.file.read_exact_at(buf, offset).map_err(|e| {
-            let err = if e.kind() == io::ErrorKind::UnexpectedEof {
-                Error::corrupt("file is shorter than expected (truncated while reading?)")
-            } else {
-                Error::io("read failed", e)
-            };
-            err.at_offset(offset).with_path(&self.path)
-        })
+        self.read_cached(buf, offset)
+    }
+
+    fn read_exact_at_cached(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if !fits(offset, buf.len(), self.len) {
+            return Err(past_end(self, buf.len(), offset));
+        }
+        self.read_cached(buf, offset)
     }
 
     fn prefetch(&self, offset: u64, len: u64) {

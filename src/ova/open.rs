@@ -13,7 +13,7 @@ use crate::host_file::HostFile;
 use crate::image::{Image, OpenOptions};
 use crate::ovf::{self, Compression, Descriptor, DiskFormat};
 use crate::package::{self, CertNote, Manifest, TarIndex};
-use crate::storage::Storage;
+use crate::storage::{SharedReads, Storage};
 use crate::vm::DiskSource;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -623,26 +623,34 @@ impl Package {
             backing: crate::image::BackingPolicy::Ignore,
             ..options.clone()
         };
-        let mut image = Image::open_storage(Arc::clone(&stored), &inner)?;
-        self.check_declared_format(&entry.href, &image, stored.len())?;
-        if let Some(m) = &self.manifest
-            && verification == Verification::WhileRead
-        {
-            let members = self.stored_members(&entry.href)?;
-            if members
-                .iter()
-                .any(|(name, _)| m.entries_for(name).next().is_some())
-            {
-                let m = m.clone();
-                image.add_check(std::thread::spawn(move || {
-                    for (name, member) in &members {
-                        if m.entries_for(name).next().is_some() {
-                            m.verify(name, member.as_ref())?;
-                        }
-                    }
-                    Ok(())
-                }));
+        // The members a thread of its own hashes while the disk is read, if any.
+        let check = match &self.manifest {
+            Some(m) if verification == Verification::WhileRead => {
+                let members = self.stored_members(&entry.href)?;
+                members
+                    .iter()
+                    .any(|(name, _)| m.entries_for(name).next().is_some())
+                    .then(|| (m.clone(), members))
             }
+            _ => None,
+        };
+        // Both read the same bytes at about the same time: through the page cache, the device
+        // is read once.
+        let read = match check {
+            Some(_) => Arc::new(SharedReads::new(Arc::clone(&stored))) as Arc<dyn Storage>,
+            None => Arc::clone(&stored),
+        };
+        let mut image = Image::open_storage(read, &inner)?;
+        self.check_declared_format(&entry.href, &image, stored.len())?;
+        if let Some((m, members)) = check {
+            image.add_check(std::thread::spawn(move || {
+                for (name, member) in &members {
+                    if m.entries_for(name).next().is_some() {
+                        m.verify(name, member.as_ref())?;
+                    }
+                }
+                Ok(())
+            }));
         }
         Ok(image)
     }

@@ -379,8 +379,11 @@ pub const HASH_CHUNK: usize = 8 << 20;
 pub fn digest(storage: &dyn Storage, algorithm: Algorithm) -> Result<Vec<u8>> {
     let mut hasher = algorithm.hasher();
     let len = storage.len();
+    // Through the page cache: the digest is checked by a thread of its own while another
+    // reads the same bytes to convert them (Storage::read_exact_at_cached).
     if len <= HASH_CHUNK as u64 {
-        let bytes = storage.read_vec(0, len, "file")?;
+        let mut bytes = vec![0u8; len as usize];
+        storage.read_exact_at_cached(&mut bytes, 0)?;
         hasher.update(&bytes);
         return Ok(hasher.finalize().to_vec());
     }
@@ -401,7 +404,7 @@ pub fn digest(storage: &dyn Storage, algorithm: Algorithm) -> Result<Vec<u8>> {
                         buf.fill(0);
                         Ok(())
                     }
-                    _ => storage.read_exact_at(&mut buf, pos),
+                    _ => storage.read_exact_at_cached(&mut buf, pos),
                 };
                 let failed = read.is_err();
                 if full_tx.send(read.map(|()| buf)).is_err() || failed {

@@ -48,6 +48,30 @@ impl Concat {
     }
 }
 
+impl Concat {
+    /// Reads `buf` at `offset` part by part with `read`.
+    fn read_parts(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        read: impl Fn(&dyn Storage, &mut [u8], u64) -> Result<()>,
+    ) -> Result<()> {
+        if !fits(offset, buf.len(), self.len()) {
+            return Err(past_end(self, buf.len(), offset));
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let i = self.part_at(at);
+            let local = at - self.starts[i];
+            let n = ((self.starts[i + 1] - at) as usize).min(buf.len() - done);
+            read(self.parts[i].as_ref(), &mut buf[done..done + n], local)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
 impl Storage for Concat {
     fn name(&self) -> &Path {
         &self.name
@@ -58,19 +82,13 @@ impl Storage for Concat {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if !fits(offset, buf.len(), self.len()) {
-            return Err(past_end(self, buf.len(), offset));
-        }
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = offset + done as u64;
-            let i = self.part_at(at);
-            let local = at - self.starts[i];
-            let n = ((self.starts[i + 1] - at) as usize).min(buf.len() - done);
-            self.parts[i].read_exact_at(&mut buf[done..done + n], local)?;
-            done += n;
-        }
-        Ok(())
+        self.read_parts(buf, offset, |part, buf, at| part.read_exact_at(buf, at))
+    }
+
+    fn read_exact_at_cached(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read_parts(buf, offset, |part, buf, at| {
+            part.read_exact_at_cached(buf, at)
+        })
     }
 
     fn prefetch(&self, offset: u64, len: u64) {

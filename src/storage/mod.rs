@@ -11,11 +11,13 @@
 mod concat;
 mod memory;
 mod overlay;
+mod shared;
 mod window;
 
 pub use concat::Concat;
 pub use memory::Memory;
 pub use overlay::Overlay;
+pub use shared::SharedReads;
 pub use window::Window;
 
 use crate::error::{Error, Result};
@@ -49,6 +51,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Reads exactly `buf.len()` bytes at `offset`. A read past the end is an error that says
     /// where the storage ends.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+
+    /// [`read_exact_at`](Storage::read_exact_at), through the page cache wherever the
+    /// storage has one: for a second reader of bytes another one reads at about the same time
+    /// (a package's digest, checked by a thread of its own while the disk is converted), so
+    /// that the two cost the device one read. Plain reads of a cold file may go around the
+    /// cache (host_file/direct.rs), and then each reader would read from the device.
+    fn read_exact_at_cached(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read_exact_at(buf, offset)
+    }
 
     /// A hint that `[offset, offset + len)` will be read soon. Best effort.
     fn prefetch(&self, offset: u64, len: u64) {
@@ -140,6 +151,9 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         (**self).read_exact_at(buf, offset)
+    }
+    fn read_exact_at_cached(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        (**self).read_exact_at_cached(buf, offset)
     }
     fn prefetch(&self, offset: u64, len: u64) {
         (**self).prefetch(offset, len)

@@ -69,6 +69,15 @@ impl Storage for Window {
             .map_err(|e| e.relocate(self.name(), self.start))
     }
 
+    fn read_exact_at_cached(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if !fits(offset, buf.len(), self.len) {
+            return Err(past_end(self, buf.len(), offset));
+        }
+        self.inner
+            .read_exact_at_cached(buf, self.start + offset)
+            .map_err(|e| e.relocate(self.name(), self.start))
+    }
+
     fn prefetch(&self, offset: u64, len: u64) {
         let len = len.min(self.len.saturating_sub(offset));
         if len > 0 {
