@@ -216,6 +216,64 @@ fn declined_and_short_kernel_copies_fall_back_to_read_and_write() {
 }
 
 #[test]
+fn after_a_declined_copy_zeros_in_the_data_are_found_as_qemu_img_finds_them() {
+    let test = "after_a_declined_copy_zeros_in_the_data_are_found_as_qemu_img_finds_them";
+    let Some((d, raw)) = start(test) else {
+        return;
+    };
+    let dir = d.path();
+    // Zeros written inside the data (allocated, so the map calls them data): -C copies them
+    // as they are; once the kernel has declined, both tools look for zeros again and leave
+    // them out. qemu-img is refused the same calls, under the same strace injection.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
+        f.write_all_at(&vec![0u8; 256 << 10], 1 << 20).unwrap();
+        f.write_all_at(&vec![0u8; 64 << 10], 21 << 20).unwrap();
+    }
+    let (ours, theirs) = (dir.join("ours.raw"), dir.join("theirs.raw"));
+    let (code, err, calls) = traced(
+        dir,
+        &["convert", "-C", "-f", "raw", "-O", "raw", s(&raw), s(&ours)],
+        Some("error=EXDEV"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(calls.injected >= 1, "{calls:?}");
+    let out = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=copy_file_range",
+        ])
+        .args(["-e", "inject=copy_file_range:error=EXDEV", "qemu-img"])
+        .args([
+            "convert",
+            "-C",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            s(&raw),
+            s(&theirs),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(qemu_compare("raw", &raw, "raw", &ours));
+    let map = raw_map(&ours);
+    assert_eq!(map, raw_map(&theirs), "allocation");
+    // The zeros are holes in both (the same map would also hold if neither found them).
+    assert!(disk_usage(&ours) < disk_usage(&raw), "{map}");
+}
+
+#[test]
 fn a_failing_kernel_copy_is_one_error_naming_the_output_and_leaves_nothing() {
     let test = "a_failing_kernel_copy_is_one_error_naming_the_output_and_leaves_nothing";
     let Some((d, raw)) = start(test) else {

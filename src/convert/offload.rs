@@ -97,6 +97,13 @@ impl Offload {
         }
     }
 
+    /// Whether the kernel has declined for good. From then on the engine converts as without
+    /// `-C`, zeros in the data found and left out, as qemu-img goes back to its usual path
+    /// once a copy has failed (qemu-img.c `convert_co_do_copy`: `s->copy_range = false`).
+    pub fn declined(&self) -> bool {
+        self.state() == KernelCopy::Declined
+    }
+
     fn state(&self) -> KernelCopy {
         if self.declined.load(Ordering::Relaxed) {
             KernelCopy::Declined
@@ -118,7 +125,7 @@ impl Offload {
         len: u64,
         buf: &mut [u8],
     ) -> Result<Option<Copied>> {
-        if self.target.host_target(offset, len).is_none() {
+        if self.declined() || self.target.host_target(offset, len).is_none() {
             return Ok(None);
         }
         let runs = source_runs(image, offset, len)?;
@@ -140,6 +147,14 @@ impl Offload {
                 }
                 Origin::HostFile(..) | Origin::Read => 0,
             };
+            if by_kernel == 0
+                && self.declined()
+                && !copied.pieces.iter().any(|&(_, o)| o == Outcome::Placed)
+            {
+                // Declined before anything of the range was placed: the caller converts it
+                // its usual way, zeros found, as qemu-img retries a failed copy.
+                return Ok(None);
+            }
             copied.offloaded += by_kernel;
             let (rest_at, rest) = (run.offset + by_kernel, run.len - by_kernel);
             if rest > 0 {

@@ -373,8 +373,13 @@ fn process(
 
     let granularity = settings.cutting.granularity as usize;
     // -C looks for no zeros in the data, but the ranges the source's map calls zero stay
-    // zeros (holes in a new file), as qemu-img's -C leaves them.
-    let map_zeros = match (settings.copy, source) {
+    // zeros (holes in a new file), as qemu-img's -C leaves them. Once the kernel has declined
+    // to copy, zeros are looked for again, as qemu-img's read-and-write path does.
+    let copy = match &settings.offload {
+        Some(offload) if offload.declined() => CopyMode::Detect,
+        _ => settings.copy,
+    };
+    let map_zeros = match (copy, source) {
         (CopyMode::Offload, Some(image)) => offload::zero_ranges(image, item.offset, item.len)?,
         _ => Vec::new(),
     };
@@ -395,7 +400,7 @@ fn process(
             Some(b) if &b[pos..end] == granule => Class::Unallocated,
             _ if in_map_zeros => Class::Zero,
             _ if settings.cutting.sparseness == Sparseness::Sparse
-                && settings.copy == CopyMode::Detect
+                && copy == CopyMode::Detect
                 && is_zero(granule) =>
             {
                 Class::Zero
