@@ -13,6 +13,7 @@
 //! repository: a tmpfs /tmp reads nothing directly (it reports no direct-I/O alignment).
 
 mod common;
+mod gate_support;
 
 use common::*;
 use std::os::unix::fs::FileExt;
@@ -253,5 +254,29 @@ fn a_package_disk_checked_while_read_shares_the_page_cache() {
     make_cold(&ova);
     let (_, direct) = traced(dir.path(), &["convert", "-O", "raw", s(&ova), s(&out)]);
     assert!(!direct.reopened, "{direct:?}");
+    assert!(qemu_compare("raw", &src, "raw", &out));
+}
+
+#[test]
+fn a_cold_block_device_is_read_directly() {
+    // A block device as the source (an LVM volume, a disk): a loop device over the image,
+    // its page cache dropped, read directly as a file is.
+    let test = "a_cold_block_device_is_read_directly";
+    let Some(dir) = scratch(test) else {
+        return;
+    };
+    let src = source(dir.path());
+    let dev = match gate_support::LoopDevice::attach(&src) {
+        Ok(dev) => dev,
+        Err(why) => {
+            skip(test, &format!("no loop device: {why}"));
+            return;
+        }
+    };
+    let out = dir.path().join("out.raw");
+    make_cold(&dev.dev);
+    let (_, direct) = traced(dir.path(), &["convert", "-O", "raw", dev.path(), s(&out)]);
+    assert!(direct.reopened, "{direct:?}");
+    assert!(direct.bytes >= 8 << 20, "{direct:?}");
     assert!(qemu_compare("raw", &src, "raw", &out));
 }

@@ -18,7 +18,7 @@
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// How large reads of read-only host files use the page cache (the source side of
@@ -85,7 +85,9 @@ impl DirectReader {
     /// path has changed since; it is checked to be the same inode all the same.
     pub(super) fn open(file: &File) -> Option<DirectReader> {
         let meta = file.metadata().ok()?;
-        if !meta.is_file() {
+        // Regular files and block devices (an LVM volume or a disk as the source): both have
+        // a page cache that cachestat can ask about and report their direct-I/O alignment.
+        if !(meta.is_file() || meta.file_type().is_block_device()) {
             return None;
         }
         let stat = rustix::fs::statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN).ok()?;

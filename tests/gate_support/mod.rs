@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -453,4 +454,89 @@ pub fn raw_bytes(size: u64, regions: &[(u64, u64)]) -> Vec<u8> {
         v[offset as usize..(offset + len) as usize].copy_from_slice(&data);
     }
     v
+}
+
+/// A loop device over a file, detached on drop. If a convert replaced the device node by a
+/// file, the node is put back first (with its number and mode), so the machine keeps its
+/// loop device.
+pub struct LoopDevice {
+    /// The device node.
+    pub dev: PathBuf,
+    rdev: u64,
+    mode: u32,
+}
+
+impl LoopDevice {
+    /// A loop device over `backing`, or None (with the reason) where loop devices are not
+    /// available: not root, no /dev/loop-control, or losetup failing.
+    pub fn attach(backing: &Path) -> Result<LoopDevice, String> {
+        if !is_root() {
+            return Err("not root".into());
+        }
+        if !Path::new("/dev/loop-control").exists() {
+            return Err("no /dev/loop-control".into());
+        }
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(backing)
+            .output()
+            .map_err(|e| format!("losetup: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "losetup -f --show failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let meta = std::fs::metadata(&dev).map_err(|e| format!("{}: {e}", dev.display()))?;
+        let guard = LoopDevice {
+            dev,
+            rdev: meta.rdev(),
+            mode: meta.permissions().mode() & 0o7777,
+        };
+        if !meta.file_type().is_block_device() {
+            return Err(format!("{} is not a block device", guard.dev.display()));
+        }
+        Ok(guard)
+    }
+
+    pub fn is_block_device(&self) -> bool {
+        std::fs::symlink_metadata(&self.dev)
+            .map(|m| m.file_type().is_block_device() && m.rdev() == self.rdev)
+            .unwrap_or(false)
+    }
+
+    pub fn path(&self) -> &str {
+        self.dev.to_str().expect("losetup names devices in UTF-8")
+    }
+}
+
+/// Major and minor numbers of a Linux dev_t (glibc's encoding).
+pub fn major_minor(rdev: u64) -> (u64, u64) {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    (major, minor)
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if !self.is_block_device() {
+            eprintln!(
+                "{} is no longer the block device: restoring the node",
+                self.dev.display()
+            );
+            let _ = std::fs::remove_file(&self.dev);
+            let (major, minor) = major_minor(self.rdev);
+            let _ = Command::new("mknod")
+                .args(["-m", &format!("{:o}", self.mode)])
+                .arg(&self.dev)
+                .args(["b", &major.to_string(), &minor.to_string()])
+                .status();
+        }
+        let _ = Command::new("losetup")
+            .arg("-d")
+            .arg(&self.dev)
+            .stderr(Stdio::null())
+            .status();
+    }
 }
