@@ -269,6 +269,13 @@ pub trait Driver: Send + Sync + 'static {
         let _ = request;
         Err(refusal(self.name(), Capability::Measure))
     }
+
+    /// Whether a new image made with `options` holds persistent dirty bitmaps
+    /// ([`CreateSpec::bitmaps`](crate::writer::CreateSpec::bitmaps), `convert --bitmaps`).
+    fn holds_dirty_bitmaps(&self, options: &FormatOptions) -> bool {
+        let _ = options;
+        false
+    }
 }
 
 /// The error for a format that lacks `cap`.

@@ -10,6 +10,7 @@
 //! A layer never opens its backing file on its own: it names it in [`Layer::backing`] and the
 //! caller ([`Image::open`]) decides whether to follow it, bounding the depth and detecting loops.
 
+use crate::dirty_bitmap::{BitmapEntry, DirtyBitmap};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{Capability, Format, OpenContext, Provenance, Salvage};
 use crate::gate::{Gate, Lookup, Role};
@@ -200,6 +201,18 @@ pub trait Layer: Send + Sync + Any {
     /// its backup copy, say).
     fn open_warnings(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// The persistent dirty bitmaps the layer lists, in order; `None` where its format holds
+    /// none (`convert --bitmaps` then refuses, as qemu-img does).
+    fn dirty_bitmaps(&self) -> Option<Vec<BitmapEntry>> {
+        None
+    }
+
+    /// Loads the bitmap `name`, one [`Self::dirty_bitmaps`] lists as not in use, for copying:
+    /// its table read and checked, its bits read on demand.
+    fn load_dirty_bitmap(&self, name: &str) -> Result<Arc<dyn DirtyBitmap>> {
+        Err(Error::unsupported(format!("no bitmap '{name}' here")).with_path(self.path()))
     }
 
     /// For formats that need to look at a parent's format-specific identity.

@@ -92,6 +92,7 @@ pub mod check;
 pub mod compare;
 pub mod convert;
 pub mod detect;
+pub mod dirty_bitmap;
 pub mod edit;
 pub mod error;
 pub mod format;

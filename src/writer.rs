@@ -167,7 +167,7 @@ pub struct CreateSpec {
     pub source_map: Option<Arc<dyn SourceMap>>,
     /// `convert --bitmaps`: the source's persistent dirty bitmaps, for a qcow2 target to hold
     /// (empty otherwise; only qcow2 writes them).
-    pub bitmaps: Vec<Arc<crate::formats::qcow2::bitmaps::StoredBitmap>>,
+    pub bitmaps: Vec<Arc<dyn crate::dirty_bitmap::DirtyBitmap>>,
 }
 
 impl CreateSpec {

@@ -2,10 +2,9 @@
 //! as qemu-img allows it), with qemu-img's refusals for the other formats.
 
 use super::WriteMode;
+use crate::dirty_bitmap::DirtyBitmap;
 use crate::error::{Error, Result};
 use crate::format::Format;
-use crate::formats::qcow2::Qcow2Layer;
-use crate::formats::qcow2::bitmaps::StoredBitmap;
 use crate::image::Image;
 use crate::options::FormatOptions;
 use std::sync::Arc;
@@ -34,13 +33,13 @@ pub fn check(
     options: &FormatOptions,
     mode: WriteMode,
     warn: &mut dyn FnMut(&str),
-) -> Result<Vec<Arc<StoredBitmap>>> {
+) -> Result<Vec<Arc<dyn DirtyBitmap>>> {
     let top = image.top();
-    let Some(qcow2) = top.as_any().downcast_ref::<Qcow2Layer>() else {
+    let Some(listed) = top.dirty_bitmaps() else {
         return Err(Error::unsupported("Source lacks bitmap support"));
     };
     let mut copied = Vec::new();
-    for b in qcow2.bitmaps() {
+    for b in listed {
         if !b.in_use {
             copied.push(b);
             continue;
@@ -58,11 +57,7 @@ pub fn check(
             }
         }
     }
-    if target.name() != "qcow2"
-        || options
-            .text("compat")
-            .is_some_and(|c| c == "0.10" || c == "v2")
-    {
+    if !target.driver().holds_dirty_bitmaps(options) {
         // qemu names formats by block driver; VHD's is the only one spelled differently.
         let driver = match target.name() {
             "vhd" => "vpc",
@@ -81,9 +76,7 @@ pub fn check(
     copied
         .into_iter()
         .map(|b| {
-            qcow2
-                .load_bitmap(b)
-                .map(Arc::new)
+            top.load_dirty_bitmap(&b.name)
                 .map_err(|e| e.with_path(top.path()))
         })
         .collect()

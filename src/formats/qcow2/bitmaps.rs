@@ -126,14 +126,7 @@ pub fn read_directory(file: &dyn Storage, ext: &BitmapsExtension) -> Result<Vec<
     Ok(out)
 }
 
-/// Whether a bitmap tracks writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tracking {
-    /// Enabled (the `auto` flag): every write sets its bits.
-    Enabled,
-    /// Disabled: its bits stay as they are.
-    Disabled,
-}
+pub use crate::dirty_bitmap::Tracking;
 
 /// A consistent bitmap whose table has been read and checked: its bits are read from the
 /// image's file on demand, so only the table is held in memory.
@@ -292,6 +285,24 @@ impl StoredBitmap {
             buf[(self.byte_len() - 1 - offset) as usize] &= (1u8 << tail_bits) - 1;
         }
         Ok(())
+    }
+}
+
+impl crate::dirty_bitmap::DirtyBitmap for StoredBitmap {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn granularity_bits(&self) -> u8 {
+        self.granularity_bits
+    }
+    fn tracking(&self) -> Tracking {
+        self.tracking
+    }
+    fn bits(&self) -> u64 {
+        self.bits
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        StoredBitmap::read(self, offset, buf)
     }
 }
 

@@ -149,6 +149,13 @@ impl Driver for Qcow2Driver {
         edit::edit_snapshot(path, edit, ctx)
     }
 
+    fn holds_dirty_bitmaps(&self, options: &FormatOptions) -> bool {
+        // The bitmaps extension needs version 3 (compat 1.1).
+        !options
+            .text("compat")
+            .is_some_and(|c| c == "0.10" || c == "v2")
+    }
+
     fn measure(&self, request: &MeasureRequest<'_>) -> Result<Measurement> {
         measure::measure(request)
     }

@@ -4,6 +4,7 @@ use super::compressed;
 use super::header::{Encryption, Header, check_table};
 use super::snapshot::{self, Snapshot};
 use super::table::{ClusterState, Decoder, L1E_OFFSET_MASK, L2_CACHE_BYTES, L2Cache, Run};
+use crate::dirty_bitmap::{BitmapEntry, DirtyBitmap};
 use crate::error::{Error, Result};
 use crate::format::{Format, OpenContext, Salvage};
 use crate::gate::{Lookup, Role};
@@ -528,6 +529,27 @@ impl Layer for Qcow2Layer {
 
     fn open_warnings(&self) -> Vec<String> {
         self.warnings.clone()
+    }
+
+    fn dirty_bitmaps(&self) -> Option<Vec<BitmapEntry>> {
+        Some(
+            self.bitmaps
+                .iter()
+                .map(|b| BitmapEntry {
+                    name: b.name.clone(),
+                    in_use: b.in_use,
+                })
+                .collect(),
+        )
+    }
+
+    fn load_dirty_bitmap(&self, name: &str) -> Result<Arc<dyn DirtyBitmap>> {
+        let bitmap = self
+            .bitmaps
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| Error::invalid(format!("no bitmap '{name}'")).with_path(self.path()))?;
+        Ok(Arc::new(self.load_bitmap(bitmap)?))
     }
 
     fn as_any(&self) -> &dyn Any {

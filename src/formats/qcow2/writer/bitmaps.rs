@@ -5,9 +5,10 @@
 //! all ones included, is stored (qemu does not write the all-ones entry either).
 
 use super::layout::Layout;
+use crate::dirty_bitmap::{DirtyBitmap, Tracking};
 use crate::error::{Error, Result};
 use crate::formats::qcow2::bitmaps::{
-    FLAG_AUTO, MAX_BITMAPS, MAX_DIRECTORY_BYTES, StoredBitmap, TYPE_DIRTY_TRACKING, Tracking,
+    FLAG_AUTO, MAX_BITMAPS, MAX_DIRECTORY_BYTES, TYPE_DIRTY_TRACKING,
 };
 use crate::formats::qcow2::header::BitmapsExtension;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 /// directory is, for the header's bitmaps extension (none without bitmaps).
 pub fn write(
     layout: &mut Layout<'_>,
-    bitmaps: &[Arc<StoredBitmap>],
+    bitmaps: &[Arc<dyn DirtyBitmap>],
     cluster_size: u64,
 ) -> Result<Option<BitmapsExtension>> {
     if bitmaps.is_empty() {
@@ -35,7 +36,7 @@ pub fn write(
         if entries == 0 {
             return Err(Error::invalid(format!(
                 "bitmap '{}' covers an empty disk, which a qcow2 bitmap table cannot describe",
-                b.name
+                b.name()
             )));
         }
         let mut table = Vec::with_capacity(entries as usize * 8);
@@ -49,7 +50,7 @@ pub fn write(
             table.extend_from_slice(&entry.to_be_bytes());
         }
         let table_offset = layout.append(&table)?;
-        let flags = match b.tracking {
+        let flags = match b.tracking() {
             Tracking::Enabled => FLAG_AUTO,
             Tracking::Disabled => 0,
         };
@@ -57,10 +58,10 @@ pub fn write(
         directory.extend_from_slice(&(entries as u32).to_be_bytes());
         directory.extend_from_slice(&flags.to_be_bytes());
         directory.push(TYPE_DIRTY_TRACKING);
-        directory.push(b.granularity_bits);
-        directory.extend_from_slice(&(b.name.len() as u16).to_be_bytes());
+        directory.push(b.granularity_bits());
+        directory.extend_from_slice(&(b.name().len() as u16).to_be_bytes());
         directory.extend_from_slice(&0u32.to_be_bytes());
-        directory.extend_from_slice(b.name.as_bytes());
+        directory.extend_from_slice(b.name().as_bytes());
         directory.resize(directory.len().next_multiple_of(8), 0);
     }
     if directory.len() as u64 > MAX_DIRECTORY_BYTES {

@@ -76,8 +76,8 @@ use self::header::Tables;
 use self::layout::{Geometry, Layout, Rules, RunKind};
 use self::options::{Preallocation, Settings};
 use self::spool::Spool;
+use crate::dirty_bitmap::DirtyBitmap;
 use crate::error::{Error, Result};
-use crate::formats::qcow2::bitmaps::StoredBitmap;
 use crate::formats::qcow2::header::BitmapsExtension;
 use crate::sink::{Access, Output};
 use crate::writer::{ChunkEncoder, CreateSpec, ImageWriter, Piece};
@@ -201,7 +201,7 @@ struct Qcow2Writer<'a> {
     /// For a compressed image to a stream: the temporary file it is made in.
     spool: Option<Spool<'a>>,
     /// `convert --bitmaps`: the persistent bitmaps to store after the data.
-    bitmaps: Vec<Arc<StoredBitmap>>,
+    bitmaps: Vec<Arc<dyn DirtyBitmap>>,
 }
 
 /// What receives the clusters.
