@@ -21,6 +21,8 @@ pub struct BitmapEntry {
     pub name: String,
     /// Saved uncleanly (flagged in use): its bits cannot be trusted.
     pub in_use: bool,
+    /// Bytes of the disk one bit covers.
+    pub granularity: u64,
 }
 
 /// A consistent bitmap whose bits can be read.

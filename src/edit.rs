@@ -149,6 +149,10 @@ pub struct MeasureRequest<'a> {
     pub allocated: &'a [Range<u64>],
     /// The `-o` options of the image to be made.
     pub options: &'a FormatOptions,
+    /// The source's persistent dirty bitmaps, where its format holds them (`None` for
+    /// `--size`, or a source whose format holds none): a target that can carry them reports
+    /// their size, as qemu-img does.
+    pub source_bitmaps: Option<&'a [crate::dirty_bitmap::BitmapEntry]>,
 }
 
 impl MeasureRequest<'_> {
@@ -327,6 +331,7 @@ mod tests {
             virtual_size: 1 << 20,
             allocated: &ranges,
             options: &opts,
+            source_bitmaps: None,
         };
         // Units of 64 KiB: unit 0 (0..1 and 10..65536), unit 1 (65536..70000), unit 3.
         assert_eq!(req.units_touched(65536), 3);

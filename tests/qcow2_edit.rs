@@ -673,6 +673,7 @@ fn measure_matches_qemu_img() {
                 virtual_size: size,
                 allocated: &[],
                 options: &opts,
+                source_bitmaps: None,
             };
             let m = FORMAT.driver().measure(&req);
             let mut q = vec!["measure", "--output=json", "-O", "qcow2"];
@@ -704,6 +705,7 @@ fn measure_matches_qemu_img() {
             virtual_size: 100 * MIB,
             allocated: &ranges,
             options: &opts,
+            source_bitmaps: None,
         };
         let m = FORMAT.driver().measure(&req).unwrap();
         let mut q = vec!["measure", "--output=json", "-O", "qcow2"];
@@ -728,6 +730,7 @@ fn measure_matches_qemu_img() {
         virtual_size: 1 << 50,
         allocated: &[],
         options: &opts,
+        source_bitmaps: None,
     };
     assert!(FORMAT.driver().measure(&req).is_err());
 }

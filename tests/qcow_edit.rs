@@ -257,6 +257,7 @@ fn measure_predicts_the_files_diskferry_writes() {
             virtual_size: size,
             allocated: &allocated,
             options: &options,
+            source_bitmaps: None,
         })
         .unwrap();
     let out = dir.path().join("o.qcow");
@@ -270,6 +271,7 @@ fn measure_predicts_the_files_diskferry_writes() {
             virtual_size: size,
             allocated: &[],
             options: &options,
+            source_bitmaps: None,
         })
         .unwrap();
     assert_eq!(none.required, std::fs::metadata(&empty).unwrap().len());
@@ -284,6 +286,7 @@ fn measure_predicts_the_files_diskferry_writes() {
             virtual_size: 3 * MIB + 512,
             allocated: &[],
             options: &options,
+            source_bitmaps: None,
         })
         .unwrap();
     assert_eq!(all.fully_allocated, std::fs::metadata(&full).unwrap().len());

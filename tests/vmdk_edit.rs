@@ -700,6 +700,7 @@ fn measure_predicts_the_files_diskferry_writes() {
                 virtual_size: size,
                 allocated: &allocated,
                 options: &options,
+                source_bitmaps: None,
             })
             .unwrap();
         run_ok(&[
@@ -729,6 +730,7 @@ fn measure_predicts_the_files_diskferry_writes() {
                 virtual_size: size,
                 allocated: &[],
                 options: &options,
+                source_bitmaps: None,
             })
             .unwrap();
         assert_eq!(none.required, files_bytes(&empty), "{sub}: empty");
@@ -747,6 +749,7 @@ fn measure_predicts_the_files_diskferry_writes() {
                 virtual_size: size,
                 allocated: &[],
                 options: &options,
+                source_bitmaps: None,
             })
             .is_err()
     );

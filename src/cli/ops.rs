@@ -209,41 +209,9 @@ pub fn measure(args: MeasureArgs) -> Outcome {
             qemu_driver_name(target.name())
         )));
     }
-    let mut m = ops::measure::measure(target, &target_options, source)?;
-    // qemu-img reports the persistent bitmaps a v3 qcow2 output would carry whenever the
-    // source could hold them (a qcow2 source), "bitmaps size: 0" for one that holds none,
-    // sized by its own estimate of copying them all (`convert --bitmaps`).
-    if m.bitmaps.is_none()
-        && target.name() == "qcow2"
-        && target_options.text("compat") != Some("0.10")
-        && let Some(image) = &image
-        && image.top().format().name() == "qcow2"
-    {
-        let listed = image
-            .top()
-            .details()
-            .format_specific
-            .get("bitmaps")
-            .cloned();
-        let bitmaps: Vec<(usize, u64)> = listed
-            .as_ref()
-            .and_then(|b| b.as_array())
-            .into_iter()
-            .flatten()
-            .map(|b| {
-                (
-                    b["name"].as_str().map_or(0, str::len),
-                    b["granularity"].as_u64().unwrap_or(65536),
-                )
-            })
-            .collect();
-        let cluster = target_options.size("cluster_size").unwrap_or(64 << 10);
-        m.bitmaps = Some(diskferry::formats::qcow2::bitmaps::measured_size(
-            &bitmaps,
-            image.virtual_size(),
-            cluster,
-        ));
-    }
+    // Reports bitmaps as qemu-img does where the target can hold them and the source's
+    // format does (qcow2's measure, from MeasureRequest::source_bitmaps).
+    let m = ops::measure::measure(target, &target_options, source)?;
     let text = match args.output {
         OutputFormat::Human => {
             let mut t = format!(

@@ -45,13 +45,18 @@ pub fn measure(
     source: MeasureSource<'_>,
 ) -> Result<Measurement> {
     format.require(Capability::Measure)?;
-    let (virtual_size, allocated) = match source {
-        MeasureSource::Size(n) => (n, Vec::new()),
-        MeasureSource::Image(image) => (image.virtual_size(), allocated_ranges(image)?),
+    let (virtual_size, allocated, bitmaps) = match source {
+        MeasureSource::Size(n) => (n, Vec::new(), None),
+        MeasureSource::Image(image) => (
+            image.virtual_size(),
+            allocated_ranges(image)?,
+            image.top().dirty_bitmaps(),
+        ),
     };
     format.driver().measure(&MeasureRequest {
         virtual_size,
         allocated: &allocated,
         options,
+        source_bitmaps: bitmaps.as_deref(),
     })
 }

@@ -616,6 +616,7 @@ pub fn assert_measure_matches_conversion(
                 virtual_size: size,
                 allocated: &allocated,
                 options: &options,
+                source_bitmaps: None,
             })
             .unwrap();
         for (src, want) in [(&raw, m.required), (&full, m.fully_allocated)] {

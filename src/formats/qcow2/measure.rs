@@ -8,11 +8,13 @@
 //! touches stay (all of them with preallocation=falloc|full, or when an image converted from a
 //! source has a backing file, since qemu cannot tell what it shares with it).
 //!
-//! The request carries no source format, so `bitmaps` (which qemu-img reports for a qcow2
-//! source) is left to the caller.
+//! `bitmaps` is reported whenever the source's format holds bitmaps and the image to be made
+//! is version 3, as qemu-img reports it (0 for a source that holds none): the size of copying
+//! them all with `convert --bitmaps`.
 
 use crate::edit::{MeasureRequest, Measurement};
 use crate::error::{Error, Result};
+use crate::formats::qcow2::bitmaps::measured_size;
 use crate::formats::qcow2::header::{MAX_CLUSTER_BITS, MAX_L1_BYTES, MIN_CLUSTER_BITS};
 
 /// Predicts the size of a qcow2 image made as `req` says.
@@ -68,10 +70,17 @@ pub fn measure(req: &MeasureRequest<'_>) -> Result<Measurement> {
         req.units_touched(cluster) * cluster
     };
     let fully = fully_allocated(virtual_size, cluster, refcount_bits.trailing_zeros(), entry);
+    let bitmaps = req.source_bitmaps.filter(|_| version >= 3).map(|listed| {
+        let sizes: Vec<(usize, u64)> = listed
+            .iter()
+            .map(|b| (b.name.len(), b.granularity))
+            .collect();
+        measured_size(&sizes, req.virtual_size, cluster)
+    });
     Ok(Measurement {
         required: fully - virtual_size + data,
         fully_allocated: fully,
-        bitmaps: None,
+        bitmaps,
     })
 }
 
@@ -117,6 +126,7 @@ mod tests {
             virtual_size: 1 << 30,
             allocated: &[],
             options: &opts,
+            source_bitmaps: None,
         };
         let m = measure(&req).unwrap();
         assert_eq!((m.required, m.fully_allocated), (393216, 1074135040));

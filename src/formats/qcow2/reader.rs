@@ -538,6 +538,7 @@ impl Layer for Qcow2Layer {
                 .map(|b| BitmapEntry {
                     name: b.name.clone(),
                     in_use: b.in_use,
+                    granularity: b.granularity,
                 })
                 .collect(),
         )

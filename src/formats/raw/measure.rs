@@ -27,6 +27,7 @@ mod tests {
             virtual_size: 1000,
             allocated: &ranges,
             options: &opts,
+            source_bitmaps: None,
         });
         assert_eq!(
             (m.required, m.fully_allocated, m.bitmaps),

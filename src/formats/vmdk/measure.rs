@@ -106,6 +106,7 @@ pub fn measure(request: &MeasureRequest<'_>) -> Result<Measurement> {
                     virtual_size: s * 512,
                     allocated: &clipped,
                     options: request.options,
+                    source_bitmaps: None,
                 };
                 required += sparse_file(s, sub.units_touched(GRAIN_BYTES), false);
                 full += sparse_file(s, s.div_ceil(grain_sectors), false);
