@@ -215,6 +215,19 @@ pub trait Layer: Send + Sync + Any {
         Err(Error::unsupported(format!("no bitmap '{name}' here")).with_path(self.path()))
     }
 
+    /// The name qemu-img's `info` gives the node of the layer's file `index` (1 and up: the
+    /// files after its own) in `children`: `extents.N` (VMDK's extent files) unless the
+    /// format names it otherwise.
+    fn child_node_name(&self, index: usize) -> String {
+        format!("extents.{}", index.saturating_sub(1))
+    }
+
+    /// Whether `map` reports every range stored at a host offset as data, holes of the host
+    /// file included, as qemu's driver for the format does (VMDK's flat extents).
+    fn host_ranges_map_as_data(&self) -> bool {
+        false
+    }
+
     /// For formats that need to look at a parent's format-specific identity.
     fn as_any(&self) -> &dyn Any;
 }

@@ -227,16 +227,8 @@ fn child_nodes(layer: &dyn Layer, files: &[std::path::PathBuf]) -> Vec<ChildNode
             },
         }
     };
-    let qcow2 = layer.format().name() == "qcow2";
     let mut out: Vec<ChildNode> = (1..files.len())
-        .map(|i| {
-            let name = if qcow2 {
-                "data-file".to_string()
-            } else {
-                format!("extents.{}", i - 1)
-            };
-            node(name, i)
-        })
+        .map(|i| node(layer.child_node_name(i), i))
         .collect();
     if !files.is_empty() {
         out.push(node("file".to_string(), 0));

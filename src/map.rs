@@ -69,11 +69,8 @@ pub fn map_image(
             depth: status.depth,
             present: status.present(),
             zero: status.zero(),
-            // qemu's VMDK driver calls every range of a flat extent data (at its offset),
-            // holes in the extent file included, which it reports as zero as well; a VMDK run
-            // with a host offset can only be such a range (sparse zero grains have none).
             data: m.allocation == Allocation::Data
-                || (m.host.is_some() && layer.format().name() == "vmdk"),
+                || (m.host.is_some() && layer.host_ranges_map_as_data()),
             compressed: m.compressed,
             offset: m.host.map(|h| h.offset),
             file: m.host.and_then(|h| layer.files().get(h.file).cloned()),

@@ -553,6 +553,12 @@ impl Layer for Qcow2Layer {
         Ok(Arc::new(self.load_bitmap(bitmap)?))
     }
 
+    fn child_node_name(&self, index: usize) -> String {
+        // A qcow2 layer's only other file is its external data file.
+        let _ = index;
+        "data-file".to_string()
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -581,6 +581,13 @@ impl Layer for VmdkLayer {
         }
     }
 
+    fn host_ranges_map_as_data(&self) -> bool {
+        // qemu's VMDK driver calls every range of a flat extent data (at its offset), holes
+        // in the extent file included, which it reports as zero as well; a run with a host
+        // offset can only be such a range (sparse zero grains have none).
+        true
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
