@@ -19,6 +19,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// How large reads of read-only host files use the page cache (the source side of
@@ -62,10 +63,24 @@ pub fn source_reads() -> SourceReads {
 /// next, and pieces too small for a direct read to pay for its device round trip.
 const MIN_DIRECT: usize = 256 * 1024;
 
-/// Whether a read of `len` bytes may go around the page cache at all (before a file is
-/// reopened for it).
-pub(super) fn worth_trying(len: usize) -> bool {
-    len >= MIN_DIRECT && source_reads() != SourceReads::Cached
+/// A host file's direct reads: its second descriptor, opened on the first read large enough
+/// for one (and `None` for good where the file cannot be read directly).
+#[derive(Debug, Default)]
+pub(super) struct Direct(OnceLock<Option<DirectReader>>);
+
+impl Direct {
+    /// Reads all of `buf` at `offset` of `file` around the page cache where that is wanted
+    /// and possible; `false` where the caller must read through the cache instead (a failed
+    /// or short direct read too, so that the cached read reports what it finds).
+    pub(super) fn read(&self, file: &File, buf: &mut [u8], offset: u64) -> bool {
+        if buf.len() < MIN_DIRECT || source_reads() == SourceReads::Cached {
+            return false;
+        }
+        match self.0.get_or_init(|| DirectReader::open(file)) {
+            Some(reader) => reader.wanted(file, buf, offset) && reader.read(buf, offset),
+            None => false,
+        }
+    }
 }
 
 /// A second descriptor of an open file with `O_DIRECT`, and the alignments the file's direct
@@ -78,12 +93,17 @@ pub(super) struct DirectReader {
 }
 
 impl DirectReader {
-    /// Opens `file` again with `O_DIRECT`, or `None` where it cannot be read directly.
+    /// Opens `file` again with `O_DIRECT`, or `None` where it cannot be read directly. Only
+    /// files opened read-only are, so that nothing reads directly what the same process
+    /// writes through its other descriptor.
     ///
     /// The file is reopened through `/proc/self/fd`, which names the open file itself rather
     /// than a path, so what is opened is the file the gate already let through even if its
     /// path has changed since; it is checked to be the same inode all the same.
-    pub(super) fn open(file: &File) -> Option<DirectReader> {
+    fn open(file: &File) -> Option<DirectReader> {
+        if rustix::fs::fcntl_getfl(file).ok()? & OFlags::ACCMODE != OFlags::RDONLY {
+            return None;
+        }
         let meta = file.metadata().ok()?;
         // Regular files and block devices (an LVM volume or a disk as the source): both have
         // a page cache that cachestat can ask about and report their direct-I/O alignment.
@@ -114,23 +134,19 @@ impl DirectReader {
     }
 
     /// Whether a read of `buf` at `offset` should go around the page cache of `cached`.
-    pub(super) fn wanted(&self, cached: &File, buf: &[u8], offset: u64) -> bool {
-        let policy = source_reads();
-        if !worth_trying(buf.len())
-            || !(buf.as_ptr() as usize).is_multiple_of(self.mem_align)
+    fn wanted(&self, cached: &File, buf: &[u8], offset: u64) -> bool {
+        if !(buf.as_ptr() as usize).is_multiple_of(self.mem_align)
             || !offset.is_multiple_of(self.offset_align)
             || !(buf.len() as u64).is_multiple_of(self.offset_align)
         {
             return false;
         }
-        policy == SourceReads::Direct
+        source_reads() == SourceReads::Direct
             || mostly_uncached(cached, offset, buf.len() as u64) == Some(true)
     }
 
-    /// Reads all of `buf` at `offset` directly; `false` when the read failed or came up
-    /// short, so that the caller reads through the page cache instead and reports what that
-    /// read finds.
-    pub(super) fn read(&self, buf: &mut [u8], offset: u64) -> bool {
+    /// Reads all of `buf` at `offset` directly; `false` when the read failed or came up short.
+    fn read(&self, buf: &mut [u8], offset: u64) -> bool {
         self.file.read_exact_at(buf, offset).is_ok()
     }
 }
@@ -216,6 +232,21 @@ fn mostly_uncached(file: &File, offset: u64, len: u64) -> Option<bool> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn only_read_only_files_are_reopened_for_direct_reads() {
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&[1u8; 4096]).unwrap();
+        // Opened for writing: never, whatever the file system.
+        assert!(DirectReader::open(tmp.as_file()).is_none());
+        let read_only = File::open(tmp.path()).unwrap();
+        // Read-only: where the file system reads directly (it says so through statx).
+        let dio = rustix::fs::statx(&read_only, "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN)
+            .is_ok_and(|s| {
+                s.stx_mask & StatxFlags::DIOALIGN.bits() != 0 && s.stx_dio_offset_align != 0
+            });
+        assert_eq!(DirectReader::open(&read_only).is_some(), dio);
+    }
 
     #[test]
     fn cachestat_sees_what_was_just_written() {

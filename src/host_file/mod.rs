@@ -10,13 +10,11 @@ pub use direct::{SourceReads, set_source_reads, source_reads};
 
 use crate::error::{Error, Result};
 use crate::storage::{FileId, Storage, fits, past_end};
-use direct::DirectReader;
 use rustix::io::Errno;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 /// Whether finished outputs are flushed to stable storage before they are renamed into place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,17 +30,8 @@ pub struct HostFile {
     file: File,
     path: PathBuf,
     len: u64,
-    /// How the file was opened: only files opened read-only are read around the page
-    /// cache, so that nothing reads directly what the same process writes through it.
-    access: Access,
-    /// The file reopened for direct reads, on the first read large enough for one.
-    direct: OnceLock<Option<DirectReader>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    ReadOnly,
-    ReadWrite,
+    /// Large reads of what the page cache does not hold (read-only files only).
+    direct: direct::Direct,
 }
 
 impl std::fmt::Debug for HostFile {
@@ -58,9 +47,7 @@ impl HostFile {
     /// Opens `path` read-only. Directories are refused with a clear message (Linux lets one
     /// open them for reading and fails only at the first read).
     pub fn open(path: &Path) -> Result<HostFile> {
-        let mut file = Self::open_with(path, OpenOptions::new().read(true))?;
-        file.access = Access::ReadOnly;
-        Ok(file)
+        Self::open_with(path, OpenOptions::new().read(true))
     }
 
     /// Opens `path` for reading and writing (repairs, in-place updates).
@@ -90,8 +77,7 @@ impl HostFile {
             file,
             path: path.to_path_buf(),
             len,
-            access: Access::ReadWrite,
-            direct: OnceLock::new(),
+            direct: direct::Direct::default(),
         })
     }
 
@@ -163,6 +149,9 @@ impl HostFile {
 impl HostFile {
     /// A bounds-checked read through the page cache.
     fn read_cached(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if !fits(offset, buf.len(), self.len) {
+            return Err(past_end(self, buf.len(), offset));
+        }
         self.file.read_exact_at(buf, offset).map_err(|e| {
             let err = if e.kind() == io::ErrorKind::UnexpectedEof {
                 Error::corrupt("file is shorter than expected (truncated while reading?)")
@@ -184,24 +173,13 @@ impl Storage for HostFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if !fits(offset, buf.len(), self.len) {
-            return Err(past_end(self, buf.len(), offset));
-        }
-        if self.access == Access::ReadOnly
-            && direct::worth_trying(buf.len())
-            && let Some(direct) = self.direct.get_or_init(|| DirectReader::open(&self.file))
-            && direct.wanted(&self.file, buf, offset)
-            && direct.read(buf, offset)
-        {
+        if fits(offset, buf.len(), self.len) && self.direct.read(&self.file, buf, offset) {
             return Ok(());
         }
         self.read_cached(buf, offset)
     }
 
     fn read_exact_at_cached(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if !fits(offset, buf.len(), self.len) {
-            return Err(past_end(self, buf.len(), offset));
-        }
         self.read_cached(buf, offset)
     }
 

@@ -49,6 +49,21 @@ impl Window {
     pub fn start(&self) -> u64 {
         self.start
     }
+
+    /// Reads `buf` at `offset` of the window with `read` on the inner storage, bounds checked
+    /// and with errors placed in the window.
+    fn read_inner(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        read: impl Fn(&dyn Storage, &mut [u8], u64) -> Result<()>,
+    ) -> Result<()> {
+        if !fits(offset, buf.len(), self.len) {
+            return Err(past_end(self, buf.len(), offset));
+        }
+        read(self.inner.as_ref(), buf, self.start + offset)
+            .map_err(|e| e.relocate(self.name(), self.start))
+    }
 }
 
 impl Storage for Window {
@@ -61,21 +76,13 @@ impl Storage for Window {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if !fits(offset, buf.len(), self.len) {
-            return Err(past_end(self, buf.len(), offset));
-        }
-        self.inner
-            .read_exact_at(buf, self.start + offset)
-            .map_err(|e| e.relocate(self.name(), self.start))
+        self.read_inner(buf, offset, |inner, buf, at| inner.read_exact_at(buf, at))
     }
 
     fn read_exact_at_cached(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if !fits(offset, buf.len(), self.len) {
-            return Err(past_end(self, buf.len(), offset));
-        }
-        self.inner
-            .read_exact_at_cached(buf, self.start + offset)
-            .map_err(|e| e.relocate(self.name(), self.start))
+        self.read_inner(buf, offset, |inner, buf, at| {
+            inner.read_exact_at_cached(buf, at)
+        })
     }
 
     fn prefetch(&self, offset: u64, len: u64) {
