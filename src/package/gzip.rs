@@ -114,56 +114,73 @@ impl GzipStorage {
         dir: Option<&Path>,
         name: impl Into<PathBuf>,
     ) -> Result<GzipStorage> {
+        GzipStorage::inflate_parts(codec, &[compressed], limit, dir, name)
+    }
+
+    /// Inflates `parts`, each a whole stream compressed with `codec`, one after the other into
+    /// one temporary file: what a reader gets who inflates each part and concatenates the
+    /// results (a legacy XVA's disk, one gzip file per chunk). An error names the part whose
+    /// stream fails. `limit` bounds the total, as for [`GzipStorage::inflate`].
+    pub fn inflate_parts(
+        codec: Codec,
+        parts: &[&dyn Storage],
+        limit: Option<u64>,
+        dir: Option<&Path>,
+        name: impl Into<PathBuf>,
+    ) -> Result<GzipStorage> {
         let name = name.into();
         let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
         let file = crate::staging::scratch_file(&dir)?;
-        let mut decoder = codec.decoder(compressed)?;
         const BUF: usize = 1 << 20;
         let mut buf = vec![0u8; BUF];
         let mut total = 0u64;
-        loop {
-            let mut filled = 0;
-            while filled < BUF {
-                let n = decoder.read(&mut buf[filled..]).map_err(|e| {
-                    Error::corrupt(format!(
-                        "the {} stream is corrupt after {} inflated bytes: {e}",
-                        codec.name(),
-                        total + filled as u64
-                    ))
-                    .with_path(compressed.name())
-                })?;
-                if n == 0 {
+        for compressed in parts {
+            let mut decoder = codec.decoder(*compressed)?;
+            let start = total;
+            loop {
+                let mut filled = 0;
+                while filled < BUF {
+                    let n = decoder.read(&mut buf[filled..]).map_err(|e| {
+                        Error::corrupt(format!(
+                            "the {} stream is corrupt after {} inflated bytes: {e}",
+                            codec.name(),
+                            total - start + filled as u64
+                        ))
+                        .with_path(compressed.name())
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
                     break;
                 }
-                filled += n;
-            }
-            if filled == 0 {
-                break;
-            }
-            if let Some(limit) = limit
-                && total + filled as u64 > limit
-            {
-                return Err(Error::corrupt(format!(
-                    "the {} stream inflates to more than the {limit} bytes the package declares",
-                    codec.name()
-                ))
-                .with_path(compressed.name()));
-            }
-            // Zeros are left as holes: the file is extended to its length at the end.
-            let data = &buf[..filled];
-            let mut at = 0;
-            for block in data.chunks(64 << 10) {
-                if block.iter().any(|&b| b != 0) {
-                    file.write_all_at(block, total + at).map_err(|e| {
-                        Error::io("cannot write the inflated copy to the temporary folder", e)
-                            .with_path(&dir)
-                    })?;
+                if let Some(limit) = limit
+                    && total + filled as u64 > limit
+                {
+                    return Err(Error::corrupt(format!(
+                        "the {} stream inflates to more than the {limit} bytes the package declares",
+                        codec.name()
+                    ))
+                    .with_path(compressed.name()));
                 }
-                at += block.len() as u64;
-            }
-            total += filled as u64;
-            if filled < BUF {
-                break;
+                // Zeros are left as holes: the file is extended to its length at the end.
+                let data = &buf[..filled];
+                let mut at = 0;
+                for block in data.chunks(64 << 10) {
+                    if block.iter().any(|&b| b != 0) {
+                        file.write_all_at(block, total + at).map_err(|e| {
+                            Error::io("cannot write the inflated copy to the temporary folder", e)
+                                .with_path(&dir)
+                        })?;
+                    }
+                    at += block.len() as u64;
+                }
+                total += filled as u64;
+                if filled < BUF {
+                    break;
+                }
             }
         }
         file.set_len(total).map_err(|e| {
@@ -172,6 +189,29 @@ impl GzipStorage {
         Ok(GzipStorage {
             file: HostFile::from_file(file, &name)?,
             name,
+        })
+    }
+}
+
+impl GzipStorage {
+    /// The same inflated bytes followed by zeros up to `len` (a holes-only extension; nothing
+    /// is written): a disk whose stored chunks stop before its declared size, as an importer
+    /// writing them into a new volume of that size leaves the rest zero.
+    pub fn padded_to(self, len: u64) -> Result<GzipStorage> {
+        if len <= self.file.len() {
+            return Ok(self);
+        }
+        let file =
+            self.file.file().try_clone().map_err(|e| {
+                Error::io("cannot reopen the inflated copy", e).with_path(&self.name)
+            })?;
+        file.set_len(len).map_err(|e| {
+            Error::io("cannot size the inflated copy in the temporary folder", e)
+                .with_path(&self.name)
+        })?;
+        Ok(GzipStorage {
+            file: HostFile::from_file(file, &self.name)?,
+            name: self.name,
         })
     }
 }
