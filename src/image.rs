@@ -360,6 +360,10 @@ impl Image {
     /// [`Image::finish_checks`]). An XVA's disk is assembled from its chunks, each verified
     /// against its checksum when first read.
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Image> {
+        // A legacy XVA may be a folder, which has no bytes to probe.
+        if options.format.is_none() && crate::xva::legacy_descriptor(path).is_some() {
+            return crate::xva::open_image(path, options.package_disk.as_deref(), options);
+        }
         let file = HostFile::open(path)?;
         // An XVA is a tar too: it is told apart (by ova.xml first) before the OVA probe.
         if options.format.is_none() && crate::xva::probe(&file).is_some() {

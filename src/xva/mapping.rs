@@ -150,3 +150,20 @@ pub fn nic_model(nic_type: Option<&str>) -> N {
 pub fn controller(userdevice: u32) -> K {
     READ.controllers[usize::from(userdevice >= 4)].model
 }
+
+/// Where the disk of VBD `userdevice` goes in the model: its controller and unit.
+///
+/// Xen presents a guest's disks as its own paravirtual block devices (xvda ...), which no
+/// other hypervisor has; the model has no such controller. What an HVM guest sees before its
+/// PV drivers load is QEMU's emulated IDE, with userdevice 0-3 as the primary and secondary
+/// master and slave: that is the faithful place for them, and the one every target can boot
+/// from. Disks from userdevice 4 exist only as PV devices; they go on SATA (AHCI), which every
+/// current guest has a driver for.
+pub fn place(userdevice: u32) -> (crate::vm::Controller, u32) {
+    let ud = userdevice;
+    let controller = crate::vm::Controller {
+        kind: controller(ud),
+        index: if ud < 4 { ud / 2 } else { 0 },
+    };
+    (controller, if ud < 4 { ud % 2 } else { ud - 4 })
+}

@@ -4,7 +4,9 @@
 //! An XVA is a tar whose first member is `ova.xml` (the VM's records, XML-RPC: see
 //! [`ova_xml`]), followed by each disk as 1 MiB chunk members with their checksums (see
 //! [`disk`]). The whole tar may be gzip- or zstd-compressed; such a file is inflated once into
-//! an unnamed temporary file (see [`crate::package::gzip`]) and read from there.
+//! an unnamed temporary file (see [`crate::package::gzip`]) and read from there. The legacy
+//! layout of XenSource's first products (`<appliance version="0.1">`, each disk a folder of
+//! gzip files) is read too: see [`legacy`].
 //!
 //! ```no_run
 //! use diskferry::xva::XvaPackage;
@@ -14,13 +16,15 @@
 //! ```
 
 pub mod disk;
+pub mod legacy;
 pub mod mapping;
 pub mod ova_xml;
 pub mod ova_xml_write;
 pub mod write;
 
 pub use disk::{ChunkStats, ChunkedDisk};
-pub use ova_xml::{Description, Version, XvaDisk};
+pub use legacy::LegacyDisk;
+pub use ova_xml::{Description, ExportKind, Version, XvaDisk};
 
 use crate::error::{Error, Result};
 use crate::host_file::HostFile;
@@ -108,7 +112,11 @@ fn tar_starts_with_chunk(head: &[u8]) -> bool {
 pub fn probe(storage: &dyn Storage) -> Option<Compression> {
     let mut head = [0u8; 512];
     let n = storage.read_at_most(&mut head, 0).ok()?;
-    if tar_starts_with_ova_xml(&head[..n]) || tar_starts_with_chunk(&head[..n]) {
+    // A legacy export's ova.xml stands for the folder it heads.
+    if tar_starts_with_ova_xml(&head[..n])
+        || tar_starts_with_chunk(&head[..n])
+        || legacy::is_appliance(&head[..n])
+    {
         return Some(Compression::None);
     }
     let codec = Codec::sniff(&head[..n])?;
@@ -135,10 +143,34 @@ pub struct XvaPackage {
     path: PathBuf,
     compression: Compression,
     description: Description,
-    index: Arc<TarIndex>,
-    /// Each VDI's chunk members (indices into the index), in archive order.
-    members: HashMap<String, Vec<usize>>,
+    chunks: Chunks,
     notes: Vec<String>,
+}
+
+/// Where the disks' chunks are.
+enum Chunks {
+    /// Members of the export's tar: each VDI's chunk members (indices into the index), in
+    /// archive order.
+    Tar {
+        index: Arc<TarIndex>,
+        members: HashMap<String, Vec<usize>>,
+    },
+    /// A legacy export as a folder: each disk folder's gzip files (relative to the ova.xml at
+    /// `ova_xml`) and their sizes, in name order.
+    Folder {
+        ova_xml: PathBuf,
+        files: HashMap<String, Vec<(String, u64)>>,
+    },
+}
+
+impl Chunks {
+    /// True when the disk whose chunks are under `vdi` has any in the export.
+    fn has(&self, vdi: &str) -> bool {
+        match self {
+            Chunks::Tar { members, .. } => members.contains_key(vdi),
+            Chunks::Folder { files, .. } => files.get(vdi).is_some_and(|f| !f.is_empty()),
+        }
+    }
 }
 
 impl std::fmt::Debug for XvaPackage {
@@ -154,6 +186,9 @@ impl XvaPackage {
     /// Opens the XVA at `path` (a file the user chose); a compressed one is inflated into the
     /// temporary folder first.
     pub fn open(path: &Path) -> Result<XvaPackage> {
+        if let Some(ova_xml) = legacy_descriptor(path) {
+            return XvaPackage::from_folder(path, &ova_xml);
+        }
         let file: Arc<dyn Storage> = Arc::new(HostFile::open(path)?);
         let compression = match probe(file.as_ref()) {
             Some(c) => c,
@@ -182,6 +217,41 @@ impl XvaPackage {
             }
         };
         XvaPackage::from_storage(path, compression, storage)
+    }
+
+    /// Reads a legacy export kept as a folder (the format's own form: ova.xml beside a folder
+    /// of gzip files per disk); `ova_xml` is its descriptor, `path` what the user named.
+    pub fn from_folder(path: &Path, ova_xml: &Path) -> Result<XvaPackage> {
+        let file = HostFile::open(ova_xml)?;
+        if file.len() > MAX_OVA_XML {
+            return Err(Error::unsupported(format!(
+                "ova.xml is {} bytes, more than the {MAX_OVA_XML} diskferry reads",
+                file.len()
+            ))
+            .with_path(ova_xml));
+        }
+        let bytes = file.read_vec(0, file.len(), "ova.xml")?;
+        let description = ova_xml::parse(&bytes, &ova_xml.to_string_lossy())?;
+        if description.kind != ExportKind::Legacy {
+            return Err(Error::invalid(
+                "an XVA of today's layout is a tar, not a folder: its ova.xml is read from the .xva file",
+            )
+            .with_path(ova_xml));
+        }
+        let files =
+            legacy::list_folders(ova_xml, description.disks.iter().map(|d| d.vdi.as_str()))?;
+        Ok(XvaPackage {
+            path: path.to_path_buf(),
+            compression: Compression::None,
+            description,
+            chunks: Chunks::Folder {
+                ova_xml: ova_xml.to_path_buf(),
+                files,
+            },
+            notes: vec![
+                "a legacy XVA kept as a folder: ova.xml and a folder of gzip files per disk".into(),
+            ],
+        })
     }
 
     /// Reads the XVA tar held in `storage` (already decompressed); `path` names it.
@@ -217,13 +287,23 @@ impl XvaPackage {
         let mut members: HashMap<String, Vec<usize>> = HashMap::new();
         let mut ignored = Vec::new();
         for (i, m) in index.members().iter().enumerate().skip(1) {
-            let folder = m.name.split_once('/').map(|(f, _)| f);
-            match folder {
-                Some(f) if wanted.contains_key(f) => {
-                    members.entry(f.to_string()).or_default().push(i);
-                }
-                _ if m.kind == MemberKind::Directory => {}
-                _ => ignored.push(m.name.clone()),
+            let disk = match description.kind {
+                // `Ref:3/00000000` and its checksum member.
+                ExportKind::Chunked => m
+                    .name
+                    .split_once('/')
+                    .map(|(f, _)| f)
+                    .filter(|f| wanted.contains_key(f)),
+                // Any file in the folder the VDI's source names (`xvda/chunk-000000000.gz`).
+                ExportKind::Legacy => m.name.rsplit_once('/').and_then(|(f, file)| {
+                    (m.kind == MemberKind::File && !file.is_empty() && wanted.contains_key(f))
+                        .then_some(f)
+                }),
+            };
+            match disk {
+                Some(f) => members.entry(f.to_string()).or_default().push(i),
+                None if m.kind == MemberKind::Directory => {}
+                None => ignored.push(m.name.clone()),
             }
         }
         let mut notes = Vec::new();
@@ -238,8 +318,7 @@ impl XvaPackage {
             path: path.to_path_buf(),
             compression,
             description,
-            index,
-            members,
+            chunks: Chunks::Tar { index, members },
             notes,
         })
     }
@@ -271,7 +350,7 @@ impl XvaPackage {
             .disks
             .iter()
             .enumerate()
-            .filter(|(_, d)| self.members.contains_key(&d.vdi) || d.virtual_size == 0)
+            .filter(|(_, d)| self.chunks.has(&d.vdi) || d.virtual_size == 0)
             .map(|(index, d)| DiskEntry {
                 index,
                 disk: d.clone(),
@@ -335,12 +414,24 @@ impl XvaPackage {
         }
     }
 
-    /// The bytes of disk `entry`, assembled from its chunks (see [`ChunkedDisk`]).
+    /// The layout of the export.
+    pub fn kind(&self) -> ExportKind {
+        self.description.kind
+    }
+
+    /// The bytes of disk `entry`, assembled from its chunks (see [`ChunkedDisk`]). A legacy
+    /// export's disks have no such index: see [`XvaPackage::legacy_disk`].
     pub fn disk_storage(&self, entry: &DiskEntry) -> Result<ChunkedDisk> {
+        let Chunks::Tar { index, members } = &self.chunks else {
+            return Err(legacy_only(&self.path));
+        };
+        if self.description.kind == ExportKind::Legacy {
+            return Err(legacy_only(&self.path));
+        }
         let empty = Vec::new();
-        let members = self.members.get(&entry.disk.vdi).unwrap_or(&empty);
+        let members = members.get(&entry.disk.vdi).unwrap_or(&empty);
         ChunkedDisk::new(
-            Arc::clone(&self.index),
+            Arc::clone(index),
             &entry.disk.vdi,
             members,
             entry.disk.virtual_size,
@@ -348,10 +439,40 @@ impl XvaPackage {
         )
     }
 
+    /// The gzip chunks of disk `entry` of a legacy export (see [`legacy`]).
+    pub fn legacy_disk(&self, entry: &DiskEntry) -> Result<LegacyDisk> {
+        let name = crate::package::tar_index::label(&self.path, &entry.disk.vdi);
+        let (source, chunks) = match &self.chunks {
+            Chunks::Tar { index, members } => (
+                legacy::ChunkSource::Tar(Arc::clone(index)),
+                members
+                    .get(&entry.disk.vdi)
+                    .map(|m| {
+                        m.iter()
+                            .map(|&i| {
+                                let m = &index.members()[i];
+                                (m.name.clone(), m.size)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            Chunks::Folder { ova_xml, files } => (
+                legacy::ChunkSource::Folder(ova_xml.clone()),
+                files.get(&entry.disk.vdi).cloned().unwrap_or_default(),
+            ),
+        };
+        LegacyDisk::new(source, &entry.disk, chunks, name)
+    }
+
     /// Opens disk `entry` as a raw image; each chunk's checksum is verified when it is first
-    /// read, so a damaged chunk fails the read that reaches it.
+    /// read, so a damaged chunk fails the read that reaches it. A legacy export's disk is
+    /// inflated into the temporary folder first.
     pub fn open_disk(&self, entry: &DiskEntry, options: &OpenOptions) -> Result<Image> {
-        let storage = Arc::new(self.disk_storage(entry)?);
+        let storage: Arc<dyn Storage> = match self.description.kind {
+            ExportKind::Chunked => Arc::new(self.disk_storage(entry)?),
+            ExportKind::Legacy => Arc::new(self.legacy_disk(entry)?.inflate()?),
+        };
         // The chunks are the disk's bytes: nothing inside is an image format to detect, and
         // nothing outside the package is read.
         let inner = OpenOptions {
@@ -370,6 +491,7 @@ impl XvaPackage {
         let mut sha1 = 0;
         let mut xxh = 0;
         let mut empty = 0;
+        let mut gzip_chunks = 0;
         for entry in self.disks() {
             let vm_disk = self.description.vm.disks.get(entry.index);
             let mut info = PackageDiskInfo {
@@ -382,17 +504,28 @@ impl XvaPackage {
                     .map(|d| format!("{} {}:{}", d.controller.kind, d.controller.index, d.unit)),
                 error: None,
             };
-            match self.disk_storage(&entry) {
-                Ok(d) => {
-                    let s = d.stats();
-                    sha1 += s.sha1;
-                    xxh += s.xxh64;
-                    empty += s.empty_chunks;
-                    info.format = Some("raw".into());
-                    info.virtual_size = Some(d.len());
-                    info.file_size = Some(s.stored_bytes);
-                }
-                Err(e) => info.error = Some(e.to_string()),
+            match self.description.kind {
+                ExportKind::Chunked => match self.disk_storage(&entry) {
+                    Ok(d) => {
+                        let s = d.stats();
+                        sha1 += s.sha1;
+                        xxh += s.xxh64;
+                        empty += s.empty_chunks;
+                        info.format = Some("raw".into());
+                        info.virtual_size = Some(d.len());
+                        info.file_size = Some(s.stored_bytes);
+                    }
+                    Err(e) => info.error = Some(e.to_string()),
+                },
+                ExportKind::Legacy => match self.legacy_disk(&entry) {
+                    Ok(d) => {
+                        gzip_chunks += d.chunks();
+                        info.format = Some("raw".into());
+                        info.virtual_size = Some(d.virtual_size());
+                        info.file_size = Some(d.stored_bytes());
+                    }
+                    Err(e) => info.error = Some(e.to_string()),
+                },
             }
             disks.push(info);
         }
@@ -405,14 +538,19 @@ impl XvaPackage {
                 ));
             }
         }
-        notes.push(format!(
-            "chunk checksums: {sha1} SHA-1 (.checksum), {xxh} XXH64 (.xxhash){}; verified when read",
-            if empty > 0 {
-                format!(", {empty} empty keep-alive chunk(s)")
-            } else {
-                String::new()
-            }
-        ));
+        match self.description.kind {
+            ExportKind::Chunked => notes.push(format!(
+                "chunk checksums: {sha1} SHA-1 (.checksum), {xxh} XXH64 (.xxhash){}; verified when read",
+                if empty > 0 {
+                    format!(", {empty} empty keep-alive chunk(s)")
+                } else {
+                    String::new()
+                }
+            )),
+            ExportKind::Legacy => notes.push(format!(
+                "the legacy layout (appliance 0.1): {gzip_chunks} gzip chunk(s) without checksums; a disk is inflated into the temporary folder when read"
+            )),
+        }
         if self.compression != Compression::None {
             notes.push(format!(
                 "the XVA is {}-compressed: it was inflated into the temporary folder to be read",
@@ -430,8 +568,13 @@ impl XvaPackage {
         PackageInfo {
             filename: self.path.display().to_string(),
             format: "xva",
-            ovf_version: v.export_vsn.to_string(),
-            dialect: if product.is_empty() {
+            ovf_version: match self.description.kind {
+                ExportKind::Chunked => v.export_vsn.to_string(),
+                ExportKind::Legacy => "0.1".into(),
+            },
+            dialect: if self.description.kind == ExportKind::Legacy {
+                "legacy XVA (XenSource, before XenServer 4)".into()
+            } else if product.is_empty() {
                 "unknown exporter".into()
             } else {
                 product
@@ -448,6 +591,26 @@ impl XvaPackage {
             notes,
         }
     }
+}
+
+/// The error for asking a legacy export's disk for an index of chunks it does not have.
+fn legacy_only(path: &Path) -> Error {
+    Error::unsupported("a legacy XVA's disk is a run of gzip files, not of indexed chunks")
+        .with_path(path)
+}
+
+/// The ova.xml of a legacy XVA kept as a folder, when `path` is one: the folder itself (holding
+/// an ova.xml whose root is `<appliance>`) or that ova.xml.
+pub fn legacy_descriptor(path: &Path) -> Option<PathBuf> {
+    let candidate = if path.is_dir() {
+        path.join("ova.xml")
+    } else {
+        path.to_path_buf()
+    };
+    let file = HostFile::open(&candidate).ok()?;
+    let mut head = [0u8; 512];
+    let n = file.read_at_most(&mut head, 0).ok()?;
+    legacy::is_appliance(&head[..n]).then_some(candidate)
 }
 
 /// Opens the disk `which` of the XVA at `path` (the image API's entry for XVAs).

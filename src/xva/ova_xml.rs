@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::ovf::xml::{self, Element, Ns};
-use crate::vm::{Cdrom, Controller, Cpus, Disk, DiskSource, Firmware, Nic, Video, Vm};
+use crate::vm::{Cdrom, Cpus, Disk, DiskSource, Firmware, Nic, Video, Vm};
 use std::collections::HashMap;
 
 /// One XML-RPC value.
@@ -211,16 +211,36 @@ pub struct XvaDisk {
     pub bootable: bool,
 }
 
+/// Which layout an XVA has, as its `ova.xml` tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportKind {
+    /// Today's layout (XenServer 4 on, XCP-ng, Xen Orchestra): XML-RPC records, and each disk
+    /// as 1 MiB chunk members with their checksums (see [`super::disk`]).
+    Chunked,
+    /// The legacy layout (`<appliance version="0.1">`): each disk a folder of gzip files
+    /// (see [`super::legacy`]).
+    Legacy,
+}
+
 /// What `ova.xml` says: the exporter and the VM with its disks.
 #[derive(Debug, Clone)]
 pub struct Description {
-    /// The version block.
+    /// The layout of the export.
+    pub kind: ExportKind,
+    /// The version block (all unset but `export_vsn` 0 for a legacy export).
     pub version: Version,
     /// The VM, its disks in the order of [`Description::disks`].
     pub vm: Vm,
     /// The disks' VDIs, one per entry of `vm.disks`.
     pub disks: Vec<XvaDisk>,
 }
+
+/// The warning for a paravirtualized guest.
+pub(crate) const PV_GUEST: &str = "a paravirtualized (PV) guest: it boots a kernel through Xen's bootloader and has no emulated devices; another hypervisor needs the guest to boot from its disk with its own bootloader and drivers";
+
+/// The warning for an HVM guest's disks.
+pub(crate) const PV_DRIVERS: &str = "the guest reads its disks through Xen PV drivers (xvd*); on another hypervisor it needs that hypervisor's drivers or the emulated controllers shown";
 
 /// A record of `objects`.
 struct Object<'a> {
@@ -258,8 +278,12 @@ fn is_null(r: &str) -> bool {
     r.is_empty() || r == "OpaqueRef:NULL"
 }
 
-/// Parses `ova.xml` (`bytes`, named `name` in messages) into the VM model.
+/// Parses `ova.xml` (`bytes`, named `name` in messages) into the VM model: XML-RPC records,
+/// or a legacy `<appliance>` (see [`super::legacy`]).
 pub fn parse(bytes: &[u8], name: &str) -> Result<Description> {
+    if super::legacy::is_appliance(bytes) {
+        return super::legacy::parse(bytes, name);
+    }
     let root = parse_value(bytes, name)?;
     let bad = |what: String| Error::corrupt(format!("ova.xml: {what}")).with_path(name);
     if !matches!(root, Value::Struct(_)) {
@@ -373,9 +397,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Description> {
         _ => hvm_policy.is_none(),
     };
     if pv {
-        vm.warn(
-            "a paravirtualized (PV) guest: it boots a kernel through Xen's bootloader and has no emulated devices; another hypervisor needs the guest to boot from its disk with its own bootloader and drivers",
-        );
+        vm.warn(PV_GUEST);
     } else if domain_type.as_deref() == Some("pvh") {
         vm.warn("a PVH guest: it has no emulated devices; another hypervisor boots it as HVM");
     }
@@ -450,17 +472,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Description> {
     vbds.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let mut disks = Vec::new();
     for (ud, id, vbd) in vbds {
-        // Xen presents a guest's disks as its own paravirtual block devices (xvda ...), which
-        // no other hypervisor has; the model has no such controller. What an HVM guest sees
-        // before its PV drivers load is QEMU's emulated IDE, with userdevice 0-3 as the
-        // primary and secondary master and slave: that is the faithful place for them, and the
-        // one every target can boot from. Disks from userdevice 4 exist only as PV devices;
-        // they go on SATA (AHCI), which every current guest has a driver for.
-        let controller = Controller {
-            kind: super::mapping::controller(ud),
-            index: if ud < 4 { ud / 2 } else { 0 },
-        };
-        let unit = if ud < 4 { ud % 2 } else { ud - 4 };
+        let (controller, unit) = super::mapping::place(ud);
         let kind = text(vbd, "type").unwrap_or_else(|| "Disk".into());
         let vdi_id = text(vbd, "VDI").unwrap_or_default();
         let empty = field(vbd, "empty")
@@ -539,7 +551,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Description> {
         }
     }
     if !vm.disks.is_empty() && !pv {
-        vm.warn("the guest reads its disks through Xen PV drivers (xvd*); on another hypervisor it needs that hypervisor's drivers or the emulated controllers shown");
+        vm.warn(PV_DRIVERS);
     }
 
     // VIFs, in device order, each on its network's name.
@@ -569,7 +581,12 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Description> {
             network,
         });
     }
-    Ok(Description { version, vm, disks })
+    Ok(Description {
+        kind: ExportKind::Chunked,
+        version,
+        vm,
+        disks,
+    })
 }
 
 #[cfg(test)]
