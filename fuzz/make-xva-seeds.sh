@@ -8,7 +8,7 @@
 # chunks (XAPI's importer accepts any length): SHA-1 and XXH64 checksums, an omitted chunk,
 # a keep-alive empty chunk, two disks, a CD and a NIC, a PV guest; a gzip variant (python3's
 # standard library has no zstd); and ova.xml alone (the target parses input that starts with
-# '<' as ova.xml).
+# '<' as ova.xml); and the legacy layout (appliance 0.1, gzip chunks).
 set -euo pipefail
 out=${1:?usage: make-xva-seeds.sh OUT}
 mkdir -p "$out/xva_parse"
@@ -127,5 +127,19 @@ for name, disks in seeds.items():
     open(os.path.join(sys.argv[1], "seed-" + name + ".ova.xml"), "wb").write(xml)
 pv = ova_xml([("Ref:3", 0, 3000, None)], pv=True)
 open(os.path.join(sys.argv[1], "seed-pv.ova.xml"), "wb").write(pv)
+# The legacy layout (appliance 0.1): two disks, each a folder of gzip chunks.
+legacy = ("<?xml version=\"1.0\" ?>\n<appliance version=\"0.1\"><vm name=\"vm\">"
+          "<label>old</label><shortdesc>legacy</shortdesc><config mem_set=\"268435456\" vcpus=\"2\"/>"
+          "<hacks is_hvm=\"false\" kernel_boot_cmdline=\"root=/dev/sda1 ro\"/>"
+          "<vbd device=\"sda\" function=\"root\" mode=\"w\" vdi=\"vdi_sda\"/>"
+          "<vbd device=\"sdb\" function=\"data\" mode=\"r\" vdi=\"vdi_sdb\"/></vm>"
+          "<vdi name=\"vdi_sda\" size=\"5000\" source=\"file://sda\" type=\"dir-gzipped-chunks\" variety=\"system\"/>"
+          "<vdi name=\"vdi_sdb\" size=\"4096\" source=\"file://sdb\" type=\"dir-gzipped-chunks\"/>"
+          "</appliance>\n").encode()
+gz = lambda b: gzip.compress(b, mtime=0)
+data = tar([("ova.xml", legacy), ("sda/chunk-000000000.gz", gz(a[:2000])),
+            ("sda/chunk-000000001.gz", gz(a[:2000])), ("sdb/chunk-000000000.gz", gz(a[:1000]))])
+open(os.path.join(sys.argv[1], "seed-legacy.xva"), "wb").write(data)
+open(os.path.join(sys.argv[1], "seed-legacy.ova.xml"), "wb").write(legacy)
 PY
 ls -la "$out/xva_parse"
