@@ -34,7 +34,7 @@ use crate::gate::{Gate, Lookup, Role};
 use crate::ovf::xml::{self, Element, Ns};
 use crate::package::{Codec, GzipStorage, TarIndex};
 use crate::storage::Storage;
-use crate::vm::{Cpus, Disk, DiskSource, Firmware, Vm};
+use crate::vm::{Cpus, Disk, DiskSource, Vm};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +48,13 @@ pub fn is_appliance(bytes: &[u8]) -> bool {
     let mut rest = bytes;
     while let Some(at) = rest.iter().position(|&b| b == b'<') {
         rest = &rest[at..];
+        if rest.starts_with(b"<!--") {
+            match rest.windows(3).position(|w| w == b"-->") {
+                Some(end) => rest = &rest[end + 3..],
+                None => return false,
+            }
+            continue;
+        }
         if rest.starts_with(b"<?") || rest.starts_with(b"<!") {
             rest = &rest[1..];
             continue;
@@ -168,7 +175,6 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Description> {
     let pv = hacks
         .and_then(|h| h.attr(Ns::None, "is_hvm"))
         .is_some_and(|v| !v.trim().eq_ignore_ascii_case("true"));
-    vm.firmware = Firmware::Bios;
     if pv {
         vm.warn(PV_GUEST);
         if let Some(cmdline) = hacks
@@ -484,6 +490,9 @@ mod tests {
             b"<?xml version=\"1.0\" ?>\n    <appliance version=\"0.1\">"
         ));
         assert!(is_appliance(b"<!-- x --><appliance>"));
+        assert!(!is_appliance(
+            b"<!-- <appliance> --><value><struct/></value>"
+        ));
         assert!(!is_appliance(
             b"<?xml version=\"1.0\"?><value><struct/></value>"
         ));
