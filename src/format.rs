@@ -270,6 +270,32 @@ pub trait Driver: Send + Sync + 'static {
         Err(refusal(self.name(), Capability::Measure))
     }
 
+    /// Whether `convert -n --bitmaps` can add persistent dirty bitmaps of a `size`-byte
+    /// source to the existing image `layer` (opened from the destination): checked before any
+    /// data is written, so a refusal leaves the destination as it was.
+    fn can_add_dirty_bitmaps(&self, layer: &dyn Layer, size: u64) -> Result<()> {
+        let _ = (layer, size);
+        Err(Error::unsupported(format!(
+            "Format driver '{}' does not support bitmaps",
+            self.name()
+        )))
+    }
+
+    /// Adds `bitmaps` to the existing image at `path` once its data is written
+    /// (`convert -n --bitmaps`; see [`Driver::can_add_dirty_bitmaps`]).
+    fn add_dirty_bitmaps(
+        &self,
+        path: &Path,
+        bitmaps: &[std::sync::Arc<dyn crate::dirty_bitmap::DirtyBitmap>],
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        let _ = (path, bitmaps, ctx);
+        Err(Error::unsupported(format!(
+            "Format driver '{}' does not support bitmaps",
+            self.name()
+        )))
+    }
+
     /// Whether a new image made with `options` holds persistent dirty bitmaps
     /// ([`CreateSpec::bitmaps`](crate::writer::CreateSpec::bitmaps), `convert --bitmaps`).
     fn holds_dirty_bitmaps(&self, options: &FormatOptions) -> bool {

@@ -429,26 +429,113 @@ fn a_bitmap_table_past_the_end_is_one_clear_error() {
 }
 
 #[test]
-fn bitmaps_into_an_existing_image_are_refused_before_writing() {
-    let test = "bitmaps_into_an_existing_image_are_refused_before_writing";
+fn bitmaps_into_an_existing_image_are_added_as_qemu_img_adds_them() {
+    // `convert -n --bitmaps`: qemu-img writes the data into the existing image and then adds
+    // the source's bitmaps; so does diskferry, through the image's editor (no preallocation,
+    // 4 KiB clusters) or in place (metadata and full preallocation).
+    let test = "bitmaps_into_an_existing_image_are_added_as_qemu_img_adds_them";
+    if !peers(test) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = several(d.path());
+    let source = loaded_bitmaps(&src);
+    for (tag, options) in [
+        ("off", &[][..]),
+        ("small-clusters", &["-o", "cluster_size=4k"][..]),
+        ("metadata", &["-o", "preallocation=metadata"][..]),
+        ("full", &["-o", "preallocation=full"][..]),
+    ] {
+        let ours = d.path().join(format!("{tag}.ours.qcow2"));
+        let theirs = d.path().join(format!("{tag}.qemu.qcow2"));
+        create(&ours, options, "64M");
+        create(&theirs, options, "64M");
+        let args = |out: &Path| {
+            vec!["convert", "-n", "--bitmaps", "-O", "qcow2", s(&src), s(out)]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        qemu_img_ok(&args(&theirs).iter().map(String::as_str).collect::<Vec<_>>());
+        run_ok(&args(&ours).iter().map(String::as_str).collect::<Vec<_>>());
+        let check = qemu_img_ok(&["check", s(&ours)]);
+        assert!(check.contains("No errors were found"), "{tag}: {check}");
+        assert!(
+            qemu_compare("qcow2", &src, "qcow2", &ours),
+            "{tag}: content"
+        );
+        assert_eq!(info_bitmaps(&theirs), info_bitmaps(&ours), "{tag}: info");
+        let head = std::fs::read(&ours).unwrap();
+        let autoclear = u64::from_be_bytes(head[88..96].try_into().unwrap());
+        assert_eq!(autoclear & 1, 1, "{tag}: autoclear bit 0");
+        let got = loaded_bitmaps(&ours);
+        assert_eq!(got, loaded_bitmaps(&theirs), "{tag}: bits");
+        assert_eq!(got, source, "{tag}: the source's bits");
+    }
+}
+
+#[test]
+fn bitmaps_into_an_existing_image_that_cannot_take_them_are_refused_before_writing() {
+    let test = "bitmaps_into_an_existing_image_that_cannot_take_them_are_refused_before_writing";
     if !peers(test) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
     let src = several(d.path());
     let existing = d.path().join("existing.qcow2");
-    create(&existing, &["-o", "preallocation=metadata"], "64M");
-    let before = std::fs::read(&existing).unwrap();
-    let (c, _, e) = run(&[
-        "convert",
-        "-n",
-        "--bitmaps",
-        "-O",
-        "qcow2",
-        s(&src),
-        s(&existing),
-    ]);
-    assert_eq!(c, 1);
-    assert!(e.contains("existing qcow2 image is not supported"), "{e}");
-    assert_eq!(std::fs::read(&existing).unwrap(), before);
+    // (how the existing image is made, what the refusal says)
+    let cases: [(&[&str], &str, Option<&str>, &str); 4] = [
+        // qemu-img's own messages for a version 2 image and for another size.
+        (
+            &["-o", "compat=0.10"],
+            "64M",
+            None,
+            "Format driver 'qcow2' does not support bitmaps",
+        ),
+        (
+            &[],
+            "100M",
+            None,
+            "Bitmaps are of different sizes (destination size is 104857600, source size is 67108864)",
+        ),
+        (
+            &["-o", "preallocation=metadata"],
+            "32M",
+            None,
+            "Bitmaps are of different sizes",
+        ),
+        // An image that has bitmaps of its own, which diskferry's editor does not keep up to
+        // date (qemu-img adds to them).
+        (
+            &[],
+            "64M",
+            Some("mine"),
+            "already has persistent dirty bitmaps",
+        ),
+    ];
+    for (options, size, bitmap, says) in cases {
+        let _ = std::fs::remove_file(&existing);
+        create(&existing, options, size);
+        if let Some(name) = bitmap {
+            qemu_img_ok(&["bitmap", "--add", s(&existing), name]);
+        }
+        let before = std::fs::read(&existing).unwrap();
+        let (c, _, e) = run(&[
+            "convert",
+            "-n",
+            "--bitmaps",
+            "-O",
+            "qcow2",
+            s(&src),
+            s(&existing),
+        ]);
+        assert_eq!(c, 1, "{options:?} {size}");
+        assert!(e.contains(says), "{options:?} {size}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert_eq!(
+            std::fs::read(&existing).unwrap(),
+            before,
+            "{options:?} {size}"
+        );
+    }
 }

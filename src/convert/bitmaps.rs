@@ -1,7 +1,6 @@
 //! `--bitmaps`: the source's persistent dirty bitmaps go with the conversion (qcow2 to qcow2,
 //! as qemu-img allows it), with qemu-img's refusals for the other formats.
 
-use super::WriteMode;
 use crate::dirty_bitmap::DirtyBitmap;
 use crate::error::{Error, Result};
 use crate::format::Format;
@@ -31,7 +30,6 @@ pub fn check(
     policy: Bitmaps,
     target: Format,
     options: &FormatOptions,
-    mode: WriteMode,
     warn: &mut dyn FnMut(&str),
 ) -> Result<Vec<Arc<dyn DirtyBitmap>>> {
     let top = image.top();
@@ -65,12 +63,6 @@ pub fn check(
         };
         return Err(Error::unsupported(format!(
             "Format driver '{driver}' does not support bitmaps"
-        )));
-    }
-    if mode == WriteMode::Existing && !copied.is_empty() {
-        return Err(Error::unsupported(format!(
-            "-n --bitmaps: adding the source's {} bitmap(s) to an existing qcow2 image is not supported; nothing was written (convert to a new file instead)",
-            copied.len()
         )));
     }
     copied

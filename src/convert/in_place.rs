@@ -41,6 +41,36 @@ pub fn writer<'a>(
         },
     )?;
     let layer = image.into_top();
+    let writer = placed_or_edited(path, format, spec, open, layer, durability)?;
+    if spec.bitmaps.is_empty() {
+        return Ok(writer);
+    }
+    Ok(Box::new(AddBitmaps {
+        inner: writer,
+        path: path.to_path_buf(),
+        format,
+        bitmaps: spec.bitmaps.clone(),
+        gate: open.gate,
+    }))
+}
+
+/// The writer into the existing image `layer` (at `path`): in place where every byte has its
+/// place, else through the format's editor. Bitmaps to add are refused here, before any data
+/// is written, when the image cannot take them.
+fn placed_or_edited<'a>(
+    path: &Path,
+    format: Format,
+    spec: &CreateSpec,
+    open: &OpenOptions,
+    layer: Box<dyn Layer>,
+    durability: Durability,
+) -> Result<Box<dyn ImageWriter + 'a>> {
+    if !spec.bitmaps.is_empty() {
+        format
+            .driver()
+            .can_add_dirty_bitmaps(layer.as_ref(), spec.size)
+            .map_err(|e| e.with_path(path))?;
+    }
     if layer.virtual_size() < spec.size {
         return Err(Error::invalid(format!(
             "-n: the existing {format} image holds {} bytes, too few for the source's {}; nothing was written",
@@ -172,6 +202,49 @@ impl DirectWrite for Placed {
             offset: host.offset,
             len: m.length,
         })
+    }
+}
+
+/// `-n --bitmaps`: once the data is in, the source's bitmaps are added by the format's editor.
+struct AddBitmaps<'a> {
+    inner: Box<dyn ImageWriter + 'a>,
+    path: std::path::PathBuf,
+    format: Format,
+    bitmaps: Vec<Arc<dyn crate::dirty_bitmap::DirtyBitmap>>,
+    gate: crate::gate::Gate,
+}
+
+impl ImageWriter for AddBitmaps<'_> {
+    fn granularity(&self) -> u64 {
+        self.inner.granularity()
+    }
+
+    fn encoder(&self) -> Option<Arc<dyn crate::writer::ChunkEncoder>> {
+        self.inner.encoder()
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        self.inner.direct()
+    }
+
+    fn write(&mut self, offset: u64, piece: Piece<'_>) -> Result<()> {
+        self.inner.write(offset, piece)
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let AddBitmaps {
+            inner,
+            path,
+            format,
+            bitmaps,
+            gate,
+        } = *self;
+        inner.finish()?;
+        let ctx = EditContext {
+            gate: &gate,
+            force: Force::No,
+        };
+        format.driver().add_dirty_bitmaps(&path, &bitmaps, &ctx)
     }
 }
 

@@ -381,7 +381,6 @@ pub fn convert(
                 options.bitmaps,
                 options.target_format,
                 &target_options,
-                options.mode,
                 &mut |w| on_event(Event::Warning(w)),
             )?;
         }

@@ -318,6 +318,30 @@ pub fn to_json(b: &Bitmap) -> Value {
     json!({"flags": flags, "name": b.name, "granularity": b.granularity})
 }
 
+/// Appends to `directory` the entry of `bitmap`, whose table of `entries` entries is at
+/// `table_offset`: consistent (not in use), dirty tracking, no extra data, its name, padded
+/// to a multiple of 8.
+pub fn push_entry(
+    directory: &mut Vec<u8>,
+    bitmap: &dyn crate::dirty_bitmap::DirtyBitmap,
+    table_offset: u64,
+    entries: u32,
+) {
+    let flags = match bitmap.tracking() {
+        Tracking::Enabled => FLAG_AUTO,
+        Tracking::Disabled => 0,
+    };
+    directory.extend_from_slice(&table_offset.to_be_bytes());
+    directory.extend_from_slice(&entries.to_be_bytes());
+    directory.extend_from_slice(&flags.to_be_bytes());
+    directory.push(TYPE_DIRTY_TRACKING);
+    directory.push(bitmap.granularity_bits());
+    directory.extend_from_slice(&(bitmap.name().len() as u16).to_be_bytes());
+    directory.extend_from_slice(&0u32.to_be_bytes());
+    directory.extend_from_slice(bitmap.name().as_bytes());
+    directory.resize(directory.len().next_multiple_of(8), 0);
+}
+
 /// Bytes a directory entry for a bitmap named with `name_len` bytes takes (no extra data):
 /// the 24-byte fixed part and the name, padded to a multiple of 8.
 pub fn entry_size(name_len: usize) -> u64 {

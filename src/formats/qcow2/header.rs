@@ -123,6 +123,18 @@ pub struct BitmapsExtension {
     pub directory_offset: u64,
 }
 
+impl BitmapsExtension {
+    /// The extension's data as stored: count, 4 reserved bytes, directory size and offset,
+    /// big-endian.
+    pub fn encode(&self) -> [u8; 24] {
+        let mut data = [0u8; 24];
+        data[0..4].copy_from_slice(&self.count.to_be_bytes());
+        data[8..16].copy_from_slice(&self.directory_size.to_be_bytes());
+        data[16..24].copy_from_slice(&self.directory_offset.to_be_bytes());
+        data
+    }
+}
+
 /// A parsed and validated header with its extensions.
 #[derive(Debug, Clone)]
 pub struct Header {

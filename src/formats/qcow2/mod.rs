@@ -156,6 +156,24 @@ impl Driver for Qcow2Driver {
             .is_some_and(|c| c == "0.10" || c == "v2")
     }
 
+    fn can_add_dirty_bitmaps(&self, layer: &dyn Layer, size: u64) -> Result<()> {
+        let Some(q) = layer.as_any().downcast_ref::<reader::Qcow2Layer>() else {
+            return Err(crate::error::Error::unsupported(
+                "Format driver 'qcow2' does not support bitmaps",
+            ));
+        };
+        edit::check_add_bitmaps(q.header(), size)
+    }
+
+    fn add_dirty_bitmaps(
+        &self,
+        path: &Path,
+        bitmaps: &[Arc<dyn crate::dirty_bitmap::DirtyBitmap>],
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        edit::add_bitmaps(path, bitmaps, ctx)
+    }
+
     fn measure(&self, request: &MeasureRequest<'_>) -> Result<Measurement> {
         measure::measure(request)
     }

@@ -272,18 +272,18 @@ pub(crate) fn set_backing(
 }
 
 /// The header cluster, taken apart into what a rewrite changes and what it keeps.
-struct HeaderImage {
+pub(super) struct HeaderImage {
     version: u32,
     /// Bytes 8..72 of the header as stored (backing name place rewritten on encoding).
     fixed: Vec<u8>,
     incompatible: u64,
     compatible: u64,
-    autoclear: u64,
+    pub(super) autoclear: u64,
     refcount_order: u32,
     /// The optional fields after byte 104 (compression type...), version 3 only.
     tail: Vec<u8>,
     /// The extensions other than the backing format and the end, as stored (type, data).
-    extensions: Vec<(u32, Vec<u8>)>,
+    pub(super) extensions: Vec<(u32, Vec<u8>)>,
     backing: Option<String>,
     backing_format: Option<String>,
 }
@@ -293,7 +293,7 @@ fn be32(b: &[u8], at: usize) -> u32 {
 }
 
 impl HeaderImage {
-    fn read(ed: &Editor) -> Result<HeaderImage> {
+    pub(super) fn read(ed: &Editor) -> Result<HeaderImage> {
         let h = &ed.h;
         let mut head = vec![0u8; ed.cs as usize];
         ed.read(&mut head, 0)?;
@@ -399,7 +399,7 @@ impl HeaderImage {
     }
 
     /// Writes the header cluster, after everything before it is durable.
-    fn write(&self, ed: &mut Editor) -> Result<()> {
+    pub(super) fn write(&self, ed: &mut Editor) -> Result<()> {
         let bytes = self.encode(ed.cs as usize)?;
         ed.flush()?;
         ed.write(&bytes, 0)?;

@@ -6,7 +6,8 @@
 //! - `tables.rs`: L1 and L2 tables: entries read and written, L2 tables allocated or copied
 //!   (when shared with a snapshot) on demand, whole trees of references counted up or down.
 //! - `write.rs`: the [`ImageMut`](crate::edit::ImageMut) of `open_mut`.
-//! - `resize.rs`, `snapshots.rs`, `amend.rs`: the other operations.
+//! - `resize.rs`, `snapshots.rs`, `amend.rs`, `bitmaps.rs` (`convert -n --bitmaps`): the other
+//!   operations.
 //!
 //! Crash consistency (see [`crate::edit`]): every new cluster is counted before anything
 //! points at it, new data and tables are written and flushed before the pointer that makes
@@ -17,6 +18,7 @@
 
 mod alloc;
 mod amend;
+mod bitmaps;
 mod resize;
 mod snapshots;
 mod tables;
@@ -24,6 +26,7 @@ mod write;
 
 pub use amend::AMEND_OPTIONS;
 pub(crate) use amend::{amend, set_backing};
+pub(crate) use bitmaps::{add as add_bitmaps, check as check_add_bitmaps};
 pub(crate) use resize::resize;
 pub(crate) use snapshots::edit_snapshot;
 pub(crate) use write::open_mut;

@@ -5,11 +5,9 @@
 //! all ones included, is stored (qemu does not write the all-ones entry either).
 
 use super::layout::Layout;
-use crate::dirty_bitmap::{DirtyBitmap, Tracking};
+use crate::dirty_bitmap::DirtyBitmap;
 use crate::error::{Error, Result};
-use crate::formats::qcow2::bitmaps::{
-    FLAG_AUTO, MAX_BITMAPS, MAX_DIRECTORY_BYTES, TYPE_DIRTY_TRACKING,
-};
+use crate::formats::qcow2::bitmaps::{MAX_BITMAPS, MAX_DIRECTORY_BYTES, push_entry};
 use crate::formats::qcow2::header::BitmapsExtension;
 use std::sync::Arc;
 
@@ -50,19 +48,7 @@ pub fn write(
             table.extend_from_slice(&entry.to_be_bytes());
         }
         let table_offset = layout.append(&table)?;
-        let flags = match b.tracking() {
-            Tracking::Enabled => FLAG_AUTO,
-            Tracking::Disabled => 0,
-        };
-        directory.extend_from_slice(&table_offset.to_be_bytes());
-        directory.extend_from_slice(&(entries as u32).to_be_bytes());
-        directory.extend_from_slice(&flags.to_be_bytes());
-        directory.push(TYPE_DIRTY_TRACKING);
-        directory.push(b.granularity_bits());
-        directory.extend_from_slice(&(b.name().len() as u16).to_be_bytes());
-        directory.extend_from_slice(&0u32.to_be_bytes());
-        directory.extend_from_slice(b.name().as_bytes());
-        directory.resize(directory.len().next_multiple_of(8), 0);
+        push_entry(&mut directory, b.as_ref(), table_offset, entries as u32);
     }
     if directory.len() as u64 > MAX_DIRECTORY_BYTES {
         return Err(Error::invalid(format!(

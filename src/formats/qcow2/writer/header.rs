@@ -73,12 +73,7 @@ pub fn encode(settings: &Settings, size: u64, tables: &Tables) -> Result<Vec<u8>
                 "persistent bitmaps need a version 3 image (compat=1.1)",
             ));
         }
-        let mut data = Vec::with_capacity(24);
-        data.extend_from_slice(&b.count.to_be_bytes());
-        data.extend_from_slice(&[0u8; 4]);
-        data.extend_from_slice(&b.directory_size.to_be_bytes());
-        data.extend_from_slice(&b.directory_offset.to_be_bytes());
-        push_extension(&mut extensions, EXT_BITMAPS, &data);
+        push_extension(&mut extensions, EXT_BITMAPS, &b.encode());
     }
     let backing_name = settings
         .backing
