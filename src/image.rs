@@ -360,8 +360,13 @@ impl Image {
     /// [`Image::finish_checks`]). An XVA's disk is assembled from its chunks, each verified
     /// against its checksum when first read.
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Image> {
-        // A legacy XVA may be a folder, which has no bytes to probe.
-        if options.format.is_none() && crate::xva::legacy_descriptor(path).is_some() {
+        // A legacy XVA may be a folder, which has no bytes to probe. (Its ova.xml, named as a
+        // file, is told by the XVA probe below; opening every source twice to ask would also
+        // make the kernel read ahead a cold source's start through the page cache.)
+        if options.format.is_none()
+            && path.is_dir()
+            && crate::xva::legacy_descriptor(path).is_some()
+        {
             return crate::xva::open_image(path, options.package_disk.as_deref(), options);
         }
         let file = HostFile::open(path)?;

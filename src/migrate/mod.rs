@@ -170,8 +170,9 @@ pub enum SourceKind {
 /// What `path` holds, for `info` and `migrate` to choose how to read it. The XVA probe comes
 /// first: an XVA is a tar too.
 pub fn source_kind(path: &Path) -> Result<SourceKind> {
-    // A legacy XVA may be a folder, which has no bytes to probe.
-    if crate::xva::legacy_descriptor(path).is_some() {
+    // A legacy XVA may be a folder, which has no bytes to probe (its ova.xml, named as a
+    // file, is told by the XVA probe below).
+    if path.is_dir() && crate::xva::legacy_descriptor(path).is_some() {
         return Ok(SourceKind::Xva);
     }
     let file = HostFile::open(path)?;
