@@ -437,18 +437,6 @@ fn migrate_takes_the_vm_to_kvm() {
     }
 }
 
-/// Runs `args`, expects a failure with exactly one line on stderr containing every `says`,
-/// and that `out` was not made.
-fn fails_clearly(args: &[&str], out: &Path, says: &[&str]) {
-    let (code, _, err) = run(args);
-    assert_ne!(code, 0, "{args:?} succeeded");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
-    for w in says {
-        assert!(err.contains(w), "{args:?}: missing {w:?} in: {err}");
-    }
-    assert!(!out.exists(), "{} was left behind", out.display());
-}
-
 #[test]
 fn a_wrong_checksum_is_one_line_naming_the_chunk_and_leaves_nothing() {
     let d = tempfile::tempdir().unwrap();

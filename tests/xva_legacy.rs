@@ -293,18 +293,6 @@ fn a_gzip_compressed_legacy_xva_reads_too() {
     assert_eq!(sha256_file(&out), sha256_file(&raw));
 }
 
-/// Runs `args`, expects a failure with exactly one line on stderr containing every `says`,
-/// and that `out` was not made.
-fn fails_clearly(args: &[&str], out: &Path, says: &[&str]) {
-    let (code, _, err) = run(args);
-    assert_ne!(code, 0, "{args:?} succeeded");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
-    for w in says {
-        assert!(err.contains(w), "{args:?}: missing {w:?} in: {err}");
-    }
-    assert!(!out.exists(), "{} was left behind", out.display());
-}
-
 /// One rule of XAPI's importer each: an export that breaks it fails with one line.
 #[test]
 fn each_import_rule_broken_is_one_clear_error() {

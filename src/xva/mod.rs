@@ -222,15 +222,7 @@ impl XvaPackage {
     /// Reads a legacy export kept as a folder (the format's own form: ova.xml beside a folder
     /// of gzip files per disk); `ova_xml` is its descriptor, `path` what the user named.
     pub fn from_folder(path: &Path, ova_xml: &Path) -> Result<XvaPackage> {
-        let file = HostFile::open(ova_xml)?;
-        if file.len() > MAX_OVA_XML {
-            return Err(Error::unsupported(format!(
-                "ova.xml is {} bytes, more than the {MAX_OVA_XML} diskferry reads",
-                file.len()
-            ))
-            .with_path(ova_xml));
-        }
-        let bytes = file.read_vec(0, file.len(), "ova.xml")?;
+        let bytes = read_ova_xml(&HostFile::open(ova_xml)?, ova_xml)?;
         let description = ova_xml::parse(&bytes, &ova_xml.to_string_lossy())?;
         if description.kind != ExportKind::Legacy {
             return Err(Error::invalid(
@@ -269,15 +261,7 @@ impl XvaPackage {
             ))
             .with_path(path));
         }
-        let xml = index.open("ova.xml")?;
-        if xml.len() > MAX_OVA_XML {
-            return Err(Error::unsupported(format!(
-                "ova.xml is {} bytes, more than the {MAX_OVA_XML} diskferry reads",
-                xml.len()
-            ))
-            .with_path(path));
-        }
-        let bytes = xml.read_vec(0, xml.len(), "ova.xml")?;
+        let bytes = read_ova_xml(&index.open("ova.xml")?, path)?;
         let description = ova_xml::parse(&bytes, &index.member_label("ova.xml").to_string_lossy())?;
         let wanted: HashMap<&str, ()> = description
             .disks
@@ -591,6 +575,18 @@ impl XvaPackage {
             notes,
         }
     }
+}
+
+/// The bytes of ova.xml held in `xml`, bounded by [`MAX_OVA_XML`]; `path` names the export.
+fn read_ova_xml(xml: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
+    if xml.len() > MAX_OVA_XML {
+        return Err(Error::unsupported(format!(
+            "ova.xml is {} bytes, more than the {MAX_OVA_XML} diskferry reads",
+            xml.len()
+        ))
+        .with_path(path));
+    }
+    xml.read_vec(0, xml.len(), "ova.xml")
 }
 
 /// The error for asking a legacy export's disk for an index of chunks it does not have.

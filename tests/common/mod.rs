@@ -459,3 +459,15 @@ pub fn read_image_head(image: &Path, limit: u64) -> (u64, Vec<u8>) {
     img.read_at(0, &mut buf).unwrap();
     (img.virtual_size(), buf)
 }
+
+/// Runs diskferry with `args`, expects a failure with exactly one line on stderr containing
+/// every `says`, and that `out` was not made.
+pub fn fails_clearly(args: &[&str], out: &Path, says: &[&str]) {
+    let (code, _, err) = run(args);
+    assert_ne!(code, 0, "{args:?} succeeded");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    for w in says {
+        assert!(err.contains(w), "{args:?}: missing {w:?} in: {err}");
+    }
+    assert!(!out.exists(), "{} was left behind", out.display());
+}

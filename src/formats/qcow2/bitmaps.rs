@@ -342,6 +342,40 @@ pub fn push_entry(
     directory.resize(directory.len().next_multiple_of(8), 0);
 }
 
+/// Stores `bitmap` in an image of `cluster`-byte clusters: each cluster of its bits through
+/// `store` (which writes bytes into newly counted clusters and returns where), then its
+/// table, and appends its directory entry to `directory`. A cluster of clear bits gets no
+/// data cluster (table entry 0), as qemu writes it; every other cluster, all ones included,
+/// is stored (qemu does not write the all-ones entry either).
+pub fn store(
+    bitmap: &dyn crate::dirty_bitmap::DirtyBitmap,
+    cluster: u64,
+    directory: &mut Vec<u8>,
+    store: &mut dyn FnMut(&[u8]) -> Result<u64>,
+) -> Result<()> {
+    let entries = bitmap.byte_len().div_ceil(cluster);
+    if entries == 0 {
+        return Err(Error::invalid(format!(
+            "bitmap '{}' covers an empty disk, which a qcow2 bitmap table cannot describe",
+            bitmap.name()
+        )));
+    }
+    let mut buf = vec![0u8; cluster as usize];
+    let mut table = Vec::with_capacity(entries as usize * 8);
+    for i in 0..entries {
+        bitmap.read(i * cluster, &mut buf)?;
+        let entry = if buf.iter().all(|&x| x == 0) {
+            0
+        } else {
+            store(&buf)?
+        };
+        table.extend_from_slice(&entry.to_be_bytes());
+    }
+    let table_offset = store(&table)?;
+    push_entry(directory, bitmap, table_offset, entries as u32);
+    Ok(())
+}
+
 /// Bytes a directory entry for a bitmap named with `name_len` bytes takes (no extra data):
 /// the 24-byte fixed part and the name, padded to a multiple of 8.
 pub fn entry_size(name_len: usize) -> u64 {

@@ -16,7 +16,7 @@ use super::amend::HeaderImage;
 use crate::dirty_bitmap::DirtyBitmap;
 use crate::edit::EditContext;
 use crate::error::{Error, Result};
-use crate::formats::qcow2::bitmaps::{MAX_DIRECTORY_BYTES, push_entry};
+use crate::formats::qcow2::bitmaps::{MAX_DIRECTORY_BYTES, store};
 use crate::formats::qcow2::header::{AUTOCLEAR_BITMAPS, BitmapsExtension, EXT_BITMAPS, Header};
 use std::path::Path;
 use std::sync::Arc;
@@ -66,7 +66,6 @@ fn add_inner(ed: &mut Editor, bitmaps: &[Arc<dyn DirtyBitmap>]) -> Result<()> {
         return Err(unsupported());
     }
     let mut directory = Vec::new();
-    let mut buf = vec![0u8; cs as usize];
     for b in bitmaps {
         let bits = size.div_ceil(1 << b.granularity_bits());
         if b.bits() != bits {
@@ -76,22 +75,9 @@ fn add_inner(ed: &mut Editor, bitmaps: &[Arc<dyn DirtyBitmap>]) -> Result<()> {
                 b.bits()
             )));
         }
-        let bytes = bits.div_ceil(8);
-        let entries = bytes.div_ceil(cs);
-        let mut table = Vec::with_capacity(entries as usize * 8);
-        for i in 0..entries {
-            buf.fill(0);
-            let n = (bytes - i * cs).min(cs) as usize;
-            b.read(i * cs, &mut buf[..n])?;
-            let entry = if buf.iter().all(|&x| x == 0) {
-                0
-            } else {
-                ed.write_new(&buf)?
-            };
-            table.extend_from_slice(&entry.to_be_bytes());
-        }
-        let table_offset = ed.write_new(&table)?;
-        push_entry(&mut directory, b.as_ref(), table_offset, entries as u32);
+        store(b.as_ref(), cs, &mut directory, &mut |bytes| {
+            ed.write_new(bytes)
+        })?;
     }
     if directory.len() as u64 > MAX_DIRECTORY_BYTES {
         return Err(Error::invalid(format!(

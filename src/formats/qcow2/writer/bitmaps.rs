@@ -1,13 +1,11 @@
 //! `convert --bitmaps`: the source's persistent dirty bitmaps, stored once all the data is in,
 //! as qemu stores them when it closes an image: for each bitmap its data clusters and then
-//! its table, and last the directory, all counted in the refcounts. A cluster of bits that
-//! are all clear gets no data cluster (table entry 0), as qemu writes it; every other cluster,
-//! all ones included, is stored (qemu does not write the all-ones entry either).
+//! its table ([`store`]), and last the directory, all counted in the refcounts.
 
 use super::layout::Layout;
 use crate::dirty_bitmap::DirtyBitmap;
 use crate::error::{Error, Result};
-use crate::formats::qcow2::bitmaps::{MAX_BITMAPS, MAX_DIRECTORY_BYTES, push_entry};
+use crate::formats::qcow2::bitmaps::{MAX_BITMAPS, MAX_DIRECTORY_BYTES, store};
 use crate::formats::qcow2::header::BitmapsExtension;
 use std::sync::Arc;
 
@@ -28,27 +26,10 @@ pub fn write(
         )));
     }
     let mut directory = Vec::new();
-    let mut buf = vec![0u8; cluster_size as usize];
     for b in bitmaps {
-        let entries = b.byte_len().div_ceil(cluster_size);
-        if entries == 0 {
-            return Err(Error::invalid(format!(
-                "bitmap '{}' covers an empty disk, which a qcow2 bitmap table cannot describe",
-                b.name()
-            )));
-        }
-        let mut table = Vec::with_capacity(entries as usize * 8);
-        for i in 0..entries {
-            b.read(i * cluster_size, &mut buf)?;
-            let entry = if buf.iter().all(|&x| x == 0) {
-                0
-            } else {
-                layout.append(&buf)?
-            };
-            table.extend_from_slice(&entry.to_be_bytes());
-        }
-        let table_offset = layout.append(&table)?;
-        push_entry(&mut directory, b.as_ref(), table_offset, entries as u32);
+        store(b.as_ref(), cluster_size, &mut directory, &mut |bytes| {
+            layout.append(bytes)
+        })?;
     }
     if directory.len() as u64 > MAX_DIRECTORY_BYTES {
         return Err(Error::invalid(format!(
