@@ -210,13 +210,12 @@ impl Staging {
             let Temp::Named(temp) = &staged.temp else {
                 unreachable!("named just above")
             };
-            if let Err(e) = std::fs::rename(temp, &staged.dest) {
+            if let Err(e) = rename_registered(temp, &staged.dest) {
                 let err = Error::io("cannot move the finished file into place", e)
                     .with_path(&staged.dest);
                 self.files.push(staged);
                 return Err(err);
             }
-            unregister(temp);
             if self.durability == Durability::Unsafe {
                 continue;
             }
@@ -405,10 +404,9 @@ impl StagedFolder {
             )
             .with_path(&self.dest));
         }
-        std::fs::rename(&self.temp, &self.dest).map_err(|e| {
+        rename_registered(&self.temp, &self.dest).map_err(|e| {
             Error::io("cannot rename the new folder into place", e).with_path(&self.dest)
         })?;
-        unregister(&self.temp);
         self.committed = true;
         Ok(())
     }
@@ -428,6 +426,20 @@ fn lock_pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     }
+}
+
+/// Renames a registered temporary output to `dest` and unregisters it, holding the list's
+/// lock throughout: an interrupt's cleanup (which takes the lock) then runs wholly before the
+/// rename, removing the temporary, or wholly after it, finding nothing to remove. Without
+/// the lock, a cleanup emptying a staged folder while it was renamed emptied the
+/// destination instead.
+fn rename_registered(temp: &Path, dest: &Path) -> std::io::Result<()> {
+    let mut pending = lock_pending();
+    std::fs::rename(temp, dest)?;
+    if let Some(i) = pending.iter().position(|p| p == temp) {
+        pending.swap_remove(i);
+    }
+    Ok(())
 }
 
 fn unregister(path: &Path) {

@@ -605,6 +605,25 @@ fn bad_descriptions_are_one_clear_line() {
             "does not divide",
         ),
         (vec!["--to", "vsphere", "-O", "qcow2"], "--to disks"),
+        (
+            vec!["--to", "kvm", "--cpus", "0"],
+            "--cpus must be at least 1",
+        ),
+        (
+            vec!["--to", "kvm", "--nic", "e1000,mac=01:00:5e:00:00:01"],
+            "multicast",
+        ),
+        (
+            vec![
+                "--to",
+                "kvm",
+                "--nic",
+                "e1000,mac=52:54:00:00:00:01",
+                "--nic",
+                "virtio,mac=52:54:00:00:00:01",
+            ],
+            "given to two NICs",
+        ),
     ] {
         let mut a = vec!["migrate"];
         a.extend(args.iter().copied());
@@ -739,4 +758,162 @@ fn migrate_help_lists_every_target() {
             "--to {name} is not in migrate --help:\n{help}"
         );
     }
+}
+
+/// A package destination that is a symbolic link is followed, as convert follows one: the
+/// link's target gets the OVA (or XVA), and the link stays a link.
+#[test]
+fn a_package_destination_that_is_a_link_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("d.raw");
+    make_raw(&disk, 1 << 20, &[(0, 4096)]);
+    std::fs::create_dir(d.join("real")).unwrap();
+    for (target, name) in [("vsphere", "t.ova"), ("xenserver", "t.xva")] {
+        let real = d.join("real").join(name);
+        std::fs::write(&real, b"old").unwrap();
+        let link = d.join(format!("link-{name}"));
+        std::os::unix::fs::symlink(format!("real/{name}"), &link).unwrap();
+        run_ok(&["migrate", "--to", target, "-q", s(&disk), s(&link)]);
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{target}: the link was replaced"
+        );
+        let info = run_ok(&["info", s(&real)]);
+        assert!(info.contains("d"), "{target}: {info}");
+        assert!(std::fs::metadata(&real).unwrap().len() > 3, "{target}");
+    }
+}
+
+/// A VM name longer than a tar header's 100-byte name field still makes an OVA: member and
+/// file names are cut, the VM keeps its name.
+#[test]
+fn a_long_vm_name_is_cut_in_file_names_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("d.raw");
+    make_raw(&disk, 1 << 20, &[(0, 4096)]);
+    let name = "L".repeat(300);
+    let ova = d.join("x.ova");
+    run_ok(&[
+        "migrate",
+        "--to",
+        "vsphere",
+        "-q",
+        "--name",
+        &name,
+        s(&disk),
+        s(&ova),
+    ]);
+    for member in tar_names(&ova) {
+        assert!(member.len() <= 100, "{member}");
+    }
+    no_pax(&ova);
+    let info = run_ok(&["info", "--output", "json", s(&ova)]);
+    assert!(info.contains(&name), "the VM lost its name: {info}");
+    let folder = d.join("kvm");
+    run_ok(&[
+        "migrate",
+        "--to",
+        "kvm",
+        "-q",
+        "--name",
+        &name,
+        s(&disk),
+        s(&folder),
+    ]);
+    for f in dir_names(&folder) {
+        assert!(f.len() <= 100, "{f}");
+    }
+}
+
+/// A package or a VM configuration describes a whole VM: given among bare disks it is an
+/// error naming it, never read as a raw disk holding its text.
+#[test]
+fn a_vm_description_among_disks_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("d.raw");
+    make_raw(&disk, 1 << 20, &[(0, 4096)]);
+    let ova = d.join("vm.ova");
+    run_ok(&["migrate", "--to", "vsphere", "-q", s(&disk), s(&ova)]);
+    let xml = d.join("vm.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<domain type='kvm'><name>x</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu><os><type>hvm</type></os><devices><disk type='file' device='disk'><source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+            disk.display()
+        ),
+    )
+    .unwrap();
+    for (first, says) in [(&ova, "an OVA or OVF package"), (&xml, "libvirt")] {
+        let out = d.join("out");
+        fails_clearly(
+            &["migrate", "--to", "kvm", s(first), s(&disk), s(&out)],
+            &out,
+            &[says, "must be the only source", s(first)],
+        );
+        fails_clearly(
+            &["migrate", "--to", "kvm", s(&disk), s(first), s(&out)],
+            &out,
+            &[says, "must be the only source"],
+        );
+    }
+}
+
+/// IDE has two controllers of two drives on every PC: more disks on it are refused on the
+/// command line, and a VMware OVA moves what a source puts beyond them (libvirt's hde...)
+/// to SATA with a warning, as the .vmx writer does, instead of writing IDE controllers
+/// VMware does not have.
+#[test]
+fn ide_holds_four_disks_and_vmware_packages_keep_to_vmware_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut disks = Vec::new();
+    for i in 0..6 {
+        let p = d.join(format!("d{i}.raw"));
+        make_raw(&p, 1 << 20, &[(0, 512)]);
+        disks.push(p);
+    }
+    let out = d.join("o.ova");
+    let mut args = vec!["migrate", "--to", "vsphere", "--disk-bus", "ide"];
+    args.extend(disks.iter().map(|p| s(p)));
+    args.push(s(&out));
+    fails_clearly(&args, &out, &["--disk-bus ide holds 4 disks"]);
+
+    let mut xml = String::from(
+        "<domain type='kvm'><name>ide6</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu><os><type>hvm</type></os><devices>",
+    );
+    for (i, p) in disks.iter().enumerate() {
+        xml.push_str(&format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='hd{}' bus='ide'/></disk>",
+            p.display(),
+            (b'a' + i as u8) as char
+        ));
+    }
+    xml.push_str("</devices></domain>");
+    let domain = d.join("ide6.xml");
+    std::fs::write(&domain, xml).unwrap();
+    let (code, _, err) = run(&["migrate", "--to", "vsphere", s(&domain), s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("written at sata0:0"), "{err}");
+    assert!(err.contains("written at sata0:1"), "{err}");
+    let info = run_ok(&["info", "--output", "json", s(&out)]);
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let places: Vec<String> = v["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["controller"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        places,
+        [
+            "IDE 0:0", "IDE 0:1", "IDE 1:0", "IDE 1:1", "SATA 0:0", "SATA 0:1"
+        ],
+        "{info}"
+    );
 }

@@ -531,3 +531,59 @@ fn a_digest_mismatch_in_the_middle_of_a_disk_leaves_nothing() {
     assert!(err.contains("vm-disk1.vmdk"), "{err}");
     assert_eq!(dir_names(d), before, "migrate left something behind");
 }
+
+/// An OVF whose three disks are files named `2`, `1` and `0`.
+fn numbered_ovf(d: &Path) -> PathBuf {
+    let mut refs = String::new();
+    let mut disks = String::new();
+    let mut items = String::new();
+    for i in 0..3u8 {
+        let file = (2 - i).to_string();
+        let raw = d.join(format!("src{i}.raw"));
+        std::fs::write(&raw, vec![b'a' + i; 65536]).unwrap();
+        run_ok(&["convert", "-O", "qcow2", s(&raw), s(&d.join(&file))]);
+        refs.push_str(&format!("<File ovf:id=\"f{i}\" ovf:href=\"{file}\"/>"));
+        disks.push_str(&format!(
+            "<Disk ovf:capacity=\"65536\" ovf:diskId=\"vmdisk{i}\" ovf:fileRef=\"f{i}\" ovf:format=\"http://qemu.org/qcow2\"/>"
+        ));
+        items.push_str(&format!(
+            "<Item><rasd:ElementName>Hard Disk {i}</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk{i}</rasd:HostResource><rasd:InstanceID>{}</rasd:InstanceID><rasd:ResourceType>17</rasd:ResourceType></Item>",
+            10 + i
+        ));
+    }
+    let ovf = d.join("vm.ovf");
+    std::fs::write(
+        &ovf,
+        format!(
+            "<?xml version=\"1.0\"?><Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\" xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\" xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\"><References>{refs}</References><DiskSection><Info>d</Info>{disks}</DiskSection><VirtualSystem ovf:id=\"vm\"><Info>v</Info><Name>vm</Name><VirtualHardwareSection><Info>h</Info>{items}</VirtualHardwareSection></VirtualSystem></Envelope>"
+        ),
+    )
+    .unwrap();
+    ovf
+}
+
+/// `--disk 0` where disk 0 is a file named `2` and disk 2 a file named `0` is ambiguous: an
+/// error saying so and how to choose, and `index=`/`file=` reach each disk.
+#[test]
+fn a_disk_named_by_another_disks_index_is_chosen_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ovf = numbered_ovf(d);
+    let out = d.join("x.raw");
+    fails_clearly(
+        &["convert", "--disk", "0", s(&ovf), s(&out)],
+        &out,
+        &["disk 0 by index and disk 2 by file name", "--disk index=0"],
+    );
+    for (which, byte) in [
+        ("index=0", b'a'),
+        ("file=0", b'c'),
+        ("index=2", b'c'),
+        ("1", b'b'),
+    ] {
+        run_ok(&["convert", "--disk", which, s(&ovf), s(&out)]);
+        let got = std::fs::read(&out).unwrap();
+        assert!(got.iter().all(|b| *b == byte), "--disk {which}");
+        std::fs::remove_file(&out).unwrap();
+    }
+}

@@ -15,7 +15,7 @@ use diskferry::vmconfig::proxmox::{self, Proxmox};
 use diskferry::vmconfig::{DiskLocation, VmConfig, locate_disks};
 use std::path::Path;
 
-/// (file, name, memory MiB, vCPUs, firmware, disks, CD-ROMs, NICs, OS family)
+/// (file, name, memory MiB (Proxmox's default of 512 where the file has none), vCPUs, firmware, disks, CD-ROMs, NICs, OS family)
 type Row = (
     &'static str,
     &'static str,
@@ -41,7 +41,7 @@ fn corpus_proxmox_confs_read_with_the_values_they_hold() {
         (
             "cfg2cmd-efi-secboot-and-tpm-q35.conf",
             "proxmox-vm",
-            0,
+            512,
             1,
             Firmware::Uefi { secure_boot: true },
             0,
@@ -63,7 +63,7 @@ fn corpus_proxmox_confs_read_with_the_values_they_hold() {
         (
             "cfg2cmd-simple-backingchain.conf",
             "simple",
-            0,
+            512,
             1,
             BIOS,
             2,
@@ -694,4 +694,58 @@ fn rule_sata_holds_six_disks() {
         "{conf}"
     );
     assert!(conf.contains("scsihw: "), "{conf}");
+}
+
+/// qm.conf(5): scsiN "(n is 0 to 30)", sataN "(n is 0 to 5)", virtioN "(n is 0 to 15)":
+/// disks past scsi30 go to the next bus with room, each with a warning, and more disks
+/// than all of them hold are refused before anything is written.
+#[test]
+fn rule_scsi_holds_thirty_one_disks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let files: Vec<String> = (0..54)
+        .map(|i| {
+            let p = d.join(format!("d{i}.raw"));
+            make_raw(&p, 1 << 20, &[]);
+            p.to_string_lossy().into_owned()
+        })
+        .collect();
+    let args = |n: usize, out: &Path| {
+        let mut a = vec![
+            "migrate",
+            "--to",
+            "proxmox",
+            "--os",
+            "ubuntu-64",
+            "--disk-bus",
+            "scsi",
+        ];
+        a.extend(files[..n].iter().map(String::as_str));
+        a.push(s(out));
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let out = d.join("pve");
+    let a = args(40, &out);
+    let (code, _, err) = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let conf = std::fs::read_to_string(out.join("100.conf")).unwrap();
+    assert!(
+        conf.contains("scsi30: ") && !conf.contains("scsi31"),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("sata5: ") && conf.contains("virtio2: "),
+        "{conf}"
+    );
+    assert!(
+        err.contains("disk 32: scsi0-30 are taken: written as sata0"),
+        "{err}"
+    );
+    let out = d.join("pve-too-many");
+    let a = args(54, &out);
+    fails_clearly(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &out,
+        &["54 disks", "53 disk slots"],
+    );
 }

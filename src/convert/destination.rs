@@ -43,7 +43,7 @@ pub enum Destination {
 const MAX_LINKS: usize = 40;
 
 /// Follows symbolic links from `path` to the file they lead to, which need not exist yet.
-fn follow_links(path: &Path) -> Result<PathBuf> {
+pub(crate) fn follow_links(path: &Path) -> Result<PathBuf> {
     let mut current = path.to_path_buf();
     for _ in 0..MAX_LINKS {
         match std::fs::symlink_metadata(&current) {

@@ -141,6 +141,14 @@ fn parse_mac(text: &str, spec: &str) -> Result<String> {
             "'{text}' in --nic {spec} is not a MAC address (six hex pairs)"
         )));
     }
+    // The low bit of the first octet marks a group address, which no NIC may own (libvirt
+    // refuses one: "expected unicast mac address").
+    let first = u8::from_str_radix(parts[0], 16).unwrap_or(0);
+    if first & 1 == 1 {
+        return Err(Error::invalid(format!(
+            "'{text}' in --nic {spec} is a multicast address; a NIC's MAC must be unicast (an even first octet)"
+        )));
+    }
     Ok(parts.join(":").to_ascii_lowercase())
 }
 
@@ -163,8 +171,11 @@ impl Source {
                 .unwrap_or_else(|| "vm".into()),
         };
         let mut vm = Vm::new(name);
+        if description.cpus == Some(0) {
+            return Err(Error::invalid("--cpus must be at least 1"));
+        }
         vm.cpus = Cpus {
-            count: description.cpus.unwrap_or(1).max(1),
+            count: description.cpus.unwrap_or(1),
             cores_per_socket: description.cores_per_socket,
         };
         if let Some(c) = description.cores_per_socket
@@ -189,6 +200,13 @@ impl Source {
             Some(b) => parse_bus(b)?,
             None => ControllerKind::Sata,
         };
+        // A PC has two IDE channels of two drives each, on every hypervisor.
+        if kind == ControllerKind::Ide && paths.len() > 4 {
+            return Err(Error::invalid(format!(
+                "--disk-bus ide holds 4 disks (two controllers of two), not {}; use sata, scsi or virtio",
+                paths.len()
+            )));
+        }
         let mut disks = Vec::new();
         for (i, path) in paths.iter().enumerate() {
             let image = Image::open(path, options)?;
@@ -220,7 +238,15 @@ impl Source {
             });
         } else {
             for spec in &description.nics {
-                vm.nics.push(parse_nic(spec)?);
+                let nic = parse_nic(spec)?;
+                if let Some(mac) = &nic.mac
+                    && vm.nics.iter().any(|n| n.mac.as_ref() == Some(mac))
+                {
+                    return Err(Error::invalid(format!(
+                        "--nic {spec}: MAC {mac} is given to two NICs; each needs its own"
+                    )));
+                }
+                vm.nics.push(nic);
             }
         }
         Ok(Source { vm, disks })
@@ -316,6 +342,9 @@ mod tests {
                 .contains("tulip")
         );
         assert!(parse_nic("e1000,mac=zz").is_err());
+        let multicast = parse_nic("e1000,mac=01:00:5e:00:00:01").unwrap_err();
+        assert!(multicast.to_string().contains("multicast"), "{multicast}");
+        assert!(parse_nic("e1000,mac=02:00:5e:00:00:01").is_ok());
         assert!(parse_nic("e1000,speed=10").is_err());
     }
 

@@ -222,7 +222,23 @@ impl Source {
     ) -> Result<Source> {
         let kind = match paths {
             [one] => source_kind(one)?,
-            _ => SourceKind::Disk,
+            _ => {
+                // A package or a configuration describes a whole VM: read among disks, it
+                // would be taken for a raw disk holding its own text.
+                for path in paths {
+                    let what = match source_kind(path)? {
+                        SourceKind::Disk => continue,
+                        SourceKind::Xva => "an XVA".to_string(),
+                        SourceKind::Package => "an OVA or OVF package".to_string(),
+                        SourceKind::Config(c) => format!("a {} configuration", c.name()),
+                    };
+                    return Err(Error::invalid(format!(
+                        "{what} describes a whole VM and must be the only source; several sources are bare disk images"
+                    ))
+                    .with_path(path));
+                }
+                SourceKind::Disk
+            }
         };
         if kind != SourceKind::Disk && !description.is_empty() {
             return Err(Error::invalid(
@@ -418,8 +434,15 @@ fn check_member_name(name: &str) -> Result<()> {
     }
 }
 
+/// The longest stem [`file_stem`] makes: with `-disk999.vmdk` after it, a member name stays
+/// within the 100 bytes a tar header's name field holds (an OVA's members must have plain
+/// ustar names: VMware's dialect has no PAX headers), and a file name far within the 255
+/// bytes of a file system's.
+const MAX_STEM: usize = 64;
+
 /// A file name made from a VM name: characters other than letters, digits, `.`, `-` and `_`
-/// become `_`.
+/// become `_`, and a long name is cut to [`MAX_STEM`] bytes (the VM keeps its whole name in
+/// its description).
 fn file_stem(name: &str) -> String {
     let s: String = name
         .chars()
@@ -431,8 +454,14 @@ fn file_stem(name: &str) -> String {
             }
         })
         .collect();
-    let s = s.trim_matches('.').to_string();
-    if s.is_empty() { "vm".to_string() } else { s }
+    // Every character is ASCII now, so any byte is a character boundary.
+    let s = s.trim_matches('.');
+    let s = s[..s.len().min(MAX_STEM)].trim_end_matches('.');
+    if s.is_empty() {
+        "vm".to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 /// The `-o` of a stream-optimized VMDK for a disk on `kind`.
@@ -498,13 +527,34 @@ pub fn migrate(
         warnings: source.vm.warnings.clone(),
         instructions: Vec::new(),
     };
+    // An OVF in VMware's dialect gives each disk an address a VMware machine has (two IDE
+    // channels of two, no SCSI unit 7 ...), as a .vmx does: one layout decides both.
+    let vmware;
+    let vm: &Vm = match target {
+        Target::Vsphere | Target::Workstation | Target::Ovf => {
+            let (v, moved) = crate::vmconfig::vmx::layout::vmware_placed(&source.vm)?;
+            summary.warnings.extend(moved);
+            vmware = v;
+            &vmware
+        }
+        _ => &source.vm,
+    };
     let total: u64 = source.disks.iter().map(|d| d.virtual_size()).sum();
     let overall = RefCell::new(Overall {
         on_event,
         before: 0,
         total,
     });
-    let stem = file_stem(&source.vm.name);
+    // A package is one file: a symbolic link to it is followed, as convert follows one, so
+    // the link's target gets the package and the link stays a link.
+    let followed;
+    let dest = if target.is_package() && !crate::convert::is_stdio(dest) {
+        followed = crate::convert::destination::follow_links(dest)?;
+        followed.as_path()
+    } else {
+        dest
+    };
+    let stem = file_stem(&vm.name);
     let convert_for = |format: Format, opts: String| ConvertOptions {
         target_format: format,
         target_options: opts,
@@ -521,12 +571,12 @@ pub fn migrate(
                 .enumerate()
                 .map(|(i, image)| crate::xva::write::XvaDiskSource {
                     image: Arc::clone(image),
-                    name: format!("{} disk {}", source.vm.name, i + 1),
+                    name: format!("{} disk {}", vm.name, i + 1),
                 })
                 .collect();
             let written = crate::xva::write::write_xva(
                 dest,
-                &source.vm,
+                vm,
                 &disks,
                 &crate::xva::write::XvaSettings {
                     options: xva_options,
@@ -554,7 +604,7 @@ pub fn migrate(
                 _ => Dialect::Vmware,
             };
             let mut disks = Vec::new();
-            for (i, (disk, image)) in source.vm.disks.iter().zip(&source.disks).enumerate() {
+            for (i, (disk, image)) in vm.disks.iter().zip(&source.disks).enumerate() {
                 let (ext, format, opts) = match dialect {
                     Dialect::XenServer => {
                         ("vhd", format_named("vhd")?, "subformat=dynamic".to_string())
@@ -573,7 +623,7 @@ pub fn migrate(
             }
             let dialect_warnings = RefCell::new(Vec::new());
             let make = |written: &[WrittenDisk]| -> Result<String> {
-                let (xml, w) = descriptor(&source.vm, written, dialect)?;
+                let (xml, w) = descriptor(vm, written, dialect)?;
                 *dialect_warnings.borrow_mut() = w;
                 Ok(xml)
             };
@@ -600,7 +650,7 @@ pub fn migrate(
             let absolute = std::path::absolute(dest)
                 .map_err(|e| Error::io("cannot make the path absolute", e).with_path(dest))?;
             let plans: Vec<DiskPlan> = match target {
-                Target::Config(config) => config.disk_plan(&source.vm, &stem)?,
+                Target::Config(config) => config.disk_plan(vm, &stem)?,
                 Target::Ovf => source
                     .vm
                     .disks
@@ -617,7 +667,7 @@ pub fn migrate(
                         Some(f) => f,
                         None => format_named("qcow2")?,
                     };
-                    (1..=source.vm.disks.len())
+                    (1..=vm.disks.len())
                         .map(|i| DiskPlan {
                             file_name: format!("{stem}-disk{i}.{}", f.name()),
                             format: f.name(),
@@ -697,7 +747,7 @@ pub fn migrate(
             }
             match target {
                 Target::Ovf => {
-                    let (xml, w) = descriptor(&source.vm, &written, Dialect::Vmware)?;
+                    let (xml, w) = descriptor(vm, &written, Dialect::Vmware)?;
                     summary.warnings.extend(w);
                     let ovf_name = format!("{stem}.ovf");
                     std::fs::write(folder.path().join(&ovf_name), &xml).map_err(|e| {
@@ -716,7 +766,7 @@ pub fn migrate(
                     names.insert(0, ovf_name);
                 }
                 Target::Config(config) => {
-                    let out = config.write(&source.vm, &stem, &absolute, &placed)?;
+                    let out = config.write(vm, &stem, &absolute, &placed)?;
                     summary.warnings.extend(out.warnings);
                     summary.instructions.extend(out.instructions);
                     for (name, bytes) in out.files {

@@ -431,17 +431,30 @@ impl Package {
                 ))
                 .with_path(&self.path)),
             },
-            Some(w) => disks
-                .iter()
-                .find(|d| w.parse::<usize>().ok() == Some(d.index) || d.href == w)
-                .cloned()
-                .ok_or_else(|| {
-                    Error::invalid(format!(
+            Some(w) => {
+                // `index=N` and `file=NAME` say which is meant when a file is named by a
+                // number that is another disk's index.
+                let (index, file) = match (w.strip_prefix("index="), w.strip_prefix("file=")) {
+                    (Some(n), _) => (n.parse::<usize>().ok(), None),
+                    (_, Some(f)) => (None, Some(f)),
+                    _ => (w.parse::<usize>().ok(), Some(w)),
+                };
+                let by_index = index.and_then(|i| disks.iter().find(|d| d.index == i));
+                let by_file = file.and_then(|f| disks.iter().find(|d| d.href == f));
+                match (by_index, by_file) {
+                    (Some(a), Some(b)) if a.index != b.index => Err(Error::invalid(format!(
+                        "--disk {w} is disk {} by index and disk {} by file name; say --disk index={w} or --disk file={w}",
+                        a.index, b.index
+                    ))
+                    .with_path(&self.path)),
+                    (Some(d), _) | (None, Some(d)) => Ok(d.clone()),
+                    (None, None) => Err(Error::invalid(format!(
                         "no disk '{w}' in the package; its disks: {}",
                         list()
                     ))
-                    .with_path(&self.path)
-                }),
+                    .with_path(&self.path)),
+                }
+            }
         }
     }
 

@@ -404,20 +404,8 @@ pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
                     .controller_named(b)
                     .unwrap_or(ControllerKind::Ide),
             };
-            // sda, vdb, hdc: the letters after the two-letter prefix give the unit.
-            let unit = dev
-                .get(2..)
-                .map(|l| {
-                    // A hostile name (`sdzzzzzzzz`) must not overflow: saturate.
-                    l.bytes()
-                        .take_while(u8::is_ascii_lowercase)
-                        .fold(0u32, |n, b| {
-                            n.saturating_mul(26).saturating_add(u32::from(b - b'a') + 1)
-                        })
-                        .saturating_sub(1)
-                })
-                .unwrap_or(0);
-            let controller = Controller { kind, index: 0 };
+            let (index, unit) = dev_address(&dev, kind);
+            let controller = Controller { kind, index };
             let source = child(d, "source");
             let file = source
                 .as_ref()
@@ -534,6 +522,44 @@ pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
 
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
+}
+
+/// Where a disk's target `dev` puts it on a controller of `kind`: `nvme1n2` is namespace 2
+/// of controller 1; `sda`, `vdb`, `xvdc` count drives by their letters (`a` first), and on
+/// IDE two drives share a controller (`hdc` is the second controller's first). A name of
+/// another shape is the first drive.
+fn dev_address(dev: &str, kind: ControllerKind) -> (u32, u32) {
+    if let Some(rest) = dev.strip_prefix("nvme") {
+        let number = |s: &str| -> Option<u32> {
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse().ok())
+                .flatten()
+        };
+        if let Some((c, ns)) = rest.split_once('n')
+            && let (Some(c), Some(ns)) = (number(c), number(ns))
+        {
+            return (c, ns.saturating_sub(1));
+        }
+        return (0, 0);
+    }
+    let Some(letters) = ["xvd", "ubd", "hd", "sd", "vd"]
+        .iter()
+        .find_map(|p| dev.strip_prefix(p))
+    else {
+        return (0, 0);
+    };
+    // A hostile name (`sdzzzzzzzz`) must not overflow: saturate.
+    let n = letters
+        .bytes()
+        .take_while(u8::is_ascii_lowercase)
+        .fold(0u32, |n, b| {
+            n.saturating_mul(26).saturating_add(u32::from(b - b'a') + 1)
+        })
+        .saturating_sub(1);
+    match kind {
+        ControllerKind::Ide => (n / 2, n % 2),
+        _ => (0, n),
+    }
 }
 
 /// `a`..`z`, `aa`..: the letters of the `i`th drive (`vda`, `vdb`, ... `vdaa`).
@@ -669,6 +695,22 @@ mod tests {
         let xml = b"<domain><name>x</name><devices><disk device='disk'><source file='a'/><target dev='sdzzzzzzzzzzzzzz' bus='sata'/></disk></devices></domain>";
         let d = parse_domain(xml, "x.xml").unwrap();
         assert_eq!(d.vm.disks[0].unit, u32::MAX - 1);
+    }
+
+    #[test]
+    fn target_names_give_controller_and_unit() {
+        let ide = ControllerKind::Ide;
+        let sata = ControllerKind::Sata;
+        assert_eq!(dev_address("hda", ide), (0, 0));
+        assert_eq!(dev_address("hdd", ide), (1, 1));
+        assert_eq!(dev_address("sdb", sata), (0, 1));
+        assert_eq!(dev_address("vdaa", ControllerKind::VirtioBlk), (0, 26));
+        assert_eq!(dev_address("xvdb", ide), (0, 1));
+        assert_eq!(dev_address("nvme0n1", ControllerKind::Nvme), (0, 0));
+        assert_eq!(dev_address("nvme2n3", ControllerKind::Nvme), (2, 2));
+        assert_eq!(dev_address("nvme", ControllerKind::Nvme), (0, 0));
+        assert_eq!(dev_address("sdzzzzzzzzzzzz", sata).0, 0);
+        assert_eq!(dev_address("", sata), (0, 0));
     }
 
     #[test]

@@ -158,6 +158,14 @@ impl VmConfig for Proxmox {
     }
 
     fn disk_plan(&self, vm: &Vm, _stem: &str) -> Result<Vec<DiskPlan>> {
+        // Refused before any disk is converted.
+        if vm.disks.len() > write::DISK_SLOTS {
+            return Err(Error::unsupported(format!(
+                "{} disks: a Proxmox VM has {} disk slots (scsi0-30, sata0-5, virtio0-15)",
+                vm.disks.len(),
+                write::DISK_SLOTS
+            )));
+        }
         Ok((0..vm.disks.len())
             .map(|i| DiskPlan {
                 file_name: write::disk_file(i),

@@ -197,6 +197,9 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<PveConfig> {
     }
 
     let mut vm = Vm::new("");
+    // qm.conf(5): `memory: [current=]<integer> (16 - N) (default = 512)`, in MiB; a conf
+    // without the key runs with 512 MiB.
+    vm.memory_bytes = 512 << 20;
     if !description.is_empty() {
         vm.description = Some(description.join("\n"));
     }

@@ -83,6 +83,19 @@ fn pve_bridge(name: &str) -> bool {
     vmbr || vnet
 }
 
+/// The highest disk index qm.conf(5) allows on `bus` (`scsi0`-`scsi30`, `sata0`-`sata5`,
+/// `virtio0`-`virtio15`).
+fn last_slot(bus: &str) -> u32 {
+    match bus {
+        "sata" => 5,
+        "virtio" => 15,
+        _ => 30,
+    }
+}
+
+/// Disks a Proxmox VM holds on scsi, sata and virtio (its IDE slots are left to CD drives).
+pub const DISK_SLOTS: usize = 31 + 6 + 16;
+
 /// The configuration of `vm` with its disks `disks` (placed as [`disk_file`] names them).
 pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
     let vmid = DEFAULT_VMID;
@@ -120,17 +133,22 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
     let (buses, scsihw) = mapping::disk_buses(vm);
     let mut next: BTreeMap<&str, u32> = BTreeMap::new();
     let mut disk_keys = Vec::new();
-    for (placed, bus) in disks.iter().zip(&buses) {
-        let max = match *bus {
-            "sata" => 5,
-            "virtio" => 15,
-            _ => 30,
-        };
-        let mut bus = *bus;
-        let mut n = *next.get(bus).unwrap_or(&0);
-        if n > max {
-            bus = "scsi";
-            n = *next.get(bus).unwrap_or(&0);
+    for (i, (placed, wanted)) in disks.iter().zip(&buses).enumerate() {
+        // A full bus sends the disk to the next with room: scsi, then sata, then virtio
+        // (disk_plan refused more disks than all of them hold).
+        let free =
+            |b: &str, next: &BTreeMap<&str, u32>| next.get(b).copied().unwrap_or(0) <= last_slot(b);
+        let bus = [*wanted, "scsi", "sata", "virtio"]
+            .into_iter()
+            .find(|b| free(b, &next))
+            .unwrap_or("scsi");
+        let n = next.get(bus).copied().unwrap_or(0);
+        if bus != *wanted {
+            w.push(format!(
+                "disk {}: {wanted}0-{} are taken: written as {bus}{n}",
+                i + 1,
+                last_slot(wanted)
+            ));
         }
         next.insert(bus, n + 1);
         let key = format!("{bus}{n}");

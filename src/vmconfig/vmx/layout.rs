@@ -83,6 +83,54 @@ pub fn adapter_type(layout: &Layout, slot: Slot) -> &'static str {
 /// Lays out `vm`'s devices; an error when there are more than VMware has addresses for (244
 /// disks and CD drives).
 pub fn layout(vm: &Vm) -> Result<Layout> {
+    let mut l = storage_layout(vm)?;
+    for (i, n) in vm.nics.iter().enumerate() {
+        let row = mapping::WRITE_HOSTED.nic(&n.model, vm);
+        let dev = row.map_or("e1000e", |r| r.target);
+        if row.is_none_or(|r| r.warning.is_some()) {
+            l.warnings.push(format!(
+                "NIC {}: VMware has no {} adapter: written as {dev}",
+                i + 1,
+                n.model
+            ));
+        }
+        l.nics.push(dev);
+    }
+    Ok(l)
+}
+
+/// `vm` with its disks and CD drives where VMware will have them ([`storage_layout`]), for
+/// an OVF in VMware's dialect, which must give each the controller and unit a VMware
+/// machine has; with what was moved, one sentence each.
+pub fn vmware_placed(vm: &Vm) -> Result<(Vm, Vec<String>)> {
+    let l = storage_layout(vm)?;
+    let kind = |slot: Slot| match slot.bus {
+        Bus::Ide => ControllerKind::Ide,
+        Bus::Sata => ControllerKind::Sata,
+        Bus::Nvme => ControllerKind::Nvme,
+        Bus::Scsi => ControllerKind::Scsi(
+            l.scsi
+                .get(&slot.controller)
+                .copied()
+                .unwrap_or(ScsiModel::LsiLogic),
+        ),
+    };
+    let mut placed = vm.clone();
+    for (d, slot) in placed.disks.iter_mut().zip(&l.disks) {
+        d.controller.kind = kind(*slot);
+        d.controller.index = slot.controller;
+        d.unit = slot.unit;
+    }
+    for (c, slot) in placed.cdroms.iter_mut().zip(&l.cdroms) {
+        c.controller.kind = kind(*slot);
+        c.controller.index = slot.controller;
+        c.unit = slot.unit;
+    }
+    Ok((placed, l.warnings))
+}
+
+/// Lays out `vm`'s disks and CD drives (the NICs are left to [`layout`]).
+pub fn storage_layout(vm: &Vm) -> Result<Layout> {
     let mut l = Layout::default();
     let mut taken: Vec<Slot> = Vec::new();
     let mut place =
@@ -181,18 +229,6 @@ pub fn layout(vm: &Vm) -> Result<Layout> {
         )
         .ok_or_else(full)?;
         l.cdroms.push(s);
-    }
-    for (i, n) in vm.nics.iter().enumerate() {
-        let row = mapping::WRITE_HOSTED.nic(&n.model, vm);
-        let dev = row.map_or("e1000e", |r| r.target);
-        if row.is_none_or(|r| r.warning.is_some()) {
-            l.warnings.push(format!(
-                "NIC {}: VMware has no {} adapter: written as {dev}",
-                i + 1,
-                n.model
-            ));
-        }
-        l.nics.push(dev);
     }
     Ok(l)
 }
