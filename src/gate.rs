@@ -158,6 +158,13 @@ impl Gate {
             }
         }
         let path = Gate::resolve(image, name);
+        // The file's real place is checked on the open descriptor below; the way there is
+        // checked first, for a name or link that passes through /proc or /dev to a regular
+        // file (`/dev/stdin`, `/dev/fd/7`, `/proc/self/root/...` lead to whatever the process
+        // holds open).
+        if let Some(tree) = self.forbidden_way(&path) {
+            return Err(refuse(format!("it leads through {tree}")));
+        }
         // A first look, for a precise message; the decision is made on the open descriptor.
         if let Ok(meta) = std::fs::metadata(&path) {
             let kind = FileType::from_raw_mode(std::os::unix::fs::MetadataExt::mode(&meta));
@@ -219,6 +226,56 @@ impl Gate {
         let _ = rustix::fs::fcntl_setfl(&fd, OFlags::empty());
         let file = std::fs::File::from(fd);
         Ok(Lookup::Opened(Arc::new(HostFile::from_file(file, &path)?)))
+    }
+
+    /// The forbidden tree that `path`, or any symbolic link met on the way to its file,
+    /// names, walking it one component at a time as the kernel does.
+    fn forbidden_way(&self, path: &Path) -> Option<&'static str> {
+        let forbidden = |p: &Path| {
+            FORBIDDEN_TREES.into_iter().find(|tree| {
+                p.starts_with(tree) && !(*tree == "/dev" && self.devices == DeviceAccess::Allow)
+            })
+        };
+        let start = std::path::absolute(path).ok()?;
+        let mut todo: Vec<std::ffi::OsString> = start
+            .components()
+            .rev()
+            .map(|c| c.as_os_str().to_os_string())
+            .collect();
+        let mut at = PathBuf::from("/");
+        let mut links = 0;
+        while let Some(part) = todo.pop() {
+            match Path::new(&part).components().next() {
+                Some(Component::RootDir) => at = PathBuf::from("/"),
+                Some(Component::ParentDir) => {
+                    at.pop();
+                }
+                Some(Component::Normal(n)) => {
+                    let next = at.join(n);
+                    if let Some(tree) = forbidden(&next) {
+                        return Some(tree);
+                    }
+                    match std::fs::read_link(&next) {
+                        Ok(target) => {
+                            links += 1;
+                            if links > 40 {
+                                // The open fails on the loop itself.
+                                return None;
+                            }
+                            todo.extend(
+                                target
+                                    .components()
+                                    .rev()
+                                    .map(|c| c.as_os_str().to_os_string()),
+                            );
+                        }
+                        Err(_) => at = next,
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     fn refusal_for(&self, kind: FileType) -> Option<String> {

@@ -354,6 +354,36 @@ fn vmdk_extent_proc_self_environ() {
     );
 }
 
+/// A regular file reached through /proc (`/proc/self/root/...`, as `/dev/stdin` and
+/// `/dev/fd/N` reach whatever the process holds open) is refused in every mode, devices
+/// allowed or not: the way there counts, not only where it ends.
+#[test]
+fn vmdk_extent_regular_file_reached_through_proc() {
+    let fx = fixture();
+    let ext = fx.outside.join("via-proc-flat.vmdk");
+    write_extent(&ext);
+    let via = format!("/proc/self/root{}", s(&ext));
+    let image = descriptor(&fx, "via-proc.vmdk", &via);
+    run_matrix(
+        &fx,
+        &image,
+        &spellings(&via),
+        &plan(&Refused, &Refused, &Refused, &Refused, &Refused),
+        &[],
+    );
+    // A link in the image's own folder whose target goes through /dev/fd.
+    let link = fx.disks.join("fd-flat.vmdk");
+    std::os::unix::fs::symlink("/dev/fd/0", &link).unwrap();
+    let image = descriptor(&fx, "via-fd.vmdk", "fd-flat.vmdk");
+    run_matrix(
+        &fx,
+        &image,
+        &spellings("fd-flat.vmdk"),
+        &plan(&Refused, &Refused, &Refused, &Refused, &Refused),
+        &[],
+    );
+}
+
 #[test]
 fn vmdk_extent_directory() {
     let fx = fixture();

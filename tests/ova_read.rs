@@ -587,3 +587,35 @@ fn a_disk_named_by_another_disks_index_is_chosen_explicitly() {
         std::fs::remove_file(&out).unwrap();
     }
 }
+
+/// A package's disks are whole: a disk that is a differencing image (a qcow2 overlay here)
+/// is refused naming its parent, never read as zeros where the parent holds the data.
+#[test]
+fn a_differencing_disk_in_a_package_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ovf = numbered_ovf(d);
+    let base = d.join("base.qcow2");
+    run_ok(&["create", "-f", "qcow2", s(&base), "64K"]);
+    // Disk 1 (file `1`) becomes an overlay of base.qcow2.
+    std::fs::remove_file(d.join("1")).unwrap();
+    run_ok(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        s(&d.join("1")),
+    ]);
+    let out = d.join("x.raw");
+    fails_clearly(
+        &["convert", "--disk", "1", s(&ovf), s(&out)],
+        &out,
+        &[
+            "disk '1' is a differencing image of 'base.qcow2'",
+            "must be whole",
+        ],
+    );
+}

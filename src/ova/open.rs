@@ -631,9 +631,11 @@ impl Package {
         options: &OpenOptions,
         verification: Verification,
     ) -> Result<Image> {
-        // What is inside a package reads nothing outside it.
+        // What is inside a package reads nothing outside it: no parent, and files a disk
+        // names (a VMDK's extents) only from the package's own folder.
         let inner = OpenOptions {
             backing: crate::image::BackingPolicy::Ignore,
+            gate: Gate::confined(),
             ..options.clone()
         };
         // The members a thread of its own hashes while the disk is read, if any.
@@ -654,6 +656,16 @@ impl Package {
             None => Arc::clone(&stored),
         };
         let mut image = Image::open_storage(read, &inner)?;
+        // A package carries whole disks: a differencing one would read as zeros wherever its
+        // parent holds the data.
+        if let Some(link) = image.top().backing() {
+            return Err(Error::unsupported(format!(
+                "disk '{}' is a differencing image of '{}', and a package's disks must be whole",
+                entry.href,
+                crate::info::printable(&link.stored_name)
+            ))
+            .with_path(&self.path));
+        }
         self.check_declared_format(&entry.href, &image, stored.len())?;
         if let Some((m, members)) = check {
             image.add_check(std::thread::spawn(move || {
