@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 /// before the process exits (destructors do not run on a signal).
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Removes every temporary output file still pending. For signal handlers; see
-/// [`install_interrupt_cleanup`].
-pub fn remove_pending_outputs() {
+/// Removes every temporary output file still pending, and says how many there were. For
+/// signal handlers; see [`install_interrupt_cleanup`].
+pub fn remove_pending_outputs() -> usize {
     let pending = match PENDING.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
@@ -27,6 +27,7 @@ pub fn remove_pending_outputs() {
             let _ = std::fs::remove_dir_all(path);
         }
     }
+    pending.len()
 }
 
 /// The signals whose default action ends the process and that a handler can catch: each of
@@ -55,8 +56,13 @@ pub fn install_interrupt_cleanup() -> Result<()> {
         .name("signals".into())
         .spawn(move || {
             if signals.forever().next().is_some() {
-                remove_pending_outputs();
-                eprintln!("diskferry: interrupted; partial output removed");
+                // An in-place operation has no staged output: its image is left as each
+                // step's crash consistency leaves it, and the message does not claim more.
+                if remove_pending_outputs() > 0 {
+                    eprintln!("diskferry: interrupted; partial output removed");
+                } else {
+                    eprintln!("diskferry: interrupted");
+                }
                 std::process::exit(130);
             }
         })

@@ -959,3 +959,58 @@ fn malformed_images_give_one_clear_error() {
         assert!(FORMAT.driver().open_mut(image, &ctx(&gate)).is_err());
     }
 }
+
+/// An L1 table as long as a refcount block's range or longer (512-byte clusters from 511 MiB,
+/// 4 KiB clusters at 2 TiB; a snapshot's copy of the L1 alike) is allocated at once, as
+/// qemu-img allocates it: before, each refcount block placed inside the run pushed the run
+/// on into the next range without a block, and the file grew until the disk was full.
+#[test]
+fn an_l1_longer_than_a_refcount_block_range_is_allocated_at_once() {
+    let test = "an_l1_longer_than_a_refcount_block_range_is_allocated_at_once";
+    if !have_qemu(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (opts, from, to) in [
+        ("cluster_size=512", "1M", "511M"),
+        ("cluster_size=512", "1M", "2G"),
+        ("cluster_size=4096", "1G", "2T"),
+    ] {
+        let ours = make(d, "ours.qcow2", from, opts, &["write -P 0x5a 0 64k"]);
+        let theirs = copy(&ours, "theirs.qcow2");
+        let mut child = diskferry().args(["resize", s(&ours), to]).spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{opts}: resize {from} -> {to} did not finish in 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(status.success(), "{opts} {to}");
+        qemu_img_ok(&["resize", s(&theirs), to]);
+        assert_same(&ours, &theirs);
+        let ours_len = std::fs::metadata(&ours).unwrap().len();
+        let theirs_len = std::fs::metadata(&theirs).unwrap().len();
+        assert!(
+            ours_len <= theirs_len + (1 << 20),
+            "{opts} {to}: {ours_len} bytes against qemu-img's {theirs_len}"
+        );
+    }
+    // A snapshot copies the L1: 1 GiB of 512-byte clusters has a 256 KiB one.
+    let ours = make(
+        d,
+        "snap.qcow2",
+        "1G",
+        "cluster_size=512",
+        &["write -P 7 0 1M"],
+    );
+    run_ok(&["snapshot", "-c", "a", s(&ours)]);
+    assert_clean(&ours);
+    assert_eq!(snapshot_list(&ours), [("1".to_string(), "a".to_string())]);
+    assert!(std::fs::metadata(&ours).unwrap().len() < 8 << 20);
+}

@@ -117,6 +117,9 @@ impl Editor {
     /// Allocates `n` contiguous clusters (counted 1 each, written nowhere yet) and returns the
     /// host offset of the first.
     pub(super) fn alloc(&mut self, n: u64) -> Result<u64> {
+        if n >= 1 << self.block_bits() {
+            return self.alloc_at_end(n);
+        }
         loop {
             let start = self.find_free(n)?;
             // Each range the run touches needs a block; a new block goes in the run itself,
@@ -140,6 +143,67 @@ impl Editor {
                 self.free_hint = start + n;
             }
             return Ok(start * self.cs);
+        }
+    }
+
+    /// Allocates a run of `n` clusters that is at least one refcount block's range long (a
+    /// large L1 table): at the end of the file, after new refcount blocks for the ranges that
+    /// the blocks and the run take, each block counting its range's new clusters. Placing a
+    /// block inside the run, as [`Editor::alloc`] does for short runs, would only push such a
+    /// run on into the next range without a block, and the next, for ever.
+    fn alloc_at_end(&mut self, n: u64) -> Result<u64> {
+        let cs = self.cs;
+        let bb = self.block_bits();
+        let order = self.h.refcount_order;
+        loop {
+            let start = self.end.max(1);
+            // Blocks placed in front of the run may take ranges of their own: grow the count
+            // until it covers every range without a block (it only grows, and is bounded).
+            let mut k = 0u64;
+            let ranges = loop {
+                let area_end = start + k + n;
+                let ranges: Vec<u64> = ((start >> bb)..=((area_end - 1) >> bb))
+                    .filter(|&r| {
+                        self.reftable
+                            .get(r as usize)
+                            .is_none_or(|e| e & REFT_OFFSET_MASK == 0)
+                    })
+                    .collect();
+                if ranges.len() as u64 == k {
+                    break ranges;
+                }
+                k = ranges.len() as u64;
+            };
+            let area = start..start + k + n;
+            if ((area.end - 1) >> bb) as usize >= self.reftable.len() {
+                // The table grows at the end of the file; the run then goes after it.
+                self.grow_reftable(((area.end - 1) >> bb) + 1)?;
+                continue;
+            }
+            for (i, &r) in ranges.iter().enumerate() {
+                let mut block = vec![0u8; cs as usize];
+                for c in area.clone().filter(|c| c >> bb == r) {
+                    set_entry(&mut block, c & ((1 << bb) - 1), order, 1);
+                }
+                let at = (start + i as u64) * cs;
+                self.write(&block, at)?;
+                self.blocks.insert(at, block);
+            }
+            // The blocks are on disk before the table points at them.
+            self.flush()?;
+            for (i, &r) in ranges.iter().enumerate() {
+                let at = (start + i as u64) * cs;
+                self.write(&at.to_be_bytes(), self.h.refcount_table_offset + r * 8)?;
+                self.reftable[r as usize] = at;
+            }
+            // Clusters of the area in ranges that had a block are counted there.
+            for c in area.clone() {
+                if !ranges.contains(&(c >> bb)) {
+                    self.set_refcount(c, 1)?;
+                }
+            }
+            self.end = self.end.max(area.end);
+            return Ok((start + k) * cs);
         }
     }
 
