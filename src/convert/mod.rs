@@ -602,9 +602,20 @@ fn drive(
     } else {
         Sparseness::Sparse
     };
-    let granularity = writer.granularity().max(512);
-    let sparse = options.sparse_size.max(granularity);
-    let granularity = sparse.div_ceil(granularity) * granularity;
+    // Items align to the target's unit, and to 4 KiB at least (no smaller than -S): the
+    // source's data runs (file system blocks, clusters) are that coarse anyway, and aligned
+    // items keep direct reads possible. Zeros are looked for at -S within them.
+    let unit = writer.granularity().max(512);
+    let granularity = options
+        .sparse_size
+        .clamp(512, 4096)
+        .div_ceil(unit)
+        .saturating_mul(unit);
+    let zero_granule = options
+        .sparse_size
+        .max(granularity)
+        .div_ceil(granularity)
+        .saturating_mul(granularity);
     let encoder = writer.encoder();
     let direct = match (options.order, &encoder) {
         (WriteOrder::OutOfOrder, None) => writer.direct(),
@@ -620,7 +631,8 @@ fn drive(
         threads: options.threads.unwrap_or_else(default_threads).max(1),
         cutting: plan::Cutting {
             granularity,
-            chunk: (CHUNK_SIZE / granularity).max(1) * granularity,
+            zero_granule,
+            chunk: (CHUNK_SIZE / zero_granule).max(1) * zero_granule,
             sparseness,
         },
         encoder,

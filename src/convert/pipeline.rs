@@ -371,7 +371,7 @@ fn process(
         None => None,
     };
 
-    let granularity = settings.cutting.granularity as usize;
+    let zero_granule = settings.cutting.zero_granule;
     // -C looks for no zeros in the data, but the ranges the source's map calls zero stay
     // zeros (holes in a new file), as qemu-img's -C leaves them. Once the kernel has declined
     // to copy, zeros are looked for again, as qemu-img's read-and-write path does.
@@ -389,8 +389,10 @@ fn process(
     let mut scratch = Vec::new();
     let mut pos = 0usize;
     while pos < len {
-        // Granules are aligned to absolute offsets; items start on granule boundaries.
-        let end = (pos + granularity).min(len);
+        // Granules are aligned to absolute multiples of -S, clipped to the item (which starts
+        // on a multiple of the target's unit, so a granule is whole units).
+        let at = item.offset + pos as u64;
+        let end = ((at / zero_granule + 1) * zero_granule - item.offset).min(len as u64) as usize;
         let granule = &buf[pos..end];
         while map_zeros.next_if(|&&(_, e)| e <= pos as u64).is_some() {}
         let in_map_zeros = map_zeros
@@ -645,6 +647,7 @@ mod tests {
             threads: 2,
             cutting: Cutting {
                 granularity: 4096,
+                zero_granule: 4096,
                 chunk: 2 << 20,
                 sparseness: crate::convert::Sparseness::Sparse,
             },

@@ -40,9 +40,15 @@ pub enum Sparseness {
 /// The rules for cutting.
 #[derive(Debug, Clone, Copy)]
 pub struct Cutting {
-    /// Data items start and end on multiples of this (except at the end of the disk).
+    /// Data items start and end on multiples of this (except at the end of the disk): the
+    /// target's unit (a grain is written whole).
     pub granularity: u64,
-    /// Data items never cross a multiple of this; a multiple of `granularity`.
+    /// Zeros are looked for in granules aligned to multiples of this (`-S`), clipped to the
+    /// item: a run of zeros shorter than it inside data is written as data, as qemu-img does,
+    /// while the source's unallocated ranges around the data stay out of the items whatever
+    /// its size. A multiple of `granularity`.
+    pub zero_granule: u64,
+    /// Data items never cross a multiple of this; a multiple of `zero_granule`.
     pub chunk: u64,
     /// Whether zeros are left out.
     pub sparseness: Sparseness,
@@ -77,7 +83,11 @@ impl<'a> Planner<'a> {
     /// A planner over `source`; with `target_backing`, ranges where the source reads as zeros
     /// but the backing holds data become data items, so that the zeros are written.
     pub fn new(source: &'a Image, target_backing: Option<&'a Image>, cutting: Cutting) -> Self {
-        assert!(cutting.granularity > 0 && cutting.chunk.is_multiple_of(cutting.granularity));
+        assert!(
+            cutting.granularity > 0
+                && cutting.zero_granule.is_multiple_of(cutting.granularity)
+                && cutting.chunk.is_multiple_of(cutting.zero_granule)
+        );
         Planner {
             source,
             target_backing,
@@ -234,6 +244,7 @@ mod tests {
             &img,
             Cutting {
                 granularity: 64,
+                zero_granule: 64,
                 chunk: 256,
                 sparseness: Sparseness::Sparse,
             },
@@ -273,6 +284,7 @@ mod tests {
             &img,
             Cutting {
                 granularity: 4 * k,
+                zero_granule: 4 * k,
                 chunk: 1024 * k,
                 sparseness: Sparseness::Sparse,
             },
@@ -296,6 +308,7 @@ mod tests {
             &img,
             Cutting {
                 granularity: 512,
+                zero_granule: 512,
                 chunk: 512,
                 sparseness: Sparseness::Dense,
             },

@@ -187,6 +187,7 @@ mod tests {
             Box::new(Runs(size, runs.into_iter())),
             Cutting {
                 granularity: g,
+                zero_granule: g,
                 chunk,
                 sparseness: crate::convert::Sparseness::Sparse,
             },
