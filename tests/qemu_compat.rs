@@ -498,3 +498,60 @@ fn create_u_records_a_backing_file_that_is_not_there_yet() {
     );
     assert_eq!(code, 1, "{err}");
 }
+
+#[test]
+fn create_takes_backing_file_and_size_as_options_and_rounds_sizes_as_qemu_img_does() {
+    if !have_qemu("create_takes_backing_file_and_size_as_options_and_rounds_sizes_as_qemu_img_does")
+    {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let base = d.path().join("base.qcow2");
+    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&base), "4M"]);
+    let facts = |img: &Path| -> (serde_json::Value, serde_json::Value) {
+        let info = qemu_img_ok(&["info", "--output=json", "-U", s(img)]);
+        let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+        (v["virtual-size"].clone(), v["backing-filename"].clone())
+    };
+    // Ansible's and Packer's qcow2 recipes pass the backing file and the size through -o.
+    let backing_opts = format!("backing_file={},backing_fmt=qcow2", s(&base));
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("qcow2", vec!["-o", &backing_opts]),
+        ("qcow2", vec!["-o", "size=3M"]),
+        ("qcow2", vec!["-o", &backing_opts, "-o", "size=6M"]),
+        ("vmdk", vec!["1000"]),
+        ("raw", vec!["1000"]),
+        ("vpc", vec!["1000"]),
+    ];
+    for (fmt, extra) in cases {
+        let mut got = Vec::new();
+        for (who, prog) in [("qemu-img", None), ("diskferry", Some(&fake))] {
+            let img = d.path().join(format!("{who}.{fmt}"));
+            let mut a = vec!["create", "-q", "-f", fmt, s(&img)];
+            // Options before the name, sizes after it, as a user types them.
+            let (opts, size): (Vec<&str>, Vec<&str>) = extra
+                .iter()
+                .partition(|x| x.starts_with('-') || x.contains('='));
+            a.splice(4..4, opts);
+            a.extend(size);
+            let (code, _, err) = match prog {
+                None => qemu_img(&a),
+                Some(p) => run_prog(p, &a),
+            };
+            assert_eq!(code, 0, "{who} {a:?}: {err}");
+            got.push(facts(&img));
+            std::fs::remove_file(&img).unwrap();
+        }
+        assert_eq!(got[0], got[1], "create -f {fmt} {extra:?}");
+    }
+    // The same thing said two ways, differently, is refused rather than one silently winning.
+    let img = d.path().join("twice.qcow2");
+    let (code, _, err) = run_prog(
+        &fake,
+        &["create", "-f", "qcow2", "-o", "size=2M", s(&img), "3M"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("given twice"), "{err}");
+    assert!(!img.exists());
+}

@@ -619,14 +619,46 @@ pub(super) fn printable_lines(text: &str) -> String {
     text.lines().map(|l| printable(l) + "\n").collect()
 }
 
-pub fn create(args: CreateArgs) -> Outcome {
+pub fn create(mut args: CreateArgs) -> Outcome {
     let format = Registry::builtin().find(&args.format)?;
     let options = args.options.join(",");
     if let Some(help) = options_help(format, &options)? {
         emit(&help)?;
         return Ok(0);
     }
-    let size = args.size.as_deref().map(parse_size).transpose()?;
+    // `-o backing_file=`, `backing_fmt=` and `size=` are `-b`, `-F` and the size argument.
+    let (options, extras) = compat::lift_create_extras(&options);
+    let merge =
+        |flag: &mut Option<String>, lifted: Option<String>, what: &str| -> diskferry::Result<()> {
+            match (flag.as_deref(), lifted) {
+                (Some(a), Some(b)) if a != b => Err(Error::invalid(format!(
+                    "{what} is given twice, as '{a}' and as '{b}'"
+                ))),
+                (None, Some(b)) => {
+                    *flag = Some(b);
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        };
+    let mut backing = args
+        .backing
+        .as_ref()
+        .map(|b| b.to_string_lossy().into_owned());
+    merge(&mut backing, extras.backing_file, "the backing file")?;
+    args.backing = backing.map(std::path::PathBuf::from);
+    merge(
+        &mut args.backing_format,
+        extras.backing_fmt,
+        "the backing format",
+    )?;
+    merge(&mut args.size, extras.size, "the size")?;
+    let size = args
+        .size
+        .as_deref()
+        .map(parse_size)
+        .transpose()?
+        .map(|s| compat::create_size(format.name(), s));
     compat::require_backing_format(args.backing.as_deref(), args.backing_format.as_deref())
         .map_err(|e| e.with_path(&args.image))?;
     let backing_format = parse_format(args.backing_format.as_deref())?;

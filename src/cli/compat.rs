@@ -202,6 +202,46 @@ fn opts_image(
     Ok((driver, path))
 }
 
+/// What `create -o` may say in place of `-b`, `-F` and the size argument (qemu-img treats
+/// `-b` as `-o backing_file` and the size argument as `-o size`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CreateExtras {
+    /// `backing_file=`.
+    pub backing_file: Option<String>,
+    /// `backing_fmt=`.
+    pub backing_fmt: Option<String>,
+    /// `size=`.
+    pub size: Option<String>,
+}
+
+/// Takes `backing_file`, `backing_fmt` and `size` out of a `create -o` list: the rest of the
+/// list (commas in values escaped again) and what was taken.
+pub fn lift_create_extras(options: &str) -> (String, CreateExtras) {
+    let mut extras = CreateExtras::default();
+    let mut rest = Vec::new();
+    for part in split_opts(options) {
+        match part.split_once('=') {
+            Some(("backing_file", v)) => extras.backing_file = Some(v.to_string()),
+            Some(("backing_fmt", v)) => extras.backing_fmt = Some(v.to_string()),
+            Some(("size", v)) => extras.size = Some(v.to_string()),
+            _ => rest.push(part.replace(',', ",,")),
+        }
+    }
+    (rest.join(","), extras)
+}
+
+/// The virtual size `create` gives a new image of `format` asked to hold `size` bytes:
+/// rounded up to whole 512-byte sectors, as qemu-img rounds every new image (the image
+/// formats count their size in sectors), except a raw file under the diskferry name, which
+/// keeps the exact size asked for.
+pub fn create_size(format: &str, size: u64) -> u64 {
+    if format == "raw" && Personality::current() != Personality::QemuImg {
+        size
+    } else {
+        size.div_ceil(512).saturating_mul(512)
+    }
+}
+
 /// qemu's option list split at commas, where `,,` is a literal comma (qemu's escaping).
 fn split_opts(text: &str) -> Vec<String> {
     let mut parts = vec![String::new()];
