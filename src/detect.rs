@@ -58,3 +58,86 @@ impl ProbeData {
         self.head.get(offset..offset.checked_add(len)?)
     }
 }
+
+/// A kind of file that content detection recognises but no driver reads: other hypervisors'
+/// disk formats, encrypted volumes, archives. Without `-f`, such a file would otherwise be
+/// taken as a raw disk by elimination and its header bytes converted as disk data; qemu-img
+/// reads several of these itself, so a user migrating one must hear that diskferry does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Foreign {
+    /// What the file is, as the refusal says it ("a Parallels disk").
+    pub what: &'static str,
+    /// What the user can do instead.
+    pub hint: &'static str,
+}
+
+const QEMU_FIRST: &str = "convert it to qcow2 with qemu-img first";
+const APPLE_FIRST: &str = "convert it to a raw image with hdiutil first";
+const UNPACK_FIRST: &str = "unpack it first and give the disk inside";
+
+/// Recognises a file that is one of the [`Foreign`] kinds by its magic bytes.
+pub fn foreign(probe: &ProbeData) -> Option<Foreign> {
+    let head = |offset: usize, magic: &[u8]| probe.head_at(offset, magic.len()) == Some(magic);
+    let found = |what, hint| Some(Foreign { what, hint });
+    // Parallels Desktop (qemu's block/parallels.c magics, old and extended).
+    if head(0, b"WithoutFreeSpace") || head(0, b"WithouFreSpacExt") {
+        return found("a Parallels disk (qemu's 'parallels')", QEMU_FIRST);
+    }
+    if head(0, b"Bochs Virtual HD Image\0") {
+        return found("a Bochs disk image (qemu's 'bochs')", QEMU_FIRST);
+    }
+    // cloop: a shell script header that names its version.
+    if head(0, b"#!/bin/sh\n#V")
+        && probe
+            .head_at(12, 16)
+            .is_some_and(|v| v.windows(7).any(|w| w == b" Format"))
+    {
+        return found("a cloop compressed image (qemu's 'cloop')", QEMU_FIRST);
+    }
+    if head(0, b"LUKS\xba\xbe") {
+        return found(
+            "a LUKS encrypted volume (qemu's 'luks')",
+            "open it with cryptsetup and give the opened device",
+        );
+    }
+    if head(0, b"QED\0") {
+        return found("a QED image (qemu's 'qed')", QEMU_FIRST);
+    }
+    if head(0, b"sprs") {
+        return found("an Apple sparse image", APPLE_FIRST);
+    }
+    if head(0, b"shdw") {
+        return found("an Apple sparse image (ASIF)", APPLE_FIRST);
+    }
+    // Apple UDIF (.dmg): a 512-byte "koly" trailer.
+    if probe.file_len != u64::MAX && probe.file_len >= 512 && probe.tail.len() >= 512 {
+        let trailer = &probe.tail[probe.tail.len() - 512..];
+        if trailer.starts_with(b"koly") {
+            return found("an Apple disk image (DMG, qemu's 'dmg')", QEMU_FIRST);
+        }
+    }
+    if head(0, b"\x1f\x8b\x08") {
+        return found("a gzip-compressed file", "decompress it first (gunzip)");
+    }
+    if head(0, b"\xfd7zXZ\0") {
+        return found("an xz-compressed file", "decompress it first (unxz)");
+    }
+    if head(0, b"\x28\xb5\x2f\xfd") {
+        return found("a zstd-compressed file", "decompress it first (unzstd)");
+    }
+    // bzip2: "BZh", the block size digit, then the first block's magic (BCD pi).
+    if head(0, b"BZh") && head(4, b"\x31\x41\x59\x26\x53\x59") {
+        return found("a bzip2-compressed file", "decompress it first (bunzip2)");
+    }
+    if head(0, b"PK\x03\x04") {
+        return found("a zip archive", UNPACK_FIRST);
+    }
+    if head(0, b"7z\xbc\xaf\x27\x1c") {
+        return found("a 7-Zip archive", UNPACK_FIRST);
+    }
+    // A tar that the OVA and XVA probes did not take (a cloud image's disk.raw in a tar).
+    if head(257, b"ustar") {
+        return found("a tar archive that is not an OVA or XVA", UNPACK_FIRST);
+    }
+    None
+}

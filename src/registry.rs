@@ -118,9 +118,13 @@ impl Registry {
             .with_path(storage.name()));
         }
         let probe = ProbeData::read(storage)?;
-        self.detect_probe(&probe).ok_or_else(|| {
+        let detected = self.detect_probe(&probe).ok_or_else(|| {
             Error::unsupported("no format recognises this file").with_path(storage.name())
-        })
+        })?;
+        if let Some(refusal) = foreign_refusal(&probe).filter(|_| detected.guessed) {
+            return Err(refusal.with_path(storage.name()));
+        }
+        Ok(detected)
     }
 
     /// Detects the format from probe data: the first driver that says yes, else the fallback
@@ -144,6 +148,17 @@ impl Registry {
             guessed: true,
         })
     }
+}
+
+/// The refusal of probe data that is a kind of file diskferry recognises but does not read,
+/// which detection would otherwise take as raw. `-f raw` still reads its bytes as they are.
+pub fn foreign_refusal(probe: &ProbeData) -> Option<Error> {
+    crate::detect::foreign(probe).map(|f| {
+        Error::unsupported(format!(
+            "this is {}, which diskferry does not read: {} (or give -f raw to copy its bytes as a raw disk)",
+            f.what, f.hint
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -444,3 +444,105 @@ fn written_bytes(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("wchar: "))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// Formats diskferry recognises but does not read (other hypervisors' disks, encrypted
+/// volumes, archives) are refused by name instead of being taken as raw by elimination, which
+/// would convert their headers and compressed bytes as disk data; `-f raw` still copies them.
+#[test]
+fn formats_diskferry_does_not_read_are_named_not_taken_as_raw() {
+    let Some(shared) = shared_dir("formats_diskferry_does_not_read_are_named_not_taken_as_raw")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("unpacked");
+    std::fs::create_dir(&scratch).unwrap();
+    let mut cases: Vec<(std::path::PathBuf, &str)> = Vec::new();
+    // Real files from the corpus, made by the tools of those formats (two of each kind).
+    for (kind, says) in [
+        ("DMG (UDIF)", "Apple disk image (DMG"),
+        ("Parallels (WithoutFreeSpace)", "Parallels disk"),
+        ("Parallels (WithouFreSpacExt)", "Parallels disk"),
+        ("cloop", "cloop"),
+        ("Bochs", "Bochs"),
+        ("Apple sparseimage", "Apple sparse image"),
+        ("Apple ASIF", "Apple sparse image (ASIF)"),
+    ] {
+        // Files stored as they are first (some packed copies unpack to hundreds of MB).
+        let mut rows: Vec<_> = manifest(&shared)
+            .into_iter()
+            .filter(|r| r.format == kind && !r.malformed)
+            .collect();
+        rows.sort_by_key(|r| r.path.ends_with(".gz") || r.path.ends_with(".bz2"));
+        rows.truncate(2);
+        assert!(!rows.is_empty(), "no {kind} in the corpus");
+        for r in rows {
+            cases.push((corpus_file(&shared, &r.path, &scratch), says));
+        }
+    }
+    // Compressed files and archives made by Python's own libraries, and the headers of a LUKS
+    // volume and a QED image (cryptsetup and qemu-img put these magics first).
+    let py = r#"
+import bz2, gzip, lzma, sys, tarfile, zipfile, io, os
+d = sys.argv[1]
+data = bytes(range(256)) * 4096
+open(os.path.join(d, 'disk.raw.gz'), 'wb').write(gzip.compress(data))
+open(os.path.join(d, 'disk.raw.bz2'), 'wb').write(bz2.compress(data))
+open(os.path.join(d, 'disk.raw.xz'), 'wb').write(lzma.compress(data))
+with zipfile.ZipFile(os.path.join(d, 'disk.zip'), 'w') as z: z.writestr('disk.raw', data)
+with tarfile.open(os.path.join(d, 'disk.tar'), 'w', format=tarfile.USTAR_FORMAT) as t:
+    info = tarfile.TarInfo('disk.raw'); info.size = len(data); t.addfile(info, io.BytesIO(data))
+open(os.path.join(d, 'luks.img'), 'wb').write(b'LUKS\xba\xbe\x00\x02' + bytes(4088) + data)
+open(os.path.join(d, 'disk.qed'), 'wb').write(b'QED\x00' + bytes(4092) + data)
+"#;
+    let made = std::process::Command::new("python3")
+        .args(["-c", py, s(dir.path())])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for (name, says) in [
+        ("disk.raw.gz", "gzip-compressed"),
+        ("disk.raw.bz2", "bzip2-compressed"),
+        ("disk.raw.xz", "xz-compressed"),
+        ("disk.zip", "zip archive"),
+        // The OVA probe takes every tar and says what it holds.
+        ("disk.tar", "so not an OVA; it holds: 'disk.raw'"),
+        ("luks.img", "LUKS encrypted volume"),
+        ("disk.qed", "QED image"),
+    ] {
+        cases.push((dir.path().join(name), says));
+    }
+    let out = dir.path().join("out.qcow2");
+    for (file, says) in &cases {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let err = assert_fails(&["info", s(file)], 1, &[name, says]);
+        assert!(err.contains("-f raw") || name == "disk.tar", "{err}");
+        assert_fails(
+            &["convert", "-O", "qcow2", s(file), s(&out)],
+            1,
+            &[name, says],
+        );
+        assert!(!out.exists(), "{name}");
+        // Said outright, the bytes are a raw disk, as qemu-img -f raw takes them.
+        let info = run_ok(&["info", "--output=json", "-f", "raw", s(file)]);
+        assert!(info.contains("\"format\": \"raw\""), "{name}: {info}");
+    }
+    // The same from a pipe, where the refusal names standard input.
+    let gz = std::fs::read(dir.path().join("disk.raw.gz")).unwrap();
+    let mut child = diskferry()
+        .args(["convert", "-O", "qcow2", "-", s(&out)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let _ = child.stdin.take().unwrap().write_all(&gz);
+    let (code, _, err) = decode(child.wait_with_output().unwrap());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("<stdin>") && err.contains("gzip-compressed"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -291,9 +291,13 @@ fn open_stdin_source(format: Option<Format>, registry: &Registry) -> Result<Box<
             if head.is_empty() {
                 return Err(Error::invalid("standard input is empty: no image to read"));
             }
-            match registry.detect_probe(&ProbeData::stream_head(head.clone())) {
+            let probe = ProbeData::stream_head(head.clone());
+            match registry.detect_probe(&probe) {
                 Some(d) if !d.guessed => d.format,
                 _ => {
+                    if let Some(refusal) = crate::registry::foreign_refusal(&probe) {
+                        return Err(refusal.with_path(STDIN_NAME));
+                    }
                     return Err(Error::unsupported(format!(
                         "cannot read a raw image from a pipe (its size is unknown); formats that can be read from standard input: {}",
                         registry.names_that_can(Capability::ReadStream).join(", ")
