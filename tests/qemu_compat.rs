@@ -555,3 +555,35 @@ fn create_takes_backing_file_and_size_as_options_and_rounds_sizes_as_qemu_img_do
     assert!(err.contains("given twice"), "{err}");
     assert!(!img.exists());
 }
+
+#[test]
+fn check_of_an_overlay_whose_backing_file_is_missing_fails_as_qemu_img_does() {
+    if !have_qemu("check_of_an_overlay_whose_backing_file_is_missing_fails_as_qemu_img_does") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base.qcow2");
+    let top = d.path().join("top.qcow2");
+    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&base), "1M"]);
+    qemu_img_ok(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&base),
+        "-F",
+        "qcow2",
+        s(&top),
+    ]);
+    std::fs::remove_file(&base).unwrap();
+    // Exit 1 (the check could not be made), not 0: oVirt's and Proxmox's checks of a chain
+    // must not pass an overlay that cannot be read.
+    let (qcode, _, _) = qemu_img(&["check", s(&top)]);
+    let (code, out, err) = run(&["check", s(&top)]);
+    assert_eq!((qcode, code), (1, 1), "{out}{err}");
+    assert!(err.contains("base.qcow2"), "{err}");
+    // Asked for the one layer alone, it is clean.
+    let (code, _, err) = run(&["check", "--no-backing", s(&top)]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -140,15 +140,30 @@ fn tables_and_grains_past_the_end_are_errors() {
         "{qout}{qerr}"
     );
 
-    // The redundant table differs from the primary one: check sees it (qemu-img does not look).
+    // The redundant table points an entry at another grain than the primary one: check sees
+    // it (qemu-img does not look).
     let mut b = good.clone();
     let rgt = u32::from_le_bytes(good[rgd..rgd + 4].try_into().unwrap()) as usize * 512;
-    b[rgt + 8..rgt + 12].copy_from_slice(&0u32.to_le_bytes());
+    let other = u32::from_le_bytes(good[rgt + 4..rgt + 8].try_into().unwrap());
+    b[rgt + 8..rgt + 12].copy_from_slice(&other.to_le_bytes());
     let bad = dir.path().join("redundant-differs.vmdk");
     std::fs::write(&bad, &b).unwrap();
     let (code, out) = check_code(&bad);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("redundant"), "{out}");
+    assert!(out.contains("differs from its redundant copy"), "{out}");
+
+    // An entry on one side only is what a write interrupted between the two tables leaves
+    // (the editor links and unlinks grains in the redundant table first): the primary table
+    // is read, so it costs space, not data (exit 3, as the kill tests' survivors may be).
+    for (name, table) in [("only-primary.vmdk", rgt), ("only-redundant.vmdk", gt)] {
+        let mut b = good.clone();
+        b[table + 8..table + 12].copy_from_slice(&0u32.to_le_bytes());
+        let bad = dir.path().join(name);
+        std::fs::write(&bad, &b).unwrap();
+        let (code, out) = check_code(&bad);
+        assert_eq!(code, 3, "{name}: {out}");
+        assert!(out.contains("interrupted"), "{name}: {out}");
+    }
 
     // Truncated in the middle of the grains.
     let bad = dir.path().join("truncated.vmdk");
@@ -315,12 +330,17 @@ fn missing_extents_are_named_by_convert_info_and_check() {
         err.contains("split-s001.vmdk") && err.contains("No such file"),
         "{err}"
     );
+    // A check that cannot open the image's files fails (exit 1), as qemu-img's does, rather
+    // than reporting a corruption of the image (exit 2).
     let (code, out) = check_code(&image);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("split-s001.vmdk") && out.contains("missing"),
+        out.contains("split-s001.vmdk") && out.contains("No such file"),
         "{out}"
     );
+    if have_qemu("missing_extents_are_named_by_convert_info_and_check") {
+        assert_eq!(qemu_img(&["check", image.to_str().unwrap()]).0, 1);
+    }
 }
 
 /// Random damage to real files never panics (a cheap, deterministic cousin of the fuzzers).

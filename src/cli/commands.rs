@@ -822,8 +822,19 @@ pub fn check(args: CheckArgs) -> Outcome {
         RepairArg::Leaks => RepairMode::Leaks,
         RepairArg::All => RepairMode::All,
     });
-    let gate = open_options(&args.gate, None).gate;
-    let report = format.driver().check(&args.image, repair, &gate)?;
+    let options = open_options(&args.gate, Some(format));
+    let report = format.driver().check(&args.image, repair, &options.gate)?;
+    // qemu-img's check starts by opening the image with the files it names (extents, the
+    // backing chain): one that is missing or refused is a failure to check (exit 1), not a
+    // corruption of this image, and scripts tell the two apart by the exit code. Damage is
+    // left for the report. (Where qemu-img cannot open a chain, as a differencing VHDX or VDI,
+    // diskferry's own findings name the missing parent and go on.)
+    if compat::qemu_opens_chain_to_check(format.name())
+        && let Err(e) = Image::open(&args.image, &options)
+        && e.kind() != diskferry::ErrorKind::Corrupt
+    {
+        return Err(e);
+    }
     if report.style == ReportStyle::Qemu {
         // qemu-img prints each problem on stderr as it finds it, whatever the output format.
         for f in &report.findings {

@@ -269,6 +269,13 @@ pub fn qemu_checks(format: &str) -> bool {
     matches!(format, "qcow2" | "vmdk" | "vhdx" | "vdi")
 }
 
+/// Whether qemu-img's check of `format` opens the image with its extents and backing chain
+/// first, failing (exit 1) when one is missing: qcow2 and VMDK (qemu reads no differencing
+/// VHDX or VDI).
+pub fn qemu_opens_chain_to_check(format: &str) -> bool {
+    matches!(format, "qcow2" | "vmdk")
+}
+
 /// Whether the `-o` options `options` name `key` (as `key=value` or a bare `key`).
 fn option_given(options: &str, key: &str) -> bool {
     options
