@@ -587,3 +587,28 @@ fn check_of_an_overlay_whose_backing_file_is_missing_fails_as_qemu_img_does() {
     let (code, _, err) = run(&["check", "--no-backing", s(&top)]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn snapshot_list_of_a_format_without_snapshots_is_empty_as_in_qemu_img() {
+    if !have_qemu("snapshot_list_of_a_format_without_snapshots_is_empty_as_in_qemu_img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    for fmt in ["raw", "vmdk", "vpc", "vdi", "vhdx"] {
+        let img = d.path().join(format!("x.{fmt}"));
+        qemu_img_ok(&["create", "-q", "-f", fmt, s(&img), "1M"]);
+        let theirs = qemu_img(&["snapshot", "-l", s(&img)]);
+        let ours = run(&["snapshot", "-l", s(&img)]);
+        assert_eq!(
+            (theirs.0, theirs.1.as_str()),
+            (0, ""),
+            "{fmt}: {}",
+            theirs.2
+        );
+        assert_eq!(
+            (ours.0, ours.1.as_str(), ours.2.as_str()),
+            (0, "", ""),
+            "{fmt}"
+        );
+    }
+}
