@@ -612,3 +612,25 @@ fn snapshot_list_of_a_format_without_snapshots_is_empty_as_in_qemu_img() {
         );
     }
 }
+
+#[test]
+fn convert_m_is_limited_to_16_under_the_qemu_img_name() {
+    if !have_qemu("convert_m_is_limited_to_16_under_the_qemu_img_name") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(d.path());
+    let src = d.path().join("src.raw");
+    make_raw(&src, 1 << 20, &[(0, 4096)]);
+    for m in ["0", "17"] {
+        let out = d.path().join(format!("out{m}.raw"));
+        let a = ["convert", "-m", m, s(&src), s(&out)];
+        let (qc, _, qerr) = qemu_img(&a);
+        let (dc, _, derr) = run_prog(&fake, &a);
+        assert_eq!((dc, derr.as_str()), (qc, qerr.as_str()), "-m {m}");
+        assert!(!out.exists());
+    }
+    // Under its own name, -m counts worker threads and takes more.
+    let out = d.path().join("out.raw");
+    run_ok(&["convert", "-m", "17", s(&src), s(&out)]);
+}

@@ -512,6 +512,13 @@ pub fn convert(mut args: ConvertArgs) -> Outcome {
         return Ok(0);
     }
     let threads = match args.threads {
+        // qemu-img's limit and words, for scripts that read them; diskferry's -m counts
+        // worker threads and takes up to 256.
+        Some(n) if Personality::current() == Personality::QemuImg && !(1..=16).contains(&n) => {
+            return Err(Error::invalid(
+                "Invalid number of coroutines specified. Must be between 1 and 16.",
+            ));
+        }
         Some(0) => return Err(Error::invalid("-m must be at least 1")),
         Some(n) if n > 256 => return Err(Error::invalid("-m must be at most 256")),
         other => other,
