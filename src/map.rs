@@ -63,10 +63,19 @@ pub fn map_image(
         let status = image.block_status(pos, size - pos)?;
         let m = status.mapping;
         let layer = &image.layers()[status.depth];
+        // Past the end of a backing file shorter than its overlay, nothing below is looked at:
+        // qemu-img reports the range at the depth of the last layer that reaches it.
+        let depth = if m.allocation == Allocation::Unallocated {
+            (1..=status.depth)
+                .find(|&d| m.start >= image.layers()[d].virtual_size())
+                .map_or(status.depth, |d| d - 1)
+        } else {
+            status.depth
+        };
         let entry = MapEntry {
             start: m.start,
             length: m.length,
-            depth: status.depth,
+            depth,
             present: status.present(),
             zero: status.zero(),
             data: m.allocation == Allocation::Data

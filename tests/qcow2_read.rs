@@ -194,6 +194,29 @@ fn map_matches_qemu_img() {
         qemu_io(&img, "qcow2", &WRITES);
         assert_map_like_qemu(&img);
     }
+    // An overlay larger than its backing file (grown with resize): past the backing's end,
+    // unallocated ranges are at the overlay's depth, as qemu-img reports them.
+    let base = dir.path().join("short-base.qcow2");
+    let top = dir.path().join("long-top.qcow2");
+    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&base), "1M"]);
+    qemu_io(&base, "qcow2", &["write -P 1 0 64k", "write -P 2 960k 64k"]);
+    qemu_img_ok(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&base),
+        "-F",
+        "qcow2",
+        s(&top),
+        "4M",
+    ]);
+    qemu_io(&top, "qcow2", &["write -P 3 2M 64k"]);
+    assert_map_like_qemu(&top);
+    let human = run_ok(&["map", s(&top)]);
+    let theirs = qemu_img_in(dir.path(), &["map", s(&top)]);
+    assert_eq!(human, theirs);
 }
 
 #[test]
