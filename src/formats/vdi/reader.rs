@@ -146,7 +146,12 @@ impl Layer for VdiLayer {
         }
         let len = end.min(limit) - offset;
         Ok(match first {
-            Block::Free => Mapping::new(offset, len, Allocation::Unallocated),
+            // A free block reads from the parent; without one it reads as zeros, and is
+            // reported so (present, as qemu-img's map and compare -s have it).
+            Block::Free if self.header.image_type.has_parent() => {
+                Mapping::new(offset, len, Allocation::Unallocated)
+            }
+            Block::Free => Mapping::new(offset, len, Allocation::Zero),
             Block::Zero | Block::Missing => Mapping::new(offset, len, Allocation::Zero),
             Block::Stored(at) => {
                 Mapping::new(offset, len, Allocation::Data).at_host(0, at + within)
