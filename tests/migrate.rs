@@ -917,3 +917,75 @@ fn ide_holds_four_disks_and_vmware_packages_keep_to_vmware_addresses() {
         "{info}"
     );
 }
+
+/// An OVF folder of one small disk written by `migrate --to ovf`, its descriptor passed through
+/// `edit` and its manifest removed (the edit changes the descriptor's digest).
+fn edited_ovf(d: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let disk = d.join("app.raw");
+    make_raw(&disk, 1 << 20, &[(0, 4096)]);
+    let folder = d.join("ovf");
+    run_ok(&["migrate", "--to", "ovf", "-q", s(&disk), s(&folder)]);
+    let ovf = folder.join("app.ovf");
+    let text = std::fs::read_to_string(&ovf).unwrap();
+    std::fs::write(&ovf, edit(text)).unwrap();
+    std::fs::remove_file(folder.join("app.mf")).unwrap();
+    ovf
+}
+
+/// What an OVF holds besides the one machine migrate reads (the other systems of a
+/// collection, the deployment configurations not chosen, ProductSection properties) is named
+/// in the summary's warnings, for every target: `info` listed it as notes, migrate said nothing.
+#[test]
+fn an_ovf_collection_configurations_and_properties_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ovf = edited_ovf(d, |text| {
+        let start = text.find("  <VirtualSystem ").unwrap();
+        let end = text.find("</VirtualSystem>").unwrap() + "</VirtualSystem>".len();
+        let system = &text[start..end];
+        let first = system.replacen(
+            "<Info>A virtual machine</Info>",
+            r#"<Info>A virtual machine</Info>
+    <ProductSection><Info>p</Info><Product>App</Product>
+      <Property ovf:key="ip0" ovf:type="string" ovf:value="10.0.0.2"/>
+      <Property ovf:key="root-password" ovf:type="string" ovf:password="true"/>
+    </ProductSection>"#,
+            1,
+        );
+        let second = system
+            .replace(r#"ovf:id="app""#, r#"ovf:id="db""#)
+            .replace("<Name>app</Name>", "<Name>db</Name>");
+        format!(
+            r#"{}  <DeploymentOptionSection><Info>c</Info>
+    <Configuration ovf:id="small"><Label>S</Label><Description>s</Description></Configuration>
+    <Configuration ovf:id="large" ovf:default="true"><Label>L</Label><Description>l</Description></Configuration>
+  </DeploymentOptionSection>
+  <VirtualSystemCollection ovf:id="pair"><Info>two</Info>
+    <ProductSection><Info>c</Info><Property ovf:key="domain" ovf:type="string"/></ProductSection>
+{first}
+{second}
+  </VirtualSystemCollection>{}"#,
+            &text[..start],
+            &text[end..]
+        )
+    });
+    for (target, dest) in [("kvm", "k"), ("vsphere", "v.ova")] {
+        let (code, _, err) = run(&["migrate", "--to", target, s(&ovf), s(&d.join(dest))]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains("warning: the package holds 2 virtual systems")
+                && err.contains("only the first, 'app', is migrated; not carried: 'db'"),
+            "{err}"
+        );
+        assert!(
+            err.contains("2 deployment configurations (small, large): the hardware of 'large'"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "warning: 3 ProductSection properties ('domain', 'ip0', 'root-password') are not carried"
+            ),
+            "{err}"
+        );
+    }
+}

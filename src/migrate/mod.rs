@@ -333,11 +333,15 @@ impl Source {
 
     /// The VM an OVA or OVF describes, with its disks opened in place (each checked against
     /// the manifest while it is read). A disk the descriptor declares without content (a
-    /// template's empty disk) is left out with a warning.
+    /// template's empty disk) is left out with a warning, as is what the package holds besides
+    /// the machine ([`crate::ovf::Descriptor::not_carried`]).
     pub fn from_package(path: &Path, options: &OpenOptions) -> Result<Source> {
         let package = Package::open(path)?;
         check_source_vm(&package.descriptor().vm, path)?;
         let mut vm = package.descriptor().vm.clone();
+        // The package's other systems, configurations and properties stay behind: say so
+        // (`info` lists them as notes, facts about the package rather than the machine).
+        vm.warnings.extend(package.descriptor().not_carried());
         let entries = package.disks();
         let mut disks = Vec::new();
         let mut kept = Vec::new();

@@ -78,6 +78,13 @@ pub struct Descriptor {
     pub configuration: Option<String>,
     /// The ProductSection, when present.
     pub product: Option<Product>,
+    /// The keys of the ProductSection properties (`ovf:Property`) of the virtual system read
+    /// and of the collections around it: what the appliance expects in its OVF environment
+    /// when it is deployed.
+    pub properties: Vec<String>,
+    /// The `ovf:id`s of the envelope's VirtualSystems in document order (a
+    /// VirtualSystemCollection holds several); [`Descriptor::vm`] is the first's.
+    pub systems: Vec<String>,
     /// The machine.
     pub vm: Vm,
     /// Facts about the package that are not the machine's (a EULA, properties, a startup
@@ -100,6 +107,54 @@ impl Descriptor {
     pub fn disk_file(&self, disk: &DiskRef) -> Option<&FileRef> {
         disk.file_ref.as_deref().and_then(|id| self.file(id))
     }
+
+    /// What moving [`Descriptor::vm`] to another hypervisor leaves behind, one warning each:
+    /// the other virtual systems of a collection, the deployment configurations whose
+    /// hardware was not read, and the ProductSection properties (no target gives the guest an
+    /// OVF environment). [`Descriptor::notes`] says the same for `info`, as facts.
+    pub fn not_carried(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let [first, others @ ..] = self.systems.as_slice()
+            && !others.is_empty()
+        {
+            w.push(format!(
+                "the package holds {} virtual systems (a VirtualSystemCollection): only the first, '{first}', is migrated; not carried: {}",
+                self.systems.len(),
+                quoted_list(others)
+            ));
+        }
+        if self.configurations.len() > 1 {
+            w.push(format!(
+                "the descriptor offers {} deployment configurations ({}): the hardware of '{}', the default, is used; the others are not carried",
+                self.configurations.len(),
+                self.configurations.join(", "),
+                self.configuration.as_deref().unwrap_or("")
+            ));
+        }
+        if !self.properties.is_empty() {
+            w.push(format!(
+                "{} ProductSection properties ({}) are not carried: the target gives the guest no OVF environment, so what they set (addresses, passwords ...) must be set in the guest",
+                self.properties.len(),
+                quoted_list(&self.properties)
+            ));
+        }
+        w
+    }
+}
+
+/// `'a', 'b', 'c'`, the first ten of a long list and how many more.
+fn quoted_list(items: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        s.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    s
 }
 
 /// The OVF version of a descriptor.
@@ -410,12 +465,17 @@ impl Reader<'_> {
             full_version: p.child_text(Ns::Ovf, "FullVersion").map(str::to_string),
             class: p.ovf_attr("class").map(str::to_string),
         });
-        let properties: usize = sections(system, "ProductSection")
-            .map(count_properties)
-            .sum();
-        if properties > 0 {
+        // A collection's ProductSection applies to every system in it, the one read too.
+        let properties: Vec<String> = enclosing_collections(root, system)
+            .into_iter()
+            .chain([system])
+            .flat_map(|e| sections(e, "ProductSection"))
+            .flat_map(property_keys)
+            .collect();
+        if !properties.is_empty() {
             notes.push(format!(
-                "the appliance declares {properties} ProductSection properties (guest customization), not carried"
+                "the appliance declares {} ProductSection properties (guest customization), not carried",
+                properties.len()
             ));
         }
         if section(system, "EulaSection").is_some() {
@@ -448,6 +508,11 @@ impl Reader<'_> {
             configurations,
             configuration,
             product,
+            properties,
+            systems: systems
+                .iter()
+                .map(|s| s.ovf_attr("id").unwrap_or("?").to_string())
+                .collect(),
             vm,
             notes,
         })
@@ -696,8 +761,42 @@ fn virtual_systems(root: &Element) -> Vec<&Element> {
     out
 }
 
-fn count_properties(e: &Element) -> usize {
-    e.children(Ns::Ovf, "Property").count()
+/// The VirtualSystemCollections that hold `system`, outermost first.
+fn enclosing_collections<'a>(root: &'a Element, system: &Element) -> Vec<&'a Element> {
+    fn walk<'a>(
+        e: &'a Element,
+        system: &Element,
+        path: &mut Vec<&'a Element>,
+        depth: usize,
+    ) -> bool {
+        for c in &e.children {
+            if std::ptr::eq(c, system) {
+                return true;
+            }
+            let collection = c.ns == Ns::Ovf
+                && (c.name == "VirtualSystemCollection"
+                    || (c.name == "Content"
+                        && xsi_type(c).as_deref() == Some("VirtualSystemCollection")));
+            if collection && depth < 8 {
+                path.push(c);
+                if walk(c, system, path, depth + 1) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = Vec::new();
+    walk(root, system, &mut path, 0);
+    path
+}
+
+/// The `ovf:key` of each property of a ProductSection (`?` for one without a key).
+fn property_keys(section: &Element) -> impl Iterator<Item = String> + '_ {
+    section
+        .children(Ns::Ovf, "Property")
+        .map(|p| p.ovf_attr("key").unwrap_or("?").to_string())
 }
 
 fn has_ns(e: &Element, ns: Ns, depth: usize) -> bool {
