@@ -989,3 +989,54 @@ fn an_ovf_collection_configurations_and_properties_are_warned_about() {
         );
     }
 }
+
+/// VMware takes memory in multiples of 4 MiB: a VMware OVA's memory item is rounded up as a
+/// .vmx's memsize is, with the warning, and the summary prints the MiB written, not the
+/// source's (the OVA kept 1001 MiB silently; the esxi-vmx summary said 1000 MiB for 1004).
+#[test]
+fn vmware_memory_is_a_multiple_of_4_mib_and_the_summary_says_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("m.raw");
+    make_raw(&disk, 1 << 20, &[(0, 4096)]);
+    let ova = d.join("m.ova");
+    let (code, _, err) = run(&[
+        "migrate",
+        "--to",
+        "vsphere",
+        "--memory",
+        "1001M",
+        s(&disk),
+        s(&ova),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(1 CPU(s), 1004 MiB,"), "{err}");
+    assert!(
+        err.contains("warning: memory rounded up from 1001 MiB to 1004 MiB"),
+        "{err}"
+    );
+    let x = d.join("x");
+    extract(&ova, &x);
+    let ovf = std::fs::read_to_string(x.join("m.ovf")).unwrap();
+    assert!(ovf.contains("<rasd:VirtualQuantity>1004</rasd:VirtualQuantity>"));
+
+    // 1000.5 MiB, not a whole MiB: the summary printed 1000 MiB for a memsize of 1004.
+    let folder = d.join("e");
+    let (code, _, err) = run(&[
+        "migrate",
+        "--to",
+        "esxi-vmx",
+        "--memory",
+        "1049100288",
+        s(&disk),
+        s(&folder),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(1 CPU(s), 1004 MiB,"), "{err}");
+    assert!(
+        err.contains("memory rounded up from 1049100288 bytes to 1004 MiB"),
+        "{err}"
+    );
+    let vmx = std::fs::read_to_string(folder.join("m.vmx")).unwrap();
+    assert!(vmx.contains("memsize = \"1004\""), "{vmx}");
+}

@@ -1181,7 +1181,7 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
             "diskferry: migrated '{}' ({} CPU(s), {} MiB, {}, {} disk(s), {} NIC(s)) for {}:",
             printable(&vm.name),
             vm.cpus.count,
-            vm.memory_bytes >> 20,
+            summary.memory_bytes >> 20,
             vm.firmware,
             vm.disks.len(),
             vm.nics.len(),

@@ -408,6 +408,9 @@ impl Default for MigrateOptions {
 pub struct Summary {
     /// The files written (the OVA, or the folder's files as they are named once in place).
     pub files: Vec<PathBuf>,
+    /// The guest memory written, in bytes: the source's, unless the target takes only some
+    /// sizes (VMware: multiples of 4 MiB, rounded up with a warning).
+    pub memory_bytes: u64,
     /// What was not carried, or needs the user's attention, one sentence each.
     pub warnings: Vec<String>,
     /// What the user runs on the target to finish the import (`virsh define ...`), one
@@ -528,6 +531,7 @@ pub fn migrate(
     }
     let mut summary = Summary {
         files: Vec::new(),
+        memory_bytes: source.vm.memory_bytes,
         warnings: source.vm.warnings.clone(),
         instructions: Vec::new(),
     };
@@ -542,6 +546,10 @@ pub fn migrate(
             &vmware
         }
         _ => &source.vm,
+    };
+    summary.memory_bytes = match target {
+        Target::Config(config) => config.memory_bytes(vm),
+        _ => vm.memory_bytes,
     };
     let total: u64 = source.disks.iter().map(|d| d.virtual_size()).sum();
     let overall = RefCell::new(Overall {

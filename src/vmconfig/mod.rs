@@ -150,6 +150,13 @@ pub trait VmConfig: Sync {
     /// name.
     fn disk_plan(&self, vm: &Vm, stem: &str) -> Result<Vec<DiskPlan>>;
 
+    /// The guest memory, in bytes, that the configuration [`VmConfig::write`] makes gives
+    /// `vm`: the source's, unless the hypervisor takes only some sizes (so that the summary
+    /// shows what was written).
+    fn memory_bytes(&self, vm: &Vm) -> u64 {
+        vm.memory_bytes
+    }
+
     /// The configuration files for `vm` with its disks written as `disks` (in `vm.disks`
     /// order); `folder` is the output folder as it will be named once in place (absolute).
     fn write(

@@ -101,9 +101,12 @@ pub fn layout(vm: &Vm) -> Result<Layout> {
 
 /// `vm` with its disks and CD drives where VMware will have them ([`storage_layout`]), for
 /// an OVF in VMware's dialect, which must give each the controller and unit a VMware
-/// machine has; with what was moved, one sentence each.
+/// machine has, and with the memory VMware takes ([`super::write::memsize`]); with what was
+/// changed, one sentence each.
 pub fn vmware_placed(vm: &Vm) -> Result<(Vm, Vec<String>)> {
-    let l = storage_layout(vm)?;
+    let mut l = storage_layout(vm)?;
+    let (mib, memory) = super::write::memsize(vm);
+    l.warnings.extend(memory);
     let kind = |slot: Slot| match slot.bus {
         Bus::Ide => ControllerKind::Ide,
         Bus::Sata => ControllerKind::Sata,
@@ -116,6 +119,7 @@ pub fn vmware_placed(vm: &Vm) -> Result<(Vm, Vec<String>)> {
         ),
     };
     let mut placed = vm.clone();
+    placed.memory_bytes = mib << 20;
     for (d, slot) in placed.disks.iter_mut().zip(&l.disks) {
         d.controller.kind = kind(*slot);
         d.controller.index = slot.controller;

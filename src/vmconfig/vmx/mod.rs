@@ -98,6 +98,10 @@ impl VmConfig for Vmx {
             .collect())
     }
 
+    fn memory_bytes(&self, vm: &Vm) -> u64 {
+        write::memsize(vm).0 << 20
+    }
+
     fn write(
         &self,
         vm: &Vm,

@@ -43,6 +43,34 @@ pub fn mac_kind(mac: &str) -> MacKind {
     }
 }
 
+/// The memory VMware gives `vm`, in MiB, as a .vmx's `memsize` or a VMware OVF's memory item
+/// holds it: a multiple of 4 MiB (VMware takes no other), rounded up; 32 MiB, VMware's
+/// default, when the source gives none. With a warning for each change.
+pub fn memsize(vm: &Vm) -> (u64, Vec<String>) {
+    let mut warnings = Vec::new();
+    if vm.memory_bytes == 0 {
+        warnings.push(
+            "the source gives no memory size: 32 MiB written (VMware's default); set it before starting"
+                .into(),
+        );
+        return (32, warnings);
+    }
+    let mib = vm.memory_bytes.div_ceil(1 << 20);
+    let mib4 = mib.div_ceil(4) * 4;
+    if mib4 << 20 != vm.memory_bytes {
+        // Name the source's size exactly: it need not be a whole MiB.
+        let from = if vm.memory_bytes.is_multiple_of(1 << 20) {
+            format!("{mib} MiB")
+        } else {
+            format!("{} bytes", vm.memory_bytes)
+        };
+        warnings.push(format!(
+            "memory rounded up from {from} to {mib4} MiB (VMware takes multiples of 4 MiB)"
+        ));
+    }
+    (mib4, warnings)
+}
+
 /// The .vmx text of `vm` with its disks named `disk_files` (relative to the .vmx, in
 /// `vm.disks` order), laid out as `layout`; returns the text and what was not carried.
 pub fn vmx_text(
@@ -92,24 +120,9 @@ pub fn vmx_text(
             kv("guestOS", g);
         }
     }
-    if vm.memory_bytes == 0 {
-        warnings.push(
-            "the source gives no memory size: memsize = 32 MiB written; set it before starting"
-                .into(),
-        );
-    }
-    let mib = vm
-        .memory_bytes
-        .div_ceil(1 << 20)
-        .max(if vm.memory_bytes == 0 { 32 } else { 4 });
-    // VMware wants memory in multiples of 4 MiB.
-    let mib4 = mib.div_ceil(4) * 4;
-    if mib4 != mib {
-        warnings.push(format!(
-            "memory rounded up from {mib} MiB to {mib4} MiB (VMware takes multiples of 4 MiB)"
-        ));
-    }
-    kv("memsize", &mib4.to_string());
+    let (mib, w) = memsize(vm);
+    warnings.extend(w);
+    kv("memsize", &mib.to_string());
     let cpus = vm.cpus.count.max(1);
     kv("numvcpus", &cpus.to_string());
     if let Some(c) = vm
