@@ -1040,3 +1040,89 @@ fn vmware_memory_is_a_multiple_of_4_mib_and_the_summary_says_what_was_written() 
     let vmx = std::fs::read_to_string(folder.join("m.vmx")).unwrap();
     assert!(vmx.contains("memsize = \"1004\""), "{vmx}");
 }
+
+/// A serial port connected to a file, a pipe or the network in the source becomes the
+/// target's console terminal (a pty for KVM and xl, a socket for Proxmox) or is dropped
+/// (XenServer): the changed connection is warned about, naming the host end, for the .vmx
+/// and the libvirt readers alike (libvirt's reader did not keep the host end at all). A pty
+/// stays a pty without a word.
+#[test]
+fn a_serial_port_whose_host_end_changes_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("s.vmdk");
+    run_ok(&["create", "-q", "-f", "vmdk", s(&disk), "1M"]);
+    let vmx = d.join("s.vmx");
+    std::fs::write(
+        &vmx,
+        "displayName = \"ser\"\nguestOS = \"ubuntu-64\"\nmemsize = \"1024\"\nscsi0.present = \"TRUE\"\nscsi0.virtualDev = \"pvscsi\"\nscsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"s.vmdk\"\nserial0.present = \"TRUE\"\nserial0.fileType = \"file\"\nserial0.fileName = \"/var/log/ser.log\"\nserial1.present = \"TRUE\"\nserial1.fileType = \"pipe\"\nserial1.fileName = \"/tmp/ser-pipe\"\n",
+    )
+    .unwrap();
+    for (target, says) in [
+        (
+            "kvm",
+            "serial port 0: its host end (file:/var/log/ser.log) is not carried: written as a pty",
+        ),
+        (
+            "kvm",
+            "serial port 1: its host end (pipe:/tmp/ser-pipe) is not carried",
+        ),
+        (
+            "proxmox",
+            "serial port 0: its host end (file:/var/log/ser.log) is not carried: written as a socket",
+        ),
+        (
+            "xen",
+            "serial port 0: its host end (file:/var/log/ser.log) is not carried: written as a pty",
+        ),
+        ("xen", "1 more serial port(s) not carried"),
+        ("xenserver-vhd", "2 serial port(s) are not carried"),
+    ] {
+        let out = d.join(format!("out-{target}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let (code, _, err) = run(&["migrate", "--to", target, s(&vmx), s(&out)]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains(says), "{target}: {err}");
+    }
+
+    let domain = d.join("l.xml");
+    std::fs::write(
+        &domain,
+        format!(
+            "<domain type='kvm'><name>lv</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu><os><type>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='vmdk'/><source file='{}'/><target dev='vda' bus='virtio'/></disk><serial type='file'><source path='/var/log/lv.log'/><target port='0'/></serial><serial type='tcp'><source mode='bind' host='0.0.0.0' service='4555'/><target port='1'/></serial><serial type='pty'><target port='2'/></serial></devices></domain>",
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["migrate", "--to", "kvm", s(&domain), s(&d.join("lk"))]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("serial port 0: its host end (file:/var/log/lv.log)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("serial port 1: its host end (tcp:0.0.0.0:4555)"),
+        "{err}"
+    );
+    assert!(!err.contains("serial port 2"), "a pty stays a pty: {err}");
+
+    // xl.cfg's list of ports: the reader kept the first alone.
+    let raw = d.join("x.raw");
+    make_raw(&raw, 1 << 20, &[(0, 512)]);
+    let cfg = d.join("x.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"xv\"\ntype = \"hvm\"\nmemory = 1024\nvcpus = 1\ndisk = [ '{},raw,xvda,rw' ]\nserial = [ 'pty', 'file:/var/log/xv.log' ]\n",
+            raw.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["migrate", "--to", "kvm", s(&cfg), s(&d.join("xk"))]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("serial port 1: its host end (file:/var/log/xv.log)"),
+        "{err}"
+    );
+    assert!(!err.contains("serial port 0"), "a pty stays a pty: {err}");
+}

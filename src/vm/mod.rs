@@ -300,6 +300,19 @@ pub struct SerialPort {
     pub connection: Option<String>,
 }
 
+impl SerialPort {
+    /// What the port connects to on the host that a target must recreate (a file, a pipe, a
+    /// network address, a host device): its connection, unless that is only the console
+    /// terminal every hypervisor gives a port by itself (a pty, Proxmox's socket).
+    pub fn host_end(&self) -> Option<&str> {
+        const TERMINALS: [&str; 4] = ["pty", "socket", "vc", "console"];
+        self.connection
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && !TERMINALS.iter().any(|t| c.eq_ignore_ascii_case(t)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

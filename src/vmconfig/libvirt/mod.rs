@@ -183,6 +183,12 @@ pub fn domain_xml(vm: &Vm, disk_paths: &[&Path], buses: Buses) -> (String, Vec<S
             "    <serial type='pty'>\n      <target port='{}'/>\n    </serial>",
             port.index
         );
+        if let Some(c) = port.host_end() {
+            warnings.push(format!(
+                "serial port {}: its host end ({c}) is not carried: written as a pty (virsh console); set <serial type=...> to reconnect it",
+                port.index
+            ));
+        }
     }
     x.push_str("    <console type='pty'/>\n");
     if vm.tpm {
@@ -456,7 +462,7 @@ pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
             });
         }
         vm.tpm = devices.children.iter().any(|c| c.name == "tpm");
-        for (i, _) in devices
+        for (i, serial) in devices
             .children
             .iter()
             .filter(|c| c.name == "serial")
@@ -464,7 +470,7 @@ pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
         {
             vm.serial_ports.push(SerialPort {
                 index: i as u32,
-                connection: None,
+                connection: serial_host_end(serial),
             });
         }
     }
@@ -518,6 +524,33 @@ pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
         }
     }
     Ok(Domain { vm, disk_files })
+}
+
+/// What a `<serial>` connects to on the host, as `type:where` (`file:/var/log/x.log`,
+/// `tcp:host:4555`, `unix:/run/x.sock`); None for a pty (libvirt's default, the console any
+/// target gives) and for a port without a type.
+fn serial_host_end(serial: &Element) -> Option<String> {
+    let kind = serial.attr(Ns::None, "type")?;
+    if kind == "pty" {
+        return None;
+    }
+    let source = serial
+        .children
+        .iter()
+        .find(|c| c.name == "source" && c.ns == Ns::None);
+    let place = source.and_then(|s| {
+        s.attr(Ns::None, "path").map(str::to_string).or_else(|| {
+            let host = s.attr(Ns::None, "host")?;
+            Some(match s.attr(Ns::None, "service") {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            })
+        })
+    });
+    Some(match place {
+        Some(p) => format!("{kind}:{p}"),
+        None => kind.to_string(),
+    })
 }
 
 fn yes(b: bool) -> &'static str {

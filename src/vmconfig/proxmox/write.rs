@@ -248,8 +248,19 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
         w.push("the guest comes from VMware: uninstall VMware Tools (open-vm-tools on Linux may stay), install the QEMU guest agent and set 'agent: 1'".into());
     }
     for p in &vm.serial_ports {
-        if p.index <= 3 {
-            keys.insert(format!("serial{}", p.index), "socket".into());
+        if p.index > 3 {
+            w.push(format!(
+                "serial port {}: Proxmox has serial0 to serial3: not carried",
+                p.index
+            ));
+            continue;
+        }
+        keys.insert(format!("serial{}", p.index), "socket".into());
+        if let Some(c) = p.host_end() {
+            w.push(format!(
+                "serial port {}: its host end ({c}) is not carried: written as a socket (qm terminal); Proxmox connects a port to a socket or a host device (/dev/ttyS0) only",
+                p.index
+            ));
         }
     }
     let order: Vec<String> = {

@@ -67,6 +67,13 @@ pub fn commands(vm: &Vm, stem: &str, folder: &Path, disks: &[PlacedDisk]) -> Res
             ));
         }
     }
+    // As in an XVA: XAPI has no serial port device to create.
+    if !vm.serial_ports.is_empty() {
+        warnings.push(format!(
+            "{} serial port(s) are not carried: XAPI gives every HVM guest its own console",
+            vm.serial_ports.len()
+        ));
+    }
     warnings.extend(
         super::mapping::WRITE
             .tpm(vm)

@@ -401,15 +401,18 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<XlConfig> {
         vm.warn("the vTPM's state stays on the Xen host: the target gets a new TPM");
     }
     if let Some(s) = get("serial") {
-        let v = match &s.value {
-            Value::List(items) => items.first().and_then(text).map(str::to_string),
-            v => text(v).map(str::to_string),
+        // A list gives an HVM guest several ports, COM1 first.
+        let ports: Vec<Option<&str>> = match &s.value {
+            Value::List(items) => items.iter().map(text).collect(),
+            v => vec![text(v)],
         };
-        if let Some(v) = v.filter(|v| v != "none") {
-            vm.serial_ports.push(SerialPort {
-                index: 0,
-                connection: Some(v),
-            });
+        for (index, v) in ports.into_iter().enumerate() {
+            if let Some(v) = v.filter(|v| *v != "none") {
+                vm.serial_ports.push(SerialPort {
+                    index: index as u32,
+                    connection: Some(v.to_string()),
+                });
+            }
         }
     }
     if let Some(v) = get("vga") {

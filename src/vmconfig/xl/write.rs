@@ -145,8 +145,21 @@ pub fn xl_cfg(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> {
             moved.join(", ")
         ));
     }
-    if !vm.serial_ports.is_empty() {
+    if let Some((first, others)) = vm.serial_ports.split_first() {
+        // One port, the first, as a pty: what xl's console command attaches to.
         x.push_str("serial = \"pty\"\n");
+        if let Some(c) = first.host_end() {
+            w.push(format!(
+                "serial port {}: its host end ({c}) is not carried: written as a pty (xl console); set serial= to reconnect it",
+                first.index
+            ));
+        }
+        if !others.is_empty() {
+            w.push(format!(
+                "{} more serial port(s) not carried: serial= gets the first as a pty",
+                others.len()
+            ));
+        }
     }
     x.push_str("on_poweroff = \"destroy\"\non_reboot = \"restart\"\non_crash = \"destroy\"\n");
     Ok((x, w))
