@@ -1126,3 +1126,72 @@ fn a_serial_port_whose_host_end_changes_is_warned_about() {
     );
     assert!(!err.contains("serial port 0"), "a pty stays a pty: {err}");
 }
+
+/// The firmware's variable store is a file of its own that no target reads: a .vmx's
+/// `nvram` and a libvirt domain's `<nvram>` (as text, or as `<source file>` since libvirt
+/// 8.5, or libvirt's default place for an EFI guest that names none) are named in a warning.
+#[test]
+fn an_nvram_file_left_behind_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("n.vmdk");
+    run_ok(&["create", "-q", "-f", "vmdk", s(&disk), "1M"]);
+    let vmx = d.join("n.vmx");
+    std::fs::write(
+        &vmx,
+        "displayName = \"nv\"\nguestOS = \"ubuntu-64\"\nmemsize = \"1024\"\nfirmware = \"efi\"\nnvram = \"nv.nvram\"\nsata0.present = \"TRUE\"\nsata0:0.present = \"TRUE\"\nsata0:0.fileName = \"n.vmdk\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["migrate", "--to", "kvm", s(&vmx), s(&d.join("k"))]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: the VM's NVRAM file ('nv.nvram') is not carried; UEFI variables"),
+        "{err}"
+    );
+
+    let domain = |os: &str| {
+        format!(
+            "<domain type='kvm'><name>lv</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu><os{os}</os><devices><disk type='file' device='disk'><driver name='qemu' type='vmdk'/><source file='{}'/><target dev='sda' bus='sata'/></disk></devices></domain>",
+            disk.display()
+        )
+    };
+    for (i, (os, says)) in [
+        (
+            "><type>hvm</type><loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader><nvram template='/usr/share/OVMF/OVMF_VARS.fd'>/srv/nvram/lv_VARS.fd</nvram>",
+            "NVRAM ('/srv/nvram/lv_VARS.fd') is not carried",
+        ),
+        (
+            " firmware='efi'><type>hvm</type><nvram type='file'><source file='/srv/lv.fd'/></nvram>",
+            "NVRAM ('/srv/lv.fd') is not carried",
+        ),
+        (
+            " firmware='efi'><type>hvm</type>",
+            "NVRAM (libvirt's default, '/var/lib/libvirt/qemu/nvram/lv_VARS.fd') is not carried",
+        ),
+        (
+            "><type>hvm</type><nvram>[datastore] lv/lv.nvram</nvram>",
+            "NVRAM ('[datastore] lv/lv.nvram') is not carried; BIOS settings",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let xml = d.join(format!("lv{i}.xml"));
+        std::fs::write(&xml, domain(os)).unwrap();
+        let (code, _, err) = run(&[
+            "migrate",
+            "--to",
+            "vsphere",
+            s(&xml),
+            s(&d.join(format!("lv{i}.ova"))),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains(says), "{os}: {err}");
+    }
+    // A BIOS guest naming no store has none to leave behind.
+    let xml = d.join("bios.xml");
+    std::fs::write(&xml, domain("><type>hvm</type>")).unwrap();
+    let (code, _, err) = run(&["migrate", "--to", "vsphere", s(&xml), s(&d.join("b.ova"))]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("NVRAM"), "{err}");
+}

@@ -113,6 +113,19 @@ impl fmt::Display for Firmware {
     }
 }
 
+impl Firmware {
+    /// What the firmware starts with on a target when the source's NVRAM (its variable
+    /// store) stays behind, for the warning that says so.
+    pub fn without_nvram(self) -> &'static str {
+        match self {
+            Firmware::Bios => "BIOS settings start at their defaults",
+            Firmware::Uefi { .. } => {
+                "UEFI variables (boot entries, enrolled Secure Boot keys) start empty"
+            }
+        }
+    }
+}
+
 /// Virtual processors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Cpus {

@@ -383,6 +383,36 @@ pub fn parse_domain(bytes: &[u8], name: &str) -> Result<Domain> {
                 secure_boot: secure,
             };
         }
+        // The firmware's variable store: the file <nvram> names (in <source> since libvirt
+        // 8.5), or the one libvirt keeps for an EFI guest in its own folder when none is named.
+        let nvram = child(&os, "nvram");
+        let named = nvram.as_ref().and_then(|n| {
+            Some(n.text.trim())
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .or_else(|| {
+                    let source = child(n, "source")?;
+                    ["file", "dev", "name"]
+                        .iter()
+                        .find_map(|a| attr(&source, a))
+                })
+        });
+        let qemu = matches!(attr(&root, "type").as_deref(), Some("kvm" | "qemu"));
+        let store = match named {
+            Some(file) => Some(format!("'{file}'")),
+            None if efi && qemu => Some(format!(
+                "libvirt's default, '/var/lib/libvirt/qemu/nvram/{}_VARS.fd'",
+                vm.name
+            )),
+            None if efi => Some("the store libvirt keeps for the guest".to_string()),
+            None => None,
+        };
+        if let Some(store) = store {
+            vm.warn(format!(
+                "the VM's NVRAM ({store}) is not carried; {}",
+                vm.firmware.without_nvram()
+            ));
+        }
     }
     let mut disk_files = Vec::new();
     if let Some(devices) = child(&root, "devices") {

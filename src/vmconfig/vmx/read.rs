@@ -215,6 +215,14 @@ pub fn read(file: &VmxFile, path: &Path) -> Result<(Vm, Vec<String>)> {
         }
         Some(other) => vm.warn(format!("firmware '{other}' is not known: taken as BIOS")),
     }
+    // The firmware's variables (UEFI boot entries, Secure Boot keys; a BIOS's setup) live in
+    // their own file beside the .vmx, which no target reads.
+    if let Some(nvram) = file.get("nvram").filter(|n| !n.trim().is_empty()) {
+        vm.warn(format!(
+            "the VM's NVRAM file ('{nvram}') is not carried; {}",
+            vm.firmware.without_nvram()
+        ));
+    }
     vm.tpm = file.flag("vtpm.present") == Some(true);
     if file.flag("svga.present") != Some(false) {
         let vram = number("svga.vramSize")?;
