@@ -1195,3 +1195,41 @@ fn an_nvram_file_left_behind_is_named() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("NVRAM"), "{err}");
 }
+
+/// `-q` silences the progress and the summary of what was carried, never the warnings about
+/// what was not: they still go to standard error (a script passing -q lost them all).
+#[test]
+fn quiet_keeps_the_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("q.raw");
+    make_raw(&disk, 1 << 20, &[(0, 4096)]);
+    let out = d.join("q.ova");
+    let (code, stdout, err) = run(&[
+        "migrate",
+        "-q",
+        "--to",
+        "vsphere",
+        "--memory",
+        "1001M",
+        s(&disk),
+        s(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(
+        err,
+        "diskferry: warning: memory rounded up from 1001 MiB to 1004 MiB (VMware takes multiples of 4 MiB)\n"
+    );
+    // The folder targets' finishing steps are part of the summary, silenced too.
+    let (code, _, err) = run(&["migrate", "-q", "--to", "kvm", s(&disk), s(&d.join("k"))]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("migrated") && !err.contains("virsh define"),
+        "{err}"
+    );
+    assert!(
+        err.lines().all(|l| l.starts_with("diskferry: warning: ")),
+        "{err}"
+    );
+}

@@ -494,7 +494,7 @@ pub struct MigrateArgs {
     /// Show a progress bar over the whole VM (on a terminal)
     #[arg(short = 'p')]
     pub progress: bool,
-    /// Quiet: no progress, no summary
+    /// Quiet: no progress, no summary; the warnings of what was not carried are still given
     #[arg(short = 'q')]
     pub quiet: bool,
     /// Worker threads (default: one per core)

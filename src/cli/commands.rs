@@ -1162,8 +1162,10 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
     }
     let mut progress = Progress::new(args.progress && !args.quiet);
     let quiet = args.quiet;
+    // -q silences progress and the summary of what was carried, never what was not: the
+    // warnings go to standard error in any case.
     let result = migrate::migrate(&source, dest, target, &options, &mut |event| {
-        show_event(&mut progress, quiet, event)
+        show_event(&mut progress, false, event)
     });
     let summary = match result {
         Ok(s) => {
@@ -1192,14 +1194,14 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
                 eprintln!("  {}", printable(&f.display().to_string()));
             }
         }
-        for w in &summary.warnings {
-            eprintln!("diskferry: warning: {}", printable(w));
-        }
-        if !summary.instructions.is_empty() {
-            eprintln!("diskferry: to finish the import on the target:");
-            for line in &summary.instructions {
-                eprintln!("  {}", printable(line));
-            }
+    }
+    for w in &summary.warnings {
+        eprintln!("diskferry: warning: {}", printable(w));
+    }
+    if !quiet && !summary.instructions.is_empty() {
+        eprintln!("diskferry: to finish the import on the target:");
+        for line in &summary.instructions {
+            eprintln!("  {}", printable(line));
         }
     }
     Ok(0)
