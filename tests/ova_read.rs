@@ -619,3 +619,55 @@ fn a_differencing_disk_in_a_package_is_refused() {
         ],
     );
 }
+
+/// `check` of a package reads every disk to its end through the manifest: exit 0 when all
+/// pass, 2 naming the disk whose digest differs (or whose format is damaged), as a corrupt
+/// image's check; a package whose descriptor fails its digest is a corruption too.
+#[test]
+fn check_reads_every_disk_of_a_package_through_its_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ova, a, b) = package(d);
+    let (code, out, err) = run(&["check", s(&ova)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("disk 0 'vm-disk1.vmdk'"), "{out}");
+    assert!(out.contains("disk 1 'vm-disk2.vmdk'"), "{out}");
+    assert!(out.contains("No errors were found"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(&["check", "--output=json", s(&ova)])).unwrap();
+    assert_eq!(json["check-errors"], 0);
+    let sizes: Vec<u64> = json["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["virtual-size"].as_u64().unwrap())
+        .collect();
+    let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert_eq!(sizes, vec![len(&a), len(&b)]);
+
+    // One byte of the second disk's grains changed: its digest differs.
+    let bad = d.join("bad.ova");
+    let mut bytes = std::fs::read(&ova).unwrap();
+    let at = member_offset(&ova, "vm-disk2.vmdk") as usize;
+    let grain = at + 70_000;
+    bytes[grain] ^= 0x40;
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, out, err) = run(&["check", s(&bad)]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("ERROR: disk 1 'vm-disk2.vmdk'"), "{err}");
+    assert!(out.contains("1 errors were found"), "{out}");
+    assert!(
+        out.contains("disk 0 'vm-disk1.vmdk'"),
+        "the good disk is checked too: {out}"
+    );
+
+    // A real OVA whose VMDK has damaged line-end bytes (forklift's test data).
+    if let Some(shared) = shared_dir("check_reads_every_disk_of_a_package_through_its_manifest") {
+        let damaged = shared.join("corpus/forklift-ova/2nd_disk.ova");
+        let (code, _, err) = run(&["check", s(&damaged)]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("line-end check bytes"), "{err}");
+        let good = shared.join("corpus/forklift-ova/2nd_disk_v3.ova");
+        assert_eq!(run(&["check", s(&good)]).0, 0);
+    }
+}

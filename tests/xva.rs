@@ -475,6 +475,22 @@ fn a_wrong_checksum_is_one_line_naming_the_chunk_and_leaves_nothing() {
             &kvm,
             &["Ref:3/00000001"],
         );
+        // check reads the disk through its checksums: a corruption (exit 2) naming the chunk;
+        // the XVA as made passes.
+        let (code, text, err) = run(&["check", s(&xva)]);
+        assert_eq!(code, 2, "{text}{err}");
+        assert!(
+            err.contains("ERROR: disk 0") && err.contains("Ref:3/00000001"),
+            "{err}"
+        );
+        let good = d.path().join("good.xva");
+        std::fs::write(&good, tar_of(&xva_members(&ova_xml(&disks), &disks))).unwrap();
+        let (code, text, err) = run(&["check", s(&good)]);
+        assert_eq!(code, 0, "{text}{err}");
+        assert!(
+            text.contains("disk 0") && text.contains("No errors were found"),
+            "{text}"
+        );
         // A checksum member that is not a checksum.
         let mut members = xva_members(&ova_xml(&disks), &disks);
         let m = members

@@ -810,8 +810,96 @@ fn check_human(report: &CheckReport) -> String {
     out
 }
 
+/// `check` of a package: each disk read to its end through the package's checks (manifest
+/// digests, chunk checksums); exit 2 when one fails them, as a corrupt image's check. `None`
+/// when the file is not a package.
+fn check_package(args: &CheckArgs) -> diskferry::Result<Option<i32>> {
+    use diskferry::package::verify::{PackageKind, package_disks, verify_disk};
+    let name = printable(&args.image.to_string_lossy());
+    let mut errors: Vec<String> = Vec::new();
+    let mut disks_json = Vec::new();
+    let mut lines = String::new();
+    let kind = match package_disks(&args.image) {
+        Ok(None) => return Ok(None),
+        Ok(Some((kind, disks))) => {
+            let options = open_options(&args.gate, None);
+            for disk in &disks {
+                let label = format!("disk {} '{}'", disk.index, printable(&disk.name));
+                match verify_disk(&args.image, disk, &options) {
+                    Ok(size) => {
+                        lines.push_str(&format!("{label}: {size} bytes read, its checks passed\n"));
+                        disks_json.push(serde_json::json!({
+                            "index": disk.index, "name": disk.name, "virtual-size": size,
+                        }));
+                    }
+                    Err(e) if e.kind() == diskferry::ErrorKind::Corrupt => {
+                        let message = e.message().to_string();
+                        eprintln!("ERROR: {label}: {}", printable(&message));
+                        disks_json.push(serde_json::json!({
+                            "index": disk.index, "name": disk.name, "error": message,
+                        }));
+                        errors.push(message);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(kind)
+        }
+        // The package itself (its descriptor, manifest or ova.xml) fails its checks.
+        Err(e) if e.kind() == diskferry::ErrorKind::Corrupt => {
+            eprintln!("ERROR: {}", printable(&e.to_string()));
+            errors.push(e.message().to_string());
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if !args.quiet || args.output == OutputFormat::Json {
+        let text = match args.output {
+            OutputFormat::Human => {
+                let verdict = if errors.is_empty() {
+                    "No errors were found in the package.".to_string()
+                } else {
+                    format!("{} errors were found in the package.", errors.len())
+                };
+                if lines.is_empty() {
+                    format!("{verdict}\n")
+                } else {
+                    format!("{lines}\n{verdict}\n")
+                }
+            }
+            OutputFormat::Json => to_json(&serde_json::json!({
+                "filename": args.image.to_string_lossy(),
+                "format": match kind {
+                    Some(PackageKind::Xva) => "xva",
+                    _ => "ova",
+                },
+                "disks": disks_json,
+                "check-errors": errors.len(),
+            })),
+        };
+        emit(&text)?;
+    }
+    if !errors.is_empty() {
+        eprintln!("diskferry: {name}: Check failed");
+        return Ok(Some(2));
+    }
+    Ok(Some(0))
+}
+
 pub fn check(args: CheckArgs) -> Outcome {
     let registry = Registry::builtin();
+    // A package (OVA, OVF, XVA) is checked disk by disk; qemu-img takes it for raw, which it
+    // cannot check.
+    if args.format.is_none() {
+        if Personality::current() == Personality::QemuImg {
+            if let Ok(Some(_)) = diskferry::package::verify::package_disks(&args.image) {
+                eprintln!("qemu-img: This image format does not support checks");
+                return Ok(63);
+            }
+        } else if let Some(code) = check_package(&args)? {
+            return Ok(code);
+        }
+    }
     let format = match parse_format(args.format.as_deref())? {
         Some(f) => f,
         // Detect from the content only: check must reach images too damaged to open (a VHD

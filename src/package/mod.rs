@@ -6,12 +6,14 @@
 //!   members; `.cert` files noted (not verified).
 //! - [`chunked`]: an OVF file split into `ovf:chunkSize` parts, read as one
 //!   [`Concat`] storage.
+//! - [`verify`]: `check` of a package: every disk read to its end through the package's checks.
 //! - [`gzip`]: a gzip-compressed file (`ovf:compression="gzip"`) inflated once into an unnamed
 //!   temporary file.
 
 pub mod gzip;
 pub mod manifest;
 pub mod tar_index;
+pub mod verify;
 
 pub use gzip::{Codec, GzipStorage};
 pub use manifest::{Algorithm, CertNote, Entry, Manifest};
