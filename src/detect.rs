@@ -71,9 +71,10 @@ pub struct Foreign {
     pub hint: &'static str,
 }
 
-const QEMU_FIRST: &str = "convert it to qcow2 with qemu-img first";
-const APPLE_FIRST: &str = "convert it to a raw image with hdiutil first";
-const UNPACK_FIRST: &str = "unpack it first and give the disk inside";
+const QEMU_FIRST: &str = "diskferry does not read it; convert it to qcow2 with qemu-img first";
+const APPLE_FIRST: &str =
+    "diskferry does not read it; convert it to a raw image with hdiutil first";
+const UNPACK_FIRST: &str = "diskferry does not read archives; unpack it and give the disk inside";
 
 /// Recognises a file that is one of the [`Foreign`] kinds by its magic bytes.
 pub fn foreign(probe: &ProbeData) -> Option<Foreign> {
@@ -97,7 +98,7 @@ pub fn foreign(probe: &ProbeData) -> Option<Foreign> {
     if head(0, b"LUKS\xba\xbe") {
         return found(
             "a LUKS encrypted volume (qemu's 'luks')",
-            "open it with cryptsetup and give the opened device",
+            "diskferry does not decrypt it; open it with cryptsetup and give the opened device",
         );
     }
     if head(0, b"QED\0") {
@@ -117,17 +118,29 @@ pub fn foreign(probe: &ProbeData) -> Option<Foreign> {
         }
     }
     if head(0, b"\x1f\x8b\x08") {
-        return found("a gzip-compressed file", "decompress it first (gunzip)");
+        return found(
+            "a gzip-compressed file",
+            "diskferry reads no compressed files; run gunzip first",
+        );
     }
     if head(0, b"\xfd7zXZ\0") {
-        return found("an xz-compressed file", "decompress it first (unxz)");
+        return found(
+            "an xz-compressed file",
+            "diskferry reads no compressed files; run unxz first",
+        );
     }
     if head(0, b"\x28\xb5\x2f\xfd") {
-        return found("a zstd-compressed file", "decompress it first (unzstd)");
+        return found(
+            "a zstd-compressed file",
+            "diskferry reads no compressed files; run unzstd first",
+        );
     }
     // bzip2: "BZh", the block size digit, then the first block's magic (BCD pi).
     if head(0, b"BZh") && head(4, b"\x31\x41\x59\x26\x53\x59") {
-        return found("a bzip2-compressed file", "decompress it first (bunzip2)");
+        return found(
+            "a bzip2-compressed file",
+            "diskferry reads no compressed files; run bunzip2 first",
+        );
     }
     if head(0, b"PK\x03\x04") {
         return found("a zip archive", UNPACK_FIRST);
@@ -135,9 +148,14 @@ pub fn foreign(probe: &ProbeData) -> Option<Foreign> {
     if head(0, b"7z\xbc\xaf\x27\x1c") {
         return found("a 7-Zip archive", UNPACK_FIRST);
     }
-    // A tar that the OVA and XVA probes did not take (a cloud image's disk.raw in a tar).
+    // A tar where an image is wanted: a package given to a command that changes an image in
+    // place (packages are read by `Image::open`, which takes them before detection), or a
+    // cloud image's disk.raw in a tar.
     if head(257, b"ustar") {
-        return found("a tar archive that is not an OVA or XVA", UNPACK_FIRST);
+        return found(
+            "a tar archive",
+            "a package's disks (OVA, XVA) are read by info, convert and migrate but not changed in place; unpack it to work on a disk",
+        );
     }
     None
 }

@@ -155,7 +155,7 @@ impl Registry {
 pub fn foreign_refusal(probe: &ProbeData) -> Option<Error> {
     crate::detect::foreign(probe).map(|f| {
         Error::unsupported(format!(
-            "this is {}, which diskferry does not read: {} (or give -f raw to copy its bytes as a raw disk)",
+            "this is {}: {} (or give -f raw to take its bytes as a raw disk)",
             f.what, f.hint
         ))
     })
