@@ -1233,3 +1233,138 @@ fn quiet_keeps_the_warnings() {
         "{err}"
     );
 }
+
+/// Every target gives the memory it writes in the summary, and warns when that is not the
+/// source's: 1000.5 MiB becomes whole MiB where the configuration holds MiB (VirtualBox's and
+/// XenServer's OVF, .vbox, .vmc, Proxmox, xl, and libvirt, which gives a QEMU guest whole
+/// MiB), 2 MiB steps for Hyper-V, and stays to the byte in XAPI's fields (XVA, xe
+/// commands). They all rounded up silently, and the summary printed the source's 1000 MiB.
+#[test]
+fn every_target_says_the_memory_it_writes_and_warns_when_it_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let disk = d.join("m.raw");
+    make_raw(&disk, 1 << 20, &[(0, 4096)]);
+    // (target, destination, memory in the summary, the rounding's reason, text written)
+    let cases: &[(&str, &str, &str, Option<&str>, &str)] = &[
+        (
+            "virtualbox",
+            "vb.ova",
+            "1001 MiB",
+            Some("VirtualBox takes whole MiB"),
+            "<rasd:VirtualQuantity>1001</rasd:VirtualQuantity>",
+        ),
+        (
+            "xenserver",
+            "xs.ova",
+            "1001 MiB",
+            Some("the OVF's memory item holds whole MiB"),
+            "<rasd:VirtualQuantity>1001</rasd:VirtualQuantity>",
+        ),
+        (
+            "xenserver",
+            "xs.xva",
+            "1049100288 bytes",
+            None,
+            "1049100288",
+        ),
+        (
+            "kvm",
+            "kvm",
+            "1001 MiB",
+            Some("libvirt gives a QEMU guest whole MiB"),
+            "<memory unit='KiB'>1025024</memory>",
+        ),
+        (
+            "vbox",
+            "vbox",
+            "1001 MiB",
+            Some("VirtualBox takes whole MiB"),
+            "RAMSize=\"1001\"",
+        ),
+        (
+            "proxmox",
+            "pve",
+            "1001 MiB",
+            Some("Proxmox takes whole MiB"),
+            "memory: 1001",
+        ),
+        (
+            "xl",
+            "xl",
+            "1001 MiB",
+            Some("xl.cfg takes whole MiB"),
+            "memory = 1001",
+        ),
+        (
+            "vmc",
+            "vmc",
+            "1001 MiB",
+            Some("Virtual PC takes whole MiB"),
+            "",
+        ),
+        (
+            "hyperv",
+            "hv",
+            "1002 MiB",
+            Some("Hyper-V takes whole multiples of 2 MiB"),
+            "",
+        ),
+        (
+            "xenserver-vhd",
+            "xsv",
+            "1049100288 bytes",
+            None,
+            "static-max=1049100288",
+        ),
+    ];
+    for (target, dest, shown, why, written) in cases {
+        let out = d.join(dest);
+        let (code, _, err) = run(&[
+            "migrate",
+            "--to",
+            target,
+            "--memory",
+            "1049100288",
+            s(&disk),
+            s(&out),
+        ]);
+        assert_eq!(code, 0, "{target}: {err}");
+        assert!(
+            err.contains(&format!("(1 CPU(s), {shown},")),
+            "{target}: {err}"
+        );
+        match why {
+            Some(why) => assert!(
+                err.contains("1049100288 bytes") && err.contains(why),
+                "{target}: {err}"
+            ),
+            None => assert!(!err.contains("rounded"), "{target}: {err}"),
+        }
+        if written.is_empty() {
+            continue;
+        }
+        let folder = if out.is_dir() {
+            out.clone()
+        } else {
+            let x = d.join(format!("{dest}.x"));
+            extract(&out, &x);
+            x
+        };
+        let texts: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                !p.extension().is_some_and(|e| {
+                    ["vmdk", "vhd", "qcow2", "vdi", "vhdx"].contains(&e.to_str().unwrap())
+                })
+            })
+            .filter_map(|p| std::fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
+        assert!(
+            texts.iter().any(|t| t.contains(written)),
+            "{target}: {written} not in {texts:?}"
+        );
+    }
+}

@@ -1268,10 +1268,11 @@ pub fn migrate(args: MigrateArgs) -> Outcome {
     if !quiet {
         let vm = &source.vm;
         eprintln!(
-            "diskferry: migrated '{}' ({} CPU(s), {} MiB, {}, {} disk(s), {} NIC(s)) for {}:",
+            "diskferry: migrated '{}' ({} CPU(s), {}, {}, {} disk(s), {} NIC(s)) for {}:",
             printable(&vm.name),
             vm.cpus.count,
-            summary.memory_bytes >> 20,
+            // Exactly: a target keeping a size that is not a whole MiB (an XVA's bytes) says so.
+            diskferry::vm::memory_text(summary.memory_bytes),
             vm.firmware,
             vm.disks.len(),
             vm.nics.len(),

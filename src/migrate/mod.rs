@@ -409,7 +409,9 @@ pub struct Summary {
     /// The files written (the OVA, or the folder's files as they are named once in place).
     pub files: Vec<PathBuf>,
     /// The guest memory written, in bytes: the source's, unless the target takes only some
-    /// sizes (VMware: multiples of 4 MiB, rounded up with a warning).
+    /// sizes (VMware: multiples of 4 MiB; most others whole MiB; each with its minimum and
+    /// maximum) or gives a default to a source without one, each change with a warning.
+    /// Targets that write no memory (disks, the clouds) give the source's.
     pub memory_bytes: u64,
     /// What was not carried, or needs the user's attention, one sentence each.
     pub warnings: Vec<String>,
@@ -547,10 +549,6 @@ pub fn migrate(
         }
         _ => &source.vm,
     };
-    summary.memory_bytes = match target {
-        Target::Config(config) => config.memory_bytes(vm),
-        _ => vm.memory_bytes,
-    };
     let total: u64 = source.disks.iter().map(|d| d.virtual_size()).sum();
     let overall = RefCell::new(Overall {
         on_event,
@@ -565,6 +563,20 @@ pub fn migrate(
         followed.as_path()
     } else {
         dest
+    };
+    // What each target writes, for the summary; its warnings come with what it writes.
+    summary.memory_bytes = match target {
+        Target::Config(config) => config.memory_bytes(vm),
+        Target::XenServer if !is_ova_name(dest) => crate::xva::ova_xml_write::memory_bytes(vm).0,
+        Target::Vsphere | Target::Workstation | Target::VirtualBox | Target::XenServer => {
+            let dialect = match target {
+                Target::VirtualBox => Dialect::VirtualBox,
+                Target::XenServer => Dialect::XenServer,
+                _ => Dialect::Vmware,
+            };
+            crate::ova::descriptor::memory_mib(vm, dialect).0 << 20
+        }
+        Target::Ovf | Target::Disks => vm.memory_bytes,
     };
     let stem = file_stem(&vm.name);
     let convert_for = |format: Format, opts: String| ConvertOptions {

@@ -166,6 +166,32 @@ fn check_counts(vm: &Vm, written: &[WrittenDisk]) -> Result<()> {
     Ok(())
 }
 
+/// The memory the descriptor of `vm` in `dialect` gives, in MiB (its memory item's unit),
+/// with a warning for each change from the source's: VMware's sizes as a .vmx's
+/// ([`crate::vmconfig::vmx::write::memsize`]), VirtualBox's as a .vbox's
+/// ([`crate::vmconfig::vbox::write::ram_size`]), and for XenServer whole MiB, rounded up, and
+/// 1 MiB for a source that gives none, as an XVA has it.
+pub fn memory_mib(vm: &Vm, dialect: Dialect) -> (u64, Vec<String>) {
+    match dialect {
+        Dialect::Vmware => crate::vmconfig::vmx::write::memsize(vm),
+        Dialect::VirtualBox => vbox::write::ram_size(vm),
+        Dialect::XenServer => {
+            if vm.memory_bytes == 0 {
+                return (
+                    1,
+                    vec!["the VM states no memory size: it gets 1 MiB; set it with xe vm-memory-limits-set".into()],
+                );
+            }
+            let (mib, w) = crate::vm::memory_in_units(
+                vm.memory_bytes,
+                1 << 20,
+                "the OVF's memory item holds whole MiB",
+            );
+            (mib, w.into_iter().collect())
+        }
+    }
+}
+
 /// The descriptor of `vm` in `dialect`, with `written` the package's disks in the order of
 /// `vm.disks`. Returns the XML and what the dialect could not carry.
 pub fn descriptor(
@@ -349,7 +375,8 @@ pub fn descriptor(
         ));
     }
     cpu.write(&mut x);
-    let mib = vm.memory_bytes.div_ceil(1 << 20).max(1);
+    let (mib, memory) = memory_mib(vm, dialect);
+    warnings.extend(memory);
     let units = if dialect == Dialect::VirtualBox {
         "MegaBytes"
     } else {

@@ -90,6 +90,33 @@ impl Vm {
     }
 }
 
+/// A guest memory size as the summary and warnings name it: `N MiB` when it is a whole MiB,
+/// else exactly, in bytes (a source's memory need not be a whole MiB, and rounding it here
+/// would hide the very difference a warning reports).
+pub fn memory_text(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// `bytes` of guest memory in whole `unit`s, rounded up, as a configuration holding memory
+/// in `unit`s (MiB, KiB) must give it; with the warning naming both sizes when that changes
+/// it, `why` saying which target takes only such sizes. Zero stays zero: what a source without
+/// memory gets is each writer's own default.
+pub fn memory_in_units(bytes: u64, unit: u64, why: &str) -> (u64, Option<String>) {
+    let units = bytes.div_ceil(unit);
+    let warning = (units * unit != bytes).then(|| {
+        format!(
+            "memory rounded up from {} to {} ({why})",
+            memory_text(bytes),
+            memory_text(units * unit)
+        )
+    });
+    (units, warning)
+}
+
 /// The firmware a machine boots with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "type")]

@@ -101,6 +101,18 @@ fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The memory XAPI gives `vm`, in bytes, as its `memory_*` fields (and `xe
+/// vm-memory-limits-set`) hold it: the source's, to the byte (the fields are bytes), or 1 MiB
+/// with a warning when the source gives none.
+pub fn memory_bytes(vm: &Vm) -> (u64, Option<String>) {
+    if vm.memory_bytes == 0 {
+        let w = "the VM states no memory size: it gets 1 MiB; set it with xe vm-memory-limits-set";
+        (1 << 20, Some(w.into()))
+    } else {
+        (vm.memory_bytes, None)
+    }
+}
+
 /// Makes `ova.xml` for `vm` with its disks `disks` (in `vm.disks` order, ids from `layout`),
 /// written at `date` (ISO 8601). Returns the XML and what XAPI cannot be told.
 pub fn ova_xml(
@@ -124,13 +136,8 @@ pub fn ova_xml(
     let vif_ids: Vec<String> = vm.nics.iter().map(|_| take()).collect();
 
     let mut objects = Vec::new();
-    let memory = vm.memory_bytes.max(1 << 20);
-    if vm.memory_bytes == 0 {
-        warnings.push(
-            "the VM states no memory size: it gets 1 MiB; set it with xe vm-memory-limits-set"
-                .into(),
-        );
-    }
+    let (memory, w) = memory_bytes(vm);
+    warnings.extend(w);
     let cpus = vm.cpus.count.max(1);
     let (firmware, secure_boot) = match vm.firmware {
         Firmware::Bios => ("bios", false),

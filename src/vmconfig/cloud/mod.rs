@@ -36,7 +36,8 @@ pub(crate) fn common_warnings(vm: &Vm, cloud: &str, size_flag: &str) -> Vec<Stri
     let mut w = vec![format!(
         "the VM's size is not carried: choose a {cloud} size with at least {} vCPUs and {} MiB ({size_flag})",
         vm.cpus.count.max(1),
-        vm.memory_bytes >> 20
+        // At least: a size below the source's would be too small.
+        vm.memory_bytes.div_ceil(1 << 20)
     )];
     if !vm.nics.is_empty() {
         w.push(format!(

@@ -89,6 +89,10 @@ impl VmConfig for HyperV {
         write::disk_plan(vm, stem)
     }
 
+    fn memory_bytes(&self, vm: &Vm) -> u64 {
+        write::startup_memory(vm).0
+    }
+
     fn write(
         &self,
         vm: &Vm,

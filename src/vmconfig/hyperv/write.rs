@@ -134,20 +134,20 @@ fn beside(file: &str) -> String {
     format!("(Join-Path $PSScriptRoot {})", ps_quote(file))
 }
 
-/// The script `<stem>.ps1` and what it could not carry.
-pub fn write(vm: &Vm, stem: &str, disks: &[PlacedDisk]) -> Result<ConfigFiles> {
-    let mut warnings = Vec::new();
-    let gen2 = matches!(vm.firmware, Firmware::Uefi { .. });
-    let slots = slots(disks.len(), gen2)?;
+/// The startup memory Hyper-V gives `vm`, in bytes: a multiple of [`MEMORY_ALIGN`] (rounded
+/// up), at least [`MEMORY_MIN`], 1 GiB when the source gives none; with a warning for each
+/// change.
+pub fn startup_memory(vm: &Vm) -> (u64, Vec<String>) {
+    let mut w = Vec::new();
     let mut memory = vm.memory_bytes;
     if memory == 0 {
         memory = 1 << 30;
-        warnings.push(
+        w.push(
             "the source gives no memory size: 1 GiB written; set it before starting".to_string(),
         );
     }
     if memory < MEMORY_MIN {
-        warnings.push(format!(
+        w.push(format!(
             "memory of {} MiB raised to Hyper-V's minimum of 32 MiB",
             memory >> 20
         ));
@@ -155,12 +155,22 @@ pub fn write(vm: &Vm, stem: &str, disks: &[PlacedDisk]) -> Result<ConfigFiles> {
     }
     if !memory.is_multiple_of(MEMORY_ALIGN) {
         let up = memory.div_ceil(MEMORY_ALIGN) * MEMORY_ALIGN;
-        warnings.push(format!(
+        w.push(format!(
             "memory of {memory} bytes rounded up to {} MiB: Hyper-V takes whole multiples of 2 MiB",
             up >> 20
         ));
         memory = up;
     }
+    (memory, w)
+}
+
+/// The script `<stem>.ps1` and what it could not carry.
+pub fn write(vm: &Vm, stem: &str, disks: &[PlacedDisk]) -> Result<ConfigFiles> {
+    let mut warnings = Vec::new();
+    let gen2 = matches!(vm.firmware, Firmware::Uefi { .. });
+    let slots = slots(disks.len(), gen2)?;
+    let (memory, w) = startup_memory(vm);
+    warnings.extend(w);
     let max_cpus = if gen2 { CPUS_MAX_GEN2 } else { CPUS_MAX_GEN1 };
     let mut cpus = vm.cpus.count.max(1);
     if cpus > max_cpus {

@@ -43,6 +43,24 @@ pub fn buses_for(vm: &Vm) -> (Buses, Option<String>) {
     }
 }
 
+/// The memory a domain written for `vm` runs with, in bytes: whole MiB, rounded up, as
+/// libvirt aligns a QEMU guest's memory (qemuDomainGetMemorySizeAlignment: QEMU needs 4 KiB
+/// blocks, libvirt rounds to 1 MiB), so that the warning names what the guest gets; 1 MiB
+/// when the source gives none. With a warning for each change.
+pub fn memory_bytes(vm: &Vm) -> (u64, Vec<String>) {
+    let (mib, rounded) = crate::vm::memory_in_units(
+        vm.memory_bytes,
+        1 << 20,
+        "libvirt gives a QEMU guest whole MiB",
+    );
+    if mib == 0 {
+        let w = "the source gives no memory size: 1 MiB written; set it before starting";
+        (1 << 20, vec![w.into()])
+    } else {
+        (mib << 20, rounded.into_iter().collect())
+    }
+}
+
 /// The domain XML of `vm` with its disks at `disk_paths` (qcow2 files, in `vm.disks` order),
 /// and the warnings of what was not carried.
 pub fn domain_xml(vm: &Vm, disk_paths: &[&Path], buses: Buses) -> (String, Vec<String>) {
@@ -67,11 +85,9 @@ pub fn domain_xml(vm: &Vm, disk_paths: &[&Path], buses: Buses) -> (String, Vec<S
     }
     x.push_str(&our_metadata(vm));
     x.push_str("  </metadata>\n");
-    let kib = vm.memory_bytes.div_ceil(1024).max(1024);
-    if vm.memory_bytes == 0 {
-        warnings
-            .push("the source gives no memory size: 1 MiB written; set it before starting".into());
-    }
+    let (bytes, memory) = memory_bytes(vm);
+    warnings.extend(memory);
+    let kib = bytes >> 10;
     let _ = writeln!(x, "  <memory unit='KiB'>{kib}</memory>");
     let _ = writeln!(x, "  <currentMemory unit='KiB'>{kib}</currentMemory>");
     let cpus = vm.cpus.count.max(1);
@@ -726,6 +742,10 @@ impl super::VmConfig for Libvirt {
                 options: String::new(),
             })
             .collect())
+    }
+
+    fn memory_bytes(&self, vm: &Vm) -> u64 {
+        memory_bytes(vm).0
     }
 
     fn write(

@@ -175,6 +175,10 @@ impl VmConfig for Proxmox {
             .collect())
     }
 
+    fn memory_bytes(&self, vm: &Vm) -> u64 {
+        write::memory_mib(vm).0 << 20
+    }
+
     fn write(
         &self,
         vm: &Vm,

@@ -96,6 +96,29 @@ fn last_slot(bus: &str) -> u32 {
 /// Disks a Proxmox VM holds on scsi, sata and virtio (its IDE slots are left to CD drives).
 pub const DISK_SLOTS: usize = 31 + 6 + 16;
 
+/// The least memory Proxmox takes, in MiB (qm.conf(5): `memory: <integer> (16 - N)`).
+pub const MEMORY_MIN_MIB: u64 = 16;
+
+/// The memory Proxmox gives `vm`, in MiB, as a conf's `memory` holds it: whole MiB (rounded
+/// up), at least [`MEMORY_MIN_MIB`], 512 MiB (Proxmox's default) when the source gives none;
+/// with a warning for each change.
+pub fn memory_mib(vm: &Vm) -> (u64, Vec<String>) {
+    let (mib, rounded) =
+        crate::vm::memory_in_units(vm.memory_bytes, 1 << 20, "Proxmox takes whole MiB");
+    if mib == 0 {
+        let w = "the source gives no memory size: 512 MiB written; set it before starting";
+        (512, vec![w.into()])
+    } else if mib < MEMORY_MIN_MIB {
+        let w = format!(
+            "memory of {} raised to Proxmox's minimum of {MEMORY_MIN_MIB} MiB",
+            crate::vm::memory_text(vm.memory_bytes)
+        );
+        (MEMORY_MIN_MIB, vec![w])
+    } else {
+        (mib, rounded.into_iter().collect())
+    }
+}
+
 /// The configuration of `vm` with its disks `disks` (placed as [`disk_file`] names them).
 pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
     let vmid = DEFAULT_VMID;
@@ -108,13 +131,8 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
         ));
     }
     keys.insert("name".into(), name.clone());
-    let mib = vm.memory_bytes.div_ceil(1 << 20);
-    let mib = if mib == 0 {
-        w.push("the source gives no memory size: 512 MiB written; set it before starting".into());
-        512
-    } else {
-        mib
-    };
+    let (mib, memory) = memory_mib(vm);
+    w.extend(memory);
     keys.insert("memory".into(), mib.to_string());
     let count = vm.cpus.count.max(1);
     let (sockets, cores) = match vm.cpus.cores_per_socket {

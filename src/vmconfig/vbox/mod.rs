@@ -126,6 +126,10 @@ impl VmConfig for Vbox {
             .collect())
     }
 
+    fn memory_bytes(&self, vm: &Vm) -> u64 {
+        write::ram_size(vm).0 << 20
+    }
+
     fn write(
         &self,
         vm: &Vm,

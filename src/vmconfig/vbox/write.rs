@@ -36,6 +36,33 @@ pub const MAX_RAM_MIB: u64 = 2_097_152;
 /// The most virtual CPUs VirtualBox configures.
 pub const MAX_CPUS: u32 = 64;
 
+/// The memory VirtualBox gives `vm`, in MiB, as a .vbox's `RAMSize` or a VirtualBox OVF's
+/// memory item holds it: whole MiB (rounded up), 4 MiB to [`MAX_RAM_MIB`], 1024 MiB when the
+/// source gives none. With a warning for each change.
+pub fn ram_size(vm: &Vm) -> (u64, Vec<String>) {
+    let mut w = Vec::new();
+    let (mut mib, rounded) =
+        crate::vm::memory_in_units(vm.memory_bytes, 1 << 20, "VirtualBox takes whole MiB");
+    if mib == 0 {
+        w.push("the source gives no memory size: 1024 MiB written; set it before starting".into());
+        mib = 1024;
+    } else if mib > MAX_RAM_MIB {
+        w.push(format!(
+            "{mib} MiB of memory is above VirtualBox's maximum: {MAX_RAM_MIB} MiB written"
+        ));
+        mib = MAX_RAM_MIB;
+    } else if mib < 4 {
+        w.push(format!(
+            "{mib} MiB of memory is below VirtualBox's minimum: 4 MiB written"
+        ));
+        mib = 4;
+    } else {
+        // Past the limits the warning above names the size written.
+        w.extend(rounded);
+    }
+    (mib, w)
+}
+
 /// Where the `Machine` element goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -348,21 +375,8 @@ pub fn machine_xml(
         x,
         "{i2}<CPU count=\"{cpus}\">\n{i3}<PAE enabled=\"true\"/>\n{i3}<LongMode enabled=\"{long_mode}\"/>\n{i2}</CPU>"
     );
-    let mut mib = vm.memory_bytes.div_ceil(1 << 20);
-    if mib == 0 {
-        w.push("the source gives no memory size: 1024 MiB written; set it before starting".into());
-        mib = 1024;
-    } else if mib > MAX_RAM_MIB {
-        w.push(format!(
-            "{mib} MiB of memory is above VirtualBox's maximum: {MAX_RAM_MIB} MiB written"
-        ));
-        mib = MAX_RAM_MIB;
-    } else if mib < 4 {
-        w.push(format!(
-            "{mib} MiB of memory is below VirtualBox's minimum: 4 MiB written"
-        ));
-        mib = 4;
-    }
+    let (mib, memory) = ram_size(vm);
+    w.extend(memory);
     let _ = writeln!(x, "{i2}<Memory RAMSize=\"{mib}\"/>");
     if let Firmware::Uefi { .. } = vm.firmware {
         let _ = writeln!(x, "{i2}<Firmware type=\"EFI\"/>");

@@ -72,6 +72,10 @@ impl VmConfig for Vmc {
         write::disk_plan(vm, stem)
     }
 
+    fn memory_bytes(&self, vm: &Vm) -> u64 {
+        write::ram_size(vm).0 << 20
+    }
+
     fn write(
         &self,
         vm: &Vm,

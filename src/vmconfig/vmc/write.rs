@@ -60,6 +60,33 @@ fn location(x: &mut String, unit: u32, drive_type: u32, relative: &str) {
     );
 }
 
+/// The memory Virtual PC gives `vm`, in MiB, as a .vmc's `ram_size` holds it: whole MiB
+/// (rounded up), [`MEMORY_MIN_MIB`] to [`MEMORY_MAX_MIB`], 512 MiB when the source gives
+/// none; with a warning for each change.
+pub fn ram_size(vm: &Vm) -> (u64, Vec<String>) {
+    let mut w = Vec::new();
+    let (mut mib, rounded) =
+        crate::vm::memory_in_units(vm.memory_bytes, 1 << 20, "Virtual PC takes whole MiB");
+    if vm.memory_bytes == 0 {
+        mib = 512;
+        w.push("the source gives no memory size: 512 MiB written".to_string());
+    } else if mib < MEMORY_MIN_MIB {
+        w.push(format!(
+            "memory of {mib} MiB raised to Virtual PC's minimum of {MEMORY_MIN_MIB} MiB"
+        ));
+        mib = MEMORY_MIN_MIB;
+    } else if mib > MEMORY_MAX_MIB {
+        w.push(format!(
+            "memory of {mib} MiB lowered to {MEMORY_MAX_MIB} MiB, the most Virtual PC 2007 and Virtual Server 2005 R2 give a VM"
+        ));
+        mib = MEMORY_MAX_MIB;
+    } else {
+        // Past the limits the warning above names the size written.
+        w.extend(rounded);
+    }
+    (mib, w)
+}
+
 /// The .vmc text (before UTF-16 encoding) and the warnings.
 pub fn vmc_text(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> {
     let mut warnings = Vec::new();
@@ -69,21 +96,8 @@ pub fn vmc_text(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> 
             disks.len()
         )));
     }
-    let mut mib = vm.memory_bytes.div_ceil(1 << 20);
-    if vm.memory_bytes == 0 {
-        mib = 512;
-        warnings.push("the source gives no memory size: 512 MiB written".to_string());
-    } else if mib < MEMORY_MIN_MIB {
-        warnings.push(format!(
-            "memory of {mib} MiB raised to Virtual PC's minimum of {MEMORY_MIN_MIB} MiB"
-        ));
-        mib = MEMORY_MIN_MIB;
-    } else if mib > MEMORY_MAX_MIB {
-        warnings.push(format!(
-            "memory of {mib} MiB lowered to {MEMORY_MAX_MIB} MiB, the most Virtual PC 2007 and Virtual Server 2005 R2 give a VM"
-        ));
-        mib = MEMORY_MAX_MIB;
-    }
+    let (mib, w) = ram_size(vm);
+    warnings.extend(w);
     warnings.extend(WRITE.boot(vm).and_then(|r| r.warning).map(str::to_string));
     if vm.cpus.count > 1 {
         warnings.push(format!(

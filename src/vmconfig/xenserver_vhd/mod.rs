@@ -48,6 +48,10 @@ impl VmConfig for XenServerVhd {
             .collect())
     }
 
+    fn memory_bytes(&self, vm: &Vm) -> u64 {
+        crate::xva::ova_xml_write::memory_bytes(vm).0
+    }
+
     fn write(
         &self,
         vm: &Vm,

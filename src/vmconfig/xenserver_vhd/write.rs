@@ -45,7 +45,9 @@ pub fn commands(vm: &Vm, stem: &str, folder: &Path, disks: &[PlacedDisk]) -> Res
             quote(d)
         ));
     }
-    let memory = vm.memory_bytes.max(1 << 20);
+    // As in an XVA: XAPI's memory fields are bytes; a source without memory is warned about.
+    let (memory, w) = crate::xva::ova_xml_write::memory_bytes(vm);
+    warnings.extend(w);
     lines.push(format!(
         "xe vm-memory-limits-set uuid=$VM static-min={memory} dynamic-min={memory} dynamic-max={memory} static-max={memory}"
     ));

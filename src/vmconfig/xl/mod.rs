@@ -77,6 +77,10 @@ impl VmConfig for Xl {
             .collect())
     }
 
+    fn memory_bytes(&self, vm: &Vm) -> u64 {
+        write::memory_mib(vm).0 << 20
+    }
+
     fn write(
         &self,
         vm: &Vm,

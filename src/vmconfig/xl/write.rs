@@ -48,6 +48,19 @@ fn bridge_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// The memory xl gives `vm`, in MiB, as an xl.cfg's `memory` and `maxmem` hold it: whole MiB
+/// (rounded up), 512 MiB when the source gives none; with a warning for each change.
+pub fn memory_mib(vm: &Vm) -> (u64, Vec<String>) {
+    let (mib, rounded) =
+        crate::vm::memory_in_units(vm.memory_bytes, 1 << 20, "xl.cfg takes whole MiB");
+    if mib == 0 {
+        let w = "the source gives no memory size: 512 MiB written; set it before starting";
+        (512, vec![w.into()])
+    } else {
+        (mib, rounded.into_iter().collect())
+    }
+}
+
 /// The xl.cfg of `vm` with its disks at `disks`' final paths, and the warnings.
 pub fn xl_cfg(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> {
     let mut w = Vec::new();
@@ -55,13 +68,8 @@ pub fn xl_cfg(vm: &Vm, disks: &[PlacedDisk]) -> Result<(String, Vec<String>)> {
     x.push_str("# Written by diskferry: start with `xl create <this file>`.\n");
     let _ = writeln!(x, "name = {}", quoted(&vm.name)?);
     x.push_str("type = \"hvm\"\n");
-    let mib = vm.memory_bytes.div_ceil(1 << 20);
-    let mib = if mib == 0 {
-        w.push("the source gives no memory size: 512 MiB written; set it before starting".into());
-        512
-    } else {
-        mib
-    };
+    let (mib, memory) = memory_mib(vm);
+    w.extend(memory);
     let _ = writeln!(x, "memory = {mib}\nmaxmem = {mib}");
     let _ = writeln!(x, "vcpus = {}", vm.cpus.count.max(1));
     if vm.cpus.cores_per_socket.is_some_and(|c| c > 1) {
