@@ -106,6 +106,15 @@ fn corpus_encrypted_machine_without_its_encrypted_disk_reads_uefi_and_tpm() {
     assert_eq!(c.vm.firmware, Firmware::Uefi { secure_boot: false });
     assert!(c.vm.tpm);
     assert_eq!(c.vm.memory_bytes, 4096 << 20);
+    // Its variable store is not carried: the current state's is VirtualBox's default (only
+    // the snapshot's is named).
+    assert!(
+        c.vm.warnings.iter().any(|w| w.contains(
+            "the VM's NVRAM (VirtualBox's default: the .nvram file beside the .vbox) is not carried"
+        )),
+        "{:?}",
+        c.vm.warnings
+    );
     assert_eq!(c.disk_files, ["encrypted test_1.vdi"]);
     assert_eq!(c.vm.disks[0].controller.kind, ControllerKind::Sata);
     assert_eq!(c.vm.disks[0].unit, 2);
@@ -116,6 +125,51 @@ fn corpus_encrypted_machine_without_its_encrypted_disk_reads_uefi_and_tpm() {
         c.vm.video.as_ref().unwrap().model.as_deref(),
         Some("VBoxSVGA")
     );
+}
+
+/// VirtualBox keeps an EFI machine's variables (boot entries, Secure Boot's keys) in an
+/// NVRAM file beside the .vbox (named by `<NVRAM path>` under `<BIOS>`, or `<Firmware>` in
+/// settings 1.20; unnamed, VirtualBox's default): no target reads it, so the reader warns,
+/// naming it, as the vmx and libvirt readers do; it was left behind without a word.
+#[test]
+fn an_nvram_file_is_warned_about() {
+    let mut vm = rich_vm();
+    vm.serial_ports.clear();
+    let (xml, _) = written(&vm);
+    let said = |xml: &str| {
+        let c = read::parse(xml.as_bytes(), "w.vbox").unwrap();
+        c.vm.warnings
+            .into_iter()
+            .filter(|w| w.contains("the VM's NVRAM"))
+            .collect::<Vec<_>>()
+    };
+    // An EFI machine naming no file has VirtualBox's default one; a BIOS machine none.
+    assert_eq!(said(&xml).len(), 1);
+    assert!(said(&xml)[0].contains("VirtualBox's default"));
+    let mut bios_vm = vm.clone();
+    bios_vm.firmware = Firmware::Bios;
+    assert_eq!(said(&written(&bios_vm).0), Vec::<String>::new());
+    let bios = xml.replacen(
+        "<IOAPIC enabled=\"true\"/>",
+        "<IOAPIC enabled=\"true\"/><NVRAM path=\"Snapshots/x.nvram\"/>",
+        1,
+    );
+    assert_ne!(bios, xml);
+    assert_eq!(
+        said(&bios),
+        [
+            "the VM's NVRAM file ('Snapshots/x.nvram') is not carried; UEFI variables (boot entries, enrolled Secure Boot keys) start empty"
+        ]
+    );
+    // Settings 1.20: the firmware's settings in <Firmware>, the NVRAM with them.
+    let firmware = xml.replacen(
+        "<Firmware type=\"EFI\"/>",
+        "<Firmware type=\"EFI\"><NVRAM path=\"y.nvram\"/></Firmware>",
+        1,
+    );
+    assert_ne!(firmware, xml);
+    assert_eq!(said(&firmware).len(), 1, "{firmware}");
+    assert!(said(&firmware)[0].contains("'y.nvram'"));
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //!   own `Hardware` copies describe the past and are not read);
 //! - `Hardware`: `CPU count`, `Memory RAMSize` (MiB), `Firmware type` (`EFI*` is UEFI; in
 //!   settings 1.20 `CPU` may sit in `Platform`, beside `Hardware`), `TrustedPlatformModule type`, `Display`,
-//!   `Network/Adapter` (enabled ones), `UART/Port` (enabled ones);
+//!   `Network/Adapter` (enabled ones), `UART/Port` (enabled ones); `BIOS/NVRAM path` (or
+//!   `Firmware/NVRAM`), only to warn that the firmware's variable store is not carried;
 //! - `StorageControllers`: under `Hardware` in recent settings versions, beside it under
 //!   `Machine` in old ones; each `AttachedDevice` (`HardDisk`, `DVD`, `Floppy`) with its
 //!   `port`, `device` and `Image uuid`;
@@ -279,6 +280,31 @@ pub fn read_machine(machine: &Element, name: &str) -> Result<(Vm, Vec<(String, u
         && t.to_ascii_uppercase().starts_with("EFI")
     {
         vm.firmware = Firmware::Uefi { secure_boot: false };
+    }
+    // The firmware's variables (UEFI boot entries, and Secure Boot's state and keys, which
+    // VirtualBox keeps there rather than in the settings) live in their own file, named by
+    // <NVRAM path> under <BIOS> (settings 1.19 and before) or <Firmware> (1.20, in
+    // <Hardware> or <Platform>); an EFI machine naming none has VirtualBox's default one, a
+    // .nvram beside the .vbox (only snapshots' stores are named). No target reads it.
+    let nvram = [hardware, platform]
+        .into_iter()
+        .flatten()
+        .flat_map(|h| [kid(h, "BIOS"), kid(h, "Firmware")])
+        .flatten()
+        .filter_map(|f| kid(f, "NVRAM").and_then(|n| attr(n, "path")))
+        .find(|p| !p.trim().is_empty());
+    let store = match nvram {
+        Some(file) => Some(format!("file ('{file}')")),
+        None if matches!(vm.firmware, Firmware::Uefi { .. }) => {
+            Some("(VirtualBox's default: the .nvram file beside the .vbox)".to_string())
+        }
+        None => None,
+    };
+    if let Some(store) = store {
+        vm.warn(format!(
+            "the VM's NVRAM {store} is not carried; {}",
+            vm.firmware.without_nvram()
+        ));
     }
     if let Some(t) = hw_kid("TrustedPlatformModule").and_then(|t| attr(t, "type"))
         && !t.eq_ignore_ascii_case("none")
