@@ -1368,3 +1368,52 @@ fn every_target_says_the_memory_it_writes_and_warns_when_it_differs() {
         );
     }
 }
+
+/// An OVF's startup order (StartupSection, in the collection around the system or, as
+/// XenCenter writes it, the envelope) and its license agreement (EulaSection, which an OVF
+/// deployment shows for the user to accept) are warned about: `info` listed them as notes,
+/// migrate said nothing, so the licence went unseen and the start order was lost.
+#[test]
+fn an_ovf_startup_order_and_license_agreement_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ovf = edited_ovf(d, |text| {
+        let start = text.find("  <VirtualSystem ").unwrap();
+        let end = text.find("</VirtualSystem>").unwrap() + "</VirtualSystem>".len();
+        let system = text[start..end].replacen(
+            "<Info>A virtual machine</Info>",
+            "<Info>A virtual machine</Info>\n    <EulaSection><Info>l</Info><License>Use at your own risk.</License></EulaSection>",
+            1,
+        );
+        format!(
+            r#"{}  <VirtualSystemCollection ovf:id="pair"><Info>one</Info>
+    <StartupSection><Info>s</Info>
+      <Item ovf:id="app" ovf:order="1" ovf:startDelay="30" ovf:startAction="powerOn" ovf:stopAction="guestShutdown"/>
+    </StartupSection>
+{system}
+  </VirtualSystemCollection>{}"#,
+            &text[..start],
+            &text[end..]
+        )
+    });
+    for (target, dest) in [("kvm", "k"), ("vsphere", "v.ova")] {
+        let (code, _, err) = run(&["migrate", "--to", target, s(&ovf), s(&d.join(dest))]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.contains(
+                "warning: the package's startup order (StartupSection, for 'app') is not carried"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("warning: the package's license agreement (EulaSection) is not carried"),
+            "{err}"
+        );
+    }
+    // info lists both as notes, as before.
+    let (code, out, err) = run(&["info", s(&ovf)]);
+    assert_eq!(code, 0, "{err}");
+    let all = format!("{out}{err}");
+    assert!(all.contains("startup order (StartupSection)"), "{all}");
+    assert!(all.contains("license agreement (EulaSection)"), "{all}");
+}

@@ -82,6 +82,15 @@ pub struct Descriptor {
     /// and of the collections around it: what the appliance expects in its OVF environment
     /// when it is deployed.
     pub properties: Vec<String>,
+    /// The `ovf:id`s of the StartupSection items around the system read (the envelope's or
+    /// a collection's): the start order, delays and start and stop actions of the systems,
+    /// which no target is given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub startup: Vec<String>,
+    /// Whether the system read, or a collection around it, carries a license agreement
+    /// (EulaSection), which an OVF deployment shows for the user to accept.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub eula: bool,
     /// The `ovf:id`s of the envelope's VirtualSystems in document order (a
     /// VirtualSystemCollection holds several); [`Descriptor::vm`] is the first's.
     pub systems: Vec<String>,
@@ -110,8 +119,9 @@ impl Descriptor {
 
     /// What moving [`Descriptor::vm`] to another hypervisor leaves behind, one warning each:
     /// the other virtual systems of a collection, the deployment configurations whose
-    /// hardware was not read, and the ProductSection properties (no target gives the guest an
-    /// OVF environment). [`Descriptor::notes`] says the same for `info`, as facts.
+    /// hardware was not read, the ProductSection properties (no target gives the guest an
+    /// OVF environment), the startup order and the license agreement (no target shows it for
+    /// the user to accept). [`Descriptor::notes`] says the same for `info`, as facts.
     pub fn not_carried(&self) -> Vec<String> {
         let mut w = Vec::new();
         if let [first, others @ ..] = self.systems.as_slice()
@@ -137,6 +147,17 @@ impl Descriptor {
                 self.properties.len(),
                 quoted_list(&self.properties)
             ));
+        }
+        if !self.startup.is_empty() {
+            w.push(format!(
+                "the package's startup order (StartupSection, for {}) is not carried: the start order, delays and start and stop actions are the target's defaults; set them there",
+                quoted_list(&self.startup)
+            ));
+        }
+        if self.eula {
+            // An OVF deployment shows the licence and stops unless it is accepted; the
+            // target shows nothing.
+            w.push("the package's license agreement (EulaSection) is not carried: it was neither shown nor accepted; read it in the descriptor (<License>) before using the VM".into());
         }
         w
     }
@@ -454,7 +475,20 @@ impl Reader<'_> {
                 other.ovf_attr("id").unwrap_or("?")
             ));
         }
-        if section(root, "StartupSection").is_some_and(|s| s.child(Ns::Ovf, "Item").is_some()) {
+        // The envelope and the collections around the system read: a StartupSection sits in
+        // the collection whose systems it orders (or, as XenCenter writes it, the envelope).
+        let around: Vec<&Element> = [root]
+            .into_iter()
+            .chain(enclosing_collections(root, system))
+            .collect();
+        let startup: Vec<String> = around
+            .iter()
+            .flat_map(|e| sections(e, "StartupSection"))
+            .flat_map(|s| s.children.iter())
+            .filter(|i| i.ns == Ns::Ovf && i.name == "Item")
+            .map(|i| i.ovf_attr("id").unwrap_or("?").to_string())
+            .collect();
+        if !startup.is_empty() {
             notes.push("the package sets a startup order (StartupSection), not carried".into());
         }
 
@@ -478,7 +512,11 @@ impl Reader<'_> {
                 properties.len()
             ));
         }
-        if section(system, "EulaSection").is_some() {
+        let eula = around
+            .iter()
+            .chain([&system])
+            .any(|e| section(e, "EulaSection").is_some());
+        if eula {
             notes.push("the package carries a license agreement (EulaSection)".into());
         }
 
@@ -509,6 +547,8 @@ impl Reader<'_> {
             configuration,
             product,
             properties,
+            startup,
+            eula,
             systems: systems
                 .iter()
                 .map(|s| s.ovf_attr("id").unwrap_or("?").to_string())
