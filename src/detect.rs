@@ -76,16 +76,70 @@ const APPLE_FIRST: &str =
     "diskferry does not read it; convert it to a raw image with hdiutil first";
 const UNPACK_FIRST: &str = "diskferry does not read archives; unpack it and give the disk inside";
 
+const DECOMPRESS_FIRST: &str = "diskferry reads no compressed files; decompress it first";
+
+/// Kinds told by magic bytes at a fixed offset: (offset, magic, what, hint).
+const MAGICS: &[(usize, &[u8], &str, &str)] = &[
+    // Parallels Desktop (qemu's block/parallels.c magics, old and extended).
+    (
+        0,
+        b"WithoutFreeSpace",
+        "a Parallels disk (qemu's 'parallels')",
+        QEMU_FIRST,
+    ),
+    (
+        0,
+        b"WithouFreSpacExt",
+        "a Parallels disk (qemu's 'parallels')",
+        QEMU_FIRST,
+    ),
+    (
+        0,
+        b"Bochs Virtual HD Image\0",
+        "a Bochs disk image (qemu's 'bochs')",
+        QEMU_FIRST,
+    ),
+    (
+        0,
+        b"LUKS\xba\xbe",
+        "a LUKS encrypted volume (qemu's 'luks')",
+        "diskferry does not decrypt it; open it with cryptsetup and give the opened device",
+    ),
+    (0, b"QED\0", "a QED image (qemu's 'qed')", QEMU_FIRST),
+    (0, b"sprs", "an Apple sparse image", APPLE_FIRST),
+    (0, b"shdw", "an Apple sparse image (ASIF)", APPLE_FIRST),
+    (
+        0,
+        b"\x1f\x8b\x08",
+        "a gzip-compressed file",
+        DECOMPRESS_FIRST,
+    ),
+    (0, b"\xfd7zXZ\0", "an xz-compressed file", DECOMPRESS_FIRST),
+    (
+        0,
+        b"\x28\xb5\x2f\xfd",
+        "a zstd-compressed file",
+        DECOMPRESS_FIRST,
+    ),
+    (0, b"PK\x03\x04", "a zip archive", UNPACK_FIRST),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", UNPACK_FIRST),
+    // A tar where an image is wanted: a package given to a command that changes an image in
+    // place (packages are read by `Image::open`, which takes them before detection), or a
+    // cloud image's disk.raw in a tar.
+    (
+        257,
+        b"ustar",
+        "a tar archive",
+        "a package's disks (OVA, XVA) are read by info, convert and migrate but not changed in place; unpack it to work on a disk",
+    ),
+];
+
 /// Recognises a file that is one of the [`Foreign`] kinds by its magic bytes.
 pub fn foreign(probe: &ProbeData) -> Option<Foreign> {
     let head = |offset: usize, magic: &[u8]| probe.head_at(offset, magic.len()) == Some(magic);
     let found = |what, hint| Some(Foreign { what, hint });
-    // Parallels Desktop (qemu's block/parallels.c magics, old and extended).
-    if head(0, b"WithoutFreeSpace") || head(0, b"WithouFreSpacExt") {
-        return found("a Parallels disk (qemu's 'parallels')", QEMU_FIRST);
-    }
-    if head(0, b"Bochs Virtual HD Image\0") {
-        return found("a Bochs disk image (qemu's 'bochs')", QEMU_FIRST);
+    if let Some(&(_, _, what, hint)) = MAGICS.iter().find(|(at, magic, ..)| head(*at, magic)) {
+        return found(what, hint);
     }
     // cloop: a shell script header that names its version.
     if head(0, b"#!/bin/sh\n#V")
@@ -95,67 +149,16 @@ pub fn foreign(probe: &ProbeData) -> Option<Foreign> {
     {
         return found("a cloop compressed image (qemu's 'cloop')", QEMU_FIRST);
     }
-    if head(0, b"LUKS\xba\xbe") {
-        return found(
-            "a LUKS encrypted volume (qemu's 'luks')",
-            "diskferry does not decrypt it; open it with cryptsetup and give the opened device",
-        );
-    }
-    if head(0, b"QED\0") {
-        return found("a QED image (qemu's 'qed')", QEMU_FIRST);
-    }
-    if head(0, b"sprs") {
-        return found("an Apple sparse image", APPLE_FIRST);
-    }
-    if head(0, b"shdw") {
-        return found("an Apple sparse image (ASIF)", APPLE_FIRST);
-    }
     // Apple UDIF (.dmg): a 512-byte "koly" trailer.
-    if probe.file_len != u64::MAX && probe.file_len >= 512 && probe.tail.len() >= 512 {
+    if probe.file_len != u64::MAX && probe.tail.len() >= 512 {
         let trailer = &probe.tail[probe.tail.len() - 512..];
         if trailer.starts_with(b"koly") {
             return found("an Apple disk image (DMG, qemu's 'dmg')", QEMU_FIRST);
         }
     }
-    if head(0, b"\x1f\x8b\x08") {
-        return found(
-            "a gzip-compressed file",
-            "diskferry reads no compressed files; run gunzip first",
-        );
-    }
-    if head(0, b"\xfd7zXZ\0") {
-        return found(
-            "an xz-compressed file",
-            "diskferry reads no compressed files; run unxz first",
-        );
-    }
-    if head(0, b"\x28\xb5\x2f\xfd") {
-        return found(
-            "a zstd-compressed file",
-            "diskferry reads no compressed files; run unzstd first",
-        );
-    }
     // bzip2: "BZh", the block size digit, then the first block's magic (BCD pi).
     if head(0, b"BZh") && head(4, b"\x31\x41\x59\x26\x53\x59") {
-        return found(
-            "a bzip2-compressed file",
-            "diskferry reads no compressed files; run bunzip2 first",
-        );
-    }
-    if head(0, b"PK\x03\x04") {
-        return found("a zip archive", UNPACK_FIRST);
-    }
-    if head(0, b"7z\xbc\xaf\x27\x1c") {
-        return found("a 7-Zip archive", UNPACK_FIRST);
-    }
-    // A tar where an image is wanted: a package given to a command that changes an image in
-    // place (packages are read by `Image::open`, which takes them before detection), or a
-    // cloud image's disk.raw in a tar.
-    if head(257, b"ustar") {
-        return found(
-            "a tar archive",
-            "a package's disks (OVA, XVA) are read by info, convert and migrate but not changed in place; unpack it to work on a disk",
-        );
+        return found("a bzip2-compressed file", DECOMPRESS_FIRST);
     }
     None
 }
