@@ -133,6 +133,15 @@ CASES = {
         ["convert", "-O", "raw", "{src}", "{dst}"],
         ["{ours}", "convert", "-O", "raw", "realistic-disk1.vmdk", "{dst}"],
     ),
+    # The same OVA without its manifest (the same members, in the same order, minus the .mf):
+    # what reading through the tar costs with no digest to check. The difference between this
+    # case and ova-disk-to-raw is the manifest's SHA-256, which both cores' inflating leaves no
+    # idle core to hide.
+    "ova-nomf-disk-to-raw": (
+        "realistic-nomf.ova",
+        ["convert", "-O", "raw", "{src}", "{dst}"],
+        ["{ours}", "convert", "-O", "raw", "realistic-disk1.vmdk", "{dst}"],
+    ),
     # Reading a disk out of an XVA in place (every chunk's SHA-1 verified) against diskferry's
     # raw to raw copy of the same disk (the peer column is diskferry here): issue 13 wants at
     # most 1.2 times. The XVA is written by write_xva below, as XAPI lays one out.
@@ -214,6 +223,7 @@ OUTPUT_FORMAT = {
     "ova-export": None,
     "ova-export-vs-stream": None,
     "ova-disk-to-raw": ("raw", "raw"),
+    "ova-nomf-disk-to-raw": ("raw", "raw"),
     "xva-disk-to-raw": ("raw", "raw"),
     # An XVA: its chunks and disks are checked by tests/xva_write.rs, not here.
     "xva-export": None,
@@ -304,6 +314,20 @@ def make_inputs(workdir, needed, source_dir, fs_size):
                             "realistic.raw", "realistic.ova"], cwd=workdir, check=True)
             subprocess.run(["tar", "-xf", "realistic.ova", "realistic-disk1.vmdk"],
                            cwd=workdir, check=True)
+        if name == "realistic-nomf.ova" and not os.path.exists(path):
+            log("making realistic-nomf.ova: realistic.ova's members but its manifest (GNU tar)")
+            make_inputs(workdir, ["realistic.ova"], source_dir, fs_size)
+            members = subprocess.run(["tar", "-tf", "realistic.ova"], cwd=workdir, check=True,
+                                     capture_output=True, text=True).stdout.split()
+            kept = [m for m in members if not m.endswith(".mf")]
+            stage = os.path.join(workdir, "nomf.tmp")
+            os.makedirs(stage, exist_ok=True)
+            subprocess.run(["tar", "-xf", os.path.join(workdir, "realistic.ova"), "-C", stage]
+                           + kept, check=True)
+            subprocess.run(["tar", "--format=ustar", "-cf", path + ".tmp", "-C", stage] + kept,
+                           check=True)
+            shutil.rmtree(stage)
+            os.rename(path + ".tmp", path)
         if name == "realistic-xx.xva" and not os.path.exists(path):
             log("making realistic-xx.xva with diskferry migrate (XXH64 chunks)")
             ours = os.path.join(REPO, "target/release/diskferry")
