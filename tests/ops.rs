@@ -459,6 +459,51 @@ fn dd_matches_qemu_img_dd() {
 }
 
 #[test]
+fn dd_sizes_new_images_as_qemu_img_dd() {
+    if !have_qemu("dd_sizes_new_images_as_qemu_img_dd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fake = as_qemu_img(dir.path());
+    // 10,000,000 bytes is no whole number of CHS cylinders, so qemu-img rounds a VHD of it up
+    // (to 10,027,008), as its convert and create do; a VHDX's block size follows the size.
+    let input = dir.path().join("in.raw");
+    make_raw(&input, 10_000_000, &[(0, 1 << 20)]);
+    for (out_fmt, ops) in [
+        ("vpc", vec![]),
+        ("vpc", vec!["bs=1000", "count=7777", "skip=3"]),
+        ("vhdx", vec![]),
+    ] {
+        let info = |p: &Path| -> serde_json::Value {
+            let text = qemu_img_ok(&["info", "--output=json", "-f", out_fmt, s(p)]);
+            serde_json::from_str(&text).unwrap()
+        };
+        let (q, d) = (dir.path().join("q.img"), dir.path().join("d.img"));
+        let args = |out: &Path| {
+            let mut a = vec!["dd".to_string(), "-f".into(), "raw".into()];
+            a.extend(["-O".to_string(), out_fmt.to_string()]);
+            a.extend(ops.iter().map(|o| o.to_string()));
+            a.push(format!("if={}", s(&input)));
+            a.push(format!("of={}", s(out)));
+            a
+        };
+        qemu_img_ok(&args(&q).iter().map(String::as_str).collect::<Vec<_>>());
+        let (dc, _, derr) = run_prog(
+            &fake,
+            &args(&d).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(dc, 0, "{derr}");
+        let (qi, di) = (info(&q), info(&d));
+        for key in ["virtual-size", "cluster-size"] {
+            assert_eq!(di[key], qi[key], "dd -O {out_fmt} {ops:?}: {key}");
+        }
+        assert!(qemu_compare(out_fmt, &q, out_fmt, &d), "{out_fmt} {ops:?}");
+        std::fs::remove_file(&q).unwrap();
+        std::fs::remove_file(&d).unwrap();
+    }
+}
+
+#[test]
 fn dd_errors_exit_as_qemu_img_does() {
     if !have_qemu("dd_errors_exit_as_qemu_img_does") {
         return;

@@ -5,13 +5,13 @@
 use super::Outcome;
 use super::args::{CommitArgs, DdArgs, MeasureArgs, OutputFormat, RebaseArgs};
 use super::commands::{emit, open_options, parse_format};
-use super::compat::{Personality, Progress, qemu_driver_name};
+use super::compat::{self, Personality, Progress, qemu_driver_name};
 use diskferry::convert::{self, ConvertOptions, Event};
 use diskferry::format::Capability;
 use diskferry::host_file::Durability;
 use diskferry::info::printable;
 use diskferry::ops::commit::{AfterCommit, CommitOptions, Emptied};
-use diskferry::ops::dd::{DdOutcome, DdRange};
+use diskferry::ops::dd::{DdOutcome, DdRange, DdSlice};
 use diskferry::ops::measure::MeasureSource;
 use diskferry::ops::rebase::{COMPRESSION_UNSUPPORTED, Compress, RebaseMode, RebaseOptions};
 use diskferry::ops::{self, Rate};
@@ -297,9 +297,26 @@ pub fn dd(args: DdArgs) -> Outcome {
     let (Some(input), Some(output)) = (&ops_args.input, &ops_args.output) else {
         return Err(Error::invalid("Must specify both input and output files"));
     };
+    let source = open_options(&args.gate, parse_format(args.format.as_deref())?);
+    let target_format = Registry::builtin().find(&args.output_format)?;
+    // dd has no -o, but the qemu-img personality still owes qemu-img's creation defaults
+    // (VHD's CHS rounding, VMDK's ide adapter, VHDX's block size by size), as convert and
+    // create give them; the VHDX one depends on the size of the slice written.
+    let slice_size = if compat::wants_size(target_format.name(), "") {
+        match ops_args
+            .range
+            .slice(Image::open(input, &source)?.virtual_size())
+        {
+            DdSlice::Bytes { start, end } => Some((end - start).div_ceil(512) * 512),
+            DdSlice::SkipPastEnd => Some(0),
+        }
+    } else {
+        None
+    };
     let options = ConvertOptions {
-        source: open_options(&args.gate, parse_format(args.format.as_deref())?),
-        target_format: Registry::builtin().find(&args.output_format)?,
+        source,
+        target_format,
+        target_options: compat::library_options(target_format.name(), "", slice_size),
         // qemu-img leaves what it writes to the kernel's writeback, as convert's default does.
         durability: Durability::Unsafe,
         ..ConvertOptions::default()
