@@ -393,6 +393,48 @@ fn info_lists_children_as_qemu_img_10_does() {
 }
 
 #[test]
+fn info_of_a_qcow2_with_a_data_file_is_qemu_img_10s() {
+    let test = "info_of_a_qcow2_with_a_data_file_is_qemu_img_10s";
+    let Some((d, fake)) = qemu_img_scratch(test) else {
+        return;
+    };
+    // qemu-img 10 does not open the data file for info: no `data-file` child, and the disk
+    // size is the qcow2 file's alone, however much data the data file holds.
+    for (name, raw) in [("plain", ""), ("raw", ",data_file_raw=on")] {
+        let img = d.path().join(format!("{name}.qcow2"));
+        // An absolute name: qemu opens a relative one from its working directory.
+        let data = d.path().join(format!("{name}.bin"));
+        let opts = format!("data_file={}{raw}", s(&data));
+        qemu_img_ok(&["create", "-q", "-f", "qcow2", "-o", &opts, s(&img), "8M"]);
+        qemu_io(
+            "qcow2",
+            &img,
+            &["write -P 0x11 0 2M", "write -P 0x22 5M 1M"],
+        );
+        for json in [true, false] {
+            let mut args = vec!["info"];
+            if json {
+                args.push("--output=json");
+            }
+            args.push(s(&img));
+            let theirs = qemu_img_ok(&args);
+            let (code, ours, err) = run_prog(&fake, &args);
+            assert_eq!(code, 0, "{err}");
+            if json {
+                let t: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+                let o: serde_json::Value = serde_json::from_str(&ours).unwrap();
+                json_covers(&t, &o, &format!("info of {name}.qcow2"), "");
+            } else {
+                assert!(
+                    ours.starts_with(&theirs),
+                    "{name}: qemu-img's lines are not ours\nqemu-img:\n{theirs}\nours:\n{ours}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn convert_takes_image_opts_and_secret_objects_as_qemu_img_does() {
     if !have_qemu("convert_takes_image_opts_and_secret_objects_as_qemu_img_does") {
         return;
