@@ -451,6 +451,82 @@ fn amend_matches_qemu_img() {
     }
 }
 
+#[test]
+fn amend_downgrades_zstd_images_as_qemu_img_10_does() {
+    let test = "amend_downgrades_zstd_images_as_qemu_img_10_does";
+    let Some((dir, fake)) = qemu_img_scratch(test) else {
+        return;
+    };
+    let d = dir.path();
+    // No compressed cluster: qemu-img 10 downgrades, and the image becomes zlib (version 2
+    // has no other compression type).
+    let plain = make(
+        d,
+        "plain.qcow2",
+        "2M",
+        "compression_type=zstd",
+        &["write -P 0x11 0 100k", "write -z 1M 64k"],
+    );
+    let ours = copy(&plain, "ours.qcow2");
+    let theirs = copy(&plain, "theirs.qcow2");
+    let (code, _, err) = run_prog(&fake, &["amend", "-o", "compat=0.10", s(&ours)]);
+    assert_eq!(code, 0, "{err}");
+    qemu_img_ok(&["amend", "-o", "compat=0.10", s(&theirs)]);
+    let (a, b) = (info(&ours), info(&theirs));
+    assert_eq!(a["format-specific"]["data"], b["format-specific"]["data"]);
+    assert_eq!(b["format-specific"]["data"]["compat"], "0.10");
+    assert_same(&ours, &theirs);
+    // A compressed cluster: both refuse with qemu-img's words and leave the image as it was.
+    let packed = make(
+        d,
+        "packed.qcow2",
+        "2M",
+        "compression_type=zstd",
+        &["write -c -P 0x22 0 64k"],
+    );
+    let ours = copy(&packed, "ours-c.qcow2");
+    let theirs = copy(&packed, "theirs-c.qcow2");
+    let args = |p: &Path| {
+        vec![
+            "amend".to_string(),
+            "-o".into(),
+            "compat=0.10".into(),
+            s(p).into(),
+        ]
+    };
+    let (qc, _, qerr) = qemu_img(&args(&theirs).iter().map(String::as_str).collect::<Vec<_>>());
+    let (dc, _, derr) = run_prog(
+        &fake,
+        &args(&ours).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!((dc, derr.as_str()), (qc, qerr.as_str()));
+    assert_eq!(
+        qerr,
+        "qemu-img: Cannot downgrade an image with zstd compression type and existing compressed clusters\n"
+    );
+    assert_eq!(
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(&packed).unwrap()
+    );
+    // Under its own name diskferry names the image.
+    let (code, _, err) = run(&["amend", "-o", "compat=0.10", s(&ours)]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!("diskferry: {}: Cannot downgrade", s(&ours))),
+        "{err}"
+    );
+    // Compressed clusters only a snapshot holds: qemu-img 10 looks at the active table alone
+    // and downgrades, after which the snapshot no longer reads; diskferry refuses.
+    let snap = copy(&packed, "snap.qcow2");
+    qemu_img_ok(&["snapshot", "-c", "s1", s(&snap)]);
+    qio(&snap, &["write -P 0x33 0 64k"]);
+    let before = std::fs::read(&snap).unwrap();
+    let (code, _, err) = run_prog(&fake, &["amend", "-o", "compat=0.10", s(&snap)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("existing compressed clusters"), "{err}");
+    assert_eq!(std::fs::read(&snap).unwrap(), before);
+}
+
 /// Random writes and clears of one seed, through open_mut and as qemu-io commands.
 fn series(seed: u64, size: u64, count: usize) -> Vec<(u64, u64, u8)> {
     let mut x = seed;

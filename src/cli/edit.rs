@@ -4,12 +4,13 @@
 use super::Outcome;
 use super::args::{AmendArgs, GateArgs, PreallocationArg, ResizeArgs, SnapshotArgs};
 use super::commands::{emit, open_options, parse_format, printable_lines};
+use super::compat::Personality;
 use diskferry::edit::{EditContext, Force, GrowPreallocation, ResizeRequest, Shrink, SnapshotEdit};
 use diskferry::format::Capability;
 use diskferry::host_file::HostFile;
 use diskferry::image::BackingPolicy;
 use diskferry::size::parse_size;
-use diskferry::{Error, Format, Image, Registry, options};
+use diskferry::{Error, ErrorKind, Format, Image, Registry, options};
 use std::path::Path;
 
 /// The format of the image at `path`: the one named, else detected from the content.
@@ -111,8 +112,26 @@ pub fn amend(args: AmendArgs) -> Outcome {
         gate: &gate,
         force: if args.force { Force::Yes } else { Force::No },
     };
-    format.driver().amend(&args.image, &values, &ctx)?;
+    format
+        .driver()
+        .amend(&args.image, &values, &ctx)
+        .map_err(|e| amend_refusal(e, &args.image))?;
     Ok(0)
+}
+
+/// A refusal of `amend` as the program prints it: qemu-img prints its driver's refusal
+/// alone ("Cannot downgrade ..."), without the image's name, and scripts match that text;
+/// diskferry names the image, as in every other error.
+fn amend_refusal(e: Error, image: &Path) -> Error {
+    let plain = e.path() == Some(image) && e.offset().is_none() && e.io_source().is_none();
+    if !plain || Personality::current() != Personality::QemuImg {
+        return e;
+    }
+    match e.kind() {
+        ErrorKind::Unsupported => Error::unsupported(e.message()),
+        ErrorKind::InvalidInput => Error::invalid(e.message()),
+        _ => e,
+    }
 }
 
 /// `snapshot -l|-c NAME|-a SNAPSHOT|-d SNAPSHOT IMAGE`.

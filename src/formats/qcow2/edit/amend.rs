@@ -9,13 +9,15 @@
 //!
 //! Downgrading to compat=0.10 (which has no zero flag) first turns zero clusters into
 //! unallocated ones (no backing file) or into clusters of written zeros, in every L1 table.
+//! A zstd image (version 2 knows only zlib) is downgraded while it holds no compressed
+//! cluster, and becomes zlib.
 
 use super::Editor;
 use crate::edit::{EditContext, NewBacking};
 use crate::error::{Error, Result};
 use crate::formats::qcow2::header::{
-    COMPAT_LAZY_REFCOUNTS, EXT_BACKING_FORMAT, EXT_END, EXT_FEATURE_TABLE, INCOMPAT_DIRTY,
-    V2_HEADER_BYTES,
+    COMPAT_LAZY_REFCOUNTS, EXT_BACKING_FORMAT, EXT_END, EXT_FEATURE_TABLE, INCOMPAT_COMPRESSION,
+    INCOMPAT_DIRTY, V2_HEADER_BYTES,
 };
 use crate::formats::qcow2::table::{
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO,
@@ -177,26 +179,52 @@ fn amend_inner(ed: &mut Editor, options: &FormatOptions, ctx: &EditContext<'_>) 
 }
 
 /// qemu's refusals of a downgrade that would lose information.
-fn downgrade_check(ed: &Editor) -> Result<()> {
+fn downgrade_check(ed: &mut Editor) -> Result<()> {
     if ed.h.refcount_order != 4 {
         return Err(Error::unsupported(
             "compat=0.10 requires refcount_bits=16 (the image has other refcounts)",
         ));
     }
-    let incompatible = ed.h.incompatible & !INCOMPAT_DIRTY;
+    // The compression type is the one incompatible feature a downgrade can drop: version 2
+    // has only zlib, so qemu-img 10 downgrades a zstd image while no cluster is compressed.
+    let incompatible = ed.h.incompatible & !(INCOMPAT_DIRTY | INCOMPAT_COMPRESSION);
     if incompatible != 0 {
         return Err(Error::unsupported(format!(
             "Cannot downgrade an image with incompatible features {incompatible:#x} set"
         )));
     }
+    if ed.h.incompatible & INCOMPAT_COMPRESSION != 0 && has_compressed_clusters(ed)? {
+        return Err(Error::unsupported(
+            "Cannot downgrade an image with zstd compression type and existing compressed clusters",
+        ));
+    }
     Ok(())
 }
 
-/// Turns every zero cluster (in the active and the snapshot L1 tables) into what compat=0.10
-/// can describe: unallocated without a backing file, else a cluster of written zeros.
-fn expand_zero_clusters(ed: &mut Editor, ctx: &EditContext<'_>) -> Result<()> {
-    let _ = ctx;
-    let has_backing = ed.h.backing_file.as_deref().is_some_and(|n| !n.is_empty());
+/// Whether any L2 table, the snapshots' included, holds a compressed cluster. qemu-img 10
+/// looks at the active table only, and so downgrades an image whose zstd clusters only a
+/// snapshot holds, leaving that snapshot unreadable; diskferry refuses that one too.
+fn has_compressed_clusters(ed: &mut Editor) -> Result<bool> {
+    let per = ed.h.l2_entries();
+    let mut seen = HashSet::new();
+    for l1 in l1_tables(ed)? {
+        for e in l1 {
+            let at = e & L1E_OFFSET_MASK;
+            if at == 0 || !seen.insert(at) {
+                continue;
+            }
+            for k in 0..per {
+                if ed.l2_entry(at, k)?.0 & OFLAG_COMPRESSED != 0 {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The active L1 table, then each snapshot's.
+fn l1_tables(ed: &Editor) -> Result<Vec<Vec<u64>>> {
     let mut l1s = vec![ed.l1().to_vec()];
     if ed.h.nb_snapshots > 0 {
         let list = crate::formats::qcow2::snapshot::read_table(
@@ -212,6 +240,15 @@ fn expand_zero_clusters(ed: &mut Editor, ctx: &EditContext<'_>) -> Result<()> {
             )?);
         }
     }
+    Ok(l1s)
+}
+
+/// Turns every zero cluster (in the active and the snapshot L1 tables) into what compat=0.10
+/// can describe: unallocated without a backing file, else a cluster of written zeros.
+fn expand_zero_clusters(ed: &mut Editor, ctx: &EditContext<'_>) -> Result<()> {
+    let _ = ctx;
+    let has_backing = ed.h.backing_file.as_deref().is_some_and(|n| !n.is_empty());
+    let l1s = l1_tables(ed)?;
     let per = ed.h.l2_entries();
     let zeros = vec![0u8; ed.cs as usize];
     let mut seen = HashSet::new();
