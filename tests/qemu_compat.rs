@@ -192,6 +192,43 @@ fn argument_errors_are_one_line_like_every_other_error() {
 }
 
 #[test]
+fn missing_arguments_are_named_under_both_names() {
+    let test = "missing_arguments_are_named_under_both_names";
+    let Some((_d, fake)) = qemu_img_scratch(test) else {
+        return;
+    };
+    // qemu-img says "Expecting one image file name" (and the like) and exits 1; diskferry
+    // says clap's words, naming what is missing, under either name, on one line, and keeps
+    // compare's error code 2.
+    for (args, missing) in [
+        (&["info"][..], "<IMAGE>"),
+        (&["check"], "<IMAGE>"),
+        (&["create", "-f", "qcow2"], "<IMAGE>"),
+        (&["convert", "a.raw"], "<DESTINATION>"),
+        (&["compare", "a.raw"], "<IMAGE_B>"),
+        (&["amend", "-o", "compat=1.1"], "<IMAGE>"),
+    ] {
+        let (qcode, _, _) = qemu_img(args);
+        assert_eq!(qcode, 1, "qemu-img {args:?}");
+        let code = if args[0] == "compare" { 2 } else { qcode };
+        for (program, (c, out, err)) in [
+            ("diskferry", run(args)),
+            ("qemu-img", run_prog(&fake, args)),
+        ] {
+            assert_eq!(c, code, "{program} {args:?}: {err}");
+            assert_eq!(out, "");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.starts_with(&format!(
+                    "{program}: the following required arguments were not provided: {missing}"
+                )),
+                "{program} {args:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
 fn commands_not_yet_supported_say_so() {
     let d = tempfile::tempdir().unwrap();
     let fake = as_qemu_img(d.path());

@@ -131,19 +131,28 @@ const NOT_YET: &[&str] = &["bench", "bitmap"];
 /// A clap error as one line, like every other error: its message, then where to read more.
 fn one_line(e: &clap::Error, command: Option<&std::ffi::OsString>) -> String {
     let text = e.to_string();
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments")
-        .trim();
-    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid arguments").trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // Some messages name their subject on the indented lines below the heading ("the
+    // following required arguments were not provided:" then "  <IMAGE>"): without them the
+    // line does not say what is missing.
+    let listed: Vec<&str> = lines
+        .take_while(|l| l.starts_with([' ', '\t']) && !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = if listed.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first} {}", listed.join(" "))
+    };
     let help = match command.and_then(|c| c.to_str()) {
         Some(c) if !c.starts_with('-') && Cli::command().find_subcommand(c).is_some() => {
             format!("diskferry {c} --help")
         }
         _ => "diskferry --help".to_string(),
     };
-    format!("{} (see '{help}')", diskferry::info::printable(message))
+    format!("{} (see '{help}')", diskferry::info::printable(&message))
 }
 
 /// Every `--to` name, from the migrate targets and the configuration registry.
