@@ -24,11 +24,14 @@ pub fn run() -> i32 {
     personality.install();
     let program = personality.program();
     // compare reports errors with 2 (1 means "different"); every other command with 1.
-    let error_code = if argv.get(1).is_some_and(|a| a == "compare") {
-        2
-    } else {
-        1
-    };
+    // qemu-img's own usage errors exit 1 even for compare (its error_exit), and scripts run
+    // under that name see qemu-img's code.
+    let error_code =
+        if argv.get(1).is_some_and(|a| a == "compare") && personality != Personality::QemuImg {
+            2
+        } else {
+            1
+        };
     if argv.len() == 2 && (argv[1] == "--version" || argv[1] == "-V") {
         print!("{}", personality.version_text());
         return 0;
