@@ -140,6 +140,111 @@ pub enum SnapshotEdit {
     Delete(String),
 }
 
+/// One operation of `bitmap` (qemu-img's `--add`, `--remove`, `--clear`, `--enable`,
+/// `--disable`, `--merge`); a request applies several in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BitmapOp {
+    /// Create the bitmap, with no bit set and enabled (it tracks writes). `granularity` is
+    /// the bytes of the disk one bit covers; `None` takes the format's default (qcow2: its
+    /// cluster size, kept within 4 KiB to 64 KiB, as qemu does).
+    Add {
+        /// Bytes per bit: a power of two from 512 to 2 GiB.
+        granularity: Option<u64>,
+    },
+    /// Delete the bitmap (an inconsistent one too).
+    Remove,
+    /// Clear every bit.
+    Clear,
+    /// Make the bitmap track writes.
+    Enable,
+    /// Make the bitmap stop tracking writes.
+    Disable,
+    /// Set every bit that the named bitmap has set: a bitmap of the image itself, or of
+    /// [`BitmapEdit::source`] when one is given. Granularities may differ: a source bit sets
+    /// every bit whose range overlaps its own.
+    Merge(String),
+}
+
+impl BitmapOp {
+    /// The operation's name in qemu-img's messages (`Operation add on bitmap ...`).
+    pub fn verb(&self) -> &'static str {
+        match self {
+            BitmapOp::Add { .. } => "add",
+            BitmapOp::Remove => "remove",
+            BitmapOp::Clear => "clear",
+            BitmapOp::Enable => "enable",
+            BitmapOp::Disable => "disable",
+            BitmapOp::Merge(_) => "merge",
+        }
+    }
+}
+
+/// A `bitmap` request: operations on one persistent dirty bitmap of an image.
+///
+/// The operations run in order, as qemu-img runs them: the first that fails stops the rest,
+/// and the ones before it stay done (its error is returned). Errors are worded as qemu-img's
+/// (`Operation add on bitmap b0 failed: Bitmap already exists: b0`), which scripts match.
+#[derive(Debug, Clone, Copy)]
+pub struct BitmapEdit<'a> {
+    /// The bitmap the operations apply to.
+    pub name: &'a str,
+    /// The operations, in order.
+    pub ops: &'a [BitmapOp],
+    /// The image whose bitmaps [`BitmapOp::Merge`] reads (`-b`); `None`: the image itself.
+    pub source: Option<&'a Image>,
+}
+
+/// The largest granularity a persistent bitmap may have (2 GiB; qemu's limit).
+pub const MAX_BITMAP_GRANULARITY: u64 = 1 << 31;
+
+/// Checks a granularity given to [`BitmapOp::Add`] as qemu does, with its message.
+pub fn check_bitmap_granularity(granularity: u64) -> crate::error::Result<()> {
+    if granularity < 512 || !granularity.is_power_of_two() {
+        return Err(crate::error::Error::invalid(
+            "Granularity must be power of 2 and at least 512",
+        ));
+    }
+    if granularity > MAX_BITMAP_GRANULARITY {
+        return Err(crate::error::Error::invalid(format!(
+            "Granularity exceeds maximum ({MAX_BITMAP_GRANULARITY} bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// The error of operation `op` on bitmap `name` failing because `why`, worded as qemu-img's.
+pub fn bitmap_op_failed(op: &BitmapOp, name: &str, why: impl std::fmt::Display) -> crate::Error {
+    crate::Error::invalid(format!(
+        "Operation {} on bitmap {name} failed: {why}",
+        op.verb()
+    ))
+}
+
+/// What `bitmap` answers for an image whose format holds no persistent bitmaps: as qemu,
+/// which sees an image without bitmaps that cannot store any, the first operation fails —
+/// `add` because nothing can be stored, every other because the bitmap does not exist.
+pub fn no_bitmaps(path: &Path, edit: &BitmapEdit<'_>) -> crate::error::Result<()> {
+    let Some(op) = edit.ops.first() else {
+        return Ok(());
+    };
+    let why = match op {
+        BitmapOp::Add { granularity } => {
+            if edit.name.is_empty() {
+                "Bitmap name cannot be empty".to_string()
+            } else if let Some(Err(e)) = granularity.map(check_bitmap_granularity) {
+                e.message().to_string()
+            } else {
+                format!(
+                    "Can't store persistent bitmaps to {}: Operation not supported",
+                    path.display()
+                )
+            }
+        }
+        _ => format!("Dirty bitmap '{}' not found", edit.name),
+    };
+    Err(bitmap_op_failed(op, edit.name, why).with_path(path))
+}
+
 /// What `measure` is asked about: an image of `virtual_size` whose data lies in `allocated`.
 #[derive(Debug, Clone)]
 pub struct MeasureRequest<'a> {

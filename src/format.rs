@@ -8,7 +8,8 @@
 use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
 use crate::edit::{
-    EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest, SnapshotEdit,
+    BitmapEdit, EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest,
+    SnapshotEdit,
 };
 use crate::error::{Error, Result};
 use crate::gate::Gate;
@@ -262,6 +263,20 @@ pub trait Driver: Send + Sync + 'static {
     fn edit_snapshot(&self, path: &Path, edit: &SnapshotEdit, ctx: &EditContext<'_>) -> Result<()> {
         let _ = (path, edit, ctx);
         Err(refusal(self.name(), Capability::EditSnapshots))
+    }
+
+    /// Adds, removes, clears, enables, disables or merges persistent dirty bitmaps of the
+    /// image at `path` in place (`bitmap`), the operations in the order given. The default,
+    /// for a format that holds no bitmaps, fails as qemu-img does for such a format
+    /// ([`crate::edit::no_bitmaps`]).
+    fn edit_bitmaps(
+        &self,
+        path: &Path,
+        edit: &BitmapEdit<'_>,
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        let _ = ctx;
+        crate::edit::no_bitmaps(path, edit)
     }
 
     /// Predicts the file size of an image of this format made as `request` describes.

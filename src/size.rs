@@ -53,6 +53,65 @@ pub fn parse_size(text: &str) -> Result<u64> {
     u64::try_from(bytes).map_err(|_| Error::invalid(format!("size '{text}' is too large")))
 }
 
+/// Parses a number of bytes by qemu-img's rules (its `cvtnum`), for option `what` (`rate
+/// limit`, `granularity`): bytes, or a number with one suffix `b`, `k`, `M`, `G`, `T`, `P`,
+/// `E` (powers of 1024, either case; a fraction only with a suffix other than `b`), at most
+/// `i64::MAX`. The messages are qemu-img's (`Invalid granularity specified: 'abc'.`), which
+/// scripts may match.
+pub fn cvtnum(what: &str, text: &str) -> Result<u64> {
+    let invalid = || Error::invalid(format!("Invalid {what} specified: '{text}'."));
+    let range = || {
+        Error::invalid(format!(
+            "Invalid {what} specified. Must be between 0 and {}.",
+            i64::MAX
+        ))
+    };
+    let t = text.trim_start();
+    if let Some(magnitude) = t.strip_prefix('-') {
+        // qemu reads the number first and finds it out of range before the suffix.
+        return if magnitude.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+            Err(range())
+        } else {
+            Err(invalid())
+        };
+    }
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, suffix) = t.split_at(end);
+    let shift = suffix_shift(suffix).ok_or_else(invalid)?;
+    let (whole, fraction) = match number.split_once('.') {
+        Some((w, f)) if !f.contains('.') => (w, Some(f)),
+        Some(_) => return Err(invalid()),
+        None => (number, None),
+    };
+    if whole.is_empty() && fraction.is_none_or(str::is_empty) {
+        return Err(invalid());
+    }
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| range())?
+    };
+    let fraction: f64 = match fraction {
+        None | Some("") => 0.0,
+        Some(f) => format!("0.{f}").parse().map_err(|_| invalid())?,
+    };
+    // As qemu_strtosz: a fraction of a byte is refused, a fraction of a unit truncated.
+    if shift == 0 && fraction != 0.0 {
+        return Err(invalid());
+    }
+    let unit = 1u128 << shift;
+    let bytes = whole
+        .checked_mul(unit)
+        .map(|b| b + (fraction * unit as f64) as u128)
+        .ok_or_else(range)?;
+    match u64::try_from(bytes) {
+        Ok(n) if n <= i64::MAX as u64 => Ok(n),
+        _ => Err(range()),
+    }
+}
+
 /// The power of two a size suffix stands for: none or `b` bytes, `k`, `M`, `G`, `T`, `P`,
 /// `E` (either case) 10 to 60; `None` for anything else.
 pub fn suffix_shift(suffix: &str) -> Option<u32> {

@@ -34,7 +34,8 @@ pub mod writer;
 use crate::check::{CheckReport, RepairMode};
 use crate::detect::ProbeData;
 use crate::edit::{
-    EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest, SnapshotEdit,
+    BitmapEdit, EditContext, ImageMut, MeasureRequest, Measurement, NewBacking, ResizeRequest,
+    SnapshotEdit,
 };
 use crate::error::Result;
 use crate::format::{Capabilities, Capability, Driver, Format, OpenContext, Probe};
@@ -147,6 +148,15 @@ impl Driver for Qcow2Driver {
 
     fn edit_snapshot(&self, path: &Path, edit: &SnapshotEdit, ctx: &EditContext<'_>) -> Result<()> {
         edit::edit_snapshot(path, edit, ctx)
+    }
+
+    fn edit_bitmaps(
+        &self,
+        path: &Path,
+        edit: &BitmapEdit<'_>,
+        ctx: &EditContext<'_>,
+    ) -> Result<()> {
+        edit::edit_bitmaps(path, edit, ctx)
     }
 
     fn holds_dirty_bitmaps(&self, options: &FormatOptions) -> bool {

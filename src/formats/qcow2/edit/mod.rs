@@ -6,8 +6,8 @@
 //! - `tables.rs`: L1 and L2 tables: entries read and written, L2 tables allocated or copied
 //!   (when shared with a snapshot) on demand, whole trees of references counted up or down.
 //! - `write.rs`: the [`ImageMut`](crate::edit::ImageMut) of `open_mut`.
-//! - `resize.rs`, `snapshots.rs`, `amend.rs`, `bitmaps.rs` (`convert -n --bitmaps`): the other
-//!   operations.
+//! - `resize.rs`, `snapshots.rs`, `amend.rs`, `bitmaps.rs` (`convert -n --bitmaps`),
+//!   `bitmap_edit.rs` (`bitmap`): the other operations.
 //!
 //! Crash consistency (see [`crate::edit`]): every new cluster is counted before anything
 //! points at it, new data and tables are written and flushed before the pointer that makes
@@ -18,6 +18,7 @@
 
 mod alloc;
 mod amend;
+mod bitmap_edit;
 mod bitmaps;
 mod resize;
 mod snapshots;
@@ -26,6 +27,7 @@ mod write;
 
 pub use amend::AMEND_OPTIONS;
 pub(crate) use amend::{amend, set_backing};
+pub(crate) use bitmap_edit::edit_bitmaps;
 pub(crate) use bitmaps::{add as add_bitmaps, check as check_add_bitmaps};
 pub(crate) use resize::resize;
 pub(crate) use snapshots::edit_snapshot;
@@ -46,6 +48,16 @@ pub const ABORT_AFTER_ENV: &str = "DISKFERRY_TEST_EDIT_ABORT_AFTER";
 
 /// The most L2 tables or refcount blocks kept in memory at once (each one cluster).
 const CACHE_TABLES: usize = 256;
+
+/// Whether [`Editor::open_with`] accepts an image that has persistent dirty bitmaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExistingBitmaps {
+    /// Refuse it: the change writes guest data, which the editor does not record in the
+    /// bitmaps, so they would silently miss writes.
+    Refuse,
+    /// Keep them: the change leaves the disk's content alone.
+    Keep,
+}
 
 /// An image open for an in-place change: its file, header and the tables in use.
 pub(crate) struct Editor {
@@ -76,10 +88,16 @@ pub(crate) struct Editor {
 impl Editor {
     /// Opens the image at `path` for a change, refusing what cannot be changed safely.
     pub fn open(path: &Path, what: &str) -> Result<Editor> {
-        Self::open_inner(path, what).map_err(|e| e.with_path(path))
+        Self::open_with(path, what, ExistingBitmaps::Refuse)
     }
 
-    fn open_inner(path: &Path, what: &str) -> Result<Editor> {
+    /// As [`Editor::open`], saying whether an image with persistent dirty bitmaps may be
+    /// changed: only by a change that leaves the disk's content alone (`bitmap` itself).
+    pub fn open_with(path: &Path, what: &str, bitmaps: ExistingBitmaps) -> Result<Editor> {
+        Self::open_inner(path, what, bitmaps).map_err(|e| e.with_path(path))
+    }
+
+    fn open_inner(path: &Path, what: &str, bitmaps: ExistingBitmaps) -> Result<Editor> {
         let file = HostFile::open_rw(path)?;
         let gate = crate::gate::Gate::confined();
         let ctx = OpenContext {
@@ -109,7 +127,7 @@ impl Editor {
                 "the image keeps its data in an external data file, which diskferry does not change in place",
             );
         }
-        if h.bitmaps.is_some() {
+        if h.bitmaps.is_some() && bitmaps == ExistingBitmaps::Refuse {
             return refuse(
                 "the image has persistent dirty bitmaps, which diskferry does not keep up to date; remove them first ('qemu-img bitmap --remove')",
             );
