@@ -39,6 +39,9 @@ pub enum Command {
     Resize(ResizeArgs),
     /// Change an image's options in place
     Amend(AmendArgs),
+    /// Add, remove, clear, enable, disable or merge a qcow2 image's persistent dirty bitmaps
+    /// (operations applied in the order given)
+    Bitmap(BitmapArgs),
     /// Copy an image's data into its backing image, then empty it
     Commit(CommitArgs),
     /// Give an image a new backing image (or none), copying what would read differently
@@ -444,6 +447,101 @@ pub struct AmendArgs {
     pub cache: Option<String>,
     /// The image
     pub image: PathBuf,
+}
+
+/// Arguments of `bitmap`: `(--merge SOURCE | --add | --remove | --clear | --enable |
+/// --disable)... [-b SOURCE_FILE [-F SOURCE_FMT]] [-g GRANULARITY] [--object OBJ]
+/// [--image-opts | -f FMT] FILENAME BITMAP`, as qemu-img. The operations may repeat and run
+/// in the order given on the command line ([`bitmap_ops_in_order`] reads it).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Operations run in the order given; the first that fails stops the rest, and the ones before it stay done (as in qemu-img). --add makes an empty bitmap that tracks writes; add --disable to make a frozen one. Inconsistent bitmaps (flagged in-use, left by an unclean stop) can only be removed."
+)]
+pub struct BitmapArgs {
+    /// Set the bits that bitmap SOURCE has set (of this image, or of -b's image)
+    #[arg(long = "merge", value_name = "SOURCE")]
+    pub merge: Vec<String>,
+    /// Create the bitmap: empty and enabled
+    #[arg(long, action = clap::ArgAction::Append, num_args = 0, default_missing_value = "true")]
+    pub add: Vec<bool>,
+    /// Delete the bitmap
+    #[arg(long, action = clap::ArgAction::Append, num_args = 0, default_missing_value = "true")]
+    pub remove: Vec<bool>,
+    /// Clear every bit of the bitmap
+    #[arg(long, action = clap::ArgAction::Append, num_args = 0, default_missing_value = "true")]
+    pub clear: Vec<bool>,
+    /// Make the bitmap track writes
+    #[arg(long, action = clap::ArgAction::Append, num_args = 0, default_missing_value = "true")]
+    pub enable: Vec<bool>,
+    /// Make the bitmap stop tracking writes
+    #[arg(long, action = clap::ArgAction::Append, num_args = 0, default_missing_value = "true")]
+    pub disable: Vec<bool>,
+    /// The image --merge reads its SOURCE bitmap from (default: FILENAME itself)
+    #[arg(short = 'b', value_name = "SOURCE_FILE")]
+    pub source_file: Option<PathBuf>,
+    /// The format of -b's image (default: detected from the content)
+    #[arg(short = 'F', value_name = "SOURCE_FMT")]
+    pub source_format: Option<String>,
+    /// With --add: bytes of the disk one bit covers, a power of two from 512 to 2G (default:
+    /// the cluster size, kept within 4k to 64k)
+    #[arg(short = 'g', value_name = "GRANULARITY")]
+    pub granularity: Option<String>,
+    /// A qemu object definition (accepted for secrets only)
+    #[arg(long = "object", value_name = "OBJECTDEF")]
+    pub objects: Vec<String>,
+    /// FILENAME is qemu's options (`driver=qcow2,file.filename=PATH`)
+    #[arg(long = "image-opts")]
+    pub image_opts: bool,
+    /// The image's format (default: detected from the content)
+    #[arg(short = 'f', value_name = "FMT")]
+    pub format: Option<String>,
+    /// FILENAME and BITMAP: the image and the bitmap the operations apply to
+    #[arg(value_name = "FILENAME BITMAP", num_args = 0..)]
+    pub operands: Vec<String>,
+}
+
+/// One operation flag of `bitmap`, as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BitmapFlag {
+    /// `--merge SOURCE`.
+    Merge(String),
+    /// `--add`.
+    Add,
+    /// `--remove`.
+    Remove,
+    /// `--clear`.
+    Clear,
+    /// `--enable`.
+    Enable,
+    /// `--disable`.
+    Disable,
+}
+
+/// The operation flags of `bitmap` in command-line order: clap keeps each flag's values
+/// apart (each flag appends one value per use, so that a repeated one is seen twice), its
+/// indices tell the order, which decides the result (`--add --disable` makes a
+/// frozen bitmap, `--disable --add` fails on the missing one).
+pub fn bitmap_ops_in_order(m: &clap::ArgMatches) -> Vec<BitmapFlag> {
+    let mut ops: Vec<(usize, BitmapFlag)> = Vec::new();
+    if let (Some(at), Some(values)) = (m.indices_of("merge"), m.get_many::<String>("merge")) {
+        ops.extend(
+            at.zip(values)
+                .map(|(i, v)| (i, BitmapFlag::Merge(v.clone()))),
+        );
+    }
+    for (id, flag) in [
+        ("add", BitmapFlag::Add),
+        ("remove", BitmapFlag::Remove),
+        ("clear", BitmapFlag::Clear),
+        ("enable", BitmapFlag::Enable),
+        ("disable", BitmapFlag::Disable),
+    ] {
+        if let Some(at) = m.indices_of(id) {
+            ops.extend(at.map(|i| (i, flag.clone())));
+        }
+    }
+    ops.sort_by_key(|(i, _)| *i);
+    ops.into_iter().map(|(_, f)| f).collect()
 }
 
 /// Arguments of `migrate`.

@@ -49,13 +49,13 @@ pub fn run() -> i32 {
     if let Some(first) = argv.first_mut() {
         *first = "diskferry".into();
     }
-    let cli = match Cli::command()
+    let parsed = Cli::command()
         .after_help(after_help())
         .mut_subcommand("migrate", |c| c.after_help(targets_help()))
         .try_get_matches_from(&argv)
-        .and_then(|m| Cli::from_arg_matches(&m))
-    {
-        Ok(cli) => cli,
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             // No command at all: the whole help, which is what a person typing the bare name
             // wants to see.
@@ -84,6 +84,14 @@ pub fn run() -> i32 {
         Command::Snapshot(a) => edit::snapshot(a),
         Command::Resize(a) => edit::resize(a),
         Command::Amend(a) => edit::amend(a),
+        Command::Bitmap(a) => {
+            // The derive API loses the order of different flags; the matches keep it.
+            let order = matches
+                .subcommand_matches("bitmap")
+                .map(args::bitmap_ops_in_order)
+                .unwrap_or_default();
+            edit::bitmap(a, order)
+        }
         Command::Commit(a) => ops::commit(a),
         Command::Rebase(a) => ops::rebase(a),
         Command::Measure(a) => ops::measure(a),
@@ -129,7 +137,7 @@ fn write_man_pages(dir: &std::path::Path) -> Outcome {
 
 /// qemu-img's commands diskferry does not have yet: named as such, rather than answered with
 /// clap's "did you mean" suggestion of another command.
-const NOT_YET: &[&str] = &["bench", "bitmap"];
+const NOT_YET: &[&str] = &["bench"];
 
 /// A clap error as one line, like every other error: its message, then where to read more.
 fn one_line(e: &clap::Error, command: Option<&std::ffi::OsString>) -> String {
