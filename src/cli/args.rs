@@ -484,7 +484,7 @@ pub struct BitmapArgs {
     pub source_format: Option<String>,
     /// With --add: bytes of the disk one bit covers, a power of two from 512 to 2G (default:
     /// the cluster size, kept within 4k to 64k)
-    #[arg(short = 'g', value_name = "GRANULARITY")]
+    #[arg(short = 'g', value_name = "GRANULARITY", allow_hyphen_values = true)]
     pub granularity: Option<String>,
     /// A qemu object definition (accepted for secrets only)
     #[arg(long = "object", value_name = "OBJECTDEF")]

@@ -2,9 +2,13 @@
 //! oracle readers, ../shared/corpus) and skipping loudly when one is missing.
 #![allow(dead_code)]
 
+mod bitmaps;
 mod qemu;
 mod v2v;
 mod vm;
+// Only the bitmap tests use these.
+#[allow(unused_imports)]
+pub use bitmaps::*;
 // Only the qemu-img comparison tests use these.
 #[allow(unused_imports)]
 pub use qemu::*;
