@@ -455,6 +455,7 @@ pub struct AmendArgs {
 /// in the order given on the command line ([`bitmap_ops_in_order`] reads it).
 #[derive(Debug, Args)]
 #[command(
+    override_usage = "diskferry bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b SOURCE_FILE [-F SOURCE_FMT]] [-g GRANULARITY] [--object OBJ] [--image-opts | -f FMT] FILENAME BITMAP",
     after_help = "Operations run in the order given; the first that fails stops the rest, and the ones before it stay done (as in qemu-img). --add makes an empty bitmap that tracks writes; add --disable to make a frozen one. Inconsistent bitmaps (flagged in-use, left by an unclean stop) can only be removed."
 )]
 pub struct BitmapArgs {
