@@ -236,18 +236,17 @@ fn missing_arguments_are_named_under_both_names() {
 fn commands_not_yet_supported_say_so() {
     let d = tempfile::tempdir().unwrap();
     let fake = as_qemu_img(d.path());
-    for cmd in ["bench"] {
-        let (code, _, err) = run(&[cmd, "x.img", "1G"]);
-        assert_eq!(code, 1);
-        assert!(
-            err.starts_with(&format!("diskferry: '{cmd}' is not supported by diskferry")),
-            "{err}"
-        );
-        assert!(!err.contains("similar"), "{err}");
-        let (code, _, err) = run_prog(&fake, &[cmd, "x.img", "1G"]);
-        assert_eq!(code, 1);
-        assert!(err.starts_with(&format!("qemu-img: '{cmd}'")), "{err}");
-    }
+    let cmd = "bench";
+    let (code, _, err) = run(&[cmd, "x.img", "1G"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!("diskferry: '{cmd}' is not supported by diskferry")),
+        "{err}"
+    );
+    assert!(!err.contains("similar"), "{err}");
+    let (code, _, err) = run_prog(&fake, &[cmd, "x.img", "1G"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with(&format!("qemu-img: '{cmd}'")), "{err}");
 }
 
 #[test]
