@@ -47,7 +47,8 @@ enum Message {
 
 /// The images of a run: `img.qcow2` (64 MiB, bitmaps `a` 64k, `small` 4k, `big` 128k, all
 /// dirty in places, and `frozen`, disabled, dirty elsewhere), `other.qcow2` (64 MiB, bitmap
-/// `x` 32k), `half.qcow2` (32 MiB, bitmap `x`), `r.img` (raw) and `v2.qcow2` (compat=0.10).
+/// `x` 32k), `half.qcow2` (32 MiB, bitmap `x`), `c512.qcow2`, `c8k.qcow2` and `c2m.qcow2`
+/// (those cluster sizes), `r.img` (raw) and `v2.qcow2` (compat=0.10).
 fn setup(d: &Path) {
     let img = d.join("img.qcow2");
     qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&img), "64M"]);
@@ -69,6 +70,24 @@ fn setup(d: &Path) {
     let half = d.join("half.qcow2");
     qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&half), "32M"]);
     qemu_img_ok(&["bitmap", "--add", s(&half), "x"]);
+    // The default granularity follows the cluster size, kept within 4 KiB to 64 KiB.
+    for (name, cluster) in [
+        ("c512.qcow2", "512"),
+        ("c8k.qcow2", "8k"),
+        ("c2m.qcow2", "2M"),
+    ] {
+        let o = format!("cluster_size={cluster}");
+        qemu_img_ok(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &o,
+            s(&d.join(name)),
+            "64M",
+        ]);
+    }
     qemu_img_ok(&["create", "-q", "-f", "raw", s(&d.join("r.img")), "64M"]);
     qemu_img_ok(&[
         "create",
@@ -197,6 +216,10 @@ fn every_operation_and_combination_does_what_qemu_img_does() {
         (vec!["--add", "--remove", img, "tmp"], img, Same),
         (vec!["--remove", "--remove", img, "n3"], img, Same),
         (vec!["--remove", img, &longest], img, Same),
+        // Default granularities of other cluster sizes.
+        (vec!["--add", "c512.qcow2", "d"], "c512.qcow2", Same),
+        (vec!["--add", "c8k.qcow2", "d"], "c8k.qcow2", Same),
+        (vec!["--add", "--merge", "x", "-b", "other.qcow2", "c2m.qcow2", "d"], "c2m.qcow2", Same),
         // Formats without bitmaps, and qcow2 version 2.
         (vec!["--add", "-f", "raw", "r.img", "b"], "r.img", Same),
         (vec!["--remove", "-f", "raw", "r.img", "b"], "r.img", Same),
@@ -287,6 +310,61 @@ fn inconsistent_bitmaps_can_only_be_removed_as_in_qemu_img() {
             t.d.join(img).display()
         )),
         "{err}"
+    );
+}
+
+#[test]
+fn diskferrys_own_name_words_failures_as_its_other_commands_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img.qcow2");
+    let (code, _, err) = run(&["create", "-f", "qcow2", s(&img), "64M"]);
+    assert_eq!(code, 0, "{err}");
+    let ok = |args: &[&str]| {
+        let mut a = vec!["bitmap"];
+        a.extend_from_slice(args);
+        let (code, _, err) = run(&a);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    };
+    let fails = |args: &[&str], says: &str| {
+        let mut a = vec!["bitmap"];
+        a.extend_from_slice(args);
+        let (code, out, err) = run(&a);
+        assert_eq!((code, out.as_str()), (1, ""), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(err.starts_with(says), "{args:?}: {err}");
+    };
+    let file = format!("diskferry: {}: ", img.display());
+    ok(&["--add", "-g", "1M", s(&img), "b"]);
+    fails(
+        &["--add", s(&img), "b"],
+        &format!("{file}Operation add on bitmap b failed: Bitmap already exists: b"),
+    );
+    // Past 2G is refused for what it is (qemu-img cuts -g to 32 bits first: 4G and 8G read
+    // as 0, 6G as 2G).
+    fails(
+        &["--add", "-g", "4G", s(&img), "c"],
+        &format!(
+            "{file}Operation add on bitmap c failed: Granularity exceeds maximum (2147483648 bytes)"
+        ),
+    );
+    fails(
+        &["--add", "-g", "8G", s(&img), "c"],
+        &format!("{file}Operation add on bitmap c failed: Granularity exceeds maximum"),
+    );
+    fails(
+        &["--add", s(&img)],
+        "diskferry: Expecting filename and bitmap name",
+    );
+    ok(&["--disable", "--clear", "--enable", s(&img), "b"]);
+    let raw = dir.path().join("r.img");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    fails(
+        &["--add", "-f", "raw", s(&raw), "b"],
+        &format!(
+            "diskferry: {}: Operation add on bitmap b failed: Can't store persistent bitmaps to {}: Operation not supported",
+            raw.display(),
+            raw.display()
+        ),
     );
 }
 
