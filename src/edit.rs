@@ -1,11 +1,13 @@
-//! Images changed in place: what `resize`, `commit`, `rebase`, `amend`, `snapshot -c|-a|-d` and
-//! `measure` need from a format, as types every driver shares.
+//! Images changed in place: what `resize`, `commit`, `rebase`, `amend`, `snapshot -c|-a|-d`,
+//! `bitmap` and `measure` need from a format, as types every driver shares.
 //!
 //! A format opts in by overriding the matching [`Driver`](crate::format::Driver) methods
 //! ([`open_mut`](crate::format::Driver::open_mut), [`resize`](crate::format::Driver::resize),
 //! [`set_backing`](crate::format::Driver::set_backing), [`amend`](crate::format::Driver::amend),
 //! [`edit_snapshot`](crate::format::Driver::edit_snapshot),
-//! [`measure`](crate::format::Driver::measure)) and listing the capability; the operations
+//! [`edit_bitmaps`](crate::format::Driver::edit_bitmaps),
+//! [`measure`](crate::format::Driver::measure)) and listing the capability (`edit_bitmaps`
+//! needs none: a format without bitmaps answers as qemu-img does); the operations
 //! built on top (commit and rebase copy data through [`ImageMut`]) live in [`crate::ops`].
 //!
 //! Every in-place change must be crash-consistent: a process killed at any instant leaves an
