@@ -53,6 +53,8 @@ pub enum Role {
     DataFile,
     /// A file an OVF descriptor names (a disk of an OVF folder).
     PackageMember,
+    /// A folder searched for a parent the image names by identity only (a VDI's, by UUID).
+    SearchFolder,
 }
 
 impl Role {
@@ -62,6 +64,7 @@ impl Role {
             Role::Backing => "backing file",
             Role::DataFile => "data file",
             Role::PackageMember => "package file",
+            Role::SearchFolder => "folder",
         }
     }
 }
@@ -133,10 +136,12 @@ impl Gate {
         }
     }
 
-    /// Opens the file that the image at `image` names `name`, if the policy allows it.
-    /// A refusal is an error of kind [`crate::ErrorKind::Refused`] naming the image and the
-    /// name as stored; it never quotes the file's contents.
-    pub fn open(&self, image: &Path, name: &str, role: Role) -> Result<Lookup> {
+    /// The path `name` leads to, when the policy lets the image at `image` name it; the
+    /// refusal otherwise. Only the way there is looked at (the names on it, and the symbolic
+    /// links met, read as the kernel would follow them); the file itself is not touched, so a
+    /// caller that must not open it (`info` showing a parent it does not follow) can still
+    /// ask before looking at it. [`Gate::open`] makes the final decision on the open file.
+    pub fn allowed_path(&self, image: &Path, name: &str, role: Role) -> Result<PathBuf> {
         let refuse = |why: String| {
             Error::refused(format!("{} '{name}' refused: {why}", role.noun())).with_path(image)
         };
@@ -158,13 +163,24 @@ impl Gate {
             }
         }
         let path = Gate::resolve(image, name);
-        // The file's real place is checked on the open descriptor below; the way there is
+        // The file's real place is checked on the open descriptor by `open`; the way there is
         // checked first, for a name or link that passes through /proc or /dev to a regular
         // file (`/dev/stdin`, `/dev/fd/7`, `/proc/self/root/...` lead to whatever the process
         // holds open).
         if let Some(tree) = self.forbidden_way(&path) {
             return Err(refuse(format!("it leads through {tree}")));
         }
+        Ok(path)
+    }
+
+    /// Opens the file that the image at `image` names `name`, if the policy allows it.
+    /// A refusal is an error of kind [`crate::ErrorKind::Refused`] naming the image and the
+    /// name as stored; it never quotes the file's contents.
+    pub fn open(&self, image: &Path, name: &str, role: Role) -> Result<Lookup> {
+        let refuse = |why: String| {
+            Error::refused(format!("{} '{name}' refused: {why}", role.noun())).with_path(image)
+        };
+        let path = self.allowed_path(image, name, role)?;
         // A first look, for a precise message; the decision is made on the open descriptor.
         if let Ok(meta) = std::fs::metadata(&path) {
             let kind = FileType::from_raw_mode(std::os::unix::fs::MetadataExt::mode(&meta));

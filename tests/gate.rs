@@ -1018,3 +1018,99 @@ fn every_command_refuses_a_dev_zero_extent() {
     }
     assert_none(problems);
 }
+
+// ---------------------------------------------------------------------------------------
+// VDI parents, found by a search of the folders around the image: the gate decides on each
+// folder before it is listed
+
+/// A differencing VDI made against a parent in the image folder; returns the child.
+fn vdi_child(fx: &Fixture) -> PathBuf {
+    let raw = fx.scratch.join("vdi.raw");
+    common::make_raw(&raw, SIZE, &PARENT_REGIONS);
+    let parent = fx.disks.join("parent.vdi");
+    run(&["convert", "-O", "vdi", s(&raw), s(&parent)]).ok();
+    let child = fx.disks.join("child.vdi");
+    run(&[
+        "convert",
+        "-O",
+        "vdi",
+        "-B",
+        s(&parent),
+        "-F",
+        "vdi",
+        s(&raw),
+        s(&child),
+    ])
+    .ok();
+    child
+}
+
+/// The path each call in an strace log (`-e trace=file,...`) was made on: its first quoted
+/// argument. A `resumed` half is skipped: what it quotes is a result (a link's target).
+fn traced_paths(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| !l.contains("resumed>"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once('"')?;
+            Some(rest.split_once('"')?.0.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn vdi_parent_search_never_lists_a_folder_the_gate_refuses() {
+    let test = "vdi_parent_search_never_lists_a_folder_the_gate_refuses";
+    if !common::have_strace(test) {
+        return;
+    }
+    let fx = fixture();
+    let child = vdi_child(&fx);
+    let log = fx.scratch.join("strace.log");
+    let out = fx.out.join("x.raw");
+    let mut problems = Vec::new();
+    // The image reached through a descriptor: its folder is /dev/fd or /proc/self/fd, whose
+    // listing (and its parent's, /proc/self) is what the process holds open.
+    for (image, folder) in [
+        ("/dev/fd/3", "/dev/fd"),
+        ("/proc/self/fd/3", "/proc/self/fd"),
+    ] {
+        for flags in [&[][..], &["--confine"], &["--allow-devices"]] {
+            for cmd in ["info", "convert"] {
+                let _ = std::fs::remove_file(&out);
+                let mut args = vec![cmd];
+                args.extend(flags);
+                args.push(image);
+                if cmd == "convert" {
+                    args.push(s(&out));
+                }
+                let o = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(r#"log=$1 child=$2; shift 2; exec strace -f -qq -o "$log" -e trace=file,readlink,readlinkat,getdents64 "$@" 3<"$child""#)
+                    .args(["sh", s(&log), s(&child), env!("CARGO_BIN_EXE_diskferry")])
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                let (code, _, err) = common::decode(o);
+                let what = format!("diskferry {}", args.join(" "));
+                let expected = if cmd == "info" { 0 } else { 1 };
+                if code != expected {
+                    problems.push(format!("{what}: exit {code}, not {expected}: {err}"));
+                }
+                if cmd == "convert" && !err.contains("refused: it leads through") {
+                    problems.push(format!(
+                        "{what}: the error does not say the gate kept the search out: {err}"
+                    ));
+                }
+                let text = std::fs::read_to_string(&log).unwrap();
+                // The folder's own name may be read as a link (with --allow-devices, /dev/fd
+                // is how the gate learns the way leads on to /proc); nothing in it may be.
+                for p in traced_paths(&text) {
+                    if p != image && p.starts_with(&format!("{folder}/")) {
+                        problems.push(format!("{what}: looked at {p} (strace: {})", s(&log)));
+                    }
+                }
+            }
+        }
+    }
+    assert_none(problems);
+}

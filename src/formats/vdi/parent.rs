@@ -8,8 +8,9 @@
 //!    `HardDisk` element's `uuid` and `location`, the location relative to the machine file;
 //! 2. VDI files in those two folders whose creation UUID is the linkage.
 //!
-//! Every file is opened through the open gate, as any name an image holds: with the confined
-//! gate (the library's default) only the image's own folder is searched. The search is
+//! Every file is opened through the open gate, as any name an image holds, and each folder
+//! passes the gate before it is listed: with the confined gate (the library's default) only
+//! the image's own folder is searched, and never a folder in /proc, /sys or /dev. The search is
 //! bounded: at most [`MAX_ENTRIES`] directory entries per folder, [`MAX_VBOX_FILES`] machine
 //! files of at most [`MAX_VBOX_BYTES`] each, [`MAX_VDI_FILES`] VDI headers.
 
@@ -37,6 +38,8 @@ pub struct Search {
     pub names: Vec<String>,
     /// The folders searched, as names relative to the image ("." and "..").
     pub searched: Vec<String>,
+    /// The folders the gate kept the search out of, with its refusal.
+    pub refused: Vec<String>,
 }
 
 /// Searches for the VDI whose creation UUID is `linkage`, for the image at `image`.
@@ -49,8 +52,17 @@ pub fn find(image: &Path, linkage: Uuid, gate: &Gate) -> Search {
     let own_name = image.file_name().map(|n| n.to_string_lossy().into_owned());
     let mut vdi_matches = Vec::new();
     for &folder in folders {
+        // The folder is a place the image leads us to as much as a name it stores: an image
+        // read through `/dev/fd/3` or `/proc/self/fd/3` would otherwise have `/proc/self/fd`
+        // and `/proc/self` listed before the gate refused each name found there.
+        let dir = match gate.allowed_path(image, folder, Role::SearchFolder) {
+            Ok(dir) => dir,
+            Err(e) => {
+                search.refused.push(e.message().to_string());
+                continue;
+            }
+        };
         search.searched.push(folder.to_string());
-        let dir = crate::gate::folder_of(image).join(folder);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };

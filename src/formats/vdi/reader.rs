@@ -44,19 +44,12 @@ impl VdiLayer {
         let path = file.name().to_path_buf();
         let backing = if header.image_type.has_parent() {
             let search = super::parent::find(&path, header.uuid_linkage, ctx.gate);
+            let searched = searched_text(&search);
             Some(BackingLink {
                 stored_name: format!("{{{}}}", header.uuid_linkage),
                 names: search.names,
                 format: Some(super::FORMAT),
-                searched: Some(format!(
-                    "VirtualBox machine files and VDIs in {} of the image's folder",
-                    search
-                        .searched
-                        .iter()
-                        .map(|f| format!("'{f}'"))
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                )),
+                searched: Some(searched),
             })
         } else {
             None
@@ -101,6 +94,29 @@ impl VdiLayer {
             }
         })
     }
+}
+
+/// Where the parent search looked, and where the gate kept it out, for the message when no
+/// parent opens.
+fn searched_text(search: &super::parent::Search) -> String {
+    let quoted = |f: &String| format!("'{f}'");
+    let mut text = if search.searched.is_empty() {
+        "no folder".to_string()
+    } else {
+        format!(
+            "VirtualBox machine files and VDIs in {} of the image's folder",
+            search
+                .searched
+                .iter()
+                .map(quoted)
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )
+    };
+    for refusal in &search.refused {
+        text.push_str(&format!("; {refusal}"));
+    }
+    text
 }
 
 impl Layer for VdiLayer {
