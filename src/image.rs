@@ -325,6 +325,9 @@ pub struct Image {
     /// Checks running beside the reads (a package member's manifest digest), joined by
     /// [`Image::finish_checks`].
     checks: std::sync::Mutex<Vec<std::thread::JoinHandle<Result<()>>>>,
+    /// The gate the image was opened with: names it holds that are only shown (a parent
+    /// `info` does not follow) must still not lead to a look at a file the gate refuses.
+    gate: Gate,
 }
 
 impl std::fmt::Debug for Image {
@@ -419,6 +422,7 @@ impl Image {
             format_guessed: guessed,
             warnings: Vec::new(),
             checks: Default::default(),
+            gate: options.gate,
         };
         image.collect_warnings(0);
         if options.backing == BackingPolicy::Follow {
@@ -434,9 +438,16 @@ impl Image {
             format_guessed: false,
             warnings: Vec::new(),
             checks: Default::default(),
+            gate: Gate::default(),
         };
         image.collect_warnings(0);
         image
+    }
+
+    /// The gate the image's named files pass (the library's default for
+    /// [`Image::from_layer`]).
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     fn collect_warnings(&mut self, index: usize) {
@@ -806,6 +817,7 @@ pub(crate) mod tests {
             format_guessed: false,
             warnings: vec![],
             checks: Default::default(),
+            gate: Gate::default(),
         };
         let mut buf = vec![9u8; 30];
         image.read_at(0, &mut buf).unwrap();
@@ -827,6 +839,7 @@ pub(crate) mod tests {
             format_guessed: false,
             warnings: vec![],
             checks: Default::default(),
+            gate: Gate::default(),
         };
         let mut buf = vec![9u8; 40];
         image.read_at(0, &mut buf).unwrap();

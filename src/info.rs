@@ -1,5 +1,6 @@
 //! What `info` reports about each layer of an image, with qemu-img's JSON keys.
 
+use crate::gate::Role;
 use crate::image::{Image, Layer};
 use crate::size::human_size;
 use serde::Serialize;
@@ -137,11 +138,16 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
     let full_backing = match (parent, backing) {
         (Some(p), _) => Some(p.path().display().to_string()),
         (None, Some(link)) => {
+            // The first name that leads to a file, as the chain would be followed; a name the
+            // gate refuses is never looked at (a stat of `/proc/self/...` is a probe an image
+            // must not be able to make), though it is still shown when no name leads anywhere.
+            let gate = image.gate();
             let candidates = link.candidates(layer.path());
-            candidates
+            link.names
                 .iter()
+                .filter_map(|n| gate.allowed_path(layer.path(), n, Role::Backing).ok())
                 .find(|c| c.is_file())
-                .or(candidates.first())
+                .or(candidates.first().cloned())
                 .map(|p| p.display().to_string())
         }
         (None, None) => None,

@@ -1114,3 +1114,97 @@ fn vdi_parent_search_never_lists_a_folder_the_gate_refuses() {
     }
     assert_none(problems);
 }
+
+// ---------------------------------------------------------------------------------------
+// info without --backing-chain shows a parent it does not open: the names it looks at to
+// show the parent's path pass the gate first
+
+/// Runs diskferry `args` under strace; returns the outcome and the paths of its file calls.
+fn traced_run(log: &Path, args: &[&str]) -> ((i32, String, String), Vec<String>) {
+    let o = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", s(log)])
+        .args(["-e", "trace=file,readlink,readlinkat,getdents64"])
+        .arg(env!("CARGO_BIN_EXE_diskferry"))
+        .args(args)
+        .output()
+        .unwrap();
+    let paths = traced_paths(&std::fs::read_to_string(log).unwrap());
+    (common::decode(o), paths)
+}
+
+#[test]
+fn info_never_looks_at_a_parent_name_the_gate_refuses() {
+    let test = "info_never_looks_at_a_parent_name_the_gate_refuses";
+    if !common::have_strace(test) {
+        return;
+    }
+    let fx = fixture();
+    let log = fx.scratch.join("strace.log");
+    let refused = ["/proc/self/cwd/", "proc/self/environ"];
+    let mut problems = Vec::new();
+    // A VDI whose machine files give its parent's UUID refused places; the real parent is
+    // found beside it by the scan.
+    let child = vdi_child(&fx);
+    let parent = fx.disks.join("parent.vdi");
+    let meta = info_json(&["info", "--output", "json", s(&parent)]);
+    let uuid = meta["format-specific"]["data"]["uuid"].as_str().unwrap();
+    let escape = format!("{}proc/self/environ", "../".repeat(32));
+    for (file, location) in [
+        ("a.vbox", "/proc/self/cwd/parent.vdi"),
+        ("b.vbox", escape.as_str()),
+    ] {
+        std::fs::write(
+            fx.disks.join(file),
+            format!(
+                r#"<?xml version="1.0"?>
+<VirtualBox xmlns="http://www.virtualbox.org/" version="1.19-linux">
+  <Machine uuid="{{0b1c2d3e-0000-4000-8000-00000000000{}}}" name="vm">
+    <MediaRegistry><HardDisks>
+      <HardDisk uuid="{{{uuid}}}" location="{location}" format="VDI" type="Normal"/>
+    </HardDisks></MediaRegistry>
+  </Machine>
+</VirtualBox>
+"#,
+                file.len()
+            ),
+        )
+        .unwrap();
+    }
+    // A VHD whose locator names /proc/self/environ.
+    let chain = vhd_chain(&fx, &fx.scratch.join("gone.vhd"), false);
+    let vhd = vhd_child(
+        &fx,
+        &chain,
+        "environ",
+        "/proc/self/environ",
+        LocatorStyle::Windows,
+    );
+    for (image, shown) in [(&child, Some(parent.clone())), (&vhd, None)] {
+        for flags in [&[][..], &["--confine"], &["--allow-devices"]] {
+            let mut args = vec!["info", "--output", "json"];
+            args.extend(flags);
+            args.push(s(image));
+            let what = format!("diskferry {}", args.join(" "));
+            let ((code, stdout, err), paths) = traced_run(&log, &args);
+            if code != 0 {
+                problems.push(format!("{what}: exit {code}: {err}"));
+                continue;
+            }
+            for p in paths {
+                if refused.iter().any(|r| p.contains(r)) {
+                    problems.push(format!("{what}: looked at {p}"));
+                }
+            }
+            let v: Value = serde_json::from_str(&stdout).unwrap();
+            if let Some(shown) = &shown {
+                let full = v["full-backing-filename"].as_str().unwrap_or_default();
+                if Path::new(full) != shown.as_path() {
+                    problems.push(format!(
+                        "{what}: full-backing-filename is {full:?}, not the parent beside it"
+                    ));
+                }
+            }
+        }
+    }
+    assert_none(problems);
+}
