@@ -181,7 +181,7 @@ fn package_info_human(i: &diskferry::ova::open::PackageInfo) -> String {
     for n in &i.notes {
         t.push_str(&format!("note: {n}\n"));
     }
-    for w in &vm.warnings {
+    for w in vm.warnings.iter().chain(&i.warnings) {
         t.push_str(&format!("warning: {w}\n"));
     }
     t
@@ -357,7 +357,12 @@ pub fn info(args: InfoArgs) -> Outcome {
             Some(xva.info())
         }
         SourceKind::Package => {
-            let package = diskferry::ova::open::Package::open(&args.image)?;
+            // A file the manifest names but the package lacks does not hide the machine here;
+            // what reads the package to make something from it refuses it.
+            let package = diskferry::ova::open::Package::open_with(
+                &args.image,
+                diskferry::ova::open::MissingFiles::Warn,
+            )?;
             diskferry::migrate::check_source_vm(&package.descriptor().vm, &args.image)?;
             Some(package.info(&open_options(&args.gate, None))?)
         }

@@ -23,6 +23,20 @@ const MAX_DESCRIPTOR: u64 = 32 << 20;
 /// The largest manifest or certificate read.
 const MAX_SMALL: u64 = 4 << 20;
 
+/// What opening a package does about a file its manifest names that the package does not
+/// hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingFiles {
+    /// Refuse the package: it is damaged or incomplete, and whatever is made from it would be
+    /// too (convert, migrate, check).
+    Refuse,
+    /// Note it among the package's warnings and go on, so that `info` can still show the
+    /// machine. virt-v2v reads such packages for conversion with a warning (input_ova.ml,
+    /// "manifest has a checksum for non-existent file ... (ignored)", RHBZ#1570407: VMware
+    /// exports name files they leave out) and COT's `info` lists them as errors and exits 0.
+    Warn,
+}
+
 /// How a package is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PackageKind {
@@ -115,6 +129,10 @@ pub struct PackageInfo {
     pub certificate: Option<String>,
     /// Facts about the package that are not the machine's.
     pub notes: Vec<String>,
+    /// What is wrong with the package itself (a file its manifest names that it does not
+    /// hold), when it was opened to be shown only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A disk as `info` shows it.
@@ -159,6 +177,7 @@ pub struct Package {
     manifest: Option<Manifest>,
     certificate: Option<CertNote>,
     index: Option<TarIndex>,
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Package {
@@ -184,17 +203,24 @@ fn read_all(storage: &dyn Storage, limit: u64, what: &str) -> Result<Vec<u8>> {
 }
 
 impl Package {
-    /// Opens the package at `path` (a file the user chose).
+    /// Opens the package at `path` (a file the user chose), refusing it when its manifest
+    /// names a file it does not hold.
     pub fn open(path: &Path) -> Result<Package> {
+        Package::open_with(path, MissingFiles::Refuse)
+    }
+
+    /// Opens the package at `path`, doing what `missing` says about a file its manifest names
+    /// that it does not hold (see [`Package::warnings`]).
+    pub fn open_with(path: &Path, missing: MissingFiles) -> Result<Package> {
         let file: Arc<dyn Storage> = Arc::new(HostFile::open(path)?);
         match probe(file.as_ref()) {
-            Some(PackageKind::Ova) => Package::open_ova(path, file),
-            Some(PackageKind::OvfFolder) => Package::open_ovf(path, file),
+            Some(PackageKind::Ova) => Package::open_ova(path, file, missing),
+            Some(PackageKind::OvfFolder) => Package::open_ovf(path, file, missing),
             None => Err(Error::invalid("not an OVA or OVF package").with_path(path)),
         }
     }
 
-    fn open_ova(path: &Path, file: Arc<dyn Storage>) -> Result<Package> {
+    fn open_ova(path: &Path, file: Arc<dyn Storage>, missing: MissingFiles) -> Result<Package> {
         let index = TarIndex::read(file)?;
         // The descriptor comes first in every OVA producers write; a tar with it elsewhere is
         // read too.
@@ -254,14 +280,16 @@ impl Package {
             }
             None => None,
         };
+        let mut warnings = Vec::new();
         if let Some(m) = &manifest {
             for e in &m.entries {
                 if index.member(&e.file).is_none() {
-                    return Err(Error::corrupt(format!(
+                    let error = Error::corrupt(format!(
                         "the manifest names '{}' (line {}), which the package does not hold",
                         e.file, e.line
                     ))
-                    .with_path(&m.name));
+                    .with_path(&m.name);
+                    warnings.push(missing_file(error, missing)?);
                 }
             }
         }
@@ -273,12 +301,13 @@ impl Package {
             manifest,
             certificate,
             index: Some(index),
+            warnings,
         };
         package.verify_descriptor(&bytes)?;
         Ok(package)
     }
 
-    fn open_ovf(path: &Path, file: Arc<dyn Storage>) -> Result<Package> {
+    fn open_ovf(path: &Path, file: Arc<dyn Storage>, missing: MissingFiles) -> Result<Package> {
         let bytes = read_all(file.as_ref(), MAX_DESCRIPTOR, "descriptor")?;
         let descriptor = ovf::parse(&bytes, &path.to_string_lossy())?;
         let stem = path.with_extension("");
@@ -303,6 +332,7 @@ impl Package {
             }
             None => None,
         };
+        let mut warnings = Vec::new();
         if let Some(m) = &manifest {
             let folder = crate::gate::folder_of(path);
             for e in &m.entries {
@@ -310,12 +340,18 @@ impl Package {
                 let inside = !p.is_absolute()
                     && p.components()
                         .all(|c| matches!(c, std::path::Component::Normal(_)));
-                if !inside || !folder.join(p).is_file() {
-                    return Err(Error::corrupt(format!(
-                        "the manifest names '{}' (line {}), which is not in the package's folder",
-                        e.file, e.line
-                    ))
-                    .with_path(&m.name));
+                let error = Error::corrupt(format!(
+                    "the manifest names '{}' (line {}), which is not in the package's folder",
+                    e.file, e.line
+                ))
+                .with_path(&m.name);
+                // A name leading out of the folder is no missing file but a package reaching
+                // outside itself: refused even when only shown.
+                if !inside {
+                    return Err(error);
+                }
+                if !folder.join(p).is_file() {
+                    warnings.push(missing_file(error, missing)?);
                 }
             }
         }
@@ -330,6 +366,7 @@ impl Package {
             manifest,
             certificate,
             index: None,
+            warnings,
         };
         package.verify_descriptor(&bytes)?;
         Ok(package)
@@ -374,6 +411,12 @@ impl Package {
     /// The certificate note, when the package is signed.
     pub fn certificate(&self) -> Option<&CertNote> {
         self.certificate.as_ref()
+    }
+
+    /// What is wrong with the package that [`MissingFiles::Warn`] let through (always empty
+    /// for [`Package::open`]).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The machine's disks that have content in the package, in the machine's order.
@@ -621,6 +664,7 @@ impl Package {
                 )
             }),
             notes: d.notes.clone(),
+            warnings: self.warnings.clone(),
         })
     }
 
@@ -710,6 +754,17 @@ impl Package {
             // An OVF folder's files are neither chunked nor compressed (file_storage refuses).
             (None, _) => Ok(vec![(href.to_string(), self.file_storage(href)?)]),
         }
+    }
+}
+
+/// The warning for a file the manifest names that the package does not hold, or `error`
+/// itself when such a package is refused.
+fn missing_file(error: Error, missing: MissingFiles) -> Result<String> {
+    match missing {
+        MissingFiles::Refuse => Err(error),
+        MissingFiles::Warn => Ok(format!(
+            "{error}: the package is incomplete (convert, migrate and check refuse it)"
+        )),
     }
 }
 

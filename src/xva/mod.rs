@@ -573,6 +573,7 @@ impl XvaPackage {
             manifest: None,
             certificate: None,
             notes,
+            warnings: Vec::new(),
         }
     }
 }
