@@ -44,10 +44,12 @@ pub fn buses_for(vm: &Vm) -> (Buses, Option<String>) {
 }
 
 /// The memory a domain written for `vm` runs with, in bytes: whole MiB, rounded up, as
-/// libvirt aligns a QEMU guest's memory (qemuDomainGetMemorySizeAlignment: QEMU needs 4 KiB
-/// blocks, libvirt rounds to 1 MiB), so that the warning names what the guest gets; 1 MiB
+/// libvirt aligns a QEMU guest's memory, so that the warning names what the guest gets; 1 MiB
 /// when the source gives none. With a warning for each change.
 pub fn memory_bytes(vm: &Vm) -> (u64, Vec<String>) {
+    // libvirt, src/qemu/qemu_domain.c, qemuDomainGetMemorySizeAlignment: 1024 KiB for every
+    // architecture but PPC64 (256 MiB there; QEMU itself needs only 4 KiB pages), rounded up
+    // by qemuDomainAlignMemorySizes with VIR_ROUND_UP. The domains written here are x86_64.
     let (mib, rounded) = crate::vm::memory_in_units(
         vm.memory_bytes,
         1 << 20,
