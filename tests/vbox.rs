@@ -110,7 +110,7 @@ fn corpus_encrypted_machine_without_its_encrypted_disk_reads_uefi_and_tpm() {
     // the snapshot's is named).
     assert!(
         c.vm.warnings.iter().any(|w| w.contains(
-            "the VM's NVRAM (VirtualBox's default: the .nvram file beside the .vbox) is not carried"
+            "the VM's NVRAM file ('encrypted.nvram' beside the .vbox, VirtualBox's default) is not carried"
         )),
         "{:?}",
         c.vm.warnings
@@ -129,8 +129,9 @@ fn corpus_encrypted_machine_without_its_encrypted_disk_reads_uefi_and_tpm() {
 
 /// VirtualBox keeps an EFI machine's variables (boot entries, Secure Boot's keys) in an
 /// NVRAM file beside the .vbox (named by `<NVRAM path>` under `<BIOS>`, or `<Firmware>` in
-/// settings 1.20; unnamed, VirtualBox's default): no target reads it, so the reader warns,
-/// naming it, as the vmx and libvirt readers do; it was left behind without a word.
+/// settings 1.20; unnamed, VirtualBox's default, the .vbox's name with its suffix replaced by
+/// `.nvram`: Machine::i_getDefaultNVRAMFilename in VirtualBox's MachineImpl.cpp): no target
+/// reads it, so the reader warns, naming it, as the vmx and libvirt readers do.
 #[test]
 fn an_nvram_file_is_warned_about() {
     let mut vm = rich_vm();
@@ -143,9 +144,25 @@ fn an_nvram_file_is_warned_about() {
             .filter(|w| w.contains("the VM's NVRAM"))
             .collect::<Vec<_>>()
     };
-    // An EFI machine naming no file has VirtualBox's default one; a BIOS machine none.
-    assert_eq!(said(&xml).len(), 1);
-    assert!(said(&xml)[0].contains("VirtualBox's default"));
+    // An EFI machine naming no file has VirtualBox's default one, named after the .vbox
+    // (its last suffix replaced, its folder left out); a BIOS machine none.
+    assert_eq!(
+        said(&xml),
+        [
+            "the VM's NVRAM file ('w.nvram' beside the .vbox, VirtualBox's default) is not carried; UEFI variables (boot entries, enrolled Secure Boot keys) start empty"
+        ]
+    );
+    for (settings, store) in [
+        ("/vms/My VM/My VM.vbox", "'My VM.nvram'"),
+        ("web.v2.vbox", "'web.v2.nvram'"),
+    ] {
+        let c = read::parse(xml.as_bytes(), settings).unwrap();
+        assert!(
+            c.vm.warnings.iter().any(|w| w.contains(store)),
+            "{settings}: {:?}",
+            c.vm.warnings
+        );
+    }
     let mut bios_vm = vm.clone();
     bios_vm.firmware = Firmware::Bios;
     assert_eq!(said(&written(&bios_vm).0), Vec::<String>::new());

@@ -284,8 +284,12 @@ pub fn read_machine(machine: &Element, name: &str) -> Result<(Vm, Vec<(String, u
     // The firmware's variables (UEFI boot entries, and Secure Boot's state and keys, which
     // VirtualBox keeps there rather than in the settings) live in their own file, named by
     // <NVRAM path> under <BIOS> (settings 1.19 and before) or <Firmware> (1.20, in
-    // <Hardware> or <Platform>); an EFI machine naming none has VirtualBox's default one, a
-    // .nvram beside the .vbox (only snapshots' stores are named). No target reads it.
+    // <Hardware> or <Platform>). An EFI machine naming none has VirtualBox's default, named
+    // after the settings file: VirtualBox, src/VBox/Main/src-server/MachineImpl.cpp,
+    // Machine::i_getDefaultNVRAMFilename takes the .vbox's file name, strips its suffix and
+    // adds ".nvram", relative to the .vbox's folder (NvramStore::getNonVolatileStorageFile
+    // uses it when no path is set; only snapshots' stores get names of their own). No target
+    // reads it.
     let nvram = [hardware, platform]
         .into_iter()
         .flatten()
@@ -296,7 +300,13 @@ pub fn read_machine(machine: &Element, name: &str) -> Result<(Vm, Vec<(String, u
     let store = match nvram {
         Some(file) => Some(format!("file ('{file}')")),
         None if matches!(vm.firmware, Firmware::Uefi { .. }) => {
-            Some("(VirtualBox's default: the .nvram file beside the .vbox)".to_string())
+            let stem = std::path::Path::new(name)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Some(format!(
+                "file ('{stem}.nvram' beside the .vbox, VirtualBox's default)"
+            ))
         }
         None => None,
     };
