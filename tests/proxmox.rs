@@ -433,6 +433,24 @@ fn malformed_confs_are_one_error_naming_the_line() {
             "bios: coreboot\n",
             "bad.conf: line 1: bios 'coreboot' is neither seabios nor ovmf",
         ),
+        // Proxmox qemu-server, PVE/QemuServer.pm, $serialdesc: '(/dev/.+|socket)', anchored;
+        // serial0 to serial3 ($MAX_SERIAL_PORTS = 4).
+        (
+            "serial0: pty\n",
+            "bad.conf: line 1: serial0 'pty' is neither socket nor a host device (/dev/...)",
+        ),
+        (
+            "serial1: /dev/\n",
+            "bad.conf: line 1: serial1 '/dev/' is neither socket nor a host device (/dev/...)",
+        ),
+        (
+            "serial2: sockets\n",
+            "bad.conf: line 1: serial2 'sockets' is neither socket nor a host device (/dev/...)",
+        ),
+        (
+            "serial4: socket\n",
+            "bad.conf: line 1: 'serial4' is out of range (serial0 to serial3)",
+        ),
         (
             "\n\nscsi0: vm-disk,size=10Q\n",
             "bad.conf: line 3: scsi0: size '10Q' is not a size",
@@ -748,4 +766,21 @@ fn rule_scsi_holds_thirty_one_disks() {
         &out,
         &["54 disks", "53 disk slots"],
     );
+}
+
+/// Proxmox qemu-server, PVE/QemuServer.pm: `serialN` (N 0 to 3) is 'socket' or a host serial
+/// device under /dev; both read, the socket being the console every port has anyway.
+#[test]
+fn rule_serial_ports_are_a_socket_or_a_host_device() {
+    let c = proxmox::parse(
+        b"name: a\nserial0: socket\nserial3: /dev/ttyS1\n",
+        "ok.conf",
+    )
+    .unwrap();
+    let ports: Vec<(u32, Option<&str>)> =
+        c.vm.serial_ports
+            .iter()
+            .map(|p| (p.index, p.host_end()))
+            .collect();
+    assert_eq!(ports, [(0, None), (3, Some("/dev/ttyS1"))]);
 }

@@ -53,7 +53,8 @@ pub struct PveConfig {
 }
 
 /// The highest index of each device kind (qm.conf(5): ide0-3, sata0-5, scsi0-30,
-/// virtio0-15, net0-31, serial0-3).
+/// virtio0-15, net0-31, serial0-3; for serial ports Proxmox qemu-server's
+/// PVE/QemuServer.pm, `$MAX_SERIAL_PORTS = 4`).
 const LIMITS: &[(&str, u32)] = &[
     ("ide", 3),
     ("sata", 5),
@@ -270,10 +271,18 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<PveConfig> {
                 "net" => {
                     vm.nics.push(parse_net(value).map_err(|e| err(n, format!("{key}: {e}")))?);
                 }
-                "serial" => vm.serial_ports.push(SerialPort {
-                    index: key[6..].parse().unwrap_or(0),
-                    connection: Some(value.clone()),
-                }),
+                "serial" => {
+                    // Proxmox qemu-server, PVE/QemuServer.pm, $serialdesc: pattern
+                    // '(/dev/.+|socket)', which PVE::JSONSchema anchors at both ends: a unix
+                    // socket (`qm terminal`) or a host serial device, nothing else.
+                    if value != "socket" && value.strip_prefix("/dev/").is_none_or(str::is_empty) {
+                        return Err(err(n, format!("{key} '{value}' is neither socket nor a host device (/dev/...)")));
+                    }
+                    vm.serial_ports.push(SerialPort {
+                        index: key[6..].parse().unwrap_or(0),
+                        connection: Some(value.clone()),
+                    });
+                }
                 "hostpci" | "usb" => vm.warn(format!("{key} (a passed-through host device, {value}) is not carried")),
                 "unused" => vm.warn(format!("{key} ({value}) is a detached disk: not carried")),
                 _ => {}

@@ -265,6 +265,9 @@ pub fn write(vm: &Vm, disks: &[PlacedDisk]) -> Written {
     if from_vmware {
         w.push("the guest comes from VMware: uninstall VMware Tools (open-vm-tools on Linux may stay), install the QEMU guest agent and set 'agent: 1'".into());
     }
+    // Proxmox qemu-server, PVE/QemuServer.pm: serial0 to serial3 ($MAX_SERIAL_PORTS = 4),
+    // each '(/dev/.+|socket)' ($serialdesc). A host device of the source host is not assumed
+    // to exist on the Proxmox node, so every port becomes a socket.
     for p in &vm.serial_ports {
         if p.index > 3 {
             w.push(format!(
