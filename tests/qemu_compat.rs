@@ -192,6 +192,33 @@ fn argument_errors_are_one_line_like_every_other_error() {
 }
 
 #[test]
+fn compare_of_an_image_that_cannot_be_opened_exits_2_under_both_names() {
+    let test = "compare_of_an_image_that_cannot_be_opened_exits_2_under_both_names";
+    let Some((d, fake)) = qemu_img_scratch(test) else {
+        return;
+    };
+    // qemu-img compare: 1 only for "different" and its own usage errors; an image it cannot
+    // open is 2 (img_compare's `ret = 2`), which scripts tell from a difference.
+    let img = d.path().join("a.qcow2");
+    qemu_img_ok(&["create", "-q", "-f", "qcow2", s(&img), "1M"]);
+    let gone = d.path().join("gone.qcow2");
+    for args in [
+        ["compare", s(&gone), s(&img)],
+        ["compare", s(&img), s(&gone)],
+    ] {
+        let (qcode, _, qerr) = qemu_img(&args);
+        assert_eq!(qcode, 2, "{qerr}");
+        for (who, (code, _, err)) in [
+            ("qemu-img", run_prog(&fake, &args)),
+            ("diskferry", run(&args)),
+        ] {
+            assert_eq!(code, qcode, "{who} {args:?}: {err}");
+            assert!(err.contains("gone.qcow2"), "{who}: {err}");
+        }
+    }
+}
+
+#[test]
 fn missing_arguments_are_named_under_both_names() {
     let test = "missing_arguments_are_named_under_both_names";
     let Some((_d, fake)) = qemu_img_scratch(test) else {

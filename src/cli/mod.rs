@@ -25,13 +25,14 @@ pub fn run() -> i32 {
     let program = personality.program();
     // compare reports errors with 2 (1 means "different"); every other command with 1.
     // qemu-img's own usage errors exit 1 even for compare (its error_exit), and scripts run
-    // under that name see qemu-img's code.
-    let error_code =
-        if argv.get(1).is_some_and(|a| a == "compare") && personality != Personality::QemuImg {
-            2
-        } else {
-            1
-        };
+    // under that name see qemu-img's code; an image it cannot open is still 2 there.
+    let compare = argv.get(1).is_some_and(|a| a == "compare");
+    let error_code = if compare { 2 } else { 1 };
+    let usage_error_code = if personality == Personality::QemuImg {
+        1
+    } else {
+        error_code
+    };
     if argv.len() == 2 && (argv[1] == "--version" || argv[1] == "-V") {
         print!("{}", personality.version_text());
         return 0;
@@ -60,11 +61,11 @@ pub fn run() -> i32 {
             // No command at all: the whole help, which is what a person typing the bare name
             // wants to see.
             let _ = e.print();
-            return error_code;
+            return usage_error_code;
         }
         Err(e) if e.use_stderr() => {
             eprintln!("{program}: {}", one_line(&e, argv.get(1)));
-            return error_code;
+            return usage_error_code;
         }
         Err(e) => {
             let _ = e.print();
