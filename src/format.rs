@@ -159,6 +159,8 @@ pub struct OpenContext<'a> {
     /// The internal snapshot to read instead of the image's current state (`convert -l`); only
     /// ever given to the image the user named, never to its backing files.
     pub snapshot: Option<&'a crate::snapshot::Selector>,
+    /// Whether an external data file must be opened, or the metadata alone will do (`info`).
+    pub data_files: crate::image::DataFilePolicy,
 }
 
 impl OpenContext<'_> {

@@ -58,7 +58,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn noun(self) -> &'static str {
+    /// The role as messages name it (`data file`, `backing file`...).
+    pub fn noun(self) -> &'static str {
         match self {
             Role::Extent => "extent file",
             Role::Backing => "backing file",

@@ -203,6 +203,13 @@ pub trait Layer: Send + Sync + Any {
         Vec::new()
     }
 
+    /// The files the layer names but was opened without, which
+    /// [`DataFilePolicy::MetadataSuffices`] allows (a qcow2's missing external data file):
+    /// its metadata is all there, its guest data cannot be read.
+    fn absent_files(&self) -> Vec<AbsentFile> {
+        Vec::new()
+    }
+
     /// The persistent dirty bitmaps the layer lists, in order; `None` where its format holds
     /// none (`convert --bitmaps` then refuses, as qemu-img does).
     fn dirty_bitmaps(&self) -> Option<Vec<BitmapEntry>> {
@@ -242,6 +249,31 @@ pub enum BackingPolicy {
     Ignore,
 }
 
+/// Whether [`Image::open`] needs the external data files images keep their guest data in (a
+/// qcow2's `data_file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFilePolicy {
+    /// Open them: an image whose data file is missing or refused by the gate fails to open.
+    /// For every command that reads the disk (convert, compare, map, check...).
+    Require,
+    /// Open them where they can be opened; otherwise open the image's metadata alone, the data
+    /// file listed in [`Layer::absent_files`], and every read of guest data fails. For `info`,
+    /// which reads no guest data: qemu-img 10's info never opens the data file (the fix for
+    /// CVE-2024-4467), so an image whose data file is elsewhere must still be shown.
+    MetadataSuffices,
+}
+
+/// A file an image names but was opened without (see [`DataFilePolicy::MetadataSuffices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbsentFile {
+    /// What the file is to the image.
+    pub role: Role,
+    /// The name as the image stores it.
+    pub name: String,
+    /// Why it was not opened: where it was looked for, or why the gate refused it.
+    pub reason: String,
+}
+
 /// How to open an image.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
@@ -249,6 +281,8 @@ pub struct OpenOptions {
     pub format: Option<Format>,
     /// Whether to open the backing chain.
     pub backing: BackingPolicy,
+    /// Whether an external data file must be opened too.
+    pub data_files: DataFilePolicy,
     /// The deepest chain accepted.
     pub max_depth: usize,
     /// The policy for every file the image names (extents, parents). The library's default
@@ -275,6 +309,7 @@ impl Default for OpenOptions {
         OpenOptions {
             format: None,
             backing: BackingPolicy::Follow,
+            data_files: DataFilePolicy::Require,
             max_depth: MAX_CHAIN_DEPTH,
             gate: Gate::confined(),
             registry: Registry::builtin(),
@@ -747,6 +782,7 @@ pub fn open_layer(
         provenance,
         salvage: options.salvage,
         snapshot,
+        data_files: options.data_files,
     };
     let layer = format
         .driver()

@@ -50,6 +50,17 @@ pub struct ChildFile {
     pub dirty_flag: bool,
 }
 
+/// A file an image names that `info` did not open (see [`crate::image::AbsentFile`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct AbsentFileInfo {
+    /// What it is to the image (`data file`).
+    pub role: String,
+    /// The name as the image stores it.
+    pub name: String,
+    /// Why it was not opened: where it was looked for, or why the gate refused it.
+    pub reason: String,
+}
+
 /// The facts about one layer of an image.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageInfo {
@@ -108,6 +119,10 @@ pub struct ImageInfo {
     /// Problems found while opening (our key).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Files the layer names but was shown without (a qcow2's missing external data file):
+    /// its metadata is shown, its data cannot be read (our key).
+    #[serde(rename = "absent-files", skip_serializing_if = "Vec::is_empty")]
+    pub absent_files: Vec<AbsentFileInfo>,
     /// Format-specific facts as (label, value) lines for human output: those qemu-img prints,
     /// in its layout (see [`crate::image::LayerDetails::human`]).
     #[serde(skip)]
@@ -200,6 +215,15 @@ pub fn layer_info(image: &Image, index: usize, filename: &str) -> ImageInfo {
             files.iter().map(|f| f.display().to_string()).collect()
         },
         warnings,
+        absent_files: layer
+            .absent_files()
+            .into_iter()
+            .map(|a| AbsentFileInfo {
+                role: a.role.noun().to_string(),
+                name: a.name,
+                reason: a.reason,
+            })
+            .collect(),
         human_details: details.human,
         human_extra: details.human_extra,
     }
@@ -342,6 +366,13 @@ impl ImageInfo {
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {}\n", p(w)));
+        }
+        for a in &self.absent_files {
+            out.push_str(&format!(
+                "warning: {}; shown from the image's metadata alone (commands that read the disk need the {})\n",
+                p(&a.reason),
+                a.role
+            ));
         }
         out
     }

@@ -405,6 +405,52 @@ fn external_data_files_are_read_through_the_gate() {
 }
 
 #[test]
+fn metadata_alone_opens_without_the_data_file_and_never_reads_the_image_file_in_its_place() {
+    let test =
+        "metadata_alone_opens_without_the_data_file_and_never_reads_the_image_file_in_its_place";
+    if !have_qemu(test) {
+        return;
+    }
+    use diskferry::image::{DataFilePolicy, Image, OpenOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let img = d.join("meta.qcow2");
+    qemu_img_in(
+        d,
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "data_file=meta.bin",
+            s(&img),
+            "4M",
+        ],
+    );
+    qemu_io(&img, "qcow2", &["write -P 5 0 64k"]);
+    std::fs::remove_file(d.join("meta.bin")).unwrap();
+    // The library's default needs the data file.
+    let err = Image::open(&img, &OpenOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("'meta.bin' not found"), "{err}");
+    // info's policy opens the metadata, names the absent file, and refuses to read guest
+    // data rather than read the qcow2 file's own bytes at the data file's offsets.
+    let options = OpenOptions {
+        data_files: DataFilePolicy::MetadataSuffices,
+        ..OpenOptions::default()
+    };
+    let image = Image::open(&img, &options).unwrap();
+    assert_eq!(image.virtual_size(), 4 << 20);
+    let absent = image.top().absent_files();
+    assert_eq!(absent.len(), 1);
+    assert_eq!(absent[0].name, "meta.bin");
+    assert!(absent[0].reason.contains("looked for"), "{:?}", absent[0]);
+    assert_eq!(image.top().files(), vec![img.clone()]);
+    let mut buf = vec![0u8; 4096];
+    let err = image.read_at(0, &mut buf).unwrap_err();
+    assert!(err.to_string().contains("meta.bin"), "{err}");
+}
+
+#[test]
 fn three_snapshots_each_read_as_qemu_img_reads_them() {
     let test = "three_snapshots_each_read_as_qemu_img_reads_them";
     if !have_qemu(test) {

@@ -502,6 +502,109 @@ fn info_of_a_qcow2_with_a_data_file_is_qemu_img_10s() {
 }
 
 #[test]
+fn a_qcow2_whose_data_file_is_missing_is_shown_by_info_and_refused_by_the_rest() {
+    let test = "a_qcow2_whose_data_file_is_missing_is_shown_by_info_and_refused_by_the_rest";
+    let Some((d, fake)) = qemu_img_scratch(test) else {
+        return;
+    };
+    // qemu-img 10's info never opens the data file (CVE-2024-4467), so it shows an image
+    // whose data file is gone (moved, not copied along) exactly as it shows one whose data
+    // file is there; what reads the disk cannot open it. Refused by the gate (a device)
+    // is the same to info.
+    for (name, opts) in [("plain", ""), ("raw", ",data_file_raw=on"), ("dev", "")] {
+        let img = d.path().join(format!("{name}.qcow2"));
+        let data = d.path().join(format!("{name}.bin"));
+        let create = format!("data_file={}{opts}", s(&data));
+        qemu_img_ok(&["create", "-q", "-f", "qcow2", "-o", &create, s(&img), "8M"]);
+        qemu_io("qcow2", &img, &["write -P 0x11 0 1M"]);
+        if name == "dev" {
+            qemu_img_ok(&["amend", "-o", "data_file=/dev/null", s(&img)]);
+        }
+        std::fs::remove_file(&data).unwrap();
+        let where_ = if name == "dev" {
+            "/dev/null".to_string()
+        } else {
+            s(&data).to_string()
+        };
+        for json in [true, false] {
+            let mut args = vec!["info"];
+            if json {
+                args.push("--output=json");
+            }
+            args.push(s(&img));
+            let theirs = qemu_img_ok(&args);
+            // Under qemu-img's name: qemu-img's output (diskferry's own keys may follow).
+            let (code, ours, err) = run_prog(&fake, &args);
+            assert_eq!(code, 0, "{name}: {err}");
+            assert!(!ours.contains("warning"), "{name}: {ours}");
+            if json {
+                let t: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+                let o: serde_json::Value = serde_json::from_str(&ours).unwrap();
+                json_covers(&t, &o, &format!("info of {name}.qcow2"), "");
+                assert!(o.get("absent-files").is_none(), "{o}");
+            } else {
+                assert!(
+                    ours.starts_with(&theirs),
+                    "{name}: qemu-img's lines are not ours\nqemu-img:\n{theirs}\nours:\n{ours}"
+                );
+            }
+            // Under diskferry's name: the same, and a warning naming the file and where it
+            // was looked for (or why it was refused).
+            let (code, ours, err) = run(&args);
+            assert_eq!(code, 0, "{name}: {err}");
+            if json {
+                let o: serde_json::Value = serde_json::from_str(&ours).unwrap();
+                let absent = &o["absent-files"][0];
+                assert_eq!(absent["name"], where_.as_str(), "{o}");
+                assert!(absent["reason"].as_str().unwrap().contains(&where_), "{o}");
+            } else {
+                let warning: Vec<&str> =
+                    ours.lines().filter(|l| l.starts_with("warning:")).collect();
+                assert_eq!(warning.len(), 1, "{ours}");
+                let says = if name == "dev" {
+                    "refused"
+                } else {
+                    "not found (looked for"
+                };
+                assert!(
+                    warning[0].contains(&format!("data file '{where_}'"))
+                        && warning[0].contains(says),
+                    "{ours}"
+                );
+            }
+        }
+        // What reads the disk fails, with qemu-img's exit code and one line naming the file.
+        let out = d.path().join(format!("{name}.out"));
+        // (qemu-img has no gate: it reads /dev/null, which diskferry refuses with the codes
+        // of a file it cannot open.)
+        for (args, qcode) in [
+            (vec!["check", s(&img)], 1),
+            (vec!["map", "--output=json", s(&img)], 1),
+            (vec!["compare", s(&img), s(&img)], 2),
+            (vec!["convert", "-O", "raw", s(&img), s(&out)], 1),
+        ] {
+            if name != "dev" {
+                let (code, _, qerr) = qemu_img(&args);
+                assert_eq!(code, qcode, "qemu-img {args:?}: {qerr}");
+                assert!(qerr.contains(&format!("'{where_}'")), "{qerr}");
+            }
+            for (who, (code, _, err)) in [
+                ("qemu-img", run_prog(&fake, &args)),
+                ("diskferry", run(&args)),
+            ] {
+                assert_eq!(code, qcode, "{who} {args:?}: {err}");
+                assert_eq!(err.lines().count(), 1, "{who} {args:?}: {err}");
+                assert!(
+                    err.contains(&format!("data file '{where_}'")),
+                    "{who} {args:?}: {err}"
+                );
+            }
+            assert!(!out.exists());
+        }
+    }
+}
+
+#[test]
 fn convert_takes_image_opts_and_secret_objects_as_qemu_img_does() {
     if !have_qemu("convert_takes_image_opts_and_secret_objects_as_qemu_img_does") {
         return;

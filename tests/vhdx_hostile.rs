@@ -576,6 +576,7 @@ fn mutated_files_fail_cleanly_from_memory() {
         provenance: Provenance::User,
         salvage: Salvage::Refuse,
         snapshot: None,
+        data_files: diskferry::image::DataFilePolicy::Require,
     };
     {
         let layer = VhdxLayer::open(Arc::new(Memory::new("f.vhdx", good.clone())), &ctx).unwrap();

@@ -33,6 +33,7 @@ fn open(
         provenance: Provenance::User,
         salvage,
         snapshot,
+        data_files: diskferry::image::DataFilePolicy::Require,
     };
     let layer = format.driver().open(walk::storage(data), &ctx).ok()?;
     Some(Image::from_layer(layer))

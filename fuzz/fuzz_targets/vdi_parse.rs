@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
             provenance: Provenance::User,
             salvage,
             snapshot: None,
+            data_files: diskferry::image::DataFilePolicy::Require,
         };
         let Ok(layer) = vdi::FORMAT.driver().open(storage.clone(), &ctx) else {
             continue;

@@ -107,6 +107,7 @@ fuzz_target!(|data: &[u8]| {
         provenance: Provenance::User,
         salvage: Salvage::Refuse,
         snapshot: None,
+        data_files: diskferry::image::DataFilePolicy::Require,
     };
     let Ok(layer) = VhdxLayer::open(Arc::new(Memory::new("f.vhdx", b)), &ctx) else {
         return;

@@ -12,7 +12,7 @@ use diskferry::convert::{self, ConvertOptions, WriteMode};
 use diskferry::format::{Capability, Salvage};
 use diskferry::gate::{DeviceAccess, Gate};
 use diskferry::host_file::{Durability, HostFile, SourceReads};
-use diskferry::image::{BackingPolicy, OpenOptions};
+use diskferry::image::{BackingPolicy, DataFilePolicy, OpenOptions};
 use diskferry::info::{ImageInfo, layer_info, printable};
 use diskferry::map::{MapEntry, map_image};
 use diskferry::size::parse_size;
@@ -385,6 +385,9 @@ pub fn info(args: InfoArgs) -> Outcome {
     if !args.backing_chain {
         options.backing = BackingPolicy::Ignore;
     }
+    // info reads no guest data: an image whose data file is missing is still shown (with a
+    // warning), as qemu-img 10's info shows it; commands that read the disk refuse it.
+    options.data_files = DataFilePolicy::MetadataSuffices;
     let image = Image::open(&args.image, &options)?;
     let infos: Vec<ImageInfo> = (0..image.layers().len())
         .map(|i| {

@@ -105,6 +105,8 @@ pub fn qemu_info(info: &mut diskferry::info::ImageInfo) {
         let data_file = info.children.remove(i);
         info.actual_size = info.actual_size.saturating_sub(data_file.info.actual_size);
     }
+    // Nor does it find a data file missing: it never looks.
+    info.absent_files.clear();
     info.format = qemu_driver_name(&info.format).to_string();
     if let Some(f) = &info.backing_filename_format {
         info.backing_filename_format = Some(qemu_driver_name(f).to_string());

@@ -8,7 +8,9 @@ use crate::dirty_bitmap::{BitmapEntry, DirtyBitmap};
 use crate::error::{Error, Result};
 use crate::format::{Format, OpenContext, Salvage};
 use crate::gate::{Lookup, Role};
-use crate::image::{Allocation, BackingLink, Layer, LayerDetails, Mapping};
+use crate::image::{
+    AbsentFile, Allocation, BackingLink, DataFilePolicy, Layer, LayerDetails, Mapping,
+};
 use crate::registry::Registry;
 use crate::storage::Storage;
 use serde_json::{Value, json};
@@ -20,12 +22,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Tells open layers apart in the per-thread cache of the last inflated cluster.
 static NEXT_LAYER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Where a layer's guest data lives.
+enum DataStore {
+    /// In the image file itself.
+    Internal,
+    /// In the external data file, opened.
+    External(Arc<dyn Storage>),
+    /// In an external data file that was not opened ([`DataFilePolicy::MetadataSuffices`]):
+    /// the metadata is readable, the guest data is not.
+    Absent(AbsentFile),
+}
+
 /// A QCOW2 layer.
 pub struct Qcow2Layer {
     path: PathBuf,
     file: Arc<dyn Storage>,
-    /// The external data file, when the image has one.
-    data: Option<Arc<dyn Storage>>,
+    /// Where the guest data is: the image file, or its external data file.
+    data: DataStore,
     header: Header,
     l1: Vec<u64>,
     cache: L2Cache,
@@ -72,17 +85,33 @@ impl Qcow2Layer {
                     "the image keeps its data in an external data file but does not name it",
                 ));
             };
-            match ctx.gate.open(&path, &name, Role::DataFile)? {
-                Lookup::Opened(f) => Some(f as Arc<dyn Storage>),
-                Lookup::Missing(p) => {
-                    return Err(Error::invalid(format!(
-                        "external data file '{name}' not found (looked for {})",
-                        p.display()
-                    )));
+            let missing = |p: &Path| {
+                Error::invalid(format!(
+                    "external data file '{name}' not found (looked for {})",
+                    p.display()
+                ))
+            };
+            match (ctx.gate.open(&path, &name, Role::DataFile), ctx.data_files) {
+                (Ok(Lookup::Opened(f)), _) => DataStore::External(f as Arc<dyn Storage>),
+                (Ok(Lookup::Missing(p)), DataFilePolicy::Require) => return Err(missing(&p)),
+                (Err(e), DataFilePolicy::Require) => return Err(e),
+                // The metadata is all in the image file: info shows it, as qemu-img 10's
+                // info does without ever opening the data file.
+                (Ok(Lookup::Missing(p)), DataFilePolicy::MetadataSuffices) => {
+                    DataStore::Absent(AbsentFile {
+                        role: Role::DataFile,
+                        reason: missing(&p).message().to_string(),
+                        name,
+                    })
                 }
+                (Err(e), DataFilePolicy::MetadataSuffices) => DataStore::Absent(AbsentFile {
+                    role: Role::DataFile,
+                    reason: e.message().to_string(),
+                    name,
+                }),
             }
         } else {
-            None
+            DataStore::Internal
         };
         let snapshots = if header.nb_snapshots > 0 {
             snapshot::read_table(file.as_ref(), header.snapshots_offset, header.nb_snapshots)?
@@ -214,12 +243,23 @@ impl Qcow2Layer {
         self.header.cluster_size()
     }
 
-    /// The storage guest data lives in.
-    fn data_file(&self) -> &dyn Storage {
+    /// The storage guest data lives in; an error when it is an external data file that was
+    /// not opened (never the image file in its place).
+    fn data_file(&self) -> Result<&dyn Storage> {
         match &self.data {
-            Some(d) => d.as_ref(),
-            None => self.file.as_ref(),
+            DataStore::Internal => Ok(self.file.as_ref()),
+            DataStore::External(d) => Ok(d.as_ref()),
+            DataStore::Absent(a) => Err(Error::invalid(format!(
+                "cannot read the guest data: {}",
+                a.reason
+            ))
+            .with_path(&self.path)),
         }
+    }
+
+    /// Whether guest data lives in an external data file.
+    fn external(&self) -> bool {
+        !matches!(self.data, DataStore::Internal)
     }
 
     /// The run at guest offset `pos` and the guest offset where it ends (the end of its
@@ -296,7 +336,7 @@ impl Qcow2Layer {
                 ClusterState::Sub {
                     host: Some(host), ..
                 },
-            ) => (host, self.data_file().len()),
+            ) => (host, self.data_file()?.len()),
             (Run::Compressed { offset, .. }, _) => (offset, self.file.len()),
             _ => return Ok(run),
         };
@@ -313,7 +353,7 @@ impl Qcow2Layer {
         };
         Err(Error::corrupt(format!(
             "L2 entry {l2_index} of L1 entry {l1_index} places {what} at {start:#x}, past the end of the {}file ({file_len} bytes)",
-            if self.data.is_some() && !matches!(run, Run::Compressed { .. }) {
+            if self.external() && !matches!(run, Run::Compressed { .. }) {
                 "external data "
             } else {
                 ""
@@ -376,7 +416,7 @@ impl Layer for Qcow2Layer {
             end = next_end;
         }
         let len = end.min(limit) - offset;
-        let file_index = usize::from(self.data.is_some());
+        let file_index = usize::from(self.external());
         let m = match first {
             Run::Unallocated { host: None } => Mapping::new(offset, len, Allocation::Unallocated),
             Run::Unallocated { host: Some(h) } => {
@@ -419,7 +459,7 @@ impl Layer for Qcow2Layer {
             let dest = &mut buf[done..done + n];
             match run {
                 Run::Data { host } => {
-                    let file = self.data_file();
+                    let file = self.data_file()?;
                     let available = file.len().saturating_sub(host).min(n as u64) as usize;
                     file.read_exact_at(&mut dest[..available], host)?;
                     dest[available..].fill(0);
@@ -513,7 +553,7 @@ impl Layer for Qcow2Layer {
 
     fn files(&self) -> Vec<PathBuf> {
         let mut out = vec![self.path.clone()];
-        if let Some(d) = &self.data {
+        if let DataStore::External(d) = &self.data {
             out.push(d.name().to_path_buf());
         }
         out
@@ -522,13 +562,23 @@ impl Layer for Qcow2Layer {
     fn storage(&self, index: usize) -> Option<&dyn Storage> {
         match index {
             0 => Some(self.file.as_ref()),
-            1 => self.data.as_deref(),
+            1 => match &self.data {
+                DataStore::External(d) => Some(d.as_ref()),
+                DataStore::Internal | DataStore::Absent(_) => None,
+            },
             _ => None,
         }
     }
 
     fn open_warnings(&self) -> Vec<String> {
         self.warnings.clone()
+    }
+
+    fn absent_files(&self) -> Vec<AbsentFile> {
+        match &self.data {
+            DataStore::Absent(a) => vec![a.clone()],
+            DataStore::Internal | DataStore::External(_) => Vec::new(),
+        }
     }
 
     fn dirty_bitmaps(&self) -> Option<Vec<BitmapEntry>> {

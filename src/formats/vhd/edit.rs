@@ -73,6 +73,7 @@ pub(crate) fn open_for_change(path: &Path, ctx: &EditContext<'_>) -> Result<Open
         provenance: Provenance::User,
         salvage: Salvage::Refuse,
         snapshot: None,
+        data_files: crate::image::DataFilePolicy::Require,
     };
     let layer = VhdLayer::open(reading.clone(), &open_ctx)?;
     if layer.footer_source() == FooterSource::Copy {

@@ -724,6 +724,7 @@ pub(super) mod tests {
             provenance: crate::format::Provenance::User,
             salvage: crate::format::Salvage::Refuse,
             snapshot: None,
+            data_files: crate::image::DataFilePolicy::Require,
         };
         let layer = VhdLayer::open(Arc::new(HostFile::open(&path).unwrap()), &ctx).unwrap();
         let mut pos = 0;
@@ -755,6 +756,7 @@ pub(super) mod tests {
             provenance: crate::format::Provenance::User,
             salvage: crate::format::Salvage::Refuse,
             snapshot: None,
+            data_files: crate::image::DataFilePolicy::Require,
         }
     }
 

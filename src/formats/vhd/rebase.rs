@@ -40,6 +40,7 @@ pub fn set_backing(path: &Path, backing: Option<&NewBacking>, ctx: &EditContext<
         provenance: Provenance::NamedByImage,
         salvage: Salvage::Refuse,
         snapshot: None,
+        data_files: crate::image::DataFilePolicy::Require,
     };
     let parent = VhdLayer::open(parent_storage, &open_ctx).map_err(|e| {
         e.context(format!("the new parent '{}'", backing.name))

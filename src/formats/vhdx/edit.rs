@@ -58,6 +58,7 @@ fn open_layer(path: &Path, ctx: &EditContext<'_>) -> Result<VhdxLayer> {
         provenance: Provenance::User,
         salvage: Salvage::Refuse,
         snapshot: None,
+        data_files: crate::image::DataFilePolicy::Require,
     };
     VhdxLayer::open(storage, &open_ctx)
 }

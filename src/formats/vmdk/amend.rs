@@ -153,6 +153,7 @@ fn parent_cid(path: &Path, name: &str, ctx: &EditContext<'_>) -> Result<u32> {
         provenance: Provenance::NamedByImage,
         salvage: Salvage::Refuse,
         snapshot: None,
+        data_files: crate::image::DataFilePolicy::Require,
     };
     let layer = VmdkLayer::open(storage, &open)
         .map_err(|e| e.context(format!("new parent '{name}'")).with_path(path))?;

@@ -85,6 +85,7 @@ pub fn check_storage(
         provenance: Provenance::User,
         salvage: Salvage::Refuse,
         snapshot: None,
+        data_files: crate::image::DataFilePolicy::Require,
     };
     let layer = match VmdkLayer::open(storage, &ctx) {
         Ok(l) => l,

@@ -124,6 +124,7 @@ fn pass(io: &mut dyn ImageIo, fix: Fix) -> Result<Pass> {
         provenance: Provenance::User,
         salvage: Salvage::Refuse,
         snapshot: None,
+        data_files: crate::image::DataFilePolicy::Require,
     };
     let h = Header::read(&*io, &ctx)?;
     if h.encryption != Encryption::None {

@@ -105,6 +105,7 @@ impl Editor {
             provenance: Provenance::User,
             salvage: Salvage::Refuse,
             snapshot: None,
+            data_files: crate::image::DataFilePolicy::Require,
         };
         let h = Header::read(&file, &ctx)?;
         let refuse = |why: &str| Err(Error::unsupported(format!("cannot {what}: {why}")));
