@@ -222,6 +222,26 @@ pub fn bitmap(args: BitmapArgs, order: Vec<BitmapFlag>) -> Outcome {
             BitmapFlag::Disable => BitmapOp::Disable,
         })
         .collect();
+    // -b naming the image being changed: qemu-img, holding that image open for writing, fails
+    // on its own lock when it opens the source; diskferry refuses it too (the library would:
+    // the source's tables may be freed by the operations before the merge), under the
+    // qemu-img name in qemu-img's words, which scripts read as "image in use".
+    if let Some(file) = &args.source_file
+        && let Some(target) = diskferry::image::file_identity(&path)
+        && diskferry::image::file_identity(file) == Some(target)
+    {
+        if qemu {
+            let f = diskferry::info::printable(&file.display().to_string());
+            eprintln!("qemu-img: Could not open '{f}': Failed to get shared \"write\" lock");
+            eprintln!("Is another process using the image [{f}]?");
+            return Ok(1);
+        }
+        return Err(Error::invalid(format!(
+            "-b '{}' is the image being changed: to merge one of its own bitmaps, leave -b out",
+            file.display()
+        ))
+        .with_path(&path));
+    }
     // As qemu-img, the source image is opened before any operation runs: one that cannot be
     // opened changes nothing.
     let source = match &args.source_file {

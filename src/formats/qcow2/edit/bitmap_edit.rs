@@ -49,6 +49,21 @@ pub(crate) fn edit_bitmaps(
     if edit.ops.is_empty() {
         return Ok(());
     }
+    // A source image that is the image being changed would be read through tables that the
+    // operations before the merge may already have freed (`--clear --merge B -b IMG IMG B`
+    // read the cleared bits back from freed clusters): refused. qemu-img fails there too, on
+    // its own image lock; the image's own bitmaps are merged without a source image.
+    if let Some(source) = edit.source
+        && let Some(target) = crate::image::file_identity(path)
+        && source.layers().iter().any(|l| {
+            (0..l.files().len()).any(|i| l.storage(i).and_then(|s| s.identity()) == Some(target))
+        })
+    {
+        return Err(Error::invalid(
+            "the image to merge from is the image being changed; merge one of its own bitmaps without naming a source image",
+        )
+        .with_path(path));
+    }
     let mut ed = Editor::open_with(
         path,
         "change persistent dirty bitmaps",
