@@ -811,6 +811,60 @@ fn measure_matches_qemu_img() {
     assert!(FORMAT.driver().measure(&req).is_err());
 }
 
+#[test]
+fn amend_of_an_image_with_a_data_file_killed_at_any_write_leaves_the_old_or_the_new_header() {
+    if !have_qemu(
+        "amend_of_an_image_with_a_data_file_killed_at_any_write_leaves_the_old_or_the_new_header",
+    ) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data.raw");
+    let content = d.path().join("content.raw");
+    make_raw(&content, 4 << 20, &[(4096, 100_000), (3 << 20, 65536)]);
+    for (create, amend) in [
+        ("", "lazy_refcounts=on,data_file=DIR/moved.raw"),
+        (",data_file_raw=on", "data_file_raw=off"),
+    ] {
+        let img = d.path().join("img.qcow2");
+        let _ = std::fs::remove_file(&data);
+        let opts = format!("data_file={}{create}", s(&data));
+        qemu_img_ok(&["create", "-q", "-f", "qcow2", "-o", &opts, s(&img), "4M"]);
+        qemu_img_ok(&[
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            s(&content),
+            s(&img),
+        ]);
+        let amend = amend.replace("DIR", d.path().to_str().unwrap());
+        let before = std::fs::read(&img).unwrap();
+        let tried = abort_points(|n| {
+            let copy = d.path().join("copy.qcow2");
+            std::fs::write(&copy, &before).unwrap();
+            let done = run_aborted(&["amend", "-o", &amend, s(&copy)], n);
+            // The header is switched in one write: the old image or the new, both of which
+            // qemu-img reads as the same disk once the data file is where the header says.
+            let now = std::fs::read(&copy).unwrap();
+            if now != before {
+                let _ = std::fs::hard_link(&data, d.path().join("moved.raw"));
+            }
+            qemu_img_ok(&["info", s(&copy)]);
+            let (code, out, err) = qemu_img(&["check", s(&copy)]);
+            assert_eq!(code, 0, "-o {amend}, abort after write {n}: {out}{err}");
+            assert!(
+                qemu_compare("qcow2", &copy, "raw", &content),
+                "-o {amend}, write {n}"
+            );
+            done
+        });
+        assert!(tried >= 2, "{tried}");
+    }
+}
+
 /// Runs `args` with the process aborted after write `n`; true when it finished first (an
 /// error other than the abort fails the test).
 fn run_aborted(args: &[&str], n: u64) -> bool {

@@ -605,6 +605,117 @@ fn a_qcow2_whose_data_file_is_missing_is_shown_by_info_and_refused_by_the_rest()
 }
 
 #[test]
+fn amend_of_a_qcow2_with_a_data_file_does_what_qemu_img_10_does() {
+    let test = "amend_of_a_qcow2_with_a_data_file_does_what_qemu_img_10_does";
+    let Some((d, fake)) = qemu_img_scratch(test) else {
+        return;
+    };
+    let data = d.path().join("data.raw");
+    let content = d.path().join("content.raw");
+    make_raw(&content, 8 << 20, &[(65536, 200_000), (5 << 20, 4096)]);
+    // (options at creation, amend's options, qemu-img 10's exit code and message)
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, i32, &str)] = &[
+        ("", "compat=0.10", 1, "Cannot downgrade an image with a data file"),
+        ("", "compat=1.1", 0, ""),
+        ("", "lazy_refcounts=on", 0, ""),
+        ("", "lazy_refcounts=on,compat=1.1", 0, ""),
+        ("", "compat=0.10,lazy_refcounts=on", 1, "Lazy refcounts only supported"),
+        ("", "data_file=elsewhere/new.raw", 0, ""),
+        ("", "data_file=elsewhere/new.raw,lazy_refcounts=on", 0, ""),
+        ("", "data_file_raw=on", 1, "data-file-raw cannot be set on existing images"),
+        ("", "data_file_raw=off", 0, ""),
+        (",data_file_raw=on", "data_file_raw=off", 0, ""),
+        (",data_file_raw=on", "data_file_raw=on", 0, ""),
+        ("none", "data_file=x.raw", 1, "data-file can only be set for images that use an external data file"),
+        ("none", "data_file_raw=on", 1, "data-file-raw cannot be set on existing images"),
+        ("none", "data_file_raw=off", 0, ""),
+    ];
+    for (create, amend, code, says) in cases {
+        let q = d.path().join("q.qcow2");
+        let ours = d.path().join("d.qcow2");
+        let _ = std::fs::remove_file(&data);
+        let mut args = vec!["create", "-q", "-f", "qcow2"];
+        let opts = format!("data_file={}{create}", s(&data));
+        if *create != "none" {
+            args.extend(["-o", &opts]);
+        }
+        args.extend([s(&q), "8M"]);
+        qemu_img_ok(&args);
+        qemu_img_ok(&[
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            s(&content),
+            s(&q),
+        ]);
+        std::fs::copy(&q, &ours).unwrap();
+        let before = std::fs::read(&q).unwrap();
+        let (qc, qout, qerr) = qemu_img(&["amend", "-o", amend, s(&q)]);
+        let (dc, dout, derr) = run_prog(&fake, &["amend", "-o", amend, s(&ours)]);
+        let what = format!("-o {create} then amend -o {amend}");
+        assert_eq!(qc, *code, "qemu-img {what}: {qerr}");
+        assert!(qerr.contains(says), "qemu-img {what}: {qerr}");
+        assert_eq!((dc, dout.as_str()), (qc, qout.as_str()), "{what}: {derr}");
+        // The same words, without the file, as qemu-img prints its driver's refusals.
+        assert_eq!(derr, qerr, "{what}");
+        // The same image, byte for byte (a refusal leaves both unchanged).
+        let after = std::fs::read(&ours).unwrap();
+        assert_eq!(after, std::fs::read(&q).unwrap(), "{what}");
+        if qc != 0 {
+            assert_eq!(after, before, "{what}");
+        }
+        if qc == 0 && !amend.contains("data_file=") {
+            let (code, out, err) = qemu_img(&["check", s(&ours)]);
+            assert_eq!(code, 0, "{what}: {out}{err}");
+            assert!(qemu_compare("qcow2", &ours, "raw", &content), "{what}");
+        }
+    }
+    // Where diskferry differs, on purpose. `data_file=` (empty): qemu-img drops the name and
+    // keeps the image's need for a data file, so that it no longer opens; refused.
+    let img = d.path().join("img.qcow2");
+    let _ = std::fs::remove_file(&data);
+    let opts = format!("data_file={}", s(&data));
+    qemu_img_ok(&["create", "-q", "-f", "qcow2", "-o", &opts, s(&img), "8M"]);
+    qemu_img_ok(&[
+        "convert",
+        "-n",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        s(&content),
+        s(&img),
+    ]);
+    let before = std::fs::read(&img).unwrap();
+    for (who, (code, _, err)) in [
+        (
+            "qemu-img",
+            run_prog(&fake, &["amend", "-o", "data_file=", s(&img)]),
+        ),
+        ("diskferry", run(&["amend", "-o", "data_file=", s(&img)])),
+    ] {
+        assert_eq!(code, 1, "{who}: {err}");
+        assert_eq!(err.lines().count(), 1, "{who}: {err}");
+        assert!(err.contains("data_file="), "{who}: {err}");
+    }
+    assert_eq!(std::fs::read(&img).unwrap(), before);
+    // A data file that moved: qemu-img amend opens it and fails; diskferry's amend touches the
+    // header alone, so the image can be pointed at the file where it now is.
+    let moved = d.path().join("moved.raw");
+    std::fs::rename(&data, &moved).unwrap();
+    let point = format!("data_file={}", s(&moved));
+    let (qc, _, _) = qemu_img(&["amend", "-o", &point, s(&img)]);
+    assert_eq!(qc, 1);
+    let (code, _, err) = run(&["amend", "-o", &point, s(&img)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(qemu_compare("qcow2", &img, "raw", &content));
+}
+
+#[test]
 fn convert_takes_image_opts_and_secret_objects_as_qemu_img_does() {
     if !have_qemu("convert_takes_image_opts_and_secret_objects_as_qemu_img_does") {
         return;

@@ -11,13 +11,21 @@
 //! unallocated ones (no backing file) or into clusters of written zeros, in every L1 table.
 //! A zstd image (version 2 knows only zlib) is downgraded while it holds no compressed
 //! cluster, and becomes zlib.
+//!
+//! An image with an external data file takes what qemu-img 10's amend takes and touches the
+//! header alone: `lazy_refcounts`, `compat=1.1`, `data_file=NAME` (the data file renamed or
+//! moved), `data_file_raw=off` and the backing file; the data file is never opened, so an
+//! image whose data file moved can be pointed at it again (qemu-img opens it, and fails).
+//! Refused in qemu-img's words: `compat=0.10` and `data_file_raw=on` on an image that is not
+//! raw. `data_file=` (empty), which qemu-img takes and which leaves an image that needs a
+//! data file and names none, is refused.
 
-use super::Editor;
+use super::{Editor, ExistingBitmaps, ExternalData};
 use crate::edit::{EditContext, NewBacking};
 use crate::error::{Error, Result};
 use crate::formats::qcow2::header::{
-    COMPAT_LAZY_REFCOUNTS, EXT_BACKING_FORMAT, EXT_END, EXT_FEATURE_TABLE, INCOMPAT_COMPRESSION,
-    INCOMPAT_DIRTY, V2_HEADER_BYTES,
+    AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, EXT_BACKING_FORMAT, EXT_DATA_FILE, EXT_END,
+    EXT_FEATURE_TABLE, INCOMPAT_COMPRESSION, INCOMPAT_DIRTY, V2_HEADER_BYTES,
 };
 use crate::formats::qcow2::table::{
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO,
@@ -49,6 +57,16 @@ pub const AMEND_OPTIONS: &[OptionSpec] = &[
         key: "backing_fmt",
         kind: OptionKind::Text,
         help: "Image format of the base image (the same as rebase -u -F)",
+    },
+    OptionSpec {
+        key: "data_file",
+        kind: OptionKind::Text,
+        help: "File name of the external data file (only for an image that has one)",
+    },
+    OptionSpec {
+        key: "data_file_raw",
+        kind: OptionKind::Flag,
+        help: "off: the external data file no longer holds the raw disk (on cannot be set)",
     },
     OptionSpec {
         key: "refcount_bits",
@@ -106,11 +124,38 @@ pub(crate) fn amend(path: &Path, options: &FormatOptions, ctx: &EditContext<'_>)
             .with_path(path));
         }
     }
-    let mut ed = Editor::open(path, "amend the image")?;
+    // Every change amend makes to an image with a data file is to the header alone (a
+    // downgrade, which would rewrite zero clusters, is refused for those images below).
+    let mut ed = Editor::open_with(
+        path,
+        "amend the image",
+        ExistingBitmaps::Refuse,
+        ExternalData::HeaderOnly,
+    )?;
     amend_inner(&mut ed, options, ctx).map_err(|e| e.with_path(path))
 }
 
 fn amend_inner(ed: &mut Editor, options: &FormatOptions, ctx: &EditContext<'_>) -> Result<()> {
+    // qemu checks the data file options as it reads them, before the others.
+    let data_file = options.text("data_file");
+    if data_file.is_some() && !ed.h.has_data_file() {
+        return Err(Error::invalid(
+            "data-file can only be set for images that use an external data file",
+        ));
+    }
+    if data_file == Some("") {
+        // qemu-img 10 drops the name and keeps the incompatible bit: the image then opens only
+        // with the data file given on the command line (--image-opts data-file=...).
+        return Err(Error::invalid(
+            "data_file= would remove the data file's name but not the image's need for one (qemu-img then cannot open it without --image-opts); name the data file instead",
+        ));
+    }
+    let data_file_raw = options.flag("data_file_raw");
+    if data_file_raw == Some(true) && !ed.h.data_file_raw() {
+        return Err(Error::invalid(
+            "data-file-raw cannot be set on existing images",
+        ));
+    }
     let target = match options.text("compat") {
         Some("0.10") | Some("v2") => 2,
         Some(_) => 3,
@@ -163,6 +208,16 @@ fn amend_inner(ed: &mut Editor, options: &FormatOptions, ctx: &EditContext<'_>) 
         header.autoclear = 0;
         header.incompatible = 0;
     }
+    if let Some(name) = data_file {
+        for (kind, data) in header.extensions.iter_mut() {
+            if *kind == EXT_DATA_FILE {
+                *data = name.as_bytes().to_vec();
+            }
+        }
+    }
+    if data_file_raw == Some(false) {
+        header.autoclear &= !AUTOCLEAR_DATA_FILE_RAW;
+    }
     let file = options.text("backing_file");
     let fmt = options.text("backing_fmt");
     if file.is_some() || fmt.is_some() {
@@ -174,6 +229,12 @@ fn amend_inner(ed: &mut Editor, options: &FormatOptions, ctx: &EditContext<'_>) 
         if let Some(f) = fmt {
             header.backing_format = Some(f.to_string());
         }
+        // A raw data file is the whole disk: nothing would show through from a backing file.
+        if header.autoclear & AUTOCLEAR_DATA_FILE_RAW != 0 {
+            return Err(Error::invalid(
+                "a backing file cannot be used with data_file_raw (the data file must hold the whole disk); set data_file_raw=off first",
+            ));
+        }
     }
     header.write(ed)
 }
@@ -183,6 +244,12 @@ fn downgrade_check(ed: &mut Editor) -> Result<()> {
     if ed.h.refcount_order != 4 {
         return Err(Error::unsupported(
             "compat=0.10 requires refcount_bits=16 (the image has other refcounts)",
+        ));
+    }
+    // Version 2 has no external data file (qemu's words).
+    if ed.h.has_data_file() {
+        return Err(Error::unsupported(
+            "Cannot downgrade an image with a data file",
         ));
     }
     // The compression type is the one incompatible feature a downgrade can drop: version 2

@@ -22,7 +22,7 @@
 //! inconsistent by an interrupted run.
 
 use super::amend::HeaderImage;
-use super::{Editor, ExistingBitmaps};
+use super::{Editor, ExistingBitmaps, ExternalData};
 use crate::dirty_bitmap::{DirtyBitmap, Tracking};
 use crate::edit::{BitmapEdit, BitmapOp, EditContext, bitmap_op_failed, check_bitmap_granularity};
 use crate::error::{Error, Result};
@@ -68,6 +68,7 @@ pub(crate) fn edit_bitmaps(
         path,
         "change persistent dirty bitmaps",
         ExistingBitmaps::Keep,
+        ExternalData::Refuse,
     )?;
     let reader: Arc<dyn Storage> = Arc::new(HostFile::open(path)?);
     let mut dir = Directory::read(&ed, reader).map_err(|e| e.with_path(path))?;

@@ -59,6 +59,18 @@ pub(crate) enum ExistingBitmaps {
     Keep,
 }
 
+/// Whether [`Editor::open_with`] accepts an image that keeps its guest data in an external
+/// data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExternalData {
+    /// Refuse it: the change writes guest data or moves clusters, which the editor would do
+    /// in the qcow2 file, never in the data file.
+    Refuse,
+    /// Accept it: the change rewrites the qcow2 file's header alone (`amend`), and never
+    /// opens the data file, so it needs none (a data file that moved can be named anew).
+    HeaderOnly,
+}
+
 /// An image open for an in-place change: its file, header and the tables in use.
 pub(crate) struct Editor {
     file: HostFile,
@@ -88,16 +100,27 @@ pub(crate) struct Editor {
 impl Editor {
     /// Opens the image at `path` for a change, refusing what cannot be changed safely.
     pub fn open(path: &Path, what: &str) -> Result<Editor> {
-        Self::open_with(path, what, ExistingBitmaps::Refuse)
+        Self::open_with(path, what, ExistingBitmaps::Refuse, ExternalData::Refuse)
     }
 
     /// As [`Editor::open`], saying whether an image with persistent dirty bitmaps may be
-    /// changed: only by a change that leaves the disk's content alone (`bitmap` itself).
-    pub fn open_with(path: &Path, what: &str, bitmaps: ExistingBitmaps) -> Result<Editor> {
-        Self::open_inner(path, what, bitmaps).map_err(|e| e.with_path(path))
+    /// changed (only by a change that leaves the disk's content alone: `bitmap` itself), and
+    /// one with an external data file (only by a change of the header alone: `amend`).
+    pub fn open_with(
+        path: &Path,
+        what: &str,
+        bitmaps: ExistingBitmaps,
+        data: ExternalData,
+    ) -> Result<Editor> {
+        Self::open_inner(path, what, bitmaps, data).map_err(|e| e.with_path(path))
     }
 
-    fn open_inner(path: &Path, what: &str, bitmaps: ExistingBitmaps) -> Result<Editor> {
+    fn open_inner(
+        path: &Path,
+        what: &str,
+        bitmaps: ExistingBitmaps,
+        data: ExternalData,
+    ) -> Result<Editor> {
         let file = HostFile::open_rw(path)?;
         let gate = crate::gate::Gate::confined();
         let ctx = OpenContext {
@@ -123,7 +146,7 @@ impl Editor {
                 "the image was not closed cleanly (dirty bit set, its refcounts may be stale); repair it first with 'qemu-img check -r all'",
             );
         }
-        if h.has_data_file() {
+        if h.has_data_file() && data == ExternalData::Refuse {
             return refuse(
                 "the image keeps its data in an external data file, which diskferry does not change in place",
             );
