@@ -27,8 +27,8 @@ use crate::dirty_bitmap::{DirtyBitmap, Tracking};
 use crate::edit::{BitmapEdit, BitmapOp, EditContext, bitmap_op_failed, check_bitmap_granularity};
 use crate::error::{Error, Result};
 use crate::formats::qcow2::bitmaps::{
-    Bitmap, FLAG_AUTO, MAX_BITMAP_BYTES, MAX_BITMAPS, MAX_DIRECTORY_BYTES, MAX_NAME_BYTES,
-    MAX_TABLE_ENTRIES, StoredBitmap, entry_size, read_directory, store,
+    Bitmap, FLAG_AUTO, GRANULARITY_BITS, MAX_BITMAP_BYTES, MAX_BITMAPS, MAX_DIRECTORY_BYTES,
+    MAX_NAME_BYTES, MAX_TABLE_ENTRIES, StoredBitmap, entry_size, read_directory, store,
 };
 use crate::formats::qcow2::header::{AUTOCLEAR_BITMAPS, BitmapsExtension, EXT_BITMAPS, EXT_END};
 use crate::host_file::HostFile;
@@ -210,8 +210,19 @@ impl Directory {
             }
             BitmapOp::Clear => {
                 let i = self.usable(name)?;
-                let bytes = bitmap_bytes(ed.h.size, self.entries[i].granularity_bits);
-                self.entries[i].bits = Some(vec![0u8; bytes as usize]);
+                // A stored bitmap is checked as merge checks what it loads (granularity,
+                // qemu's 512 MiB limit, its table), so that the bits allocated here are
+                // bounded: its entry's granularity and the header's disk size are the
+                // file's word, and 2^0-byte units of a 128 PiB disk are 16 PiB of bits.
+                let bytes = match (&self.entries[i].bits, &self.entries[i].stored) {
+                    (Some(bits), _) => bits.len(),
+                    (None, Some(stored)) => {
+                        StoredBitmap::load(self.reader.clone(), stored, ed.cs, ed.h.size)?
+                            .byte_len() as usize
+                    }
+                    (None, None) => unreachable!("a new bitmap has its bits in memory"),
+                };
+                self.entries[i].bits = Some(vec![0u8; bytes]);
             }
             BitmapOp::Enable | BitmapOp::Disable => {
                 let i = self.usable(name)?;
@@ -533,12 +544,28 @@ fn release(ed: &mut Editor, offset: u64, bytes: u64) -> Result<()> {
 
 /// Frees a stored bitmap's data clusters and table (an inconsistent one's too: they are
 /// read as far as they make sense).
+///
+/// Only a table of the size the bitmap's granularity and the disk need, within qemu's
+/// limits, is read and freed (at most 8 MiB, for 512 MiB of bits in 512-byte clusters):
+/// an entry's table size is the file's word, up to 2^32 - 1 entries (32 GiB to read, and
+/// clusters past the real table, perhaps just written, to count down). Any other table is
+/// left as a leak.
 fn free_bitmap(ed: &mut Editor, b: &Bitmap) -> Result<()> {
     let cs = ed.cs;
-    let table_bytes = u64::from(b.table_size) * 8;
-    if b.table_offset == 0 || !b.table_offset.is_multiple_of(cs) {
+    if !GRANULARITY_BITS.contains(&b.granularity_bits) {
         return Ok(());
     }
+    let bytes = bitmap_bytes(ed.h.size, b.granularity_bits);
+    let entries = bytes.div_ceil(cs);
+    if bytes > MAX_BITMAP_BYTES
+        || entries > MAX_TABLE_ENTRIES
+        || u64::from(b.table_size) != entries
+        || b.table_offset == 0
+        || !b.table_offset.is_multiple_of(cs)
+    {
+        return Ok(());
+    }
+    let table_bytes = entries * 8;
     let mut table = vec![0u8; table_bytes as usize];
     ed.read(&mut table, b.table_offset)?;
     for e in table.chunks_exact(8) {
