@@ -4,8 +4,9 @@
 #
 #     fuzz/make-seeds.sh OUT [CORPUS]
 #
-# OUT gets open_any/, qcow_parse/, qcow2_check/, vhd_parse/, vmdk_descriptor/ and vmdk_sparse/
-# (made anew).
+# OUT gets open_any/, qcow_parse/, qcow2_check/, vhd_parse/, vmdk_descriptor/, vmdk_sparse/,
+# vdi_parse/, ovf_parse/, libvirt_domain/ and bitmap_edit/ (made anew; bitmap_edit's need
+# qemu-img and qemu-io).
 # CORPUS, when given, is the shared third-party corpus (shared/corpus): a few of its small
 # files, and every qcow2/qcow file, are read from there into OUT. The diskferry binary is
 # $DISKFERRY, else target/release/diskferry of this checkout (built with
@@ -24,7 +25,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rm -rf "$out"
-mkdir -p "$out"/{open_any,qcow_parse,qcow2_check,vhd_parse,vmdk_descriptor,vmdk_sparse,ovf_parse,libvirt_domain}
+mkdir -p "$out"/{open_any,qcow_parse,qcow2_check,vhd_parse,vmdk_descriptor,vmdk_sparse,ovf_parse,libvirt_domain,vdi_parse,bitmap_edit}
 out=$(cd "$out" && pwd)
 cd "$work"
 
@@ -45,6 +46,9 @@ df convert -O vmdk -o subformat=monolithicSparse -B sparse.vmdk s.raw delta.vmdk
 df convert -O vmdk -o subformat=monolithicFlat s.raw flat.vmdk
 df convert -O vmdk -o subformat=twoGbMaxExtentSparse s.raw split.vmdk
 df convert -O vmdk -o subformat=vmfs s.raw vmfs.vmdk
+df convert -O vdi -o block_size=4K s.raw dyn.vdi
+df convert -O vdi -o block_size=4K,static=on s.raw static.vdi
+df convert -O vdi -o block_size=4K -B dyn.vdi s.raw diff.vdi
 
 # Regression: a differencing VHD whose first parent locator is a Mac X file URL with '%'
 # before a multi-byte character ("file://%€/p.vhd"). The URL decoder once took the two bytes
@@ -83,6 +87,7 @@ with_selector 00 delta.vmdk "$out/vmdk_sparse/delta"
 with_selector 00 split-s001.vmdk "$out/vmdk_sparse/split-s001"
 cp dyn.vhd fixed.vhd diff.vhd macx-percent.vhd sparse.vmdk stream.vmdk delta.vmdk flat.vmdk \
     "$out/open_any/"
+cp dyn.vdi static.vdi diff.vdi "$out/vdi_parse/"
 
 # qcow2 and qcow v1. diskferry's own writer makes a few (so qcow_parse has seeds without
 # qemu-img); qemu-img, where it is installed, makes the rest: every layout qemu writes that
@@ -130,6 +135,51 @@ if command -v qemu-img >/dev/null; then
     cp plain.qcow2 bitmap.qcow2
     q bitmap --add bitmap.qcow2 b0
     q bitmap --add -g 65536 --disable bitmap.qcow2 b1
+    q create -f vdi empty.vdi 32K
+    cp empty.vdi "$out/vdi_parse/"
+    # bitmap_edit's seeds: small qcow2 v3 images (1 MiB disks) whose bitmaps have bits set
+    # (qemu-io's writes dirty the enabled ones), in 512 B, 4 KiB and 64 KiB clusters; bitmaps
+    # of 512 B, 4 KiB and 64 KiB granularity, disabled, merged, and one flagged in use (as a
+    # killed qemu leaves it); one image without bitmaps (the first is added) and a v2 image
+    # (add is refused).
+    bm() { # NAME CLUSTER: a 1 MiB image with b0 (enabled), b1 (64 KiB, disabled after a write)
+        q create -f qcow2 -o cluster_size="$2" "$1" 1M
+        q bitmap --add "$1" b0
+        q bitmap --add -g 65536 "$1" b1
+        qemu-io -f qcow2 -c 'write -P 0x11 0 4k' -c 'write -P 0x22 300k 70k' "$1" >/dev/null
+        q bitmap --disable "$1" b1
+        qemu-io -f qcow2 -c 'write -P 0x33 900k 8k' "$1" >/dev/null
+    }
+    bm bm-4k.qcow2 4096
+    bm bm-512.qcow2 512
+    bm bm-64k.qcow2 65536
+    cp bm-4k.qcow2 bm-merged.qcow2
+    q bitmap --add -g 512 bm-merged.qcow2 fine
+    q bitmap --merge b1 --merge b0 bm-merged.qcow2 fine
+    qemu-io -f qcow2 -c 'write -z 512k 64k' bm-merged.qcow2 >/dev/null
+    # The in-use flag (bit 0 of the flags at byte 12 of each directory entry) set on b0,
+    # the directory's first entry, as a qemu that was killed while it tracked writes left it.
+    cp bm-4k.qcow2 bm-inuse.qcow2
+    python3 - bm-inuse.qcow2 <<'EOF'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+at = struct.unpack(">I", b[100:104])[0]  # header_length: the extensions follow
+while True:
+    kind, length = struct.unpack(">II", b[at:at + 8])
+    if kind == 0x23852875:  # the bitmaps extension
+        _, _, _, directory = struct.unpack(">IIQQ", b[at + 8:at + 32])
+        b[directory + 15] |= 1
+        break
+    if kind == 0:
+        raise SystemExit("bm-inuse.qcow2 has no bitmaps extension")
+    at += 8 + (length + 7) // 8 * 8
+open(sys.argv[1], "wb").write(b)
+EOF
+    q create -f qcow2 -o cluster_size=4096 bm-none.qcow2 1M
+    qemu-io -f qcow2 -c 'write -P 0x44 64k 4k' bm-none.qcow2 >/dev/null
+    q create -f qcow2 -o compat=0.10,cluster_size=4096 bm-v2.qcow2 1M
+    cp bm-4k.qcow2 bm-512.qcow2 bm-64k.qcow2 bm-merged.qcow2 bm-inuse.qcow2 bm-none.qcow2 \
+        bm-v2.qcow2 bitmap.qcow2 "$out/bitmap_edit/"
     # QCOW version 1: plain and over a backing file (qemu-img convert -c fails for qcow: the
     # compressed one, df-v1.qcow, is diskferry's).
     q convert -f raw -O qcow s.raw v1.qcow
@@ -233,9 +283,14 @@ PY
     done
 fi
 
+if [ -n "$corpus" ]; then
+    add vdi_parse pyVBox/TestHD-2009-sun.vdi pyVBox/TestHD.vdi
+fi
+
 # qcow2_check's seeds: qcow_parse's QCOW2 files.
 cp "$out"/qcow_parse/*.qcow2 "$out/qcow2_check/"
-for t in open_any qcow_parse qcow2_check vhd_parse vmdk_descriptor vmdk_sparse ovf_parse; do
+for t in open_any qcow_parse qcow2_check vhd_parse vmdk_descriptor vmdk_sparse ovf_parse vdi_parse \
+    bitmap_edit; do
     echo "$t: $(ls "$out/$t" | wc -l) seeds, largest $(wc -c "$out/$t"/* | sort -n | tail -2 | head -1 | awk '{print $1}') bytes"
 done
 
