@@ -1,7 +1,7 @@
-//! `bitmap` on images whose bitmap directory entries are damaged (found by the `bitmap_edit`
-//! fuzz target): the editor must refuse or leak, never allocate what a damaged field asks for.
-//! The images are made by diskferry itself (`create`, `bitmap --add`), so no qemu is needed;
-//! the entries are then changed byte by byte.
+//! `bitmap` on images whose bitmap directory entries are damaged or unusual: the editor must
+//! refuse or leak, never allocate what a damaged field asks for, and must keep every entry it
+//! does not change as it is stored. The images are made by diskferry itself (`create`,
+//! `bitmap --add`), so no qemu is needed; the entries are then changed byte by byte.
 
 mod common;
 
@@ -118,4 +118,43 @@ fn clearing_a_bitmap_outside_qemus_constraints_is_refused_before_its_bits_are_al
     assert_ne!(code, 0);
     assert!(err.contains("granularity"), "{err}");
     assert!(std::fs::read(&img).unwrap() == before, "the image changed");
+}
+
+#[test]
+fn a_bitmap_named_with_bytes_that_are_not_utf8_is_kept_whole_when_another_changes() {
+    // qemu takes any bytes as a bitmap's name. An entry kept as stored was copied with the
+    // length of its name read as UTF-8 (U+FFFD, three bytes, for each bad byte): for an
+    // 8-byte name with one such byte, 8 bytes too many, the next entry's first ones, so
+    // every entry after it was misplaced and qemu could no longer open the image.
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img.qcow2");
+    run_ok(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=4096",
+        s(&img),
+        "1M",
+    ]);
+    run_ok(&["bitmap", "--add", s(&img), "abcdefgh"]);
+    run_ok(&["bitmap", "--add", s(&img), "second"]);
+    patch_entry(&img, 0, 24, &[0xff]);
+    let entry = |b: &[u8], i: usize| {
+        let e = entry_offset(b, i);
+        let name = usize::from(u16::from_be_bytes([b[e + 18], b[e + 19]]));
+        (
+            b[e + 16..e + 18].to_vec(),
+            b[e + 24..e + 24 + name].to_vec(),
+        )
+    };
+    let before = entry(&std::fs::read(&img).unwrap(), 0);
+    run_ok(&["bitmap", "--disable", s(&img), "second"]);
+    let after = std::fs::read(&img).unwrap();
+    assert_eq!(entry(&after, 0), before);
+    assert_eq!(entry(&after, 1).1, b"second");
+    let info = run_ok(&["info", "--output=json", s(&img)]);
+    assert!(info.contains("\"second\""), "{info}");
+    let (code, out, err) = run(&["check", s(&img)]);
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -440,8 +440,14 @@ fn commit(ed: &mut Editor, dir: &Directory) -> Result<()> {
             }
             (None, Some(b)) => {
                 // Kept where it is: its entry as stored (extra data and all), with the flags
-                // as they are now.
-                let len = 24 + u64::from(b.extra_data_size) + b.name.len() as u64;
+                // as they are now. Its length comes from the stored name size: `b.name` is
+                // the name's bytes read as UTF-8, lossily, so longer than they are when they
+                // are not UTF-8 (qemu takes any bytes), and the copy then took the next
+                // entry's first bytes and misplaced every entry after it.
+                let mut fixed = [0u8; 24];
+                ed.read(&mut fixed, b.entry_offset)?;
+                let name_size = u16::from_be_bytes([fixed[18], fixed[19]]);
+                let len = 24 + u64::from(b.extra_data_size) + u64::from(name_size);
                 let mut raw = vec![0u8; len as usize];
                 ed.read(&mut raw, b.entry_offset)?;
                 raw[12..16].copy_from_slice(&e.flags.to_be_bytes());
