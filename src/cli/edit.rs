@@ -246,17 +246,7 @@ pub fn bitmap(args: BitmapArgs, order: Vec<BitmapFlag>) -> Outcome {
     // opened changes nothing.
     let source = match &args.source_file {
         Some(file) => {
-            let mut options = open_options(
-                &GateArgs {
-                    confine: false,
-                    no_backing: true,
-                    allow_devices: false,
-                    parent: None,
-                    disk: None,
-                },
-                parse_format(args.source_format.as_deref())?,
-            );
-            options.backing = BackingPolicy::Ignore;
+            let options = image_alone(parse_format(args.source_format.as_deref())?);
             Some(Image::open(file, &options)?)
         }
         None => None,
@@ -295,8 +285,9 @@ pub fn bitmap(args: BitmapArgs, order: Vec<BitmapFlag>) -> Outcome {
     }
 }
 
-/// `snapshot -l`: qemu-img's table, nothing when there are none (or the format has none).
-fn list_snapshots(path: &Path, format: Format) -> Outcome {
+/// How `snapshot -l` and `bitmap -b` open an image: the image alone (its own metadata is all
+/// they read), never its backing chain.
+fn image_alone(format: Option<Format>) -> diskferry::image::OpenOptions {
     let mut options = open_options(
         &GateArgs {
             confine: false,
@@ -305,9 +296,15 @@ fn list_snapshots(path: &Path, format: Format) -> Outcome {
             parent: None,
             disk: None,
         },
-        Some(format),
+        format,
     );
     options.backing = BackingPolicy::Ignore;
+    options
+}
+
+/// `snapshot -l`: qemu-img's table, nothing when there are none (or the format has none).
+fn list_snapshots(path: &Path, format: Format) -> Outcome {
+    let options = image_alone(Some(format));
     let image = Image::open(path, &options)?;
     // A format without internal snapshots has none to list: an empty list, as qemu-img's
     // (scripts list the snapshots of every disk of a VM before a migration).
